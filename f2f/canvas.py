@@ -1,0 +1,159 @@
+"""Letterbox a source image onto the model's canvas, and cut the edit back out.
+
+The image-to-video model only generates one canvas size (720x480 for
+CogVideoX-5B-I2V). A source of any aspect ratio is scaled, keeping its aspect
+ratio, to the largest size that fits the canvas, centred, on black bars
+(`letterbox`). Frames of the generated video are cropped to the same box and
+resized back to the source size (`unletterbox`).
+
+Rules:
+
+* the content box touches two opposite edges of the canvas and is centred
+  (any odd pixel of margin goes to the right / bottom);
+* the content is never smaller than 1x1 nor larger than the canvas;
+* everything outside the box is exactly black (0, 0, 0);
+* no resampling happens when a size already matches, so a source that already
+  fits the canvas is reproduced pixel for pixel, and back;
+* resampling is LANCZOS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from numbers import Integral
+from typing import Any, NamedTuple
+
+from PIL import Image
+
+from f2f.errors import InvalidInput
+from f2f.imageio import to_rgb
+
+_BLACK = (0, 0, 0)
+
+
+class Box(NamedTuple):
+    """A rectangle in canvas pixels; `right` and `bottom` are exclusive."""
+
+    left: int
+    top: int
+    right: int
+    bottom: int
+
+    @property
+    def width(self) -> int:
+        """right - left."""
+        return self.right - self.left
+
+    @property
+    def height(self) -> int:
+        """bottom - top."""
+        return self.bottom - self.top
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height), as Pillow orders sizes."""
+        return (self.width, self.height)
+
+
+@dataclass(frozen=True)
+class Letterboxed:
+    """A source placed on the canvas.
+
+    `image` is the RGB canvas (exactly the requested size), `box` where the
+    source's content lies on it, `source_size` the (width, height) of the
+    source after its EXIF orientation was applied: the size `restore` returns.
+    """
+
+    image: Image.Image
+    box: Box
+    source_size: tuple[int, int]
+
+    def restore(self, frame: Image.Image) -> Image.Image:
+        """`unletterbox(frame, self.box, self.source_size)`."""
+        return unletterbox(frame, self.box, self.source_size)
+
+
+def fit_box(source_size: tuple[int, int], width: int, height: int) -> Box:
+    """Where a source of `source_size` lies when letterboxed on a width x height canvas.
+
+    scale = min(width / w, height / h); the content is round(w * scale) x
+    round(h * scale), at least 1 and at most the canvas in each dimension;
+    left = (width - content width) // 2, top = (height - content height) // 2.
+    """
+    src_w, src_h = _positive_pair("source_size", source_size)
+    width, height = _positive_int("width", width), _positive_int("height", height)
+    scale = min(width / src_w, height / src_h)
+    content_w = min(width, max(1, round(src_w * scale)))
+    content_h = min(height, max(1, round(src_h * scale)))
+    left, top = (width - content_w) // 2, (height - content_h) // 2
+    return Box(left, top, left + content_w, top + content_h)
+
+
+def letterbox(image: Image.Image, width: int, height: int) -> Letterboxed:
+    """Place `image` (made RGB and upright by `to_rgb`) centred on a black width x height canvas.
+
+    The content is resized with LANCZOS into `fit_box`'s box, or pasted as is
+    when the box already has the source's size.
+    """
+    source = to_rgb(_require_image("image", image))
+    width, height = _positive_int("width", width), _positive_int("height", height)
+    box = fit_box(source.size, width, height)
+    content = source if box.size == source.size else source.resize(box.size, Image.Resampling.LANCZOS)
+    canvas = Image.new("RGB", (width, height), _BLACK)
+    canvas.paste(content, (box.left, box.top))
+    return Letterboxed(image=canvas, box=box, source_size=source.size)
+
+
+def unletterbox(frame: Image.Image, box: Box | tuple[int, int, int, int], size: tuple[int, int]) -> Image.Image:
+    """Crop `box` out of `frame` and resize it (LANCZOS) to `size`; an RGB image.
+
+    The box must lie inside the frame. No resampling happens when the crop
+    already has `size`. A non-RGB frame is converted by `to_rgb` (without
+    EXIF orientation: frames are generated, not photographed).
+    """
+    frame = _require_image("frame", frame)
+    box = _box_inside("box", box, frame.size)
+    size = _positive_pair("size", size)
+    crop = to_rgb(frame.crop(box), orient=False)
+    return crop if crop.size == size else crop.resize(size, Image.Resampling.LANCZOS)
+
+
+# --- argument checks --------------------------------------------------------
+
+
+def _is_int(value: Any) -> bool:
+    """An integer, numpy's included, but not a bool."""
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def _positive_int(name: str, value: Any) -> int:
+    """`value` as an int; anything but a positive integer is an InvalidInput naming `name`."""
+    if not _is_int(value) or value <= 0:
+        raise InvalidInput(name, value, "must be a positive integer")
+    return int(value)
+
+
+def _positive_pair(name: str, value: Any) -> tuple[int, int]:
+    """A (width, height) of two positive integers, or an InvalidInput naming `name`."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2 or not all(_is_int(v) and v > 0 for v in value):
+        raise InvalidInput(name, value, "must be (width, height), two positive integers")
+    return (int(value[0]), int(value[1]))
+
+
+def _box_inside(name: str, value: Any, frame_size: tuple[int, int]) -> Box:
+    """`value` as a Box with 0 <= left < right <= width and 0 <= top < bottom <= height."""
+    width, height = frame_size
+    rule = f"must be (left, top, right, bottom) integers with a non-empty area inside the {width}x{height} frame"
+    if not isinstance(value, (tuple, list)) or len(value) != 4 or not all(_is_int(v) for v in value):
+        raise InvalidInput(name, value, rule)
+    box = Box(*(int(v) for v in value))
+    if not (0 <= box.left < box.right <= width and 0 <= box.top < box.bottom <= height):
+        raise InvalidInput(name, value, rule)
+    return box
+
+
+def _require_image(name: str, value: Any) -> Image.Image:
+    """`value` if it is a Pillow image, else an InvalidInput naming `name`."""
+    if not isinstance(value, Image.Image):
+        raise InvalidInput(name, type(value).__name__, "must be a PIL.Image.Image")
+    return value
