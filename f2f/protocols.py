@@ -1,0 +1,87 @@
+"""The two model interfaces the method needs, and the small types they share.
+
+A VLM takes OpenAI-format chat messages whose image parts carry PIL images
+(``{"type": "image", "image": <PIL.Image>}``) and answers with text; each
+backend encodes the images for its own engine. A video generator takes the
+letterboxed source (the first frame), a caption and seeds and returns one clip
+per seed. Backends live elsewhere; the core depends only on these protocols.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from PIL import Image
+
+from f2f.config import VideoConfig
+from f2f.errors import EditCancelled
+
+Message = dict[str, Any]  # {"role": "system" | "user" | "assistant", "content": [part, ...]}
+Frames = list[Image.Image]  # one clip: frame 0 is the source
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One progress event: a stage starts, or a denoising step finishes.
+
+    `step` and `total` count denoising steps and are set only while generating.
+    """
+
+    stage: str
+    step: int | None = None
+    total: int | None = None
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+class CancelToken:
+    """Set from any thread to stop an edit at the next stage or denoising step."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        if self._event.is_set():
+            raise EditCancelled("the edit was cancelled")
+
+
+@runtime_checkable
+class VLM(Protocol):
+    """A vision-language model: chat messages in, text out."""
+
+    async def chat(self, messages: Sequence[Message], *, max_tokens: int, temperature: float = 0.0) -> str:
+        """Answer the conversation; temperature 0 means greedy decoding."""
+        ...
+
+
+@runtime_checkable
+class VideoGenerator(Protocol):
+    """An image-to-video model: the first frame, a caption and seeds in, clips out."""
+
+    async def generate(
+        self,
+        image: Image.Image,
+        caption: str,
+        seeds: Sequence[int],
+        settings: VideoConfig,
+        *,
+        progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> list[Frames]:
+        """One clip of exactly `settings.num_frames` canvas-size frames per seed, in seed order.
+
+        Calls `progress(Progress("generate", step, total))` after each denoising
+        step and stops with `EditCancelled` at the next step once `cancel` is set.
+        """
+        ...
