@@ -1,0 +1,115 @@
+"""What an edit returns, and how it is written to a folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from PIL import Image
+
+from f2f.canvas import Box, unletterbox
+
+Status = Literal["edited", "no_edit", "fallback"]
+"""edited: the VLM chose a frame. no_edit: it said no frame achieves the edit
+(the result is the source). fallback: its answer could not be read even after
+the retries; the result is what `selection.on_unparseable` says."""
+
+
+@dataclass(frozen=True)
+class ClipOutcome:
+    """How the VLM judged one clip (one seed)."""
+
+    seed: int
+    status: Status
+    label: int | None  # 1..N the chosen tile, 0 none achieves the edit, None unparseable
+    frame: int  # index in the clip of the chosen frame; 0 is the source
+    answers: list[str]  # the VLM's raw answers, retries included
+    candidates: list[int]  # frame indices of tiles 1..N
+    collage: Image.Image = field(repr=False)
+
+    def public(self) -> dict[str, Any]:
+        return {"seed": self.seed, "status": self.status, "label": self.label, "frame": self.frame, "answers": self.answers}
+
+
+@dataclass(frozen=True)
+class EditResult:
+    """The edited image and everything that explains it."""
+
+    image: Image.Image = field(repr=False)  # at the source's size
+    text: str
+    caption: str  # the caption the video was generated from
+    caption_fallback: bool  # True: the VLM's caption was unusable; the edit text was used
+    caption_answer: str  # the VLM's raw caption answer
+    outcome: ClipOutcome  # the chosen clip
+    clips: list[dict[str, Any]]  # every clip's outcome, in seed order
+    candidate_frames: list[Image.Image] = field(repr=False)  # canvas frames of tiles 1..N, chosen clip
+    box: Box  # where the source lies on the canvas
+    source_size: tuple[int, int]
+    timings_s: dict[str, float]
+    frames: list[Image.Image] | None = field(default=None, repr=False)  # the whole chosen clip, if kept
+
+    @property
+    def status(self) -> Status:
+        return self.outcome.status
+
+    @property
+    def seed(self) -> int:
+        return self.outcome.seed
+
+    @property
+    def collage(self) -> Image.Image:
+        return self.outcome.collage
+
+    def candidate_images(self) -> list[Image.Image]:
+        """The candidate frames cut out of the canvas and resized to the source's size."""
+        return [unletterbox(frame, self.box, self.source_size) for frame in self.candidate_frames]
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything that is not an image, ready for json.dumps."""
+        return {
+            "status": self.status,
+            "text": self.text,
+            "caption": self.caption,
+            "caption_fallback": self.caption_fallback,
+            "caption_answer": self.caption_answer,
+            "seed": self.seed,
+            "selected_label": self.outcome.label,
+            "selected_frame": self.outcome.frame,
+            "candidate_frames": self.outcome.candidates,
+            "selection_answers": self.outcome.answers,
+            "clips": self.clips,
+            "letterbox_box": list(self.box),
+            "source_size": list(self.source_size),
+            "timings_s": {k: round(v, 4) for k, v in self.timings_s.items()},
+        }
+
+
+def write_outputs(result: EditResult, out_dir: str | Path, save_frames: bool = False) -> list[Path]:
+    """Write edited.png, collage.png, result.json (and candidates/ with `save_frames`)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [_save_png(result.image, out / "edited.png"), _save_png(result.collage, out / "collage.png")]
+    if save_frames:
+        (out / "candidates").mkdir(exist_ok=True)
+        for index, image in zip(result.outcome.candidates, result.candidate_images(), strict=True):
+            written.append(_save_png(image, out / "candidates" / f"frame_{index:03d}.png"))
+    data = json.dumps(result.to_json(), indent=2).encode() + b"\n"
+    written.append(_atomic(out / "result.json", lambda f: f.write(data)))
+    return written
+
+
+def _save_png(image: Image.Image, path: Path) -> Path:
+    return _atomic(path, lambda f: image.save(f, format="PNG"))
+
+
+def _atomic(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
+    """Write through a temporary file beside `path`, then rename: readers never see half a file."""
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
+        write(tmp)
+    os.replace(tmp.name, path)
+    return path

@@ -1,0 +1,80 @@
+"""Test fakes for the two model protocols. They live in tests/ only: the product never uses them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from f2f.config import VideoConfig
+from f2f.protocols import CancelToken, Frames, Message, Progress, ProgressCallback
+from f2f.selection import ANSWER_PHRASE
+
+
+def is_selection(messages: Sequence[Message]) -> bool:
+    """Whether a conversation is a selection question (it asks for the fixed phrase)."""
+    first = messages[0]["content"]
+    return any(part["type"] == "text" and f"{ANSWER_PHRASE}: <label>" in part["text"] for part in first)
+
+
+class ScriptedVLM:
+    """Answers captions with `caption` and selections with `selections`, in order (the last repeats)."""
+
+    def __init__(self, caption: str = "The sun slowly sets behind the hills.", selections: Sequence[str] = ("SELECTED: 3",)):
+        self.caption = caption
+        self.selections = list(selections)
+        self.calls: list[tuple[str, list[Message], int, float]] = []
+
+    async def chat(self, messages: Sequence[Message], *, max_tokens: int, temperature: float = 0.0) -> str:
+        kind = "select" if is_selection(messages) else "caption"
+        self.calls.append((kind, list(messages), max_tokens, temperature))
+        index = sum(1 for call in self.calls if call[0] == "select") - 1
+        answer = self.caption if kind == "caption" else self.selections[min(index, len(self.selections) - 1)]
+        await asyncio.sleep(0)  # let concurrent asks interleave, as a real engine would
+        return answer
+
+
+class SyntheticGenerator:
+    """A clip that starts at the given image and brightens frame by frame; seeds shift the colour.
+
+    Frame i of seed s is the first frame plus i * 3 on every channel and s % 50
+    on the red channel, clipped: frames differ by index and by seed, so tests
+    can tell which frame and which clip came back.
+    """
+
+    def __init__(self, cancel_at_step: int | None = None):
+        self.cancel_at_step = cancel_at_step
+        self.calls: list[tuple[Image.Image, str, list[int], VideoConfig]] = []
+
+    async def generate(
+        self,
+        image: Image.Image,
+        caption: str,
+        seeds: Sequence[int],
+        settings: VideoConfig,
+        *,
+        progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> list[Frames]:
+        self.calls.append((image, caption, list(seeds), settings))
+        for step in range(1, settings.num_inference_steps + 1):
+            if cancel is not None:
+                if step == self.cancel_at_step:
+                    cancel.cancel()
+                cancel.raise_if_cancelled()
+            await asyncio.sleep(0)
+            if progress is not None:
+                progress(Progress("generate", step, settings.num_inference_steps))
+        return [self.clip(image, seed, settings.num_frames) for seed in seeds]
+
+    @staticmethod
+    def clip(image: Image.Image, seed: int, num_frames: int) -> Frames:
+        base = np.asarray(image, dtype=np.int16)
+        frames = [image.copy()]
+        for i in range(1, num_frames):
+            frame = base + i * 3
+            frame[..., 0] += seed % 50
+            frames.append(Image.fromarray(np.clip(frame, 0, 255).astype(np.uint8)))
+        return frames

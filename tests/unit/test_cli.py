@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from fakes import ScriptedVLM, SyntheticGenerator
+from PIL import Image
+
+from f2f import cli
+from f2f.config import F2FConfig
+
+SAMPLE = Path(cli.__file__).parent / "data" / "sample.png"
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def small_config_file(tmp_path) -> Path:
+    path = tmp_path / "small.yaml"
+    path.write_text("video: {width: 96, height: 64, num_frames: 17, num_inference_steps: 2}\n")
+    return path
+
+
+def test_config_show_prints_the_defaults_as_yaml(runner):
+    result = runner.invoke(cli.main, ["config", "show"])
+    assert result.exit_code == 0
+    assert F2FConfig.model_validate(yaml.safe_load(result.output)) == F2FConfig()
+
+
+def test_config_show_applies_a_file(runner, small_config_file):
+    result = runner.invoke(cli.main, ["config", "show", str(small_config_file)])
+    assert result.exit_code == 0
+    assert yaml.safe_load(result.output)["video"]["num_frames"] == 17
+
+
+def test_edit_without_a_backend_says_so_and_exits_2(runner, tmp_path):
+    result = runner.invoke(cli.main, ["edit", str(SAMPLE), "make the sun set", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "no model backend is configured" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "phrase"),
+    [
+        (["/nonexistent.png", "make it red"], "image: file not found"),
+        (["{bad}", "make it red"], "not a readable image"),
+        (["{sample}", ""], "text: the edit text must not be empty"),
+        (["{sample}", "make it red", "--config", "{badconfig}"], "video.num_frames"),
+        (["{sample}", "make it red", "--seed", "-3"], "--seed"),
+    ],
+)
+def test_bad_input_exits_2_with_one_clear_line(runner, tmp_path, args, phrase):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"GIF89a not really")
+    badconfig = tmp_path / "bad.yaml"
+    badconfig.write_text("video: {num_frames: 50}\n")
+    args = [a.format(bad=bad, sample=SAMPLE, badconfig=badconfig) for a in args]
+    result = runner.invoke(cli.main, ["edit", *args, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert phrase in result.output
+    assert "Traceback" not in result.output
+
+
+def test_edit_writes_the_outputs_with_injected_backends(runner, tmp_path, monkeypatch, small_config_file):
+    vlm, generator = ScriptedVLM(selections=["SELECTED: 2"]), SyntheticGenerator()
+    monkeypatch.setattr(cli, "build_backends", lambda config: (vlm, generator))
+    out = tmp_path / "out"
+    args = [
+        "edit",
+        str(SAMPLE),
+        "make the sun set",
+        "--out",
+        str(out),
+        "--config",
+        str(small_config_file),
+        "--seed",
+        "11",
+        "--save-frames",
+    ]
+    result = runner.invoke(cli.main, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "result.json").read_text())
+    assert (data["seed"], data["selected_frame"], data["status"]) == (11, 8, "edited")
+    assert Image.open(out / "edited.png").size == Image.open(SAMPLE).size
+    assert sorted(p.name for p in (out / "candidates").iterdir()) == [f"frame_{i:03d}.png" for i in (4, 8, 12, 16)]
+    assert "status: edited" in result.output
+    assert "generate step 2/2" in result.output  # progress on stderr (mixed in by the runner)
+
+
+def test_the_console_script_runs():
+    result = subprocess.run([sys.executable, "-m", "f2f.cli", "--help"], capture_output=True, text=True, check=True)
+    assert "edit" in result.stdout and "config" in result.stdout
+
+
+def test_importing_f2f_stays_light():
+    code = (
+        "import sys, f2f, f2f.cli, f2f.pipeline, f2f.caption, f2f.selection, f2f.canvas, f2f.imageio, f2f.backends\n"
+        "print(' '.join(sorted({'torch', 'diffusers', 'transformers', 'vllm', 'ray'} & set(sys.modules))))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""
