@@ -7,22 +7,21 @@ BIN    := $(VENV)/bin
 
 .PHONY: demo test lint clean
 
-$(BIN)/f2f: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+# The venv: CPU torch, diffusers, transformers, vLLM's CPU build (see tools/setup-venv.sh).
+$(BIN)/f2f: pyproject.toml tools/setup-venv.sh tools/patch_torchvision.py
+	PYTHON=$(PYTHON) tools/setup-venv.sh $(VENV)
 	touch $@
 
+# A real end-to-end edit on the tiny profile (random weights: the output is noise).
 demo: $(BIN)/f2f
-	$(BIN)/f2f config show
-	$(BIN)/f2f edit f2f/data/sample.png "make the sun set behind the hills" --out out/demo
+	$(BIN)/f2f edit f2f/data/sample.png "make the sun set behind the hills" --profile tiny --seed 0 --out out/demo
 
 test: $(BIN)/f2f
 	$(BIN)/python -m pytest
 
 lint: $(BIN)/f2f
-	$(BIN)/ruff check f2f tests
-	$(BIN)/ruff format --check f2f tests
+	$(BIN)/ruff check f2f tests bench tools
+	$(BIN)/ruff format --check f2f tests bench tools
 
 clean:
 	rm -rf $(VENV) out build *.egg-info .pytest_cache

