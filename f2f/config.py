@@ -104,6 +104,60 @@ class InputConfig(_Section):
         return self
 
 
+Device = Literal["auto", "cpu", "cuda"]
+DType = Literal["auto", "bfloat16", "float16", "float32"]
+
+
+class GeneratorConfig(_Section):
+    """The image-to-video backend."""
+
+    backend: Literal["diffusers"] = Field("diffusers", description="Video backend: diffusers (CogVideoXImageToVideoPipeline).")
+    model_path: Path | None = Field(None, description="Local folder of the checkpoint (diffusers layout); never downloaded.")
+    device: Device = Field("auto", description="auto: cuda when available, else cpu.")
+    dtype: DType = Field("auto", description="auto: bfloat16 on cuda, float32 on cpu.")
+    vae_slicing: bool = Field(False, description="Decode the VAE one video at a time (less memory, same result).")
+    vae_tiling: bool = Field(False, description="Decode the VAE in tiles (less memory; may show seams).")
+    cpu_offload: bool = Field(
+        False, description="Keep weights on the CPU and move each model to the GPU when used (slower, less GPU memory)."
+    )
+    max_batch_seeds: int = Field(
+        1, ge=1, le=64, description="Seeds generated together in one batch; more seeds run in several batches."
+    )
+
+
+class VLMConfig(_Section):
+    """The vision-language model that writes captions and selects frames."""
+
+    backend: Literal["vllm", "transformers", "openai"] = Field(
+        "vllm",
+        description="vllm (production engine), transformers (CPU, small installs) or openai (any OpenAI-compatible endpoint).",
+    )
+    model_path: Path | None = Field(None, description="Local folder of the checkpoint (vllm, transformers); never downloaded.")
+    device: Device = Field("auto", description="transformers backend: auto is cuda when available, else cpu.")
+    dtype: DType = Field("auto", description="auto: bfloat16 on cuda, float32 on cpu.")
+    min_pixels: int = Field(3136, ge=784, description="Fewest pixels an image is resized to before it becomes visual tokens.")
+    max_pixels: int = Field(
+        1_003_520, ge=784, description="Most pixels an image is resized to (bounds visual tokens: 28x28 pixels each)."
+    )
+    max_model_len: int = Field(16384, ge=512, description="Context length in tokens; a longer prompt is an error that names it.")
+    gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0, description="vllm: share of GPU memory the engine may take.")
+    enforce_eager: bool = Field(
+        False, description="vllm: skip torch.compile and CUDA graphs; starts much faster, decodes slower (CPU, development)."
+    )
+    tensor_parallel_size: int = Field(1, ge=1, le=16, description="vllm: GPUs the VLM is split across.")
+    base_url: str | None = Field(None, description="openai: the endpoint, e.g. http://vllm:8000/v1.")
+    model_name: str | None = Field(None, description="openai: the served model name; null asks the endpoint's /models.")
+    api_key: str | None = Field(None, description="openai: bearer token for the endpoint, if it needs one.")
+    timeout_s: float = Field(120.0, gt=0, le=3600, description="openai: seconds to wait for one answer.")
+    max_retries: int = Field(2, ge=0, le=10, description="openai: retries after a connection error, 408, 429 or 5xx.")
+
+    @model_validator(mode="after")
+    def _pixels_ordered(self) -> VLMConfig:
+        if self.min_pixels > self.max_pixels:
+            raise InvalidConfig("min_pixels", self.min_pixels, f"must not exceed max_pixels ({self.max_pixels})")
+        return self
+
+
 class F2FConfig(_Section):
     """The whole configuration of an edit."""
 
@@ -111,6 +165,18 @@ class F2FConfig(_Section):
     caption: CaptionConfig = Field(default_factory=CaptionConfig, description="Temporal caption settings.")
     selection: SelectionConfig = Field(default_factory=SelectionConfig, description="Frame selection settings.")
     input: InputConfig = Field(default_factory=InputConfig, description="Input limits.")
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig, description="Video backend.")
+    vlm: VLMConfig = Field(default_factory=VLMConfig, description="VLM backend.")
+    profile: str | None = Field(
+        None, description="A profile of the model catalogue (`f2f models list`): its checkpoints and config values, under yours."
+    )
+    models_dir: Path | None = Field(
+        None, description="Folder of the profile's staged checkpoints; tiny profiles default to cache_dir/tiny."
+    )
+    cache_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".cache" / "f2f",
+        description="Where f2f builds what it can build itself (tiny checkpoints).",
+    )
     seed: int | None = Field(
         None, ge=0, lt=2**32, description="Seed of the first video; null draws one at random (it is reported in the result)."
     )
@@ -124,6 +190,9 @@ class F2FConfig(_Section):
         if stride >= frames:
             rule = f"must be smaller than video.num_frames ({frames}), or no frame after the source is a candidate"
             raise InvalidConfig("selection.candidate_stride", stride, rule)
+        if self.selection.collage_max_pixels > self.vlm.max_pixels:
+            rule = f"must not exceed vlm.max_pixels ({self.vlm.max_pixels}), or the VLM would shrink the collage and its labels"
+            raise InvalidConfig("selection.collage_max_pixels", self.selection.collage_max_pixels, rule)
         return self
 
 
@@ -139,11 +208,37 @@ def _error_from_validation(exc: ValidationError, origin: str) -> InvalidConfig:
 
 
 def config_from_dict(data: dict[str, Any], origin: str = "") -> F2FConfig:
-    """Validate a plain mapping into an F2FConfig; errors name the dotted field."""
+    """Validate a plain mapping into an F2FConfig; errors name the dotted field.
+
+    With a `profile`, the profile's config values lie under `data`, and the
+    model paths that `data` leaves empty point into the profile's models folder.
+    """
+    if data.get("profile") is not None:
+        from f2f.catalogue import load_catalogue
+
+        data = _merge(load_catalogue().profile(data["profile"]).config, data)
     try:
-        return F2FConfig.model_validate(data)
+        config = F2FConfig.model_validate(data)
     except ValidationError as exc:
         raise _error_from_validation(exc, origin) from None
+    return _with_profile_paths(config) if config.profile else config
+
+
+def _with_profile_paths(config: F2FConfig) -> F2FConfig:
+    from f2f.catalogue import load_catalogue
+
+    checkpoints = load_catalogue().checkpoints_of(config.profile)
+    tiny = all(c.tiny for c in checkpoints.values())
+    models_dir = config.models_dir or (config.cache_dir / "tiny" if tiny else None)
+    if models_dir is None:
+        rule = f"profile {config.profile!r} needs the folder of its staged checkpoints (--models DIR; see `f2f models stage`)"
+        raise InvalidConfig("models_dir", None, rule)
+    update: dict[str, Any] = {"models_dir": models_dir}
+    for role in ("generator", "vlm"):
+        section = getattr(config, role)
+        if section.model_path is None:
+            update[role] = section.model_copy(update={"model_path": models_dir / checkpoints[role].dir})
+    return config.model_copy(update=update)
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> F2FConfig:

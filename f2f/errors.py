@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-_MAX_VALUE_REPR = 80
+_MAX_VALUE_REPR = 300  # long enough for paths; prompts are shortened
 
 
 def _short_repr(value: Any) -> str:
@@ -57,6 +57,16 @@ class BackendNotConfigured(F2FError):
     """No model backend is available for an operation that needs one."""
 
     code = "backend_not_configured"
+
+
+class VLMEndpointError(F2FError):
+    """An OpenAI-compatible VLM endpoint failed or refused a request; `status` is the HTTP status (None: no answer)."""
+
+    code = "vlm_endpoint_error"
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class EditCancelled(F2FError):
