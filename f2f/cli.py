@@ -8,6 +8,9 @@ status 2; never a traceback.
 from __future__ import annotations
 
 import asyncio
+import importlib
+import importlib.util
+import logging
 import sys
 import time
 from pathlib import Path
@@ -15,9 +18,10 @@ from typing import Any
 
 import click
 
-from f2f.backends import build_backends
+from f2f.backends import build_backends, make_tiny
+from f2f.catalogue import Checkpoint, load_catalogue, stage_checkpoint, verify_folder
 from f2f.config import config_to_yaml, load_config
-from f2f.errors import EditCancelled, F2FError
+from f2f.errors import EditCancelled, F2FError, InvalidConfig
 from f2f.imageio import open_image
 from f2f.pipeline import check_inputs, edit
 from f2f.protocols import Progress
@@ -50,6 +54,24 @@ def main() -> None:
 _config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), help="YAML config file (see `f2f config show`)."
 )
+_profile_option = click.option("--profile", help="Model profile from the catalogue (`f2f models list`); `tiny` runs on any CPU.")
+_models_option = click.option(
+    "--models", "models_dir", type=click.Path(file_okay=False, path_type=Path), help="Folder of the profile's staged checkpoints."
+)
+
+
+def _overrides(**values: Any) -> dict[str, Any]:
+    """CLI flags as config overrides; dotted keys nest ("vlm.backend"); None means not given."""
+    overrides: dict[str, Any] = {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        *parents, leaf = key.split(".")
+        node = overrides
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return overrides
 
 
 @main.command("edit")
@@ -57,18 +79,55 @@ _config_option = click.option(
 @click.argument("text")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the outputs.")
 @_config_option
+@_profile_option
+@_models_option
+@click.option("--vlm-backend", type=click.Choice(["vllm", "transformers", "openai"]), help="Overrides vlm.backend.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="Seed of the first video (default: config, else random).")
 @click.option("--save-frames", is_flag=True, help="Also write the candidate frames to OUT/candidates/.")
-def edit_command(image: Path, text: str, out_dir: Path, config_path: Path | None, seed: int | None, save_frames: bool) -> None:
-    """Edit IMAGE as TEXT asks; write edited.png, collage.png and result.json to OUT."""
-    config = load_config(config_path, {"seed": seed} if seed is not None else None)
+def edit_command(
+    image: Path,
+    text: str,
+    out_dir: Path,
+    config_path: Path | None,
+    profile: str | None,
+    models_dir: Path | None,
+    vlm_backend: str | None,
+    seed: int | None,
+    save_frames: bool,
+) -> None:
+    """Edit IMAGE as TEXT asks; write edited.png, collage.png, video.mp4 and result.json to OUT."""
+    flags = _overrides(profile=profile, models_dir=models_dir, seed=seed, **{"vlm.backend": vlm_backend})
+    config = load_config(config_path, flags)
     source, text, seeds = check_inputs(open_image(image, config.input), text, None, config)
-    vlm, generator = build_backends(config)
-    result = asyncio.run(edit(source, text, vlm=vlm, generator=generator, config=config, seeds=seeds, progress=_Printer()))
-    for path in write_outputs(result, out_dir, save_frames):
+    printer = _Printer()
+    printer.say("loading models" + (f" (profile {config.profile})" if config.profile else ""))
+    _quiet_model_libraries()
+    with build_backends(config) as backends:
+        run = edit(
+            source,
+            text,
+            vlm=backends.vlm,
+            generator=backends.generator,
+            config=config,
+            seeds=seeds,
+            progress=printer,
+            keep_frames=True,
+        )
+        result = asyncio.run(run)
+    for path in write_outputs(result, out_dir, save_frames, video_fps=config.video.fps):
         click.echo(f"wrote {path}")
     click.echo(f"status: {result.status}  frame: {result.outcome.frame}  seed: {result.seed}")
     click.echo(f"caption: {result.caption}" + ("  (fallback: the VLM's caption was unusable)" if result.caption_fallback else ""))
+
+
+def _quiet_model_libraries() -> None:
+    """Warnings and errors only from the model libraries: the CLI prints its own progress."""
+    logging.getLogger("vllm").setLevel(logging.WARNING)
+    for name in ("transformers", "diffusers"):
+        if importlib.util.find_spec(name) is not None:
+            library_logging = importlib.import_module(f"{name}.utils.logging")
+            library_logging.set_verbosity_error()
+            library_logging.disable_progress_bar()
 
 
 class _Printer:
@@ -79,10 +138,13 @@ class _Printer:
         self.tty = sys.stderr.isatty()
 
     def __call__(self, event: Progress) -> None:
-        elapsed = time.perf_counter() - self.start
         step = f" step {event.step}/{event.total}" if event.total else ""
-        end = "\r" if self.tty and event.total and event.step != event.total else "\n"
-        click.echo(f"[{elapsed:7.1f}s] {event.stage}{step}{end}", err=True, nl=False)
+        self.say(f"{event.stage}{step}", transient=bool(self.tty and event.total and event.step != event.total))
+
+    def say(self, text: str, transient: bool = False) -> None:
+        elapsed = time.perf_counter() - self.start
+        click.echo(f"[{elapsed:7.1f}s] {text}", err=True, nl=False)
+        click.echo("\r" if transient else "\n", err=True, nl=False)
 
 
 @main.group("config")
@@ -92,9 +154,72 @@ def config_group() -> None:
 
 @config_group.command("show")
 @click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
-def config_show(file: Path | None) -> None:
-    """Print the effective config: the defaults updated by FILE."""
-    click.echo(config_to_yaml(load_config(file)), nl=False)
+@_profile_option
+@_models_option
+def config_show(file: Path | None, profile: str | None, models_dir: Path | None) -> None:
+    """Print the effective config: the defaults, the profile's values, FILE, then the flags."""
+    click.echo(config_to_yaml(load_config(file, _overrides(profile=profile, models_dir=models_dir))), nl=False)
+
+
+@main.group("models")
+def models_group() -> None:
+    """The model catalogue: list profiles, build tiny checkpoints, stage and verify real ones."""
+
+
+@models_group.command("list")
+def models_list() -> None:
+    """Profiles and the checkpoints they use."""
+    catalogue = load_catalogue()
+    for name, profile in catalogue.profiles.items():
+        click.echo(f"{name}: {profile.description}")
+        for role, ckpt in catalogue.checkpoints_of(name).items():
+            origin = "built by f2f (random weights)" if ckpt.tiny else f"{ckpt.repo}@{ckpt.revision}"
+            click.echo(f"  {role:9} {ckpt.dir:28} {origin}")
+
+
+@models_group.command("make-tiny")
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1), help="Seed of the random weights.")
+def models_make_tiny(out_dir: Path, seed: int) -> None:
+    """Write random-weight tiny checkpoints of the real architectures into OUT_DIR."""
+    for name, path in make_tiny(out_dir, seed).items():
+        click.echo(f"{name}: {path}")
+
+
+@models_group.command("verify")
+@click.argument("models_dir", type=click.Path(path_type=Path))
+@click.option("--profile", help="Verify only this profile's checkpoints (default: every real checkpoint).")
+def models_verify(models_dir: Path, profile: str | None) -> None:
+    """Check staged checkpoints in MODELS_DIR: missing, extra and mismatched files (sha256)."""
+    reports = [
+        verify_folder(models_dir / ckpt.dir, ckpt, progress=lambda m: click.echo(m, err=True))
+        for ckpt in _real_checkpoints(profile)
+    ]
+    for report in reports:
+        click.echo("\n".join(report.lines()))
+    if not all(r.ok for r in reports):
+        sys.exit(1)
+
+
+@models_group.command("stage")
+@click.argument("models_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--profile", required=True, help="The profile whose checkpoints to download.")
+def models_stage(models_dir: Path, profile: str) -> None:
+    """On a connected host: download the profile's pinned files into MODELS_DIR and write their manifests."""
+    reports = [stage_checkpoint(ckpt, models_dir / ckpt.dir) for ckpt in _real_checkpoints(profile)]
+    for report in reports:
+        click.echo("\n".join(report.lines()))
+    if not all(r.ok for r in reports):
+        sys.exit(1)
+
+
+def _real_checkpoints(profile: str | None) -> list[Checkpoint]:
+    catalogue = load_catalogue()
+    checkpoints = catalogue.checkpoints_of(profile).values() if profile else catalogue.checkpoints.values()
+    real = [c for c in checkpoints if not c.tiny]
+    if profile and not real:
+        raise InvalidConfig("profile", profile, "has only tiny checkpoints, which f2f builds itself (f2f models make-tiny)")
+    return real
 
 
 if __name__ == "__main__":

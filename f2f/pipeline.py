@@ -67,7 +67,7 @@ async def edit(
 
     # 4. Generate
     cancel.raise_if_cancelled()
-    notify(Progress("generate", 0, config.video.num_inference_steps))
+    notify(Progress("generate"))
     with _timed(timings, "generate"):
         clips = await generator.generate(canvas.image, caption or text, seeds, config.video, progress=notify, cancel=cancel)
         check_clips(clips, seeds, config)

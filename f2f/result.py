@@ -89,11 +89,16 @@ class EditResult:
         }
 
 
-def write_outputs(result: EditResult, out_dir: str | Path, save_frames: bool = False) -> list[Path]:
-    """Write edited.png, collage.png, result.json (and candidates/ with `save_frames`)."""
+def write_outputs(result: EditResult, out_dir: str | Path, save_frames: bool = False, video_fps: int | None = None) -> list[Path]:
+    """Write edited.png, collage.png, result.json; candidates/ with `save_frames`;
+    video.mp4 (the chosen clip, as generated) with `video_fps` when the result kept its frames."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = [_save_png(result.image, out / "edited.png"), _save_png(result.collage, out / "collage.png")]
+    if video_fps and result.frames:
+        from f2f.video import write_mp4
+
+        written.append(write_mp4(result.frames, out / "video.mp4", video_fps))
     if save_frames:
         (out / "candidates").mkdir(exist_ok=True)
         for index, image in zip(result.outcome.candidates, result.candidate_images(), strict=True):

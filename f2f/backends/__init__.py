@@ -1,22 +1,128 @@
 """Model backends behind the core's two protocols (`f2f.protocols`).
 
 Each backend module imports its heavy library (torch, diffusers, vllm,
-transformers) itself, so `import f2f` stays light. None is built yet: this
-version of f2f ships the method core only, and `build_backends` says so
-instead of falling back to anything.
+transformers, httpx) itself, so `import f2f` stays light:
+
+- video: `cogvideox.CogVideoXGenerator` (diffusers' CogVideoXImageToVideoPipeline);
+- VLM: `vllm_vlm.VllmVLM`, `hf_vlm.TransformersVLM`, `openai_vlm.OpenAIVLM`;
+- `tiny_cogvideox` / `tiny_qwen`: random-weight checkpoints of the same
+  architectures, built offline, for tests and the demo.
+
+`build_backends` turns a config into a loaded pair. It checks everything it
+can (folders, the catalogue, the canvas and frame rules of the checkpoint)
+before the slow part, loading weights, and never falls back to anything.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from f2f.catalogue import Checkpoint, check_profile_folder, load_catalogue
 from f2f.config import F2FConfig
 from f2f.errors import BackendNotConfigured
 from f2f.protocols import VLM, VideoGenerator
 
 
-def build_backends(config: F2FConfig) -> tuple[VLM, VideoGenerator]:
-    """The VLM and the video generator that `config` asks for."""
-    raise BackendNotConfigured(
-        "no model backend is configured: this version of f2f ships the Frame2Frame method core "
-        "only; the video backend (diffusers CogVideoX) and the VLM backends (vLLM, transformers, "
-        "OpenAI-compatible) are not available yet (see the README, 'Status')"
-    )
+@dataclass
+class Backends:
+    """A loaded VLM and video generator; `close()` (or `with`) releases them."""
+
+    vlm: VLM
+    generator: VideoGenerator
+
+    def close(self) -> None:
+        for backend in (self.vlm, self.generator):
+            close = getattr(backend, "close", None)
+            if close is not None:
+                close()
+
+    def __enter__(self) -> Backends:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def build_backends(config: F2FConfig) -> Backends:
+    """The VLM and the video generator that `config` asks for, loaded."""
+    if config.profile and config.models_dir:
+        ensure_tiny_checkpoints(config.models_dir, config.profile)
+        check_profile_folder(config.models_dir, config.profile)
+    if config.generator.model_path is None or (config.vlm.model_path is None and config.vlm.backend != "openai"):
+        raise BackendNotConfigured(
+            "no model is configured: use --profile (see `f2f models list`; `--profile tiny` runs on any CPU) "
+            "or set generator.model_path and vlm.model_path in the config"
+        )
+    from f2f.backends.cogvideox import CogVideoXGenerator
+
+    generator = CogVideoXGenerator.from_config(config.generator)
+    try:
+        generator.check_settings(config.video)
+        vlm = _vlm_class(config.vlm.backend).from_config(config.vlm)
+    except BaseException:
+        generator.close()
+        raise
+    return Backends(vlm=vlm, generator=generator)
+
+
+def _vlm_class(backend: str) -> Any:
+    if backend == "vllm":
+        from f2f.backends.vllm_vlm import VllmVLM
+
+        return VllmVLM
+    if backend == "transformers":
+        from f2f.backends.hf_vlm import TransformersVLM
+
+        return TransformersVLM
+    from f2f.backends.openai_vlm import OpenAIVLM
+
+    return OpenAIVLM
+
+
+# --- tiny checkpoints ---------------------------------------------------------------------
+
+
+def make_tiny(out_dir: str | Path, seed: int = 0, names: list[str] | None = None) -> dict[str, Path]:
+    """Build the catalogue's tiny checkpoints (all, or `names`) into out_dir/<dir>."""
+    catalogue = load_catalogue()
+    names = names or [name for name, ckpt in catalogue.checkpoints.items() if ckpt.tiny]
+    return {
+        name: _build_tiny(catalogue.checkpoints[name], Path(out_dir) / catalogue.checkpoints[name].dir, seed) for name in names
+    }
+
+
+def ensure_tiny_checkpoints(models_dir: Path, profile: str) -> None:
+    """Build the profile's tiny checkpoints that are not in models_dir yet (first use)."""
+    for ckpt in load_catalogue().checkpoints_of(profile).values():
+        if ckpt.tiny and not (models_dir / ckpt.dir).is_dir():
+            _build_tiny(ckpt, models_dir / ckpt.dir, seed=0)
+
+
+def _build_tiny(ckpt: Checkpoint, folder: Path, seed: int) -> Path:
+    """Build into a temporary sibling, then rename: a crash or a concurrent build never leaves half a folder."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        _tiny_builder(ckpt.tiny)(scratch / "ckpt", seed)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(scratch / "ckpt", folder)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return folder
+
+
+def _tiny_builder(kind: str | None) -> Callable[[Path, int], Any]:
+    if kind == "cogvideox-i2v":
+        from f2f.backends.tiny_cogvideox import make_tiny_cogvideox
+
+        return lambda path, seed: make_tiny_cogvideox(path, seed=seed)
+    from f2f.backends.tiny_qwen import make_tiny_qwen
+
+    return lambda path, seed: make_tiny_qwen(path, variant=kind, seed=seed)

@@ -6,13 +6,13 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import SHARED
 from PIL import Image
 
 from f2f.caption import CAPTION_INSTRUCTION, caption_messages, clean_caption, load_exemplars
 from f2f.errors import InvalidConfig
 
 GOLDEN = Path(__file__).parent / "golden"
+SHARED = Path(__file__).resolve().parents[3] / "shared"  # ../shared beside the project
 
 
 def render(messages) -> str:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from fakes import ScriptedVLM, SyntheticGenerator
 from PIL import Image
 
 from f2f import cli
+from f2f.backends import Backends
 from f2f.config import F2FConfig
 
 SAMPLE = Path(cli.__file__).parent / "data" / "sample.png"
@@ -41,10 +43,10 @@ def test_config_show_applies_a_file(runner, small_config_file):
     assert yaml.safe_load(result.output)["video"]["num_frames"] == 17
 
 
-def test_edit_without_a_backend_says_so_and_exits_2(runner, tmp_path):
+def test_edit_without_a_model_says_so_and_exits_2(runner, tmp_path):
     result = runner.invoke(cli.main, ["edit", str(SAMPLE), "make the sun set", "--out", str(tmp_path / "out")])
     assert result.exit_code == 2
-    assert "no model backend is configured" in result.output
+    assert "no model is configured: use --profile" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
 
@@ -73,7 +75,7 @@ def test_bad_input_exits_2_with_one_clear_line(runner, tmp_path, args, phrase):
 
 def test_edit_writes_the_outputs_with_injected_backends(runner, tmp_path, monkeypatch, small_config_file):
     vlm, generator = ScriptedVLM(selections=["SELECTED: 2"]), SyntheticGenerator()
-    monkeypatch.setattr(cli, "build_backends", lambda config: (vlm, generator))
+    monkeypatch.setattr(cli, "build_backends", lambda config: Backends(vlm, generator))
     out = tmp_path / "out"
     args = [
         "edit",
@@ -93,6 +95,7 @@ def test_edit_writes_the_outputs_with_injected_backends(runner, tmp_path, monkey
     assert (data["seed"], data["selected_frame"], data["status"]) == (11, 8, "edited")
     assert Image.open(out / "edited.png").size == Image.open(SAMPLE).size
     assert sorted(p.name for p in (out / "candidates").iterdir()) == [f"frame_{i:03d}.png" for i in (4, 8, 12, 16)]
+    assert (out / "video.mp4").exists() == (importlib.util.find_spec("imageio_ffmpeg") is not None)
     assert "status: edited" in result.output
     assert "generate step 2/2" in result.output  # progress on stderr (mixed in by the runner)
 
