@@ -11,6 +11,7 @@ import asyncio
 import importlib
 import importlib.util
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -101,6 +102,7 @@ def edit_command(
     source, text, seeds = check_inputs(open_image(image, config.input), text, None, config)
     printer = _Printer()
     printer.say("loading models" + (f" (profile {config.profile})" if config.profile else ""))
+    _force_offline()
     _quiet_model_libraries()
     with build_backends(config) as backends:
         run = edit(
@@ -118,6 +120,17 @@ def edit_command(
         click.echo(f"wrote {path}")
     click.echo(f"status: {result.status}  frame: {result.outcome.frame}  seed: {result.seed}")
     click.echo(f"caption: {result.caption}" + ("  (fallback: the VLM's caption was unusable)" if result.caption_fallback else ""))
+
+
+def _force_offline() -> None:
+    """Model libraries never reach a hub while editing, nor do the engine processes they start.
+
+    The loaders already read local folders only; this also turns off the
+    hub's own lookups. Set before huggingface_hub is imported (it reads them once).
+    """
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 
 def _quiet_model_libraries() -> None:

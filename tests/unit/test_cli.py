@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -76,6 +77,8 @@ def test_bad_input_exits_2_with_one_clear_line(runner, tmp_path, args, phrase):
 def test_edit_writes_the_outputs_with_injected_backends(runner, tmp_path, monkeypatch, small_config_file):
     vlm, generator = ScriptedVLM(selections=["SELECTED: 2"]), SyntheticGenerator()
     monkeypatch.setattr(cli, "build_backends", lambda config: Backends(vlm, generator))
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.setenv(name, "0")  # restored after the test; the command must force it on
     out = tmp_path / "out"
     args = [
         "edit",
@@ -95,6 +98,7 @@ def test_edit_writes_the_outputs_with_injected_backends(runner, tmp_path, monkey
     assert (data["seed"], data["selected_frame"], data["status"]) == (11, 8, "edited")
     assert Image.open(out / "edited.png").size == Image.open(SAMPLE).size
     assert sorted(p.name for p in (out / "candidates").iterdir()) == [f"frame_{i:03d}.png" for i in (4, 8, 12, 16)]
+    assert os.environ["HF_HUB_OFFLINE"] == os.environ["TRANSFORMERS_OFFLINE"] == "1"
     assert (out / "video.mp4").exists() == (importlib.util.find_spec("imageio_ffmpeg") is not None)
     assert "status: edited" in result.output
     assert "generate step 2/2" in result.output  # progress on stderr (mixed in by the runner)
