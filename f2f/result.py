@@ -14,6 +14,8 @@ from PIL import Image
 
 from f2f.canvas import Box, unletterbox
 
+OUTPUT_MODE = 0o644
+
 Status = Literal["edited", "no_edit", "fallback"]
 """edited: the VLM chose a frame. no_edit: it said no frame achieves the edit
 (the result is the source). fallback: its answer could not be read even after
@@ -116,5 +118,6 @@ def _atomic(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
     """Write through a temporary file beside `path`, then rename: readers never see half a file."""
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
         write(tmp)
+    os.chmod(tmp.name, OUTPUT_MODE)  # temporary files are private (0600); outputs are not
     os.replace(tmp.name, path)
     return path

@@ -235,3 +235,4 @@ def test_result_json_and_outputs(square_image, small_config, tmp_path):
     assert Image.open(tmp_path / "out" / "edited.png").size == (40, 40)
     assert Image.open(tmp_path / "out" / "collage.png").size == result.collage.size
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no temporary files left
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in written)  # readable outputs, not private temp files
