@@ -144,6 +144,12 @@ class VLMConfig(_Section):
     enforce_eager: bool = Field(
         False, description="vllm: skip torch.compile and CUDA graphs; starts much faster, decodes slower (CPU, development)."
     )
+    kv_cache_memory_gib: float | None = Field(
+        None,
+        gt=0,
+        description="vllm: memory for the KV cache in GiB; null sizes it from gpu_memory_utilization "
+        "(on a CPU, that share of the machine's free memory).",
+    )
     tensor_parallel_size: int = Field(1, ge=1, le=16, description="vllm: GPUs the VLM is split across.")
     base_url: str | None = Field(None, description="openai: the endpoint, e.g. http://vllm:8000/v1.")
     model_name: str | None = Field(None, description="openai: the served model name; null asks the endpoint's /models.")

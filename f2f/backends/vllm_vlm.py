@@ -150,6 +150,7 @@ def engine_args(cfg: VLMConfig, checkpoint: Checkpoint, cuda_available: bool) ->
         "gpu_memory_utilization": cfg.gpu_memory_utilization,
         "tensor_parallel_size": cfg.tensor_parallel_size,
         "enforce_eager": cfg.enforce_eager,
+        "kv_cache_memory_bytes": None if cfg.kv_cache_memory_gib is None else int(cfg.kv_cache_memory_gib * 2**30),
         "limit_mm_per_prompt": {"image": MAX_IMAGES_PER_PROMPT, "video": 0},
         "mm_processor_kwargs": {"min_pixels": cfg.min_pixels, "max_pixels": cfg.max_pixels},
         "disable_log_stats": True,
