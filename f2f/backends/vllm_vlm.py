@@ -14,7 +14,10 @@
   settings (repetition_penalty, top_k, top_p) apply as in vLLM's server and
   transformers' `generate`; every call is its own request (a unique id), so
   concurrent calls are batched by the engine;
-- dtype auto is bfloat16 on a GPU and float32 on a CPU.
+- dtype auto is bfloat16 on a GPU and float32 on a CPU;
+- the engine belongs to the event loop of its first `chat`: call it from one
+  loop for its whole life (one `asyncio.run`, a Serve replica), not from a new
+  `asyncio.run` per call.
 
 `engine_kwargs` passes further `AsyncEngineArgs` fields (tests use it to run
 the engine core without worker processes:

@@ -420,3 +420,18 @@ def test_visual_token_count_equals_qwens_image_processor(size):
     processor = transformers.Qwen2VLImageProcessorPil(min_pixels=3136, max_pixels=1_003_520)
     grid = processor(images=[Image.new("RGB", size)], return_tensors="np")["image_grid_thw"][0]
     assert visual_tokens(size, 3136, 1_003_520) == int(grid.prod()) // 4
+
+
+def test_vllm_engine_args_follow_the_config(tmp_path):
+    from f2f.backends.vlm_common import Checkpoint
+    from f2f.backends.vllm_vlm import engine_args
+    from f2f.config import load_config
+
+    checkpoint = Checkpoint(tmp_path, "Qwen2VLForConditionalGeneration", 14, 2)
+    tiny = load_config(overrides={"profile": "tiny", "cache_dir": str(tmp_path)}).vlm
+    args = engine_args(tiny, checkpoint, cuda_available=False)
+    assert args["kv_cache_memory_bytes"] == 2**30 and args["enforce_eager"] is True
+    assert args["dtype"] == "float32" and args["trust_remote_code"] is False
+    assert args["mm_processor_kwargs"] == {"min_pixels": tiny.min_pixels, "max_pixels": tiny.max_pixels}
+    default = engine_args(load_config().vlm.model_copy(update={"model_path": tmp_path}), checkpoint, cuda_available=True)
+    assert default["kv_cache_memory_bytes"] is None and default["enforce_eager"] is False and default["dtype"] == "bfloat16"
