@@ -83,9 +83,10 @@ def free_port() -> int:
 @contextmanager
 def vllm_server(model: Path):
     port = free_port()
+    # The tiny profile's settings: eager, a 1 GiB KV cache.
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--host", "127.0.0.1",
            "--port", str(port), "--max-model-len", "8192", "--limit-mm-per-prompt", '{"image": 4}',
-           "--enforce-eager", "--kv-cache-memory-bytes", str(2**30)]  # fmt: skip  (the tiny profile's settings)
+           "--enforce-eager", "--kv-cache-memory-bytes", str(2**30)]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 300

@@ -204,8 +204,8 @@ def check_profile_folder(models_dir: Path, profile: str) -> dict[str, Path]:
             if not report.ok:
                 problems = "; ".join([*(f"missing {m}" for m in report.missing[:5]), *report.mismatched[:5]])
                 what = f"{ckpt.repo}@{(ckpt.revision or '?')[:12]}"
-                rule = f"is not a complete {what} checkpoint ({problems}); see `f2f models verify`"
-                raise InvalidConfig("models", str(folder), rule)
+                rule = f"{folder.name} is not a complete {what} checkpoint ({problems}); see `f2f models verify`"
+                raise InvalidConfig("models_dir", str(folder), rule)
         folders[role] = folder
     return folders
 

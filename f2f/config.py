@@ -158,9 +158,11 @@ class VLMConfig(_Section):
     max_retries: int = Field(2, ge=0, le=10, description="openai: retries after a connection error, 408, 429 or 5xx.")
 
     @model_validator(mode="after")
-    def _pixels_ordered(self) -> VLMConfig:
+    def _consistent(self) -> VLMConfig:
         if self.min_pixels > self.max_pixels:
             raise InvalidConfig("min_pixels", self.min_pixels, f"must not exceed max_pixels ({self.max_pixels})")
+        if self.backend == "openai" and not self.base_url:
+            raise InvalidConfig("base_url", self.base_url, "the openai backend needs the endpoint, e.g. http://vllm:8000/v1")
         return self
 
 

@@ -333,7 +333,7 @@ def hello() -> list[dict]:
 def test_openai_needs_an_http_base_url(base_url):
     pytest.importorskip("httpx")
     with pytest.raises(InvalidConfig) as caught:
-        OpenAIVLM.from_config(VLMConfig(backend="openai", base_url=base_url))
+        OpenAIVLM(base_url)  # the config refuses a missing one earlier; the backend checks on its own too
     assert caught.value.field == "vlm.base_url"
 
 
@@ -423,8 +423,8 @@ def test_visual_token_count_equals_qwens_image_processor(size):
 
 
 def test_vllm_engine_args_follow_the_config(tmp_path):
-    from f2f.backends.vlm_common import Checkpoint
     from f2f.backends.vllm_vlm import engine_args
+    from f2f.backends.vlm_common import Checkpoint
     from f2f.config import load_config
 
     checkpoint = Checkpoint(tmp_path, "Qwen2VLForConditionalGeneration", 14, 2)

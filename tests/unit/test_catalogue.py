@@ -103,7 +103,7 @@ def test_profile_preflight_names_the_folder_and_the_problem(fake_catalogue, tmp_
     stage_fake(tmp_path / "Gen", {k: v for k, v in FILES.items() if k != "config.json"})
     with pytest.raises(InvalidConfig) as info:
         cat.check_profile_folder(tmp_path, "real")
-    assert info.value.field == "models" and info.value.value == str(tmp_path / "Gen")
+    assert info.value.field == "models_dir" and info.value.value == str(tmp_path / "Gen")
     assert "missing config.json" in info.value.rule and "org/gen" in info.value.rule
     (tmp_path / "Gen" / "config.json").write_bytes(b"{}")  # wrong size
     with pytest.raises(InvalidConfig, match="size 2 bytes, expected 9"):

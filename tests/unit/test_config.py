@@ -41,6 +41,9 @@ def test_every_field_has_a_description():
         ({"seed": -1}, "seed", "greater than or equal to 0"),
         ({"num_seeds": 0}, "num_seeds", "greater than or equal to 1"),
         ({"video": "fast"}, "video", "valid dictionary"),
+        ({"vlm": {"backend": "openai"}}, "vlm.base_url", "needs the endpoint"),
+        ({"vlm": {"min_pixels": 5000, "max_pixels": 4000}}, "vlm.min_pixels", "must not exceed max_pixels"),
+        ({"selection": {"collage_max_pixels": 2_000_000}}, "selection.collage_max_pixels", "vlm.max_pixels"),
     ],
 )
 def test_invalid_values_name_the_field_the_value_and_the_rule(overrides, field, phrase):
