@@ -30,7 +30,7 @@ SPATIAL_SCALE = 8  # 2 ** (len(block_out_channels) - 1)
 TEMPORAL_SCALE = 4
 LATENT_CHANNELS = 4
 TEXT_DIM = 32
-MAX_TEXT_TOKENS = 16
+MAX_TEXT_TOKENS = 226  # as CogVideoX-5b-I2V: captions are not cut shorter than the real model cuts them
 EXTRA_IDS = 100
 _WORDS = "the a of and to in is it on with photo image slowly turns becomes man woman dog cat sits smiles".split()
 
