@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from f2f.errors import InvalidConfig
 
@@ -153,7 +153,9 @@ class VLMConfig(_Section):
     tensor_parallel_size: int = Field(1, ge=1, le=16, description="vllm: GPUs the VLM is split across.")
     base_url: str | None = Field(None, description="openai: the endpoint, e.g. http://vllm:8000/v1.")
     model_name: str | None = Field(None, description="openai: the served model name; null asks the endpoint's /models.")
-    api_key: str | None = Field(None, description="openai: bearer token for the endpoint, if it needs one.")
+    api_key: SecretStr | None = Field(
+        None, description="openai: bearer token for the endpoint, if it needs one (shown masked by `f2f config show`)."
+    )
     timeout_s: float = Field(120.0, gt=0, le=3600, description="openai: seconds to wait for one answer.")
     max_retries: int = Field(2, ge=0, le=10, description="openai: retries after a connection error, 408, 429 or 5xx.")
 

@@ -71,7 +71,7 @@ class OpenAIVLM:
         return cls(
             cfg.base_url,
             model_name=cfg.model_name,
-            api_key=cfg.api_key,
+            api_key=cfg.api_key.get_secret_value() if cfg.api_key else None,
             timeout_s=cfg.timeout_s,
             max_retries=cfg.max_retries,
             max_pixels=cfg.max_pixels,

@@ -44,6 +44,14 @@ def test_config_show_applies_a_file(runner, small_config_file):
     assert yaml.safe_load(result.output)["video"]["num_frames"] == 17
 
 
+def test_config_show_masks_the_api_key(runner, tmp_path):
+    path = tmp_path / "key.yaml"
+    path.write_text("vlm: {backend: openai, base_url: 'http://127.0.0.1:1/v1', api_key: sk-secret-123}\n")
+    result = runner.invoke(cli.main, ["config", "show", str(path)])
+    assert result.exit_code == 0
+    assert "sk-secret-123" not in result.output and "api_key: '**********'" in result.output
+
+
 def test_edit_without_a_model_says_so_and_exits_2(runner, tmp_path):
     result = runner.invoke(cli.main, ["edit", str(SAMPLE), "make the sun set", "--out", str(tmp_path / "out")])
     assert result.exit_code == 2
