@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 from PIL import Image
 
 from f2f.errors import InvalidInput
-from f2f.imageio import to_rgb
+from f2f.imageio import ensure_rgb, to_rgb
 
 _BLACK = (0, 0, 0)
 
@@ -90,12 +90,12 @@ def fit_box(source_size: tuple[int, int], width: int, height: int) -> Box:
 
 
 def letterbox(image: Image.Image, width: int, height: int) -> Letterboxed:
-    """Place `image` (made RGB and upright by `to_rgb`) centred on a black width x height canvas.
+    """Place `image` (made RGB and upright by `ensure_rgb`) centred on a black width x height canvas.
 
     The content is resized with LANCZOS into `fit_box`'s box, or pasted as is
     when the box already has the source's size.
     """
-    source = to_rgb(_require_image("image", image))
+    source = ensure_rgb(_require_image("image", image))
     width, height = _positive_int("width", width), _positive_int("height", height)
     box = fit_box(source.size, width, height)
     content = source if box.size == source.size else source.resize(box.size, Image.Resampling.LANCZOS)

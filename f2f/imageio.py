@@ -48,6 +48,7 @@ Colour = tuple[int, int, int]
 ImageSource = str | os.PathLike | bytes
 
 _FORMAT_ALIASES = {"MPO": "JPEG"}
+ORIENTATION_TAG = 0x0112  # EXIF Orientation
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa")
 _TRANSPARENCY_INFO_MODES = ("P", "L", "1", "RGB")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
@@ -186,6 +187,18 @@ def to_rgb(image: Image.Image, background: Colour = (255, 255, 255), *, orient: 
     if converter is None:
         raise InvalidImage("image", upright.mode, f"colour mode {upright.mode} is not supported")
     return converter(upright)
+
+
+def ensure_rgb(image: Image.Image, background: Colour = (255, 255, 255)) -> Image.Image:
+    """`image` itself when it is already upright RGB without transparency, else `to_rgb(image, background)`.
+
+    Saves a full copy of large images that are already what `to_rgb` makes
+    (anything `open_image` returned); the caller must not modify the result.
+    """
+    upright = image.getexif().get(ORIENTATION_TAG, 1) == 1
+    if image.mode == "RGB" and upright and "transparency" not in image.info and image.width and image.height:
+        return image
+    return to_rgb(image, background)
 
 
 def _has_transparency(image: Image.Image) -> bool:

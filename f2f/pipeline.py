@@ -24,7 +24,7 @@ from f2f.canvas import Letterboxed, letterbox
 from f2f.caption import caption_messages, clean_caption, load_exemplars
 from f2f.config import F2FConfig
 from f2f.errors import InvalidImage, InvalidInput
-from f2f.imageio import to_rgb
+from f2f.imageio import ensure_rgb
 from f2f.protocols import VLM, CancelToken, Frames, Progress, ProgressCallback, VideoGenerator
 from f2f.result import ClipOutcome, EditResult, Status
 from f2f.selection import candidate_frames, make_collage, parse_selection, selection_messages, selection_reminder
@@ -119,7 +119,7 @@ def check_inputs(
         raise InvalidInput("text", text, "the edit text must not be empty")
     if len(text.strip()) > config.input.max_text_chars:
         raise InvalidInput("text", text, f"must be at most {config.input.max_text_chars} characters (input.max_text_chars)")
-    return to_rgb(image, config.input.alpha_background), text.strip(), _seeds(seeds, config)
+    return ensure_rgb(image, config.input.alpha_background), text.strip(), _seeds(seeds, config)
 
 
 def _seeds(seeds: Sequence[int] | None, config: F2FConfig) -> list[int]:

@@ -16,7 +16,7 @@ from PIL import Image, ImageFile, features
 
 from f2f.config import InputConfig
 from f2f.errors import InvalidImage, InvalidInput
-from f2f.imageio import open_image, to_rgb
+from f2f.imageio import ensure_rgb, open_image, to_rgb
 
 ORIENTATION = 0x0112
 
@@ -388,3 +388,15 @@ def test_unsupported_mode_and_zero_size() -> None:
         to_rgb(Image.new("RGB", (0, 3)))
     assert caught.value.field == "image" and "no pixels" in caught.value.rule
     assert issubclass(InvalidImage, InvalidInput)
+
+
+def test_ensure_rgb_skips_the_copy_only_when_nothing_would_change():
+    plain = Image.new("RGB", (8, 6), (1, 2, 3))
+    assert ensure_rgb(plain) is plain
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 on display
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 6)).save(buffer, format="JPEG", exif=exif.tobytes())
+    assert ensure_rgb(Image.open(buffer)).size == (6, 8)  # the EXIF orientation is still applied
+    rgba = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    assert ensure_rgb(rgba, (9, 9, 9)).getpixel((0, 0)) == (9, 9, 9)
