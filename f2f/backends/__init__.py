@@ -51,27 +51,49 @@ class Backends:
 
 def build_backends(config: F2FConfig) -> Backends:
     """The VLM and the video generator that `config` asks for, loaded."""
-    if config.profile and config.models_dir:
-        ensure_tiny_checkpoints(config.models_dir, config.profile)
-        check_profile_folder(config.models_dir, config.profile)
-    if config.generator.model_path is None or (config.vlm.model_path is None and config.vlm.backend != "openai"):
-        raise BackendNotConfigured(
-            "no model is configured: use --profile (see `f2f models list`; `--profile tiny` runs on any CPU) "
-            "or set generator.model_path and vlm.model_path in the config"
-        )
-    from f2f.backends.cogvideox import CogVideoXGenerator
-
-    generator = CogVideoXGenerator.from_config(config.generator)
+    prepare_models(config)
+    generator = load_generator(config)
     try:
-        generator.check_settings(config.video)
-        vlm = _vlm_class(config.vlm.backend).from_config(config.vlm)
+        vlm = load_vlm(config)
     except BaseException:
         generator.close()
         raise
     return Backends(vlm=vlm, generator=generator)
 
 
-def _vlm_class(backend: str) -> Any:
+def prepare_models(config: F2FConfig) -> None:
+    """Everything that can fail fast before weights load: models configured, a profile's
+    tiny checkpoints built (first use), its folders complete."""
+    if config.generator.model_path is None or (config.vlm.model_path is None and config.vlm.backend != "openai"):
+        raise BackendNotConfigured(
+            "no model is configured: use --profile (see `f2f models list`; `--profile tiny` runs on any CPU) "
+            "or set generator.model_path and vlm.model_path in the config"
+        )
+    if config.profile and config.models_dir:
+        ensure_tiny_checkpoints(config.models_dir, config.profile)
+        check_profile_folder(config.models_dir, config.profile)
+
+
+def load_generator(config: F2FConfig) -> VideoGenerator:
+    """The video backend of `config.generator`, checked against `config.video` (closed if that fails)."""
+    from f2f.backends.cogvideox import CogVideoXGenerator
+
+    generator = CogVideoXGenerator.from_config(config.generator)
+    try:
+        generator.check_settings(config.video)
+    except BaseException:
+        generator.close()
+        raise
+    return generator
+
+
+def load_vlm(config: F2FConfig) -> VLM:
+    """The VLM backend of `config.vlm`."""
+    return vlm_class(config.vlm.backend).from_config(config.vlm)
+
+
+def vlm_class(backend: str) -> Any:
+    """The backend class for `vlm.backend`; each has `from_config` and `close`."""
     if backend == "vllm":
         from f2f.backends.vllm_vlm import VllmVLM
 
