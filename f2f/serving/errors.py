@@ -1,0 +1,97 @@
+"""The one place that maps exceptions to HTTP statuses and the typed error body.
+
+Body, always: `{"error": {"message", "type", "param", "code"}}`; never a traceback.
+
+| exception | status | type | param |
+|---|---|---|---|
+| request validation (missing or malformed form field) | 400 | invalid_request_error | the field |
+| `InvalidImage`, `InvalidInput`, `InvalidConfig` | 400 | invalid_request_error | the field, by its wire name |
+| a Starlette `HTTPException` (unknown route, wrong method) | its status | invalid_request_error / server_error | null |
+| `EditCancelled`, `NotReady` (a deployment failed its health call) | 503 | server_error | null |
+| `BackendNotConfigured` | 503 | server_error | null |
+| `VLMEndpointError` | 502 | server_error | null |
+| anything else | 500 | server_error, a generic message (the exception is logged) | null |
+
+Choices: validation is 400, as the OpenAI API answers (not FastAPI's 422);
+an image over `input.max_image_pixels` is 400 like every other image rule
+(no message parsing to tell it apart; a body-size limit, 413, belongs to
+the proxy); a cancelled edit is 503 because the server stopped it, the
+client may still be listening. Core field names become wire names:
+`text` -> `prompt`, `seeds` -> `seed`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from f2f.errors import BackendNotConfigured, EditCancelled, F2FError, InvalidInput, VLMEndpointError
+from f2f.serving.protocol import ErrorInfo, ErrorResponse
+
+logger = logging.getLogger("f2f.serving")
+
+WIRE_NAMES = {"text": "prompt", "seeds": "seed"}  # core field -> request field
+_REQUEST_PARTS = {"body", "query", "path", "header", "form"}
+
+
+class NotReady(F2FError):
+    """A model deployment did not answer its health call, or not in time."""
+
+    code = "not_ready"
+
+
+def error_response(exc: BaseException) -> JSONResponse:
+    """The HTTP response for `exc`, by the table in the module docstring."""
+    status, info = _classify(exc)
+    return JSONResponse(status_code=status, content=ErrorResponse(error=info).model_dump())
+
+
+def _classify(exc: BaseException) -> tuple[int, ErrorInfo]:
+    if isinstance(exc, RequestValidationError):
+        return 400, _validation_info(exc)
+    if isinstance(exc, InvalidInput):
+        param = WIRE_NAMES.get(exc.field, exc.field)
+        message = param + str(exc)[len(exc.field) :]  # "<field>: <rule> (got <value>)", by the wire name
+        return 400, ErrorInfo(message=message, type="invalid_request_error", param=param, code=exc.code)
+    if isinstance(exc, StarletteHTTPException):
+        kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        return exc.status_code, ErrorInfo(message=str(exc.detail), type=kind, code=f"http_{exc.status_code}")
+    if isinstance(exc, (EditCancelled, BackendNotConfigured, NotReady)):
+        return 503, ErrorInfo(message=str(exc), type="server_error", code=exc.code)
+    if isinstance(exc, VLMEndpointError):
+        return 502, ErrorInfo(message=f"the VLM endpoint failed: {exc}", type="server_error", code=exc.code)
+    logger.error("internal error while serving a request", exc_info=exc)
+    return 500, ErrorInfo(message="internal server error; see the server log", type="server_error", code="internal_error")
+
+
+def _validation_info(exc: RequestValidationError) -> ErrorInfo:
+    """The first validation error, naming the request field, the rule and the value."""
+    err: dict[str, Any] = exc.errors()[0]
+    loc = [str(p) for p in err.get("loc", ())]
+    param = ".".join(loc[1:] if loc and loc[0] in _REQUEST_PARTS else loc) or None
+    message = f"{param}: {err.get('msg', 'invalid value')}" if param else str(err.get("msg", "invalid request"))
+    if err.get("type") != "missing" and "input" in err:
+        message += f" (got {err['input']!r:.100})"
+    return ErrorInfo(message=message, type="invalid_request_error", param=param, code=str(err.get("type", "invalid")))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every exception of `app` through `error_response`."""
+
+    async def handle(_: Request, exc: Exception) -> JSONResponse:
+        return error_response(exc)
+
+    for kind in (RequestValidationError, StarletteHTTPException, InvalidInput, F2FError):
+        app.add_exception_handler(kind, handle)
+
+    @app.middleware("http")
+    async def _anything_else(request: Request, call_next: Any) -> Any:
+        try:
+            return await call_next(request)
+        except Exception as exc:  # the last resort: a typed 500, never a traceback
+            return error_response(exc)
