@@ -206,7 +206,7 @@ class F2FConfig(_Section):
         return self
 
 
-def _error_from_validation(exc: ValidationError, origin: str) -> InvalidConfig:
+def invalid_config_from(exc: ValidationError, origin: str) -> InvalidConfig:
     """The first pydantic error as an InvalidConfig naming the dotted field."""
     err = exc.errors()[0]
     loc = [str(p) for p in err["loc"]]
@@ -226,11 +226,15 @@ def config_from_dict(data: dict[str, Any], origin: str = "") -> F2FConfig:
     if data.get("profile") is not None:
         from f2f.catalogue import load_catalogue
 
-        data = _merge(load_catalogue().profile(data["profile"]).config, data)
+        try:
+            profile = load_catalogue().profile(data["profile"])
+        except InvalidConfig as exc:
+            raise InvalidConfig(origin + exc.field, exc.value, exc.rule) from None
+        data = _merge(profile.config, data)
     try:
         config = F2FConfig.model_validate(data)
     except ValidationError as exc:
-        raise _error_from_validation(exc, origin) from None
+        raise invalid_config_from(exc, origin) from None
     return _with_profile_paths(config) if config.profile else config
 
 

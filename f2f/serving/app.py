@@ -8,9 +8,17 @@ Rules of `build_app(args)`:
   naming the field (`args.vlm_num_cpus`, `config.video.num_frames`).
 - With a profile, its tiny checkpoints are built (first use) and its folder
   is checked here, once, before any replica loads weights.
-- Deployment options come from the args: fractional CPUs (a replica asks for
-  1 CPU by default, and an oversubscribed app hangs without a word), GPUs for
-  the generator, one ongoing request per generator replica.
+- Deployment options come from the args, one small function per deployment
+  (`vlm_options`, `generator_options`, `ingress_options`): fractional CPUs (a
+  replica asks for 1 CPU by default, and an oversubscribed app hangs without a
+  word), GPUs, replicas, queue bounds.
+- Replicas: a `Replicas` block per model deployment; `min_replicas ==
+  max_replicas` is a fixed count (`num_replicas`), otherwise Serve autoscales
+  between them on ongoing requests per replica (`autoscaling_config`).
+- The generator runs one video at a time per replica (`max_ongoing_requests=1`)
+  and its queue is bounded (`max_queued_requests`, per caller): a full queue
+  answers 503 at once instead of growing for minutes. The VLM answers several
+  chats per replica (`vlm_max_ongoing_requests`; vLLM batches them).
 """
 
 from __future__ import annotations
@@ -19,16 +27,38 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from ray import serve
 from ray.serve import Application
 
 from f2f.backends import prepare_models
-from f2f.config import F2FConfig, config_from_dict
+from f2f.config import F2FConfig, config_from_dict, invalid_config_from
 from f2f.errors import InvalidConfig
 from f2f.serving.generator_deployment import GeneratorDeployment
 from f2f.serving.ingress import Ingress
 from f2f.serving.vlm_deployment import VLMDeployment
+
+
+class Replicas(BaseModel):
+    """How many replicas a deployment runs: fixed (min_replicas == max_replicas) or autoscaled between them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_replicas: int = Field(1, ge=1, le=256, description="Fewest replicas (each loads its model: a cold start takes minutes).")
+    max_replicas: int = Field(1, ge=1, le=256, description="Most replicas; equal to min_replicas means a fixed count.")
+    target_ongoing_requests: float = Field(
+        1.0, gt=0, description="Autoscaling aims at this many requests in flight per replica (queued ones included)."
+    )
+    upscale_delay_s: float = Field(30.0, ge=0, description="Seconds the load must stay above target before adding replicas.")
+    downscale_delay_s: float = Field(
+        600.0, ge=0, description="Seconds the load must stay below target before removing replicas (long: reloads are slow)."
+    )
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> Replicas:
+        if self.min_replicas > self.max_replicas:
+            raise InvalidConfig("min_replicas", self.min_replicas, f"must not exceed max_replicas ({self.max_replicas})")
+        return self
 
 
 class AppArgs(BaseModel):
@@ -38,36 +68,87 @@ class AppArgs(BaseModel):
 
     config: dict[str, Any] = Field(default_factory=dict, description="An f2f config mapping, e.g. {profile: tiny}.")
     vlm_num_cpus: float = Field(0.25, gt=0, description="CPUs reserved per VLM replica (fractions allowed).")
+    vlm_num_gpus: float = Field(0, ge=0, description="GPUs per VLM replica (0: CPU; a fraction shares a GPU).")
+    vlm_max_ongoing_requests: int = Field(
+        8, ge=1, le=1024, description="Chat calls one VLM replica serves at once (vLLM batches them)."
+    )
+    vlm_autoscaling: Replicas = Field(
+        default_factory=lambda: Replicas(target_ongoing_requests=4, downscale_delay_s=300),
+        description="VLM replicas: fixed, or autoscaled on chat calls in flight per replica.",
+    )
     generator_num_cpus: float = Field(0.25, gt=0, description="CPUs reserved per generator replica.")
-    generator_num_gpus: float = Field(0, ge=0, description="GPUs per generator replica (0: CPU).")
+    generator_num_gpus: float = Field(0, ge=0, description="GPUs per generator replica (0: CPU; a fraction shares a GPU).")
+    generator_autoscaling: Replicas = Field(
+        default_factory=Replicas,
+        description="Generator replicas: fixed, or autoscaled on videos in flight per replica (one runs at a time).",
+    )
+    generator_max_queued_requests: int = Field(
+        8,
+        ge=1,
+        le=10_000,
+        description="Edits each ingress replica lets wait for a busy generator; one more is answered 503 at once.",
+    )
     ingress_num_cpus: float = Field(0.25, gt=0, description="CPUs reserved per ingress replica.")
     max_n: int = Field(4, ge=1, le=64, description="Largest `n` (seeds per edit) a request may ask for.")
 
+    @model_validator(mode="after")
+    def _targets_reachable(self) -> AppArgs:
+        vlm_target = self.vlm_autoscaling.target_ongoing_requests
+        if vlm_target > self.vlm_max_ongoing_requests:
+            rule = f"must not exceed vlm_max_ongoing_requests ({self.vlm_max_ongoing_requests}), or it never scales up"
+            raise InvalidConfig("vlm_autoscaling.target_ongoing_requests", vlm_target, rule)
+        return self
+
 
 def parse_args(args: dict[str, Any] | None) -> tuple[AppArgs, F2FConfig]:
-    """Validated args and the f2f config they hold; InvalidConfig names the field."""
+    """Validated args and the f2f config they hold; InvalidConfig names the field. Reads no model folder."""
     try:
         parsed = AppArgs.model_validate(args or {})
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = "args." + ".".join(str(p) for p in err["loc"])
-        rule = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        raise InvalidConfig(field, err.get("input"), rule) from None
+        raise invalid_config_from(exc, "args.") from None
     return parsed, config_from_dict(dict(parsed.config), origin="config.")
+
+
+def replica_options(replicas: Replicas) -> dict[str, Any]:
+    """Serve's `num_replicas` for a fixed count, else its `autoscaling_config`."""
+    if replicas.min_replicas == replicas.max_replicas:
+        return {"num_replicas": replicas.min_replicas}
+    return {"autoscaling_config": replicas.model_dump()}
+
+
+def vlm_options(args: AppArgs) -> dict[str, Any]:
+    """Deployment options of the VLM: several chats per replica."""
+    return {
+        "name": "VLM",
+        "max_ongoing_requests": args.vlm_max_ongoing_requests,
+        "ray_actor_options": {"num_cpus": args.vlm_num_cpus, "num_gpus": args.vlm_num_gpus},
+        **replica_options(args.vlm_autoscaling),
+    }
+
+
+def generator_options(args: AppArgs) -> dict[str, Any]:
+    """Deployment options of the generator: one video per replica, a bounded queue."""
+    return {
+        "name": "Generator",
+        "max_ongoing_requests": 1,
+        "max_queued_requests": args.generator_max_queued_requests,
+        "ray_actor_options": {"num_cpus": args.generator_num_cpus, "num_gpus": args.generator_num_gpus},
+        **replica_options(args.generator_autoscaling),
+    }
+
+
+def ingress_options(args: AppArgs) -> dict[str, Any]:
+    """Deployment options of the HTTP ingress: one replica, fractional CPU."""
+    return {"name": "Ingress", "ray_actor_options": {"num_cpus": args.ingress_num_cpus}}
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
     """The f2f Serve application: Ingress -> (VLMDeployment, GeneratorDeployment)."""
     parsed, config = parse_args(args)
     prepare_models(config)
-    vlm = serve.deployment(VLMDeployment, name="VLM", ray_actor_options={"num_cpus": parsed.vlm_num_cpus})
-    generator = serve.deployment(
-        GeneratorDeployment,
-        name="Generator",
-        max_ongoing_requests=1,
-        ray_actor_options={"num_cpus": parsed.generator_num_cpus, "num_gpus": parsed.generator_num_gpus},
-    )
-    ingress = serve.deployment(serve.ingress()(Ingress), name="Ingress", ray_actor_options={"num_cpus": parsed.ingress_num_cpus})
+    vlm = serve.deployment(VLMDeployment, **vlm_options(parsed))
+    generator = serve.deployment(GeneratorDeployment, **generator_options(parsed))
+    ingress = serve.deployment(serve.ingress()(Ingress), **ingress_options(parsed))
     return ingress.bind(vlm.bind(config), generator.bind(config), config, parsed.max_n)
 
 

@@ -9,6 +9,7 @@ Body, always: `{"error": {"message", "type", "param", "code"}}`; never a traceba
 | a Starlette `HTTPException` (unknown route, wrong method) | its status | invalid_request_error / server_error | null |
 | `EditCancelled`, `NotReady` (a deployment failed its health call) | 503 | server_error | null |
 | `BackendNotConfigured` | 503 | server_error | null |
+| Serve's `BackPressureError` (a deployment's bounded queue is full) | 503 | server_error, code `overloaded` | null |
 | `VLMEndpointError` | 502 | server_error | null |
 | anything else | 500 | server_error, a generic message (the exception is logged) | null |
 
@@ -28,6 +29,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from ray.serve.exceptions import BackPressureError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from f2f.errors import BackendNotConfigured, EditCancelled, F2FError, InvalidInput, VLMEndpointError
@@ -63,6 +65,9 @@ def _classify(exc: BaseException) -> tuple[int, ErrorInfo]:
         return exc.status_code, ErrorInfo(message=str(exc.detail), type=kind, code=f"http_{exc.status_code}")
     if isinstance(exc, (EditCancelled, BackendNotConfigured, NotReady)):
         return 503, ErrorInfo(message=str(exc), type="server_error", code=exc.code)
+    if isinstance(exc, BackPressureError):
+        message = "the server is busy: its queue of edits waiting for a video generator is full; retry later"
+        return 503, ErrorInfo(message=message, type="server_error", code="overloaded")
     if isinstance(exc, VLMEndpointError):
         return 502, ErrorInfo(message=f"the VLM endpoint failed: {exc}", type="server_error", code=exc.code)
     logger.error("internal error while serving a request", exc_info=exc)

@@ -13,6 +13,9 @@ Routes (this slice):
   with adapters that implement the `VLM` and `VideoGenerator` protocols by
   awaiting the deployment handles; answers one image, the chosen edit.
 
+Each edit is recorded in `f2f.serving.metrics` (stage times, outcome, VLM
+fallbacks, edits in flight); rejected requests (bad input) are not.
+
 Nothing here blocks the event loop: image decoding and PNG encoding run in
 worker threads, model calls are awaited handle calls.
 """
@@ -35,6 +38,7 @@ from f2f.errors import F2FError, InvalidInput
 from f2f.imageio import open_image
 from f2f.pipeline import edit
 from f2f.protocols import CancelToken, Frames, Message, ProgressCallback
+from f2f.serving import metrics
 from f2f.serving.errors import NotReady, error_response, install_error_handlers
 from f2f.serving.protocol import SUPPORTED_RESPONSE_FORMATS, Health, ImagesResponse, ResponseFormat
 
@@ -138,7 +142,15 @@ def make_api(vlm_handle: Any, generator_handle: Any, config: F2FConfig, max_n: i
             raise InvalidInput("n", n, f"must be at most {max_n} (seeds per edit this server allows)")
         run_config = _request_config(config, n, seed)
         source = await asyncio.to_thread(open_image, await image.read(), config.input)
-        result = await edit(source, prompt, vlm=vlm, generator=generator, config=run_config)
+        with metrics.in_flight():
+            try:
+                result = await edit(source, prompt, vlm=vlm, generator=generator, config=run_config)
+            except InvalidInput:
+                raise  # the client's mistake, not a failed edit: not counted
+            except Exception:
+                metrics.record_error()
+                raise
+        metrics.record_edit(result)
         return ImagesResponse.from_result(result, await asyncio.to_thread(_b64_png, result.image))
 
     return app

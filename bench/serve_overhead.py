@@ -1,0 +1,158 @@
+"""What the Ray Serve application adds on this machine, with the tiny profile on CPU.
+
+    python bench/serve_overhead.py [--repeats 5] [--health-clients 2] [--health-seconds 5]
+
+(a) Edit overhead: the median wall time of `--repeats` edits of the bundled
+sample image, once in-process (`f2f.pipeline.edit` over the loaded backends)
+and once as `POST /v1/images/edits` on 127.0.0.1 (same config, seed 0, one
+seed), each after one warm-up edit; the difference is what the service adds
+(HTTP, multipart, pickling images between replicas, the handle calls). The
+replicas run torch with OMP_NUM_THREADS=1 (Ray's default for fractional
+CPUs), the in-process edit with torch's default threads, so the difference
+also holds that; the edit's own `timings_s.total` from the response separates
+the HTTP and ingress time around it.
+(b) Health throughput: `--health-clients` concurrent clients calling
+`GET /healthz` in a loop for `--health-seconds`.
+
+Starts its own Ray on loopback only (no other Ray may be running: two
+clusters do not fit two cores) and shuts it down at the end. Random weights:
+the numbers time the plumbing, not a useful edit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import shutil
+import socket
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "f2f" / "data" / "sample.png"
+PROMPT = "make the sun set"
+APP_ARGS = {"config": {"profile": "tiny"}, "vlm_num_cpus": 0.5, "generator_num_cpus": 0.5, "ingress_num_cpus": 0.25}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def in_process_seconds(repeats: int) -> list[float]:
+    """Wall seconds of `repeats` in-process edits after one warm-up, all in one event loop."""
+    from f2f import edit, open_image
+    from f2f.backends import build_backends, prepare_models
+    from f2f.config import config_from_dict
+
+    config = config_from_dict({**APP_ARGS["config"], "seed": 0})
+    prepare_models(config)  # builds the tiny checkpoints on first use; not timed
+    image = open_image(SAMPLE, config.input)
+    with build_backends(config) as backends:
+        times = []
+        for i in range(repeats + 1):
+            start = time.perf_counter()
+            await edit(image, PROMPT, vlm=backends.vlm, generator=backends.generator, config=config)
+            if i:
+                times.append(time.perf_counter() - start)
+    return times
+
+
+def http_seconds(base_url: str, repeats: int) -> tuple[list[float], list[float]]:
+    """Wall seconds of `repeats` HTTP edits after one warm-up as a client sees them, and the edit's own total inside."""
+    import httpx
+
+    files = {"image": ("sample.png", SAMPLE.read_bytes(), "image/png")}
+    times, inside = [], []
+    with httpx.Client(base_url=base_url, timeout=300) as client:
+        for i in range(repeats + 1):
+            start = time.perf_counter()
+            response = client.post("/v1/images/edits", data={"prompt": PROMPT, "seed": "0", "n": "1"}, files=files)
+            response.raise_for_status()
+            if i:
+                times.append(time.perf_counter() - start)
+                inside.append(response.json()["f2f"]["timings_s"]["total"])
+    return times, inside
+
+
+async def health_rate(base_url: str, clients: int, seconds: float) -> tuple[float, float]:
+    """Successful `GET /healthz` per second, and their median latency in ms, from `clients` concurrent loops."""
+    import httpx
+
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def loop(client: httpx.AsyncClient) -> None:
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            if (await client.get("/healthz")).status_code == 200:
+                latencies.append(time.perf_counter() - start)
+
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(loop(client) for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+    return len(latencies) / elapsed, 1000 * statistics.median(latencies)
+
+
+def served(args: argparse.Namespace) -> tuple[tuple[list[float], list[float]], tuple[float, float]]:
+    """Start Ray and the app on loopback, measure, and shut everything down."""
+    os.environ.update(LOOPBACK_ENV)  # before Ray is imported: every Ray process inherits them
+    import ray
+    from ray import serve
+
+    from f2f.serving.app import build_app
+
+    ray_tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")  # Ray's socket paths must stay short
+    port = free_port()
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, _temp_dir=ray_tmp, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_app(APP_ARGS), name="f2f")
+        base_url = f"http://127.0.0.1:{port}"
+        edits = http_seconds(base_url, args.repeats)
+        health = asyncio.run(health_rate(base_url, args.health_clients, args.health_seconds))
+        return edits, health
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def machine() -> str:
+    import ray
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    return f"{cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}, torch {torch.__version__}, ray {ray.__version__}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5, help="timed edits per path (median), after one warm-up")
+    parser.add_argument("--health-clients", type=int, default=2, help="concurrent GET /healthz loops")
+    parser.add_argument("--health-seconds", type=float, default=5.0, help="how long the /healthz loops run")
+    args = parser.parse_args()
+    local = statistics.median(asyncio.run(in_process_seconds(args.repeats)))
+    (edits, inside), (health_rps, health_ms) = served(args)
+    remote, inner = statistics.median(edits), statistics.median(inside)
+    print("| measure | value |")
+    print("|---|---|")
+    print(f"| in-process edit, median s | {local:.2f} |")
+    print(f"| HTTP edit via Serve, median s | {remote:.2f} |")
+    print(f"| added by the service, s | {remote - local:+.2f} ({100 * (remote - local) / local:+.0f} %) |")
+    print(f"| the edit inside the service (its timings_s.total), median s | {inner:.2f} |")
+    print(f"| HTTP + ingress around that edit, median s | {remote - inner:.3f} |")
+    print(f"| GET /healthz per s ({args.health_clients} clients, {args.health_seconds:g} s) | {health_rps:.0f} |")
+    print(f"| GET /healthz median ms | {health_ms:.1f} |")
+    print(f"\ntiny profile, seed 0, one seed; median of {args.repeats} edits after one warm-up; {machine()}")
+
+
+if __name__ == "__main__":
+    main()

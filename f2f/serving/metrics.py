@@ -1,0 +1,120 @@
+"""Every metric of the f2f service, defined once, here (`ray.serve.metrics`).
+
+| metric (as exported) | type | labels | what |
+|---|---|---|---|
+| `ray_f2f_stage_seconds` | histogram | `stage`: caption, generate, select, total | wall time of a pipeline stage, per edit |
+| `ray_f2f_edits_total` | counter | `outcome`: edited, no_edit, fallback, error | edits answered, by how they ended |
+| `ray_f2f_vlm_fallbacks_total` | counter | `kind`: caption, selection | VLM answers that could not be used |
+| `ray_f2f_requests_in_flight` | gauge | (none of ours) | edits running in this ingress replica |
+
+Ray Serve adds its own tags (application, deployment, replica) and exports
+every metric with a `ray_` prefix on the node's metrics export port, a few
+seconds after it is recorded; a `prometheus_client` registry inside a replica
+would not be exported. Counter names end in `_total`, so Ray exports them
+under that name and no deprecated gauge twin. Ray 2.60 exports a histogram
+observation as its bucket's midpoint (over +Inf: twice the last bound), so
+`_sum` and `_sum / _count` are approximate; the buckets are exact (use
+`histogram_quantile`).
+
+Outcomes: the status of the chosen clip (`edited`, `no_edit`, `fallback`),
+or `error` when the pipeline raised (bad input it found included).
+Fallbacks: `caption` when the caption answer was unusable and the edit text
+was used, `selection` once per clip whose selection answer could not be
+parsed (so one edit with n seeds adds at most n).
+
+Labels take values from the fixed sets above only: never a prompt, a
+caption, a seed or a request id. Other timings of `EditResult.timings_s`
+(check_inputs, letterbox, unletterbox) take milliseconds and are not
+recorded. Denoising step time is not recorded yet: the generator
+deployment does not forward progress events to the ingress.
+
+Metric objects are created on first use, once per process, so importing
+this module needs no Ray cluster.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from typing import Any
+
+from f2f.result import EditResult
+
+# Seconds. Steps of about x2-x2.5 from 0.1 s (a caption on a tiny model) to 30 min (a long video on a
+# slow GPU); a stage past the last bound lands in +Inf.
+STAGE_BUCKETS_S: tuple[float, ...] = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60, 120, 300, 600, 1200, 1800)
+
+STAGES = ("caption", "generate", "select", "total")
+OUTCOMES = ("edited", "no_edit", "fallback", "error")
+FALLBACK_KINDS = ("caption", "selection")
+
+STAGE_SECONDS = "f2f_stage_seconds"
+EDITS_TOTAL = "f2f_edits_total"
+VLM_FALLBACKS_TOTAL = "f2f_vlm_fallbacks_total"
+REQUESTS_IN_FLIGHT = "f2f_requests_in_flight"
+
+
+@cache
+def _metrics() -> dict[str, Any]:
+    """The metric objects of this process, created once (needs Ray; `ray.serve.metrics` tags the replica)."""
+    from ray.serve import metrics
+
+    return {
+        STAGE_SECONDS: metrics.Histogram(
+            STAGE_SECONDS,
+            description="Wall time of one pipeline stage of one edit, in seconds.",
+            boundaries=list(STAGE_BUCKETS_S),
+            tag_keys=("stage",),
+        ),
+        EDITS_TOTAL: metrics.Counter(
+            EDITS_TOTAL, description="Edits answered, by outcome (the chosen clip's status, or error).", tag_keys=("outcome",)
+        ),
+        VLM_FALLBACKS_TOTAL: metrics.Counter(
+            VLM_FALLBACKS_TOTAL,
+            description="VLM answers that could not be used: the caption, or one clip's selection.",
+            tag_keys=("kind",),
+        ),
+        REQUESTS_IN_FLIGHT: metrics.Gauge(REQUESTS_IN_FLIGHT, description="Edits running in this ingress replica."),
+    }
+
+
+_in_flight = 0
+_in_flight_lock = threading.Lock()
+
+
+def _add_in_flight(delta: int) -> None:
+    global _in_flight
+    with _in_flight_lock:
+        _in_flight += delta
+        _metrics()[REQUESTS_IN_FLIGHT].set(_in_flight)
+
+
+@contextmanager
+def in_flight() -> Iterator[None]:
+    """Count one running edit in `f2f_requests_in_flight` while the block runs."""
+    _add_in_flight(1)
+    try:
+        yield
+    finally:
+        _add_in_flight(-1)
+
+
+def record_edit(result: EditResult) -> None:
+    """Record one finished edit: its stage times, its outcome and its VLM fallbacks."""
+    m = _metrics()
+    for stage in STAGES:
+        if stage in result.timings_s:
+            m[STAGE_SECONDS].observe(result.timings_s[stage], tags={"stage": stage})
+    m[EDITS_TOTAL].inc(tags={"outcome": result.status})
+    if result.caption_fallback:
+        m[VLM_FALLBACKS_TOTAL].inc(tags={"kind": "caption"})
+    selection_fallbacks = sum(1 for clip in result.clips if clip["status"] == "fallback")
+    if selection_fallbacks:
+        m[VLM_FALLBACKS_TOTAL].inc(selection_fallbacks, tags={"kind": "selection"})
+
+
+def record_error() -> None:
+    """Record one edit that raised."""
+    _metrics()[EDITS_TOTAL].inc(tags={"outcome": "error"})

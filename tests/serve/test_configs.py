@@ -1,0 +1,142 @@
+"""Every Serve config file in serve/ parses, points at the typed builder, validates, and yields the intended options.
+
+No Ray cluster: `parse_args` and the option functions are pure (a real profile's
+`models_dir` need not exist; only `build_app` checks the folder).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytest.importorskip("ray")
+
+from f2f.errors import InvalidConfig
+
+SERVE_DIR = Path(__file__).resolve().parents[2] / "serve"
+FILES = sorted(SERVE_DIR.glob("*.yaml"))
+
+# file -> what the option functions must compute for it
+EXPECTED: dict[str, dict[str, Any]] = {
+    "local.yaml": {
+        "host": "127.0.0.1",
+        "profile": "tiny",
+        "vlm": {"num_replicas": 1, "num_gpus": 0, "max_ongoing_requests": 8},
+        "generator": {"num_replicas": 1, "num_gpus": 0, "max_ongoing_requests": 1, "max_queued_requests": 8},
+    },
+    "gpu.yaml": {
+        "host": "127.0.0.1",
+        "profile": "cogvideox-5b",
+        "vlm": {"num_replicas": 1, "num_gpus": 0.3, "max_ongoing_requests": 8},
+        "generator": {"num_replicas": 1, "num_gpus": 0.7, "max_ongoing_requests": 1, "max_queued_requests": 4},
+    },
+    "cluster.yaml": {
+        "host": "0.0.0.0",
+        "profile": "cogvideox-5b",
+        "vlm": {"autoscaling": (1, 2, 4), "num_gpus": 1, "max_ongoing_requests": 8},
+        "generator": {"autoscaling": (1, 4, 1), "num_gpus": 1, "max_ongoing_requests": 1, "max_queued_requests": 16},
+    },
+}
+
+
+def _load(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert isinstance(data, dict) and data.get("applications"), f"{path.name}: no applications"
+    return data
+
+
+def test_every_file_is_covered() -> None:
+    assert {p.name for p in FILES} == set(EXPECTED)
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_file_points_at_the_builder_and_validates(path: Path) -> None:
+    from f2f.serving.app import parse_args
+
+    for app in _load(path)["applications"]:
+        assert app["import_path"] == "f2f.serving.app:build_app"
+        _, config = parse_args(app.get("args"))
+        assert config.profile == EXPECTED[path.name]["profile"]
+        if config.profile != "tiny":
+            assert str(config.models_dir) == "/models"
+            assert config.vlm.model_path is not None and config.generator.model_path is not None
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_file_yields_the_intended_deployment_options(path: Path) -> None:
+    from ray.serve.config import AutoscalingConfig
+
+    from f2f.serving.app import generator_options, parse_args, vlm_options
+
+    data, want = _load(path), EXPECTED[path.name]
+    assert data["http_options"]["host"] == want["host"]
+    parsed, _ = parse_args(data["applications"][0]["args"])
+    for options, expected in ((vlm_options(parsed), want["vlm"]), (generator_options(parsed), want["generator"])):
+        assert options["ray_actor_options"]["num_gpus"] == expected["num_gpus"]
+        assert options["max_ongoing_requests"] == expected["max_ongoing_requests"]
+        assert options.get("max_queued_requests") == expected.get("max_queued_requests")
+        if "autoscaling" in expected:
+            assert "num_replicas" not in options
+            scaling = AutoscalingConfig(**options["autoscaling_config"])  # Serve accepts it as is
+            got = (scaling.min_replicas, scaling.max_replicas, scaling.target_ongoing_requests)
+            assert got == expected["autoscaling"]
+        else:
+            assert options["num_replicas"] == expected["num_replicas"] and "autoscaling_config" not in options
+
+
+def _plant_unknown_key(args: dict) -> str:
+    args["replica_count"] = 2
+    return "args.replica_count"
+
+
+def _plant_negative_replicas(args: dict) -> str:
+    args.setdefault("generator_autoscaling", {})["min_replicas"] = -1
+    return "args.generator_autoscaling.min_replicas"
+
+
+def _plant_unknown_profile(args: dict) -> str:
+    args["config"]["profile"] = "no-such-profile"
+    return "config.profile"
+
+
+def _plant_unknown_autoscaling_key(args: dict) -> str:
+    args.setdefault("vlm_autoscaling", {})["replicas"] = 3
+    return "args.vlm_autoscaling.replicas"
+
+
+PLANTS = [_plant_unknown_key, _plant_negative_replicas, _plant_unknown_profile, _plant_unknown_autoscaling_key]
+
+
+@pytest.mark.parametrize("plant", PLANTS, ids=lambda f: f.__name__.removeprefix("_plant_"))
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_a_planted_mistake_fails_naming_the_field(path: Path, plant: Any, tmp_path: Path) -> None:
+    from f2f.serving.app import parse_args
+
+    data = copy.deepcopy(_load(path))
+    field = plant(data["applications"][0]["args"])
+    planted = tmp_path / path.name
+    planted.write_text(yaml.safe_dump(data), encoding="utf-8")
+    with pytest.raises(InvalidConfig) as info:
+        parse_args(_load(planted)["applications"][0]["args"])
+    assert info.value.field == field
+
+
+def test_nothing_here_started_ray() -> None:
+    import ray
+
+    assert not ray.is_initialized()
+
+
+def test_a_full_generator_queue_is_a_typed_503() -> None:
+    """What `generator_max_queued_requests` promises: Serve's BackPressureError becomes 503 `overloaded`."""
+    from ray.serve.exceptions import BackPressureError
+
+    from f2f.serving.errors import error_response
+
+    response = error_response(BackPressureError(num_queued_requests=8, max_queued_requests=8))
+    assert response.status_code == 503
+    assert yaml.safe_load(response.body)["error"]["code"] == "overloaded"
