@@ -17,7 +17,8 @@ observation as its bucket's midpoint (over +Inf: twice the last bound), so
 `histogram_quantile`).
 
 Outcomes: the status of the chosen clip (`edited`, `no_edit`, `fallback`),
-or `error` when the pipeline raised (bad input it found included).
+or `error` when the pipeline raised; a request rejected as bad input is the
+client's mistake and is not counted.
 Fallbacks: `caption` when the caption answer was unusable and the edit text
 was used, `selection` once per clip whose selection answer could not be
 parsed (so one edit with n seeds adds at most n).
@@ -80,25 +81,30 @@ def _metrics() -> dict[str, Any]:
     }
 
 
-_in_flight = 0
-_in_flight_lock = threading.Lock()
+class _InFlight:
+    """Edits running in this process, mirrored into the `f2f_requests_in_flight` gauge."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def add(self, delta: int) -> None:
+        with self._lock:
+            self._count += delta
+            _metrics()[REQUESTS_IN_FLIGHT].set(self._count)
 
 
-def _add_in_flight(delta: int) -> None:
-    global _in_flight
-    with _in_flight_lock:
-        _in_flight += delta
-        _metrics()[REQUESTS_IN_FLIGHT].set(_in_flight)
+_IN_FLIGHT = _InFlight()
 
 
 @contextmanager
 def in_flight() -> Iterator[None]:
     """Count one running edit in `f2f_requests_in_flight` while the block runs."""
-    _add_in_flight(1)
+    _IN_FLIGHT.add(1)
     try:
         yield
     finally:
-        _add_in_flight(-1)
+        _IN_FLIGHT.add(-1)
 
 
 def record_edit(result: EditResult) -> None:
