@@ -15,10 +15,15 @@ Rules of `build_app(args)`:
 - Replicas: a `Replicas` block per model deployment; `min_replicas ==
   max_replicas` is a fixed count (`num_replicas`), otherwise Serve autoscales
   between them on ongoing requests per replica (`autoscaling_config`).
-- The generator runs one video at a time per replica (`max_ongoing_requests=1`)
-  and its queue is bounded (`max_queued_requests`, per caller): a full queue
-  answers 503 at once instead of growing for minutes. The VLM answers several
-  chats per replica (`vlm_max_ongoing_requests`; vLLM batches them).
+- Edits are jobs: the ingress stores and queues them (`jobs`: store, broker,
+  TTL, queue bound; see `f2f.serving.broker`), the edit worker (a Ray Serve
+  task consumer) runs `worker_max_concurrent_jobs` at once per replica
+  against the two model deployments. A full job queue answers 503 at once.
+- The generator runs one video at a time per replica (`max_ongoing_requests=1`);
+  the jobs a worker replica runs at once wait for it in a bounded queue
+  (`generator_max_queued_requests`, per caller, at least the worker's
+  concurrency). The VLM answers several chats per replica
+  (`vlm_max_ongoing_requests`; vLLM batches them).
 """
 
 from __future__ import annotations
@@ -34,9 +39,11 @@ from ray.serve import Application
 from f2f.backends import prepare_models
 from f2f.config import F2FConfig, config_from_dict, invalid_config_from
 from f2f.errors import InvalidConfig
+from f2f.serving.broker import JobsArgs, task_processor_config
 from f2f.serving.generator_deployment import GeneratorDeployment
 from f2f.serving.ingress import Ingress
 from f2f.serving.vlm_deployment import VLMDeployment
+from f2f.serving.worker_deployment import EditWorker
 
 
 class Replicas(BaseModel):
@@ -86,10 +93,16 @@ class AppArgs(BaseModel):
         8,
         ge=1,
         le=10_000,
-        description="Edits each ingress replica lets wait for a busy generator; one more is answered 503 at once.",
+        description="Jobs each worker replica lets wait for a busy generator (at least worker_max_concurrent_jobs).",
     )
+    worker_num_cpus: float = Field(0.25, gt=0, description="CPUs reserved per edit worker replica.")
+    worker_max_concurrent_jobs: int = Field(
+        2, ge=1, le=256, description="Jobs one worker replica runs at once (each waits for the VLM and the generator)."
+    )
+    worker_autoscaling: Replicas = Field(default_factory=Replicas, description="Edit worker replicas (each consumes the queue).")
     ingress_num_cpus: float = Field(0.25, gt=0, description="CPUs reserved per ingress replica.")
     max_n: int = Field(4, ge=1, le=64, description="Largest `n` (seeds per edit) a request may ask for.")
+    jobs: JobsArgs = Field(default_factory=JobsArgs, description="Job store, queue broker, expiry and limits.")
 
     @model_validator(mode="after")
     def _targets_reachable(self) -> AppArgs:
@@ -97,6 +110,9 @@ class AppArgs(BaseModel):
         if vlm_target > self.vlm_max_ongoing_requests:
             rule = f"must not exceed vlm_max_ongoing_requests ({self.vlm_max_ongoing_requests}), or it never scales up"
             raise InvalidConfig("vlm_autoscaling.target_ongoing_requests", vlm_target, rule)
+        if self.generator_max_queued_requests < self.worker_max_concurrent_jobs:
+            rule = f"must be at least worker_max_concurrent_jobs ({self.worker_max_concurrent_jobs}), or running jobs are refused"
+            raise InvalidConfig("generator_max_queued_requests", self.generator_max_queued_requests, rule)
         return self
 
 
@@ -137,19 +153,34 @@ def generator_options(args: AppArgs) -> dict[str, Any]:
     }
 
 
+def worker_options(args: AppArgs) -> dict[str, Any]:
+    """Deployment options of the edit worker: its concurrency is the queue consumer's."""
+    return {
+        "name": "EditWorker",
+        "max_ongoing_requests": args.worker_max_concurrent_jobs,
+        "ray_actor_options": {"num_cpus": args.worker_num_cpus},
+        **replica_options(args.worker_autoscaling),
+    }
+
+
 def ingress_options(args: AppArgs) -> dict[str, Any]:
     """Deployment options of the HTTP ingress: one replica, fractional CPU."""
     return {"name": "Ingress", "ray_actor_options": {"num_cpus": args.ingress_num_cpus}}
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
-    """The f2f Serve application: Ingress -> (VLMDeployment, GeneratorDeployment)."""
+    """The f2f Serve application: Ingress -> queue -> EditWorker -> (VLMDeployment, GeneratorDeployment)."""
+    from ray.serve.task_consumer import task_consumer
+
     parsed, config = parse_args(args)
     prepare_models(config)
+    queue = task_processor_config(parsed.jobs, parsed.jobs.store_dir(config.cache_dir))
     vlm = serve.deployment(VLMDeployment, **vlm_options(parsed))
     generator = serve.deployment(GeneratorDeployment, **generator_options(parsed))
+    worker = serve.deployment(task_consumer(task_processor_config=queue)(EditWorker), **worker_options(parsed))
     ingress = serve.deployment(serve.ingress()(Ingress), **ingress_options(parsed))
-    return ingress.bind(vlm.bind(config), generator.bind(config), config, parsed.max_n)
+    bound_worker = worker.bind(vlm.bind(config), generator.bind(config), config, parsed.jobs)
+    return ingress.bind(bound_worker, config, parsed.jobs, parsed.max_n)
 
 
 # --- Serve config files ---------------------------------------------------------------------

@@ -7,9 +7,14 @@ Body, always: `{"error": {"message", "type", "param", "code"}}`; never a traceba
 | request validation (missing or malformed form field) | 400 | invalid_request_error | the field |
 | `InvalidImage`, `InvalidInput`, `InvalidConfig` | 400 | invalid_request_error | the field, by its wire name |
 | a Starlette `HTTPException` (unknown route, wrong method) | its status | invalid_request_error / server_error | null |
-| `EditCancelled`, `NotReady` (a deployment failed its health call) | 503 | server_error | null |
+| `BodyTooLarge` (over `jobs.max_body_bytes`) | 413 | invalid_request_error, code `body_too_large` | null |
+| `JobNotFound` (unknown or expired job id), `NoSuchOutput` | 404 | invalid_request_error | null |
+| `JobNotFinished` (output of an unfinished job, cancel of a finished one) | 409 | invalid_request_error | null |
+| `IdempotencyConflict` (a key reused with another request) | 409 | invalid_request_error | null |
+| `QueueFull` (`jobs.max_queued` jobs wait) | 503 + `Retry-After` | server_error, code `overloaded` | null |
+| `JobFailed` (a synchronous edit's job failed) | 400 bad input; 503 cancelled, replica lost; else 500 | the job's | null |
+| `EditCancelled`, `NotReady` (a deployment is not healthy) | 503 | server_error | null |
 | `BackendNotConfigured` | 503 | server_error | null |
-| Serve's `BackPressureError` (a deployment's bounded queue is full) | 503 | server_error, code `overloaded` | null |
 | `VLMEndpointError` | 502 | server_error | null |
 | anything else | 500 | server_error, a generic message (the exception is logged) | null |
 
@@ -18,7 +23,7 @@ an image over `input.max_image_pixels` is 400 like every other image rule
 (no message parsing to tell it apart; a body-size limit, 413, belongs to
 the proxy); a cancelled edit is 503 because the server stopped it, the
 client may still be listening. Core field names become wire names:
-`text` -> `prompt`, `seeds` -> `seed`.
+`text` -> `prompt`.
 """
 
 from __future__ import annotations
@@ -29,28 +34,73 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from ray.serve.exceptions import BackPressureError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from f2f.errors import BackendNotConfigured, EditCancelled, F2FError, InvalidInput, VLMEndpointError
+from f2f.serving.jobs import IdempotencyConflict, JobError, JobNotFound
 from f2f.serving.protocol import ErrorInfo, ErrorResponse
 
 logger = logging.getLogger("f2f.serving")
 
-WIRE_NAMES = {"text": "prompt", "seeds": "seed"}  # core field -> request field
+WIRE_NAMES = {"text": "prompt"}  # core field -> request field
 _REQUEST_PARTS = {"body", "query", "path", "header", "form"}
 
 
 class NotReady(F2FError):
-    """A model deployment did not answer its health call, or not in time."""
+    """A deployment of the application is not healthy, or the job queue is unavailable."""
 
     code = "not_ready"
 
 
+class BodyTooLarge(F2FError):
+    """The request body is over the limit."""
+
+    code = "body_too_large"
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(f"the request body is over the limit of {max_bytes:,} bytes (jobs.max_body_bytes)")
+
+
+class NoSuchOutput(F2FError):
+    """The job finished without this output (e.g. no video was asked for)."""
+
+    code = "no_such_output"
+
+
+class JobNotFinished(F2FError):
+    """The job is not in the state this request needs (`code` says which way)."""
+
+    def __init__(self, message: str, code: str = "job_not_finished") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class QueueFull(F2FError):
+    """As many jobs wait as the server queues."""
+
+    code = "overloaded"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class JobFailed(F2FError):
+    """A synchronous edit's job failed or was cancelled; carries the job's error."""
+
+    def __init__(self, error: JobError) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.code = error.code or "edit_failed"
+
+
 def error_response(exc: BaseException) -> JSONResponse:
     """The HTTP response for `exc`, by the table in the module docstring."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:  # Starlette's task groups wrap errors
+        exc = exc.exceptions[0]
     status, info = _classify(exc)
-    return JSONResponse(status_code=status, content=ErrorResponse(error=info).model_dump())
+    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, QueueFull) else None
+    return JSONResponse(status_code=status, content=ErrorResponse(error=info).model_dump(), headers=headers)
 
 
 def _classify(exc: BaseException) -> tuple[int, ErrorInfo]:
@@ -63,11 +113,18 @@ def _classify(exc: BaseException) -> tuple[int, ErrorInfo]:
     if isinstance(exc, StarletteHTTPException):
         kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
         return exc.status_code, ErrorInfo(message=str(exc.detail), type=kind, code=f"http_{exc.status_code}")
-    if isinstance(exc, (EditCancelled, BackendNotConfigured, NotReady)):
+    if isinstance(exc, BodyTooLarge):
+        return 413, ErrorInfo(message=str(exc), type="invalid_request_error", code=exc.code)
+    if isinstance(exc, (JobNotFound, NoSuchOutput)):
+        return 404, ErrorInfo(message=str(exc), type="invalid_request_error", code=exc.code)
+    if isinstance(exc, (JobNotFinished, IdempotencyConflict)):
+        return 409, ErrorInfo(message=str(exc), type="invalid_request_error", code=exc.code)
+    if isinstance(exc, JobFailed):
+        error = exc.error
+        status = 400 if error.type == "invalid_request_error" else 503 if error.code in ("cancelled", "replica_lost") else 500
+        return status, ErrorInfo(message=error.message, type=error.type, code=exc.code)
+    if isinstance(exc, (EditCancelled, BackendNotConfigured, NotReady, QueueFull)):
         return 503, ErrorInfo(message=str(exc), type="server_error", code=exc.code)
-    if isinstance(exc, BackPressureError):
-        message = "the server is busy: its queue of edits waiting for a video generator is full; retry later"
-        return 503, ErrorInfo(message=message, type="server_error", code="overloaded")
     if isinstance(exc, VLMEndpointError):
         return 502, ErrorInfo(message=f"the VLM endpoint failed: {exc}", type="server_error", code=exc.code)
     logger.error("internal error while serving a request", exc_info=exc)

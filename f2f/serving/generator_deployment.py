@@ -4,21 +4,27 @@ Rules: the generator is built from `config.generator` and checked against
 `config.video` when the replica starts (a checkpoint that cannot generate the
 configured canvas or frame count fails the deployment, naming the field);
 one video job per replica at a time (`max_ongoing_requests=1`, set by the
-app builder); `generate` awaits the backend, which runs the pipeline in a
-worker thread. Progress and cancellation stay in this replica in this slice:
-the ingress gets the clips only.
+app builder); the backend runs the pipeline in a worker thread, so the
+replica's event loop stays free. `generate_stream` yields `Progress` events
+as the denoising steps finish (each step's time is recorded in
+`f2f_denoise_step_seconds`) and then, last, the clips; cancelling the
+request (the caller cancels its stream) stops the video at the next step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from PIL import Image
 
 from f2f.backends import load_generator
 from f2f.config import F2FConfig, VideoConfig
-from f2f.protocols import Frames
+from f2f.protocols import Frames, Progress
+from f2f.serving import metrics
 
 
 class GeneratorDeployment:
@@ -27,10 +33,40 @@ class GeneratorDeployment:
     def __init__(self, config: F2FConfig) -> None:
         self.backend: Any = load_generator(config)
 
-    async def generate(self, image: Image.Image, caption: str, seeds: Sequence[int], settings: VideoConfig) -> list[Frames]:
+    async def generate_stream(
+        self, image: Image.Image, caption: str, seeds: Sequence[int], settings: VideoConfig
+    ) -> AsyncIterator[Progress | list[Frames]]:
+        """`Progress` per denoising step, then the clips (one per seed)."""
         if self.backend is None:
             raise RuntimeError("the video generator is closed")
-        return await self.backend.generate(image, caption, seeds, settings)
+        events: asyncio.Queue[Progress] = asyncio.Queue()
+        last_step: list[float] = []  # when the previous step ended; the first step also holds the set-up: not recorded
+
+        def on_progress(event: Progress) -> None:
+            if event.step is not None:
+                now = time.perf_counter()
+                if last_step:
+                    metrics.record_denoise_step(now - last_step[0])
+                last_step[:] = [now]
+            events.put_nowait(event)
+
+        task = asyncio.create_task(self.backend.generate(image, caption, seeds, settings, progress=on_progress))
+        try:
+            while not task.done():
+                getter = asyncio.ensure_future(events.get())
+                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield getter.result()
+                else:
+                    getter.cancel()
+            while not events.empty():  # the backend delivers every event before it returns
+                yield events.get_nowait()
+            yield task.result()
+        finally:
+            if not task.done():  # the caller cancelled: stop the video at its next step
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
 
     async def check_health(self) -> None:
         """Raise if the pipeline is released (also Serve's replica health check)."""

@@ -1,172 +1,552 @@
-"""The HTTP ingress: FastAPI routes over the two model deployments.
+"""The HTTP ingress: validates requests, keeps jobs in the job store, queues them, and serves results.
 
-Routes (this slice):
+Routes (OpenAPI at `/openapi.json`, docs at `/docs`):
 
-- `GET /healthz`: the process is up -> 200 `{"status": "ok"}`.
-- `GET /readyz`: both deployments answer a health call within
-  `READY_TIMEOUT_S` -> 200, else 503 with the error body. The generator takes
-  one request at a time, so while it generates a video the probe waits
-  behind it and may time out.
-- `POST /v1/images/edits`: OpenAI Images API compatible (multipart `image`,
-  `prompt`, optional `n` seeds, `response_format`, `seed`; `model` and other
-  OpenAI fields are accepted and ignored). Runs `f2f.pipeline.edit` unchanged,
-  with adapters that implement the `VLM` and `VideoGenerator` protocols by
-  awaiting the deployment handles; answers one image, the chosen edit.
+- `POST /v1/edits`: multipart (`image` file + fields) or JSON (`image` as
+  base64) with `prompt` and options -> 202 and the job (`Location` header).
+  An `Idempotency-Key` header makes a retried request return the same job.
+- `GET /v1/edits/{id}`: the job: status, stage, progress, timings, result, error.
+- `GET /v1/edits/{id}/image | /collage | /video | /frames/{label}`: outputs
+  (label 0 is the source, 1..N the candidate tiles).
+- `DELETE /v1/edits/{id}`: cancels (a queued job at once, a running one at
+  its next stage or denoising step) -> 202 and the job.
+- `GET /v1/edits/{id}/events`: server-sent events `status`, `stage`,
+  `progress` as they change, and `done` (the finished job), then the end.
+- `POST /v1/images/edits`: OpenAI Images API compatible and synchronous: the
+  same job, awaited; `n` seeds, `response_format` `b64_json` or `url` (a link
+  to the job's image); `revised_prompt` is the temporal caption.
+- `GET /healthz`: the process is up. `GET /readyz`: every deployment of the
+  application is healthy in Serve's view (their health checks load-test
+  nothing: the generator's answers while it generates).
 
-Each edit is recorded in `f2f.serving.metrics` (stage times, outcome, VLM
-fallbacks, edits in flight); rejected requests (bad input) are not.
-
-Nothing here blocks the event loop: image decoding and PNG encoding run in
-worker threads, model calls are awaited handle calls.
+Rules: every request is validated before a job exists (image, prompt,
+options, the config's rules for frames and steps); a job exists once its
+source is stored, and is then sent to the queue. When `jobs.max_queued` jobs
+wait, a new edit is answered 503 with Retry-After and nothing is stored.
+Bodies over `jobs.max_body_bytes` are answered 413 while they arrive.
+Every ingress replica sweeps the store every `jobs.sweep_interval_s`:
+expired jobs are deleted, running jobs whose worker was lost are queued
+again, the queue gauges are set. Nothing here blocks the event loop: file
+and image work runs in worker threads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import io
-from collections.abc import Awaitable, Sequence
-from typing import Annotated, Any
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, File, Form, UploadFile
-from fastapi.responses import JSONResponse
-from PIL import Image
-from pydantic import Field
+from fastapi import FastAPI, Header, Request
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from f2f.config import F2FConfig, VideoConfig
-from f2f.errors import F2FError, InvalidInput
+from f2f.config import F2FConfig, invalid_config_from
+from f2f.errors import InvalidImage, InvalidInput
 from f2f.imageio import open_image
-from f2f.pipeline import edit
-from f2f.protocols import CancelToken, Frames, Message, ProgressCallback
+from f2f.pipeline import check_inputs
 from f2f.serving import metrics
-from f2f.serving.errors import NotReady, error_response, install_error_handlers
-from f2f.serving.protocol import SUPPORTED_RESPONSE_FORMATS, Health, ImagesResponse, ResponseFormat
+from f2f.serving.broker import JobQueue, JobsArgs
+from f2f.serving.errors import (
+    BodyTooLarge,
+    JobFailed,
+    JobNotFinished,
+    NoSuchOutput,
+    NotReady,
+    QueueFull,
+    error_response,
+    install_error_handlers,
+)
+from f2f.serving.jobs import EditRequest, JobError, JobNotFound, JobProgress, JobRecord, JobResult, JobStore, fingerprint
+from f2f.serving.protocol import F2FExtension, ImageData, ImagesResponse
 
-READY_TIMEOUT_S = 5.0
-# Constraints sit on the inner type: FastAPI does not apply Form(ge=...) to `int | None`. Annotations are
-# resolved in this module's globals (postponed evaluation), so request limits known only at run time
-# (the largest `n`) are checked in the route.
-Seed = Annotated[int, Field(ge=0, lt=2**32)]
-SeedCount = Annotated[int, Field(ge=1)]
+logger = logging.getLogger("f2f.serving")
 
-
-async def _remote(response: Awaitable[Any]) -> Any:
-    """Await a handle call; an f2f error raised in the replica comes out as itself, not wrapped by Ray."""
-    try:
-        return await response
-    except F2FError:
-        raise
-    except Exception as exc:
-        cause = getattr(exc, "cause", None)  # ray.exceptions.RayTaskError carries the original
-        if isinstance(cause, F2FError):
-            raise cause from None
-        raise
+SEED_LIMIT = 2**32
+OUTPUTS = (("image", "edited.png", "image/png"), ("collage", "collage.png", "image/png"), ("video", "video.mp4", "video/mp4"))
 
 
-class RemoteVLM:
-    """`f2f.protocols.VLM` over a VLMDeployment handle."""
+class EditOptions(BaseModel):
+    """Options of `POST /v1/edits` (JSON body or multipart fields); null means the server's setting."""
 
-    def __init__(self, handle: Any) -> None:
-        self.handle = handle
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    async def chat(self, messages: Sequence[Message], *, max_tokens: int, temperature: float = 0.0) -> str:
-        return await _remote(self.handle.chat.remote(list(messages), max_tokens, temperature))
+    prompt: str = Field(description="The edit: a target description or an instruction.")
+    seed: int | None = Field(None, ge=0, lt=SEED_LIMIT, description="Seed of the first video; the others follow it.")
+    seeds: list[Annotated[int, Field(ge=0, lt=SEED_LIMIT)]] | None = Field(
+        None, min_length=1, description="Seeds of the videos, one video each (multipart: comma-separated)."
+    )
+    n: int | None = Field(None, ge=1, description="Videos (seeds) to try; the best edit wins.")
+    num_frames: int | None = Field(None, description="Frames per video (frame_step*k + 1).")
+    steps: int | None = Field(None, description="Denoising steps per video.")
+    guidance: float | None = Field(None, description="Classifier-free guidance scale.")
+    return_video: bool = Field(False, description="Keep the chosen clip as video.mp4 (`/video`).")
+    return_frames: bool = Field(False, description="Keep the candidate frames (`/frames/{label}`).")
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
 
-class RemoteGenerator:
-    """`f2f.protocols.VideoGenerator` over a GeneratorDeployment handle (progress is not forwarded)."""
+class EditJSON(EditOptions):
+    """`POST /v1/edits` as JSON."""
 
-    def __init__(self, handle: Any) -> None:
-        self.handle = handle
+    image: str = Field(description="The source image (PNG, JPEG or WebP) as base64, or a data: URL.")
 
-    async def generate(
-        self,
-        image: Image.Image,
-        caption: str,
-        seeds: Sequence[int],
-        settings: VideoConfig,
-        *,
-        progress: ProgressCallback | None = None,
-        cancel: CancelToken | None = None,
-    ) -> list[Frames]:
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        return await _remote(self.handle.generate.remote(image, caption, list(seeds), settings))
+
+class JobView(BaseModel):
+    """An edit job as the API shows it."""
+
+    id: str
+    object: Literal["edit"] = "edit"
+    status: str = Field(description="queued, running, succeeded, failed or cancelled.")
+    stage: str | None = Field(description="The stage running now: caption, generate, select.")
+    progress: JobProgress | None = Field(description="Denoising steps done of all steps of the job.")
+    prompt: str
+    seeds: list[int]
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    expires_at: float | None = Field(description="When the job and its files are deleted (unix seconds).")
+    attempts: int = Field(description="Tries so far (a lost model replica makes another).")
+    cancel_requested: bool
+    timings_s: dict[str, float]
+    result: JobResult | None
+    error: JobError | None
+    links: dict[str, str]
+
+    @classmethod
+    def of(cls, record: JobRecord) -> JobView:
+        base = f"/v1/edits/{record.id}"
+        links = {"self": base, "events": f"{base}/events"}
+        if record.status == "succeeded" and record.result is not None:
+            links |= {"image": f"{base}/image", "collage": f"{base}/collage"}
+            if record.result.has_video:
+                links["video"] = f"{base}/video"
+            if record.result.has_frames:
+                links["frames"] = f"{base}/frames/{{label}}"
+        data = record.model_dump(exclude={"request", "fingerprint", "updated_at", "worker", "heartbeat_at"})
+        return cls(**data, prompt=record.request.prompt, seeds=record.request.seeds, links=links)
 
 
 class Ingress:
-    """Serve deployment body: holds the two handles; its FastAPI app is built on the replica."""
+    """Serve deployment body: the job store, the queue producer, and the FastAPI app built on the replica."""
 
-    def __init__(self, vlm: Any, generator: Any, config: F2FConfig, max_n: int = 4) -> None:
-        self.handles = {"vlm": vlm, "generator": generator}
-        self.config = config
-        self.max_n = max_n
+    def __init__(self, worker: Any, config: F2FConfig, jobs: JobsArgs, max_n: int = 4) -> None:
+        self.worker = worker  # bound so that Serve deploys the worker with this app
+        self.config, self.jobs, self.max_n = config, jobs, max_n
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return make_api(self.handles["vlm"], self.handles["generator"], self.config, self.max_n)
+        store_dir = self.jobs.store_dir(self.config.cache_dir)
+        store = JobStore(store_dir, self.jobs.ttl_s, self.jobs.lease_s)
+        return make_api(store, JobQueue(self.jobs, store_dir), self.config, self.jobs, self.max_n, serve_ready)
 
 
-def make_api(vlm_handle: Any, generator_handle: Any, config: F2FConfig, max_n: int) -> FastAPI:
-    """The FastAPI app over two deployment handles."""
-    app = FastAPI(title="f2f", description="Frame2Frame image editing (OpenAI Images API compatible)")
+async def serve_ready() -> None:
+    """Raise NotReady unless every deployment of this application is healthy in Serve's view."""
+    from ray import serve
+
+    app_name = serve.get_replica_context().app_name
+    status = await asyncio.to_thread(serve.status)
+    app = status.applications.get(app_name)
+    if app is None:
+        raise NotReady("the application is not deployed")
+    unhealthy = sorted(name for name, d in app.deployments.items() if d.status not in ("HEALTHY", "UPSCALING", "DOWNSCALING"))
+    if unhealthy:
+        raise NotReady(f"not ready: {', '.join(unhealthy)}")
+
+
+def make_api(store: JobStore, queue: Any, config: F2FConfig, jobs: JobsArgs, max_n: int, ready: Any) -> FastAPI:
+    """The FastAPI app over a job store and a queue producer (`send(job_id)`)."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        sweeper = asyncio.create_task(_sweep_forever(store, queue, jobs.sweep_interval_s))
+        yield
+        sweeper.cancel()
+
+    app = FastAPI(
+        title="f2f", description="Frame2Frame image editing: jobs and an OpenAI Images compatible API", lifespan=lifespan
+    )
     install_error_handlers(app)
-    vlm, generator = RemoteVLM(vlm_handle), RemoteGenerator(generator_handle)
+    app.add_middleware(BodyLimit, max_bytes=jobs.max_body_bytes)  # type: ignore[arg-type]
+
+    async def submit(raw_image: bytes, options: EditOptions, key: str | None) -> tuple[JobRecord, bool]:
+        source_png, edit_request = await asyncio.to_thread(_validated_request, raw_image, options, config, max_n)
+        depth, _ = await asyncio.to_thread(store.queue_stats)
+        if depth >= jobs.max_queued:
+            raise QueueFull(f"{depth} edits are waiting, the most this server queues; retry later", jobs.retry_after_s)
+        same_request = fingerprint(raw_image, options.model_dump())
+        record, created = await asyncio.to_thread(store.create, source_png, edit_request, same_request, key)
+        if created:
+            try:
+                await asyncio.to_thread(queue.send, record.id)
+            except Exception as exc:
+                logger.error("the job queue refused job %s", record.id, exc_info=exc)
+                error = JobError(message="the job queue is unavailable", code="queue_unavailable")
+                await asyncio.to_thread(store.update, record.id, lambda r: _fail(r, error))
+                raise NotReady("the job queue is unavailable; retry later") from None
+        return record, created
 
     @app.get("/healthz")
-    async def healthz() -> Health:
-        return Health()
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
 
     @app.get("/readyz", response_model=None)
-    async def readyz() -> Health | JSONResponse:
-        probes = (vlm_handle.check_health.remote(), generator_handle.check_health.remote())
+    async def readyz() -> dict[str, str] | JSONResponse:
         try:
-            await asyncio.wait_for(asyncio.gather(*(_remote(p) for p in probes)), READY_TIMEOUT_S)
+            await ready()
         except Exception as exc:
-            reason = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
-            return error_response(NotReady(f"a model deployment is not ready ({reason})"))
-        return Health()
+            return error_response(exc if isinstance(exc, NotReady) else NotReady(f"not ready ({type(exc).__name__})"))
+        return {"status": "ok"}
+
+    @app.post(
+        "/v1/edits",
+        status_code=202,
+        response_model=JobView,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": EditJSON.model_json_schema()},
+                    "multipart/form-data": {"schema": _multipart_schema()},
+                },
+            }
+        },
+    )
+    async def create_edit(
+        request: Request,
+        idempotency_key: Annotated[
+            str | None, Header(max_length=255, description="Retries with this key get the same job.")
+        ] = None,
+    ) -> JSONResponse:
+        raw_image, options = await _read_submission(request)
+        record, created = await submit(raw_image, options, idempotency_key)
+        view = JobView.of(record)
+        headers = {"Location": view.links["self"]}
+        if not created:
+            headers["Idempotent-Replayed"] = "true"
+        return JSONResponse(view.model_dump(mode="json"), status_code=202, headers=headers)
+
+    @app.get("/v1/edits/{job_id}")
+    async def get_edit(job_id: str) -> JobView:
+        return JobView.of(await asyncio.to_thread(store.get, job_id))
+
+    @app.delete("/v1/edits/{job_id}", status_code=202)
+    async def cancel_edit(job_id: str) -> JobView:
+        record = await asyncio.to_thread(store.get, job_id)
+        if record.finished:
+            raise JobNotFinished(f"job {job_id} already finished ({record.status}); nothing to cancel", code="job_finished")
+        return JobView.of(await asyncio.to_thread(store.request_cancel, job_id))
+
+    @app.get("/v1/edits/{job_id}/events", response_class=StreamingResponse)
+    async def edit_events(job_id: str) -> StreamingResponse:
+        first = await asyncio.to_thread(store.get, job_id)
+        return StreamingResponse(_events(store, first, jobs.poll_interval_s), media_type="text/event-stream")
+
+    for name, filename, media in (
+        ("image", "edited.png", "image/png"),
+        ("collage", "collage.png", "image/png"),
+        ("video", "video.mp4", "video/mp4"),
+    ):
+        app.add_api_route(
+            f"/v1/edits/{{job_id}}/{name}",
+            _output_route(store, name, filename, media),
+            methods=["GET"],
+            response_class=FileResponse,
+            name=f"edit_{name}",
+        )
+
+    @app.get("/v1/edits/{job_id}/frames/{label}", response_class=FileResponse)
+    async def edit_frame(job_id: str, label: int) -> FileResponse:
+        record = await _finished(store, job_id)
+        assert record.result is not None
+        candidates = record.result.candidate_frames
+        if label == 0:
+            return FileResponse(store.path(job_id, "source.png"), media_type="image/png")
+        if not 1 <= label <= len(candidates):
+            raise InvalidInput("label", label, f"must be 0 (the source) to {len(candidates)} (the last candidate tile)")
+        path = store.path(job_id, f"candidates/frame_{candidates[label - 1]:03d}.png")
+        if not path.is_file():
+            raise NoSuchOutput(f"job {job_id} kept no frames; submit it with return_frames=true")
+        return FileResponse(path, media_type="image/png")
 
     @app.post("/v1/images/edits")
-    async def images_edits(
-        image: Annotated[UploadFile, File(description="The source image: PNG, JPEG or WebP.")],
-        prompt: Annotated[str, Form(description="The edit: a target description or an instruction.")],
-        n: Annotated[SeedCount | None, Form(description="Seeds (videos) to try; the best edit is returned.")] = None,
-        response_format: Annotated[ResponseFormat, Form()] = "b64_json",
-        seed: Annotated[Seed | None, Form(description="Seed of the first video (default: the config's, else random).")] = None,
-        model: Annotated[str | None, Form(description="Accepted for OpenAI clients; ignored.")] = None,
-    ) -> ImagesResponse:
-        if response_format not in SUPPORTED_RESPONSE_FORMATS:
-            rule = "only b64_json is supported; url needs result storage, which this server does not have yet"
-            raise InvalidInput("response_format", response_format, rule)
-        if n is not None and n > max_n:
-            raise InvalidInput("n", n, f"must be at most {max_n} (seeds per edit this server allows)")
-        run_config = _request_config(config, n, seed)
-        source = await asyncio.to_thread(open_image, await image.read(), config.input)
-        with metrics.in_flight():
-            try:
-                result = await edit(source, prompt, vlm=vlm, generator=generator, config=run_config)
-            except InvalidInput:
-                raise  # the client's mistake, not a failed edit: not counted
-            except Exception:
-                metrics.record_error()
-                raise
-        metrics.record_edit(result)
-        return ImagesResponse.from_result(result, await asyncio.to_thread(_b64_png, result.image))
+    async def images_edits(request: Request) -> ImagesResponse:
+        raw_image, options, response_format = await _read_openai_form(request)
+        record, _ = await submit(raw_image, options, None)
+        while not record.finished:
+            await asyncio.sleep(jobs.poll_interval_s)
+            record = await asyncio.to_thread(store.get, record.id)
+        if record.status != "succeeded" or record.result is None:
+            raise JobFailed(record.error or JobError(message="the edit failed", code="edit_failed"))
+        result = record.result
+        if response_format == "url":
+            image = ImageData(url=str(request.url_for("edit_image", job_id=record.id)), revised_prompt=result.caption)
+        else:
+            png = await asyncio.to_thread(store.path(record.id, "edited.png").read_bytes)
+            image = ImageData(b64_json=base64.b64encode(png).decode("ascii"), revised_prompt=result.caption)
+        extension = F2FExtension(
+            id=record.id,
+            status=result.status,  # type: ignore[arg-type]
+            caption_fallback=result.caption_fallback,
+            seed=result.seed,
+            selected_label=result.selected_label,
+            selected_frame=result.selected_frame,
+            timings_s=record.timings_s,
+        )
+        return ImagesResponse(created=int(record.finished_at or 0), data=[image], f2f=extension)
 
     return app
 
 
-def _request_config(config: F2FConfig, n: int | None, seed: int | None) -> F2FConfig:
-    """The server config with this request's seed count and first seed (both already validated)."""
-    update: dict[str, Any] = {}
-    if n is not None:
-        update["num_seeds"] = n
-    if seed is not None:
-        update["seed"] = seed
-    return config.model_copy(update=update)
+# --- request parsing ----------------------------------------------------------------------------
 
 
-def _b64_png(image: Image.Image) -> str:
+def _multipart_schema() -> dict[str, Any]:
+    schema = EditOptions.model_json_schema()
+    schema["properties"]["image"] = {"type": "string", "format": "binary", "description": "The source image file."}
+    schema["required"] = ["image", "prompt"]
+    return schema
+
+
+async def _form_fields(request: Request) -> tuple[bytes, dict[str, Any]]:
+    """The uploaded `image` and the other fields of a multipart body (repeated fields joined by commas)."""
+    form = await request.form()
+    fields: dict[str, Any] = {}
+    image: bytes | None = None
+    for key in form:
+        values = form.getlist(key)
+        if key == "image":
+            upload = values[0]
+            image = await upload.read() if hasattr(upload, "read") else str(upload).encode()
+        else:
+            fields[key] = ",".join(str(v) for v in values) if len(values) > 1 else values[0]
+    if image is None:
+        raise InvalidImage("image", None, "a multipart edit needs an `image` file field")
+    return image, fields
+
+
+async def _read_submission(request: Request) -> tuple[bytes, EditOptions]:
+    """The raw image bytes and the options of a `POST /v1/edits`, from JSON or multipart."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "application/json":
+        try:
+            body = EditJSON.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise _request_error(exc) from None
+        return _b64decode(body.image), EditOptions(**body.model_dump(exclude={"image"}))
+    if kind == "multipart/form-data":
+        image, fields = await _form_fields(request)
+        try:
+            return image, EditOptions.model_validate(fields)
+        except ValidationError as exc:
+            raise _request_error(exc) from None
+    raise InvalidInput("content-type", kind or None, "must be application/json or multipart/form-data")
+
+
+async def _read_openai_form(request: Request) -> tuple[bytes, EditOptions, str]:
+    """`POST /v1/images/edits` (multipart, OpenAI's fields): the image, the options, the response format."""
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        raise InvalidInput("content-type", request.headers.get("content-type"), "must be multipart/form-data")
+    image, fields = await _form_fields(request)
+    response_format = fields.pop("response_format", "b64_json")
+    if response_format not in ("b64_json", "url"):
+        raise InvalidInput("response_format", response_format, "must be b64_json or url")
+    for ignored in ("model", "size", "quality", "user", "background", "output_format", "input_fidelity"):
+        fields.pop(ignored, None)  # OpenAI fields this server has no use for
+    try:
+        return image, EditOptions.model_validate(fields), response_format
+    except ValidationError as exc:
+        raise _request_error(exc) from None
+
+
+def _request_error(exc: ValidationError) -> InvalidInput:
+    """The first validation error, naming the request field; its code is pydantic's error type."""
+    err = exc.errors()[0]
+    param = ".".join(str(p) for p in err["loc"]) or "body"
+    rule = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+    error = InvalidInput(param, None if err["type"] == "missing" else err.get("input"), rule)
+    error.code = str(err["type"])
+    return error
+
+
+def _b64decode(text: str) -> bytes:
+    if text.startswith("data:"):
+        text = text.partition(",")[2]
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidImage("image", text[:40], "must be base64 (or a data: URL) of a PNG, JPEG or WebP file") from None
+
+
+WIRE_OPTION = {"video.num_frames": "num_frames", "video.num_inference_steps": "steps", "video.guidance_scale": "guidance"}
+
+
+def _validated_request(raw_image: bytes, options: EditOptions, config: F2FConfig, max_n: int) -> tuple[bytes, EditRequest]:
+    """The source as PNG and the job's request, or InvalidInput naming the field (runs in a thread)."""
+    if options.seed is not None and options.seeds is not None:
+        raise InvalidInput("seeds", options.seeds, "give seed or seeds, not both")
+    if options.n is not None and options.seeds is not None:
+        raise InvalidInput("n", options.n, "give n or seeds, not both (n is the number of seeds)")
+    count = len(options.seeds) if options.seeds is not None else options.n
+    if count is not None and count > max_n:
+        raise InvalidInput("seeds" if options.seeds else "n", count, f"at most {max_n} videos per edit on this server")
+    run_config = _run_config(config, options)
+    image = open_image(raw_image, config.input)
+    source, _, seeds = check_inputs(image, options.prompt, options.seeds, run_config)
+    request = EditRequest(
+        prompt=options.prompt,
+        seeds=seeds,
+        num_frames=options.num_frames,
+        num_inference_steps=options.steps,
+        guidance_scale=options.guidance,
+        return_video=options.return_video,
+        return_frames=options.return_frames,
+    )
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    source.save(buffer, format="PNG")
+    return buffer.getvalue(), request
+
+
+def _run_config(config: F2FConfig, options: EditOptions) -> F2FConfig:
+    """The config this request runs with, checked by the config's own rules; errors name the request field."""
+    video = {
+        key: value
+        for key, value in (
+            ("num_frames", options.num_frames),
+            ("num_inference_steps", options.steps),
+            ("guidance_scale", options.guidance),
+        )
+        if value is not None
+    }
+    top: dict[str, Any] = {}
+    if options.n is not None:
+        top["num_seeds"] = options.n
+    if options.seed is not None:
+        top["seed"] = options.seed
+    if not video and not top:
+        return config
+    data = config.model_dump()
+    data["video"].update(video)
+    data.update(top)
+    try:
+        return F2FConfig.model_validate(data)
+    except ValidationError as exc:
+        error = invalid_config_from(exc, "")
+        field = WIRE_OPTION.get(error.field, {"num_seeds": "n"}.get(error.field, error.field))
+        raise InvalidInput(field, error.value, error.rule) from None
+
+
+# --- outputs and events -------------------------------------------------------------------------
+
+
+async def _finished(store: JobStore, job_id: str) -> JobRecord:
+    record = await asyncio.to_thread(store.get, job_id)
+    if record.status != "succeeded":
+        raise JobNotFinished(f"job {job_id} is {record.status}; its outputs exist once it has succeeded")
+    return record
+
+
+def _output_route(store: JobStore, name: str, filename: str, media: str) -> Any:
+    async def route(job_id: str) -> FileResponse:
+        await _finished(store, job_id)
+        path = store.path(job_id, filename)
+        if not path.is_file():
+            raise NoSuchOutput(f"job {job_id} has no {name}" + ("; submit it with return_video=true" if name == "video" else ""))
+        return FileResponse(path, media_type=media, filename=f"{job_id}-{Path(filename).name}")
+
+    route.__doc__ = f"The {name} of a succeeded job."
+    return route
+
+
+def _sse(event: str, data: Any) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+async def _events(store: JobStore, record: JobRecord, poll_s: float) -> AsyncIterator[bytes]:
+    """`status` / `stage` / `progress` events as the job changes, then `done` with the whole job."""
+    last: dict[str, Any] = {}
+    while True:
+        now = {
+            "status": record.status,
+            "stage": record.stage,
+            "progress": record.progress.model_dump() if record.progress else None,
+        }
+        if record.finished:
+            yield _sse("done", JobView.of(record).model_dump(mode="json"))
+            return
+        for key in ("status", "stage", "progress"):
+            if now[key] != last.get(key, object()) and now[key] is not None:
+                yield _sse(
+                    key,
+                    {"id": record.id, key: now[key]}
+                    if key != "progress"
+                    else {"id": record.id, "stage": record.stage, **now[key]},
+                )
+        last = now
+        await asyncio.sleep(poll_s)
+        try:
+            record = await asyncio.to_thread(store.get, record.id)
+        except JobNotFound:
+            return
+
+
+def _fail(record: JobRecord, error: JobError) -> bool:
+    if record.finished:
+        return False
+    record.status, record.error = "failed", error
+    return True
+
+
+async def _sweep_forever(store: JobStore, queue: Any, interval_s: float) -> None:
+    """Delete expired jobs, queue again the running jobs whose worker was lost, set the queue gauges."""
+    while True:
+        try:
+            await asyncio.to_thread(store.sweep)
+            for job_id in await asyncio.to_thread(store.stale_running):
+                record = await asyncio.to_thread(store.requeue, job_id)
+                if record.status == "queued":
+                    logger.warning("job %s lost its worker; queued again", job_id)
+                    await asyncio.to_thread(queue.send, job_id)
+            metrics.record_queue(*await asyncio.to_thread(store.queue_stats))
+        except Exception:
+            logger.exception("the job store sweep failed")
+        await asyncio.sleep(interval_s)
+
+
+# --- body size ----------------------------------------------------------------------------------
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a request body over `max_bytes` (by Content-Length, or as it arrives)."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await error_response(BodyTooLarge(self.max_bytes))(scope, receive, send)
+        seen = 0
+
+        async def limited() -> dict[str, Any]:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise BodyTooLarge(self.max_bytes)
+            return message
+
+        return await self.app(scope, limited, send)

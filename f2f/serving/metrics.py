@@ -5,7 +5,10 @@
 | `ray_f2f_stage_seconds` | histogram | `stage`: caption, generate, select, total | wall time of a pipeline stage, per edit |
 | `ray_f2f_edits_total` | counter | `outcome`: edited, no_edit, fallback, error | edits answered, by how they ended |
 | `ray_f2f_vlm_fallbacks_total` | counter | `kind`: caption, selection | VLM answers that could not be used |
-| `ray_f2f_requests_in_flight` | gauge | (none of ours) | edits running in this ingress replica |
+| `ray_f2f_edits_running` | gauge | (none of ours) | edits running in this worker replica |
+| `ray_f2f_denoise_step_seconds` | histogram | (none of ours) | one denoising step; a video's first step (set-up) is left out |
+| `ray_f2f_queue_depth` | gauge | (none of ours) | jobs waiting for a worker (the job store's count, shared by every replica) |
+| `ray_f2f_queue_oldest_age_seconds` | gauge | (none of ours) | how long the oldest waiting job has waited |
 
 Ray Serve adds its own tags (application, deployment, replica) and exports
 every metric with a `ray_` prefix on the node's metrics export port, a few
@@ -26,8 +29,8 @@ parsed (so one edit with n seeds adds at most n).
 Labels take values from the fixed sets above only: never a prompt, a
 caption, a seed or a request id. Other timings of `EditResult.timings_s`
 (check_inputs, letterbox, unletterbox) take milliseconds and are not
-recorded. Denoising step time is not recorded yet: the generator
-deployment does not forward progress events to the ingress.
+recorded. The queue gauges are set by each ingress replica's sweep (every
+`jobs.sweep_interval_s`): take the max over replicas, not the sum.
 
 Metric objects are created on first use, once per process, so importing
 this module needs no Ray cluster.
@@ -47,6 +50,9 @@ from f2f.result import EditResult
 # slow GPU); a stage past the last bound lands in +Inf.
 STAGE_BUCKETS_S: tuple[float, ...] = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60, 120, 300, 600, 1200, 1800)
 
+# Seconds. One denoising step: ~20 ms (tiny model on a CPU) to a minute (many seeds, a slow GPU).
+STEP_BUCKETS_S: tuple[float, ...] = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60)
+
 STAGES = ("caption", "generate", "select", "total")
 OUTCOMES = ("edited", "no_edit", "fallback", "error")
 FALLBACK_KINDS = ("caption", "selection")
@@ -54,7 +60,10 @@ FALLBACK_KINDS = ("caption", "selection")
 STAGE_SECONDS = "f2f_stage_seconds"
 EDITS_TOTAL = "f2f_edits_total"
 VLM_FALLBACKS_TOTAL = "f2f_vlm_fallbacks_total"
-REQUESTS_IN_FLIGHT = "f2f_requests_in_flight"
+EDITS_RUNNING = "f2f_edits_running"
+DENOISE_STEP_SECONDS = "f2f_denoise_step_seconds"
+QUEUE_DEPTH = "f2f_queue_depth"
+QUEUE_OLDEST_AGE = "f2f_queue_oldest_age_seconds"
 
 
 @cache
@@ -77,12 +86,19 @@ def _metrics() -> dict[str, Any]:
             description="VLM answers that could not be used: the caption, or one clip's selection.",
             tag_keys=("kind",),
         ),
-        REQUESTS_IN_FLIGHT: metrics.Gauge(REQUESTS_IN_FLIGHT, description="Edits running in this ingress replica."),
+        EDITS_RUNNING: metrics.Gauge(EDITS_RUNNING, description="Edits running in this worker replica."),
+        DENOISE_STEP_SECONDS: metrics.Histogram(
+            DENOISE_STEP_SECONDS,
+            description="Wall time of one denoising step, in seconds (the first step of each video is left out).",
+            boundaries=list(STEP_BUCKETS_S),
+        ),
+        QUEUE_DEPTH: metrics.Gauge(QUEUE_DEPTH, description="Edit jobs waiting for a worker."),
+        QUEUE_OLDEST_AGE: metrics.Gauge(QUEUE_OLDEST_AGE, description="Seconds the oldest waiting edit job has waited."),
     }
 
 
 class _InFlight:
-    """Edits running in this process, mirrored into the `f2f_requests_in_flight` gauge."""
+    """Edits running in this process, mirrored into the `f2f_edits_running` gauge."""
 
     def __init__(self) -> None:
         self._count = 0
@@ -91,7 +107,7 @@ class _InFlight:
     def add(self, delta: int) -> None:
         with self._lock:
             self._count += delta
-            _metrics()[REQUESTS_IN_FLIGHT].set(self._count)
+            _metrics()[EDITS_RUNNING].set(self._count)
 
 
 _IN_FLIGHT = _InFlight()
@@ -99,7 +115,7 @@ _IN_FLIGHT = _InFlight()
 
 @contextmanager
 def in_flight() -> Iterator[None]:
-    """Count one running edit in `f2f_requests_in_flight` while the block runs."""
+    """Count one running edit in `f2f_edits_running` while the block runs."""
     _IN_FLIGHT.add(1)
     try:
         yield
@@ -124,3 +140,15 @@ def record_edit(result: EditResult) -> None:
 def record_error() -> None:
     """Record one edit that raised."""
     _metrics()[EDITS_TOTAL].inc(tags={"outcome": "error"})
+
+
+def record_denoise_step(seconds: float) -> None:
+    """Record one denoising step's wall time."""
+    _metrics()[DENOISE_STEP_SECONDS].observe(seconds)
+
+
+def record_queue(depth: int, oldest_age_s: float) -> None:
+    """Set the queue gauges: jobs waiting and the oldest one's wait."""
+    m = _metrics()
+    m[QUEUE_DEPTH].set(depth)
+    m[QUEUE_OLDEST_AGE].set(oldest_age_s)

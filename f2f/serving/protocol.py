@@ -4,35 +4,33 @@ Rules:
 
 - `POST /v1/images/edits` answers `ImagesResponse`: `created` (unix seconds)
   and `data`, one item (the chosen edit) with `b64_json` (a PNG at the
-  source's size) and `revised_prompt` (the temporal caption the video was
-  made from); `f2f` is an extension object that OpenAI clients ignore.
+  source's size) or `url` (the job's `/image` route, kept for `jobs.ttl_s`),
+  and `revised_prompt` (the temporal caption the video was made from); `f2f`
+  is an extension object that OpenAI clients ignore (it names the job).
 - Every error answers `ErrorResponse`: `{"error": {"message", "type", "param", "code"}}`.
-- Only `response_format=b64_json` is supported in this slice.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from f2f.result import EditResult, Status
-
-ResponseFormat = Literal["b64_json", "url"]
-SUPPORTED_RESPONSE_FORMATS = ("b64_json",)
+from f2f.result import Status
 
 
 class ImageData(BaseModel):
     """One edited image, as the OpenAI Images API returns it."""
 
-    b64_json: str = Field(description="The edited image as base64 PNG, at the source's size.")
+    b64_json: str | None = Field(None, description="The edited image as base64 PNG, at the source's size.")
+    url: str | None = Field(None, description="Where to GET the edited image (response_format=url).")
     revised_prompt: str = Field(description="The temporal caption the video was generated from.")
 
 
 class F2FExtension(BaseModel):
     """What explains the edit (a subset of `f2f edit`'s result.json)."""
 
+    id: str = Field(description="The edit job: GET /v1/edits/{id} for everything about it.")
     status: Status = Field(description="edited, no_edit or fallback (see README: result.json).")
     caption_fallback: bool = Field(description="True: the VLM's caption was unusable and the prompt was used.")
     seed: int = Field(description="Seed of the chosen clip.")
@@ -44,21 +42,9 @@ class F2FExtension(BaseModel):
 class ImagesResponse(BaseModel):
     """The OpenAI Images API response, plus the `f2f` extension."""
 
-    created: int = Field(description="Unix time of the answer, seconds.")
+    created: int = Field(description="Unix time the edit finished, seconds.")
     data: list[ImageData]
     f2f: F2FExtension
-
-    @classmethod
-    def from_result(cls, result: EditResult, b64_png: str) -> ImagesResponse:
-        extension = F2FExtension(
-            status=result.status,
-            caption_fallback=result.caption_fallback,
-            seed=result.seed,
-            selected_label=result.outcome.label,
-            selected_frame=result.outcome.frame,
-            timings_s={k: round(v, 4) for k, v in result.timings_s.items()},
-        )
-        return cls(created=int(time.time()), data=[ImageData(b64_json=b64_png, revised_prompt=result.caption)], f2f=extension)
 
 
 class ErrorInfo(BaseModel):

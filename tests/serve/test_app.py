@@ -1,4 +1,5 @@
-"""The f2f Serve application end to end: real Ray Serve on CPU, real HTTP on 127.0.0.1, the tiny profile.
+"""The f2f Serve application end to end: real Ray Serve on CPU, real HTTP on 127.0.0.1, the tiny profile,
+jobs on the file-system broker.
 
 One Ray cluster and one Serve application for the whole module (starting them
 takes seconds; two clusters at once would not fit two cores).
@@ -8,72 +9,58 @@ from __future__ import annotations
 
 import base64
 import io
-import shutil
-import socket
-import tempfile
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 pytest.importorskip("ray")
-pytest.importorskip("diffusers")
-pytest.importorskip("transformers")
 httpx = pytest.importorskip("httpx")
 
+from harness import FINISHED, SAMPLE, error_of, running_app, submit, wait_for  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from f2f.errors import InvalidConfig  # noqa: E402
 
-SAMPLE = Path(__file__).resolve().parents[2] / "f2f" / "data" / "sample.png"
-LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-ERROR_KEYS = {"message", "type", "param", "code"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+MAX_BODY = 2 * 2**20
+LONG = {"steps": "1000"}  # a tiny video this long takes many seconds: time to cancel it
 
 
 @pytest.fixture(scope="module")
-def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The application at http://127.0.0.1:<port>, on a Ray started with the loopback settings."""
-    cache_dir = tmp_path_factory.mktemp("f2f-cache")
-    ray_tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")  # Ray's socket paths must stay short
-    port = _free_port()
-    with pytest.MonkeyPatch.context() as env:
-        for key, value in LOOPBACK_ENV.items():
-            env.setenv(key, value)
-        import ray
-        from ray import serve
-
-        from f2f.serving.app import build_app
-
-        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, _temp_dir=ray_tmp)
-        try:
-            serve.start(http_options={"host": "127.0.0.1", "port": port})
-            started = time.perf_counter()
-            serve.run(build_app({"config": {"profile": "tiny", "cache_dir": str(cache_dir), "seed": 3}}), name="f2f")
-            print(f"\nserve.run (tiny checkpoints built, replicas loaded): {time.perf_counter() - started:.1f} s")
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            serve.shutdown()
-            ray.shutdown()
-            shutil.rmtree(ray_tmp, ignore_errors=True)
+def jobs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("jobs")
 
 
-def _post_edit(base_url: str, data: dict, image: bytes | None = None) -> httpx.Response:
-    files = {"image": ("source.png", image if image is not None else SAMPLE.read_bytes(), "image/png")}
-    return httpx.post(f"{base_url}/v1/images/edits", data=data, files=files, timeout=120)
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory: pytest.TempPathFactory, jobs_dir: Path) -> Iterator[str]:
+    args = {
+        "config": {"profile": "tiny", "cache_dir": str(tmp_path_factory.mktemp("f2f-cache")), "seed": 3},
+        "jobs": {"dir": str(jobs_dir), "max_body_bytes": MAX_BODY, "sweep_interval_s": 1, "poll_interval_s": 0.1},
+    }
+    with running_app(args) as url:
+        yield url
 
 
-def _error(response: httpx.Response) -> dict:
-    body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == ERROR_KEYS, body
-    assert "Traceback" not in body["error"]["message"]
-    return body["error"]
+def _png(size: tuple[int, int], color: str = "red") -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _events(base_url: str, job_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every server-sent event of the job's stream, until the server ends it."""
+    events, name = [], None
+    with httpx.stream("GET", f"{base_url}/v1/edits/{job_id}/events", timeout=120) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                name = line[len("event: ") :]
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line[len("data: ") :])))
+    return events
 
 
 # --- the builder, without Ray -----------------------------------------------------------------
@@ -86,6 +73,9 @@ def _error(response: httpx.Response) -> dict:
         ({"replicas": 2}, "args.replicas"),
         ({"config": {"video": {"num_frames": 50}}}, "config.video.num_frames"),
         ({"config": {"vlm": {"backend": "nope"}}}, "config.vlm.backend"),
+        ({"jobs": {"heartbeat_s": 200}}, "args.jobs.heartbeat_s"),
+        ({"jobs": {"broker_url": "amqp://x"}}, "args.jobs.backend_url"),
+        ({"worker_max_concurrent_jobs": 9}, "args.generator_max_queued_requests"),
     ],
 )
 def test_build_app_names_the_bad_field(args: dict, field: str) -> None:
@@ -96,22 +86,146 @@ def test_build_app_names_the_bad_field(args: dict, field: str) -> None:
     assert info.value.field == field
 
 
-# --- the application ------------------------------------------------------------------------
+# --- health and the contract -------------------------------------------------------------------
 
 
-def test_healthz(base_url: str) -> None:
-    response = httpx.get(f"{base_url}/healthz")
-    assert response.status_code == 200 and response.json() == {"status": "ok"}
-
-
-def test_readyz(base_url: str) -> None:
+def test_healthz_and_readyz(base_url: str) -> None:
+    assert httpx.get(f"{base_url}/healthz").json() == {"status": "ok"}
     response = httpx.get(f"{base_url}/readyz", timeout=30)
     assert response.status_code == 200 and response.json() == {"status": "ok"}
 
 
-def test_edit_over_multipart(base_url: str) -> None:
+def test_openapi_lists_every_route(base_url: str) -> None:
+    paths = httpx.get(f"{base_url}/openapi.json").json()["paths"]
+    for route in ("/v1/edits", "/v1/edits/{job_id}", "/v1/edits/{job_id}/events", "/v1/images/edits", "/readyz"):
+        assert route in paths
+    body = paths["/v1/edits"]["post"]["requestBody"]["content"]
+    assert {"application/json", "multipart/form-data"} <= set(body)
+
+
+# --- jobs ---------------------------------------------------------------------------------------
+
+
+def test_a_job_from_submission_to_every_output(base_url: str) -> None:
+    response = submit(base_url, {"prompt": "make the sun set", "return_video": "true", "return_frames": "true"})
+    assert response.status_code == 202, response.text[:300]
+    job = response.json()
+    assert response.headers["location"] == f"/v1/edits/{job['id']}" == job["links"]["self"]
+    assert job["status"] in {"queued", "running"} and job["seeds"] == [3] and job["prompt"] == "make the sun set"
+
+    events = _events(base_url, job["id"])
+    names = [name for name, _ in events]
+    assert names[-1] == "done" and events[-1][1]["status"] == "succeeded"
+    stages = [data["stage"] for name, data in events if name == "stage"]
+    assert stages == sorted(set(stages), key=stages.index) and "caption" in stages  # each stage once, in order
+    steps = [(data["step"], data["total"]) for name, data in events if name == "progress"]
+    assert steps and all(1 <= step <= total for step, total in steps)
+
+    done = httpx.get(f"{base_url}/v1/edits/{job['id']}").json()
+    result = done["result"]
+    assert done["status"] == "succeeded" and done["error"] is None and done["attempts"] == 1
+    assert result["status"] in {"edited", "no_edit", "fallback"} and result["caption"]
+    assert result["seed"] == 3 and result["has_video"] and result["has_frames"]
+    assert result["source_size"] == [640, 480] and len(result["letterbox_box"]) == 4
+    assert {"caption", "generate", "select", "total"} <= set(done["timings_s"])
+    assert done["expires_at"] > done["finished_at"] >= done["started_at"] >= done["created_at"]
+
+    image = httpx.get(f"{base_url}{done['links']['image']}")
+    assert image.headers["content-type"] == "image/png" and Image.open(io.BytesIO(image.content)).size == (640, 480)
+    assert Image.open(io.BytesIO(httpx.get(f"{base_url}{done['links']['collage']}").content)).format == "PNG"
+    video = httpx.get(f"{base_url}{done['links']['video']}")
+    assert video.headers["content-type"] == "video/mp4" and video.content[4:8] == b"ftyp"
+    source = httpx.get(f"{base_url}/v1/edits/{job['id']}/frames/0")
+    assert Image.open(io.BytesIO(source.content)).size == (640, 480)
+    last = len(result["candidate_frames"])
+    assert Image.open(io.BytesIO(httpx.get(f"{base_url}/v1/edits/{job['id']}/frames/{last}").content)).size == (640, 480)
+    beyond = httpx.get(f"{base_url}/v1/edits/{job['id']}/frames/{last + 1}")
+    assert beyond.status_code == 400 and error_of(beyond)["param"] == "label"
+
+
+def test_a_json_job_with_seeds_and_no_optional_outputs(base_url: str) -> None:
+    body = {"image": base64.b64encode(SAMPLE.read_bytes()).decode(), "prompt": "make it snow", "seeds": [5, 6]}
+    response = httpx.post(f"{base_url}/v1/edits", json=body, timeout=60)
+    assert response.status_code == 202, response.text[:300]
+    job = wait_for(base_url, response.json()["id"])
+    assert job["status"] == "succeeded" and job["seeds"] == [5, 6] and job["result"]["seed"] in {5, 6}
+    assert "video" not in job["links"] and "frames" not in job["links"]
+    for route in ("video", "frames/1"):
+        missing = httpx.get(f"{base_url}/v1/edits/{job['id']}/{route}")
+        assert missing.status_code == 404 and error_of(missing)["code"] == "no_such_output"
+
+
+def test_a_data_url_and_multipart_seeds_are_accepted(base_url: str) -> None:
+    body = {"image": "data:image/png;base64," + base64.b64encode(SAMPLE.read_bytes()).decode(), "prompt": "zoom in"}
+    assert httpx.post(f"{base_url}/v1/edits", json=body, timeout=60).status_code == 202
+    response = submit(base_url, {"prompt": "zoom in", "seeds": "8, 9"})
+    assert response.status_code == 202 and response.json()["seeds"] == [8, 9]
+
+
+def test_the_same_idempotency_key_gets_the_same_job(base_url: str) -> None:
+    first = submit(base_url, {"prompt": "add a boat"}, headers={"Idempotency-Key": "k-123"})
+    again = submit(base_url, {"prompt": "add a boat"}, headers={"Idempotency-Key": "k-123"})
+    assert first.status_code == again.status_code == 202
+    assert first.json()["id"] == again.json()["id"] and again.headers["idempotent-replayed"] == "true"
+    other = submit(base_url, {"prompt": "add two boats"}, headers={"Idempotency-Key": "k-123"})
+    assert other.status_code == 409 and error_of(other)["code"] == "idempotency_key_reused"
+    assert submit(base_url, {"prompt": "add a boat"}).json()["id"] != first.json()["id"]  # no key: a new job
+
+
+def test_cancel_stops_running_and_queued_jobs(base_url: str) -> None:
+    # The worker runs two jobs at once: the first generates, the second waits for the generator, the third is queued.
+    ids = [submit(base_url, {"prompt": f"slow {i}", **LONG}).json()["id"] for i in range(3)]
+    running = wait_for(base_url, ids[0], lambda job: job["progress"] is not None, timeout_s=60)
+    assert running["status"] == "running" and running["stage"] == "generate"
+
+    queued = httpx.delete(f"{base_url}/v1/edits/{ids[2]}")
+    assert queued.status_code == 202 and queued.json()["cancel_requested"]
+    started = time.monotonic()
+    for job_id in ids[:2]:
+        assert httpx.delete(f"{base_url}/v1/edits/{job_id}").status_code == 202
+    jobs = [wait_for(base_url, job_id, timeout_s=60) for job_id in ids]
+    print(f"\nthree jobs cancelled within {time.monotonic() - started:.1f} s")
+    assert [job["status"] for job in jobs] == ["cancelled"] * 3
+    assert all(job["error"]["code"] == "cancelled" for job in jobs)
+    assert jobs[0]["progress"]["step"] < jobs[0]["progress"]["total"]  # stopped mid-video
+
+    image = httpx.get(f"{base_url}/v1/edits/{ids[0]}/image")
+    assert image.status_code == 409 and error_of(image)["code"] == "job_not_finished"
+    again = httpx.delete(f"{base_url}/v1/edits/{ids[0]}")
+    assert again.status_code == 409 and error_of(again)["code"] == "job_finished"
+    after = wait_for(base_url, submit(base_url, {"prompt": "still working"}).json()["id"])
+    assert after["status"] == "succeeded"  # the worker and the generator still serve
+
+
+def test_unknown_and_expired_jobs_are_typed_404s(base_url: str, jobs_dir: Path) -> None:
+    for job_id in ("0" * 32, "not-an-id", "0" * 31 + "G"):
+        response = httpx.get(f"{base_url}/v1/edits/{job_id}")
+        assert response.status_code == 404 and error_of(response)["code"] == "job_not_found"
+    assert httpx.get(f"{base_url}/v1/edits/..%2F..%2Fetc%2Fpasswd").status_code == 404
+    job = wait_for(base_url, submit(base_url, {"prompt": "make it old"}).json()["id"])
+    record_path = jobs_dir / "jobs" / job["id"] / "job.json"
+    record = json.loads(record_path.read_text())
+    record_path.write_text(json.dumps({**record, "expires_at": time.time() - 1}))
+    for route in ("", "/image", "/events"):
+        response = httpx.get(f"{base_url}/v1/edits/{job['id']}{route}")
+        assert response.status_code == 404 and error_of(response)["code"] == "job_not_found"
+    deadline = time.monotonic() + 30
+    while record_path.parent.exists():  # the ingress's sweep deletes it
+        assert time.monotonic() < deadline, "the expired job was not swept"
+        time.sleep(0.2)
+
+
+# --- the OpenAI-compatible synchronous edit ----------------------------------------------------
+
+
+def _post_openai(base_url: str, data: dict, image: bytes | None = None) -> httpx.Response:
+    files = {"image": ("source.png", image if image is not None else SAMPLE.read_bytes(), "image/png")}
+    return httpx.post(f"{base_url}/v1/images/edits", data=data, files=files, timeout=120)
+
+
+def test_openai_edit_over_multipart(base_url: str) -> None:
     started = time.perf_counter()
-    response = _post_edit(base_url, {"prompt": "make the sun set", "n": "2"})
+    response = _post_openai(base_url, {"prompt": "make the sun set", "n": "2"})
     print(f"\none tiny edit over HTTP (2 seeds): {time.perf_counter() - started:.2f} s")
     assert response.status_code == 200, response.text[:300]
     body = response.json()
@@ -123,15 +237,20 @@ def test_edit_over_multipart(base_url: str) -> None:
     assert body["f2f"]["status"] in {"edited", "no_edit", "fallback"}
     assert body["f2f"]["seed"] in {3, 4}  # config seed 3, n=2
     assert {"caption", "generate", "select", "total"} <= set(body["f2f"]["timings_s"])
+    job = httpx.get(f"{base_url}/v1/edits/{body['f2f']['id']}").json()  # the same edit, as a job
+    assert job["status"] == "succeeded" and job["result"]["caption"] == item["revised_prompt"]
 
 
-def test_edit_with_seed_is_reproducible_in_its_metadata(base_url: str) -> None:
-    response = _post_edit(base_url, {"prompt": "A photo of a sunset.", "seed": "11"})
+def test_openai_edit_with_a_url_answer(base_url: str) -> None:
+    response = _post_openai(base_url, {"prompt": "A photo of a sunset.", "seed": "11", "response_format": "url"})
     assert response.status_code == 200, response.text[:300]
+    item = response.json()["data"][0]
+    assert item.get("b64_json") is None and item["url"].startswith(base_url)
+    assert Image.open(io.BytesIO(httpx.get(item["url"]).content)).size == Image.open(SAMPLE).size
     assert response.json()["f2f"]["seed"] == 11
 
 
-def test_edit_through_the_openai_sdk(base_url: str) -> None:
+def test_openai_sdk_edits(base_url: str) -> None:
     openai = pytest.importorskip("openai")
     client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120)
     with SAMPLE.open("rb") as image:
@@ -141,36 +260,88 @@ def test_edit_through_the_openai_sdk(base_url: str) -> None:
     assert isinstance(result.data[0].revised_prompt, str)
 
 
-@pytest.mark.parametrize(
-    ("data", "image", "param", "code"),
-    [
-        ({"prompt": "make it red"}, b"this is not an image", "image", "invalid_image"),
-        ({"prompt": ""}, None, "prompt", None),
-        ({"prompt": "   "}, None, "prompt", "invalid_input"),
-        ({}, None, "prompt", "missing"),
-        ({"prompt": "x" * 1001}, None, "prompt", "invalid_input"),
-        ({"prompt": "make it red", "response_format": "url"}, None, "response_format", "invalid_input"),
-        ({"prompt": "make it red", "n": "0"}, None, "n", "greater_than_equal"),
-        ({"prompt": "make it red", "n": "5"}, None, "n", "invalid_input"),
-        ({"prompt": "make it red", "seed": "-1"}, None, "seed", None),
-    ],
-)
-def test_bad_requests_are_typed_400s(base_url: str, data: dict, image: bytes | None, param: str, code: str | None) -> None:
-    response = _post_edit(base_url, data, image)
+# --- bad input ---------------------------------------------------------------------------------
+
+
+BAD_OPENAI = [
+    ({"prompt": "make it red"}, b"this is not an image", "image", "invalid_image"),
+    ({"prompt": "make it red"}, b"", "image", "invalid_image"),
+    ({"prompt": "make it red"}, SAMPLE.read_bytes()[:2000], "image", "invalid_image"),  # truncated
+    ({"prompt": "make it red"}, b"GIF89a" + b"\0" * 64, "image", "invalid_image"),
+    ({"prompt": ""}, None, "prompt", "invalid_input"),
+    ({"prompt": "   "}, None, "prompt", "invalid_input"),
+    ({}, None, "prompt", "missing"),
+    ({"prompt": "x" * 1001}, None, "prompt", "invalid_input"),
+    ({"prompt": "make it red", "response_format": "png"}, None, "response_format", "invalid_input"),
+    ({"prompt": "make it red", "n": "0"}, None, "n", "greater_than_equal"),
+    ({"prompt": "make it red", "n": "5"}, None, "n", "invalid_input"),
+    ({"prompt": "make it red", "seed": "-1"}, None, "seed", "greater_than_equal"),
+    ({"prompt": "make it red", "colour": "blue"}, None, "colour", "extra_forbidden"),
+]
+
+
+@pytest.mark.parametrize(("data", "image", "param", "code"), BAD_OPENAI)
+def test_bad_openai_requests_are_typed_400s(base_url: str, data: dict, image: bytes | None, param: str, code: str) -> None:
+    response = _post_openai(base_url, data, image)
     assert response.status_code == 400, response.text[:300]
-    error = _error(response)
-    assert error["param"] == param and error["type"] == "invalid_request_error"
-    assert code is None or error["code"] == code
+    error = error_of(response)
+    assert (error["param"], error["code"], error["type"]) == (param, code, "invalid_request_error")
     assert error["message"].startswith(param)
 
 
-def test_missing_image_names_it(base_url: str) -> None:
-    response = httpx.post(f"{base_url}/v1/images/edits", data={"prompt": "make it red"}, timeout=30)
-    assert response.status_code == 400
-    assert _error(response)["param"] == "image"
+BAD_JOBS = [
+    ({"prompt": "x", "seed": "1", "seeds": "1,2"}, "seeds", "invalid_input"),
+    ({"prompt": "x", "n": "2", "seeds": "1,2"}, "n", "invalid_input"),
+    ({"prompt": "x", "seeds": "1,2,3,4,5"}, "seeds", "invalid_input"),
+    ({"prompt": "x", "seeds": "1,banana"}, "seeds.1", "int_parsing"),
+    ({"prompt": "x", "num_frames": "10"}, "num_frames", "invalid_input"),  # not frame_step*k + 1
+    ({"prompt": "x", "steps": "0"}, "steps", "invalid_input"),
+    ({"prompt": "x", "guidance": "100"}, "guidance", "invalid_input"),
+    ({"prompt": "x", "return_video": "maybe"}, "return_video", "bool_parsing"),
+]
+
+
+@pytest.mark.parametrize(("data", "param", "code"), BAD_JOBS)
+def test_bad_job_options_are_typed_400s(base_url: str, data: dict, param: str, code: str) -> None:
+    response = submit(base_url, data)
+    assert response.status_code == 400, response.text[:300]
+    error = error_of(response)
+    assert (error["param"], error["code"]) == (param, code) and error["message"].startswith(param)
+
+
+def test_bad_job_bodies_are_typed_4xx(base_url: str) -> None:
+    cases = [
+        (httpx.post(f"{base_url}/v1/edits", json={"image": "%%%", "prompt": "x"}), 400, "image"),
+        (httpx.post(f"{base_url}/v1/edits", json={"prompt": "x"}), 400, "image"),
+        (httpx.post(f"{base_url}/v1/edits", json={"image": "", "prompt": "x", "extra": 1}), 400, "extra"),
+        (httpx.post(f"{base_url}/v1/edits", content=b"{not json", headers={"content-type": "application/json"}), 400, None),
+        (httpx.post(f"{base_url}/v1/edits", content=b"prompt=x", headers={"content-type": "text/plain"}), 400, "content-type"),
+        (httpx.post(f"{base_url}/v1/edits", data={"prompt": "x"}, files={"other": ("a", b"1")}), 400, "image"),
+        (submit(base_url, {"prompt": "x"}, image=b"\0" * (MAX_BODY + 1)), 413, None),
+        (submit(base_url, {"prompt": "x"}, image=_png((8000, 6000))), 400, "image"),  # 48 MP: too many pixels
+    ]
+    for response, status, param in cases:
+        assert response.status_code == status, response.text[:300]
+        error = error_of(response)
+        assert param is None or error["param"] == param, error
+
+
+def test_a_body_over_the_limit_is_refused_as_it_streams(base_url: str) -> None:
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit is counted while the body arrives
+        yield b'--x\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n'
+        for _ in range(MAX_BODY // 65536 + 2):
+            yield b"\0" * 65536
+
+    response = httpx.post(f"{base_url}/v1/edits", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
+    assert response.status_code == 413 and error_of(response)["code"] == "body_too_large"
+
+
+def test_the_server_still_serves_after_bad_input(base_url: str) -> None:
+    job = wait_for(base_url, submit(base_url, {"prompt": "make it blue"}).json()["id"])
+    assert job["status"] in FINISHED and job["status"] == "succeeded"
 
 
 def test_unknown_route_is_a_typed_404(base_url: str) -> None:
     response = httpx.get(f"{base_url}/v1/nope")
     assert response.status_code == 404
-    assert _error(response)["code"] == "http_404"
+    assert error_of(response)["code"] == "http_404"

@@ -129,14 +129,3 @@ def test_nothing_here_started_ray() -> None:
     import ray
 
     assert not ray.is_initialized()
-
-
-def test_a_full_generator_queue_is_a_typed_503() -> None:
-    """What `generator_max_queued_requests` promises: Serve's BackPressureError becomes 503 `overloaded`."""
-    from ray.serve.exceptions import BackPressureError
-
-    from f2f.serving.errors import error_response
-
-    response = error_response(BackPressureError(num_queued_requests=8, max_queued_requests=8))
-    assert response.status_code == 503
-    assert yaml.safe_load(response.body)["error"]["code"] == "overloaded"

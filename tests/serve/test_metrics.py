@@ -9,30 +9,21 @@ from __future__ import annotations
 
 import itertools
 import re
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness import free_port, running_app
 
 from f2f.serving import metrics
 
 SAMPLE = Path(__file__).resolve().parents[2] / "f2f" / "data" / "sample.png"
-LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 EXPORT_WAIT_S = 30.0
 SAMPLE_LINE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$")
 LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
@@ -64,46 +55,34 @@ def test_labels_come_from_small_fixed_sets() -> None:
     assert metrics.STAGES == ("caption", "generate", "select", "total")
     assert metrics.OUTCOMES == ("edited", "no_edit", "fallback", "error")
     assert metrics.FALLBACK_KINDS == ("caption", "selection")
-    names = [metrics.STAGE_SECONDS, metrics.EDITS_TOTAL, metrics.VLM_FALLBACKS_TOTAL, metrics.REQUESTS_IN_FLIGHT]
-    assert all(name.startswith("f2f_") for name in names) and len(set(names)) == 4
+    names = [
+        metrics.STAGE_SECONDS,
+        metrics.EDITS_TOTAL,
+        metrics.VLM_FALLBACKS_TOTAL,
+        metrics.EDITS_RUNNING,
+        metrics.DENOISE_STEP_SECONDS,
+        metrics.QUEUE_DEPTH,
+        metrics.QUEUE_OLDEST_AGE,
+    ]
+    assert all(name.startswith("f2f_") for name in names) and len(set(names)) == len(names)
+
+
+def test_step_buckets_are_sorted_and_span_milliseconds_to_a_minute() -> None:
+    buckets = metrics.STEP_BUCKETS_S
+    assert list(buckets) == sorted(set(buckets)) and buckets[0] <= 0.01 and buckets[-1] >= 60
 
 
 # --- exported by a real Ray -----------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def served() -> Iterator[tuple[str, str]]:
-    """(application URL, metrics URL) on a Ray started with the loopback settings and a metrics export port."""
-    pytest.importorskip("ray")
-    pytest.importorskip("diffusers")
-    pytest.importorskip("transformers")
-    cache_dir = tempfile.mkdtemp(prefix="f2f-cache")
-    ray_tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")  # Ray's socket paths must stay short
-    port, metrics_port = _free_port(), _free_port()
-    with pytest.MonkeyPatch.context() as env:
-        for key, value in LOOPBACK_ENV.items():
-            env.setenv(key, value)
-        import ray
-        from ray import serve
-
-        from f2f.serving.app import build_app
-
-        ray.init(
-            num_cpus=2,
-            include_dashboard=False,
-            object_store_memory=200 * 1024**2,
-            _temp_dir=ray_tmp,
-            _metrics_export_port=metrics_port,
-        )
-        try:
-            serve.start(http_options={"host": "127.0.0.1", "port": port})
-            serve.run(build_app({"config": {"profile": "tiny", "cache_dir": cache_dir, "seed": 3}}), name="f2f")
-            yield f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics"
-        finally:
-            serve.shutdown()
-            ray.shutdown()
-            shutil.rmtree(ray_tmp, ignore_errors=True)
-            shutil.rmtree(cache_dir, ignore_errors=True)
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(application URL, metrics URL) on a Ray with a metrics export port."""
+    metrics_port = free_port()
+    args = {"config": {"profile": "tiny", "cache_dir": str(tmp_path_factory.mktemp("f2f-cache")), "seed": 3}}
+    args["jobs"] = {"dir": str(tmp_path_factory.mktemp("jobs")), "sweep_interval_s": 1}
+    with running_app(args, metrics_port=metrics_port) as url:
+        yield url, f"http://127.0.0.1:{metrics_port}/metrics"
 
 
 def test_an_edit_is_exported(served: tuple[str, str]) -> None:
@@ -115,27 +94,31 @@ def test_an_edit_is_exported(served: tuple[str, str]) -> None:
 
     recorded = time.perf_counter()
     deadline = recorded + EXPORT_WAIT_S
-    edits: list = []
-    total_buckets: list = []
+    wanted = ("ray_f2f_edits_total", "ray_f2f_stage_seconds_bucket", "ray_f2f_denoise_step_seconds_bucket", "ray_f2f_queue_depth")
+    found: dict[str, list] = {}
     while time.perf_counter() < deadline:
         try:
             text = httpx.get(metrics_url, timeout=5).text
         except httpx.HTTPError:
             text = ""
-        edits = _samples(text, "ray_f2f_edits_total")
-        total_buckets = [s for s in _samples(text, "ray_f2f_stage_seconds_bucket") if s[0].get("stage") == "total"]
-        if edits and total_buckets:
+        found = {name: _samples(text, name) for name in wanted}
+        if all(found.values()):
             break
         time.sleep(1)
     print(f"\nmetrics exported {time.perf_counter() - recorded:.1f} s after the edit answered")
-    assert edits and total_buckets, f"not exported within {EXPORT_WAIT_S:.0f} s"
+    assert all(found.values()), f"not exported within {EXPORT_WAIT_S:.0f} s: {[n for n, v in found.items() if not v]}"
 
+    edits = found["ray_f2f_edits_total"]
     assert {labels["outcome"] for labels, _ in edits} <= set(metrics.OUTCOMES)
     assert sum(value for labels, value in edits if labels["outcome"] != "error") >= 1
     assert all(labels.get("application") == "f2f" for labels, _ in edits)
 
-    bounds = sorted(float(labels["le"]) for labels, _ in total_buckets)
-    assert bounds == [*metrics.STAGE_BUCKETS_S, float("inf")]
+    total_buckets = [s for s in found["ray_f2f_stage_seconds_bucket"] if s[0].get("stage") == "total"]
+    assert sorted(float(labels["le"]) for labels, _ in total_buckets) == [*metrics.STAGE_BUCKETS_S, float("inf")]
     assert max(value for _, value in total_buckets) >= 1  # the +Inf bucket counts every observation
-    in_flight = _samples(text, "ray_f2f_requests_in_flight")
-    assert in_flight and all(value == 0 for _, value in in_flight)  # set before the edit answered
+    steps = found["ray_f2f_denoise_step_seconds_bucket"]
+    assert sorted(float(labels["le"]) for labels, _ in steps) == [*metrics.STEP_BUCKETS_S, float("inf")]
+    assert all(labels.get("deployment") == "Generator" for labels, _ in steps)
+    assert all(value == 0 for _, value in found["ray_f2f_queue_depth"])  # nothing waits once the edit answered
+    running = _samples(text, "ray_f2f_edits_running")
+    assert running and all(value == 0 for _, value in running)  # set before the edit answered

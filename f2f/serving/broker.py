@@ -1,0 +1,103 @@
+"""Where edit jobs wait: Ray Serve's asynchronous inference (Celery) over Redis or a file-system broker.
+
+Rules:
+
+- `JobsArgs` (the `jobs` block of the app's args) says where job records and
+  results live (`dir`, a shared volume when replicas run on several nodes),
+  how long they are kept (`ttl_s`), how many jobs may wait (`max_queued`),
+  and which broker carries the job messages.
+- Broker: `broker_url: null` (the default) is Kombu's file-system transport
+  in `<dir>/broker/` with Celery's file result backend beside it: one node,
+  nothing to install. `redis://host:port/db` is Redis as broker and result
+  backend (production; several nodes). Any other Celery broker URL works
+  too, with `backend_url` set.
+- A job message carries only the job id; everything else is in the job
+  store. Ray's Celery adapter acknowledges a message after its handler
+  returns (`acks_late`) and requeues it if the worker is lost; the handler
+  never raises for a failed edit (the job records the failure), so Celery
+  never retries an edit behind the job store's back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from f2f.errors import InvalidConfig
+
+TASK_NAME = "f2f.edit"
+
+
+class JobsArgs(BaseModel):
+    """Job store, queue and expiry settings of the service."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dir: Path | None = Field(None, description="Job records and results (default: <config.cache_dir>/jobs).")
+    ttl_s: float = Field(86_400.0, gt=0, description="Seconds a finished job and its files are kept.")
+    max_queued: int = Field(64, ge=1, le=1_000_000, description="Jobs that may wait for a worker; one more is answered 503.")
+    retry_after_s: int = Field(10, ge=1, description="Retry-After (seconds) of a 503 when the queue is full.")
+    max_body_bytes: int = Field(64 * 2**20, ge=1024, description="Largest request body accepted (413 above).")
+    max_attempts: int = Field(3, ge=1, le=20, description="Tries of one job when a model replica is lost mid-job.")
+    lease_s: float = Field(120.0, gt=0, description="A running job whose worker sent no heartbeat this long is queued again.")
+    heartbeat_s: float = Field(10.0, gt=0, description="How often a worker refreshes the lease of its running jobs.")
+    sweep_interval_s: float = Field(30.0, gt=0, description="How often the ingress deletes expired jobs and requeues lost ones.")
+    poll_interval_s: float = Field(0.25, gt=0, le=5, description="How often event streams and synchronous edits read a job.")
+    broker_url: str | None = Field(None, description="Celery broker URL, e.g. redis://redis:6379/0 (null: file system).")
+    backend_url: str | None = Field(None, description="Celery result backend URL (null: the broker's, for Redis).")
+    queue_name: str = Field("f2f-edits", min_length=1, description="Name of the job queue on the broker.")
+
+    @model_validator(mode="after")
+    def _backend_known(self) -> JobsArgs:
+        if self.heartbeat_s >= self.lease_s:
+            raise InvalidConfig("heartbeat_s", self.heartbeat_s, f"must be shorter than lease_s ({self.lease_s})")
+        if self.broker_url and self.backend_url is None and not self.broker_url.startswith(("redis://", "rediss://")):
+            raise InvalidConfig("backend_url", None, "is needed with a broker other than Redis")
+        return self
+
+    def store_dir(self, cache_dir: Path) -> Path:
+        return (self.dir or cache_dir / "jobs").expanduser()
+
+
+def task_processor_config(jobs: JobsArgs, store_dir: Path) -> Any:
+    """Ray Serve's TaskProcessorConfig for the job queue (Celery adapter)."""
+    from ray.serve.schema import CeleryAdapterConfig, TaskProcessorConfig
+
+    app_config: dict[str, Any] = {
+        "result_expires": int(jobs.ttl_s),
+        "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts": False,
+        "broker_connection_retry_on_startup": True,
+    }
+    if jobs.broker_url:
+        broker, backend, options = jobs.broker_url, jobs.backend_url or jobs.broker_url, None
+    else:
+        folder = store_dir / "broker"
+        for sub in ("messages", "control", "results"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        broker, backend = "filesystem://", (folder / "results").as_uri()
+        options = {
+            "data_folder_in": str(folder / "messages"),
+            "data_folder_out": str(folder / "messages"),
+            "control_folder": str(folder / "control"),
+            "polling_interval": 0.2,
+        }
+    adapter = CeleryAdapterConfig(
+        broker_url=broker, backend_url=backend, broker_transport_options=options, app_custom_config=app_config
+    )
+    # Retries are the job store's (max_attempts, leases): Celery's own would run a failed edit again.
+    return TaskProcessorConfig(queue_name=jobs.queue_name, adapter_config=adapter, max_retries=0)
+
+
+class JobQueue:
+    """The producer side: sends job ids to the queue (blocking calls; run them in a thread)."""
+
+    def __init__(self, jobs: JobsArgs, store_dir: Path) -> None:
+        from ray.serve.task_consumer import instantiate_adapter_from_config
+
+        self.adapter = instantiate_adapter_from_config(task_processor_config(jobs, store_dir))
+
+    def send(self, job_id: str) -> None:
+        self.adapter.enqueue_task_sync(TASK_NAME, args=[job_id])

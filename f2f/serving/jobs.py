@@ -1,0 +1,382 @@
+"""The job store: edit jobs and their results in a directory (a shared volume in Kubernetes).
+
+Layout under `root` (every file written atomically: a temporary file, then a rename):
+
+    jobs/<id>/job.json        the record (`JobRecord`), rewritten on each change
+    jobs/<id>/source.png      the validated source, written before the job is queued
+    jobs/<id>/edited.png, collage.png, video.mp4, candidates/frame_NNN.png   outputs
+    queued/<id>, running/<id> empty markers: queue depth and age without reading records
+    keys/<sha256 of Idempotency-Key>   the id of the job that key created
+
+Rules:
+
+- A job id is 32 hex digits; anything else is "unknown job" before any path
+  is built from it.
+- Status moves queued -> running -> succeeded | failed | cancelled, or
+  queued -> cancelled; a finished job never changes again, so a message
+  delivered twice cannot complete a job twice.
+- Record changes are read-modify-write under an exclusive `flock` on
+  `jobs/<id>/.lock` (ingress and worker replicas share the directory).
+- A worker holds a running job by a lease: it claims the job (queued, or
+  running with a heartbeat older than `lease_s`) and refreshes the heartbeat
+  while it works. A running job whose heartbeat went stale lost its worker:
+  `stale_running` finds it, and the service queues it again.
+- Expiry: a finished job expires `ttl_s` after it finished. An expired job
+  answers "unknown or expired" at once and is deleted by `sweep`.
+- Idempotency: the first request with a key creates the job and the key
+  file; a later one with the same key gets that job, if the request is the
+  same (same fingerprint), else `IdempotencyConflict`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from f2f.errors import F2FError
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+FINISHED: tuple[JobStatus, ...] = ("succeeded", "failed", "cancelled")
+JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+FILE_MODE = 0o644
+
+
+class JobNotFound(F2FError):
+    """No job has this id, or it expired."""
+
+    code = "job_not_found"
+
+
+class IdempotencyConflict(F2FError):
+    """An Idempotency-Key was used before with a different request."""
+
+    code = "idempotency_key_reused"
+
+
+class JobProgress(BaseModel):
+    """Denoising steps done of all steps of the job (all seeds)."""
+
+    step: int
+    total: int
+
+
+class JobError(BaseModel):
+    """Why a job failed or was cancelled: as the HTTP error body's `error`."""
+
+    message: str
+    type: str = "server_error"
+    code: str | None = None
+
+
+class EditRequest(BaseModel):
+    """What the caller asked for, validated: the prompt and the settings that differ from the server's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt: str
+    seeds: list[int] = Field(description="Seeds of the videos, in order (one video each).")
+    num_frames: int | None = None
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    return_video: bool = False
+    return_frames: bool = False
+
+
+class JobResult(BaseModel):
+    """What explains a finished edit (a subset of `f2f edit`'s result.json) and which outputs exist."""
+
+    status: str = Field(description="edited, no_edit or fallback.")
+    caption: str = Field(description="The temporal caption the video was generated from.")
+    caption_fallback: bool
+    seed: int = Field(description="Seed of the chosen clip.")
+    selected_label: int | None = Field(description="Chosen tile 1..N, 0 none, null unparseable.")
+    selected_frame: int = Field(description="Frame index of the chosen frame (0 = the source).")
+    candidate_frames: list[int] = Field(description="Frame index of each tile 1..N: `/frames/{label}` serves them.")
+    letterbox_box: list[int] = Field(description="Where the source lies on the video canvas: left, top, right, bottom.")
+    source_size: list[int]
+    has_video: bool
+    has_frames: bool
+
+
+class JobRecord(BaseModel):
+    """One edit job, as stored in job.json."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    status: JobStatus = "queued"
+    stage: str | None = Field(None, description="The pipeline stage running now: caption, generate, select.")
+    progress: JobProgress | None = None
+    request: EditRequest
+    fingerprint: str = ""
+    created_at: float
+    updated_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    expires_at: float | None = None
+    attempts: int = 0
+    cancel_requested: bool = False
+    worker: str | None = None
+    heartbeat_at: float | None = None
+    timings_s: dict[str, float] = Field(default_factory=dict)
+    result: JobResult | None = None
+    error: JobError | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
+class JobStore:
+    """Edit jobs in a directory; safe to share between processes on one file system."""
+
+    def __init__(self, root: str | Path, ttl_s: float, lease_s: float = 120.0) -> None:
+        self.root = Path(root)
+        self.ttl_s = ttl_s
+        self.lease_s = lease_s
+        for sub in ("jobs", "queued", "running", "keys"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    # --- paths ----------------------------------------------------------------------------------
+
+    def job_dir(self, job_id: str) -> Path:
+        if not JOB_ID.fullmatch(job_id):
+            raise JobNotFound(f"unknown or expired job id {job_id[:64]!r}")
+        return self.root / "jobs" / job_id
+
+    def path(self, job_id: str, name: str) -> Path:
+        """A file of the job (`source.png`, `edited.png`, `candidates/frame_003.png`, ...)."""
+        return self.job_dir(job_id) / name
+
+    # --- create and read ------------------------------------------------------------------------
+
+    def create(
+        self, source_png: bytes, request: EditRequest, fingerprint: str, idempotency_key: str | None = None
+    ) -> tuple[JobRecord, bool]:
+        """A new queued job holding the source, or the job this idempotency key made; True if new."""
+        now = time.time()
+        record = JobRecord(id=uuid.uuid4().hex, request=request, fingerprint=fingerprint, created_at=now, updated_at=now)
+        folder = self.root / "jobs" / record.id
+        folder.mkdir()
+        _atomic_write(folder / "source.png", source_png)
+        _atomic_write(folder / "job.json", _dump(record))
+        if idempotency_key is not None:
+            existing = self._claim_key(idempotency_key, record.id)
+            if existing is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+                if existing.fingerprint != fingerprint:
+                    raise IdempotencyConflict(
+                        f"Idempotency-Key was already used for job {existing.id} with a different request; use a new key"
+                    )
+                return existing, False
+        _touch(self.root / "queued" / record.id)
+        return record, True
+
+    def _claim_key(self, key: str, job_id: str) -> JobRecord | None:
+        """Link `key` to `job_id`, or return the live job it already names.
+
+        The key file appears whole or not at all (a hard link of a written file), so a
+        concurrent request never reads it half-written.
+        """
+        path = self.root / "keys" / hashlib.sha256(key.encode()).hexdigest()
+        written = path.with_name(f".{path.name}.{job_id}")
+        _atomic_write(written, job_id.encode())
+        try:
+            for _ in range(3):
+                try:
+                    os.link(written, path)
+                    return None
+                except FileExistsError:
+                    try:
+                        return self.get(path.read_text().strip())
+                    except (JobNotFound, OSError):
+                        _unlink_if_same(path, path.read_bytes() if path.exists() else b"")
+            raise RuntimeError("could not claim the idempotency key (concurrent expiry)")
+        finally:
+            written.unlink(missing_ok=True)
+
+    def get(self, job_id: str) -> JobRecord:
+        """The record; JobNotFound if unknown or expired."""
+        try:
+            record = JobRecord.model_validate_json((self.job_dir(job_id) / "job.json").read_bytes())
+        except FileNotFoundError:
+            raise JobNotFound(f"unknown or expired job id {job_id!r}") from None
+        if record.expires_at is not None and record.expires_at <= time.time():
+            raise JobNotFound(f"unknown or expired job id {job_id!r}")
+        return record
+
+    def output(self, job_id: str, name: str) -> Path | None:
+        """The path of an output file of a live job, or None if it has no such file."""
+        self.get(job_id)
+        path = self.path(job_id, name)
+        return path if path.is_file() else None
+
+    # --- changes --------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self, job_id: str) -> Iterator[JobRecord]:
+        folder = self.job_dir(job_id)
+        try:
+            lock = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except FileNotFoundError:
+            raise JobNotFound(f"unknown or expired job id {job_id!r}") from None
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield self.get(job_id)
+        finally:
+            os.close(lock)
+
+    def update(self, job_id: str, change: Callable[[JobRecord], bool | None]) -> JobRecord:
+        """Apply `change` to the record under the job's lock; it returns False to leave the record as it was."""
+        with self._locked(job_id) as record:
+            before = record.status
+            if change(record) is False:
+                return record
+            record.updated_at = time.time()
+            if record.finished and record.finished_at is None:
+                record.finished_at = record.updated_at
+                record.expires_at = record.finished_at + self.ttl_s
+            _atomic_write(self.job_dir(job_id) / "job.json", _dump(record))
+            if record.status != before:
+                self._mark(job_id, record.status)
+            return record
+
+    def _mark(self, job_id: str, status: JobStatus) -> None:
+        """Keep the queued/ and running/ markers in step with the status."""
+        for sub in ("queued", "running"):
+            marker = self.root / sub / job_id
+            if sub == status:
+                _touch(marker)
+            else:
+                marker.unlink(missing_ok=True)
+
+    def claim(self, job_id: str, worker: str) -> JobRecord | None:
+        """Start (or take over) the job for `worker`; None if it finished or another live worker holds it."""
+        taken = False
+
+        def take(record: JobRecord) -> bool:
+            nonlocal taken
+            now = time.time()
+            if record.finished or record.cancel_requested:
+                return False
+            if record.status == "running" and record.heartbeat_at and now - record.heartbeat_at < self.lease_s:
+                return False
+            record.status, record.worker, record.heartbeat_at = "running", worker, now
+            record.attempts += 1
+            record.started_at = record.started_at or now
+            taken = True
+            return True
+
+        record = self.update(job_id, take)
+        return record if taken else None
+
+    def request_cancel(self, job_id: str) -> JobRecord:
+        """Cancel a queued job now; ask a running one to stop (its worker finishes the cancel)."""
+
+        def cancel(record: JobRecord) -> bool:
+            if record.finished:
+                return False
+            record.cancel_requested = True
+            if record.status == "queued":
+                record.status = "cancelled"
+                record.error = JobError(message="the edit was cancelled before it started", code="cancelled")
+            return True
+
+        return self.update(job_id, cancel)
+
+    def requeue(self, job_id: str) -> JobRecord:
+        """Put a running job whose worker was lost back in the queue (its attempts are kept)."""
+
+        def back(record: JobRecord) -> bool:
+            if record.status != "running":
+                return False
+            record.status, record.worker, record.heartbeat_at, record.stage, record.progress = "queued", None, None, None, None
+            return True
+
+        return self.update(job_id, back)
+
+    # --- queue and expiry -------------------------------------------------------------------------
+
+    def queue_stats(self) -> tuple[int, float]:
+        """Jobs waiting for a worker, and the age in seconds of the oldest (0 when none)."""
+        now, oldest, count = time.time(), 0.0, 0
+        for entry in os.scandir(self.root / "queued"):
+            with contextlib.suppress(FileNotFoundError):
+                oldest = max(oldest, now - entry.stat().st_mtime)
+                count += 1
+        return count, oldest
+
+    def stale_running(self) -> list[str]:
+        """Running jobs whose worker stopped refreshing its lease."""
+        stale = []
+        for entry in os.scandir(self.root / "running"):
+            try:
+                record = self.get(entry.name)
+            except JobNotFound:
+                continue
+            heartbeat = record.heartbeat_at or record.updated_at
+            if record.status == "running" and time.time() - heartbeat >= self.lease_s:
+                stale.append(record.id)
+        return stale
+
+    def sweep(self) -> int:
+        """Delete expired jobs and the keys that name them; the number of jobs deleted."""
+        now, removed = time.time(), 0
+        for entry in os.scandir(self.root / "jobs"):
+            try:
+                record = JobRecord.model_validate_json(Path(entry.path, "job.json").read_bytes())
+            except (OSError, ValueError):
+                continue
+            if record.expires_at is not None and record.expires_at <= now:
+                shutil.rmtree(entry.path, ignore_errors=True)
+                removed += 1
+        for entry in os.scandir(self.root / "keys"):
+            with contextlib.suppress(OSError):
+                if not (self.root / "jobs" / Path(entry.path).read_text().strip()).exists():
+                    os.unlink(entry.path)
+        return removed
+
+
+def fingerprint(*parts: bytes | str | dict[str, Any]) -> str:
+    """A hash of a request's content, to tell a repeated request from a different one."""
+    digest = hashlib.sha256()
+    for part in parts:
+        data = json.dumps(part, sort_keys=True).encode() if isinstance(part, dict) else part
+        data = data.encode() if isinstance(data, str) else data
+        digest.update(len(data).to_bytes(8, "big") + data)
+    return digest.hexdigest()
+
+
+def _dump(record: JobRecord) -> bytes:
+    return record.model_dump_json(indent=1).encode()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
+        tmp.write(data)
+    os.chmod(tmp.name, FILE_MODE)
+    os.replace(tmp.name, path)
+
+
+def _unlink_if_same(path: Path, content: bytes) -> None:
+    """Remove a key file that names an expired job, unless another request replaced it meanwhile."""
+    with contextlib.suppress(OSError):
+        if path.read_bytes() == content:
+            path.unlink()
+
+
+def _touch(path: Path) -> None:
+    path.touch(exist_ok=True)

@@ -1,0 +1,95 @@
+"""The model protocols over deployment handles: what the edit worker runs `f2f.pipeline.edit` with.
+
+Rules:
+
+- `RemoteVLM.chat` is one handle call to `VLMDeployment.chat`.
+- `RemoteGenerator.generate` is one streaming handle call to
+  `GeneratorDeployment.generate_stream`: `Progress` items are passed to the
+  pipeline's progress callback as they arrive, the last item is the clips.
+  When the awaiting task is cancelled, or the cancel token is set at a
+  progress event, the stream is cancelled: Serve cancels the request in the
+  generator replica, which stops the video at its next denoising step.
+- An f2f error raised in a replica comes out as itself, not wrapped by Ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Sequence
+from typing import Any
+
+from PIL import Image
+
+from f2f.config import VideoConfig
+from f2f.errors import F2FError
+from f2f.protocols import CancelToken, Frames, Message, Progress, ProgressCallback
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The f2f error a Ray task error carries, else `exc` itself."""
+    cause = getattr(exc, "cause", None)  # ray.exceptions.RayTaskError carries the original
+    return cause if isinstance(cause, F2FError) and not isinstance(exc, F2FError) else exc
+
+
+async def remote(response: Awaitable[Any]) -> Any:
+    """Await a handle call, unwrapping f2f errors."""
+    try:
+        return await response
+    except Exception as exc:
+        raised = unwrap(exc)
+        if raised is exc:
+            raise
+        raise raised from None
+
+
+class RemoteVLM:
+    """`f2f.protocols.VLM` over a VLMDeployment handle."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+    async def chat(self, messages: Sequence[Message], *, max_tokens: int, temperature: float = 0.0) -> str:
+        return await remote(self.handle.chat.remote(list(messages), max_tokens, temperature))
+
+
+class RemoteGenerator:
+    """`f2f.protocols.VideoGenerator` over a GeneratorDeployment handle, with progress and cancellation."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle.options(stream=True)
+
+    async def generate(
+        self,
+        image: Image.Image,
+        caption: str,
+        seeds: Sequence[int],
+        settings: VideoConfig,
+        *,
+        progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> list[Frames]:
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        stream = self.handle.generate_stream.remote(image, caption, list(seeds), settings)
+        clips: list[Frames] | None = None
+        try:
+            async for item in stream:
+                if isinstance(item, Progress):
+                    if progress is not None:
+                        progress(item)
+                    if cancel is not None and cancel.cancelled:
+                        stream.cancel()
+                        cancel.raise_if_cancelled()
+                else:
+                    clips = item
+        except asyncio.CancelledError:
+            stream.cancel()
+            raise
+        except Exception as exc:
+            raised = unwrap(exc)
+            if raised is exc:
+                raise
+            raise raised from None
+        if clips is None:
+            raise RuntimeError("the generator's stream ended without clips")
+        return clips

@@ -1,0 +1,262 @@
+"""The edit worker: consumes job ids from the queue and runs each edit against the model deployments.
+
+Rules:
+
+- The class is made a Ray Serve task consumer by the app builder
+  (`task_consumer(task_processor_config=...)`); Celery calls `run_job` on one
+  of its threads, which hands the job to the replica's event loop and waits.
+  Jobs run at once per replica: the deployment's `max_ongoing_requests`.
+- A job runs only if this worker claims it in the job store (queued, or
+  running under a lost worker's stale lease): a message delivered twice, or
+  a job already finished or cancelled, is skipped, never run twice.
+- While it runs: stage and denoising progress go to the job record, the
+  lease is refreshed every `heartbeat_s`, and a cancel request (DELETE) is
+  noticed within `poll_interval_s` and stops the edit (a running video at
+  its next denoising step).
+- A model replica lost mid-job (Ray actor errors) is retried after a short
+  back-off, up to `max_attempts` tries in all; bad input is `failed` with the
+  field named; anything else is `failed` with a generic message (logged).
+- Outputs are written as `f2f edit` writes them (edited.png, collage.png,
+  result.json, candidates/ with `return_frames`, video.mp4 with
+  `return_video`), before the record says `succeeded`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from f2f.config import F2FConfig
+from f2f.errors import EditCancelled, InvalidInput
+from f2f.imageio import open_image
+from f2f.pipeline import edit
+from f2f.protocols import CancelToken, Progress
+from f2f.result import EditResult, write_outputs
+from f2f.serving import metrics
+from f2f.serving.broker import TASK_NAME, JobsArgs
+from f2f.serving.jobs import EditRequest, JobError, JobProgress, JobRecord, JobResult, JobStore
+from f2f.serving.remote import RemoteGenerator, RemoteVLM
+
+logger = logging.getLogger("f2f.serving")
+
+
+def request_config(config: F2FConfig, request: EditRequest) -> F2FConfig:
+    """The server config with a request's video settings (already validated by the ingress)."""
+    video = {
+        key: value
+        for key, value in (
+            ("num_frames", request.num_frames),
+            ("num_inference_steps", request.num_inference_steps),
+            ("guidance_scale", request.guidance_scale),
+        )
+        if value is not None
+    }
+    return config.model_copy(update={"video": config.video.model_copy(update=video)})
+
+
+def _lost_replica_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean a model replica died or vanished mid-call: worth another try."""
+    from ray import exceptions as ray_errors
+    from ray.serve import exceptions as serve_errors
+
+    kinds = [ray_errors.RayActorError, ray_errors.ActorUnavailableError]
+    kinds += [getattr(serve_errors, name) for name in ("DeploymentUnavailableError",) if hasattr(serve_errors, name)]
+    return tuple(kinds)
+
+
+def _task_handler(name: str) -> Any:
+    from ray.serve.task_consumer import task_handler
+
+    return task_handler(name=name)
+
+
+class EditWorker:
+    """Serve deployment body (made a task consumer by the app builder)."""
+
+    def __init__(self, vlm: Any, generator: Any, config: F2FConfig, jobs: JobsArgs) -> None:
+        self.loop = asyncio.get_running_loop()  # Serve runs constructors on the replica's event loop
+        self.vlm, self.generator = RemoteVLM(vlm), RemoteGenerator(generator)
+        self.config, self.jobs = config, jobs
+        self.store = JobStore(jobs.store_dir(config.cache_dir), jobs.ttl_s, jobs.lease_s)
+        self.worker_id = uuid.uuid4().hex[:12]
+        self.lost_replica = _lost_replica_errors()
+
+    @_task_handler(TASK_NAME)
+    def run_job(self, job_id: str) -> str:
+        """Celery's entry (a worker thread): run the job on the replica's event loop; its final status."""
+        return asyncio.run_coroutine_threadsafe(self.run(job_id), self.loop).result()
+
+    async def check_health(self) -> None:
+        """Raise if the queue consumer stopped (also Serve's replica health check)."""
+        thread = getattr(getattr(self, "_adapter", None), "_worker_thread", None)  # set by Ray's Celery adapter
+        if thread is not None and not thread.is_alive():
+            raise RuntimeError("the job queue consumer has stopped")
+
+    async def run(self, job_id: str) -> str:
+        """Claim and run one job; the job's status afterwards (or why it was skipped)."""
+        record = await asyncio.to_thread(self.store.claim, job_id, self.worker_id)
+        if record is None:
+            current = await asyncio.to_thread(self._cancel_if_requested, job_id)
+            return f"skipped ({current.status})"
+        while True:
+            status = await self._attempt(record)
+            if status != "retry":
+                return status
+            await asyncio.sleep(min(2.0 ** (record.attempts - 1), 30.0))
+            record = await asyncio.to_thread(self.store.update, job_id, _next_attempt)
+
+    def _cancel_if_requested(self, job_id: str) -> JobRecord:
+        """Finish a job whose cancel came while no worker held it."""
+
+        def cancel(record: JobRecord) -> bool:
+            if record.finished or not record.cancel_requested or record.status == "running":
+                return False
+            record.status = "cancelled"
+            record.error = JobError(message="the edit was cancelled", code="cancelled")
+            return True
+
+        return self.store.update(job_id, cancel)
+
+    async def _attempt(self, record: JobRecord) -> str:
+        """One try at the job: 'succeeded', 'failed', 'cancelled', or 'retry'."""
+        job_id, cancel = record.id, CancelToken()
+        watcher = _JobWatcher(self.store, job_id, cancel, self.jobs)
+        task = asyncio.create_task(self._edit(record, watcher, cancel))
+        watch = asyncio.create_task(watcher.watch(task))
+        try:
+            with metrics.in_flight():
+                result = await task
+        except (EditCancelled, asyncio.CancelledError) as exc:
+            if not cancel.cancelled:
+                raise  # the replica is stopping: the lease runs out and the job is queued again
+            return await self._finish(
+                job_id, "cancelled", JobError(message=f"the edit was cancelled ({exc or 'by request'})", code="cancelled")
+            )
+        except self.lost_replica as exc:
+            if record.attempts < self.jobs.max_attempts:
+                logger.warning("job %s: a model replica was lost (%s); trying again", job_id, type(exc).__name__)
+                return "retry"
+            metrics.record_error()
+            message = f"a model replica was lost in each of {record.attempts} tries ({type(exc).__name__})"
+            return await self._finish(job_id, "failed", JobError(message=message, code="replica_lost"))
+        except InvalidInput as exc:
+            return await self._finish(job_id, "failed", JobError(message=str(exc), type="invalid_request_error", code=exc.code))
+        except Exception:
+            logger.exception("job %s failed", job_id)
+            metrics.record_error()
+            return await self._finish(
+                job_id, "failed", JobError(message="the edit failed; see the server log", code="edit_failed")
+            )
+        finally:
+            await asyncio.wait({watch})  # it ends once the task is done
+        metrics.record_edit(result)
+        await asyncio.to_thread(self._write_outputs, record, result)
+        return await self._finish(job_id, "succeeded", None, result)
+
+    async def _edit(self, record: JobRecord, watcher: _JobWatcher, cancel: CancelToken) -> EditResult:
+        request = record.request
+        folder = self.store.job_dir(record.id)
+        source = await asyncio.to_thread(open_image, (folder / "source.png").read_bytes(), self.config.input)
+        return await edit(
+            source,
+            request.prompt,
+            vlm=self.vlm,
+            generator=self.generator,
+            config=request_config(self.config, request),
+            seeds=request.seeds,
+            progress=watcher.on_progress,
+            cancel=cancel,
+            keep_frames=request.return_video,
+        )
+
+    def _write_outputs(self, record: JobRecord, result: EditResult) -> None:
+        request = record.request
+        fps = self.config.video.fps if request.return_video else None
+        write_outputs(result, self.store.job_dir(record.id), save_frames=request.return_frames, video_fps=fps)
+
+    async def _finish(self, job_id: str, status: str, error: JobError | None, result: EditResult | None = None) -> str:
+        def finish(record: JobRecord) -> bool:
+            if record.finished:
+                return False
+            record.status, record.error, record.stage, record.heartbeat_at = status, error, None, None  # type: ignore[assignment]
+            if result is not None:
+                record.result = _job_result(result, self.store.job_dir(job_id))
+                record.timings_s = {k: round(v, 4) for k, v in result.timings_s.items()}
+            return True
+
+        return (await asyncio.to_thread(self.store.update, job_id, finish)).status
+
+
+def _next_attempt(record: JobRecord) -> None:
+    record.attempts += 1
+    record.stage, record.progress = None, None
+
+
+def _job_result(result: EditResult, folder: Path) -> JobResult:
+    data = result.to_json()
+    return JobResult(
+        status=result.status,
+        caption=result.caption,
+        caption_fallback=result.caption_fallback,
+        seed=result.seed,
+        selected_label=result.outcome.label,
+        selected_frame=result.outcome.frame,
+        candidate_frames=data["candidate_frames"],
+        letterbox_box=data["letterbox_box"],
+        source_size=data["source_size"],
+        has_video=(folder / "video.mp4").is_file(),
+        has_frames=(folder / "candidates").is_dir(),
+    )
+
+
+class _JobWatcher:
+    """Carries progress to the job record, refreshes the lease, and notices a cancel request."""
+
+    def __init__(self, store: JobStore, job_id: str, cancel: CancelToken, jobs: JobsArgs) -> None:
+        self.store, self.job_id, self.cancel, self.jobs = store, job_id, cancel, jobs
+        self.latest: Progress | None = None
+        self.changed = asyncio.Event()
+
+    def on_progress(self, event: Progress) -> None:
+        """The pipeline's progress callback (event loop thread): keep the latest, wake the writer."""
+        self.latest = event
+        self.changed.set()
+
+    async def watch(self, task: asyncio.Task[Any]) -> None:
+        """Until `task` is done: write progress as it comes, a heartbeat at least every heartbeat_s, stop `task` on cancel.
+
+        It ends by itself (no `wait_for`: on Python 3.11 that can swallow a cancellation).
+        """
+        since_beat = 0.0
+        while not task.done():
+            waiter = asyncio.ensure_future(self.changed.wait())
+            await asyncio.wait({waiter, task}, timeout=self.jobs.poll_interval_s)
+            waiter.cancel()
+            self.changed.clear()
+            since_beat += self.jobs.poll_interval_s
+            event, self.latest = self.latest, None
+            if event is None and since_beat < self.jobs.heartbeat_s:
+                record = await asyncio.to_thread(self.store.get, self.job_id)
+            else:
+                record = await asyncio.to_thread(self.store.update, self.job_id, _progress(event))
+                since_beat = 0.0
+            if record.cancel_requested and not self.cancel.cancelled:
+                self.cancel.cancel()
+                task.cancel()
+
+
+def _progress(event: Progress | None) -> Any:
+    """A record change: the heartbeat, and the stage and step of `event`."""
+    return lambda record: _apply_progress(record, event)
+
+
+def _apply_progress(record: JobRecord, event: Progress | None) -> None:
+    record.heartbeat_at = time.time()
+    if event is not None:
+        record.stage = event.stage
+        if event.step is not None and event.total is not None:
+            record.progress = JobProgress(step=event.step, total=event.total)

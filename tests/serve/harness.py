@@ -1,0 +1,89 @@
+"""Shared by the serve-tier modules: one Ray on loopback with the f2f application, and HTTP helpers.
+
+One cluster at a time (two would not fit two cores): each module starts one
+in a module-scoped fixture through `running_app`, and stops it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SAMPLE = Path(__file__).resolve().parents[2] / "f2f" / "data" / "sample.png"
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+ERROR_KEYS = {"message", "type", "param", "code"}
+FINISHED = {"succeeded", "failed", "cancelled"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_app(args: dict[str, Any], metrics_port: int | None = None) -> Iterator[str]:
+    """The application built from `args` at http://127.0.0.1:<port>, on a Ray started with the loopback settings."""
+    pytest.importorskip("ray")
+    pytest.importorskip("diffusers")
+    pytest.importorskip("transformers")
+    ray_tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")  # Ray's socket paths must stay short
+    port = free_port()
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in LOOPBACK_ENV.items():
+            env.setenv(key, value)
+        import ray
+        from ray import serve
+
+        from f2f.serving.app import build_app
+
+        extra = {"_metrics_export_port": metrics_port} if metrics_port else {}
+        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, _temp_dir=ray_tmp, **extra)
+        try:
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            started = time.perf_counter()
+            serve.run(build_app(args), name="f2f")
+            print(f"\nserve.run (tiny checkpoints built, replicas loaded): {time.perf_counter() - started:.1f} s")
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            serve.shutdown()
+            ray.shutdown()
+            shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def error_of(response: Any) -> dict[str, Any]:
+    """The typed error body's `error`, checked for shape and for the absence of a traceback."""
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == ERROR_KEYS, body
+    assert "Traceback" not in body["error"]["message"]
+    return body["error"]
+
+
+def submit(base_url: str, data: dict[str, Any] | None = None, image: bytes | None = None, **kwargs: Any) -> Any:
+    """POST /v1/edits as multipart."""
+    import httpx
+
+    files = {"image": ("source.png", image if image is not None else SAMPLE.read_bytes(), "image/png")}
+    return httpx.post(f"{base_url}/v1/edits", data=data or {}, files=files, timeout=60, **kwargs)
+
+
+def wait_for(base_url: str, job_id: str, until: Any = None, timeout_s: float = 120) -> dict[str, Any]:
+    """Poll the job until `until(job)` holds (default: it finished); the job."""
+    import httpx
+
+    until = until or (lambda job: job["status"] in FINISHED)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job = httpx.get(f"{base_url}/v1/edits/{job_id}", timeout=30).json()
+        if until(job):
+            return job
+        assert time.monotonic() < deadline, f"job {job_id} did not get there in {timeout_s} s: {job}"
+        time.sleep(0.1)

@@ -1,0 +1,142 @@
+"""Jobs on a real Redis broker: backpressure, and replicas lost mid-job (real Ray Serve, real HTTP on 127.0.0.1).
+
+A `redis-server` (Debian's package; `.ci/run` installs it) is started on a
+free loopback port for the module. The worker runs one job at a time and two
+may wait, so the queue fills quickly; leases are short, so a lost worker's job
+is queued again within seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+pytest.importorskip("ray")
+httpx = pytest.importorskip("httpx")
+
+from harness import SAMPLE, error_of, free_port, running_app, submit, wait_for  # noqa: E402
+
+LONG = {"steps": "400"}  # long enough to act on a job mid-video
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is missing: .ci/run installs it")
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    command = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    try:
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.1)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[str]:
+    args = {
+        "config": {"profile": "tiny", "cache_dir": str(tmp_path_factory.mktemp("f2f-cache")), "seed": 3},
+        "worker_max_concurrent_jobs": 1,
+        "jobs": {
+            "dir": str(tmp_path_factory.mktemp("jobs")),
+            "broker_url": redis_url,
+            "max_queued": 2,
+            "retry_after_s": 7,
+            "lease_s": 4,
+            "heartbeat_s": 0.5,
+            "sweep_interval_s": 0.5,
+            "poll_interval_s": 0.1,
+        },
+    }
+    with running_app(args) as url:
+        yield url
+
+
+def _kill_replica(deployment: str) -> None:
+    """Kill one replica actor of `deployment` (Serve starts another)."""
+    import ray
+
+    names = [a for a in ray.util.list_named_actors(all_namespaces=True) if f"#{deployment}#" in a["name"]]
+    assert names, f"no replica of {deployment}"
+    ray.kill(ray.get_actor(names[0]["name"], namespace=names[0]["namespace"]), no_restart=True)
+
+
+def test_jobs_go_through_redis(base_url: str, redis_url: str) -> None:
+    import redis
+
+    job = wait_for(base_url, submit(base_url, {"prompt": "make the sun set"}).json()["id"])
+    assert job["status"] == "succeeded" and job["attempts"] == 1
+    client = redis.Redis.from_url(redis_url)
+    assert any(key.startswith(b"celery-task-meta-") for key in client.scan_iter())  # Celery's results live in Redis
+
+
+def test_a_full_queue_is_a_typed_503_with_retry_after(base_url: str) -> None:
+    ids = [submit(base_url, {"prompt": "slow", **LONG}).json()["id"]]
+    wait_for(base_url, ids[0], lambda job: job["status"] == "running")  # the one worker slot is taken
+    ids += [submit(base_url, {"prompt": f"wait {i}"}).json()["id"] for i in range(2)]
+    refused = submit(base_url, {"prompt": "one too many"})
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "7"
+    error = error_of(refused)
+    assert error["code"] == "overloaded" and error["type"] == "server_error"
+    files = {"image": ("source.png", SAMPLE.read_bytes(), "image/png")}
+    openai = httpx.post(f"{base_url}/v1/images/edits", data={"prompt": "x"}, files=files, timeout=30)
+    assert openai.status_code == 503 and error_of(openai)["code"] == "overloaded"
+    for job_id in ids:
+        httpx.delete(f"{base_url}/v1/edits/{job_id}")
+    assert {wait_for(base_url, job_id)["status"] for job_id in ids} == {"cancelled"}
+    assert submit(base_url, {"prompt": "room again"}).status_code == 202
+
+
+def test_a_generator_replica_lost_mid_job_is_retried(base_url: str) -> None:
+    job_id = submit(base_url, {"prompt": "make it rain", **LONG}).json()["id"]
+    wait_for(base_url, job_id, lambda job: job["progress"] is not None, timeout_s=60)
+    _kill_replica("Generator")
+    job = wait_for(base_url, job_id, timeout_s=180)
+    assert job["status"] == "succeeded", job["error"]
+    assert job["attempts"] == 2 and job["progress"]["step"] == job["progress"]["total"]
+
+
+def test_a_worker_replica_lost_mid_job_is_queued_again(base_url: str) -> None:
+    job_id = submit(base_url, {"prompt": "make it snow", **LONG}).json()["id"]
+    first = wait_for(base_url, job_id, lambda job: job["progress"] is not None, timeout_s=60)
+    _kill_replica("EditWorker")
+    job = wait_for(base_url, job_id, timeout_s=180)
+    assert job["status"] == "succeeded", job["error"]
+    assert job["attempts"] == 2 and job["started_at"] == first["started_at"]
+
+
+def test_an_ingress_replica_lost_mid_job_loses_nothing(base_url: str) -> None:
+    job_id = submit(base_url, {"prompt": "make it night", **LONG}).json()["id"]
+    wait_for(base_url, job_id, lambda job: job["status"] == "running", timeout_s=60)
+    _kill_replica("Ingress")
+    deadline = time.monotonic() + 60
+    while True:  # Serve starts another ingress; the job is in the store all along
+        try:
+            if httpx.get(f"{base_url}/healthz", timeout=5).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "no ingress came back"
+        time.sleep(0.5)
+    job = wait_for(base_url, job_id, timeout_s=180)
+    assert job["status"] == "succeeded" and job["attempts"] == 1

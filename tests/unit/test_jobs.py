@@ -1,0 +1,650 @@
+"""f2f.serving.jobs: the file-system job store (create, claim, cancel, requeue, expiry, idempotency, fingerprints)."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from f2f.serving import jobs
+from f2f.serving.jobs import EditRequest, IdempotencyConflict, JobNotFound, JobRecord, JobStore, fingerprint
+
+SOURCE = b"\x89PNG\r\n\x1a\n not really a png, but the store keeps bytes as they are"
+TTL_S = 3600.0
+TINY_S = 0.05  # a ttl or lease that has passed after `sleep_past_tiny`
+UNKNOWN_ID = "0123456789abcdef0123456789abcdef"
+BAD_IDS = ["../etc", "ABC", "", "0123456789ABCDEF0123456789ABCDEF", "0123456789abcdef0123456789abcde", "../" + UNKNOWN_ID]
+
+
+def sleep_past_tiny() -> None:
+    time.sleep(TINY_S * 3)
+
+
+@pytest.fixture
+def request_() -> EditRequest:
+    return EditRequest(prompt="the cat jumps", seeds=[1, 2])
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> JobStore:
+    return JobStore(tmp_path / "store", ttl_s=TTL_S)
+
+
+def new_job(store: JobStore, request: EditRequest, key: str | None = None, fp: str = "fp-1") -> JobRecord:
+    record, created = store.create(SOURCE, request, fp, idempotency_key=key)
+    assert created
+    return record
+
+
+def job_dirs(store: JobStore) -> list[str]:
+    return sorted(entry.name for entry in (store.root / "jobs").iterdir())
+
+
+def markers(store: JobStore, sub: str) -> list[str]:
+    return sorted(entry.name for entry in (store.root / sub).iterdir())
+
+
+def finish(status: str) -> Callable[[JobRecord], bool]:
+    def change(record: JobRecord) -> bool:
+        record.status = status  # type: ignore[assignment]
+        return True
+
+    return change
+
+
+# --- create and read ------------------------------------------------------------------------------
+
+
+def test_create_returns_a_new_queued_record(store: JobStore, request_: EditRequest) -> None:
+    record, created = store.create(SOURCE, request_, "fp-1")
+    assert created is True
+    assert jobs.JOB_ID.match(record.id) and len(record.id) == 32
+    assert (record.status, record.attempts, record.worker, record.fingerprint) == ("queued", 0, None, "fp-1")
+    assert record.finished is False and record.finished_at is None and record.expires_at is None
+
+
+def test_create_stores_the_source_bytes(store: JobStore, request_: EditRequest) -> None:
+    record = new_job(store, request_)
+    assert store.path(record.id, "source.png").read_bytes() == SOURCE
+
+
+def test_get_reads_back_the_created_record(store: JobStore, request_: EditRequest) -> None:
+    record = new_job(store, request_)
+    assert store.get(record.id) == record
+    assert store.get(record.id).request == request_
+
+
+def test_create_writes_a_queued_marker_counted_by_queue_stats(store: JobStore, request_: EditRequest) -> None:
+    assert store.queue_stats() == (0, 0.0)
+    first, second = new_job(store, request_), new_job(store, request_)
+    assert markers(store, "queued") == sorted([first.id, second.id])
+    count, age = store.queue_stats()
+    assert count == 2 and age >= 0.0
+
+
+def test_queue_stats_age_is_that_of_the_oldest_marker(store: JobStore, request_: EditRequest) -> None:
+    old, _ = new_job(store, request_), new_job(store, request_)
+    past = time.time() - 100.0
+    os.utime(store.root / "queued" / old.id, (past, past))
+    count, age = store.queue_stats()
+    assert count == 2
+    assert 100.0 <= age < 110.0
+
+
+def test_create_makes_distinct_ids(store: JobStore, request_: EditRequest) -> None:
+    ids = {new_job(store, request_).id for _ in range(5)}
+    assert len(ids) == 5
+    assert job_dirs(store) == sorted(ids)
+
+
+def test_output_is_the_path_of_an_existing_file_else_none(store: JobStore, request_: EditRequest) -> None:
+    record = new_job(store, request_)
+    assert store.output(record.id, "source.png") == store.path(record.id, "source.png")
+    assert store.output(record.id, "edited.png") is None
+
+
+def test_stores_on_one_root_share_jobs(tmp_path: Path, request_: EditRequest) -> None:
+    ingress, worker = JobStore(tmp_path, ttl_s=TTL_S), JobStore(tmp_path, ttl_s=TTL_S)
+    record = new_job(ingress, request_)
+    assert worker.claim(record.id, "w1") is not None
+    assert ingress.get(record.id).status == "running"
+
+
+# --- ids ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad_id", BAD_IDS)
+@pytest.mark.parametrize(
+    "call",
+    [
+        pytest.param(lambda s, i: s.job_dir(i), id="job_dir"),
+        pytest.param(lambda s, i: s.path(i, "source.png"), id="path"),
+        pytest.param(lambda s, i: s.get(i), id="get"),
+        pytest.param(lambda s, i: s.output(i, "source.png"), id="output"),
+        pytest.param(lambda s, i: s.claim(i, "w1"), id="claim"),
+        pytest.param(lambda s, i: s.update(i, lambda r: None), id="update"),
+        pytest.param(lambda s, i: s.request_cancel(i), id="request_cancel"),
+        pytest.param(lambda s, i: s.requeue(i), id="requeue"),
+    ],
+)
+def test_a_malformed_id_is_an_unknown_job_and_touches_no_path(
+    tmp_path: Path, bad_id: str, call: Callable[[JobStore, str], Any]
+) -> None:
+    store = JobStore(tmp_path / "store", ttl_s=TTL_S)
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(JobNotFound):
+        call(store, bad_id)
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_an_id_with_a_trailing_newline_is_an_unknown_job(store: JobStore) -> None:
+    with pytest.raises(JobNotFound):
+        store.job_dir(UNKNOWN_ID + "\n")
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        pytest.param(lambda s, i: s.get(i), id="get"),
+        pytest.param(lambda s, i: s.output(i, "source.png"), id="output"),
+        pytest.param(lambda s, i: s.claim(i, "w1"), id="claim"),
+        pytest.param(lambda s, i: s.update(i, lambda r: None), id="update"),
+        pytest.param(lambda s, i: s.request_cancel(i), id="request_cancel"),
+        pytest.param(lambda s, i: s.requeue(i), id="requeue"),
+    ],
+)
+def test_an_unknown_well_formed_id_is_an_unknown_job(store: JobStore, call: Callable[[JobStore, str], Any]) -> None:
+    with pytest.raises(JobNotFound):
+        call(store, UNKNOWN_ID)
+    assert job_dirs(store) == []
+
+
+# --- idempotency ----------------------------------------------------------------------------------
+
+
+def test_same_key_and_fingerprint_returns_the_first_job(store: JobStore, request_: EditRequest) -> None:
+    first = new_job(store, request_, key="key-1")
+    again, created = store.create(SOURCE, request_, "fp-1", idempotency_key="key-1")
+    assert created is False
+    assert again.id == first.id
+    assert job_dirs(store) == [first.id]
+    assert markers(store, "queued") == [first.id]
+
+
+def test_same_key_returns_the_job_in_its_current_state(store: JobStore, request_: EditRequest) -> None:
+    first = new_job(store, request_, key="key-1")
+    store.claim(first.id, "w1")
+    again, created = store.create(SOURCE, request_, "fp-1", idempotency_key="key-1")
+    assert created is False
+    assert (again.id, again.status) == (first.id, "running")
+    assert markers(store, "queued") == []
+
+
+def test_same_key_with_another_fingerprint_is_a_conflict(store: JobStore, request_: EditRequest) -> None:
+    first = new_job(store, request_, key="key-1")
+    with pytest.raises(IdempotencyConflict, match=first.id):
+        store.create(SOURCE, request_, "fp-2", idempotency_key="key-1")
+    assert job_dirs(store) == [first.id]
+    assert markers(store, "queued") == [first.id]
+
+
+def test_different_keys_make_different_jobs(store: JobStore, request_: EditRequest) -> None:
+    first = new_job(store, request_, key="key-1")
+    second = new_job(store, request_, key="key-2")
+    assert first.id != second.id
+    assert job_dirs(store) == sorted([first.id, second.id])
+
+
+def test_no_key_never_deduplicates(store: JobStore, request_: EditRequest) -> None:
+    first, second = new_job(store, request_), new_job(store, request_)
+    assert first.id != second.id
+
+
+def test_a_key_is_free_again_after_its_job_expired_and_was_swept(tmp_path: Path, request_: EditRequest) -> None:
+    store = JobStore(tmp_path, ttl_s=TINY_S)
+    first = new_job(store, request_, key="key-1")
+    store.update(first.id, finish("succeeded"))
+    sleep_past_tiny()
+    assert store.sweep() == 1
+    assert list((store.root / "keys").iterdir()) == []
+    second, created = store.create(SOURCE, request_, "fp-2", idempotency_key="key-1")
+    assert created is True
+    assert second.id != first.id
+    assert store.get(second.id).status == "queued"
+    assert job_dirs(store) == [second.id]
+
+
+def test_a_key_is_free_again_once_its_job_expired_even_before_a_sweep(tmp_path: Path, request_: EditRequest) -> None:
+    store = JobStore(tmp_path, ttl_s=TINY_S)
+    first = new_job(store, request_, key="key-1")
+    store.update(first.id, finish("failed"))
+    sleep_past_tiny()
+    second, created = store.create(SOURCE, request_, "fp-1", idempotency_key="key-1")
+    assert created is True and second.id != first.id
+    again, created = store.create(SOURCE, request_, "fp-1", idempotency_key="key-1")
+    assert created is False and again.id == second.id
+
+
+def test_concurrent_creates_with_one_key_make_one_job(store: JobStore, request_: EditRequest) -> None:
+    barrier = threading.Barrier(8)
+
+    def create(_: int) -> tuple[JobRecord, bool]:
+        barrier.wait()
+        return store.create(SOURCE, request_, "fp-1", idempotency_key="key-1")
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(create, range(8)))
+    assert len({record.id for record, _ in results}) == 1
+    assert [created for _, created in results].count(True) == 1
+    assert len(job_dirs(store)) == 1
+
+
+# --- claim ----------------------------------------------------------------------------------------
+
+
+def test_claim_starts_the_job_for_the_worker(store: JobStore, request_: EditRequest) -> None:
+    record = new_job(store, request_)
+    claimed = store.claim(record.id, "w1")
+    assert claimed is not None
+    assert (claimed.status, claimed.worker, claimed.attempts) == ("running", "w1", 1)
+    assert claimed.started_at is not None and claimed.heartbeat_at is not None
+    assert store.get(record.id) == claimed
+
+
+def test_claim_moves_the_marker_from_queued_to_running(store: JobStore, request_: EditRequest) -> None:
+    record = new_job(store, request_)
+    store.claim(record.id, "w1")
+    assert markers(store, "queued") == []
+    assert markers(store, "running") == [record.id]
+    assert store.queue_stats() == (0, 0.0)
+
+
+def test_claim_of_a_job_held_under_a_fresh_lease_is_refused(store: JobStore, request_: EditRequest) -> None:
+    record = new_job(store, request_)
+    store.claim(record.id, "w1")
+    assert store.claim(record.id, "w2") is None
+    assert store.claim(record.id, "w1") is None
+    current = store.get(record.id)
+    assert (current.worker, current.attempts) == ("w1", 1)
+
+
+def test_claim_takes_over_a_job_whose_lease_ran_out(tmp_path: Path, request_: EditRequest) -> None:
+    store = JobStore(tmp_path, ttl_s=TTL_S, lease_s=TINY_S)
+    record = new_job(store, request_)
+    first = store.claim(record.id, "w1")
+    assert first is not None
+    sleep_past_tiny()
+    taken = store.claim(record.id, "w2")
+    assert taken is not None
+    assert (taken.status, taken.worker, taken.attempts) == ("running", "w2", 2)
+    assert taken.started_at == first.started_at
+    assert taken.heartbeat_at is not None and first.heartbeat_at is not None and taken.heartbeat_at > first.heartbeat_at
+    assert markers(store, "running") == [record.id]
+
+
+@pytest.mark.parametrize("status", ["succeeded", "failed", "cancelled"])
+def test_a_finished_job_cannot_be_claimed(store: JobStore, request_: EditRequest, status: str) -> None:
+    record = new_job(store, request_)
+    store.claim(record.id, "w1")
+    done = store.update(record.id, finish(status))
+    assert store.claim(record.id, "w2") is None
+    assert store.get(record.id) == done
+
+
+def test_a_finished_job_with_a_lapsed_lease_cannot_be_claimed(tmp_path: Path, request_: EditRequest) -> None:
+    store = JobStore(tmp_path, ttl_s=TTL_S, lease_s=TINY_S)
+    record = new_job(store, request_)
+    store.claim(record.id, "w1")
+    store.update(record.id, finish("succeeded"))
+    sleep_past_tiny()
+    assert store.claim(record.id, "w2") is None
+    assert store.get(record.id).status == "succeeded"
+
+
+def test_a_job_with_a_cancel_request_cannot_be_claimed(tmp_path: Path, request_: EditRequest) -> None:
+    store = JobStore(tmp_path, ttl_s=TTL_S, lease_s=TINY_S)
+    record = new_job(store, request_)
+    store.claim(record.id, "w1")
+    store.request_cancel(record.id)
+    sleep_past_tiny()  # the lease lapsed: only the cancel request stops a takeover
+    assert store.claim(record.id, "w2") is None
+    current = store.get(record.id)
+    assert (current.worker, current.attempts, current.cancel_requested) == ("w1", 1, True)
+
+
+def test_a_cancelled_queued_job_cannot_be_claimed(store: JobStore, request_: EditRequest) -> None:
+    record = new_job(store, request_)
+    store.request_cancel(record.id)
+    assert store.claim(record.id, "w1") is None
+    assert markers(store, "running") == []
+
+
+def test_only_one_of_many_concurrent_claims_wins(store: JobStore, request_: EditRequest) -> None:
+    record = new_job(store, request_)
+    workers = 8
+    start = threading.Barrier(workers)
+
+    def claim(i: int) -> JobRecord | None:
+        start.wait()
+        return store.claim(record.id, f"w{i}")
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(claim, range(workers)))
+    won = [result for result in results if result is not None]
+    assert len(won) == 1
+    current = store.get(record.id)
+    assert (current.worker, current.attempts) == (won[0].worker, 1)
+
+
+# --- cancel ---------------------------------------------------------------------------------------
+
+
+def test_cancel_of_a_queued_job_cancels_it_now(store: JobStore, request_: EditRequest) -> None:
+    record = new_job(store, request_)
+    cancelled = store.request_cancel(record.id)
+    assert (cancelled.status, cancelled.cancel_requested) == ("cancelled", True)
+    assert cancelled.error is not None and cancelled.error.code == "cancelled"
+    assert cancelled.finished_at is not None and cancelled.expires_at is not None
+    assert cancelled.expires_at == pytest.approx(cancelled.finished_at + TTL_S)
+    assert store.get(record.id) == cancelled
+
+
+def test_cancel_of_a_queued_job_removes_its_marker(store: JobStore, request_: EditRequest) -> None:
+    record = new_job(store, request_)
+    store.request_cancel(record.id)
+    assert markers(store, "queued") == []
+    assert markers(store, "running") == []
+    assert store.queue_stats() == (0, 0.0)
+
+
+def test_cancel_of_a_running_job_only_asks_its_worker(store: JobStore, request_: EditRequest) -> None:
+    record = new_job(store, request_)
+    store.claim(record.id, "w1")
+    asked = store.request_cancel(record.id)
+    assert (asked.status, asked.cancel_requested, asked.worker) == ("running", True, "w1")
+    assert asked.finished_at is None and asked.expires_at is None and asked.error is None
+    assert markers(store, "running") == [record.id]
+
+
+def test_cancel_of_a_finished_job_changes_nothing(store: JobStore, request_: EditRequest) -> None:
+    record = new_job(store, request_)
+    store.claim(record.id, "w1")
+    store.update(record.id, finish("succeeded"))
+    job_json = store.path(record.id, "job.json").read_bytes()
+    after = store.request_cancel(record.id)
+    assert (after.status, after.cancel_requested) == ("succeeded", False)
+    assert store.path(record.id, "job.json").read_bytes() == job_json
+
+
+# --- update ---------------------------------------------------------------------------------------
+
+
+def test_update_that_returns_false_leaves_job_json_untouched(store: JobStore, request_: EditRequest) -> None:
+    record = new_job(store, request_)
+    job_json = store.path(record.id, "job.json").read_bytes()
+
+    def no_change(current: JobRecord) -> bool:
+        current.stage = "caption"  # changed in memory, but the change says "leave it"
+        return False
+
+    time.sleep(0.01)
+    store.update(record.id, no_change)
+    assert store.path(record.id, "job.json").read_bytes() == job_json
+    assert store.get(record.id).updated_at == record.updated_at
+    assert store.get(record.id).stage is None
+
+
+def test_update_that_returns_none_is_saved(store: JobStore, request_: EditRequest) -> None:
+    record = new_job(store, request_)
+    time.sleep(0.01)
+    updated = store.update(record.id, lambda current: setattr(current, "stage", "caption"))
+    assert updated.stage == "caption"
+    assert updated.updated_at > record.updated_at
+    assert store.get(record.id) == updated
+
+
+def test_update_to_a_finished_status_sets_finished_and_expiry(store: JobStore, request_: EditRequest) -> None:
+    record = new_job(store, request_)
+    store.claim(record.id, "w1")
+    done = store.update(record.id, finish("failed"))
+    assert done.finished_at == done.updated_at
+    assert done.expires_at == pytest.approx(done.finished_at + TTL_S)
+    assert markers(store, "queued") == [] and markers(store, "running") == []
+
+
+def test_finished_at_is_set_only_once(store: JobStore, request_: EditRequest) -> None:
+    record = new_job(store, request_)
+    store.claim(record.id, "w1")
+    done = store.update(record.id, finish("succeeded"))
+    time.sleep(0.01)
+    later = store.update(record.id, lambda current: current.timings_s.update(total=1.5))
+    assert later.timings_s == {"total": 1.5}
+    assert later.updated_at > done.updated_at
+    assert (later.finished_at, later.expires_at) == (done.finished_at, done.expires_at)
+
+
+def test_update_of_a_status_moves_the_markers(store: JobStore, request_: EditRequest) -> None:
+    record = new_job(store, request_)
+    store.claim(record.id, "w1")
+    store.update(record.id, finish("succeeded"))
+    assert markers(store, "queued") == [] and markers(store, "running") == []
+
+
+# --- expiry ---------------------------------------------------------------------------------------
+
+
+def test_a_finished_job_expires_after_the_ttl(tmp_path: Path, request_: EditRequest) -> None:
+    store = JobStore(tmp_path, ttl_s=TINY_S)
+    record = new_job(store, request_)
+    store.update(record.id, finish("succeeded"))
+    assert store.get(record.id).status == "succeeded"
+    sleep_past_tiny()
+    with pytest.raises(JobNotFound):
+        store.get(record.id)
+    with pytest.raises(JobNotFound):
+        store.output(record.id, "source.png")
+    with pytest.raises(JobNotFound):
+        store.update(record.id, lambda current: None)
+
+
+def test_sweep_deletes_expired_jobs_and_counts_them(tmp_path: Path, request_: EditRequest) -> None:
+    store = JobStore(tmp_path, ttl_s=TINY_S)
+    expired = [new_job(store, request_) for _ in range(2)]
+    live = new_job(store, request_)
+    for record in expired:
+        store.request_cancel(record.id)
+    sleep_past_tiny()
+    assert store.sweep() == 2
+    assert job_dirs(store) == [live.id]
+    assert store.sweep() == 0
+
+
+def test_sweep_keeps_a_finished_job_before_its_ttl(store: JobStore, request_: EditRequest) -> None:
+    record = new_job(store, request_)
+    store.request_cancel(record.id)
+    assert store.sweep() == 0
+    assert job_dirs(store) == [record.id]
+    assert store.get(record.id).status == "cancelled"
+
+
+def test_sweep_deletes_the_key_of_an_expired_job_only(tmp_path: Path, request_: EditRequest) -> None:
+    store = JobStore(tmp_path, ttl_s=TINY_S)
+    expired = new_job(store, request_, key="old")
+    new_job(store, request_, key="live")
+    store.request_cancel(expired.id)
+    sleep_past_tiny()
+    store.sweep()
+    keys = [entry.read_text() for entry in (store.root / "keys").iterdir()]
+    assert len(keys) == 1 and keys[0] != expired.id
+
+
+@pytest.mark.parametrize("claimed", [False, True], ids=["queued", "running"])
+def test_an_unfinished_job_never_expires(tmp_path: Path, request_: EditRequest, claimed: bool) -> None:
+    store = JobStore(tmp_path, ttl_s=TINY_S)
+    record = new_job(store, request_)
+    if claimed:
+        store.claim(record.id, "w1")
+    sleep_past_tiny()
+    assert store.get(record.id).expires_at is None
+    assert store.sweep() == 0
+    assert job_dirs(store) == [record.id]
+
+
+def test_sweep_skips_a_folder_without_a_record(store: JobStore) -> None:
+    (store.root / "jobs" / UNKNOWN_ID).mkdir()
+    assert store.sweep() == 0
+    assert job_dirs(store) == [UNKNOWN_ID]
+
+
+# --- stale running and requeue --------------------------------------------------------------------
+
+
+def test_stale_running_lists_a_running_job_whose_heartbeat_is_old(tmp_path: Path, request_: EditRequest) -> None:
+    store = JobStore(tmp_path, ttl_s=TTL_S, lease_s=TINY_S)
+    record = new_job(store, request_)
+    new_job(store, request_)  # queued: never stale
+    store.claim(record.id, "w1")
+    sleep_past_tiny()
+    assert store.stale_running() == [record.id]
+
+
+def test_stale_running_skips_a_job_whose_heartbeat_is_fresh(tmp_path: Path, request_: EditRequest) -> None:
+    record = new_job(JobStore(tmp_path, ttl_s=TTL_S), request_)
+    JobStore(tmp_path, ttl_s=TTL_S).claim(record.id, "w1")
+    time.sleep(TINY_S)
+    assert JobStore(tmp_path, ttl_s=TTL_S, lease_s=60.0).stale_running() == []
+
+
+def test_stale_running_follows_heartbeat_refreshes(tmp_path: Path, request_: EditRequest) -> None:
+    store = JobStore(tmp_path, ttl_s=TTL_S, lease_s=0.5)
+    record = new_job(store, request_)
+    store.claim(record.id, "w1")
+    past = time.time() - 10.0
+    store.update(record.id, lambda current: setattr(current, "heartbeat_at", past))
+    assert store.stale_running() == [record.id]
+    store.update(record.id, lambda current: setattr(current, "heartbeat_at", time.time()))
+    assert store.stale_running() == []
+
+
+def test_stale_running_skips_finished_jobs(tmp_path: Path, request_: EditRequest) -> None:
+    store = JobStore(tmp_path, ttl_s=TTL_S, lease_s=TINY_S)
+    record = new_job(store, request_)
+    store.claim(record.id, "w1")
+    store.update(record.id, finish("succeeded"))
+    sleep_past_tiny()
+    assert store.stale_running() == []
+
+
+def test_stale_running_skips_a_leftover_marker_of_a_job_that_is_not_running(tmp_path: Path, request_: EditRequest) -> None:
+    store = JobStore(tmp_path, ttl_s=TTL_S, lease_s=TINY_S)
+    record = new_job(store, request_)
+    (store.root / "running" / record.id).touch()  # as if a process died between writing job.json and the markers
+    sleep_past_tiny()
+    assert store.stale_running() == []
+
+
+def test_requeue_puts_a_running_job_back_in_the_queue(tmp_path: Path, request_: EditRequest) -> None:
+    store = JobStore(tmp_path, ttl_s=TTL_S, lease_s=TINY_S)
+    record = new_job(store, request_)
+    store.claim(record.id, "w1")
+    store.update(record.id, lambda current: setattr(current, "stage", "generate"))
+    sleep_past_tiny()
+    back = store.requeue(record.id)
+    assert (back.status, back.worker, back.heartbeat_at, back.stage, back.attempts) == ("queued", None, None, None, 1)
+    assert store.get(record.id) == back
+    assert markers(store, "queued") == [record.id]
+    assert markers(store, "running") == []
+    assert store.stale_running() == []
+
+
+def test_a_requeued_job_is_claimed_again_with_its_attempts_counted(tmp_path: Path, request_: EditRequest) -> None:
+    store = JobStore(tmp_path, ttl_s=TTL_S)
+    record = new_job(store, request_)
+    store.claim(record.id, "w1")
+    store.requeue(record.id)
+    again = store.claim(record.id, "w2")
+    assert again is not None
+    assert (again.status, again.worker, again.attempts) == ("running", "w2", 2)
+
+
+@pytest.mark.parametrize("state", ["queued", "succeeded", "cancelled"])
+def test_requeue_of_a_job_that_is_not_running_changes_nothing(store: JobStore, request_: EditRequest, state: str) -> None:
+    record = new_job(store, request_)
+    if state == "succeeded":
+        store.claim(record.id, "w1")
+        store.update(record.id, finish("succeeded"))
+    elif state == "cancelled":
+        store.request_cancel(record.id)
+    job_json = store.path(record.id, "job.json").read_bytes()
+    queued, running = markers(store, "queued"), markers(store, "running")
+    after = store.requeue(record.id)
+    assert after.status == state
+    assert store.path(record.id, "job.json").read_bytes() == job_json
+    assert (markers(store, "queued"), markers(store, "running")) == (queued, running)
+
+
+# --- fingerprint ----------------------------------------------------------------------------------
+
+BASE_PARTS: tuple[Any, ...] = (b"image bytes", "prompt", {"seeds": [1, 2], "num_frames": 17})
+
+
+def test_fingerprint_is_stable_for_equal_inputs() -> None:
+    assert fingerprint(*BASE_PARTS) == fingerprint(b"image bytes", "prompt", {"seeds": [1, 2], "num_frames": 17})
+    assert len(fingerprint(*BASE_PARTS)) == 64
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        pytest.param((b"image bytez", "prompt", {"seeds": [1, 2], "num_frames": 17}), id="bytes"),
+        pytest.param((b"image bytes", "prompt!", {"seeds": [1, 2], "num_frames": 17}), id="str"),
+        pytest.param((b"image bytes", "prompt", {"seeds": [2, 1], "num_frames": 17}), id="dict-value"),
+        pytest.param((b"image bytes", "prompt", {"seeds": [1, 2], "num_frame": 17}), id="dict-key"),
+        pytest.param((b"image bytes", "prompt", {"seeds": [1, 2]}), id="dict-size"),
+        pytest.param((b"image bytes", "prompt"), id="fewer-parts"),
+        pytest.param(("prompt", b"image bytes", {"seeds": [1, 2], "num_frames": 17}), id="order"),
+    ],
+)
+def test_fingerprint_differs_when_any_part_changes(parts: tuple[Any, ...]) -> None:
+    assert fingerprint(*parts) != fingerprint(*BASE_PARTS)
+
+
+def test_fingerprint_keeps_part_boundaries() -> None:
+    assert fingerprint("ab", "c") != fingerprint("a", "bc")
+    assert fingerprint(b"ab", b"") != fingerprint(b"a", b"b")
+
+
+def test_fingerprint_ignores_dict_key_order() -> None:
+    forward = {"a": 1, "b": {"x": 1, "y": 2}}
+    backward = {"b": {"y": 2, "x": 1}, "a": 1}
+    assert fingerprint(forward) == fingerprint(backward)
+
+
+# --- files ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["job.json", "source.png"])
+def test_files_are_world_readable(store: JobStore, request_: EditRequest, name: str) -> None:
+    record = new_job(store, request_)
+    assert stat.S_IMODE(store.path(record.id, name).stat().st_mode) == 0o644
+
+
+def test_job_json_keeps_its_mode_after_an_update(store: JobStore, request_: EditRequest) -> None:
+    record = new_job(store, request_)
+    store.claim(record.id, "w1")
+    assert stat.S_IMODE(store.path(record.id, "job.json").stat().st_mode) == 0o644
+
+
+def test_writes_leave_no_temporary_files(store: JobStore, request_: EditRequest) -> None:
+    record = new_job(store, request_)
+    store.claim(record.id, "w1")
+    store.update(record.id, finish("succeeded"))
+    names = sorted(path.name for path in store.job_dir(record.id).iterdir())
+    assert names == [".lock", "job.json", "source.png"]
