@@ -12,9 +12,10 @@ $(BIN)/f2f: pyproject.toml tools/setup-venv.sh tools/patch_torchvision.py
 	PYTHON=$(PYTHON) tools/setup-venv.sh $(VENV)
 	touch $@
 
-# A real end-to-end edit on the tiny profile (random weights: the output is noise).
+# The service end to end on the tiny profile (random weights: the output is noise): start `f2f serve`,
+# submit the sample image over HTTP, follow its progress, write out/demo/, stop.
 demo: $(BIN)/f2f
-	$(BIN)/f2f edit f2f/data/sample.png "make the sun set behind the hills" --profile tiny --seed 0 --out out/demo
+	tools/demo-service.sh out/demo
 
 test: $(BIN)/f2f
 	$(BIN)/python -m pytest

@@ -1,18 +1,22 @@
 """What the Ray Serve application adds on this machine, with the tiny profile on CPU.
 
-    python bench/serve_overhead.py [--repeats 5] [--health-clients 2] [--health-seconds 5]
+    python bench/serve_overhead.py [--repeats 5] [--clients 2] [--seconds 5]
 
 (a) Edit overhead: the median wall time of `--repeats` edits of the bundled
-sample image, once in-process (`f2f.pipeline.edit` over the loaded backends)
-and once as `POST /v1/images/edits` on 127.0.0.1 (same config, seed 0, one
-seed), each after one warm-up edit; the difference is what the service adds
-(HTTP, multipart, pickling images between replicas, the handle calls). The
-replicas run torch with OMP_NUM_THREADS=1 (Ray's default for fractional
-CPUs), the in-process edit with torch's default threads, so the difference
-also holds that; the edit's own `timings_s.total` from the response separates
-the HTTP and ingress time around it.
-(b) Health throughput: `--health-clients` concurrent clients calling
-`GET /healthz` in a loop for `--health-seconds`.
+sample image, in-process (`f2f.pipeline.edit` over the loaded backends), as
+the synchronous `POST /v1/images/edits`, and as a job (`POST /v1/edits`, then
+`GET /v1/edits/{id}` every 50 ms until it finished), on 127.0.0.1 (same
+config, seed 0, one seed), each after one warm-up edit. The difference is
+what the service adds: HTTP, multipart, the job store and the queue (the
+file-system broker polls every 0.2 s; the synchronous route polls the store
+every `jobs.poll_interval_s`), pickling images between replicas, the handle
+calls. The replicas run torch with OMP_NUM_THREADS=1 (Ray's default for
+fractional CPUs), the in-process edit with torch's default threads, so the
+difference also holds that; the edit's own `timings_s.total` separates the
+time around it.
+(b) Read throughput: `--clients` concurrent clients calling
+`GET /v1/edits/{id}` (one finished job) and then `GET /healthz`, each in a loop
+for `--seconds`.
 
 Starts its own Ray on loopback only (no other Ray may be running: two
 clusters do not fit two cores) and shuts it down at the end. Random weights:
@@ -31,12 +35,19 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "f2f" / "data" / "sample.png"
 PROMPT = "make the sun set"
-APP_ARGS = {"config": {"profile": "tiny"}, "vlm_num_cpus": 0.5, "generator_num_cpus": 0.5, "ingress_num_cpus": 0.25}
+APP_ARGS: dict[str, Any] = {
+    "config": {"profile": "tiny"},
+    "vlm_num_cpus": 0.5,
+    "generator_num_cpus": 0.5,
+    "ingress_num_cpus": 0.25,
+    "worker_num_cpus": 0.25,
+}
 
 
 def free_port() -> int:
@@ -64,25 +75,44 @@ async def in_process_seconds(repeats: int) -> list[float]:
     return times
 
 
-def http_seconds(base_url: str, repeats: int) -> tuple[list[float], list[float]]:
+def sync_edit(client: Any) -> float:
+    """One `POST /v1/images/edits`; the edit's own total seconds."""
+    files = {"image": ("sample.png", SAMPLE.read_bytes(), "image/png")}
+    response = client.post("/v1/images/edits", data={"prompt": PROMPT, "seed": "0", "n": "1"}, files=files)
+    response.raise_for_status()
+    return response.json()["f2f"]["timings_s"]["total"]
+
+
+def job_edit(client: Any) -> float:
+    """One `POST /v1/edits` followed by polling until it finished; the edit's own total seconds."""
+    files = {"image": ("sample.png", SAMPLE.read_bytes(), "image/png")}
+    response = client.post("/v1/edits", data={"prompt": PROMPT, "seed": "0", "n": "1"}, files=files)
+    response.raise_for_status()
+    job = response.json()
+    while job["status"] not in ("succeeded", "failed", "cancelled"):
+        time.sleep(0.05)
+        job = client.get(f"/v1/edits/{job['id']}").json()
+    assert job["status"] == "succeeded", job["error"]
+    return job["timings_s"]["total"]
+
+
+def http_seconds(base_url: str, repeats: int, edit_once: Any) -> tuple[list[float], list[float]]:
     """Wall seconds of `repeats` HTTP edits after one warm-up as a client sees them, and the edit's own total inside."""
     import httpx
 
-    files = {"image": ("sample.png", SAMPLE.read_bytes(), "image/png")}
     times, inside = [], []
     with httpx.Client(base_url=base_url, timeout=300) as client:
         for i in range(repeats + 1):
             start = time.perf_counter()
-            response = client.post("/v1/images/edits", data={"prompt": PROMPT, "seed": "0", "n": "1"}, files=files)
-            response.raise_for_status()
+            total = edit_once(client)
             if i:
                 times.append(time.perf_counter() - start)
-                inside.append(response.json()["f2f"]["timings_s"]["total"])
+                inside.append(total)
     return times, inside
 
 
-async def health_rate(base_url: str, clients: int, seconds: float) -> tuple[float, float]:
-    """Successful `GET /healthz` per second, and their median latency in ms, from `clients` concurrent loops."""
+async def read_rate(base_url: str, path: str, clients: int, seconds: float) -> tuple[float, float]:
+    """Successful `GET path` per second, and their median latency in ms, from `clients` concurrent loops."""
     import httpx
 
     latencies: list[float] = []
@@ -91,7 +121,7 @@ async def health_rate(base_url: str, clients: int, seconds: float) -> tuple[floa
     async def loop(client: httpx.AsyncClient) -> None:
         while time.perf_counter() < deadline:
             start = time.perf_counter()
-            if (await client.get("/healthz")).status_code == 200:
+            if (await client.get(path)).status_code == 200:
                 latencies.append(time.perf_counter() - start)
 
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
@@ -101,7 +131,7 @@ async def health_rate(base_url: str, clients: int, seconds: float) -> tuple[floa
     return len(latencies) / elapsed, 1000 * statistics.median(latencies)
 
 
-def served(args: argparse.Namespace) -> tuple[tuple[list[float], list[float]], tuple[float, float]]:
+def served(args: argparse.Namespace) -> dict[str, Any]:
     """Start Ray and the app on loopback, measure, and shut everything down."""
     os.environ.update(LOOPBACK_ENV)  # before Ray is imported: every Ray process inherits them
     import ray
@@ -116,9 +146,14 @@ def served(args: argparse.Namespace) -> tuple[tuple[list[float], list[float]], t
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_app(APP_ARGS), name="f2f")
         base_url = f"http://127.0.0.1:{port}"
-        edits = http_seconds(base_url, args.repeats)
-        health = asyncio.run(health_rate(base_url, args.health_clients, args.health_seconds))
-        return edits, health
+        found = {"sync": http_seconds(base_url, args.repeats, sync_edit), "job": http_seconds(base_url, args.repeats, job_edit)}
+        import httpx
+
+        files = {"image": ("sample.png", SAMPLE.read_bytes(), "image/png")}
+        job_id = httpx.post(f"{base_url}/v1/edits", data={"prompt": PROMPT}, files=files, timeout=60).json()["id"]
+        found["get_job"] = asyncio.run(read_rate(base_url, f"/v1/edits/{job_id}", args.clients, args.seconds))
+        found["healthz"] = asyncio.run(read_rate(base_url, "/healthz", args.clients, args.seconds))
+        return found
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -136,22 +171,26 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5, help="timed edits per path (median), after one warm-up")
-    parser.add_argument("--health-clients", type=int, default=2, help="concurrent GET /healthz loops")
-    parser.add_argument("--health-seconds", type=float, default=5.0, help="how long the /healthz loops run")
+    parser.add_argument("--clients", type=int, default=2, help="concurrent GET loops")
+    parser.add_argument("--seconds", type=float, default=5.0, help="how long each GET loop runs")
     args = parser.parse_args()
     local = statistics.median(asyncio.run(in_process_seconds(args.repeats)))
-    (edits, inside), (health_rps, health_ms) = served(args)
-    remote, inner = statistics.median(edits), statistics.median(inside)
+    with tempfile.TemporaryDirectory(prefix="f2f-bench-jobs") as jobs_dir:
+        APP_ARGS["jobs"] = {"dir": jobs_dir}
+        found = served(args)
+    print(f"machine: {machine()}")
     print("| measure | value |")
     print("|---|---|")
     print(f"| in-process edit, median s | {local:.2f} |")
-    print(f"| HTTP edit via Serve, median s | {remote:.2f} |")
-    print(f"| added by the service, s | {remote - local:+.2f} ({100 * (remote - local) / local:+.0f} %) |")
-    print(f"| the edit inside the service (its timings_s.total), median s | {inner:.2f} |")
-    print(f"| HTTP + ingress around that edit, median s | {remote - inner:.3f} |")
-    print(f"| GET /healthz per s ({args.health_clients} clients, {args.health_seconds:g} s) | {health_rps:.0f} |")
-    print(f"| GET /healthz median ms | {health_ms:.1f} |")
-    print(f"\ntiny profile, seed 0, one seed; median of {args.repeats} edits after one warm-up; {machine()}")
+    for name, label in (("sync", "POST /v1/images/edits (synchronous)"), ("job", "POST /v1/edits + polling GET")):
+        edits, inside = found[name]
+        remote, inner = statistics.median(edits), statistics.median(inside)
+        print(f"| {label}, median s | {remote:.2f} |")
+        print(f"| added by the service ({name}), s | {remote - local:+.2f} ({100 * (remote - local) / local:+.0f} %) |")
+        print(f"| the edit inside the service ({name}, its timings_s.total), median s | {inner:.2f} |")
+    for name, label in (("get_job", "GET /v1/edits/{id}"), ("healthz", "GET /healthz")):
+        rate, latency = found[name]
+        print(f"| {label} with {args.clients} clients, req/s | {rate:.0f} (median {latency:.1f} ms) |")
 
 
 if __name__ == "__main__":

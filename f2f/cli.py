@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -235,16 +236,18 @@ def _real_checkpoints(profile: str | None) -> list[Checkpoint]:
     return real
 
 
-# --- f2f serve ----------------------------------------------------------------------------------
+# --- f2f serve and f2f submit ---------------------------------------------------------------------
 
-LOCAL_SERVE_CONFIG = Path(__file__).resolve().parents[1] / "serve" / "local.yaml"
+LOCAL_SERVE_CONFIG = Path(__file__).resolve().parent / "data" / "serve-local.yaml"  # also serve/local.yaml
 RAY_LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 @main.command("serve")
 @click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path))
-def serve_command(config: Path | None) -> None:
-    """Run the HTTP API from a Serve config file (default: serve/local.yaml, the tiny profile) until Ctrl-C.
+@click.option("--host", help="Bind address (overrides the file's http_options.host).")
+@click.option("--port", type=click.IntRange(1, 65535), help="HTTP port (overrides the file's http_options.port).")
+def serve_command(config: Path | None, host: str | None, port: int | None) -> None:
+    """Run the HTTP API from a Serve config file (default: serve/local.yaml, the tiny profile) until Ctrl-C or SIGTERM.
 
     Starts a local Ray if none is running, on loopback only (single node, no token auth, no usage stats).
     """
@@ -259,10 +262,14 @@ def serve_command(config: Path | None) -> None:
 
     from f2f.serving.app import run_config_file
 
+    def stop(signum: int, _: Any) -> None:
+        raise KeyboardInterrupt  # SIGTERM (Kubernetes, scripts: background jobs ignore SIGINT) stops it like Ctrl-C
+
     started = time.perf_counter()
     ray.init(include_dashboard=False, configure_logging=False)
+    signal.signal(signal.SIGTERM, stop)  # after ray.init, which installs its own
     try:
-        url = run_config_file(path)
+        url = run_config_file(path, host=host, port=port)
         click.echo(f"f2f is serving at {url} (ready in {time.perf_counter() - started:.1f}s); Ctrl-C stops it", err=True)
         while True:
             time.sleep(3600)
@@ -271,6 +278,45 @@ def serve_command(config: Path | None) -> None:
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+@main.command("submit")
+@click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("text")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the outputs.")
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True, help="The f2f service.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="Seed of the first video (default: the server's).")
+@click.option("--n", "n", type=click.IntRange(1), help="Videos (seeds) to try (default: the server's).")
+@click.option("--steps", type=click.IntRange(1), help="Denoising steps per video (default: the server's).")
+@click.option("--video/--no-video", default=True, show_default=True, help="Keep and download the chosen clip.")
+def submit_command(
+    image: Path, text: str, out_dir: Path, url: str, seed: int | None, n: int | None, steps: int | None, video: bool
+) -> None:
+    """Edit IMAGE as TEXT asks on a running service: submit, follow the progress, write the outputs to OUT."""
+    from f2f.client import Client, ServiceError
+
+    client = Client(url)
+    printer = _Printer()
+    job = client.submit(image, text, seed=seed, n=n, steps=steps, return_video=video)
+    printer.say(f"submitted job {job['id']}")
+
+    def on_event(name: str, data: dict[str, Any]) -> None:
+        if name == "progress":
+            printer(Progress(data["stage"], data["step"], data["total"]))
+        elif name in ("stage", "status"):
+            printer.say(str(data[name]))
+
+    job = client.follow(job["id"], on_event)
+    if job["status"] != "succeeded":
+        error = job.get("error") or {}
+        raise ServiceError(f"the edit {job['status']}: {error.get('message', 'no reason given')}", error.get("code"))
+    for path in client.download(job, out_dir):
+        click.echo(f"wrote {path}")
+    result = job["result"]
+    click.echo(f"status: {result['status']}  frame: {result['selected_frame']}  seed: {result['seed']}")
+    click.echo(
+        f"caption: {result['caption']}" + ("  (fallback: the VLM's caption was unusable)" if result["caption_fallback"] else "")
+    )
 
 
 if __name__ == "__main__":

@@ -63,7 +63,17 @@ from f2f.serving.errors import (
     error_response,
     install_error_handlers,
 )
-from f2f.serving.jobs import EditRequest, JobError, JobNotFound, JobProgress, JobRecord, JobResult, JobStore, fingerprint
+from f2f.serving.jobs import (
+    EditRequest,
+    JobError,
+    JobNotFound,
+    JobProgress,
+    JobRecord,
+    JobResult,
+    JobStore,
+    fingerprint,
+    video_overrides,
+)
 from f2f.serving.protocol import F2FExtension, ImageData, ImagesResponse
 
 logger = logging.getLogger("f2f.serving")
@@ -420,15 +430,7 @@ def _validated_request(raw_image: bytes, options: EditOptions, config: F2FConfig
 
 def _run_config(config: F2FConfig, options: EditOptions) -> F2FConfig:
     """The config this request runs with, checked by the config's own rules; errors name the request field."""
-    video = {
-        key: value
-        for key, value in (
-            ("num_frames", options.num_frames),
-            ("num_inference_steps", options.steps),
-            ("guidance_scale", options.guidance),
-        )
-        if value is not None
-    }
+    video = video_overrides(options.num_frames, options.steps, options.guidance)
     top: dict[str, Any] = {}
     if options.n is not None:
         top["num_seeds"] = options.n

@@ -94,6 +94,15 @@ class EditRequest(BaseModel):
     return_video: bool = False
     return_frames: bool = False
 
+    def video_overrides(self) -> dict[str, Any]:
+        return video_overrides(self.num_frames, self.num_inference_steps, self.guidance_scale)
+
+
+def video_overrides(num_frames: int | None, num_inference_steps: int | None, guidance_scale: float | None) -> dict[str, Any]:
+    """The `video` config fields a request sets (None leaves the server's)."""
+    asked = {"num_frames": num_frames, "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale}
+    return {key: value for key, value in asked.items() if value is not None}
+
 
 class JobResult(BaseModel):
     """What explains a finished edit (a subset of `f2f edit`'s result.json) and which outputs exist."""
@@ -263,8 +272,11 @@ class JobStore:
             else:
                 marker.unlink(missing_ok=True)
 
-    def claim(self, job_id: str, worker: str) -> JobRecord | None:
-        """Start (or take over) the job for `worker`; None if it finished or another live worker holds it."""
+    def claim(self, job_id: str, worker: str, max_attempts: int | None = None) -> JobRecord | None:
+        """Start (or take over) the job for `worker`; None if it finished or another live worker holds it.
+
+        A job already tried `max_attempts` times (its workers were lost each time) fails instead.
+        """
         taken = False
 
         def take(record: JobRecord) -> bool:
@@ -274,6 +286,11 @@ class JobStore:
                 return False
             if record.status == "running" and record.heartbeat_at and now - record.heartbeat_at < self.lease_s:
                 return False
+            if max_attempts is not None and record.attempts >= max_attempts:
+                record.status, record.stage, record.heartbeat_at = "failed", None, None
+                message = f"gave up after {record.attempts} tries: its worker was lost each time"
+                record.error = JobError(message=message, code="too_many_attempts")
+                return True
             record.status, record.worker, record.heartbeat_at = "running", worker, now
             record.attempts += 1
             record.started_at = record.started_at or now

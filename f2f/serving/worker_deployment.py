@@ -46,16 +46,7 @@ logger = logging.getLogger("f2f.serving")
 
 def request_config(config: F2FConfig, request: EditRequest) -> F2FConfig:
     """The server config with a request's video settings (already validated by the ingress)."""
-    video = {
-        key: value
-        for key, value in (
-            ("num_frames", request.num_frames),
-            ("num_inference_steps", request.num_inference_steps),
-            ("guidance_scale", request.guidance_scale),
-        )
-        if value is not None
-    }
-    return config.model_copy(update={"video": config.video.model_copy(update=video)})
+    return config.model_copy(update={"video": config.video.model_copy(update=request.video_overrides())})
 
 
 def _lost_replica_errors() -> tuple[type[BaseException], ...]:
@@ -98,7 +89,7 @@ class EditWorker:
 
     async def run(self, job_id: str) -> str:
         """Claim and run one job; the job's status afterwards (or why it was skipped)."""
-        record = await asyncio.to_thread(self.store.claim, job_id, self.worker_id)
+        record = await asyncio.to_thread(self.store.claim, job_id, self.worker_id, self.jobs.max_attempts)
         if record is None:
             current = await asyncio.to_thread(self._cancel_if_requested, job_id)
             return f"skipped ({current.status})"
@@ -130,6 +121,7 @@ class EditWorker:
         try:
             with metrics.in_flight():
                 result = await task
+            await asyncio.to_thread(self._write_outputs, record, result)
         except (EditCancelled, asyncio.CancelledError) as exc:
             if not cancel.cancelled:
                 raise  # the replica is stopping: the lease runs out and the job is queued again
@@ -154,7 +146,6 @@ class EditWorker:
         finally:
             await asyncio.wait({watch})  # it ends once the task is done
         metrics.record_edit(result)
-        await asyncio.to_thread(self._write_outputs, record, result)
         return await self._finish(job_id, "succeeded", None, result)
 
     async def _edit(self, record: JobRecord, watcher: _JobWatcher, cancel: CancelToken) -> EditResult:

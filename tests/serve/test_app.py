@@ -345,3 +345,33 @@ def test_unknown_route_is_a_typed_404(base_url: str) -> None:
     response = httpx.get(f"{base_url}/v1/nope")
     assert response.status_code == 404
     assert error_of(response)["code"] == "http_404"
+
+
+# --- the client: f2f submit ---------------------------------------------------------------------
+
+
+def test_f2f_submit_follows_the_job_and_writes_its_outputs(base_url: str, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from f2f import cli
+
+    out = tmp_path / "out"
+    args = ["submit", str(SAMPLE), "make the sun set", "--url", base_url, "--seed", "4", "--out", str(out)]
+    result = CliRunner().invoke(cli.main, args)
+    assert result.exit_code == 0, result.output
+    assert "generate step" in result.output and "status: " in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["collage.png", "edited.png", "result.json", "video.mp4"]
+    job = json.loads((out / "result.json").read_text())
+    assert job["status"] == "succeeded" and job["result"]["seed"] == 4
+    assert Image.open(out / "edited.png").size == (640, 480)
+
+
+def test_f2f_submit_reports_a_refused_edit_in_one_line(base_url: str, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from f2f import cli
+
+    args = ["submit", str(SAMPLE), "x", "--url", base_url, "--steps", "2000", "--out", str(tmp_path / "o")]
+    result = CliRunner().invoke(cli.main, args)
+    assert result.exit_code == cli.EXIT_USAGE
+    assert "the service answered 400: steps:" in result.output and "Traceback" not in result.output

@@ -27,18 +27,24 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "profile": "tiny",
         "vlm": {"num_replicas": 1, "num_gpus": 0, "max_ongoing_requests": 8},
         "generator": {"num_replicas": 1, "num_gpus": 0, "max_ongoing_requests": 1, "max_queued_requests": 8},
+        "worker": {"num_replicas": 1, "num_gpus": 0, "max_ongoing_requests": 2},
+        "broker": None,
     },
     "gpu.yaml": {
         "host": "127.0.0.1",
         "profile": "cogvideox-5b",
         "vlm": {"num_replicas": 1, "num_gpus": 0.3, "max_ongoing_requests": 8},
         "generator": {"num_replicas": 1, "num_gpus": 0.7, "max_ongoing_requests": 1, "max_queued_requests": 4},
+        "worker": {"num_replicas": 1, "num_gpus": 0, "max_ongoing_requests": 2},
+        "broker": None,
     },
     "cluster.yaml": {
         "host": "0.0.0.0",
         "profile": "cogvideox-5b",
         "vlm": {"autoscaling": (1, 2, 4), "num_gpus": 1, "max_ongoing_requests": 8},
         "generator": {"autoscaling": (1, 4, 1), "num_gpus": 1, "max_ongoing_requests": 1, "max_queued_requests": 16},
+        "worker": {"num_replicas": 2, "num_gpus": 0, "max_ongoing_requests": 4},
+        "broker": "redis",
     },
 }
 
@@ -70,13 +76,16 @@ def test_file_points_at_the_builder_and_validates(path: Path) -> None:
 def test_file_yields_the_intended_deployment_options(path: Path) -> None:
     from ray.serve.config import AutoscalingConfig
 
-    from f2f.serving.app import generator_options, parse_args, vlm_options
+    from f2f.serving.app import generator_options, parse_args, vlm_options, worker_options
 
     data, want = _load(path), EXPECTED[path.name]
     assert data["http_options"]["host"] == want["host"]
     parsed, _ = parse_args(data["applications"][0]["args"])
-    for options, expected in ((vlm_options(parsed), want["vlm"]), (generator_options(parsed), want["generator"])):
-        assert options["ray_actor_options"]["num_gpus"] == expected["num_gpus"]
+    broker = parsed.jobs.broker_url
+    assert (broker.split(":")[0] if broker else None) == want["broker"]
+    computed = ((vlm_options(parsed), want["vlm"]), (generator_options(parsed), want["generator"]))
+    for options, expected in (*computed, (worker_options(parsed), want["worker"])):
+        assert options["ray_actor_options"].get("num_gpus", 0) == expected["num_gpus"]
         assert options["max_ongoing_requests"] == expected["max_ongoing_requests"]
         assert options.get("max_queued_requests") == expected.get("max_queued_requests")
         if "autoscaling" in expected:

@@ -124,3 +124,23 @@ def test_importing_f2f_stays_light():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
+
+
+def test_submit_to_a_service_that_is_not_there_is_one_line(runner, tmp_path):
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    image = tmp_path / "a.png"
+    Image.new("RGB", (8, 8)).save(image)
+    result = runner.invoke(
+        cli.main, ["submit", str(image), "make it red", "--out", str(tmp_path / "o"), "--url", f"http://127.0.0.1:{port}"]
+    )
+    assert result.exit_code == cli.EXIT_USAGE
+    assert f"cannot reach the f2f service at http://127.0.0.1:{port}" in result.output and "Traceback" not in result.output
+
+
+def test_submit_needs_an_existing_image(runner, tmp_path):
+    result = runner.invoke(cli.main, ["submit", str(tmp_path / "missing.png"), "x", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "does not exist" in result.output

@@ -648,3 +648,16 @@ def test_writes_leave_no_temporary_files(store: JobStore, request_: EditRequest)
     store.update(record.id, finish("succeeded"))
     names = sorted(path.name for path in store.job_dir(record.id).iterdir())
     assert names == [".lock", "job.json", "source.png"]
+
+
+def test_a_job_tried_max_attempts_times_fails_instead_of_running_again(tmp_path: Path, request_: EditRequest) -> None:
+    store = JobStore(tmp_path, ttl_s=60, lease_s=0.05)
+    record, _ = store.create(SOURCE, request_, "fp")
+    assert store.claim(record.id, "w1", max_attempts=2) is not None
+    time.sleep(0.1)  # w1 was lost: its lease ran out
+    assert store.claim(record.id, "w2", max_attempts=2) is not None
+    time.sleep(0.1)
+    assert store.claim(record.id, "w3", max_attempts=2) is None
+    failed = store.get(record.id)
+    assert failed.status == "failed" and failed.attempts == 2 and failed.error is not None
+    assert failed.error.code == "too_many_attempts" and failed.expires_at is not None

@@ -1,0 +1,134 @@
+"""A small client of the f2f HTTP API (standard library only): submit an edit, follow it, fetch its outputs.
+
+Rules:
+
+- `submit` sends `POST /v1/edits` as multipart (the image file as it is on
+  disk) with an `Idempotency-Key`, so a retried submit never makes two jobs.
+- `follow` reads `GET /v1/edits/{id}/events` (server-sent events) and hands
+  each event to a callback until the server sends `done`; it returns the
+  finished job.
+- `download` writes the job's outputs as `f2f edit` names them: edited.png,
+  collage.png, video.mp4 (if kept), and result.json (the job as the API
+  shows it).
+- An HTTP error becomes `ServiceError` carrying the server's typed error
+  (message, code, param); a server that cannot be reached, `ServiceError`
+  with code `unreachable`.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from f2f.errors import F2FError
+
+EventCallback = Callable[[str, dict[str, Any]], None]
+
+
+class ServiceError(F2FError):
+    """The service answered an error (its typed body), or could not be reached."""
+
+    def __init__(self, message: str, code: str | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code or "service_error"
+        self.status = status
+
+
+class Client:
+    """The f2f service at `base_url` (e.g. http://127.0.0.1:8000)."""
+
+    def __init__(self, base_url: str, timeout_s: float = 60.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+
+    def submit(self, image: Path, prompt: str, **options: Any) -> dict[str, Any]:
+        """Queue an edit; the job (status queued or running). Options: seed, seeds, n, steps, ... (None: left out)."""
+        fields = {"prompt": prompt, **{k: _form_value(v) for k, v in options.items() if v is not None}}
+        body, content_type = _multipart(fields, image)
+        headers = {"Content-Type": content_type, "Idempotency-Key": uuid.uuid4().hex}
+        return json.loads(self._request("POST", "/v1/edits", body, headers))
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return json.loads(self._request("GET", f"/v1/edits/{job_id}"))
+
+    def follow(self, job_id: str, on_event: EventCallback | None = None) -> dict[str, Any]:
+        """Every event of the job until it finishes; the finished job."""
+        for name, data in self._events(job_id):
+            if on_event is not None:
+                on_event(name, data)
+            if name == "done":
+                return data
+        return self.job(job_id)  # the stream ended early (a proxy cut it): ask once more
+
+    def download(self, job: dict[str, Any], out_dir: Path) -> list[Path]:
+        """Write the outputs of a succeeded job into `out_dir`; the files written."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written = []
+        for link, filename in (("image", "edited.png"), ("collage", "collage.png"), ("video", "video.mp4")):
+            if link in job["links"]:
+                path = out_dir / filename
+                path.write_bytes(self._request("GET", job["links"][link]))
+                written.append(path)
+        result = out_dir / "result.json"
+        result.write_text(json.dumps(job, indent=2) + "\n", encoding="utf-8")
+        return [*written, result]
+
+    def _events(self, job_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        request = urllib.request.Request(f"{self.base_url}/v1/edits/{job_id}/events", headers={"Accept": "text/event-stream"})
+        with self._open(request, timeout=None) as response:
+            name = "message"
+            for raw in response:
+                line = raw.decode("utf-8").rstrip("\r\n")
+                if line.startswith("event:"):
+                    name = line[len("event:") :].strip()
+                elif line.startswith("data:"):
+                    yield name, json.loads(line[len("data:") :])
+                    name = "message"
+
+    def _request(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> bytes:
+        request = urllib.request.Request(f"{self.base_url}{path}", data=body, method=method, headers=headers or {})
+        with self._open(request, timeout=self.timeout_s) as response:
+            return response.read()
+
+    def _open(self, request: urllib.request.Request, timeout: float | None) -> Any:
+        try:
+            return urllib.request.urlopen(request, timeout=timeout)
+        except urllib.error.HTTPError as exc:
+            raise _service_error(exc) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ServiceError(f"cannot reach the f2f service at {self.base_url} ({reason})", "unreachable") from None
+
+
+def _service_error(exc: urllib.error.HTTPError) -> ServiceError:
+    try:
+        error = json.loads(exc.read())["error"]
+        return ServiceError(f"the service answered {exc.code}: {error['message']}", error.get("code"), exc.code)
+    except (ValueError, KeyError, TypeError):
+        return ServiceError(f"the service answered {exc.code} {exc.reason}", None, exc.code)
+
+
+def _form_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _multipart(fields: dict[str, str], image: Path) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    parts = []
+    for name, value in fields.items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+    media = mimetypes.guess_type(image.name)[0] or "application/octet-stream"
+    filename = image.name.replace('"', "%22")
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{filename}"\r\nContent-Type: {media}\r\n\r\n'
+    parts += [head.encode(), image.read_bytes(), f"\r\n--{boundary}--\r\n".encode()]
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
