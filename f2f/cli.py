@@ -20,34 +20,19 @@ from typing import Any
 
 import click
 
-from f2f.backends import build_backends, make_tiny
+from f2f.backends import build_backends, force_offline, make_tiny
+from f2f.bulk.command import main as bulk_command
 from f2f.catalogue import Checkpoint, load_catalogue, stage_checkpoint, verify_folder
+from f2f.cli_group import EXIT_INTERRUPTED, EXIT_USAGE, F2FGroup  # noqa: F401  (the exit statuses are part of this module's interface)
 from f2f.config import config_to_yaml, load_config
-from f2f.errors import EditCancelled, F2FError, InvalidConfig
+from f2f.errors import InvalidConfig
 from f2f.imageio import open_image
 from f2f.pipeline import check_inputs, edit
 from f2f.protocols import Progress
 from f2f.result import write_outputs
 
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
-
-class _Group(click.Group):
-    """Turns f2f's own errors into one line on stderr and exit status 2."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except EditCancelled as exc:
-            click.echo(f"f2f: {exc}", err=True)
-            sys.exit(EXIT_INTERRUPTED)
-        except F2FError as exc:
-            click.echo(f"f2f: error: {exc}", err=True)
-            sys.exit(EXIT_USAGE)
-
-
-@click.group(cls=_Group)
+@click.group(cls=F2FGroup)
 @click.version_option(package_name="f2f", prog_name="f2f")
 def main() -> None:
     """Frame2Frame: edit images through image-to-video generation."""
@@ -103,7 +88,7 @@ def edit_command(
     source, text, seeds = check_inputs(open_image(image, config.input), text, None, config)
     printer = _Printer()
     printer.say("loading models" + (f" (profile {config.profile})" if config.profile else ""))
-    _force_offline()
+    force_offline()
     _quiet_model_libraries()
     with build_backends(config) as backends:
         run = edit(
@@ -121,17 +106,6 @@ def edit_command(
         click.echo(f"wrote {path}")
     click.echo(f"status: {result.status}  frame: {result.outcome.frame}  seed: {result.seed}")
     click.echo(f"caption: {result.caption}" + ("  (fallback: the VLM's caption was unusable)" if result.caption_fallback else ""))
-
-
-def _force_offline() -> None:
-    """Model libraries never reach a hub while editing, nor do the engine processes they start.
-
-    The loaders already read local folders only; this also turns off the
-    hub's own lookups. Set before huggingface_hub is imported (it reads them once).
-    """
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 
 def _quiet_model_libraries() -> None:
@@ -256,7 +230,7 @@ def serve_command(config: Path | None, host: str | None, port: int | None) -> No
         raise InvalidConfig("serve", "ray", "needs Ray Serve: pip install 'f2f[serve]'")
     for key, value in RAY_LOOPBACK_ENV.items():
         os.environ.setdefault(key, value)  # read by Ray when it starts, and by every Ray process
-    _force_offline()
+    force_offline()
     import ray
     from ray import serve
 
@@ -317,6 +291,9 @@ def submit_command(
     click.echo(
         f"caption: {result['caption']}" + ("  (fallback: the VLM's caption was unusable)" if result["caption_fallback"] else "")
     )
+
+
+main.add_command(bulk_command, name="bulk")
 
 
 if __name__ == "__main__":

@@ -206,6 +206,12 @@ class F2FConfig(_Section):
         return self
 
 
+def video_overrides(num_frames: int | None, num_inference_steps: int | None, guidance_scale: float | None) -> dict[str, Any]:
+    """The `video` fields a request or a manifest row sets (None leaves the config's)."""
+    asked = {"num_frames": num_frames, "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale}
+    return {key: value for key, value in asked.items() if value is not None}
+
+
 def invalid_config_from(exc: ValidationError, origin: str) -> InvalidConfig:
     """The first pydantic error as an InvalidConfig naming the dotted field."""
     err = exc.errors()[0]

@@ -61,6 +61,16 @@ def build_backends(config: F2FConfig) -> Backends:
     return Backends(vlm=vlm, generator=generator)
 
 
+def force_offline() -> None:
+    """Model libraries never reach a hub, nor do the engine processes they start.
+
+    The loaders already read local folders only; this also turns off the
+    hub's own lookups. Call it before huggingface_hub is imported (it reads them once).
+    """
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ[key] = "1"
+
+
 def prepare_models(config: F2FConfig) -> None:
     """Everything that can fail fast before weights load: models configured, a profile's
     tiny checkpoints built (first use), its folders complete."""

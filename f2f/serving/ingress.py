@@ -47,7 +47,7 @@ from fastapi import FastAPI, Header, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from f2f.config import F2FConfig, invalid_config_from
+from f2f.config import F2FConfig, invalid_config_from, video_overrides
 from f2f.errors import InvalidImage, InvalidInput
 from f2f.imageio import open_image
 from f2f.pipeline import check_inputs
@@ -72,7 +72,6 @@ from f2f.serving.jobs import (
     JobResult,
     JobStore,
     fingerprint,
-    video_overrides,
 )
 from f2f.serving.protocol import F2FExtension, ImageData, ImagesResponse
 

@@ -46,6 +46,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from f2f.config import video_overrides
 from f2f.errors import F2FError
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -96,12 +97,6 @@ class EditRequest(BaseModel):
 
     def video_overrides(self) -> dict[str, Any]:
         return video_overrides(self.num_frames, self.num_inference_steps, self.guidance_scale)
-
-
-def video_overrides(num_frames: int | None, num_inference_steps: int | None, guidance_scale: float | None) -> dict[str, Any]:
-    """The `video` config fields a request sets (None leaves the server's)."""
-    asked = {"num_frames": num_frames, "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale}
-    return {key: value for key, value in asked.items() if value is not None}
 
 
 class JobResult(BaseModel):

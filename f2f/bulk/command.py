@@ -1,0 +1,164 @@
+"""`f2f bulk MANIFEST --out DIR` (also `python -m f2f.bulk`, the Ray job entry point) and `f2f bulk from-posedit`.
+
+Order of a run: read and check the manifest (bad rows are listed; with
+`--strict` any bad row stops it here), claim the output folder, load the
+config and the models (a profile's folder is checked first), join or start
+Ray, start the actor pools, edit what is not done yet, then write
+index.jsonl, summary.json and report.html (also when interrupted: Ctrl-C
+keeps every finished item and reports the rest as pending).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from f2f.bulk.manifest import ManifestError, posedit_manifest, read_manifest
+from f2f.cli_group import EXIT_INTERRUPTED, F2FGroup
+
+PROGRESS_EVERY_S = 10.0
+
+
+class _BulkGroup(F2FGroup):
+    """`bulk MANIFEST ...` runs; `bulk from-posedit ...` converts (a first word that is no command is a manifest)."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["run", *args]
+        return super().resolve_command(ctx, args)
+
+
+@click.group(cls=_BulkGroup, subcommand_metavar="MANIFEST --out DIR [OPTIONS] | from-posedit FOLDER --out FILE")
+def main() -> None:
+    """Edit every row of a manifest (JSONL or CSV) on Ray, resumably: `bulk MANIFEST --out DIR` (= `bulk run ...`)."""
+
+
+@main.command("run")
+@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option("--profile", help="Model profile from the catalogue (`f2f models list`); `tiny` runs on any CPU.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), help="YAML config file.")
+@click.option("--models", "models_dir", type=click.Path(file_okay=False, path_type=Path), help="The profile's checkpoints.")
+@click.option("--input-root", type=click.Path(file_okay=False, path_type=Path), help="Relative images are found here.")
+@click.option("--strict", is_flag=True, help="Stop before any work if a row is bad.")
+@click.option("--max-retries", default=2, show_default=True, type=click.IntRange(0, 100), help="Reruns retry a failed item.")
+@click.option("--item-timeout", type=click.FloatRange(min=1), help="Seconds an item may take before it fails.")
+@click.option("--generators", type=click.IntRange(1), help="Generator actors (default: from the cluster's GPUs).")
+@click.option("--vlms", type=click.IntRange(1), help="VLM actors (default 1).")
+def run_command(
+    manifest: Path,
+    out_dir: Path,
+    profile: str | None,
+    config_path: Path | None,
+    models_dir: Path | None,
+    input_root: Path | None,
+    strict: bool,
+    max_retries: int,
+    item_timeout: float | None,
+    generators: int | None,
+    vlms: int | None,
+) -> None:
+    """Edit every row of MANIFEST into OUT (items/<id>/, index.jsonl, summary.json, report.html)."""
+    from f2f.config import load_config
+
+    # 1. The manifest, checked before any work
+    parsed = read_manifest(manifest, input_root)
+    for error in parsed.errors:
+        click.echo(f"f2f: bad row: {error}", err=True)
+    if parsed.errors and strict:
+        raise ManifestError(f"manifest: {len(parsed.errors)} bad rows (--strict); nothing was run")
+    config = load_config(config_path, {k: v for k, v in {"profile": profile, "models_dir": models_dir}.items() if v is not None})
+    # 2. The output folder, the models, Ray and the actors
+    from f2f.backends import force_offline, prepare_models
+    from f2f.bulk import runner
+    from f2f.bulk.report import index_rows, summary, write_reports
+
+    out = runner.OutputFolder(out_dir, parsed)
+    prepare_models(config)
+    force_offline()
+    runner.connect_ray()
+    import ray
+
+    resources = runner.Resources.for_cluster(ray.cluster_resources().get("GPU", 0), vlms, generators)
+    click.echo(
+        f"bulk: {len(parsed.items)} items, {len(parsed.errors)} bad rows; {resources.vlms} VLM and "
+        f"{resources.generators} generator actors (GPUs each: {resources.vlm_gpus:g} / {resources.generator_gpus:g})",
+        err=True,
+    )
+    vlm_actors, generator_actors = runner.start_actors(config, resources)
+    # 3. The edits
+    progress = _Progress()
+    started = time.monotonic()
+    stats = None
+    try:
+        work = runner.run_items(
+            parsed.items,
+            out,
+            config,
+            runner.PooledVLM(vlm_actors),
+            runner.PooledGenerator(generator_actors),
+            concurrency=2 * resources.generators,
+            max_retries=max_retries,
+            item_timeout_s=item_timeout,
+            on_outcome=progress,
+        )
+        stats = asyncio.run(work)
+    except KeyboardInterrupt:
+        click.echo("\nbulk: interrupted; finished items are kept, rerun the same command to go on", err=True)
+    finally:
+        # 4. The reports, from the journal (the truth on disk)
+        settings = runner.run_settings(config)
+        journal = out.journal()
+        by_id = {item.id: journal[item.key(settings)] for item in parsed.items if item.key(settings) in journal}
+        rows = index_rows(parsed.items, parsed.errors, by_id)
+        finished = (stats.succeeded + stats.failed) if stats else progress.finished
+        data = summary(rows, time.monotonic() - started, finished)
+        write_reports(out_dir, rows, data)
+        click.echo(f"bulk: {json.dumps(data['by_status'])}; report: {out_dir / 'report.html'}", err=True)
+    if stats is None:
+        sys.exit(EXIT_INTERRUPTED)
+
+
+class _Progress:
+    """A live bar on a terminal; a line every PROGRESS_EVERY_S seconds otherwise (Ray job logs)."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.last_line = 0.0
+        self.finished = 0
+
+    def __call__(self, stats: Any, outcome: Any) -> None:
+        if outcome is not None:
+            self.finished += 1
+            if outcome.status == "failed":
+                click.echo(f"\nbulk: {outcome.id} failed: {outcome.reason}", err=True)
+        elapsed = time.monotonic() - stats.started
+        rate = (stats.succeeded + stats.failed) / elapsed * 60 if elapsed > 0 else 0.0
+        left = stats.total - stats.done
+        eta = f"{left / rate:.1f} min" if rate > 0 else "?"
+        text = f"{stats.done}/{stats.total} done ({stats.skipped} earlier), {stats.failed} failed, {rate:.1f}/min, ETA {eta}"
+        now = time.monotonic()
+        if self.tty:
+            width = 30
+            filled = int(width * stats.done / max(stats.total, 1))
+            click.echo(f"\r[{'#' * filled}{'.' * (width - filled)}] {text}", err=True, nl=stats.done == stats.total)
+        elif now - self.last_line >= PROGRESS_EVERY_S or stats.done == stats.total:
+            click.echo(f"bulk: {text}", err=True)
+            self.last_line = now
+
+
+@main.command("from-posedit")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The JSONL to write.")
+@click.option("--text", type=click.Choice(["instruction", "target"]), default="instruction", show_default=True)
+def from_posedit(folder: Path, out_file: Path, text: str) -> None:
+    """Write a manifest for the PosEdit layout (annotations.json, src_images/): instructions or target captions."""
+    rows = posedit_manifest(folder.resolve(), text)
+    out_file.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    click.echo(f"wrote {len(rows)} rows to {out_file}")

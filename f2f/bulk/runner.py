@@ -1,0 +1,387 @@
+"""Bulk edits on Ray: actor pools for the VLM and the video generator, a resumable journal, per-item outcomes.
+
+Rules:
+
+- Ray: joins the cluster named by `RAY_ADDRESS` (as under `ray job submit`)
+  or one already running on this machine, else starts a local one on
+  loopback. The same command runs on a CPU laptop (tiny profile) and on a
+  GPU cluster (a real profile).
+- Actors: `vlms` VLM actors (each answers several chats at once) and
+  `generators` generator actors (each makes one video at a time, with
+  `generator_gpus` GPUs). Defaults from the cluster: no GPU -> everything on
+  CPU, one of each; one GPU -> one of each sharing it (0.3 + 0.7); N >= 2
+  GPUs -> one VLM on a GPU of its own and N - 1 generators.
+- Items run concurrently (twice as many as generators, so captions and
+  selections overlap videos), each through the same `f2f.pipeline.edit` as
+  `f2f edit`. An actor lost mid-item (out of memory, a node lost) is
+  restarted by Ray and the item is tried once more in this run.
+- Per-item failures (unreadable image, out of memory, timeout, a model
+  error) are recorded with a reason and never stop the run; the VLM's
+  unusable answers are not failures (status `fallback`, as in `f2f edit`).
+- Resume: `journal.jsonl` gets one line per finished attempt, written and
+  fsynced after the item's files. A rerun skips items whose key (image
+  content, prompt, seeds, options, run settings) succeeded, and tries failed
+  ones again while they have had at most `max_retries` retries. An
+  interrupted run loses only the items in flight.
+- The output folder belongs to one manifest (`bulk.json` holds its hash): a
+  different manifest is refused before any work starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from f2f.bulk.manifest import Item, Manifest, ManifestError
+from f2f.config import F2FConfig, VideoConfig, config_from_dict, video_overrides
+from f2f.errors import EditCancelled, F2FError
+from f2f.imageio import open_image
+from f2f.pipeline import edit
+from f2f.protocols import CancelToken, Frames, Message, ProgressCallback
+from f2f.result import EditResult, write_outputs
+
+RAY_LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+STAGES = ("caption", "generate", "select", "total")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Actor pool sizes and what each actor reserves."""
+
+    vlms: int = 1
+    generators: int = 1
+    vlm_gpus: float = 0.0
+    generator_gpus: float = 0.0
+    actor_cpus: float = 0.25
+
+    @classmethod
+    def for_cluster(cls, gpus: float, vlms: int | None = None, generators: int | None = None) -> Resources:
+        """The defaults for a cluster with `gpus` GPUs (see the module rules); explicit counts win."""
+        if gpus >= 2:
+            base = cls(vlms=1, generators=int(gpus) - 1, vlm_gpus=1, generator_gpus=1, actor_cpus=1)
+        elif gpus >= 1:
+            base = cls(vlms=1, generators=1, vlm_gpus=0.3, generator_gpus=0.7, actor_cpus=1)
+        else:
+            base = cls()
+        return cls(vlms or base.vlms, generators or base.generators, base.vlm_gpus, base.generator_gpus, base.actor_cpus)
+
+
+@dataclass
+class Outcome:
+    """One finished attempt at an item, as the journal and index record it."""
+
+    id: str
+    key: str
+    row: int
+    status: str  # succeeded | failed
+    attempts: int
+    reason: str | None = None
+    edit_status: str | None = None  # edited | no_edit | fallback
+    caption: str | None = None
+    selected_frame: int | None = None
+    seed: int | None = None
+    timings_s: dict[str, float] = field(default_factory=dict)
+    finished_at: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+# --- Ray actors -------------------------------------------------------------------------------
+
+
+class VLMActor:
+    """A VLM backend in an actor: chats, several at once."""
+
+    def __init__(self, config: F2FConfig) -> None:
+        from f2f.backends import load_vlm
+
+        self.vlm = load_vlm(config)
+
+    async def chat(self, messages: Sequence[Message], max_tokens: int, temperature: float) -> str:
+        return await self.vlm.chat(messages, max_tokens=max_tokens, temperature=temperature)
+
+
+class GeneratorActor:
+    """A video generator in an actor: one video at a time (the driver hands it one item at a time)."""
+
+    def __init__(self, config: F2FConfig) -> None:
+        from f2f.backends import load_generator
+
+        self.generator = load_generator(config)
+
+    async def generate(self, image: Image.Image, caption: str, seeds: Sequence[int], settings: VideoConfig) -> list[Frames]:
+        return await self.generator.generate(image, caption, seeds, settings)
+
+
+class PooledVLM:
+    """`f2f.protocols.VLM` over VLM actors, round robin."""
+
+    def __init__(self, actors: list[Any]) -> None:
+        self.actors, self.next = actors, 0
+
+    async def chat(self, messages: Sequence[Message], *, max_tokens: int, temperature: float = 0.0) -> str:
+        actor = self.actors[self.next % len(self.actors)]
+        self.next += 1
+        return await actor.chat.remote(list(messages), max_tokens, temperature)
+
+
+class PooledGenerator:
+    """`f2f.protocols.VideoGenerator` over generator actors: each call waits for an idle actor."""
+
+    def __init__(self, actors: list[Any]) -> None:
+        self.idle: asyncio.Queue[Any] = asyncio.Queue()
+        for actor in actors:
+            self.idle.put_nowait(actor)
+
+    async def generate(
+        self,
+        image: Image.Image,
+        caption: str,
+        seeds: Sequence[int],
+        settings: VideoConfig,
+        *,
+        progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> list[Frames]:
+        import ray
+
+        actor = await self.idle.get()
+        call = actor.generate.remote(image, caption, list(seeds), settings)
+        try:
+            return await call
+        except asyncio.CancelledError:  # the item timed out or the run stops: stop the video at its next step
+            ray.cancel(call)
+            raise
+        finally:
+            self.idle.put_nowait(actor)
+
+
+def connect_ray() -> None:
+    """Join RAY_ADDRESS or a cluster running here; else start one on loopback."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], configure_logging=False)
+        return
+    for key, value in RAY_LOOPBACK_ENV.items():
+        os.environ.setdefault(key, value)
+    try:
+        ray.init(address="auto", configure_logging=False)
+    except ConnectionError:
+        ray.init(include_dashboard=False, configure_logging=False)
+
+
+def start_actors(config: F2FConfig, resources: Resources) -> tuple[list[Any], list[Any]]:
+    """The VLM and generator actors, loaded (waits until every actor is ready)."""
+    import ray
+
+    def actor(cls: type, gpus: float, concurrency: int) -> Any:
+        options = {"num_cpus": resources.actor_cpus, "num_gpus": gpus, "max_restarts": 2, "max_concurrency": concurrency}
+        return ray.remote(cls).options(**options)
+
+    vlm_cls, gen_cls = actor(VLMActor, resources.vlm_gpus, 16), actor(GeneratorActor, resources.generator_gpus, 1)
+    vlms = [vlm_cls.remote(config) for _ in range(resources.vlms)]
+    generators = [gen_cls.remote(config) for _ in range(resources.generators)]
+    ray.get([a.__ray_ready__.remote() for a in vlms + generators])
+    return vlms, generators
+
+
+# --- the output folder --------------------------------------------------------------------------
+
+
+class OutputFolder:
+    """`DIR`: items/, thumbs/, journal.jsonl, index.jsonl, summary.json, report.html, bulk.json."""
+
+    def __init__(self, root: Path, manifest: Manifest) -> None:
+        self.root = root
+        owner = root / "bulk.json"
+        if owner.exists():
+            recorded = json.loads(owner.read_text(encoding="utf-8"))
+            if recorded.get("manifest_sha256") != manifest.sha256:
+                raise ManifestError(
+                    f"--out: {root} holds the results of another manifest ({recorded.get('manifest')}); "
+                    "use a new folder, or the same manifest to resume"
+                )
+        (root / "items").mkdir(parents=True, exist_ok=True)
+        (root / "thumbs").mkdir(exist_ok=True)
+        owner.write_text(json.dumps({"manifest": str(manifest.path), "manifest_sha256": manifest.sha256}) + "\n")
+        self.journal_path = root / "journal.jsonl"
+
+    def journal(self) -> dict[str, dict[str, Any]]:
+        """The last recorded attempt per item key (a torn last line of an interrupted run is ignored)."""
+        last: dict[str, dict[str, Any]] = {}
+        if self.journal_path.exists():
+            for line in self.journal_path.read_text(encoding="utf-8").splitlines():
+                with contextlib.suppress(ValueError, KeyError):
+                    entry = json.loads(line)
+                    last[entry["key"]] = entry
+        return last
+
+    def record(self, outcome: Outcome) -> None:
+        """Append one attempt to the journal, on disk before this returns."""
+        with self.journal_path.open("a", encoding="utf-8") as journal:
+            journal.write(json.dumps(outcome.to_json()) + "\n")
+            journal.flush()
+            os.fsync(journal.fileno())
+
+    def item_dir(self, item_id: str) -> Path:
+        return self.root / "items" / item_id
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunStats:
+    total: int
+    skipped: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def done(self) -> int:
+        return self.skipped + self.succeeded + self.failed
+
+
+def run_settings(config: F2FConfig) -> dict[str, Any]:
+    """The run's settings that change an edit's result (part of every item's key)."""
+    return config.model_dump(mode="json", include={"profile", "video", "caption", "selection", "seed", "num_seeds"})
+
+
+async def run_items(
+    items: list[Item],
+    out: OutputFolder,
+    config: F2FConfig,
+    vlm: Any,
+    generator: Any,
+    concurrency: int,
+    max_retries: int,
+    item_timeout_s: float | None,
+    on_outcome: Callable[[RunStats, Outcome | None], None],
+) -> RunStats:
+    """Edit every item not yet done; the run's counts."""
+    settings = run_settings(config)
+    journal = out.journal()
+    stats = RunStats(total=len(items))
+    todo: list[tuple[Item, str, int]] = []
+    for item in items:
+        key = item.key(settings)
+        previous = journal.get(key)
+        if previous and (previous["status"] == "succeeded" or previous["attempts"] > max_retries):
+            stats.skipped += 1
+        else:
+            todo.append((item, key, previous["attempts"] if previous else 0))
+    on_outcome(stats, None)
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(item: Item, key: str, attempts: int) -> None:
+        async with slots:
+            outcome = await _edit_item(item, key, attempts, out, config, vlm, generator, item_timeout_s)
+        out.record(outcome)
+        stats.succeeded += outcome.status == "succeeded"
+        stats.failed += outcome.status == "failed"
+        on_outcome(stats, outcome)
+
+    await asyncio.gather(*(one(*work) for work in todo))
+    return stats
+
+
+async def _edit_item(
+    item: Item,
+    key: str,
+    attempts: int,
+    out: OutputFolder,
+    config: F2FConfig,
+    vlm: Any,
+    generator: Any,
+    timeout_s: float | None,
+) -> Outcome:
+    """One item to its outcome; never raises for the item's own failure."""
+    from ray.exceptions import RayActorError
+
+    folder = out.item_dir(item.id)
+    run_config = _item_config(config, item)
+    for retry in range(2):  # a lost actor gets one more try in this run
+        attempts += 1
+        try:
+            source = await asyncio.to_thread(open_image, item.image, config.input)
+            await asyncio.to_thread(_thumbnail, source, out.root / "thumbs" / f"{item.id}-source.jpg")
+            run = edit(
+                source,
+                item.prompt,
+                vlm=vlm,
+                generator=generator,
+                config=run_config,
+                seeds=item.seeds,
+                keep_frames=item.options.video,
+            )
+            result = await asyncio.wait_for(run, timeout_s)
+            await asyncio.to_thread(_write_item, result, folder, out.root, item, run_config)
+            return _succeeded(item, key, attempts, result)
+        except RayActorError as exc:
+            if retry == 0:
+                continue
+            reason = f"actor_lost: a model actor died twice ({type(exc).__name__}; out of memory?)"
+        except TimeoutError:
+            reason = f"timeout: not finished within {timeout_s:g} s"
+        except (F2FError, EditCancelled) as exc:
+            reason = f"{exc.code}: {exc}"
+        except Exception as exc:  # a model or library error: the item fails, the run goes on
+            cause = getattr(exc, "cause", exc)
+            reason = f"error: {type(cause).__name__}: {str(cause)[:300]}"
+        return Outcome(item.id, key, item.row, "failed", attempts, reason=reason, finished_at=time.time())
+    raise AssertionError("unreachable")
+
+
+def _item_config(config: F2FConfig, item: Item) -> F2FConfig:
+    """The run's config with the row's video options (checked by the config's own rules)."""
+    video = video_overrides(item.options.num_frames, item.options.steps, item.options.guidance)
+    if not video:
+        return config
+    data = config.model_dump()
+    data["video"].update(video)
+    return config_from_dict(data)
+
+
+def _succeeded(item: Item, key: str, attempts: int, result: EditResult) -> Outcome:
+    return Outcome(
+        item.id,
+        key,
+        item.row,
+        "succeeded",
+        attempts,
+        edit_status=result.status,
+        caption=result.caption,
+        selected_frame=result.outcome.frame,
+        seed=result.seed,
+        timings_s={k: round(v, 4) for k, v in result.timings_s.items()},
+        finished_at=time.time(),
+    )
+
+
+def _write_item(result: EditResult, folder: Path, root: Path, item: Item, config: F2FConfig) -> None:
+    fps = config.video.fps if item.options.video else None
+    write_outputs(result, folder, video_fps=fps)
+    _thumbnail(result.image, root / "thumbs" / f"{item.id}-edited.jpg")
+    _thumbnail(result.collage, root / "thumbs" / f"{item.id}-collage.jpg", size=320)
+
+
+def _thumbnail(image: Image.Image, path: Path, size: int = 160) -> None:
+    thumb = image.convert("RGB")
+    thumb.thumbnail((size, size))
+    tmp = path.with_name(f".{path.name}.tmp")
+    thumb.save(tmp, format="JPEG", quality=75)
+    os.replace(tmp, path)
