@@ -156,11 +156,18 @@ class VLMConfig(_Section):
     api_key: SecretStr | None = Field(
         None, description="openai: bearer token for the endpoint, if it needs one (shown masked by `f2f config show`)."
     )
+    api_key_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="openai: the environment variable that holds the token instead (e.g. set from a Kubernetes Secret).",
+    )
     timeout_s: float = Field(120.0, gt=0, le=3600, description="openai: seconds to wait for one answer.")
     max_retries: int = Field(2, ge=0, le=10, description="openai: retries after a connection error, 408, 429 or 5xx.")
 
     @model_validator(mode="after")
     def _consistent(self) -> VLMConfig:
+        if self.api_key is not None and self.api_key_env is not None:
+            raise InvalidConfig("api_key_env", self.api_key_env, "give api_key or api_key_env, not both")
         if self.min_pixels > self.max_pixels:
             raise InvalidConfig("min_pixels", self.min_pixels, f"must not exceed max_pixels ({self.max_pixels})")
         if self.backend == "openai" and not self.base_url:

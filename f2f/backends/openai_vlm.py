@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import os
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -32,7 +33,7 @@ from PIL import Image
 
 from f2f.backends.vlm_common import check_messages, import_or_explain, prepare_image
 from f2f.config import VLMConfig
-from f2f.errors import InvalidConfig, InvalidInput, VLMEndpointError
+from f2f.errors import BackendNotConfigured, InvalidConfig, InvalidInput, VLMEndpointError
 from f2f.protocols import Message
 
 EXTRA = "openai"
@@ -67,11 +68,19 @@ class OpenAIVLM:
 
     @classmethod
     def from_config(cls, cfg: VLMConfig, *, backoff_s: float = 0.5) -> OpenAIVLM:
-        """The endpoint at `cfg.base_url`; nothing is contacted until the first call."""
+        """The endpoint at `cfg.base_url`; nothing is contacted until the first call.
+
+        The token is `vlm.api_key`, or the environment variable `vlm.api_key_env` names (which must be set).
+        """
+        api_key = cfg.api_key.get_secret_value() if cfg.api_key else None
+        if cfg.api_key_env is not None:
+            api_key = os.environ.get(cfg.api_key_env)
+            if not api_key:
+                raise BackendNotConfigured(f"vlm.api_key_env: the environment variable {cfg.api_key_env} is not set or empty")
         return cls(
             cfg.base_url,
             model_name=cfg.model_name,
-            api_key=cfg.api_key.get_secret_value() if cfg.api_key else None,
+            api_key=api_key,
             timeout_s=cfg.timeout_s,
             max_retries=cfg.max_retries,
             max_pixels=cfg.max_pixels,

@@ -76,6 +76,9 @@ class AppArgs(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict, description="An f2f config mapping, e.g. {profile: tiny}.")
     vlm_num_cpus: float = Field(0.25, gt=0, description="CPUs reserved per VLM replica (fractions allowed).")
     vlm_num_gpus: float = Field(0, ge=0, description="GPUs per VLM replica (0: CPU; a fraction shares a GPU).")
+    vlm_resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom Ray resources per VLM replica, e.g. {vlm_node: 1} to pin it to a worker group."
+    )
     vlm_max_ongoing_requests: int = Field(
         8, ge=1, le=1024, description="Chat calls one VLM replica serves at once (vLLM batches them)."
     )
@@ -85,6 +88,9 @@ class AppArgs(BaseModel):
     )
     generator_num_cpus: float = Field(0.25, gt=0, description="CPUs reserved per generator replica.")
     generator_num_gpus: float = Field(0, ge=0, description="GPUs per generator replica (0: CPU; a fraction shares a GPU).")
+    generator_resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom Ray resources per generator replica (pins it to a worker group)."
+    )
     generator_autoscaling: Replicas = Field(
         default_factory=Replicas,
         description="Generator replicas: fixed, or autoscaled on videos in flight per replica (one runs at a time).",
@@ -132,12 +138,19 @@ def replica_options(replicas: Replicas) -> dict[str, Any]:
     return {"autoscaling_config": replicas.model_dump()}
 
 
+def _actor_options(cpus: float, gpus: float, resources: dict[str, float]) -> dict[str, Any]:
+    options: dict[str, Any] = {"num_cpus": cpus, "num_gpus": gpus}
+    if resources:
+        options["resources"] = dict(resources)
+    return options
+
+
 def vlm_options(args: AppArgs) -> dict[str, Any]:
     """Deployment options of the VLM: several chats per replica."""
     return {
         "name": "VLM",
         "max_ongoing_requests": args.vlm_max_ongoing_requests,
-        "ray_actor_options": {"num_cpus": args.vlm_num_cpus, "num_gpus": args.vlm_num_gpus},
+        "ray_actor_options": _actor_options(args.vlm_num_cpus, args.vlm_num_gpus, args.vlm_resources),
         **replica_options(args.vlm_autoscaling),
     }
 
@@ -148,7 +161,7 @@ def generator_options(args: AppArgs) -> dict[str, Any]:
         "name": "Generator",
         "max_ongoing_requests": 1,
         "max_queued_requests": args.generator_max_queued_requests,
-        "ray_actor_options": {"num_cpus": args.generator_num_cpus, "num_gpus": args.generator_num_gpus},
+        "ray_actor_options": _actor_options(args.generator_num_cpus, args.generator_num_gpus, args.generator_resources),
         **replica_options(args.generator_autoscaling),
     }
 

@@ -206,3 +206,18 @@ def test_the_same_job_through_ray_job_submit(head: dict[str, str], config_file: 
     index = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
     assert [r["status"] for r in index] == ["succeeded", "succeeded"]
     assert json.loads((out / "items" / rows[0]["id"] / "result.json").read_text())["caption"]
+
+
+def test_an_item_over_its_timeout_fails_and_the_run_goes_on(head: dict[str, str], config_file: Path, tmp_path: Path) -> None:
+    rows = _posedit(2)
+    rows[0]["options"] = {"steps": 1000, "num_frames": 49}  # a minute or more on this CPU: well over the timeout
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    started = time.monotonic()
+    done = _bulk(head, str(path), "--out", str(out), "--config", str(config_file), "--item-timeout", "3")
+    assert done.returncode == 0, done.stderr[-3000:]
+    index = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
+    assert index[0]["status"] == "failed" and index[0]["reason"].startswith("timeout: not finished within 3 s")
+    assert index[1]["status"] == "succeeded"  # the generator was freed: the cancelled video stopped
+    assert time.monotonic() - started < 120

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from f2f.config import F2FConfig, config_to_yaml, load_config
+from f2f.config import F2FConfig, config_from_dict, config_to_yaml, load_config
 from f2f.errors import InvalidConfig
 
 
@@ -107,3 +107,22 @@ def test_config_is_immutable():
     config = F2FConfig()
     with pytest.raises(ValidationError):
         config.video.num_frames = 9
+
+
+def test_the_openai_token_can_come_from_an_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from f2f.backends.openai_vlm import OpenAIVLM
+    from f2f.errors import BackendNotConfigured
+
+    cfg = F2FConfig.model_validate({"vlm": {"backend": "openai", "base_url": "http://127.0.0.1:1/v1", "api_key_env": "F2F_T"}})
+    monkeypatch.setenv("F2F_T", "sk-from-a-secret")
+    assert OpenAIVLM.from_config(cfg.vlm).api_key == "sk-from-a-secret"
+    monkeypatch.delenv("F2F_T")
+    with pytest.raises(BackendNotConfigured, match="F2F_T is not set"):
+        OpenAIVLM.from_config(cfg.vlm)
+
+
+def test_api_key_and_api_key_env_exclude_each_other() -> None:
+    data = {"vlm": {"backend": "openai", "base_url": "http://x/v1", "api_key": "k", "api_key_env": "K"}}
+    with pytest.raises(InvalidConfig) as info:
+        config_from_dict(data)
+    assert info.value.field == "vlm.api_key_env"
