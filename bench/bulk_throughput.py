@@ -65,7 +65,6 @@ def main() -> None:
                         runner.PooledGenerator(generators),
                         concurrency=2 * count,
                         max_retries=0,
-                        item_timeout_s=None,
                         on_outcome=lambda *_: None,
                     )
                 )

@@ -47,6 +47,7 @@ APP_ARGS: dict[str, Any] = {
     "generator_num_cpus": 0.5,
     "ingress_num_cpus": 0.25,
     "worker_num_cpus": 0.25,
+    "auth": {"required": False},
 }
 
 

@@ -263,13 +263,22 @@ def serve_command(config: Path | None, host: str | None, port: int | None) -> No
 @click.option("--n", "n", type=click.IntRange(1), help="Videos (seeds) to try (default: the server's).")
 @click.option("--steps", type=click.IntRange(1), help="Denoising steps per video (default: the server's).")
 @click.option("--video/--no-video", default=True, show_default=True, help="Keep and download the chosen clip.")
+@click.option("--api-key", envvar="F2F_API_KEY", help="The service's API key (default: $F2F_API_KEY).")
 def submit_command(
-    image: Path, text: str, out_dir: Path, url: str, seed: int | None, n: int | None, steps: int | None, video: bool
+    image: Path,
+    text: str,
+    out_dir: Path,
+    url: str,
+    seed: int | None,
+    n: int | None,
+    steps: int | None,
+    video: bool,
+    api_key: str | None,
 ) -> None:
     """Edit IMAGE as TEXT asks on a running service: submit, follow the progress, write the outputs to OUT."""
     from f2f.client import Client, ServiceError
 
-    client = Client(url)
+    client = Client(url, api_key=api_key)
     printer = _Printer()
     job = client.submit(image, text, seed=seed, n=n, steps=steps, return_video=video)
     printer.say(f"submitted job {job['id']}")
@@ -291,6 +300,23 @@ def submit_command(
     click.echo(
         f"caption: {result['caption']}" + ("  (fallback: the VLM's caption was unusable)" if result["caption_fallback"] else "")
     )
+
+
+@main.group("keys")
+def keys_group() -> None:
+    """API keys of the service (a YAML file of token hashes; see `auth.keys_file`)."""
+
+
+@keys_group.command("new")
+@click.argument("name")
+@click.option("--file", "keys_file", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The keys file.")
+def keys_new(name: str, keys_file: Path) -> None:
+    """Add key NAME to the keys file (created if missing, mode 0600) and print its token: the only time it is shown."""
+    from f2f.serving.auth import add_key
+
+    token = add_key(keys_file, name)
+    click.echo(f"added key {name!r} to {keys_file}; its token (shown once, store it now):", err=True)
+    click.echo(token)
 
 
 main.add_command(bulk_command, name="bulk")

@@ -43,9 +43,10 @@ class ServiceError(F2FError):
 class Client:
     """The f2f service at `base_url` (e.g. http://127.0.0.1:8000)."""
 
-    def __init__(self, base_url: str, timeout_s: float = 60.0) -> None:
+    def __init__(self, base_url: str, api_key: str | None = None, timeout_s: float = 60.0) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
+        self.auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     def submit(self, image: Path, prompt: str, **options: Any) -> dict[str, Any]:
         """Queue an edit; the job (status queued or running). Options: seed, seeds, n, steps, ... (None: left out)."""
@@ -80,7 +81,8 @@ class Client:
         return [*written, result]
 
     def _events(self, job_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
-        request = urllib.request.Request(f"{self.base_url}/v1/edits/{job_id}/events", headers={"Accept": "text/event-stream"})
+        headers = {"Accept": "text/event-stream", **self.auth}
+        request = urllib.request.Request(f"{self.base_url}/v1/edits/{job_id}/events", headers=headers)
         with self._open(request, timeout=None) as response:
             name = "message"
             for raw in response:
@@ -92,7 +94,8 @@ class Client:
                     name = "message"
 
     def _request(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> bytes:
-        request = urllib.request.Request(f"{self.base_url}{path}", data=body, method=method, headers=headers or {})
+        headers = {**self.auth, **(headers or {})}
+        request = urllib.request.Request(f"{self.base_url}{path}", data=body, method=method, headers=headers)
         with self._open(request, timeout=self.timeout_s) as response:
             return response.read()
 

@@ -48,7 +48,7 @@ def main() -> None:
 @click.option("--input-root", type=click.Path(file_okay=False, path_type=Path), help="Relative images are found here.")
 @click.option("--strict", is_flag=True, help="Stop before any work if a row is bad.")
 @click.option("--max-retries", default=2, show_default=True, type=click.IntRange(0, 100), help="Reruns retry a failed item.")
-@click.option("--item-timeout", type=click.FloatRange(min=1), help="Seconds an item may take before it fails.")
+@click.option("--item-timeout", type=click.FloatRange(min=1), help="Seconds an item's videos may take on a generator.")
 @click.option("--generators", type=click.IntRange(1), help="Generator actors (default: from the cluster's GPUs).")
 @click.option("--vlms", type=click.IntRange(1), help="VLM actors (default 1).")
 def run_command(
@@ -102,10 +102,9 @@ def run_command(
             out,
             config,
             runner.PooledVLM(vlm_actors),
-            runner.PooledGenerator(generator_actors),
+            runner.PooledGenerator(generator_actors, item_timeout),
             concurrency=2 * resources.generators,
             max_retries=max_retries,
-            item_timeout_s=item_timeout,
             on_outcome=progress,
         )
         stats = asyncio.run(work)

@@ -136,10 +136,15 @@ class PooledVLM:
 
 
 class PooledGenerator:
-    """`f2f.protocols.VideoGenerator` over generator actors: each call waits for an idle actor."""
+    """`f2f.protocols.VideoGenerator` over generator actors: each call waits for an idle actor.
 
-    def __init__(self, actors: list[Any]) -> None:
+    `timeout_s` bounds the time on the actor (not the wait for one): past it the video is
+    cancelled at its next step and TimeoutError is raised.
+    """
+
+    def __init__(self, actors: list[Any], timeout_s: float | None = None) -> None:
         self.idle: asyncio.Queue[Any] = asyncio.Queue()
+        self.timeout_s = timeout_s
         for actor in actors:
             self.idle.put_nowait(actor)
 
@@ -158,12 +163,18 @@ class PooledGenerator:
         actor = await self.idle.get()
         call = actor.generate.remote(image, caption, list(seeds), settings)
         try:
-            return await call
-        except asyncio.CancelledError:  # the item timed out or the run stops: stop the video at its next step
+            return await asyncio.wait_for(_result(call), self.timeout_s)
+        except (asyncio.CancelledError, TimeoutError):  # too long, or the run stops: stop the video at its next step
             ray.cancel(call)
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await call  # the actor is free again once the cancelled video has stopped
             raise
         finally:
             self.idle.put_nowait(actor)
+
+
+async def _result(ref: Any) -> Any:
+    return await ref
 
 
 def connect_ray() -> None:
@@ -269,7 +280,6 @@ async def run_items(
     generator: Any,
     concurrency: int,
     max_retries: int,
-    item_timeout_s: float | None,
     on_outcome: Callable[[RunStats, Outcome | None], None],
 ) -> RunStats:
     """Edit every item not yet done; the run's counts."""
@@ -289,7 +299,7 @@ async def run_items(
 
     async def one(item: Item, key: str, attempts: int) -> None:
         async with slots:
-            outcome = await _edit_item(item, key, attempts, out, config, vlm, generator, item_timeout_s)
+            outcome = await _edit_item(item, key, attempts, out, config, vlm, generator)
         out.record(outcome)
         stats.succeeded += outcome.status == "succeeded"
         stats.failed += outcome.status == "failed"
@@ -307,7 +317,6 @@ async def _edit_item(
     config: F2FConfig,
     vlm: Any,
     generator: Any,
-    timeout_s: float | None,
 ) -> Outcome:
     """One item to its outcome; never raises for the item's own failure."""
     from ray.exceptions import RayActorError
@@ -319,7 +328,7 @@ async def _edit_item(
         try:
             source = await asyncio.to_thread(open_image, item.image, config.input)
             await asyncio.to_thread(_thumbnail, source, out.root / "thumbs" / f"{item.id}-source.jpg")
-            run = edit(
+            result = await edit(
                 source,
                 item.prompt,
                 vlm=vlm,
@@ -328,7 +337,6 @@ async def _edit_item(
                 seeds=item.seeds,
                 keep_frames=item.options.video,
             )
-            result = await asyncio.wait_for(run, timeout_s)
             await asyncio.to_thread(_write_item, result, folder, out.root, item, run_config)
             return _succeeded(item, key, attempts, result)
         except RayActorError as exc:
@@ -336,7 +344,7 @@ async def _edit_item(
                 continue
             reason = f"actor_lost: a model actor died twice ({type(exc).__name__}; out of memory?)"
         except TimeoutError:
-            reason = f"timeout: not finished within {timeout_s:g} s"
+            reason = f"timeout: its videos took longer than {generator.timeout_s:g} s on a generator"
         except (F2FError, EditCancelled) as exc:
             reason = f"{exc.code}: {exc}"
         except Exception as exc:  # a model or library error: the item fails, the run goes on

@@ -39,6 +39,7 @@ from ray.serve import Application
 from f2f.backends import prepare_models
 from f2f.config import F2FConfig, config_from_dict, invalid_config_from
 from f2f.errors import InvalidConfig
+from f2f.serving.auth import AuthArgs, KeyRing
 from f2f.serving.broker import JobsArgs, task_processor_config
 from f2f.serving.generator_deployment import GeneratorDeployment
 from f2f.serving.ingress import Ingress
@@ -109,6 +110,9 @@ class AppArgs(BaseModel):
     ingress_num_cpus: float = Field(0.25, gt=0, description="CPUs reserved per ingress replica.")
     max_n: int = Field(4, ge=1, le=64, description="Largest `n` (seeds per edit) a request may ask for.")
     jobs: JobsArgs = Field(default_factory=JobsArgs, description="Job store, queue broker, expiry and limits.")
+    auth: AuthArgs = Field(
+        default_factory=lambda: AuthArgs(), description="API keys: on by default (needs keys_file); off only on loopback."
+    )
 
     @model_validator(mode="after")
     def _targets_reachable(self) -> AppArgs:
@@ -186,6 +190,8 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     from ray.serve.task_consumer import task_consumer
 
     parsed, config = parse_args(args)
+    if parsed.auth.keys_file is not None:
+        KeyRing(parsed.auth.keys_file)  # readable and well-formed, before any replica starts
     prepare_models(config)
     queue = task_processor_config(parsed.jobs, parsed.jobs.store_dir(config.cache_dir))
     vlm = serve.deployment(VLMDeployment, **vlm_options(parsed))
@@ -193,7 +199,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     worker = serve.deployment(task_consumer(task_processor_config=queue)(EditWorker), **worker_options(parsed))
     ingress = serve.deployment(serve.ingress()(Ingress), **ingress_options(parsed))
     bound_worker = worker.bind(vlm.bind(config), generator.bind(config), config, parsed.jobs)
-    return ingress.bind(bound_worker, config, parsed.jobs, parsed.max_n)
+    return ingress.bind(bound_worker, config, parsed.jobs, parsed.max_n, parsed.auth)
 
 
 # --- Serve config files ---------------------------------------------------------------------

@@ -7,6 +7,8 @@ Body, always: `{"error": {"message", "type", "param", "code"}}`; never a traceba
 | request validation (missing or malformed form field) | 400 | invalid_request_error | the field |
 | `InvalidImage`, `InvalidInput`, `InvalidConfig` | 400 | invalid_request_error | the field, by its wire name |
 | a Starlette `HTTPException` (unknown route, wrong method) | its status | invalid_request_error / server_error | null |
+| `Unauthenticated` (no or an unknown API key) | 401 + `WWW-Authenticate` | invalid_request_error, `invalid_api_key` | null |
+| `TooManyJobs` (`auth.max_active_jobs_per_key`) | 429 + `Retry-After` | invalid_request_error, `too_many_jobs` | null |
 | `BodyTooLarge` (over `jobs.max_body_bytes`) | 413 | invalid_request_error, code `body_too_large` | null |
 | `JobNotFound` (unknown or expired job id), `NoSuchOutput` | 404 | invalid_request_error | null |
 | `JobNotFinished` (output of an unfinished job, cancel of a finished one) | 409 | invalid_request_error | null |
@@ -37,6 +39,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from f2f.errors import BackendNotConfigured, EditCancelled, F2FError, InvalidInput, VLMEndpointError
+from f2f.serving.auth import TooManyJobs, Unauthenticated
 from f2f.serving.jobs import IdempotencyConflict, JobError, JobNotFound
 from f2f.serving.protocol import ErrorInfo, ErrorResponse
 
@@ -99,7 +102,11 @@ def error_response(exc: BaseException) -> JSONResponse:
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:  # Starlette's task groups wrap errors
         exc = exc.exceptions[0]
     status, info = _classify(exc)
-    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, QueueFull) else None
+    headers = None
+    if isinstance(exc, (QueueFull, TooManyJobs)):
+        headers = {"Retry-After": str(exc.retry_after_s)}
+    elif isinstance(exc, Unauthenticated):
+        headers = {"WWW-Authenticate": "Bearer"}
     return JSONResponse(status_code=status, content=ErrorResponse(error=info).model_dump(), headers=headers)
 
 
@@ -113,6 +120,10 @@ def _classify(exc: BaseException) -> tuple[int, ErrorInfo]:
     if isinstance(exc, StarletteHTTPException):
         kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
         return exc.status_code, ErrorInfo(message=str(exc.detail), type=kind, code=f"http_{exc.status_code}")
+    if isinstance(exc, Unauthenticated):
+        return 401, ErrorInfo(message=str(exc), type="invalid_request_error", code=exc.code)
+    if isinstance(exc, TooManyJobs):
+        return 429, ErrorInfo(message=str(exc), type="invalid_request_error", code=exc.code)
     if isinstance(exc, BodyTooLarge):
         return 413, ErrorInfo(message=str(exc), type="invalid_request_error", code=exc.code)
     if isinstance(exc, (JobNotFound, NoSuchOutput)):

@@ -15,6 +15,8 @@ Routes (OpenAPI at `/openapi.json`, docs at `/docs`):
 - `POST /v1/images/edits`: OpenAI Images API compatible and synchronous: the
   same job, awaited; `n` seeds, `response_format` `b64_json` or `url` (a link
   to the job's image); `revised_prompt` is the temporal caption.
+- Auth: with `auth.required`, every `/v1` route needs `Authorization: Bearer
+  <token>` (401 otherwise) and a key sees only its own jobs (`f2f.serving.auth`).
 - `GET /healthz`: the process is up. `GET /readyz`: every deployment of the
   application is healthy in Serve's view (their health checks load-test
   nothing: the generator's answers while it generates).
@@ -43,8 +45,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from f2f.config import F2FConfig, invalid_config_from, video_overrides
@@ -52,6 +55,7 @@ from f2f.errors import InvalidImage, InvalidInput
 from f2f.imageio import open_image
 from f2f.pipeline import check_inputs
 from f2f.serving import metrics
+from f2f.serving.auth import AuthArgs, KeyRing, TooManyJobs, caller_of
 from f2f.serving.broker import JobQueue, JobsArgs
 from f2f.serving.errors import (
     BodyTooLarge,
@@ -78,6 +82,15 @@ from f2f.serving.protocol import F2FExtension, ImageData, ImagesResponse
 logger = logging.getLogger("f2f.serving")
 
 SEED_LIMIT = 2**32
+_BEARER = HTTPBearer(auto_error=False, description="An API key (`f2f keys new`); not needed when auth.required is false.")
+
+
+async def _caller(request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)] = None) -> str:
+    """The API key name of the request (Unauthenticated -> 401); `anonymous` when auth is off."""
+    return caller_of(request.headers.get("authorization"), request.app.state.ring)
+
+
+Caller = Annotated[str, Depends(_caller)]
 OUTPUTS = (("image", "edited.png", "image/png"), ("collage", "collage.png", "image/png"), ("video", "video.mp4", "video/mp4"))
 
 
@@ -150,14 +163,15 @@ class JobView(BaseModel):
 class Ingress:
     """Serve deployment body: the job store, the queue producer, and the FastAPI app built on the replica."""
 
-    def __init__(self, worker: Any, config: F2FConfig, jobs: JobsArgs, max_n: int = 4) -> None:
+    def __init__(self, worker: Any, config: F2FConfig, jobs: JobsArgs, max_n: int, auth: AuthArgs) -> None:
         self.worker = worker  # bound so that Serve deploys the worker with this app
-        self.config, self.jobs, self.max_n = config, jobs, max_n
+        self.config, self.jobs, self.max_n, self.auth = config, jobs, max_n, auth
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         store_dir = self.jobs.store_dir(self.config.cache_dir)
         store = JobStore(store_dir, self.jobs.ttl_s, self.jobs.lease_s)
-        return make_api(store, JobQueue(self.jobs, store_dir), self.config, self.jobs, self.max_n, serve_ready)
+        queue = JobQueue(self.jobs, store_dir)
+        return make_api(store, queue, self.config, self.jobs, self.max_n, serve_ready, self.auth)
 
 
 async def serve_ready() -> None:
@@ -174,8 +188,9 @@ async def serve_ready() -> None:
         raise NotReady(f"not ready: {', '.join(unhealthy)}")
 
 
-def make_api(store: JobStore, queue: Any, config: F2FConfig, jobs: JobsArgs, max_n: int, ready: Any) -> FastAPI:
-    """The FastAPI app over a job store and a queue producer (`send(job_id)`)."""
+def make_api(store: JobStore, queue: Any, config: F2FConfig, jobs: JobsArgs, max_n: int, ready: Any, auth: AuthArgs) -> FastAPI:
+    """The FastAPI app over a job store and a queue producer (`send(job_id)`); `auth` says who may call."""
+    ring = KeyRing(auth.keys_file) if auth.required and auth.keys_file else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -188,14 +203,18 @@ def make_api(store: JobStore, queue: Any, config: F2FConfig, jobs: JobsArgs, max
     )
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=jobs.max_body_bytes)  # type: ignore[arg-type]
+    app.state.ring = ring
 
-    async def submit(raw_image: bytes, options: EditOptions, key: str | None) -> tuple[JobRecord, bool]:
+    async def submit(raw_image: bytes, options: EditOptions, key: str | None, owner: str) -> tuple[JobRecord, bool]:
         source_png, edit_request = await asyncio.to_thread(_validated_request, raw_image, options, config, max_n)
         depth, _ = await asyncio.to_thread(store.queue_stats)
         if depth >= jobs.max_queued:
             raise QueueFull(f"{depth} edits are waiting, the most this server queues; retry later", jobs.retry_after_s)
+        if ring is not None and await asyncio.to_thread(store.active_jobs, owner) >= auth.max_active_jobs_per_key:
+            rule = f"this API key has {auth.max_active_jobs_per_key} edits queued or running, the most it may; retry later"
+            raise TooManyJobs(rule, auth.retry_after_s)
         same_request = fingerprint(raw_image, options.model_dump())
-        record, created = await asyncio.to_thread(store.create, source_png, edit_request, same_request, key)
+        record, created = await asyncio.to_thread(store.create, source_png, edit_request, same_request, key, owner)
         if created:
             try:
                 await asyncio.to_thread(queue.send, record.id)
@@ -234,12 +253,13 @@ def make_api(store: JobStore, queue: Any, config: F2FConfig, jobs: JobsArgs, max
     )
     async def create_edit(
         request: Request,
+        caller: Caller,
         idempotency_key: Annotated[
             str | None, Header(max_length=255, description="Retries with this key get the same job.")
         ] = None,
     ) -> JSONResponse:
         raw_image, options = await _read_submission(request)
-        record, created = await submit(raw_image, options, idempotency_key)
+        record, created = await submit(raw_image, options, idempotency_key, caller)
         view = JobView.of(record)
         headers = {"Location": view.links["self"]}
         if not created:
@@ -247,19 +267,19 @@ def make_api(store: JobStore, queue: Any, config: F2FConfig, jobs: JobsArgs, max
         return JSONResponse(view.model_dump(mode="json"), status_code=202, headers=headers)
 
     @app.get("/v1/edits/{job_id}")
-    async def get_edit(job_id: str) -> JobView:
-        return JobView.of(await asyncio.to_thread(store.get, job_id))
+    async def get_edit(job_id: str, caller: Caller) -> JobView:
+        return JobView.of(await asyncio.to_thread(store.get_for, job_id, caller))
 
     @app.delete("/v1/edits/{job_id}", status_code=202)
-    async def cancel_edit(job_id: str) -> JobView:
-        record = await asyncio.to_thread(store.get, job_id)
+    async def cancel_edit(job_id: str, caller: Caller) -> JobView:
+        record = await asyncio.to_thread(store.get_for, job_id, caller)
         if record.finished:
             raise JobNotFinished(f"job {job_id} already finished ({record.status}); nothing to cancel", code="job_finished")
         return JobView.of(await asyncio.to_thread(store.request_cancel, job_id))
 
     @app.get("/v1/edits/{job_id}/events", response_class=StreamingResponse)
-    async def edit_events(job_id: str) -> StreamingResponse:
-        first = await asyncio.to_thread(store.get, job_id)
+    async def edit_events(job_id: str, caller: Caller) -> StreamingResponse:
+        first = await asyncio.to_thread(store.get_for, job_id, caller)
         return StreamingResponse(_events(store, first, jobs.poll_interval_s), media_type="text/event-stream")
 
     for name, filename, media in (
@@ -276,8 +296,8 @@ def make_api(store: JobStore, queue: Any, config: F2FConfig, jobs: JobsArgs, max
         )
 
     @app.get("/v1/edits/{job_id}/frames/{label}", response_class=FileResponse)
-    async def edit_frame(job_id: str, label: int) -> FileResponse:
-        record = await _finished(store, job_id)
+    async def edit_frame(job_id: str, label: int, caller: Caller) -> FileResponse:
+        record = await _finished(store, job_id, caller)
         assert record.result is not None
         candidates = record.result.candidate_frames
         if label == 0:
@@ -290,9 +310,9 @@ def make_api(store: JobStore, queue: Any, config: F2FConfig, jobs: JobsArgs, max
         return FileResponse(path, media_type="image/png")
 
     @app.post("/v1/images/edits")
-    async def images_edits(request: Request) -> ImagesResponse:
+    async def images_edits(request: Request, caller: Caller) -> ImagesResponse:
         raw_image, options, response_format = await _read_openai_form(request)
-        record, _ = await submit(raw_image, options, None)
+        record, _ = await submit(raw_image, options, None, caller)
         while not record.finished:
             await asyncio.sleep(jobs.poll_interval_s)
             record = await asyncio.to_thread(store.get, record.id)
@@ -451,16 +471,16 @@ def _run_config(config: F2FConfig, options: EditOptions) -> F2FConfig:
 # --- outputs and events -------------------------------------------------------------------------
 
 
-async def _finished(store: JobStore, job_id: str) -> JobRecord:
-    record = await asyncio.to_thread(store.get, job_id)
+async def _finished(store: JobStore, job_id: str, caller: str) -> JobRecord:
+    record = await asyncio.to_thread(store.get_for, job_id, caller)
     if record.status != "succeeded":
         raise JobNotFinished(f"job {job_id} is {record.status}; its outputs exist once it has succeeded")
     return record
 
 
 def _output_route(store: JobStore, name: str, filename: str, media: str) -> Any:
-    async def route(job_id: str) -> FileResponse:
-        await _finished(store, job_id)
+    async def route(job_id: str, caller: Caller) -> FileResponse:
+        await _finished(store, job_id, caller)
         path = store.path(job_id, filename)
         if not path.is_file():
             raise NoSuchOutput(f"job {job_id} has no {name}" + ("; submit it with return_video=true" if name == "video" else ""))

@@ -25,7 +25,10 @@ Rules:
   answers "unknown or expired" at once and is deleted by `sweep`.
 - Idempotency: the first request with a key creates the job and the key
   file; a later one with the same key gets that job, if the request is the
-  same (same fingerprint), else `IdempotencyConflict`.
+  same (same fingerprint), else `IdempotencyConflict`. Keys are per owner
+  (API key): two callers' keys never meet.
+- Ownership: a job belongs to the API key that made it (`owner`);
+  `get_for` answers JobNotFound for anyone else's job.
 """
 
 from __future__ import annotations
@@ -121,6 +124,7 @@ class JobRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str
+    owner: str = Field("anonymous", description="The API key that made the job; only it may see the job.")
     status: JobStatus = "queued"
     stage: str | None = Field(None, description="The pipeline stage running now: caption, generate, select.")
     progress: JobProgress | None = None
@@ -168,17 +172,24 @@ class JobStore:
     # --- create and read ------------------------------------------------------------------------
 
     def create(
-        self, source_png: bytes, request: EditRequest, fingerprint: str, idempotency_key: str | None = None
+        self,
+        source_png: bytes,
+        request: EditRequest,
+        fingerprint: str,
+        idempotency_key: str | None = None,
+        owner: str = "anonymous",
     ) -> tuple[JobRecord, bool]:
-        """A new queued job holding the source, or the job this idempotency key made; True if new."""
+        """A new queued job of `owner` holding the source, or the job this owner's idempotency key made; True if new."""
         now = time.time()
-        record = JobRecord(id=uuid.uuid4().hex, request=request, fingerprint=fingerprint, created_at=now, updated_at=now)
+        record = JobRecord(
+            id=uuid.uuid4().hex, owner=owner, request=request, fingerprint=fingerprint, created_at=now, updated_at=now
+        )
         folder = self.root / "jobs" / record.id
         folder.mkdir()
         _atomic_write(folder / "source.png", source_png)
         _atomic_write(folder / "job.json", _dump(record))
         if idempotency_key is not None:
-            existing = self._claim_key(idempotency_key, record.id)
+            existing = self._claim_key(f"{owner}\n{idempotency_key}", record.id)  # keys are per owner
             if existing is not None:
                 shutil.rmtree(folder, ignore_errors=True)
                 if existing.fingerprint != fingerprint:
@@ -221,6 +232,22 @@ class JobStore:
         if record.expires_at is not None and record.expires_at <= time.time():
             raise JobNotFound(f"unknown or expired job id {job_id!r}")
         return record
+
+    def get_for(self, job_id: str, owner: str) -> JobRecord:
+        """The record if `owner` made the job; JobNotFound otherwise (another key's job looks unknown)."""
+        record = self.get(job_id)
+        if record.owner != owner:
+            raise JobNotFound(f"unknown or expired job id {job_id!r}")
+        return record
+
+    def active_jobs(self, owner: str) -> int:
+        """Jobs of `owner` queued or running."""
+        count = 0
+        for sub in ("queued", "running"):
+            for entry in os.scandir(self.root / sub):
+                with contextlib.suppress(JobNotFound, OSError, ValueError):
+                    count += self.get(entry.name).owner == owner
+        return count
 
     def output(self, job_id: str, name: str) -> Path | None:
         """The path of an output file of a live job, or None if it has no such file."""

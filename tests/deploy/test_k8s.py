@@ -173,6 +173,24 @@ def test_the_external_vlm_token_comes_from_a_secret() -> None:
     assert not any(d["kind"] == "Secret" for o in OVERLAYS for d in rendered(o))  # secrets are never in the repository
 
 
+@pytest.mark.parametrize("overlay", [o for o in OVERLAYS if o != "bulk"])
+def test_api_keys_come_from_a_secret_mounted_read_only_everywhere(overlay: str) -> None:
+    from f2f.serving.app import parse_args
+
+    (service,) = _ray_objects(rendered(overlay))
+    for args in serve_app_args(service):
+        auth = parse_args(args)[0].auth
+        assert auth.required and str(auth.keys_file) == "/etc/f2f/keys.yaml"
+    for pod in _pod_specs(service):
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["api-keys"]["secret"]["secretName"] == "f2f-api-keys"
+        mounts = [m for c in pod["containers"] for m in c["volumeMounts"] if m["name"] == "api-keys"]
+        assert mounts == [{"name": "api-keys", "mountPath": "/etc/f2f", "readOnly": True}]
+    example = yaml.safe_load((K8S / "api-keys.example.yaml").read_text())
+    assert schema_errors(example) == [] and example["metadata"]["name"] == "f2f-api-keys"
+    assert "keys" in yaml.safe_load(example["stringData"]["keys.yaml"])
+
+
 def test_the_bulk_job_runs_the_bulk_entry_point() -> None:
     from f2f.bulk.command import main
 

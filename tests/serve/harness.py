@@ -75,14 +75,16 @@ def submit(base_url: str, data: dict[str, Any] | None = None, image: bytes | Non
     return httpx.post(f"{base_url}/v1/edits", data=data or {}, files=files, timeout=60, **kwargs)
 
 
-def wait_for(base_url: str, job_id: str, until: Any = None, timeout_s: float = 120) -> dict[str, Any]:
+def wait_for(
+    base_url: str, job_id: str, until: Any = None, timeout_s: float = 120, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Poll the job until `until(job)` holds (default: it finished); the job."""
     import httpx
 
     until = until or (lambda job: job["status"] in FINISHED)
     deadline = time.monotonic() + timeout_s
     while True:
-        job = httpx.get(f"{base_url}/v1/edits/{job_id}", timeout=30).json()
+        job = httpx.get(f"{base_url}/v1/edits/{job_id}", timeout=30, headers=headers).json()
         if until(job):
             return job
         assert time.monotonic() < deadline, f"job {job_id} did not get there in {timeout_s} s: {job}"

@@ -39,6 +39,7 @@ def base_url(tmp_path_factory: pytest.TempPathFactory, jobs_dir: Path) -> Iterat
     args = {
         "config": {"profile": "tiny", "cache_dir": str(tmp_path_factory.mktemp("f2f-cache")), "seed": 3},
         "jobs": {"dir": str(jobs_dir), "max_body_bytes": MAX_BODY, "sweep_interval_s": 1, "poll_interval_s": 0.1},
+        "auth": {"required": False},  # API keys: tests/serve/test_auth.py
     }
     with running_app(args) as url:
         yield url
@@ -76,13 +77,15 @@ def _events(base_url: str, job_id: str) -> list[tuple[str, dict[str, Any]]]:
         ({"jobs": {"heartbeat_s": 200}}, "args.jobs.heartbeat_s"),
         ({"jobs": {"broker_url": "amqp://x"}}, "args.jobs.backend_url"),
         ({"worker_max_concurrent_jobs": 9}, "args.generator_max_queued_requests"),
+        ({"auth": {}}, "args.auth.keys_file"),
+        ({"auth": {"keys_file": "/nonexistent/keys.yaml"}}, "auth.keys_file"),
     ],
 )
 def test_build_app_names_the_bad_field(args: dict, field: str) -> None:
     from f2f.serving.app import build_app
 
     with pytest.raises(InvalidConfig) as info:
-        build_app(args)
+        build_app({"auth": {"required": False}, **args})
     assert info.value.field == field
 
 

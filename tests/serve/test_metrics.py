@@ -81,6 +81,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
     metrics_port = free_port()
     args = {"config": {"profile": "tiny", "cache_dir": str(tmp_path_factory.mktemp("f2f-cache")), "seed": 3}}
     args["jobs"] = {"dir": str(tmp_path_factory.mktemp("jobs")), "sweep_interval_s": 1}
+    args["auth"] = {"required": False}
     with running_app(args, metrics_port=metrics_port) as url:
         yield url, f"http://127.0.0.1:{metrics_port}/metrics"
 

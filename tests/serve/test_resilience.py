@@ -57,6 +57,7 @@ def base_url(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterat
     args = {
         "config": {"profile": "tiny", "cache_dir": str(tmp_path_factory.mktemp("f2f-cache")), "seed": 3},
         "worker_max_concurrent_jobs": 1,
+        "auth": {"required": False},
         "jobs": {
             "dir": str(tmp_path_factory.mktemp("jobs")),
             "broker_url": redis_url,
