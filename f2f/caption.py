@@ -101,7 +101,7 @@ def _image(image: Image.Image) -> dict:
 
 def _query(edit: str, described_source: str | None) -> str:
     source = f"Source image (described): {described_source}\n" if described_source else "The source image is attached.\n"
-    return f'{CAPTION_INSTRUCTION}\n\n{source}Edit request: "{edit}"'
+    return f'{CAPTION_INSTRUCTION}\n\n{source}Edit request: "{prompt_text(edit)}"'
 
 
 def caption_messages(image: Image.Image, edit: str, exemplars: Sequence[LoadedExemplar]) -> list[Message]:
@@ -134,11 +134,23 @@ MIN_WORDS = 3
 MIN_LETTER_RATIO = 0.6
 
 
+def prompt_text(edit: str) -> str:
+    """The edit text as it goes inside a prompt's quotes: data that cannot end the quote, the line or the turn.
+
+    Chat-template tokens (`<|im_end|>`, ...) are removed, every run of white space (newlines
+    included) becomes one space, and double quotes become single ones. The request itself is
+    not changed: only how it is shown to the VLM.
+    """
+    return " ".join(_SPECIAL_TOKENS.sub(" ", edit).replace('"', "'").split())
+
+
 def clean_caption(answer: str | None, max_chars: int = 300) -> str | None:
     """The first sentence of the answer without labels, quotes or markdown; None if garbage.
 
-    Garbage: fewer than MIN_WORDS words of two or more letters, or letters
-    making up less than MIN_LETTER_RATIO of the visible characters. A caption
+    Garbage: fewer than MIN_WORDS words of two or more letters, letters
+    making up less than MIN_LETTER_RATIO of the visible characters, or an echo
+    of the instruction (ECHO_WORDS words in a row taken from it: a caption
+    must never leak the prompt into the video or the result). A caption
     longer than `max_chars` is cut at a word boundary.
     """
     if not answer:
@@ -146,9 +158,23 @@ def clean_caption(answer: str | None, max_chars: int = 300) -> str | None:
     text = _first_content_line(_MARKDOWN.sub("", _SPECIAL_TOKENS.sub(" ", answer)))
     text = _LABEL.sub("", text).strip().strip(_QUOTES).strip()
     text = _SENTENCE_END.split(text, maxsplit=1)[0].strip().strip(_QUOTES).strip()
-    if _looks_like_garbage(text):
+    if _looks_like_garbage(text) or _echoes_instruction(text):
         return None
     return _finish(_cut(text, max_chars))
+
+
+ECHO_WORDS = 8
+
+
+@functools.cache
+def _instruction_runs() -> frozenset[tuple[str, ...]]:
+    words = _WORD.findall(CAPTION_INSTRUCTION.lower())
+    return frozenset(tuple(words[i : i + ECHO_WORDS]) for i in range(len(words) - ECHO_WORDS + 1))
+
+
+def _echoes_instruction(text: str) -> bool:
+    words = _WORD.findall(text.lower())
+    return any(tuple(words[i : i + ECHO_WORDS]) in _instruction_runs() for i in range(len(words) - ECHO_WORDS + 1))
 
 
 def _first_content_line(text: str) -> str:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageDraw, ImageFont
 
 from f2f.canvas import fit_box
+from f2f.caption import prompt_text
 from f2f.errors import InvalidInput
 from f2f.protocols import Message
 
@@ -116,7 +117,7 @@ def selection_messages(collage: Image.Image, edit: str, num_candidates: int) -> 
     text = (
         f"The top picture, labelled SOURCE, is an original image. Below it are {num_candidates} "
         f"frames, labelled 1 to {num_candidates} in time order, from a clip that starts at the "
-        f'source and moves toward this edit: "{edit}".\n'
+        f'source and moves toward this edit: "{prompt_text(edit)}".\n'
         f"Choose the LOWEST label whose frame achieves the edit fully and naturally while still "
         f"being an edit of the source (same subject, same scene).\n"
         f"Do not choose frames where the camera moved or zoomed, where the image quality changed, "

@@ -21,6 +21,8 @@ pytest.importorskip("ray")
 httpx = pytest.importorskip("httpx")
 
 from harness import FINISHED, SAMPLE, error_of, running_app, submit, wait_for  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis.errors import Unsatisfiable  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from f2f.errors import InvalidConfig  # noqa: E402
@@ -378,3 +380,37 @@ def test_f2f_submit_reports_a_refused_edit_in_one_line(base_url: str, tmp_path: 
     result = CliRunner().invoke(cli.main, args)
     assert result.exit_code == cli.EXIT_USAGE
     assert "the service answered 400: steps:" in result.output and "Traceback" not in result.output
+
+
+# --- fuzzing the whole schema -------------------------------------------------------------------
+
+
+def test_no_generated_request_gets_a_5xx(base_url: str) -> None:
+    """Schemathesis generates requests for every operation of /openapi.json, valid and invalid (its pytest
+    plugin does not run under pytest 9, so its strategies drive Hypothesis directly)."""
+    schemathesis = pytest.importorskip("schemathesis")
+    from schemathesis import GenerationMode
+
+    schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) >= 10
+    statuses: list[int] = []
+    for operation in operations:
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+
+            @given(case=operation.as_strategy(generation_mode=mode))
+            @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+            def call(case: Any) -> None:
+                response = case.call(base_url=base_url, timeout=60)
+                statuses.append(response.status_code)
+                where = f"{case.method} {case.formatted_path}"
+                assert response.status_code < 500, f"{where}: {response.status_code} {response.text[:300]}"
+                if response.status_code >= 400:
+                    assert set(response.json()) == {"error"}  # every refusal is the typed error body
+
+            try:
+                call()
+            except Unsatisfiable:  # nothing to make invalid (e.g. GET /healthz has no input)
+                assert mode == GenerationMode.NEGATIVE
+    print(f"\nfuzzed {len(statuses)} requests over {len(operations)} operations: statuses {sorted(set(statuses))}")
+    assert len(statuses) >= 10 * len(operations) and max(statuses) < 500
