@@ -177,6 +177,8 @@ class EditWorker:
             if result is not None:
                 record.result = _job_result(result, self.store.job_dir(job_id))
                 record.timings_s = {k: round(v, 4) for k, v in result.timings_s.items()}
+                if record.progress is not None:  # the watcher writes the latest step it saw; a finished video did all
+                    record.progress = JobProgress(step=record.progress.total, total=record.progress.total)
             return True
 
         return (await asyncio.to_thread(self.store.update, job_id, finish)).status
