@@ -30,6 +30,7 @@ from f2f.imageio import open_image
 from f2f.pipeline import check_inputs, edit
 from f2f.protocols import Progress
 from f2f.result import write_outputs
+from f2f.serving import RAY_LOOPBACK_ENV
 
 
 @click.group(cls=F2FGroup)
@@ -213,7 +214,6 @@ def _real_checkpoints(profile: str | None) -> list[Checkpoint]:
 # --- f2f serve and f2f submit ---------------------------------------------------------------------
 
 LOCAL_SERVE_CONFIG = Path(__file__).resolve().parent / "data" / "serve-local.yaml"  # also serve/local.yaml
-RAY_LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 @main.command("serve")

@@ -114,7 +114,8 @@ def run_command(
         # 4. The reports, from the journal (the truth on disk)
         settings = runner.run_settings(config)
         journal = out.journal()
-        by_id = {item.id: journal[item.key(settings)] for item in parsed.items if item.key(settings) in journal}
+        keys = {item.id: item.key(settings) for item in parsed.items}
+        by_id = {item_id: journal[key] for item_id, key in keys.items() if key in journal}
         rows = index_rows(parsed.items, parsed.errors, by_id)
         finished = (stats.succeeded + stats.failed) if stats else progress.finished
         data = summary(rows, time.monotonic() - started, finished)

@@ -48,8 +48,8 @@ from f2f.imageio import open_image
 from f2f.pipeline import edit
 from f2f.protocols import CancelToken, Frames, Message, ProgressCallback
 from f2f.result import EditResult, write_outputs
+from f2f.serving import RAY_LOOPBACK_ENV
 
-RAY_LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 STAGES = ("caption", "generate", "select", "total")
 
 
