@@ -73,3 +73,15 @@ class EditCancelled(F2FError):
     """The edit was cancelled by its caller (between stages or denoising steps)."""
 
     code = "cancelled"
+
+
+class GeneratorOutOfMemory(F2FError):
+    """The video did not fit the accelerator's memory at the settings asked for (the generator stays usable)."""
+
+    code = "out_of_memory"
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The original exception of one raised in a Ray actor: Ray's wrapper keeps it as `cause`; its own text is Ray's."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc

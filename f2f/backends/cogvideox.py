@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import threading
 from collections.abc import Callable, Sequence
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from f2f.config import Device, DType, GeneratorConfig, VideoConfig
-from f2f.errors import BackendNotConfigured, EditCancelled, InvalidConfig, InvalidInput
+from f2f.errors import BackendNotConfigured, EditCancelled, GeneratorOutOfMemory, InvalidConfig, InvalidInput
 from f2f.protocols import CancelToken, Frames, Progress, ProgressCallback
 
 if TYPE_CHECKING:
@@ -121,10 +122,7 @@ class CogVideoXGenerator:
         """Release the pipeline (waits for a running job); the instance cannot generate afterwards."""
         with self._lock:
             self._pipe = None
-        if self.device.type == "cuda":
-            import torch
-
-            torch.cuda.empty_cache()
+        _release_memory(self.device)
 
     def check_settings(self, settings: VideoConfig) -> None:
         """InvalidConfig naming the `video.*` field this checkpoint cannot generate."""
@@ -211,9 +209,21 @@ class CogVideoXGenerator:
                 output_type="pil",
                 callback_on_step_end=job.step_callback(index),
             )
+        except torch.OutOfMemoryError:
+            pipe.maybe_free_model_hooks()
+            out_of_memory = True  # raised below, once this frame no longer holds the failed call's tensors
         except BaseException:
             pipe.maybe_free_model_hooks()  # what __call__ would have done at its end (offload hooks, caches)
             raise
+        else:
+            out_of_memory = False
+        if out_of_memory:
+            _release_memory(self.device)
+            raise GeneratorOutOfMemory(
+                f"the video did not fit in {self.device} memory: {n} seed(s) of {settings.num_frames} frames at "
+                f"{settings.width}x{settings.height}; ask for fewer seeds or frames, or enable generator.vae_tiling "
+                "or generator.cpu_offload"
+            )
         if len(output.frames) != n:
             raise RuntimeError(f"CogVideoXImageToVideoPipeline returned {len(output.frames)} clips for {n} seeds")
         return [_check_clip(frames, settings) for frames in output.frames]
@@ -337,6 +347,15 @@ def apply_memory_switches(pipe: Any, device: torch.device, *, vae_slicing: bool,
         pipe.enable_model_cpu_offload(device=device)  # weights stay on the CPU until each model runs
     else:
         pipe.to(device)
+
+
+def _release_memory(device: torch.device) -> None:
+    """Hand the accelerator's cached blocks back (after a released pipeline or a video that ran out of memory)."""
+    gc.collect()
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
 
 
 def _check_request(image: Image.Image, caption: str, seeds: Sequence[int], settings: VideoConfig) -> list[int]:

@@ -30,7 +30,7 @@ import torch
 from f2f.backends.cogvideox import CogVideoXGenerator
 from f2f.backends.tiny_cogvideox import make_tiny_cogvideox
 from f2f.config import F2FConfig, GeneratorConfig, VideoConfig
-from f2f.errors import BackendNotConfigured, EditCancelled, InvalidConfig, InvalidInput
+from f2f.errors import BackendNotConfigured, EditCancelled, GeneratorOutOfMemory, InvalidConfig, InvalidInput
 from f2f.protocols import CancelToken, Progress, VideoGenerator
 
 pytestmark = pytest.mark.models
@@ -187,6 +187,28 @@ def test_cancel_mid_run_stops_and_the_instance_stays_usable(generator: CogVideoX
     with pytest.raises(EditCancelled):
         asyncio.run(generator.generate(canvas, CAPTION, [0], settings(steps=50), progress=cancel_at_first_step, cancel=token))
     assert 1 <= len(events) < 50
+    clips = asyncio.run(generator.generate(canvas, CAPTION, [0], settings()))
+    assert len(clips[0]) == 9
+
+
+def test_out_of_memory_mid_video_is_a_typed_error_and_the_instance_stays_usable(
+    generator: CogVideoXGenerator, canvas: Image.Image, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    transformer = generator._pipe.transformer
+    forward, calls = transformer.forward, []
+
+    def runs_out_at_the_second_step(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")  # as the CUDA allocator says
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(transformer, "forward", runs_out_at_the_second_step)
+    with pytest.raises(GeneratorOutOfMemory) as raised:
+        asyncio.run(generator.generate(canvas, CAPTION, [0, 1], settings(num_frames=17, steps=3)))
+    assert raised.value.code == "out_of_memory"
+    assert "1 seed(s) of 17 frames at 96x64" in str(raised.value) and "cpu memory" in str(raised.value)
+    monkeypatch.undo()
     clips = asyncio.run(generator.generate(canvas, CAPTION, [0], settings()))
     assert len(clips[0]) == 9
 
