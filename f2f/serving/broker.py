@@ -43,7 +43,12 @@ class JobsArgs(BaseModel):
     max_attempts: int = Field(3, ge=1, le=20, description="Tries of one job when a model replica is lost mid-job.")
     lease_s: float = Field(120.0, gt=0, description="A running job whose worker sent no heartbeat this long is queued again.")
     heartbeat_s: float = Field(10.0, gt=0, description="How often a worker refreshes the lease of its running jobs.")
-    sweep_interval_s: float = Field(30.0, gt=0, description="How often the ingress deletes expired jobs and requeues lost ones.")
+    resend_after_s: float = Field(
+        300.0, gt=0, description="A job still queued this long after its message was sent is sent again (a duplicate is skipped)."
+    )
+    sweep_interval_s: float = Field(
+        30.0, gt=0, description="How often the ingress deletes expired jobs, requeues lost ones and sends unsent ones."
+    )
     poll_interval_s: float = Field(0.25, gt=0, le=5, description="How often event streams and synchronous edits read a job.")
     broker_url: str | None = Field(None, description="Celery broker URL, e.g. redis://redis:6379/0 (null: file system).")
     backend_url: str | None = Field(None, description="Celery result backend URL (null: the broker's, for Redis).")

@@ -13,8 +13,8 @@ Body, always: `{"error": {"message", "type", "param", "code"}}`; never a traceba
 | `JobNotFound` (unknown or expired job id), `NoSuchOutput` | 404 | invalid_request_error | null |
 | `JobNotFinished` (output of an unfinished job, cancel of a finished one) | 409 | invalid_request_error | null |
 | `IdempotencyConflict` (a key reused with another request) | 409 | invalid_request_error | null |
-| `QueueFull` (`jobs.max_queued` jobs wait) | 503 + `Retry-After` | server_error, code `overloaded` | null |
-| `JobFailed` (a synchronous edit's job failed) | 400 bad input; 503 cancelled, replica lost; else 500 | the job's | null |
+| `RetryLater` (the queue is full: `overloaded`; the job volume is: `storage_full`) | 503 + `Retry-After` | server_error | null |
+| `JobFailed` (a synchronous edit's job failed) | 400 bad input; 503 `_TRANSIENT` codes; else 500 | the job's | null |
 | `EditCancelled`, `NotReady` (a deployment is not healthy) | 503 | server_error | null |
 | `BackendNotConfigured` | 503 | server_error | null |
 | `VLMEndpointError` | 502 | server_error | null |
@@ -47,6 +47,7 @@ logger = logging.getLogger("f2f.serving")
 
 WIRE_NAMES = {"text": "prompt"}  # core field -> request field
 _REQUEST_PARTS = {"body", "query", "path", "header", "form"}
+_TRANSIENT = ("cancelled", "replica_lost", "storage_full")  # a failed job's codes that a retry may get past: 503
 
 
 class NotReady(F2FError):
@@ -78,14 +79,12 @@ class JobNotFinished(F2FError):
         self.code = code
 
 
-class QueueFull(F2FError):
-    """As many jobs wait as the server queues."""
+class RetryLater(F2FError):
+    """The server cannot take a job now (the queue or the job volume is full); `code` says which."""
 
-    code = "overloaded"
-
-    def __init__(self, message: str, retry_after_s: int) -> None:
+    def __init__(self, message: str, retry_after_s: int, code: str = "overloaded") -> None:
         super().__init__(message)
-        self.retry_after_s = retry_after_s
+        self.retry_after_s, self.code = retry_after_s, code
 
 
 class JobFailed(F2FError):
@@ -103,7 +102,7 @@ def error_response(exc: BaseException) -> JSONResponse:
         exc = exc.exceptions[0]
     status, info = _classify(exc)
     headers = None
-    if isinstance(exc, (QueueFull, TooManyJobs)):
+    if isinstance(exc, (RetryLater, TooManyJobs)):
         headers = {"Retry-After": str(exc.retry_after_s)}
     elif isinstance(exc, Unauthenticated):
         headers = {"WWW-Authenticate": "Bearer"}
@@ -132,9 +131,9 @@ def _classify(exc: BaseException) -> tuple[int, ErrorInfo]:
         return 409, ErrorInfo(message=str(exc), type="invalid_request_error", code=exc.code)
     if isinstance(exc, JobFailed):
         error = exc.error
-        status = 400 if error.type == "invalid_request_error" else 503 if error.code in ("cancelled", "replica_lost") else 500
+        status = 400 if error.type == "invalid_request_error" else 503 if error.code in _TRANSIENT else 500
         return status, ErrorInfo(message=error.message, type=error.type, code=exc.code)
-    if isinstance(exc, (EditCancelled, BackendNotConfigured, NotReady, QueueFull)):
+    if isinstance(exc, (EditCancelled, BackendNotConfigured, NotReady, RetryLater)):
         return 503, ErrorInfo(message=str(exc), type="server_error", code=exc.code)
     if isinstance(exc, VLMEndpointError):
         return 502, ErrorInfo(message=f"the VLM endpoint failed: {exc}", type="server_error", code=exc.code)

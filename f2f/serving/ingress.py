@@ -23,13 +23,15 @@ Routes (OpenAPI at `/openapi.json`, docs at `/docs`):
 
 Rules: every request is validated before a job exists (image, prompt,
 options, the config's rules for frames and steps); a job exists once its
-source is stored, and is then sent to the queue. When `jobs.max_queued` jobs
-wait, a new edit is answered 503 with Retry-After and nothing is stored.
-Bodies over `jobs.max_body_bytes` are answered 413 while they arrive.
-Every ingress replica sweeps the store every `jobs.sweep_interval_s`:
-expired jobs are deleted, running jobs whose worker was lost are queued
-again, the queue gauges are set. Nothing here blocks the event loop: file
-and image work runs in worker threads.
+source is stored, and is then sent to the queue (if the broker is down, the
+job is still accepted and the sweep sends it). When `jobs.max_queued` jobs
+wait, or the job volume is full, a new edit is answered 503 with Retry-After
+and nothing is stored. Bodies over `jobs.max_body_bytes` are answered 413
+while they arrive. Every ingress replica sweeps the store every
+`jobs.sweep_interval_s`: expired jobs are deleted, running jobs whose worker
+was lost are queued again, queued jobs never sent (or sent over
+`jobs.resend_after_s` ago) are sent, the queue gauges are set. Nothing here
+blocks the event loop: file and image work runs in worker threads.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ from f2f.serving.errors import (
     JobNotFinished,
     NoSuchOutput,
     NotReady,
-    QueueFull,
+    RetryLater,
     error_response,
     install_error_handlers,
 )
@@ -75,6 +77,7 @@ from f2f.serving.jobs import (
     JobRecord,
     JobResult,
     JobStore,
+    StorageFull,
     fingerprint,
 )
 from f2f.serving.protocol import F2FExtension, ImageData, ImagesResponse
@@ -194,7 +197,7 @@ def make_api(store: JobStore, queue: Any, config: F2FConfig, jobs: JobsArgs, max
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        sweeper = asyncio.create_task(_sweep_forever(store, queue, jobs.sweep_interval_s))
+        sweeper = asyncio.create_task(_sweep_forever(store, queue, jobs))
         yield
         sweeper.cancel()
 
@@ -209,20 +212,18 @@ def make_api(store: JobStore, queue: Any, config: F2FConfig, jobs: JobsArgs, max
         source_png, edit_request = await asyncio.to_thread(_validated_request, raw_image, options, config, max_n)
         depth, _ = await asyncio.to_thread(store.queue_stats)
         if depth >= jobs.max_queued:
-            raise QueueFull(f"{depth} edits are waiting, the most this server queues; retry later", jobs.retry_after_s)
+            raise RetryLater(f"{depth} edits are waiting, the most this server queues; retry later", jobs.retry_after_s)
         if ring is not None and await asyncio.to_thread(store.active_jobs, owner) >= auth.max_active_jobs_per_key:
             rule = f"this API key has {auth.max_active_jobs_per_key} edits queued or running, the most it may; retry later"
             raise TooManyJobs(rule, auth.retry_after_s)
         same_request = fingerprint(raw_image, options.model_dump())
-        record, created = await asyncio.to_thread(store.create, source_png, edit_request, same_request, key, owner)
+        try:
+            record, created = await asyncio.to_thread(store.create, source_png, edit_request, same_request, key, owner)
+        except StorageFull as exc:
+            logger.error("%s", exc)
+            raise RetryLater(f"{exc}; retry later", jobs.retry_after_s, code=exc.code) from None
         if created:
-            try:
-                await asyncio.to_thread(queue.send, record.id)
-            except Exception as exc:
-                logger.error("the job queue refused job %s", record.id, exc_info=exc)
-                error = JobError(message="the job queue is unavailable", code="queue_unavailable")
-                await asyncio.to_thread(store.update, record.id, lambda r: _fail(r, error))
-                raise NotReady("the job queue is unavailable; retry later") from None
+            await _send(store, queue, record.id)  # if the broker is down, the sweep sends it later
         return record, created
 
     @app.get("/healthz")
@@ -522,27 +523,32 @@ async def _events(store: JobStore, record: JobRecord, poll_s: float) -> AsyncIte
             return
 
 
-def _fail(record: JobRecord, error: JobError) -> bool:
-    if record.finished:
+async def _send(store: JobStore, queue: Any, job_id: str) -> bool:
+    """Send the job's message to the queue and record it; False (logged) if the broker refused."""
+    try:
+        await asyncio.to_thread(queue.send, job_id)
+    except Exception as exc:
+        logger.warning("the job queue refused job %s (%s: %s); it is sent again later", job_id, type(exc).__name__, exc)
         return False
-    record.status, record.error = "failed", error
+    await asyncio.to_thread(store.mark_sent, job_id)
     return True
 
 
-async def _sweep_forever(store: JobStore, queue: Any, interval_s: float) -> None:
-    """Delete expired jobs, queue again the running jobs whose worker was lost, set the queue gauges."""
+async def _sweep_forever(store: JobStore, queue: Any, jobs: JobsArgs) -> None:
+    """Delete expired jobs, queue again the running jobs whose worker was lost, send unsent jobs, set the queue gauges."""
     while True:
         try:
             await asyncio.to_thread(store.sweep)
             for job_id in await asyncio.to_thread(store.stale_running):
-                record = await asyncio.to_thread(store.requeue, job_id)
-                if record.status == "queued":
+                if (await asyncio.to_thread(store.requeue, job_id)).status == "queued":
                     logger.warning("job %s lost its worker; queued again", job_id)
-                    await asyncio.to_thread(queue.send, job_id)
+            for job_id in await asyncio.to_thread(store.unsent, jobs.resend_after_s):
+                if not await _send(store, queue, job_id):
+                    break  # the broker is still down: try again at the next sweep
             metrics.record_queue(*await asyncio.to_thread(store.queue_stats))
         except Exception:
             logger.exception("the job store sweep failed")
-        await asyncio.sleep(interval_s)
+        await asyncio.sleep(jobs.sweep_interval_s)
 
 
 # --- body size ----------------------------------------------------------------------------------

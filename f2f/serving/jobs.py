@@ -29,11 +29,18 @@ Rules:
   (API key): two callers' keys never meet.
 - Ownership: a job belongs to the API key that made it (`owner`);
   `get_for` answers JobNotFound for anyone else's job.
+- Sending: `sent_at` is when the job's message last went to the queue (None:
+  never, the broker was down). `unsent` lists queued jobs never sent or sent
+  longer ago than a given time: the service sends them again, since a broker
+  that restarted without its data lost their messages. A duplicate message
+  is harmless: only one claim runs a job.
+- A full volume: `create` raises StorageFull and leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -68,6 +75,26 @@ class IdempotencyConflict(F2FError):
     """An Idempotency-Key was used before with a different request."""
 
     code = "idempotency_key_reused"
+
+
+class StorageFull(F2FError):
+    """The job store's volume has no space (or quota) left."""
+
+    code = "storage_full"
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextlib.contextmanager
+def no_space_as_storage_full(what: str) -> Iterator[None]:
+    """Raise StorageFull, naming `what` could not be written, for an OSError that means the volume is full."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in NO_SPACE:
+            raise
+        raise StorageFull(f"the job volume is full: {what} could not be written ({os.strerror(exc.errno)})") from exc
 
 
 class JobProgress(BaseModel):
@@ -137,6 +164,7 @@ class JobRecord(BaseModel):
     expires_at: float | None = None
     attempts: int = 0
     cancel_requested: bool = False
+    sent_at: float | None = Field(None, description="When the job's message last went to the queue.")
     worker: str | None = None
     heartbeat_at: float | None = None
     timings_s: dict[str, float] = Field(default_factory=dict)
@@ -185,20 +213,26 @@ class JobStore:
             id=uuid.uuid4().hex, owner=owner, request=request, fingerprint=fingerprint, created_at=now, updated_at=now
         )
         folder = self.root / "jobs" / record.id
-        folder.mkdir()
-        _atomic_write(folder / "source.png", source_png)
-        _atomic_write(folder / "job.json", _dump(record))
-        if idempotency_key is not None:
-            existing = self._claim_key(f"{owner}\n{idempotency_key}", record.id)  # keys are per owner
-            if existing is not None:
-                shutil.rmtree(folder, ignore_errors=True)
-                if existing.fingerprint != fingerprint:
-                    raise IdempotencyConflict(
-                        f"Idempotency-Key was already used for job {existing.id} with a different request; use a new key"
-                    )
-                return existing, False
-        _touch(self.root / "queued" / record.id)
-        return record, True
+        try:
+            with no_space_as_storage_full("a new job"):
+                folder.mkdir()
+                _atomic_write(folder / "source.png", source_png)
+                _atomic_write(folder / "job.json", _dump(record))
+                existing = None
+                if idempotency_key is not None:
+                    existing = self._claim_key(f"{owner}\n{idempotency_key}", record.id)  # keys are per owner
+                if existing is None:
+                    _touch(self.root / "queued" / record.id)
+                    return record, True
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        shutil.rmtree(folder, ignore_errors=True)
+        if existing.fingerprint != fingerprint:
+            raise IdempotencyConflict(
+                f"Idempotency-Key was already used for job {existing.id} with a different request; use a new key"
+            )
+        return existing, False
 
     def _claim_key(self, key: str, job_id: str) -> JobRecord | None:
         """Link `key` to `job_id`, or return the live job it already names.
@@ -343,6 +377,7 @@ class JobStore:
             if record.status != "running":
                 return False
             record.status, record.worker, record.heartbeat_at, record.stage, record.progress = "queued", None, None, None, None
+            record.sent_at = None  # to be sent again
             return True
 
         return self.update(job_id, back)
@@ -357,6 +392,27 @@ class JobStore:
                 oldest = max(oldest, now - entry.stat().st_mtime)
                 count += 1
         return count, oldest
+
+    def mark_sent(self, job_id: str) -> JobRecord:
+        """Record that the job's message went to the queue now."""
+
+        def sent(record: JobRecord) -> bool:
+            if record.status != "queued":
+                return False
+            record.sent_at = time.time()
+            return True
+
+        return self.update(job_id, sent)
+
+    def unsent(self, resend_after_s: float) -> list[str]:
+        """Queued jobs never sent to the queue, or last sent over `resend_after_s` ago (their message may be lost)."""
+        due, now = [], time.time()
+        for entry in os.scandir(self.root / "queued"):
+            with contextlib.suppress(JobNotFound, OSError, ValueError):
+                record = self.get(entry.name)
+                if record.status == "queued" and (record.sent_at is None or now - record.sent_at >= resend_after_s):
+                    due.append(record.id)
+        return due
 
     def stale_running(self) -> list[str]:
         """Running jobs whose worker stopped refreshing its lease."""

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import stat
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -14,7 +18,7 @@ from typing import Any
 import pytest
 
 from f2f.serving import jobs
-from f2f.serving.jobs import EditRequest, IdempotencyConflict, JobNotFound, JobRecord, JobStore, fingerprint
+from f2f.serving.jobs import EditRequest, IdempotencyConflict, JobNotFound, JobRecord, JobStore, StorageFull, fingerprint
 
 SOURCE = b"\x89PNG\r\n\x1a\n not really a png, but the store keeps bytes as they are"
 TTL_S = 3600.0
@@ -588,6 +592,115 @@ def test_requeue_of_a_job_that_is_not_running_changes_nothing(store: JobStore, r
     assert after.status == state
     assert store.path(record.id, "job.json").read_bytes() == job_json
     assert (markers(store, "queued"), markers(store, "running")) == (queued, running)
+
+
+# --- sending: a broker that was down or lost its messages ---------------------------------------------
+
+
+def test_a_new_job_is_unsent_until_marked_sent(store: JobStore, request_: EditRequest) -> None:
+    record = new_job(store, request_)
+    assert record.sent_at is None and store.unsent(TTL_S) == [record.id]
+    sent = store.mark_sent(record.id)
+    assert sent.sent_at is not None and store.get(record.id).sent_at == sent.sent_at
+    assert store.unsent(TTL_S) == []
+
+
+def test_a_job_sent_longer_ago_than_resend_after_is_due_again(store: JobStore, request_: EditRequest) -> None:
+    record = new_job(store, request_)
+    store.mark_sent(record.id)
+    assert store.unsent(60.0) == []
+    sleep_past_tiny()
+    assert store.unsent(TINY_S) == [record.id]
+
+
+def test_only_queued_jobs_are_ever_due(store: JobStore, request_: EditRequest) -> None:
+    running, cancelled, done = (new_job(store, request_) for _ in range(3))
+    store.claim(running.id, "w1")
+    store.request_cancel(cancelled.id)
+    store.claim(done.id, "w1")
+    store.update(done.id, finish("succeeded"))
+    assert store.unsent(TINY_S) == []
+    job_json = store.path(done.id, "job.json").read_bytes()
+    assert store.mark_sent(done.id).sent_at is None  # a finished job never changes
+    assert store.path(done.id, "job.json").read_bytes() == job_json
+
+
+def test_a_requeued_job_is_due_to_be_sent_again(store: JobStore, request_: EditRequest) -> None:
+    record = new_job(store, request_)
+    store.mark_sent(record.id)
+    store.claim(record.id, "w1")
+    assert store.requeue(record.id).sent_at is None
+    assert store.unsent(TTL_S) == [record.id]
+
+
+# --- a full volume -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("failing_write", [1, 2])  # the source, then the record
+def test_a_full_volume_is_storage_full_and_leaves_no_half_made_job(
+    store: JobStore, request_: EditRequest, monkeypatch: pytest.MonkeyPatch, failing_write: int
+) -> None:
+    real_write, writes = jobs._atomic_write, []
+
+    def fills_up(path: Path, data: bytes) -> None:
+        writes.append(path.name)
+        if len(writes) == failing_write:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        real_write(path, data)
+
+    monkeypatch.setattr(jobs, "_atomic_write", fills_up)
+    with pytest.raises(StorageFull, match="the job volume is full: a new job could not be written") as raised:
+        store.create(SOURCE, request_, "fp-1", idempotency_key="k1")
+    assert raised.value.code == "storage_full"
+    assert (job_dirs(store), markers(store, "queued"), markers(store, "keys")) == ([], [], [])
+
+
+def test_other_write_errors_are_not_storage_full(store: JobStore, request_: EditRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    def denied(path: Path, data: bytes) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(jobs, "_atomic_write", denied)
+    with pytest.raises(PermissionError):
+        store.create(SOURCE, request_, "fp-1")
+    assert job_dirs(store) == []
+
+
+FULL_VOLUME_SCRIPT = """
+import os, sys
+from f2f.serving.jobs import EditRequest, JobStore, StorageFull
+root = sys.argv[1]
+os.makedirs(root, exist_ok=True)
+os.system(f"mount -t tmpfs -o size=256k tmpfs {root}")
+store = JobStore(root, ttl_s=60)
+filler = os.path.join(root, "filler")
+fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+try:
+    while True:
+        os.write(fd, b"x" * 4096)
+except OSError:
+    os.close(fd)
+request = EditRequest(prompt="p", seeds=[1])
+try:
+    store.create(b"s" * 65536, request, "fp")
+    print("created on a full volume")
+except StorageFull as exc:
+    print("storage_full", sorted(os.listdir(os.path.join(root, "jobs"))), sorted(os.listdir(os.path.join(root, "queued"))))
+os.unlink(filler)
+record, created = store.create(b"s" * 65536, request, "fp")
+print("then", record.status, created)
+"""
+
+
+def test_a_really_full_tmpfs_is_storage_full_and_nothing_is_left(tmp_path: Path) -> None:
+    """A real ENOSPC: a 256 KiB tmpfs, mounted in a private user and mount namespace (no root needed)."""
+    unshare = shutil.which("unshare")
+    probe = unshare and subprocess.run([unshare, "--user", "--map-root-user", "--mount", "true"], capture_output=True)
+    if not probe or probe.returncode != 0:
+        pytest.skip("unprivileged user and mount namespaces are not available here (unshare)")
+    command = [unshare, "--user", "--map-root-user", "--mount", sys.executable, "-c", FULL_VOLUME_SCRIPT, str(tmp_path / "v")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["storage_full [] []", "then queued True"]
 
 
 # --- fingerprint ----------------------------------------------------------------------------------
