@@ -43,7 +43,7 @@ from PIL import Image
 
 from f2f.bulk.manifest import Item, Manifest, ManifestError
 from f2f.config import F2FConfig, VideoConfig, config_from_dict, video_overrides
-from f2f.errors import EditCancelled, F2FError
+from f2f.errors import EditCancelled, F2FError, unwrap
 from f2f.imageio import open_image
 from f2f.pipeline import edit
 from f2f.protocols import CancelToken, Frames, Message, ProgressCallback
@@ -346,9 +346,9 @@ async def _edit_item(
         except TimeoutError:
             reason = f"timeout: its videos took longer than {generator.timeout_s:g} s on a generator"
         except (F2FError, EditCancelled) as exc:
-            reason = f"{exc.code}: {exc}"
+            reason = f"{exc.code}: {unwrap(exc)}"
         except Exception as exc:  # a model or library error: the item fails, the run goes on
-            cause = getattr(exc, "cause", exc)
+            cause = unwrap(exc)
             reason = f"error: {type(cause).__name__}: {str(cause)[:300]}"
         return Outcome(item.id, key, item.row, "failed", attempts, reason=reason, finished_at=time.time())
     raise AssertionError("unreachable")

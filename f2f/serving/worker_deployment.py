@@ -15,30 +15,47 @@ Rules:
   its next denoising step).
 - A model replica lost mid-job (Ray actor errors) is retried after a short
   back-off, up to `max_attempts` tries in all; bad input is `failed` with the
-  field named; anything else is `failed` with a generic message (logged).
+  field named; an error f2f names (`F2FError`: the video ran out of
+  accelerator memory, the job volume is full, the VLM endpoint failed) is
+  `failed` with its code and message; anything else is `failed` with a
+  generic message (logged).
 - Outputs are written as `f2f edit` writes them (edited.png, collage.png,
   result.json, candidates/ with `return_frames`, video.mp4 with
-  `return_video`), before the record says `succeeded`.
+  `return_video`), before the record says `succeeded`. If the volume fills
+  up meanwhile, the outputs written so far are removed and the job fails
+  with `storage_full`; if not even the record can be written, the job stays
+  running, its lease lapses and it is queued again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from f2f.config import F2FConfig
-from f2f.errors import EditCancelled, InvalidInput
+from f2f.errors import EditCancelled, F2FError, InvalidInput, unwrap
 from f2f.imageio import open_image
 from f2f.pipeline import edit
 from f2f.protocols import CancelToken, Progress
 from f2f.result import EditResult, write_outputs
 from f2f.serving import metrics
 from f2f.serving.broker import TASK_NAME, JobsArgs
-from f2f.serving.jobs import EditRequest, JobError, JobProgress, JobRecord, JobResult, JobStore
+from f2f.serving.jobs import (
+    EditRequest,
+    JobError,
+    JobProgress,
+    JobRecord,
+    JobResult,
+    JobStore,
+    StorageFull,
+    no_space_as_storage_full,
+)
 from f2f.serving.remote import RemoteGenerator, RemoteVLM
 
 logger = logging.getLogger("f2f.serving")
@@ -136,7 +153,12 @@ class EditWorker:
             message = f"a model replica was lost in each of {record.attempts} tries ({type(exc).__name__})"
             return await self._finish(job_id, "failed", JobError(message=message, code="replica_lost"))
         except InvalidInput as exc:
-            return await self._finish(job_id, "failed", JobError(message=str(exc), type="invalid_request_error", code=exc.code))
+            message = str(unwrap(exc))
+            return await self._finish(job_id, "failed", JobError(message=message, type="invalid_request_error", code=exc.code))
+        except F2FError as exc:
+            logger.warning("job %s failed: %s", job_id, unwrap(exc))
+            metrics.record_error()
+            return await self._finish(job_id, "failed", JobError(message=str(unwrap(exc)), code=exc.code))
         except Exception:
             logger.exception("job %s failed", job_id)
             metrics.record_error()
@@ -165,9 +187,14 @@ class EditWorker:
         )
 
     def _write_outputs(self, record: JobRecord, result: EditResult) -> None:
-        request = record.request
+        request, folder = record.request, self.store.job_dir(record.id)
         fps = self.config.video.fps if request.return_video else None
-        write_outputs(result, self.store.job_dir(record.id), save_frames=request.return_frames, video_fps=fps)
+        try:
+            with no_space_as_storage_full(f"the outputs of job {record.id}"):
+                write_outputs(result, folder, save_frames=request.return_frames, video_fps=fps)
+        except StorageFull:
+            _remove_outputs(folder)  # no half-written result, and the space back for the record
+            raise
 
     async def _finish(self, job_id: str, status: str, error: JobError | None, result: EditResult | None = None) -> str:
         def finish(record: JobRecord) -> bool:
@@ -182,6 +209,16 @@ class EditWorker:
             return True
 
         return (await asyncio.to_thread(self.store.update, job_id, finish)).status
+
+
+def _remove_outputs(folder: Path) -> None:
+    """Everything of a job's folder but its record, its lock and its source."""
+    for entry in os.scandir(folder):
+        if entry.name not in ("job.json", ".lock", "source.png"):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                Path(entry.path).unlink(missing_ok=True)
 
 
 def _next_attempt(record: JobRecord) -> None:

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -24,42 +25,68 @@ from harness import SAMPLE, error_of, free_port, running_app, submit, wait_for  
 LONG = {"steps": "400"}  # long enough to act on a job mid-video
 
 
+class RedisServer:
+    """A `redis-server` on a fixed loopback port without persistence: a restart loses every message it held."""
+
+    def __init__(self, binary: str) -> None:
+        self.binary, self.port = binary, free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        import redis
+
+        command = [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        client, deadline = redis.Redis(host="127.0.0.1", port=self.port), time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()  # as a crash: nothing is saved
+            self.process.wait(10)
+            self.process = None
+
+
 @pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
+def redis_server() -> Iterator[RedisServer]:
     binary = shutil.which("redis-server")
     if binary is None:
         if os.environ.get("CI"):
             pytest.fail("redis-server is missing: .ci/run installs it")
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
-    command = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    server = RedisServer(binary)
+    server.start()
     try:
-        import redis
-
-        client = redis.Redis(host="127.0.0.1", port=port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.1)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield server
     finally:
-        server.terminate()
-        server.wait(10)
+        server.stop()
 
 
 @pytest.fixture(scope="module")
-def base_url(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[str]:
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
+
+
+@pytest.fixture(scope="module")
+def jobs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("jobs")
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory: pytest.TempPathFactory, redis_url: str, jobs_dir: Path) -> Iterator[str]:
     args = {
         "config": {"profile": "tiny", "cache_dir": str(tmp_path_factory.mktemp("f2f-cache")), "seed": 3},
         "worker_max_concurrent_jobs": 1,
         "auth": {"required": False},
         "jobs": {
-            "dir": str(tmp_path_factory.mktemp("jobs")),
+            "dir": str(jobs_dir),
             "broker_url": redis_url,
             "max_queued": 2,
             "retry_after_s": 7,
@@ -67,6 +94,7 @@ def base_url(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterat
             "heartbeat_s": 0.5,
             "sweep_interval_s": 0.5,
             "poll_interval_s": 0.1,
+            "resend_after_s": 5,
         },
     }
     with running_app(args) as url:
@@ -141,3 +169,41 @@ def test_an_ingress_replica_lost_mid_job_loses_nothing(base_url: str) -> None:
         time.sleep(0.5)
     job = wait_for(base_url, job_id, timeout_s=180)
     assert job["status"] == "succeeded" and job["attempts"] == 1
+
+
+def test_a_vlm_replica_lost_mid_job_is_retried(base_url: str) -> None:
+    job_id = submit(base_url, {"prompt": "make it foggy", **LONG}).json()["id"]
+    wait_for(base_url, job_id, lambda job: job["progress"] is not None, timeout_s=60)  # captioned; selection to come
+    _kill_replica("VLM")
+    job = wait_for(base_url, job_id, timeout_s=180)
+    assert job["status"] == "succeeded", job["error"]
+    assert job["attempts"] in (1, 2)  # a call routed to the dead replica is tried again; one to its successor is not
+
+
+def test_a_client_that_hangs_up_on_a_synchronous_edit_still_gets_its_job(base_url: str, jobs_dir: Path) -> None:
+    before = set(os.listdir(jobs_dir / "jobs"))
+    files = {"image": ("source.png", SAMPLE.read_bytes(), "image/png")}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{base_url}/v1/images/edits", data={"prompt": "hang up", **LONG}, files=files, timeout=httpx.Timeout(30, read=2)
+        )
+    (job_id,) = set(os.listdir(jobs_dir / "jobs")) - before
+    job = wait_for(base_url, job_id, timeout_s=180)
+    assert job["status"] == "succeeded" and httpx.get(f"{base_url}/v1/edits/{job_id}/image").status_code == 200
+
+
+def test_a_redis_crash_loses_no_accepted_job(base_url: str, redis_server: RedisServer) -> None:
+    """Redis dies (no persistence: its messages are gone) with a job running and one waiting; one more comes while it is down."""
+    running = submit(base_url, {"prompt": "make it dusk", **LONG}).json()["id"]
+    wait_for(base_url, running, lambda job: job["status"] == "running", timeout_s=60)
+    waiting = submit(base_url, {"prompt": "make it dawn"}).json()["id"]
+    redis_server.stop()
+    accepted = submit(base_url, {"prompt": "make it noon"})
+    assert accepted.status_code == 202, accepted.text  # the store has it; the sweep sends it once the broker is back
+    during = accepted.json()["id"]
+    assert httpx.get(f"{base_url}/v1/edits/{during}").json()["status"] == "queued"
+    time.sleep(2)
+    redis_server.start()
+    jobs = [wait_for(base_url, job_id, timeout_s=240) for job_id in (running, waiting, during)]
+    assert [job["status"] for job in jobs] == ["succeeded"] * 3, [job["error"] for job in jobs]
+    assert submit(base_url, {"prompt": "and after"}).status_code == 202
