@@ -108,6 +108,40 @@ Device = Literal["auto", "cpu", "cuda"]
 DType = Literal["auto", "bfloat16", "float16", "float32"]
 
 
+class SpeedConfig(_Section):
+    """Generator speed-ups (`f2f.backends.speedups`). All off is the plain diffusers path; only `cache` changes results."""
+
+    fuse_qkv: bool = Field(False, description="One matmul for the query, key and value projections (same result to rounding).")
+    attention: Literal["auto", "flash", "cudnn", "efficient", "math"] = Field(
+        "auto", description="Scaled-dot-product attention kernel: auto lets PyTorch choose; cudnn and efficient need CUDA."
+    )
+    compile: Literal["off", "regional"] = Field(
+        "off", description="regional: torch.compile each transformer block (one compile reused 42 times)."
+    )
+    quantize: Literal["none", "fp8"] = Field(
+        "none", description="fp8: float8 weights and activations in the transformer's linear layers (torchao; CUDA, sm 8.9+)."
+    )
+    cache: Literal["off", "first_block", "pyramid"] = Field(
+        "off", description="Opt-in fast mode that reuses work across steps (approximate): first_block or pyramid attention."
+    )
+    cache_threshold: float = Field(
+        0.05, gt=0, le=1, description="first_block: skip the other blocks while the first block's change stays below this."
+    )
+
+
+class ParallelConfig(_Section):
+    """One video split over `cfg` x `ulysses` processes, one GPU each (`f2f.backends.parallel`)."""
+
+    cfg: Literal[1, 2] = Field(1, description="2: the two halves of classifier-free guidance run on two GPUs.")
+    ulysses: int = Field(
+        1, ge=1, le=64, description="Split the video tokens over this many GPUs (Ulysses); it must divide the heads (48)."
+    )
+
+    @property
+    def world_size(self) -> int:
+        return self.cfg * self.ulysses
+
+
 class GeneratorConfig(_Section):
     """The image-to-video backend."""
 
@@ -123,6 +157,8 @@ class GeneratorConfig(_Section):
     max_batch_seeds: int = Field(
         1, ge=1, le=64, description="Seeds generated together in one batch; more seeds run in several batches."
     )
+    speed: SpeedConfig = Field(default_factory=SpeedConfig, description="Speed-ups (all off: the plain diffusers path).")
+    parallel: ParallelConfig = Field(default_factory=ParallelConfig, description="One video over several GPUs.")
 
 
 class VLMConfig(_Section):

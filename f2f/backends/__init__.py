@@ -25,7 +25,7 @@ from typing import Any
 
 from f2f.catalogue import Checkpoint, check_profile_folder, load_catalogue
 from f2f.config import F2FConfig
-from f2f.errors import BackendNotConfigured
+from f2f.errors import BackendNotConfigured, InvalidConfig
 from f2f.protocols import VLM, VideoGenerator
 
 
@@ -84,11 +84,19 @@ def prepare_models(config: F2FConfig) -> None:
         check_profile_folder(config.models_dir, config.profile)
 
 
-def load_generator(config: F2FConfig) -> VideoGenerator:
-    """The video backend of `config.generator`, checked against `config.video` (closed if that fails)."""
+def load_generator(config: F2FConfig, parallel: Any = None) -> VideoGenerator:
+    """The video backend of `config.generator`, checked against `config.video` (closed if that fails).
+
+    A split generator (`generator.parallel` over more than one process) needs
+    this process's rank groups (`parallel`, from `f2f.backends.parallel.init_groups`).
+    """
     from f2f.backends.cogvideox import CogVideoXGenerator
 
-    generator = CogVideoXGenerator.from_config(config.generator)
+    layout = config.generator.parallel
+    if layout.world_size > 1 and parallel is None:
+        rule = "splits one video over several processes: the service places them (Ray Serve), or start them with torchrun"
+        raise InvalidConfig("generator.parallel", f"cfg {layout.cfg} x ulysses {layout.ulysses}", rule)
+    generator = CogVideoXGenerator.from_config(config.generator, parallel=parallel)
     try:
         generator.check_settings(config.video)
     except BaseException:

@@ -35,12 +35,15 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from f2f.config import Device, DType, GeneratorConfig, VideoConfig
+from f2f.backends.speedups import apply_speedups, attention_kernel, check_speed
+from f2f.config import Device, DType, GeneratorConfig, SpeedConfig, VideoConfig
 from f2f.errors import BackendNotConfigured, EditCancelled, GeneratorOutOfMemory, InvalidConfig, InvalidInput
 from f2f.protocols import CancelToken, Frames, Progress, ProgressCallback
 
 if TYPE_CHECKING:
     import torch
+
+    from f2f.backends.parallel import ParallelGroups
 
 PIPELINE_CLASS = "CogVideoXImageToVideoPipeline"
 LATENT_DECODE_GROUP = 2  # AutoencoderKLCogVideoX decodes latent frames in pairs (after a first odd group)
@@ -65,8 +68,9 @@ class CogVideoXGenerator:
 
     `device`/`dtype` "auto": cuda + bfloat16 when CUDA is available, else cpu +
     float32. `vae_slicing`, `vae_tiling` and `cpu_offload` are memory switches
-    (`apply_memory_switches`); `cpu_offload` needs cuda. Seeds run in batches
-    of `max_batch_seeds`; a seed's frames do not depend on its batch.
+    (`apply_memory_switches`); `cpu_offload` needs cuda. `speed` holds the
+    speed-ups (`f2f.backends.speedups`). Seeds run in batches of
+    `max_batch_seeds`; a seed's frames do not depend on its batch.
     """
 
     def __init__(
@@ -79,6 +83,8 @@ class CogVideoXGenerator:
         vae_tiling: bool = False,
         cpu_offload: bool = False,
         max_batch_seeds: int = 1,
+        speed: SpeedConfig | None = None,
+        parallel: ParallelGroups | None = None,
     ) -> None:
         torch, pipeline_class = _libraries()
         if max_batch_seeds < 1:
@@ -86,16 +92,24 @@ class CogVideoXGenerator:
         self.model_path = Path(model_path)
         self.spec = inspect_checkpoint(self.model_path)
         self.device, self.dtype = resolve_device(torch, device, dtype, cpu_offload)
+        self.speed = speed or SpeedConfig()
+        check_speed(self.speed, self.device)
         self.max_batch_seeds = max_batch_seeds
         self._lock = threading.Lock()  # one video job at a time; taken in the worker thread
         pipe = pipeline_class.from_pretrained(self.model_path, **{_dtype_keyword(): self.dtype}, local_files_only=True)
         pipe.set_progress_bar_config(disable=True)
         apply_memory_switches(pipe, self.device, vae_slicing=vae_slicing, vae_tiling=vae_tiling, cpu_offload=cpu_offload)
+        apply_speedups(pipe, self.speed)
+        self.parallel = parallel
+        if parallel is not None:
+            from f2f.backends.parallel import parallelize_transformer
+
+            parallelize_transformer(pipe.transformer, parallel)
         self._pipe: Any = pipe
 
     @classmethod
-    def from_config(cls, cfg: GeneratorConfig) -> CogVideoXGenerator:
-        """The generator that the `generator` config section describes."""
+    def from_config(cls, cfg: GeneratorConfig, parallel: ParallelGroups | None = None) -> CogVideoXGenerator:
+        """The generator that the `generator` config section describes (`parallel`: this process's rank groups)."""
         if cfg.model_path is None:
             raise InvalidConfig(_FIELD, None, "set it to the local folder of a CogVideoX image-to-video checkpoint")
         return cls(
@@ -106,6 +120,8 @@ class CogVideoXGenerator:
             vae_tiling=cfg.vae_tiling,
             cpu_offload=cfg.cpu_offload,
             max_batch_seeds=cfg.max_batch_seeds,
+            speed=cfg.speed,
+            parallel=parallel,
         )
 
     @property
@@ -169,7 +185,7 @@ class CogVideoXGenerator:
             raise RuntimeError("the CogVideoX generator is closed")
         # 2. Split the seeds into batches; one worker-thread job runs them all
         batches = [seeds[i : i + self.max_batch_seeds] for i in range(0, len(seeds), self.max_batch_seeds)]
-        job = _Job(image, caption, settings, len(batches), _notifier(progress), cancel)
+        job = _Job(image, caption, settings, len(batches), _notifier(progress), cancel, self.parallel is not None)
         try:
             return await asyncio.to_thread(self._run, job, batches)
         except asyncio.CancelledError:
@@ -195,20 +211,21 @@ class CogVideoXGenerator:
         settings, n = job.settings, len(seeds)
         generators = [torch.Generator(self.device).manual_seed(seed) for seed in seeds]
         try:
-            output = pipe(
-                image=[job.image] * n,
-                prompt=[job.caption] * n,
-                height=settings.height,
-                width=settings.width,
-                num_frames=settings.num_frames,
-                num_inference_steps=settings.num_inference_steps,
-                guidance_scale=settings.guidance_scale,
-                use_dynamic_cfg=False,
-                generator=generators,
-                max_sequence_length=self.spec.max_text_seq_length,
-                output_type="pil",
-                callback_on_step_end=job.step_callback(index),
-            )
+            with attention_kernel(self.speed):
+                output = pipe(
+                    image=[job.image] * n,
+                    prompt=[job.caption] * n,
+                    height=settings.height,
+                    width=settings.width,
+                    num_frames=settings.num_frames,
+                    num_inference_steps=settings.num_inference_steps,
+                    guidance_scale=settings.guidance_scale,
+                    use_dynamic_cfg=False,
+                    generator=generators,
+                    max_sequence_length=self.spec.max_text_seq_length,
+                    output_type="pil",
+                    callback_on_step_end=job.step_callback(index),
+                )
         except torch.OutOfMemoryError:
             pipe.maybe_free_model_hooks()
             out_of_memory = True  # raised below, once this frame no longer holds the failed call's tensors
@@ -240,15 +257,22 @@ class _Job:
         num_batches: int,
         notify: Callable[[Progress], None],
         cancel: CancelToken | None,
+        collective: bool = False,
     ) -> None:
         self.image, self.caption, self.settings = image, caption, settings
         self.total = settings.num_inference_steps * num_batches
         self.notify, self.cancel = notify, cancel
         self.stop = threading.Event()  # set when the awaiting task is cancelled
+        self.collective = collective  # a split video: every rank stops at the same step, or none does
 
     def check_cancelled(self) -> None:
-        """EditCancelled once the caller's token or the awaiting task was cancelled."""
-        if self.stop.is_set() or (self.cancel is not None and self.cancel.cancelled):
+        """EditCancelled once the caller's token or the awaiting task was cancelled (on any rank, when split)."""
+        wish = self.stop.is_set() or (self.cancel is not None and self.cancel.cancelled)
+        if self.collective:
+            from f2f.backends.parallel import any_rank
+
+            wish = any_rank(wish)
+        if wish:
             raise EditCancelled("the edit was cancelled")
 
     def step_callback(self, batch_index: int) -> Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]:

@@ -52,11 +52,15 @@ SCHEDULER_CONFIG: dict[str, Any] = {
 }
 
 
-def make_tiny_cogvideox(out_dir: str | Path, *, seed: int = 0, height: int = 64, width: int = 96) -> Path:
+def make_tiny_cogvideox(
+    out_dir: str | Path, *, seed: int = 0, height: int = 64, width: int = 96, heads: int = 2, layers: int = 1
+) -> Path:
     """Build and save a tiny CogVideoX I2V pipeline folder at `out_dir`; returns the folder.
 
     `height` and `width` must be multiples of 16 (the VAE's 8x times the
     transformer's 2x2 patches); they become the only canvas the model accepts.
+    `heads` (of 16) and `layers` size the transformer (more heads for sequence
+    parallelism over 4 processes).
     """
     import torch
     from diffusers import CogVideoXImageToVideoPipeline
@@ -70,25 +74,25 @@ def make_tiny_cogvideox(out_dir: str | Path, *, seed: int = 0, height: int = 64,
             tokenizer=_tokenizer(),
             text_encoder=_text_encoder(),
             vae=_vae(height, width),
-            transformer=_transformer(height, width),
+            transformer=_transformer(height, width, heads, layers),
             scheduler=_scheduler(),
         )
     pipe.save_pretrained(out, safe_serialization=True)
     return out
 
 
-def _transformer(height: int, width: int) -> Any:
-    """Two heads of 16 (rotary needs head_dim/4 and 3*head_dim/8 even), one layer, I2V channels."""
+def _transformer(height: int, width: int, heads: int, layers: int) -> Any:
+    """Heads of 16 (rotary needs head_dim/4 and 3*head_dim/8 even), I2V channels."""
     from diffusers import CogVideoXTransformer3DModel
 
     return CogVideoXTransformer3DModel(
-        num_attention_heads=2,
+        num_attention_heads=heads,
         attention_head_dim=16,
         in_channels=2 * LATENT_CHANNELS,
         out_channels=LATENT_CHANNELS,
         time_embed_dim=16,
         text_embed_dim=TEXT_DIM,
-        num_layers=1,
+        num_layers=layers,
         sample_width=width // SPATIAL_SCALE,
         sample_height=height // SPATIAL_SCALE,
         sample_frames=49,

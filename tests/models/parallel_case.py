@@ -1,0 +1,31 @@
+"""The pipeline call that test_parallel.py runs in one process and split over several: shared by both sides."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from PIL import Image
+
+WIDTH, HEIGHT = 80, 48  # 5 x 3 patches a latent frame: 45 video tokens for 9 frames, uneven over 2 and 4 ranks
+HEADS = 4
+
+
+def run_case(pipe: Any) -> Any:
+    """Frames (float32 numpy, 0..1) of a fixed image, caption and seed: 9 frames, 3 steps, guidance 6 (a CFG batch)."""
+    image = Image.new("RGB", (WIDTH, HEIGHT), (180, 60, 30))
+    image.paste((20, 90, 200), (0, 0, WIDTH // 2, HEIGHT // 2))
+    output = pipe(
+        image=image,
+        prompt="the dog slowly sits down",
+        height=HEIGHT,
+        width=WIDTH,
+        num_frames=9,
+        num_inference_steps=3,
+        guidance_scale=6.0,
+        use_dynamic_cfg=False,
+        generator=torch.Generator("cpu").manual_seed(7),
+        max_sequence_length=pipe.transformer.config.max_text_seq_length,
+        output_type="np",
+    )
+    return output.frames[0]
