@@ -159,15 +159,25 @@ def vlm_options(args: AppArgs) -> dict[str, Any]:
     }
 
 
-def generator_options(args: AppArgs) -> dict[str, Any]:
-    """Deployment options of the generator: one video per replica, a bounded queue."""
-    return {
+def generator_options(args: AppArgs, world_size: int = 1) -> dict[str, Any]:
+    """Deployment options of the generator: one video per replica, a bounded queue.
+
+    A replica split over `world_size` GPUs gets as many bundles of the
+    replica's resources, packed on one node; it runs in the first.
+    """
+    actor = _actor_options(args.generator_num_cpus, args.generator_num_gpus, args.generator_resources)
+    options = {
         "name": "Generator",
         "max_ongoing_requests": 1,
         "max_queued_requests": args.generator_max_queued_requests,
-        "ray_actor_options": _actor_options(args.generator_num_cpus, args.generator_num_gpus, args.generator_resources),
+        "ray_actor_options": actor,
         **replica_options(args.generator_autoscaling),
     }
+    if world_size > 1:
+        bundle = {"CPU": args.generator_num_cpus, **({"GPU": args.generator_num_gpus} if args.generator_num_gpus else {})}
+        options["placement_group_bundles"] = [{**bundle, **args.generator_resources} for _ in range(world_size)]
+        options["placement_group_strategy"] = "STRICT_PACK"
+    return options
 
 
 def worker_options(args: AppArgs) -> dict[str, Any]:
@@ -195,10 +205,15 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     prepare_models(config)
     queue = task_processor_config(parsed.jobs, parsed.jobs.store_dir(config.cache_dir))
     vlm = serve.deployment(VLMDeployment, **vlm_options(parsed))
-    generator = serve.deployment(GeneratorDeployment, **generator_options(parsed))
+    world = config.generator.parallel.world_size
+    if world > 1 and parsed.generator_num_gpus not in (0, 1):
+        rule = f"must be 1 (or 0 on CPUs) when generator.parallel splits a video over {world} GPUs: each rank takes a GPU"
+        raise InvalidConfig("generator_num_gpus", parsed.generator_num_gpus, rule)
+    generator = serve.deployment(GeneratorDeployment, **generator_options(parsed, world))
+    rank_options = {"num_cpus": parsed.generator_num_cpus, "num_gpus": parsed.generator_num_gpus}
     worker = serve.deployment(task_consumer(task_processor_config=queue)(EditWorker), **worker_options(parsed))
     ingress = serve.deployment(serve.ingress()(Ingress), **ingress_options(parsed))
-    bound_worker = worker.bind(vlm.bind(config), generator.bind(config), config, parsed.jobs)
+    bound_worker = worker.bind(vlm.bind(config), generator.bind(config, rank_options), config, parsed.jobs)
     return ingress.bind(bound_worker, config, parsed.jobs, parsed.max_n, parsed.auth)
 
 

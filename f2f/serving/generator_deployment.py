@@ -5,7 +5,8 @@ Rules: the generator is built from `config.generator` and checked against
 configured canvas or frame count fails the deployment, naming the field);
 one video job per replica at a time (`max_ongoing_requests=1`, set by the
 app builder); the backend runs the pipeline in a worker thread, so the
-replica's event loop stays free. `generate_stream` yields `Progress` events
+replica's event loop stays free. With `generator.parallel`, one replica
+spans several GPUs (`f2f.serving.ranks`): every step runs on all of them. `generate_stream` yields `Progress` events
 as the denoising steps finish (each step's time is recorded in
 `f2f_denoise_step_seconds`) and then, last, the clips; cancelling the
 request (the caller cancels its stream) stops the video at the next step.
@@ -25,13 +26,23 @@ from f2f.backends import load_generator
 from f2f.config import F2FConfig, VideoConfig
 from f2f.protocols import Frames, Progress
 from f2f.serving import metrics
+from f2f.serving.ranks import RankGroup
 
 
 class GeneratorDeployment:
-    """Serve deployment body: `generate` over the CogVideoX checkpoint of `config.generator`."""
+    """Serve deployment body: `generate` over the CogVideoX checkpoint of `config.generator`.
 
-    def __init__(self, config: F2FConfig) -> None:
-        self.backend: Any = load_generator(config)
+    A split generator (`generator.parallel`) starts its other ranks with
+    `rank_options` (their CPUs and GPUs) in this replica's placement group.
+    """
+
+    def __init__(self, config: F2FConfig, rank_options: dict[str, float] | None = None) -> None:
+        self.ranks: RankGroup | None = None
+        if config.generator.parallel.world_size > 1:
+            self.ranks = RankGroup(config, **(rank_options or {"num_cpus": 1, "num_gpus": 1}))
+            self.backend: Any = self.ranks.backend
+        else:
+            self.backend = load_generator(config)
 
     async def generate_stream(
         self, image: Image.Image, caption: str, seeds: Sequence[int], settings: VideoConfig
@@ -50,6 +61,7 @@ class GeneratorDeployment:
                 last_step[:] = [now]
             events.put_nowait(event)
 
+        followers = self.ranks.start(image, caption, list(seeds), settings) if self.ranks else []
         task = asyncio.create_task(self.backend.generate(image, caption, seeds, settings, progress=on_progress))
         try:
             while not task.done():
@@ -63,10 +75,12 @@ class GeneratorDeployment:
                 yield events.get_nowait()
             yield task.result()
         finally:
-            if not task.done():  # the caller cancelled: stop the video at its next step
+            if not task.done():  # the caller cancelled: stop the video at its next step (every rank at the same one)
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
+            if followers:
+                await asyncio.gather(*followers, return_exceptions=True)  # they end with rank 0: done, failed or stopped
 
     async def check_health(self) -> None:
         """Raise if the pipeline is released (also Serve's replica health check)."""
@@ -75,5 +89,8 @@ class GeneratorDeployment:
 
     def __del__(self) -> None:
         backend, self.backend = getattr(self, "backend", None), None
-        if backend is not None:
+        ranks, self.ranks = getattr(self, "ranks", None), None
+        if ranks is not None:
+            ranks.close()
+        elif backend is not None:
             backend.close()
