@@ -11,13 +11,20 @@ WIDTH, HEIGHT = 80, 48  # 5 x 3 patches a latent frame: 45 video tokens for 9 fr
 HEADS = 4
 
 
-def run_case(pipe: Any) -> Any:
-    """Frames (float32 numpy, 0..1) of a fixed image, caption and seed: 9 frames, 3 steps, guidance 6 (a CFG batch)."""
+CAPTION = "the dog slowly sits down"
+
+
+def case_image() -> Image.Image:
     image = Image.new("RGB", (WIDTH, HEIGHT), (180, 60, 30))
     image.paste((20, 90, 200), (0, 0, WIDTH // 2, HEIGHT // 2))
+    return image
+
+
+def run_case(pipe: Any) -> Any:
+    """Frames (float32 numpy, 0..1) of a fixed image, caption and seed: 9 frames, 3 steps, guidance 6 (a CFG batch)."""
     output = pipe(
-        image=image,
-        prompt="the dog slowly sits down",
+        image=case_image(),
+        prompt=CAPTION,
         height=HEIGHT,
         width=WIDTH,
         num_frames=9,

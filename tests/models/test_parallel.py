@@ -51,12 +51,13 @@ def single(checkpoint: Path) -> np.ndarray:
     return run_case(CogVideoXImageToVideoPipeline.from_pretrained(checkpoint))
 
 
-def run_split(checkpoint: Path, cfg: int, ulysses: int, out: Path) -> dict[str, Any]:
+def run_split(checkpoint: Path, cfg: int, ulysses: int, out: Path, mode: str = "pipeline") -> dict[str, Any]:
+    """Start the ranks, wait for them; rank 0's saved results (mode `pipeline`)."""
     world, port = cfg * ulysses, free_port()
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(world)}
     ranks = [
         subprocess.Popen(
-            [sys.executable, str(WORKER), str(checkpoint), str(cfg), str(ulysses), str(out)],
+            [sys.executable, str(WORKER), str(checkpoint), str(cfg), str(ulysses), str(out), mode],
             env={**env, "RANK": str(rank)},
             stderr=subprocess.PIPE,
             text=True,
@@ -65,7 +66,7 @@ def run_split(checkpoint: Path, cfg: int, ulysses: int, out: Path) -> dict[str, 
     ]
     errors = [rank.communicate(timeout=300)[1] for rank in ranks]
     assert all(rank.returncode == 0 for rank in ranks), "\n".join(errors)[-4000:]
-    return torch.load(out, weights_only=False)
+    return torch.load(out, weights_only=False) if mode == "pipeline" else {}
 
 
 @pytest.mark.parametrize(
@@ -80,6 +81,16 @@ def test_a_split_run_gives_the_one_process_frames(
     assert split.shape == single.shape == (9, HEIGHT, WIDTH, 3)
     assert np.abs(split - single).max() <= TOLERANCE
     assert np.abs(single - single[0]).max() > 0.01  # the frames differ from each other: a real video, not a constant
+
+
+@pytest.mark.parametrize(("cfg", "ulysses"), [(1, 2), (2, 2)], ids=["ulysses2", "cfg2xulysses2"])
+def test_a_cancel_on_rank_0_stops_every_rank_at_the_same_step(checkpoint: Path, tmp_path: Path, cfg: int, ulysses: int) -> None:
+    run_split(checkpoint, cfg, ulysses, tmp_path / "cancel", mode="cancel")  # returns: no rank hung in a collective
+    results = [torch.load(f"{tmp_path / 'cancel'}.{rank}", weights_only=False) for rank in range(cfg * ulysses)]
+    assert [result["raised"] for result in results] == ["EditCancelled"] * len(results)
+    steps = results[0]["steps"]
+    assert steps[:2] == [1, 2] and len(steps) < 6  # stopped soon after the cancel (step 2 or 3: the token is async)
+    assert all(result["steps"] == steps for result in results)  # every rank at the same step
 
 
 def test_shards_are_contiguous_and_differ_by_at_most_one_token() -> None:
