@@ -104,22 +104,29 @@ def parallelize_transformer(transformer: Any, groups: ParallelGroups) -> None:
 
 
 def _split_guidance(transformer: Any, groups: ParallelGroups) -> None:
-    """Each CFG group runs its half of the batch; the halves are gathered after the transformer."""
-    half = groups.cfg_rank
+    """Each CFG group runs its half of the batch; the halves are gathered after the transformer.
+
+    Samples of a batch are independent, so any even batch splits this way (with
+    guidance: the unconditional and conditional halves). An odd batch (guidance
+    1, one seed) runs whole in both groups: the same result, no speed-up.
+    """
+    half, split = groups.cfg_rank, [False]
 
     def take_half(_: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         if args:
             raise TypeError("call the parallel transformer with keyword arguments (as the diffusers pipelines do)")
         batch = kwargs["hidden_states"].shape[0]
-        if batch % 2:
-            raise ValueError(f"CFG-parallel needs the guidance batch (even), got a batch of {batch}")
-        for name in ("hidden_states", "encoder_hidden_states", "timestep", "ofs", "timestep_cond"):
-            value = kwargs.get(name)
-            if value is not None and getattr(value, "ndim", 0) >= 1 and value.shape[0] == batch:
-                kwargs[name] = value.chunk(2)[half]
+        split[0] = batch % 2 == 0
+        if split[0]:
+            for name in ("hidden_states", "encoder_hidden_states", "timestep", "ofs", "timestep_cond"):
+                value = kwargs.get(name)
+                if value is not None and getattr(value, "ndim", 0) >= 1 and value.shape[0] == batch:
+                    kwargs[name] = value.chunk(2)[half]
         return args, kwargs
 
     def gather_halves(_: Any, __: Any, kwargs: dict[str, Any], output: Any) -> Any:
+        if not split[0]:
+            return output
         sample = output[0] if isinstance(output, tuple) else output.sample
         halves = [sample.new_empty(sample.shape) for _ in range(2)]
         dist.all_gather(halves, sample.contiguous(), group=groups.cfg_group)

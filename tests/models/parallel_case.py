@@ -20,8 +20,8 @@ def case_image() -> Image.Image:
     return image
 
 
-def run_case(pipe: Any) -> Any:
-    """Frames (float32 numpy, 0..1) of a fixed image, caption and seed: 9 frames, 3 steps, guidance 6 (a CFG batch)."""
+def run_case(pipe: Any, guidance: float = 6.0) -> Any:
+    """Frames (float32 numpy, 0..1) of a fixed image, caption and seed: 9 frames, 3 steps (guidance > 1: a CFG batch)."""
     output = pipe(
         image=case_image(),
         prompt=CAPTION,
@@ -29,7 +29,7 @@ def run_case(pipe: Any) -> Any:
         width=WIDTH,
         num_frames=9,
         num_inference_steps=3,
-        guidance_scale=6.0,
+        guidance_scale=guidance,
         use_dynamic_cfg=False,
         generator=torch.Generator("cpu").manual_seed(7),
         max_sequence_length=pipe.transformer.config.max_text_seq_length,

@@ -2,8 +2,8 @@
 
 argv: checkpoint folder, cfg, ulysses, output file, mode. Env: MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE.
 
-- mode `pipeline`: every rank runs the same diffusers pipeline call; rank 0 saves the frames (numpy,
-  float32) and the (batch, video tokens) its transformer blocks saw.
+- mode `pipeline` (`pipeline-no-guidance`: guidance 1, a batch of one): every rank runs the same diffusers
+  pipeline call; rank 0 saves the frames (numpy, float32) and the (batch, video tokens) its blocks saw.
 - mode `cancel`: every rank runs the product's CogVideoXGenerator split by `parallel`; rank 0 cancels its
   token at step 2 of 6; each rank saves (what it raised, the steps it reported) to `<output file>.<rank>`.
 """
@@ -44,7 +44,7 @@ def main() -> None:
 
         for block in pipe.transformer.transformer_blocks:  # after the split's own hooks
             block.register_forward_pre_hook(record, with_kwargs=True)
-        frames = run_case(pipe)
+        frames = run_case(pipe, guidance=1.0 if mode == "pipeline-no-guidance" else 6.0)
         if dist.get_rank() == 0:
             torch.save({"frames": frames, "seen": sorted(seen)}, out)
     finally:

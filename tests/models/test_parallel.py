@@ -66,7 +66,7 @@ def run_split(checkpoint: Path, cfg: int, ulysses: int, out: Path, mode: str = "
     ]
     errors = [rank.communicate(timeout=300)[1] for rank in ranks]
     assert all(rank.returncode == 0 for rank in ranks), "\n".join(errors)[-4000:]
-    return torch.load(out, weights_only=False) if mode == "pipeline" else {}
+    return torch.load(out, weights_only=False) if mode.startswith("pipeline") else {}
 
 
 @pytest.mark.parametrize(
@@ -81,6 +81,13 @@ def test_a_split_run_gives_the_one_process_frames(
     assert split.shape == single.shape == (9, HEIGHT, WIDTH, 3)
     assert np.abs(split - single).max() <= TOLERANCE
     assert np.abs(single - single[0]).max() > 0.01  # the frames differ from each other: a real video, not a constant
+
+
+def test_without_guidance_a_cfg_split_runs_the_whole_batch_on_both_halves(checkpoint: Path, tmp_path: Path) -> None:
+    single = run_case(CogVideoXImageToVideoPipeline.from_pretrained(checkpoint), guidance=1.0)
+    saved = run_split(checkpoint, 2, 1, tmp_path / "frames.pt", mode="pipeline-no-guidance")
+    assert saved["seen"] == [(1, VIDEO_TOKENS)]  # a batch of one cannot be halved
+    assert np.abs(saved["frames"] - single).max() <= TOLERANCE
 
 
 @pytest.mark.parametrize(("cfg", "ulysses"), [(1, 2), (2, 2)], ids=["ulysses2", "cfg2xulysses2"])
