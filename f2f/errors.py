@@ -81,6 +81,12 @@ class GeneratorOutOfMemory(F2FError):
     code = "out_of_memory"
 
 
+class ReplicaLost(F2FError):
+    """A part of a model replica died mid-call (a rank of a split generator): worth another try elsewhere."""
+
+    code = "replica_lost"
+
+
 def unwrap(exc: BaseException) -> BaseException:
     """The original exception of one raised in a Ray actor: Ray's wrapper keeps it as `cause`; its own text is Ray's."""
     cause = getattr(exc, "cause", None)

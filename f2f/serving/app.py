@@ -159,6 +159,9 @@ def vlm_options(args: AppArgs) -> dict[str, Any]:
     }
 
 
+GENERATOR_HEALTH_CHECK_S = 2.0
+
+
 def generator_options(args: AppArgs, world_size: int = 1) -> dict[str, Any]:
     """Deployment options of the generator: one video per replica, a bounded queue.
 
@@ -168,6 +171,7 @@ def generator_options(args: AppArgs, world_size: int = 1) -> dict[str, Any]:
     actor = _actor_options(args.generator_num_cpus, args.generator_num_gpus, args.generator_resources)
     options = {
         "name": "Generator",
+        "health_check_period_s": GENERATOR_HEALTH_CHECK_S,  # a broken replica leaves routing before a job's retry
         "max_ongoing_requests": 1,
         "max_queued_requests": args.generator_max_queued_requests,
         "ray_actor_options": actor,
@@ -202,13 +206,13 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     parsed, config = parse_args(args)
     if parsed.auth.keys_file is not None:
         KeyRing(parsed.auth.keys_file)  # readable and well-formed, before any replica starts
-    prepare_models(config)
-    queue = task_processor_config(parsed.jobs, parsed.jobs.store_dir(config.cache_dir))
-    vlm = serve.deployment(VLMDeployment, **vlm_options(parsed))
     world = config.generator.parallel.world_size
     if world > 1 and parsed.generator_num_gpus not in (0, 1):
         rule = f"must be 1 (or 0 on CPUs) when generator.parallel splits a video over {world} GPUs: each rank takes a GPU"
         raise InvalidConfig("generator_num_gpus", parsed.generator_num_gpus, rule)
+    prepare_models(config)
+    queue = task_processor_config(parsed.jobs, parsed.jobs.store_dir(config.cache_dir))
+    vlm = serve.deployment(VLMDeployment, **vlm_options(parsed))
     generator = serve.deployment(GeneratorDeployment, **generator_options(parsed, world))
     rank_options = {"num_cpus": parsed.generator_num_cpus, "num_gpus": parsed.generator_num_gpus}
     worker = serve.deployment(task_consumer(task_processor_config=queue)(EditWorker), **worker_options(parsed))

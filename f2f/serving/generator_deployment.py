@@ -24,9 +24,12 @@ from PIL import Image
 
 from f2f.backends import load_generator
 from f2f.config import F2FConfig, VideoConfig
+from f2f.errors import ReplicaLost, unwrap
 from f2f.protocols import Frames, Progress
 from f2f.serving import metrics
 from f2f.serving.ranks import RankGroup
+
+FOLLOWER_GRACE_S = 60.0  # how long the other ranks may take to end after rank 0 did
 
 
 class GeneratorDeployment:
@@ -38,6 +41,7 @@ class GeneratorDeployment:
 
     def __init__(self, config: F2FConfig, rank_options: dict[str, float] | None = None) -> None:
         self.ranks: RankGroup | None = None
+        self.lost_rank: str | None = None  # set once another rank died: this replica is done for
         if config.generator.parallel.world_size > 1:
             self.ranks = RankGroup(config, **(rank_options or {"num_cpus": 1, "num_gpus": 1}))
             self.backend: Any = self.ranks.backend
@@ -50,6 +54,8 @@ class GeneratorDeployment:
         """`Progress` per denoising step, then the clips (one per seed)."""
         if self.backend is None:
             raise RuntimeError("the video generator is closed")
+        if self.lost_rank is not None:
+            raise ReplicaLost(f"a rank of this split generator died ({self.lost_rank}); the replica is being replaced")
         events: asyncio.Queue[Progress] = asyncio.Queue()
         last_step: list[float] = []  # when the previous step ended; the first step also holds the set-up: not recorded
 
@@ -80,12 +86,33 @@ class GeneratorDeployment:
                 with contextlib.suppress(BaseException):
                     await task
             if followers:
-                await asyncio.gather(*followers, return_exceptions=True)  # they end with rank 0: done, failed or stopped
+                await self._check_followers(followers)
+
+    async def _check_followers(self, followers: list[Any]) -> None:
+        """Wait for the other ranks, which end with rank 0 (done, failed or stopped) unless one died.
+
+        A dead rank (or one still running a minute after rank 0 ended) leaves
+        this replica unable to generate: it fails its health checks from now on,
+        and the call raises ReplicaLost, which the edit worker retries.
+        """
+        from ray.exceptions import RayActorError
+
+        futures = [asyncio.ensure_future(ref) for ref in followers]
+        done, pending = await asyncio.wait(futures, timeout=FOLLOWER_GRACE_S)
+        lost = [f"{len(pending)} rank(s) still running {FOLLOWER_GRACE_S:g} s after rank 0 ended"] if pending else []
+        lost += [str(unwrap(f.exception()))[:200] for f in done if isinstance(f.exception(), RayActorError)]
+        if lost:
+            self.lost_rank = lost[0]
+            raise ReplicaLost(f"a rank of this split generator died ({self.lost_rank}); the replica is being replaced")
 
     async def check_health(self) -> None:
-        """Raise if the pipeline is released (also Serve's replica health check)."""
+        """Raise if the pipeline is released or another rank is gone (also Serve's replica health check)."""
         if self.backend is None or getattr(self.backend, "_pipe", True) is None:
             raise RuntimeError("the video generator has been released")
+        if self.lost_rank is not None:
+            raise RuntimeError(f"a rank of this split generator died: {self.lost_rank}")
+        if self.ranks is not None:
+            await self.ranks.check()
 
     def __del__(self) -> None:
         backend, self.backend = getattr(self, "backend", None), None

@@ -21,6 +21,7 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import socket
 from typing import Any
@@ -95,6 +96,10 @@ class RankGroup:
     def start(self, image: Image.Image, caption: str, seeds: list[int], settings: VideoConfig) -> list[Any]:
         """Start the other ranks on a video (before rank 0 runs it); their object refs."""
         return [rank.generate.remote(image, caption, seeds, settings) for rank in self.ranks]
+
+    async def check(self) -> None:
+        """Raise (Ray's actor error) if another rank is gone; their actors answer while they generate."""
+        await asyncio.gather(*(rank.ready.remote() for rank in self.ranks))
 
     def close(self) -> None:
         import ray

@@ -13,8 +13,9 @@ Rules:
   lease is refreshed every `heartbeat_s`, and a cancel request (DELETE) is
   noticed within `poll_interval_s` and stops the edit (a running video at
   its next denoising step).
-- A model replica lost mid-job (Ray actor errors) is retried after a short
-  back-off, up to `max_attempts` tries in all; bad input is `failed` with the
+- A model replica lost mid-job (Ray actor errors, or a split generator
+  that lost a rank) is retried after a back-off (5 s, then doubling), up to
+  `max_attempts` tries in all; bad input is `failed` with the
   field named; an error f2f names (`F2FError`: the video ran out of
   accelerator memory, the job volume is full, the VLM endpoint failed) is
   `failed` with its code and message; anything else is `failed` with a
@@ -39,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from f2f.config import F2FConfig
-from f2f.errors import EditCancelled, F2FError, InvalidInput, unwrap
+from f2f.errors import EditCancelled, F2FError, InvalidInput, ReplicaLost, unwrap
 from f2f.imageio import open_image
 from f2f.pipeline import edit
 from f2f.protocols import CancelToken, Progress
@@ -59,6 +60,9 @@ from f2f.serving.jobs import (
 from f2f.serving.remote import RemoteGenerator, RemoteVLM
 
 logger = logging.getLogger("f2f.serving")
+# After a lost replica, the first retry waits this long (then twice as long each time): longer than Serve takes
+# to take a broken replica out of routing (the generator's health check every 2 s: f2f.serving.app).
+LOST_REPLICA_BACKOFF_S = 5.0
 
 
 def request_config(config: F2FConfig, request: EditRequest) -> F2FConfig:
@@ -71,7 +75,7 @@ def _lost_replica_errors() -> tuple[type[BaseException], ...]:
     from ray import exceptions as ray_errors
     from ray.serve import exceptions as serve_errors
 
-    kinds = [ray_errors.RayActorError, ray_errors.ActorUnavailableError]
+    kinds = [ray_errors.RayActorError, ray_errors.ActorUnavailableError, ReplicaLost]
     kinds += [getattr(serve_errors, name) for name in ("DeploymentUnavailableError",) if hasattr(serve_errors, name)]
     return tuple(kinds)
 
@@ -114,7 +118,7 @@ class EditWorker:
             status = await self._attempt(record)
             if status != "retry":
                 return status
-            await asyncio.sleep(min(2.0 ** (record.attempts - 1), 30.0))
+            await asyncio.sleep(min(LOST_REPLICA_BACKOFF_S * 2.0 ** (record.attempts - 1), 30.0))
             record = await asyncio.to_thread(self.store.update, job_id, _next_attempt)
 
     def _cancel_if_requested(self, job_id: str) -> JobRecord:

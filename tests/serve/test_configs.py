@@ -138,3 +138,25 @@ def test_nothing_here_started_ray() -> None:
     import ray
 
     assert not ray.is_initialized()
+
+
+def test_a_split_generator_gets_one_bundle_per_rank_packed_on_one_node() -> None:
+    from f2f.serving.app import generator_options, parse_args
+
+    args = {"config": {"profile": "tiny"}, "auth": {"required": False}, "generator_num_gpus": 1, "generator_num_cpus": 2}
+    parsed, _ = parse_args(args)
+    options = generator_options(parsed, world_size=4)
+    assert options["placement_group_bundles"] == [{"CPU": 2, "GPU": 1}] * 4
+    assert options["placement_group_strategy"] == "STRICT_PACK"
+    assert options["ray_actor_options"] == {"num_cpus": 2, "num_gpus": 1}  # the replica (rank 0) fits the first bundle
+    assert "placement_group_bundles" not in generator_options(parsed)
+
+
+def test_a_split_generator_needs_whole_gpus() -> None:
+    from f2f.serving.app import build_app
+
+    args = {"config": {"profile": "tiny", "generator": {"parallel": {"cfg": 2}}}, "auth": {"required": False}}
+    args["generator_num_gpus"] = 0.5
+    with pytest.raises(InvalidConfig) as refused:
+        build_app(args)
+    assert refused.value.field == "generator_num_gpus" and "each rank takes a GPU" in str(refused.value)

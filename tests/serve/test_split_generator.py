@@ -4,7 +4,8 @@ The same edit runs on the split application and then on the plain one (one
 cluster at a time): the caption, the chosen frame and every candidate frame
 must be the same, within one uint8 level (float rounding of the split
 attention). The split replica's second rank is a Ray actor in the replica's
-placement group.
+placement group; killing it mid-video must not leave the job hanging, and
+Serve must replace the broken replica.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from harness import running_app, submit, wait_for  # noqa: E402
 from PIL import Image  # noqa: E402
 
 PROMPT = {"prompt": "make the sun set", "return_frames": "true"}
+SPLIT = {"generator": {"parallel": {"ulysses": 2}}}
 
 
 def edit_on(args: dict[str, Any], check: Any = None) -> tuple[dict[str, Any], list[np.ndarray]]:
@@ -48,17 +50,22 @@ def app_args(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     }
 
 
-def _two_ranks() -> None:
+def rank_actors() -> list[tuple[str, str]]:
+    """(name, namespace) of the split generators' rank actors."""
     import ray
 
     from f2f.serving.ranks import RANK_ACTOR_PREFIX
 
-    ranks = [actor["name"] for actor in ray.util.list_named_actors(all_namespaces=True)]
-    assert len([name for name in ranks if name.startswith(RANK_ACTOR_PREFIX)]) == 1, ranks  # rank 1, beside rank 0
+    actors = ray.util.list_named_actors(all_namespaces=True)
+    return [(a["name"], a["namespace"]) for a in actors if a["name"].startswith(RANK_ACTOR_PREFIX)]
+
+
+def _two_ranks() -> None:
+    assert len(rank_actors()) == 1  # rank 1, beside the replica (rank 0)
 
 
 def test_a_split_generator_replica_gives_the_plain_edit(app_args: dict[str, Any], tmp_path: Path) -> None:
-    split_args = {**app_args, "config": {**app_args["config"], "generator": {"parallel": {"ulysses": 2}}}}
+    split_args = {**app_args, "config": {**app_args["config"], **SPLIT}}
     split_job, split_frames = edit_on(split_args, check=_two_ranks)
     plain_job, plain_frames = edit_on(app_args)
     for key in ("caption", "selected_label", "selected_frame", "candidate_frames"):
@@ -66,3 +73,20 @@ def test_a_split_generator_replica_gives_the_plain_edit(app_args: dict[str, Any]
     assert len(split_frames) == len(plain_frames) > 0
     for split, plain in zip(split_frames, plain_frames, strict=True):
         assert np.abs(split - plain).max() <= 1
+
+
+def test_a_rank_lost_mid_video_ends_the_job_and_the_replica_is_replaced(app_args: dict[str, Any]) -> None:
+    import ray
+
+    split_args = {**app_args, "config": {**app_args["config"], **SPLIT}, "jobs": {**app_args["jobs"], "max_attempts": 3}}
+    with running_app(split_args) as url:
+        (first_rank,) = rank_actors()
+        job_id = submit(url, {"prompt": "make it rain", "steps": "400"}).json()["id"]
+        wait_for(url, job_id, lambda job: job["progress"] is not None, timeout_s=120)
+        ray.kill(ray.get_actor(*first_rank), no_restart=True)
+        job = wait_for(url, job_id, timeout_s=300)
+        assert job["status"] == "succeeded" or job["error"]["code"] == "replica_lost", job  # retried, or failed with why
+        assert job["attempts"] >= 2 or job["status"] == "failed"
+        after = wait_for(url, submit(url, {"prompt": "make it snow"}).json()["id"], timeout_s=300)
+        assert after["status"] == "succeeded", after["error"]
+        assert len(rank_actors()) == 1 and rank_actors() != [first_rank]  # a new replica with a new rank 1
