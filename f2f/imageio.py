@@ -17,6 +17,10 @@ field, the path or ``"<N bytes>"``, and the rule):
 Rules of `to_rgb` (the input image is never changed):
 
 * the EXIF orientation is applied first (a phone photo comes out upright);
+* an embedded ICC profile is honoured: RGB, RGBA, CMYK and L images are
+  converted from their profile to sRGB (a wide-gamut or CMYK photo keeps
+  its colours); a profile that cannot be read, or one of another colour
+  space than the pixels, is ignored, as browsers do;
 * RGB is kept as is; L and 1 become grey RGB; CMYK and YCbCr go through Pillow;
 * RGBA, LA, PA, La, RGBa, a P image with an RGBA palette and P, L, 1 or RGB with
   a ``transparency`` entry are alpha-composited onto `background` (white by
@@ -33,13 +37,14 @@ Rules of `to_rgb` (the input image is never changed):
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from collections.abc import Callable
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageCms, ImageOps
 
 from f2f.config import InputConfig
 from f2f.errors import InvalidImage
@@ -180,7 +185,7 @@ def to_rgb(image: Image.Image, background: Colour = (255, 255, 255), *, orient: 
     """
     if image.width == 0 or image.height == 0:
         raise InvalidImage("image", f"{image.width}x{image.height}", "the image has no pixels")
-    upright = ImageOps.exif_transpose(image) if orient else image.copy()
+    upright = _to_srgb(ImageOps.exif_transpose(image) if orient else image.copy())
     if _has_transparency(upright):
         return _composite(upright, background)
     converter = _CONVERTERS.get(upright.mode)
@@ -196,9 +201,36 @@ def ensure_rgb(image: Image.Image, background: Colour = (255, 255, 255)) -> Imag
     (anything `open_image` returned); the caller must not modify the result.
     """
     upright = image.getexif().get(ORIENTATION_TAG, 1) == 1
-    if image.mode == "RGB" and upright and "transparency" not in image.info and image.width and image.height:
+    plain = "transparency" not in image.info and "icc_profile" not in image.info
+    if image.mode == "RGB" and upright and plain and image.width and image.height:
         return image
     return to_rgb(image, background)
+
+
+_ICC_SPACES = {"RGB": "RGB", "RGBA": "RGB", "CMYK": "CMYK", "L": "GRAY"}  # image mode -> its profile's colour space
+
+
+def _to_srgb(image: Image.Image) -> Image.Image:
+    """`image` converted from its ICC profile to sRGB (no profile, or an unusable one: as it is), without the profile."""
+    icc = image.info.pop("icc_profile", None)
+    if not icc or image.mode not in _ICC_SPACES:
+        return image
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if source.profile.xcolor_space.strip() != _ICC_SPACES[image.mode]:
+            return image
+        mode = "RGBA" if image.mode == "RGBA" else "RGB"
+        converted = ImageCms.profileToProfile(image, source, _srgb_profile(), outputMode=mode)
+    except (OSError, ImageCms.PyCMSError):
+        return image
+    assert converted is not None  # profileToProfile returns a new image unless inPlace
+    converted.info = {key: value for key, value in image.info.items() if key != "icc_profile"}
+    return converted
+
+
+@functools.cache
+def _srgb_profile() -> ImageCms.ImageCmsProfile:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
 def _has_transparency(image: Image.Image) -> bool:

@@ -151,10 +151,10 @@ class EditWorker:
             )
         except self.lost_replica as exc:
             if record.attempts < self.jobs.max_attempts:
-                logger.warning("job %s: a model replica was lost (%s); trying again", job_id, type(exc).__name__)
+                logger.warning("job %s: a model replica was lost (%s); trying again", job_id, type(unwrap(exc)).__name__)
                 return "retry"
             metrics.record_error()
-            message = f"a model replica was lost in each of {record.attempts} tries ({type(exc).__name__})"
+            message = f"a model replica was lost in each of {record.attempts} tries ({type(unwrap(exc)).__name__})"
             return await self._finish(job_id, "failed", JobError(message=message, code="replica_lost"))
         except InvalidInput as exc:
             message = str(unwrap(exc))

@@ -400,3 +400,50 @@ def test_ensure_rgb_skips_the_copy_only_when_nothing_would_change():
     assert ensure_rgb(Image.open(buffer)).size == (6, 8)  # the EXIF orientation is still applied
     rgba = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
     assert ensure_rgb(rgba, (9, 9, 9)).getpixel((0, 0)) == (9, 9, 9)
+
+
+# --- ICC profiles -----------------------------------------------------------
+
+
+def srgb_icc() -> bytes:
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def swapped_primaries_icc() -> bytes:
+    """sRGB with its red and green primaries swapped: a valid RGB profile in which (255, 0, 0) means sRGB green."""
+    data = bytearray(srgb_icc())
+    count = struct.unpack(">I", data[128:132])[0]
+    entries = {bytes(data[132 + 12 * i : 136 + 12 * i]): 132 + 12 * i for i in range(count)}
+    red, green = entries[b"rXYZ"], entries[b"gXYZ"]
+    data[red + 4 : red + 12], data[green + 4 : green + 12] = data[green + 4 : green + 12], data[red + 4 : red + 12]
+    return bytes(data)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
+def test_an_icc_profile_is_honoured_colours_become_srgb(fmt: str) -> None:
+    red = Image.new("RGB", (16, 8), (255, 0, 0))
+    decoded = open_image(encode(red, fmt, icc_profile=swapped_primaries_icc(), **({"quality": 100} if fmt != "PNG" else {})))
+    r, g, b = decoded.getpixel((8, 4))
+    assert g > 200 and r < 60 and b < 60  # the profile says these numbers are green
+    assert "icc_profile" not in decoded.info  # what comes out is sRGB, untagged
+
+
+def test_an_srgb_profile_changes_nothing_and_a_broken_or_foreign_one_is_ignored() -> None:
+    from PIL import ImageCms
+
+    rng = np.random.default_rng(0)
+    pixels = Image.fromarray(rng.integers(0, 256, (12, 20, 3), dtype=np.uint8))
+    want = np.asarray(pixels)
+    xyz = ImageCms.ImageCmsProfile(ImageCms.createProfile("XYZ")).tobytes()  # a profile of another colour space
+    for icc in (srgb_icc(), b"not a profile at all", xyz):
+        assert np.array_equal(np.asarray(open_image(encode(pixels, "PNG", icc_profile=icc))), want)
+
+
+def test_to_rgb_leaves_the_callers_profile_in_place() -> None:
+    image = Image.new("RGB", (4, 4), (255, 0, 0))
+    image.info["icc_profile"] = swapped_primaries_icc()
+    assert to_rgb(image).getpixel((0, 0))[1] > 200
+    assert image.info["icc_profile"] == swapped_primaries_icc() and image.getpixel((0, 0)) == (255, 0, 0)
+    assert ensure_rgb(image) is not image  # a tagged image is converted, not passed through
