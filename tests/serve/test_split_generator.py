@@ -85,8 +85,8 @@ def test_a_rank_lost_mid_video_ends_the_job_and_the_replica_is_replaced(app_args
         wait_for(url, job_id, lambda job: job["progress"] is not None, timeout_s=120)
         ray.kill(ray.get_actor(*first_rank), no_restart=True)
         job = wait_for(url, job_id, timeout_s=300)
-        assert job["status"] == "succeeded" or job["error"]["code"] == "replica_lost", job  # retried, or failed with why
-        assert job["attempts"] >= 2 or job["status"] == "failed"
+        assert job["status"] == "succeeded", job["error"]  # retried once the broken replica left routing
+        assert job["attempts"] >= 2
         after = wait_for(url, submit(url, {"prompt": "make it snow"}).json()["id"], timeout_s=300)
         assert after["status"] == "succeeded", after["error"]
         assert len(rank_actors()) == 1 and rank_actors() != [first_rank]  # a new replica with a new rank 1
