@@ -150,7 +150,9 @@ class GeneratorConfig(_Section):
     device: Device = Field("auto", description="auto: cuda when available, else cpu.")
     dtype: DType = Field("auto", description="auto: bfloat16 on cuda, float32 on cpu.")
     vae_slicing: bool = Field(False, description="Decode the VAE one video at a time (less memory, same result).")
-    vae_tiling: bool = Field(False, description="Decode the VAE in tiles (less memory; may show seams).")
+    vae_tiling: bool | Literal["auto"] = Field(
+        False, description="Decode the VAE in tiles (less memory; may show seams); auto: only when untiled runs out of memory."
+    )
     cpu_offload: bool = Field(
         False, description="Keep weights on the CPU and move each model to the GPU when used (slower, less GPU memory)."
     )

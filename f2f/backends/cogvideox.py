@@ -27,11 +27,12 @@ import asyncio
 import contextlib
 import gc
 import json
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from PIL import Image
 
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 
 PIPELINE_CLASS = "CogVideoXImageToVideoPipeline"
 LATENT_DECODE_GROUP = 2  # AutoencoderKLCogVideoX decodes latent frames in pairs (after a first odd group)
+logger = logging.getLogger("f2f.backends")
 _FIELD = "generator.model_path"
 _INSTALL = "pip install 'f2f[video]'"
 
@@ -80,7 +82,7 @@ class CogVideoXGenerator:
         device: Device = "auto",
         dtype: DType = "auto",
         vae_slicing: bool = False,
-        vae_tiling: bool = False,
+        vae_tiling: bool | Literal["auto"] = False,
         cpu_offload: bool = False,
         max_batch_seeds: int = 1,
         speed: SpeedConfig | None = None,
@@ -361,16 +363,42 @@ def resolve_device(torch: Any, device: str, dtype: str, cpu_offload: bool) -> tu
     return torch.device(device), getattr(torch, dtype)
 
 
-def apply_memory_switches(pipe: Any, device: torch.device, *, vae_slicing: bool, vae_tiling: bool, cpu_offload: bool) -> None:
+def apply_memory_switches(
+    pipe: Any, device: torch.device, *, vae_slicing: bool, vae_tiling: bool | Literal["auto"], cpu_offload: bool
+) -> None:
     """The one place the memory switches are applied; all off is the plain reference path."""
     if vae_slicing:
         pipe.vae.enable_slicing()
-    if vae_tiling:
+    if vae_tiling == "auto":
+        _tile_when_out_of_memory(pipe.vae)
+    elif vae_tiling:
         pipe.vae.enable_tiling()
     if cpu_offload:
         pipe.enable_model_cpu_offload(device=device)  # weights stay on the CPU until each model runs
     else:
         pipe.to(device)
+
+
+def _tile_when_out_of_memory(vae: Any) -> None:
+    """`vae.decode` untiled, and again in tiles only if untiled ran out of memory (`vae_tiling: auto`)."""
+    import torch
+
+    untiled = vae.decode
+
+    def decode(z: Any, return_dict: bool = True) -> Any:
+        try:
+            return untiled(z, return_dict=return_dict)
+        except torch.OutOfMemoryError:
+            pass  # retried below, once this frame no longer holds the failed decode's tensors
+        _release_memory(z.device)
+        logger.warning("the VAE ran out of memory decoding %s latents untiled; decoding them in tiles", tuple(z.shape))
+        vae.enable_tiling()
+        try:
+            return untiled(z, return_dict=return_dict)
+        finally:
+            vae.disable_tiling()
+
+    vae.decode = decode
 
 
 def _release_memory(device: torch.device) -> None:

@@ -156,6 +156,35 @@ def test_memory_switches_keep_the_clips(tiny_dir: Path, batched: CogVideoXGenera
             assert all(np.abs(pixels(a) - pixels(b)).max() <= BATCH_TOLERANCE for a, b in zip(plain, clips, strict=True))
 
 
+def test_vae_tiling_auto_tiles_only_when_untiled_runs_out_of_memory(
+    tiny_dir: Path, canvas: Image.Image, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def clips(vae_tiling: object, untiled_fits: bool = True) -> tuple[np.ndarray, list[tuple[bool, float]]]:
+        """The frames of one video, and each VAE decode: (tiled?, the latents' sum)."""
+        gen = CogVideoXGenerator(tiny_dir, device="cpu", vae_tiling=vae_tiling)
+        vae, decode_once, calls = gen._pipe.vae, gen._pipe.vae._decode, []
+
+        def decode(z: torch.Tensor, *args: object, **kwargs: object) -> object:
+            calls.append((vae.use_tiling, float(z.sum())))
+            if not vae.use_tiling and not untiled_fits:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 30.00 GiB")
+            return decode_once(z, *args, **kwargs)
+
+        monkeypatch.setattr(vae, "_decode", decode)
+        out = asyncio.run(gen.generate(canvas, CAPTION, [4], settings()))
+        assert vae.use_tiling == (vae_tiling is True)  # auto goes back to untiled for the next video
+        gen.close()
+        return pixels(out[0]), calls
+
+    plain, plain_calls = clips(False)
+    auto, auto_calls = clips("auto")
+    assert auto_calls == plain_calls and [tiled for tiled, _ in plain_calls] == [False] and np.array_equal(plain, auto)
+    rescued, rescued_calls = clips("auto", untiled_fits=False)
+    latents = plain_calls[0][1]
+    assert rescued_calls == [(False, latents), (True, latents)]  # the same latents: untiled, out of memory, then tiled
+    assert rescued.shape == plain.shape and not np.array_equal(rescued, plain)  # tiles: seams, on purpose
+
+
 def test_the_input_image_reaches_the_model(generator: CogVideoXGenerator, canvas: Image.Image) -> None:
     """Another first frame gives another clip (same seed and caption).
 
