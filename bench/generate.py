@@ -233,7 +233,10 @@ class Bench:
     def __init__(self, size: Size, device: Any, dtype: Any, steps: int, frames: int, guidance: float, groups: Any) -> None:
         self.size, self.device, self.dtype, self.steps, self.frames, self.guidance = size, device, dtype, steps, frames, guidance
         self.groups = groups
+        from f2f.backends.cogvideox import tile_when_out_of_memory
+
         self.vae, self.t5 = build_vae(size, device, dtype), build_t5(size, device, dtype)
+        tile_when_out_of_memory(self.vae)  # as `generator.vae_tiling: auto` (a warning says when it tiles)
         self.embeds, self.text_s = self._encode_text()
         from PIL import Image
 

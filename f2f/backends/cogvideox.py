@@ -370,7 +370,7 @@ def apply_memory_switches(
     if vae_slicing:
         pipe.vae.enable_slicing()
     if vae_tiling == "auto":
-        _tile_when_out_of_memory(pipe.vae)
+        tile_when_out_of_memory(pipe.vae)
     elif vae_tiling:
         pipe.vae.enable_tiling()
     if cpu_offload:
@@ -379,7 +379,7 @@ def apply_memory_switches(
         pipe.to(device)
 
 
-def _tile_when_out_of_memory(vae: Any) -> None:
+def tile_when_out_of_memory(vae: Any) -> None:
     """`vae.decode` untiled, and again in tiles only if untiled ran out of memory (`vae_tiling: auto`)."""
     import torch
 
