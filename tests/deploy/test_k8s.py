@@ -8,6 +8,7 @@ limits, read-only models, no egress outside the cluster). Then one planted mista
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 import subprocess
@@ -128,7 +129,7 @@ def serve_app_args(doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_there_is_an_overlay_per_scenario() -> None:
-    assert OVERLAYS == ["bulk", "cluster", "external-vlm", "single-gpu"]
+    assert OVERLAYS == ["bulk", "cluster", "external-vlm", "multi-gpu", "single-gpu"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -289,3 +290,25 @@ def test_a_bulk_option_the_command_rejects_is_named() -> None:
     with pytest.raises(click.BadParameter) as info:
         main.commands["run"].make_context("run", [w if w != "2" else "-1" for w in words])
     assert info.value.param is not None and info.value.param.name == "max_retries"
+
+
+def test_a_split_generator_replica_fits_one_generator_pod() -> None:
+    """multi-gpu: every rank's bundle ({CPU, GPU, generator_node}) fits, all of a replica's on one pod (STRICT_PACK)."""
+    from f2f.serving.app import generator_options, parse_args
+
+    (service,) = _ray_objects(rendered("multi-gpu"))
+    (args,) = serve_app_args(service)
+    parsed, config = parse_args(args)
+    world = config.generator.parallel.world_size
+    assert world == 4 and config.generator.speed.compile == "regional"
+    options = generator_options(parsed, world)
+    assert options["placement_group_strategy"] == "STRICT_PACK"
+    need = {key: sum(bundle.get(key, 0) for bundle in options["placement_group_bundles"]) for key in ("CPU", "GPU")}
+    (group,) = [g for g in _cluster_spec(service)["workerGroupSpecs"] if g["groupName"] == "generator"]
+    (container,) = group["template"]["spec"]["containers"]
+    limits = container["resources"]["limits"]
+    assert int(limits["nvidia.com/gpu"]) == need["GPU"] == world and int(limits["cpu"]) >= need["CPU"]
+    custom = json.loads(json.loads(group["rayStartParams"]["resources"]))  # a JSON string inside a quoted string
+    assert custom == {"generator_node": world * parsed.generator_resources["generator_node"]}
+    (cluster,) = _ray_objects(rendered("cluster"))
+    assert yaml.safe_load(cluster["spec"]["serveConfigV2"])["applications"][0]["args"]["config"].get("generator") is None
