@@ -542,6 +542,7 @@ async def _sweep_forever(store: JobStore, queue: Any, jobs: JobsArgs) -> None:
             for job_id in await asyncio.to_thread(store.stale_running):
                 if (await asyncio.to_thread(store.requeue, job_id)).status == "queued":
                     logger.warning("job %s lost its worker; queued again", job_id)
+                    await _send(store, queue, job_id)
             for job_id in await asyncio.to_thread(store.unsent, jobs.resend_after_s):
                 if not await _send(store, queue, job_id):
                     break  # the broker is still down: try again at the next sweep

@@ -404,13 +404,19 @@ class JobStore:
 
         return self.update(job_id, sent)
 
-    def unsent(self, resend_after_s: float) -> list[str]:
-        """Queued jobs never sent to the queue, or last sent over `resend_after_s` ago (their message may be lost)."""
+    def unsent(self, resend_after_s: float, grace_s: float = 5.0) -> list[str]:
+        """Queued jobs never sent to the queue, or last sent over `resend_after_s` ago (their message may be lost).
+
+        A job never sent counts once it is `grace_s` old: the request that made it sends it itself.
+        """
         due, now = [], time.time()
         for entry in os.scandir(self.root / "queued"):
             with contextlib.suppress(JobNotFound, OSError, ValueError):
                 record = self.get(entry.name)
-                if record.status == "queued" and (record.sent_at is None or now - record.sent_at >= resend_after_s):
+                if record.status != "queued":
+                    continue
+                never = record.sent_at is None and now - record.updated_at >= grace_s
+                if never or (record.sent_at is not None and now - record.sent_at >= resend_after_s):
                     due.append(record.id)
         return due
 

@@ -599,7 +599,8 @@ def test_requeue_of_a_job_that_is_not_running_changes_nothing(store: JobStore, r
 
 def test_a_new_job_is_unsent_until_marked_sent(store: JobStore, request_: EditRequest) -> None:
     record = new_job(store, request_)
-    assert record.sent_at is None and store.unsent(TTL_S) == [record.id]
+    assert record.sent_at is None and store.unsent(TTL_S, grace_s=0) == [record.id]
+    assert store.unsent(TTL_S) == []  # within the grace: the request that made it is sending it
     sent = store.mark_sent(record.id)
     assert sent.sent_at is not None and store.get(record.id).sent_at == sent.sent_at
     assert store.unsent(TTL_S) == []
@@ -630,7 +631,7 @@ def test_a_requeued_job_is_due_to_be_sent_again(store: JobStore, request_: EditR
     store.mark_sent(record.id)
     store.claim(record.id, "w1")
     assert store.requeue(record.id).sent_at is None
-    assert store.unsent(TTL_S) == [record.id]
+    assert store.unsent(TTL_S, grace_s=0) == [record.id]
 
 
 # --- a full volume -----------------------------------------------------------------------------------
