@@ -106,18 +106,31 @@ def write_outputs(result: EditResult, out_dir: str | Path, save_frames: bool = F
         for index, image in zip(result.outcome.candidates, result.candidate_images(), strict=True):
             written.append(_save_png(image, out / "candidates" / f"frame_{index:03d}.png"))
     data = json.dumps(result.to_json(), indent=2).encode() + b"\n"
-    written.append(_atomic(out / "result.json", lambda f: f.write(data)))
+    written.append(write_atomic(out / "result.json", lambda f: f.write(data)))
     return written
 
 
 def _save_png(image: Image.Image, path: Path) -> Path:
-    return _atomic(path, lambda f: image.save(f, format="PNG"))
+    return write_atomic(path, lambda f: image.save(f, format="PNG"))
 
 
-def _atomic(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
-    """Write through a temporary file beside `path`, then rename: readers never see half a file."""
+def write_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
+    """Write through a temporary file beside `path`, then rename: readers never see half a file.
+
+    If writing fails (a full disk), the temporary file is removed and the error raised; `path` is untouched.
+    """
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        write(tmp)
-    os.chmod(tmp.name, OUTPUT_MODE)  # temporary files are private (0600); outputs are not
-    os.replace(tmp.name, path)
+        try:
+            write(tmp)
+            tmp.flush()
+        except BaseException:
+            tmp.close()
+            os.unlink(tmp.name)
+            raise
+    try:
+        os.chmod(tmp.name, OUTPUT_MODE)  # temporary files are private (0600); outputs are not
+        os.replace(tmp.name, path)
+    except BaseException:
+        Path(tmp.name).unlink(missing_ok=True)
+        raise
     return path

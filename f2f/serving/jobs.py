@@ -47,7 +47,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -58,11 +57,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from f2f.config import video_overrides
 from f2f.errors import F2FError
+from f2f.result import write_atomic
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 FINISHED: tuple[JobStatus, ...] = ("succeeded", "failed", "cancelled")
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
-FILE_MODE = 0o644
 
 
 class JobNotFound(F2FError):
@@ -466,10 +465,7 @@ def _dump(record: JobRecord) -> bytes:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        tmp.write(data)
-    os.chmod(tmp.name, FILE_MODE)
-    os.replace(tmp.name, path)
+    write_atomic(path, lambda f: f.write(data))
 
 
 def _unlink_if_same(path: Path, content: bytes) -> None:

@@ -775,3 +775,20 @@ def test_a_job_tried_max_attempts_times_fails_instead_of_running_again(tmp_path:
     failed = store.get(record.id)
     assert failed.status == "failed" and failed.attempts == 2 and failed.error is not None
     assert failed.error.code == "too_many_attempts" and failed.expires_at is not None
+
+
+def test_a_write_that_fails_leaves_no_temporary_file_and_the_old_file_whole(store: JobStore, request_: EditRequest) -> None:
+    from f2f.result import write_atomic
+
+    record = new_job(store, request_)
+    path = store.path(record.id, "job.json")
+    before = path.read_bytes()
+
+    def fills_up(f: Any) -> None:
+        f.write(b"{half a record")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(OSError):
+        write_atomic(path, fills_up)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == ["job.json", "source.png"]
