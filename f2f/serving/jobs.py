@@ -62,6 +62,7 @@ from f2f.result import write_atomic
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 FINISHED: tuple[JobStatus, ...] = ("succeeded", "failed", "cancelled")
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+_JOB_FILES = ("job.json", ".lock", "source.png")  # the store's own files in a job's folder; the rest are outputs
 
 
 class JobNotFound(F2FError):
@@ -281,6 +282,16 @@ class JobStore:
                 with contextlib.suppress(JobNotFound, OSError, ValueError):
                     count += self.get(entry.name).owner == owner
         return count
+
+    def remove_outputs(self, job_id: str) -> None:
+        """Delete what a worker wrote into the job's folder: all but the record, its lock and the source."""
+        for entry in os.scandir(self.job_dir(job_id)):
+            if entry.name in _JOB_FILES:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                Path(entry.path).unlink(missing_ok=True)
 
     def output(self, job_id: str, name: str) -> Path | None:
         """The path of an output file of a live job, or None if it has no such file."""

@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import shutil
 import time
 import uuid
 from pathlib import Path
@@ -197,7 +195,7 @@ class EditWorker:
             with no_space_as_storage_full(f"the outputs of job {record.id}"):
                 write_outputs(result, folder, save_frames=request.return_frames, video_fps=fps)
         except StorageFull:
-            _remove_outputs(folder)  # no half-written result, and the space back for the record
+            self.store.remove_outputs(record.id)  # no half-written result, and the space back for the record
             raise
 
     async def _finish(self, job_id: str, status: str, error: JobError | None, result: EditResult | None = None) -> str:
@@ -213,16 +211,6 @@ class EditWorker:
             return True
 
         return (await asyncio.to_thread(self.store.update, job_id, finish)).status
-
-
-def _remove_outputs(folder: Path) -> None:
-    """Everything of a job's folder but its record, its lock and its source."""
-    for entry in os.scandir(folder):
-        if entry.name not in ("job.json", ".lock", "source.png"):
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path, ignore_errors=True)
-            else:
-                Path(entry.path).unlink(missing_ok=True)
 
 
 def _next_attempt(record: JobRecord) -> None:
