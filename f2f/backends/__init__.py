@@ -21,12 +21,15 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from f2f.catalogue import Checkpoint, check_profile_folder, load_catalogue
 from f2f.config import F2FConfig
 from f2f.errors import BackendNotConfigured, InvalidConfig
 from f2f.protocols import VLM, VideoGenerator
+
+if TYPE_CHECKING:
+    from f2f.backends.parallel import ParallelGroups
 
 
 @dataclass
@@ -84,7 +87,7 @@ def prepare_models(config: F2FConfig) -> None:
         check_profile_folder(config.models_dir, config.profile)
 
 
-def load_generator(config: F2FConfig, parallel: Any = None) -> VideoGenerator:
+def load_generator(config: F2FConfig, parallel: ParallelGroups | None = None) -> VideoGenerator:
     """The video backend of `config.generator`, checked against `config.video` (closed if that fails).
 
     A split generator (`generator.parallel` over more than one process) needs

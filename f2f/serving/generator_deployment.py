@@ -39,11 +39,11 @@ class GeneratorDeployment:
     `rank_options` (their CPUs and GPUs) in this replica's placement group.
     """
 
-    def __init__(self, config: F2FConfig, rank_options: dict[str, float] | None = None) -> None:
+    def __init__(self, config: F2FConfig, rank_options: dict[str, float]) -> None:
         self.ranks: RankGroup | None = None
         self.lost_rank: str | None = None  # set once another rank died: this replica is done for
         if config.generator.parallel.world_size > 1:
-            self.ranks = RankGroup(config, **(rank_options or {"num_cpus": 1, "num_gpus": 1}))
+            self.ranks = RankGroup(config, **rank_options)
             self.backend: Any = self.ranks.backend
         else:
             self.backend = load_generator(config)

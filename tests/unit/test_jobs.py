@@ -124,18 +124,23 @@ def test_stores_on_one_root_share_jobs(tmp_path: Path, request_: EditRequest) ->
 # --- ids ------------------------------------------------------------------------------------------
 
 
+JOB_CALLS = [  # every store call that takes a job id and reads or changes the job
+    pytest.param(lambda s, i: s.get(i), id="get"),
+    pytest.param(lambda s, i: s.output(i, "source.png"), id="output"),
+    pytest.param(lambda s, i: s.claim(i, "w1"), id="claim"),
+    pytest.param(lambda s, i: s.update(i, lambda r: None), id="update"),
+    pytest.param(lambda s, i: s.request_cancel(i), id="request_cancel"),
+    pytest.param(lambda s, i: s.requeue(i), id="requeue"),
+]
+
+
 @pytest.mark.parametrize("bad_id", BAD_IDS)
 @pytest.mark.parametrize(
     "call",
     [
         pytest.param(lambda s, i: s.job_dir(i), id="job_dir"),
         pytest.param(lambda s, i: s.path(i, "source.png"), id="path"),
-        pytest.param(lambda s, i: s.get(i), id="get"),
-        pytest.param(lambda s, i: s.output(i, "source.png"), id="output"),
-        pytest.param(lambda s, i: s.claim(i, "w1"), id="claim"),
-        pytest.param(lambda s, i: s.update(i, lambda r: None), id="update"),
-        pytest.param(lambda s, i: s.request_cancel(i), id="request_cancel"),
-        pytest.param(lambda s, i: s.requeue(i), id="requeue"),
+        *JOB_CALLS,
     ],
 )
 def test_a_malformed_id_is_an_unknown_job_and_touches_no_path(
@@ -153,17 +158,7 @@ def test_an_id_with_a_trailing_newline_is_an_unknown_job(store: JobStore) -> Non
         store.job_dir(UNKNOWN_ID + "\n")
 
 
-@pytest.mark.parametrize(
-    "call",
-    [
-        pytest.param(lambda s, i: s.get(i), id="get"),
-        pytest.param(lambda s, i: s.output(i, "source.png"), id="output"),
-        pytest.param(lambda s, i: s.claim(i, "w1"), id="claim"),
-        pytest.param(lambda s, i: s.update(i, lambda r: None), id="update"),
-        pytest.param(lambda s, i: s.request_cancel(i), id="request_cancel"),
-        pytest.param(lambda s, i: s.requeue(i), id="requeue"),
-    ],
-)
+@pytest.mark.parametrize("call", JOB_CALLS)
 def test_an_unknown_well_formed_id_is_an_unknown_job(store: JobStore, call: Callable[[JobStore, str], Any]) -> None:
     with pytest.raises(JobNotFound):
         call(store, UNKNOWN_ID)
