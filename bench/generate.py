@@ -258,6 +258,7 @@ class Bench:
     def run(self, mode: str, speed: SpeedConfig) -> tuple[Row, Any]:
         from diffusers import CogVideoXDDIMScheduler, CogVideoXImageToVideoPipeline
 
+        from f2f.backends.cogvideox import release_memory
         from f2f.backends.speedups import apply_speedups, attention_kernel, check_speed
         from f2f.backends.tiny_cogvideox import SCHEDULER_CONFIG
 
@@ -286,7 +287,7 @@ class Bench:
             vae_s = self._decode(pipe, latents)
         finally:
             del pipe, transformer
-            release(self.device)
+            release_memory(self.device)
         step_s = statistics.median(step_times[1:] or step_times)
         flops = step_flops(self.size, self.frames)
         row = Row(
@@ -473,16 +474,6 @@ def peak_memory_gib(device: Any) -> float | None:
     import torch
 
     return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-
-
-def release(device: Any) -> None:
-    import gc
-
-    import torch
-
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 def machine(device: Any) -> dict[str, str]:

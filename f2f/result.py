@@ -119,18 +119,13 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
 
     If writing fails (a full disk), the temporary file is removed and the error raised; `path` is untouched.
     """
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        try:
-            write(tmp)
-            tmp.flush()
-        except BaseException:
-            tmp.close()
-            os.unlink(tmp.name)
-            raise
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        os.chmod(tmp.name, OUTPUT_MODE)  # temporary files are private (0600); outputs are not
-        os.replace(tmp.name, path)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.chmod(tmp, OUTPUT_MODE)  # temporary files are private (0600); outputs are not
+        os.replace(tmp, path)
     except BaseException:
-        Path(tmp.name).unlink(missing_ok=True)
+        Path(tmp).unlink(missing_ok=True)
         raise
     return path

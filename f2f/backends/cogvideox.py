@@ -140,7 +140,7 @@ class CogVideoXGenerator:
         """Release the pipeline (waits for a running job); the instance cannot generate afterwards."""
         with self._lock:
             self._pipe = None
-        _release_memory(self.device)
+        release_memory(self.device)
 
     def check_settings(self, settings: VideoConfig) -> None:
         """InvalidConfig naming the `video.*` field this checkpoint cannot generate."""
@@ -237,7 +237,7 @@ class CogVideoXGenerator:
         else:
             out_of_memory = False
         if out_of_memory:
-            _release_memory(self.device)
+            release_memory(self.device)
             raise GeneratorOutOfMemory(
                 f"the video did not fit in {self.device} memory: {n} seed(s) of {settings.num_frames} frames at "
                 f"{settings.width}x{settings.height}; ask for fewer seeds or frames, or enable generator.vae_tiling "
@@ -390,7 +390,7 @@ def tile_when_out_of_memory(vae: Any) -> None:
             return untiled(z, return_dict=return_dict)
         except torch.OutOfMemoryError:
             pass  # retried below, once this frame no longer holds the failed decode's tensors
-        _release_memory(z.device)
+        release_memory(z.device)
         logger.warning("the VAE ran out of memory decoding %s latents untiled; decoding them in tiles", tuple(z.shape))
         vae.enable_tiling()
         try:
@@ -401,7 +401,7 @@ def tile_when_out_of_memory(vae: Any) -> None:
     vae.decode = decode
 
 
-def _release_memory(device: torch.device) -> None:
+def release_memory(device: torch.device) -> None:
     """Hand the accelerator's cached blocks back (after a released pipeline or a video that ran out of memory)."""
     gc.collect()
     if device.type == "cuda":

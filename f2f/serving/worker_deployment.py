@@ -158,9 +158,10 @@ class EditWorker:
             message = str(unwrap(exc))
             return await self._finish(job_id, "failed", JobError(message=message, type="invalid_request_error", code=exc.code))
         except F2FError as exc:
-            logger.warning("job %s failed: %s", job_id, unwrap(exc))
+            message = str(unwrap(exc))
+            logger.warning("job %s failed: %s", job_id, message)
             metrics.record_error()
-            return await self._finish(job_id, "failed", JobError(message=str(unwrap(exc)), code=exc.code))
+            return await self._finish(job_id, "failed", JobError(message=message, code=exc.code))
         except Exception:
             logger.exception("job %s failed", job_id)
             metrics.record_error()
