@@ -2,9 +2,21 @@
 
 Real processes: 2 or 4 ranks of `parallel_worker.py` on gloo over loopback,
 each loading the same tiny pipeline (4 heads, 2 layers; 45 video tokens, so
-the token shards are uneven). The split run's frames must equal the
-one-process frames within 1e-5 (float32 rounding: the per-head, per-token
-arithmetic is the same, summed in another order).
+the token shards are uneven).
+
+How close is close enough: a split run does the one-process arithmetic per
+head and per token, summed in another order (other GEMM blockings for half a
+batch, other all-to-all layouts), and another machine's kernels (AVX-512 or
+AVX2, another BLAS blocking) reorder the sums again. No fixed number bounds
+that on every CPU: 1e-5 held on AMD EPYC and failed on Intel Xeon (1.01e-5).
+So the bound comes from the run itself: the same pipeline in float64, from
+the same noise, is the exact result to float32 precision, and the one-process
+float32 frames' distance from it (`rounding`, about 7e-6 here) is what float32
+rounding does at these sizes on this machine. A split run summed in another
+order is as accurate: within 2 x `rounding` of the float64 frames (observed:
+at most 1.08 x, over every layout, with the ranks on the default kernels and
+on AVX2 against a one-process run on AVX-512). The `-avx2` cases run the
+ranks on the other code path torch picks between (ATEN_CPU_CAPABILITY=avx2).
 """
 
 from __future__ import annotations
@@ -36,7 +48,7 @@ from parallel_case import HEADS, HEIGHT, WIDTH, run_case  # noqa: E402
 pytestmark = pytest.mark.models
 
 WORKER = Path(__file__).with_name("parallel_worker.py")
-TOLERANCE = 1e-5
+ACCURACY = 2.0  # a split run's error against float64, in units of the one-process run's own float32 error
 VIDEO_TOKENS = 3 * (HEIGHT // 16) * (WIDTH // 16)  # 9 frames -> 3 latent frames of 3 x 5 patches: 45
 
 
@@ -51,10 +63,39 @@ def single(checkpoint: Path) -> np.ndarray:
     return run_case(CogVideoXImageToVideoPipeline.from_pretrained(checkpoint))
 
 
-def run_split(checkpoint: Path, cfg: int, ulysses: int, out: Path, mode: str = "pipeline") -> dict[str, Any]:
-    """Start the ranks, wait for them; rank 0's saved results (mode `pipeline`)."""
+def exact(checkpoint: Path, guidance: float = 6.0) -> np.ndarray:
+    """The one-process frames computed in float64 from the same noise (drawn in float32, then widened)."""
+    import diffusers.models.autoencoders.vae as vae_module
+    import diffusers.pipelines.cogvideo.pipeline_cogvideox_image2video as pipeline_module
+    from diffusers.utils.torch_utils import randn_tensor
+
+    def same_noise(shape: Any, generator: Any = None, device: Any = None, dtype: Any = None, layout: Any = None) -> Any:
+        return randn_tensor(shape, generator=generator, device=device, dtype=torch.float32, layout=layout).to(dtype)
+
+    with pytest.MonkeyPatch.context() as patch:  # the image latents' sample and the initial noise
+        patch.setattr(vae_module, "randn_tensor", same_noise)
+        patch.setattr(pipeline_module, "randn_tensor", same_noise)
+        pipe = CogVideoXImageToVideoPipeline.from_pretrained(checkpoint, dtype=torch.float64)
+        return run_case(pipe, guidance).astype(np.float64)
+
+
+@pytest.fixture(scope="module")
+def reference(checkpoint: Path, single: np.ndarray) -> tuple[np.ndarray, float]:
+    """The float64 frames, and how far float32 rounding moves the one-process frames from them."""
+    frames = exact(checkpoint)
+    rounding = float(np.abs(single - frames).max())
+    assert 0 < rounding < 1e-3  # the same computation: float32 rounding only, far below a uint8 level (3.9e-3)
+    return frames, rounding
+
+
+def run_split(
+    checkpoint: Path, cfg: int, ulysses: int, out: Path, mode: str = "pipeline", kernels: str | None = None
+) -> dict[str, Any]:
+    """Start the ranks (on the CPU code path `kernels`, else torch's choice), wait for them; rank 0's saved results."""
     world, port = cfg * ulysses, free_port()
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(world)}
+    if kernels is not None:
+        env["ATEN_CPU_CAPABILITY"] = kernels
     ranks = [
         subprocess.Popen(
             [sys.executable, str(WORKER), str(checkpoint), str(cfg), str(ulysses), str(out), mode],
@@ -70,24 +111,33 @@ def run_split(checkpoint: Path, cfg: int, ulysses: int, out: Path, mode: str = "
 
 
 @pytest.mark.parametrize(
-    ("cfg", "ulysses"), [(1, 2), (2, 1), (2, 2), (1, 4)], ids=["ulysses2", "cfg2", "cfg2xulysses2", "ulysses4"]
+    ("cfg", "ulysses", "kernels"),
+    [(1, 2, None), (2, 1, None), (2, 2, None), (1, 4, None), (2, 1, "avx2"), (2, 2, "avx2")],
+    ids=["ulysses2", "cfg2", "cfg2xulysses2", "ulysses4", "cfg2-avx2", "cfg2xulysses2-avx2"],
 )
-def test_a_split_run_gives_the_one_process_frames(
-    checkpoint: Path, single: np.ndarray, tmp_path: Path, cfg: int, ulysses: int
+def test_a_split_run_is_as_exact_as_one_process(
+    checkpoint: Path,
+    single: np.ndarray,
+    reference: tuple[np.ndarray, float],
+    tmp_path: Path,
+    cfg: int,
+    ulysses: int,
+    kernels: str | None,
 ) -> None:
-    saved = run_split(checkpoint, cfg, ulysses, tmp_path / "frames.pt")
+    saved = run_split(checkpoint, cfg, ulysses, tmp_path / "frames.pt", kernels=kernels)
     assert saved["seen"] == [(2 // cfg, shard_sizes(VIDEO_TOKENS, ulysses)[0])]  # rank 0 really did its part only
-    split = saved["frames"]
+    split, (frames, rounding) = saved["frames"], reference
     assert split.shape == single.shape == (9, HEIGHT, WIDTH, 3)
-    assert np.abs(split - single).max() <= TOLERANCE
+    assert np.abs(split - frames).max() <= ACCURACY * rounding
     assert np.abs(single - single[0]).max() > 0.01  # the frames differ from each other: a real video, not a constant
 
 
 def test_without_guidance_a_cfg_split_runs_the_whole_batch_on_both_halves(checkpoint: Path, tmp_path: Path) -> None:
     single = run_case(CogVideoXImageToVideoPipeline.from_pretrained(checkpoint), guidance=1.0)
+    frames = exact(checkpoint, guidance=1.0)
     saved = run_split(checkpoint, 2, 1, tmp_path / "frames.pt", mode="pipeline-no-guidance")
     assert saved["seen"] == [(1, VIDEO_TOKENS)]  # a batch of one cannot be halved
-    assert np.abs(saved["frames"] - single).max() <= TOLERANCE
+    assert np.abs(saved["frames"] - frames).max() <= ACCURACY * np.abs(single - frames).max()
 
 
 @pytest.mark.parametrize(("cfg", "ulysses"), [(1, 2), (2, 2)], ids=["ulysses2", "cfg2xulysses2"])
