@@ -58,13 +58,12 @@ def main() -> None:
                 started = time.monotonic()
                 stats = asyncio.run(
                     runner.run_items(
-                        manifest.items,
+                        runner.plan_items(manifest.items, out, config, max_retries=0),
                         out,
                         config,
                         runner.PooledVLM(vlms),
                         runner.PooledGenerator(generators),
                         concurrency=2 * count,
-                        max_retries=0,
                         on_outcome=lambda *_: None,
                     )
                 )

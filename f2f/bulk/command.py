@@ -1,9 +1,11 @@
 """`f2f bulk MANIFEST --out DIR` (also `python -m f2f.bulk`, the Ray job entry point) and `f2f bulk from-posedit`.
 
 Order of a run: read and check the manifest (bad rows are listed; with
-`--strict` any bad row stops it here), claim the output folder, load the
-config and the models (a profile's folder is checked first), join or start
-Ray, start the actor pools, edit what is not done yet, then write
+`--strict` any bad row stops it here), claim the output folder and read its
+journal (a rerun with nothing left to do writes the reports and stops here,
+with no model loaded and no Ray started), load the config and the models (a
+profile's folder is checked first), join or start Ray, start the actor
+pools, edit what is not done yet, then write
 index.jsonl, summary.json and report.html (also when interrupted: Ctrl-C
 keeps every finished item and reports the rest as pending).
 """
@@ -74,12 +76,22 @@ def run_command(
     if parsed.errors and strict:
         raise ManifestError(f"manifest: {len(parsed.errors)} bad rows (--strict); nothing was run")
     config = load_config(config_path, {k: v for k, v in {"profile": profile, "models_dir": models_dir}.items() if v is not None})
-    # 2. The output folder, the models, Ray and the actors
-    from f2f.backends import force_offline, prepare_models
+    # 2. The output folder and what is left to do: a rerun with nothing left loads no model and starts no Ray
     from f2f.bulk import runner
-    from f2f.bulk.report import index_rows, summary, write_reports
 
     out = runner.OutputFolder(out_dir, parsed)
+    work = runner.plan_items(parsed.items, out, config, max_retries)
+    if not work.todo:
+        data = _write_reports(out, parsed, config, elapsed_s=0.0, finished=0)
+        click.echo(
+            f"bulk: nothing to do: all {work.skipped} items are done (succeeded, or failed more than --max-retries "
+            f"{max_retries} times); {json.dumps(data['by_status'])}; report: {out_dir / 'report.html'}",
+            err=True,
+        )
+        return
+    # 3. The models, Ray and the actors
+    from f2f.backends import force_offline, prepare_models
+
     prepare_models(config)
     force_offline()
     runner.connect_ray()
@@ -87,42 +99,49 @@ def run_command(
 
     resources = runner.Resources.for_cluster(ray.cluster_resources().get("GPU", 0), vlms, generators)
     click.echo(
-        f"bulk: {len(parsed.items)} items, {len(parsed.errors)} bad rows; {resources.vlms} VLM and "
-        f"{resources.generators} generator actors (GPUs each: {resources.vlm_gpus:g} / {resources.generator_gpus:g})",
+        f"bulk: {len(parsed.items)} items ({len(work.todo)} to do), {len(parsed.errors)} bad rows; {resources.vlms} VLM "
+        f"and {resources.generators} generator actors (GPUs each: {resources.vlm_gpus:g} / {resources.generator_gpus:g})",
         err=True,
     )
     vlm_actors, generator_actors = runner.start_actors(config, resources)
-    # 3. The edits
+    # 4. The edits
     progress = _Progress()
     started = time.monotonic()
     stats = None
     try:
-        work = runner.run_items(
-            parsed.items,
+        edits = runner.run_items(
+            work,
             out,
             config,
             runner.PooledVLM(vlm_actors),
             runner.PooledGenerator(generator_actors, item_timeout),
             concurrency=2 * resources.generators,
-            max_retries=max_retries,
             on_outcome=progress,
         )
-        stats = asyncio.run(work)
+        stats = asyncio.run(edits)
     except KeyboardInterrupt:
         click.echo("\nbulk: interrupted; finished items are kept, rerun the same command to go on", err=True)
     finally:
-        # 4. The reports, from the journal (the truth on disk)
-        settings = runner.run_settings(config)
-        journal = out.journal()
-        keys = {item.id: item.key(settings) for item in parsed.items}
-        by_id = {item_id: journal[key] for item_id, key in keys.items() if key in journal}
-        rows = index_rows(parsed.items, parsed.errors, by_id)
         finished = (stats.succeeded + stats.failed) if stats else progress.finished
-        data = summary(rows, time.monotonic() - started, finished)
-        write_reports(out_dir, rows, data)
+        data = _write_reports(out, parsed, config, time.monotonic() - started, finished)
         click.echo(f"bulk: {json.dumps(data['by_status'])}; report: {out_dir / 'report.html'}", err=True)
     if stats is None:
         sys.exit(EXIT_INTERRUPTED)
+
+
+def _write_reports(out: Any, parsed: Any, config: Any, elapsed_s: float, finished: int) -> dict[str, Any]:
+    """index.jsonl, summary.json and report.html from the journal (the truth on disk); the summary."""
+    from f2f.bulk import runner
+    from f2f.bulk.report import index_rows, summary, write_reports
+
+    settings = runner.run_settings(config)
+    journal = out.journal()
+    keys = {item.id: item.key(settings) for item in parsed.items}
+    by_id = {item_id: journal[key] for item_id, key in keys.items() if key in journal}
+    rows = index_rows(parsed.items, parsed.errors, by_id)
+    data = summary(rows, elapsed_s, finished)
+    write_reports(out.root, rows, data)
+    return data
 
 
 class _Progress:

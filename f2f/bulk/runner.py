@@ -272,28 +272,38 @@ def run_settings(config: F2FConfig) -> dict[str, Any]:
     return config.model_dump(mode="json", include={"profile", "video", "caption", "selection", "seed", "num_seeds"})
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What a run has left to do: (item, key, attempts so far) per item to edit, and how many are done already."""
+
+    todo: list[tuple[Item, str, int]]
+    skipped: int
+
+
+def plan_items(items: list[Item], out: OutputFolder, config: F2FConfig, max_retries: int) -> Plan:
+    """The items not done yet, from the journal: not succeeded, and failed at most `max_retries` times before."""
+    settings = run_settings(config)
+    journal = out.journal()
+    todo: list[tuple[Item, str, int]] = []
+    for item in items:
+        key = item.key(settings)
+        previous = journal.get(key)
+        if not previous or (previous["status"] != "succeeded" and previous["attempts"] <= max_retries):
+            todo.append((item, key, previous["attempts"] if previous else 0))
+    return Plan(todo, len(items) - len(todo))
+
+
 async def run_items(
-    items: list[Item],
+    work: Plan,
     out: OutputFolder,
     config: F2FConfig,
     vlm: Any,
     generator: Any,
     concurrency: int,
-    max_retries: int,
     on_outcome: Callable[[RunStats, Outcome | None], None],
 ) -> RunStats:
-    """Edit every item not yet done; the run's counts."""
-    settings = run_settings(config)
-    journal = out.journal()
-    stats = RunStats(total=len(items))
-    todo: list[tuple[Item, str, int]] = []
-    for item in items:
-        key = item.key(settings)
-        previous = journal.get(key)
-        if previous and (previous["status"] == "succeeded" or previous["attempts"] > max_retries):
-            stats.skipped += 1
-        else:
-            todo.append((item, key, previous["attempts"] if previous else 0))
+    """Edit every item of the plan; the run's counts."""
+    stats = RunStats(total=len(work.todo) + work.skipped, skipped=work.skipped)
     on_outcome(stats, None)
     slots = asyncio.Semaphore(concurrency)
 
@@ -305,7 +315,7 @@ async def run_items(
         stats.failed += outcome.status == "failed"
         on_outcome(stats, outcome)
 
-    await asyncio.gather(*(one(*work) for work in todo))
+    await asyncio.gather(*(one(*item) for item in work.todo))
     return stats
 
 

@@ -191,6 +191,14 @@ def test_an_interrupted_run_resumes_without_redoing_work(head: dict[str, str], c
     summary = json.loads((out / "summary.json").read_text())
     assert summary["by_status"] == {"succeeded": 8} and summary["this_run"]["finished"] == 8 - len(before)
 
+    # Once more, with nothing left: it says so and stops before Ray (this address answers nothing) or any model
+    nowhere = {**head, "RAY_ADDRESS": f"127.0.0.1:{_free_port()}"}
+    again = _bulk(nowhere, str(path), "--out", str(out), "--config", str(config_file), timeout=60)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "nothing to do: all 8 items are done" in again.stderr and "actors" not in again.stderr
+    assert len(_journal(out)) == len(journal)  # nothing recorded
+    assert json.loads((out / "summary.json").read_text())["by_status"] == {"succeeded": 8}
+
 
 def test_the_same_job_through_ray_job_submit(head: dict[str, str], config_file: Path, tmp_path: Path) -> None:
     path = tmp_path / "m.csv"
