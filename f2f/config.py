@@ -162,6 +162,20 @@ class GeneratorConfig(_Section):
     speed: SpeedConfig = Field(default_factory=SpeedConfig, description="Speed-ups (all off: the plain diffusers path).")
     parallel: ParallelConfig = Field(default_factory=ParallelConfig, description="One video over several GPUs.")
 
+    @model_validator(mode="after")
+    def _cache_every_rank_agrees_on(self) -> GeneratorConfig:
+        # first_block decides per step from this rank's own activations: with the tokens split, ranks could decide
+        # differently and one would wait forever in an all-to-all the other skipped. pyramid decides from the timestep,
+        # the same on every rank; a CFG split gathers outside the blocks, so a skip on one half cannot hang the other.
+        if self.speed.cache == "first_block" and self.parallel.ulysses > 1:
+            rule = (
+                f"cannot run with a token split (parallel.ulysses {self.parallel.ulysses}): each rank would decide from "
+                "its own tokens and the ranks could disagree and hang; use cache pyramid (decided by the timestep), or "
+                "ulysses 1"
+            )
+            raise InvalidConfig("speed.cache", "first_block", rule)
+        return self
+
 
 class VLMConfig(_Section):
     """The vision-language model that writes captions and selects frames."""

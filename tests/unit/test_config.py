@@ -44,6 +44,11 @@ def test_every_field_has_a_description():
         ({"vlm": {"backend": "openai"}}, "vlm.base_url", "needs the endpoint"),
         ({"vlm": {"min_pixels": 5000, "max_pixels": 4000}}, "vlm.min_pixels", "must not exceed max_pixels"),
         ({"selection": {"collage_max_pixels": 2_000_000}}, "selection.collage_max_pixels", "vlm.max_pixels"),
+        (
+            {"generator": {"speed": {"cache": "first_block"}, "parallel": {"ulysses": 2}}},
+            "generator.speed.cache",
+            "ranks could disagree and hang",
+        ),
     ],
 )
 def test_invalid_values_name_the_field_the_value_and_the_rule(overrides, field, phrase):
@@ -126,3 +131,8 @@ def test_api_key_and_api_key_env_exclude_each_other() -> None:
     with pytest.raises(InvalidConfig) as info:
         config_from_dict(data)
     assert info.value.field == "vlm.api_key_env"
+
+
+def test_a_step_cache_decided_the_same_on_every_rank_may_run_split() -> None:
+    assert load_config(overrides={"generator": {"speed": {"cache": "pyramid"}, "parallel": {"ulysses": 2}}})
+    assert load_config(overrides={"generator": {"speed": {"cache": "first_block"}, "parallel": {"cfg": 2}}})
