@@ -98,15 +98,20 @@ class CogVideoXGenerator:
         check_speed(self.speed, self.device)
         self.max_batch_seeds = max_batch_seeds
         self._lock = threading.Lock()  # one video job at a time; taken in the worker thread
-        pipe = pipeline_class.from_pretrained(self.model_path, **{_dtype_keyword(): self.dtype}, local_files_only=True)
+        self.parallel = parallel
+        self.decodes = parallel is None or parallel.rank == 0  # a split video is encoded and decoded by rank 0 alone
+        no_text_encoder = {} if self.decodes else {"text_encoder": None, "tokenizer": None}
+        pipe = pipeline_class.from_pretrained(
+            self.model_path, **{_dtype_keyword(): self.dtype}, **no_text_encoder, local_files_only=True
+        )
         pipe.set_progress_bar_config(disable=True)
         apply_memory_switches(pipe, self.device, vae_slicing=vae_slicing, vae_tiling=vae_tiling, cpu_offload=cpu_offload)
         apply_speedups(pipe, self.speed)
-        self.parallel = parallel
         if parallel is not None:
-            from f2f.backends.parallel import parallelize_transformer
+            from f2f.backends.parallel import encode_on_rank_0, parallelize_transformer
 
             parallelize_transformer(pipe.transformer, parallel)
+            encode_on_rank_0(pipe, parallel.rank)
         self._pipe: Any = pipe
 
     @classmethod
@@ -171,7 +176,7 @@ class CogVideoXGenerator:
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
     ) -> list[Frames]:
-        """One clip of `settings.num_frames` RGB canvas-size frames per seed, in seed order.
+        """One clip of `settings.num_frames` RGB canvas-size frames per seed, in seed order (split: on rank 0; [] elsewhere).
 
         Progress events `Progress("generate", step, total)` count steps across
         all batches (total = steps x batches) and are delivered on the calling
@@ -225,7 +230,7 @@ class CogVideoXGenerator:
                     use_dynamic_cfg=False,
                     generator=generators,
                     max_sequence_length=self.spec.max_text_seq_length,
-                    output_type="pil",
+                    output_type="pil" if self.decodes else "latent",
                     callback_on_step_end=job.step_callback(index),
                 )
         except torch.OutOfMemoryError:
@@ -243,6 +248,8 @@ class CogVideoXGenerator:
                 f"{settings.width}x{settings.height}; ask for fewer seeds or frames, or enable generator.vae_tiling "
                 "or generator.cpu_offload"
             )
+        if not self.decodes:
+            return []  # another rank of a split video: rank 0 decodes and returns the frames
         if len(output.frames) != n:
             raise RuntimeError(f"CogVideoXImageToVideoPipeline returned {len(output.frames)} clips for {n} seeds")
         return [_check_clip(frames, settings) for frames in output.frames]

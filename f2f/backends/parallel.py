@@ -21,7 +21,12 @@ ends with the whole result (rank 0's is the one used).
   CFG half c, token shard u.
 
 The arithmetic per head and per token is the single-process arithmetic, so
-the result equals it up to float rounding (the tests: 1e-5 in float32).
+the result equals it up to float rounding (the tests: as close to a float64
+run as the one-process float32 run is, within 2x).
+
+Only rank 0 encodes the prompt and the image (`encode_on_rank_0`: broadcast
+to the others, which load no text encoder) and decodes the video; the other
+ranks stop at the latents.
 
 This module imports torch: the backends import it only when a layout asks
 for more than one process.
@@ -83,11 +88,23 @@ def shard_sizes(tokens: int, parts: int) -> list[int]:
 
 @dataclass
 class _Shards:
-    """The video tokens' split in the current forward pass (set before the first block)."""
+    """The video tokens' split in the current forward pass (set by the transformer's pre-hook, before any block)."""
 
     sizes: list[int] = field(default_factory=list)
     start: int = 0
     end: int = 0
+
+    def split(self, tokens: int, parts: int, rank: int) -> None:
+        self.sizes = shard_sizes(tokens, parts)
+        self.start = sum(self.sizes[:rank])
+        self.end = self.start + self.sizes[rank]
+
+
+def video_tokens(config: Any, latents_shape: tuple[int, ...]) -> int:
+    """Video tokens of latents [B, F, C, H, W] after the patch embedding (CogVideoX 1.5 also patches time)."""
+    _, frames, _, height, width = latents_shape
+    p, p_t = config.patch_size, config.patch_size_t or 1
+    return (frames + p_t - 1) // p_t * (height // p) * (width // p)
 
 
 def parallelize_transformer(transformer: Any, groups: ParallelGroups) -> None:
@@ -141,21 +158,28 @@ def _split_guidance(transformer: Any, groups: ParallelGroups) -> None:
 
 
 def _shard_sequence(transformer: Any, groups: ParallelGroups) -> None:
-    """Hooks that keep this rank's video tokens through the blocks, and the all-to-all attention processor."""
-    shards, parts, rank = _Shards(), groups.layout.ulysses, groups.sp_rank
-    blocks = transformer.transformer_blocks
+    """Split the video tokens once, at the patch embedding; gather them after the output layer.
 
-    def keep_local(block: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        if block is blocks[0]:  # the whole sequence arrives: split it
-            tokens = kwargs["hidden_states"].shape[1]
-            shards.sizes = shard_sizes(tokens, parts)
-            shards.start = sum(shards.sizes[:rank])
-            shards.end = shards.start + shards.sizes[rank]
-            kwargs["hidden_states"] = kwargs["hidden_states"][:, shards.start : shards.end]
-        rotary = kwargs.get("image_rotary_emb")  # every block gets the whole sequence's: take this shard's rows
+    The blocks see only this rank's tokens and carry no hooks of their own, so
+    a compiled block (`compile: regional`) has one set of local shapes: no
+    graph break, no recompile between blocks or steps.
+    """
+    shards, parts, rank = _Shards(), groups.layout.ulysses, groups.sp_rank
+
+    def split_rotary(_: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        if args:
+            raise TypeError("call the parallel transformer with keyword arguments (as the diffusers pipelines do)")
+        shards.split(video_tokens(transformer.config, tuple(kwargs["hidden_states"].shape)), parts, rank)
+        rotary = kwargs.get("image_rotary_emb")  # one row per video token: this shard's rows, for every block
         if rotary is not None:
             kwargs["image_rotary_emb"] = tuple(part[shards.start : shards.end] for part in rotary)
         return args, kwargs
+
+    def keep_local(_: Any, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
+        text = args[0].shape[1]  # patch_embed(text_embeds, image_embeds) -> [B, text + video tokens, D]
+        if output.shape[1] - text != sum(shards.sizes):
+            raise RuntimeError(f"the patch embedding made {output.shape[1] - text} video tokens, expected {sum(shards.sizes)}")
+        return torch.cat([output[:, :text], output[:, text + shards.start : text + shards.end]], dim=1)
 
     def gather_tokens(_: Any, __: Any, output: torch.Tensor) -> torch.Tensor:
         longest = max(shards.sizes)
@@ -164,8 +188,9 @@ def _shard_sequence(transformer: Any, groups: ParallelGroups) -> None:
         dist.all_gather(pieces, padded, group=groups.sp_group)
         return torch.cat([piece[:, :size] for piece, size in zip(pieces, shards.sizes, strict=True)], dim=1)
 
-    for block in blocks:
-        block.register_forward_pre_hook(keep_local, with_kwargs=True)
+    transformer.register_forward_pre_hook(split_rotary, with_kwargs=True)
+    transformer.patch_embed.register_forward_hook(keep_local)
+    for block in transformer.transformer_blocks:
         block.attn1.set_processor(UlyssesAttnProcessor(groups.sp_group, parts, rank, shards))
     transformer.proj_out.register_forward_hook(gather_tokens)  # after the per-token output layers
 
@@ -243,6 +268,54 @@ class UlyssesAttnProcessor:
         pieces = [torch.empty_like(x) for _ in range(self.parts)]
         dist.all_gather(pieces, x.contiguous(), group=self.group)
         return torch.cat(pieces, dim=1)
+
+
+def encode_on_rank_0(pipe: Any, rank: int) -> None:
+    """The prompt (T5) and the image (VAE encoder) are encoded by rank 0 alone and broadcast to every rank.
+
+    Every rank then conditions on the very same tensors (on a GPU, two ranks'
+    own encodings need not agree to the bit), and ranks 1..N-1 need no text
+    encoder at all (CogVideoX-5B's T5-XXL: 9.5 GB in bfloat16). Each rank still
+    draws the image latents' sample with its own generator, seeded alike.
+    """
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+    from diffusers.models.modeling_outputs import AutoencoderKLOutput
+
+    encode_prompt, encode_image = pipe.encode_prompt, pipe.vae.encode
+
+    def prompt_from_rank_0(*args: Any, **kwargs: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        embeds = encode_prompt(*args, **kwargs) if rank == 0 else (None, None)
+        device = pipe._execution_device
+        return broadcast_from_rank_0(embeds[0], device), broadcast_from_rank_0(embeds[1], device)
+
+    def image_from_rank_0(x: torch.Tensor, return_dict: bool = True) -> Any:
+        moments = encode_image(x).latent_dist.parameters if rank == 0 else None
+        posterior = DiagonalGaussianDistribution(broadcast_from_rank_0(moments, x.device))
+        return AutoencoderKLOutput(latent_dist=posterior) if return_dict else (posterior,)
+
+    pipe.encode_prompt, pipe.vae.encode = prompt_from_rank_0, image_from_rank_0
+
+
+_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+_MAX_DIMS = 8
+
+
+def broadcast_from_rank_0(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    """Rank 0's tensor (or None) on every rank: a header (dtype, shape), then the data (a collective)."""
+    header = torch.zeros(2 + _MAX_DIMS, dtype=torch.int64, device=device)  # [present, dtype, *shape (0-padded)]
+    if dist.get_rank() == 0 and tensor is not None:
+        header[0], header[1] = 1 + tensor.ndim, _DTYPES.index(tensor.dtype)
+        header[2 : 2 + tensor.ndim] = torch.tensor(tensor.shape)
+    dist.broadcast(header, src=0)
+    present, dtype = header[:2].tolist()
+    if not present:
+        return None
+    if dist.get_rank() == 0 and tensor is not None:
+        data = tensor.contiguous()
+    else:
+        data = torch.empty(header[2 : 1 + present].tolist(), dtype=_DTYPES[dtype], device=device)
+    dist.broadcast(data, src=0)
+    return data
 
 
 def any_rank(wish: bool) -> bool:

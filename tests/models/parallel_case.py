@@ -7,11 +7,14 @@ from typing import Any
 import torch
 from PIL import Image
 
+from f2f.config import VideoConfig
+
 WIDTH, HEIGHT = 80, 48  # 5 x 3 patches a latent frame: 45 video tokens for 9 frames, uneven over 2 and 4 ranks
 HEADS = 4
 
 
 CAPTION = "the dog slowly sits down"
+SETTINGS = VideoConfig(width=WIDTH, height=HEIGHT, num_frames=9, num_inference_steps=3)  # what run_case asks for
 
 
 def case_image() -> Image.Image:

@@ -36,6 +36,7 @@ pytest.importorskip("diffusers")
 
 from diffusers import CogVideoXImageToVideoPipeline  # noqa: E402
 
+from f2f.backends.cogvideox import CogVideoXGenerator  # noqa: E402
 from f2f.backends.parallel import ParallelGroups, parallelize_transformer, shard_sizes  # noqa: E402
 from f2f.backends.tiny_cogvideox import make_tiny_cogvideox  # noqa: E402
 from f2f.config import ParallelConfig  # noqa: E402
@@ -43,12 +44,13 @@ from f2f.errors import InvalidConfig  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from harness_ports import free_port  # noqa: E402
-from parallel_case import HEADS, HEIGHT, WIDTH, run_case  # noqa: E402
+from parallel_case import CAPTION, HEADS, HEIGHT, SETTINGS, WIDTH, case_image, run_case  # noqa: E402
 
 pytestmark = pytest.mark.models
 
 WORKER = Path(__file__).with_name("parallel_worker.py")
 ACCURACY = 2.0  # a split run's error against float64, in units of the one-process run's own float32 error
+PER_RANK_MODES = ("cancel", "generator")  # the worker saves each rank's results to `<out>.<rank>`
 VIDEO_TOKENS = 3 * (HEIGHT // 16) * (WIDTH // 16)  # 9 frames -> 3 latent frames of 3 x 5 patches: 45
 
 
@@ -91,7 +93,7 @@ def reference(checkpoint: Path, single: np.ndarray) -> tuple[np.ndarray, float]:
 def run_split(
     checkpoint: Path, cfg: int, ulysses: int, out: Path, mode: str = "pipeline", kernels: str | None = None
 ) -> dict[str, Any]:
-    """Start the ranks (on the CPU code path `kernels`, else torch's choice), wait for them; rank 0's saved results."""
+    """Start the ranks (on the CPU code path `kernels`, else torch's choice), wait; rank 0's results (or {}: per rank)."""
     world, port = cfg * ulysses, free_port()
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(world)}
     if kernels is not None:
@@ -107,7 +109,7 @@ def run_split(
     ]
     errors = [rank.communicate(timeout=300)[1] for rank in ranks]
     assert all(rank.returncode == 0 for rank in ranks), "\n".join(errors)[-4000:]
-    return torch.load(out, weights_only=False) if mode.startswith("pipeline") else {}
+    return {} if mode in PER_RANK_MODES else torch.load(out, weights_only=False)
 
 
 @pytest.mark.parametrize(
@@ -130,6 +132,35 @@ def test_a_split_run_is_as_exact_as_one_process(
     assert split.shape == single.shape == (9, HEIGHT, WIDTH, 3)
     assert np.abs(split - frames).max() <= ACCURACY * rounding
     assert np.abs(single - single[0]).max() > 0.01  # the frames differ from each other: a real video, not a constant
+
+
+def test_compiled_split_blocks_trace_whole_and_as_often_as_in_one_process(
+    checkpoint: Path, reference: tuple[np.ndarray, float], tmp_path: Path
+) -> None:
+    # The tokens are split once, at the patch embedding: a compiled block sees only local shapes and no hook of the
+    # split, and its all-to-alls trace into the graph (fullgraph=True: a graph break would fail the run). One process
+    # makes two graphs too: block 0's input is a strided view of the patch embedding's output, the others' are not.
+    one = run_split(checkpoint, 1, 1, tmp_path / "one.pt", mode="compiled")
+    split = run_split(checkpoint, 2, 2, tmp_path / "split.pt", mode="compiled")
+    assert split["graph_breaks"] == one["graph_breaks"] == 0
+    assert split["graphs"] == one["graphs"]  # no recompile of the split's own
+    frames, rounding = reference
+    assert np.abs(split["frames"] - frames).max() <= ACCURACY * rounding
+
+
+def test_only_rank_0_encodes_the_prompt_and_the_image_and_decodes_the_video(checkpoint: Path, tmp_path: Path) -> None:
+    import asyncio
+
+    one = asyncio.run(CogVideoXGenerator(checkpoint, device="cpu").generate(case_image(), CAPTION, [3], SETTINGS))
+    expected = np.stack([np.asarray(frame) for frame in one[0]]).astype(int)
+    run_split(checkpoint, 1, 2, tmp_path / "generator", mode="generator")
+    rank0, rank1 = (torch.load(f"{tmp_path / 'generator'}.{rank}", weights_only=False) for rank in range(2))
+    # T5 runs for the caption and for guidance's empty negative prompt; the VAE encodes one image, decodes one video
+    assert (rank0["text_encoder"], rank0["t5"], rank0["vae_encoder"], rank0["vae_decoder"]) == (True, 2, 1, 1)
+    assert (rank1["text_encoder"], rank1["t5"], rank1["vae_encoder"], rank1["vae_decoder"]) == (False, 0, 0, 0)
+    assert len(rank0["clips"]) == 1 and rank1["clips"] == []
+    # float rounding (within 2e-5 of the one-process floats, above) can move a frame's uint8 value by one level at most
+    assert np.abs(rank0["clips"][0].astype(int) - expected).max() <= 1
 
 
 def test_without_guidance_a_cfg_split_runs_the_whole_batch_on_both_halves(checkpoint: Path, tmp_path: Path) -> None:
