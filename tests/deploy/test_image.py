@@ -40,6 +40,13 @@ def test_vllm_is_the_version_the_tests_run() -> None:
     assert spec.name == "vllm" and spec.specifier.contains(_pin("vllm"))
 
 
+def test_diffusers_and_transformers_are_the_versions_the_tests_run() -> None:
+    setup = (ROOT / "tools" / "setup-venv.sh").read_text()
+    for package in ("diffusers", "transformers"):
+        tested = re.findall(rf"\b{package}==([\w.]+)", setup)
+        assert tested == [_pin(package)], f"{package}: the Dockerfile and tools/setup-venv.sh must pin the same version"
+
+
 def test_offline_settings_are_on() -> None:
     for setting in ("HF_HUB_OFFLINE=1", "TRANSFORMERS_OFFLINE=1", "RAY_USAGE_STATS_ENABLED=0", "VLLM_NO_USAGE_STATS=1"):
         assert setting in DOCKERFILE
