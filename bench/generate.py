@@ -1,34 +1,44 @@
 """Time CogVideoX-5B-I2V video generation: the plain diffusers pipeline beside the generator's speed-ups.
 
-    python bench/generate.py [--modes plain,fused,compiled,...] [--steps 50] [--frames 49] [--json FILE]
+    python bench/generate.py [--modes plain,compiled,...] [--steps 50] [--frames 49] [--json FILE] [--budget-s S]
     python bench/generate.py --tiny                      # CPU smoke check: the tiny architecture, seconds
     torchrun --nproc-per-node 2 bench/generate.py --parallel 2x1    # one video split over 2 GPUs (cfg x ulysses)
 
 Full size (the default) builds the transformer, VAE and T5-XXL encoder of
 CogVideoX-5B-I2V from their configs with random weights (no download: the
 compute is the real model's, the pictures are noise) in bfloat16 on the GPU,
-at the paper's settings (720x480, 49 frames, 50 steps, guidance 6). Every
-mode runs the same weights, inputs and seed, in the same process:
+at the paper's settings (720x480, 49 frames, guidance 6).
 
-- `plain` is the diffusers pipeline untouched;
-- the others apply `generator.speed` switches with the generator's own code
-  (`f2f.backends.speedups`): `check_speed`, `apply_speedups`,
-  `attention_kernel`.
+In this order, each printed (and the JSON rewritten) as soon as it is measured,
+so a run cut short still leaves every figure it got:
 
-Per mode: a two-step warm-up video (its time, which holds torch.compile's,
-is `first s`), then one timed video of `--steps` steps: the median seconds
-per denoising step, the denoising loop, the VAE decode, the text encoder,
-end to end (their sum), the paper's 50-step video from those (text + 50 x
-s/step + VAE: a step costs the same at every timestep, so `--steps 10` is
-enough where GPU time is short), peak GPU memory, the transformer's effective TFLOP/s (analytic FLOPs
-of a step over its median time) against a bf16 matmul peak measured on the
-same card first, the speed-up over `plain` (of the 50-step video), and how far the final latents
-are from `plain`'s (max |difference| and relative L2). Cache modes decide
-what to skip from the activations: with random weights their speed-up is
-not the real model's, so they are marked approximate.
+1. **Ceilings** of the card, the most any mode can reach: a bf16 8192^3
+   matmul; the transformer's own feed-forward GEMM (both guidance halves'
+   tokens x 3072 -> 12288) in bf16 and in fp8; attention at the transformer's
+   shape (2 x 48 heads x 17,776 tokens x 64) with the flash, cuDNN and
+   memory-efficient SDPA kernels.
+2. **Modes**, in the order of what they are worth (`plain`, `compiled`,
+   `cudnn_compiled`, `fp8`, then the caches), all on the same weights, inputs
+   and seed: a two-step warm-up video (its time, which holds torch.compile's,
+   is `first s`), then `--steps` timed steps. `plain` is the diffusers
+   pipeline untouched; the others apply `generator.speed` switches with the
+   generator's own code (`f2f.backends.speedups`). Per mode: the median
+   seconds per step, the timed steps, the 50-step video estimated from them
+   (text + 50 x s/step + VAE; a step costs the same at every timestep
+   without a cache), peak GPU memory, the transformer's effective TFLOP/s
+   (analytic FLOPs of a step over its median time), the speed-up over
+   `plain` (of the same timed steps, as measured) and how far the final
+   latents are from `plain`'s (max |difference| and relative L2). The VAE
+   decode is timed once, on the first mode's latents.
+3. **Caches** (`first_block`, `pyramid`) decide what to skip step by step, so
+   a step has no one cost: they report the measured time of their steps only,
+   no 50-step estimate, and are marked approximate (with random weights their
+   skips are not the real model's either).
 
-With `torchrun`, every rank builds the same pipeline and the transformer is
-split (`f2f.backends.parallel`: CFG-parallel x Ulysses); rank 0 prints.
+`--budget-s` stops adding modes once that many seconds have passed (the rest
+are listed as skipped). With `torchrun`, every rank builds the same pipeline
+and the transformer is split (`f2f.backends.parallel`); rank 0 alone runs the
+text encoder (the embeddings are broadcast) and the VAE decode, and prints.
 """
 
 from __future__ import annotations
@@ -39,10 +49,11 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +67,12 @@ MODES: dict[str, SpeedConfig] = {
     "cudnn": SpeedConfig(fuse_qkv=True, attention="cudnn"),
     "flash": SpeedConfig(fuse_qkv=True, attention="flash"),
     "compiled": SpeedConfig(fuse_qkv=True, compile="regional"),
+    "cudnn_compiled": SpeedConfig(fuse_qkv=True, attention="cudnn", compile="regional"),
     "fp8": SpeedConfig(fuse_qkv=True, compile="regional", quantize="fp8"),
     "first_block": SpeedConfig(fuse_qkv=True, cache="first_block", cache_threshold=0.05),
     "pyramid": SpeedConfig(fuse_qkv=True, cache="pyramid"),
 }
-GPU_MODES = "plain,fused,cudnn,compiled,fp8,first_block,pyramid"
+GPU_MODES = "plain,compiled,cudnn_compiled,fp8,first_block,pyramid"
 CPU_MODES = "plain,fused,compiled,first_block,pyramid"
 TEXT_TOKENS = 226
 PAPER_STEPS = 50
@@ -154,10 +166,10 @@ class Row:
     mode: str
     step_s: float
     denoise_s: float
+    steps: int
     vae_s: float
     text_s: float
-    total_s: float
-    paper_s: float
+    paper_s: float | None  # the 50-step video, estimated; None for a cache (its steps differ in cost)
     first_s: float
     peak_gib: float | None
     tflops: float
@@ -167,16 +179,41 @@ class Row:
     approximate: bool = False
 
 
+@dataclass
+class Results:
+    """Everything one run measured; rewritten to `path` after each figure."""
+
+    path: Path | None
+    setup: dict[str, Any]
+    machine: dict[str, Any]
+    ceilings: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        data = {**asdict(self), "rows": [asdict(row) for row in self.rows]}
+        del data["path"]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(data, indent=1) + "\n")
+        temporary.replace(self.path)  # a run killed mid-write leaves the last whole file
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--tiny", action="store_true", help="the tiny architecture on the CPU (a smoke check)")
     parser.add_argument("--modes", help=f"comma-separated, of {', '.join(MODES)} (default: {GPU_MODES}; --tiny: {CPU_MODES})")
-    parser.add_argument("--steps", type=int, help="denoising steps (default 50; --tiny 3)")
+    parser.add_argument("--steps", type=int, help="timed denoising steps per mode (default 50; --tiny 3)")
     parser.add_argument("--frames", type=int, help="frames of the video, 8k+1 (default 49; --tiny 9)")
     parser.add_argument("--guidance", type=float, default=6.0)
     parser.add_argument("--parallel", default="1x1", help="cfg x ulysses, under torchrun (e.g. 2x1, 1x2, 2x2)")
-    parser.add_argument("--json", type=Path, help="also write the rows and the machine to this file")
+    parser.add_argument("--json", type=Path, help="write the results to this file (rewritten after each figure)")
+    parser.add_argument("--budget-s", type=float, help="start no further mode once this many seconds have passed")
+    parser.add_argument("--no-ceilings", action="store_true", help="skip the matmul, GEMM and attention ceilings")
     args = parser.parse_args(argv)
+    started = time.monotonic()
     size = TINY if args.tiny else FULL
     steps = args.steps or (3 if args.tiny else 50)
     args.frames = args.frames or (9 if args.tiny else 49)
@@ -195,16 +232,49 @@ def main(argv: list[str] | None = None) -> int:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     groups = _parallel_groups(args.parallel, device)
     rank0 = groups is None or groups.rank == 0
-    peak = matmul_peak(device, dtype)
+    say = print_now if rank0 else lambda *_: None
+    setup = {
+        "model": size.name,
+        "width": size.width,
+        "height": size.height,
+        "frames": args.frames,
+        "timed_steps": steps,
+        "guidance": args.guidance,
+        "dtype": str(dtype).removeprefix("torch."),
+        "parallel": args.parallel,
+        "step_flops": step_flops(size, args.frames),
+    }
+    results = Results(args.json if rank0 else None, setup, machine(device))
+    results.save()  # the machine first: a run that dies at once still says where it ran
+    say(
+        f"# {size.name}: {size.width}x{size.height}, {args.frames} frames, {steps} timed steps, guidance {args.guidance:g}, "
+        f"{setup['dtype']}, parallel {args.parallel}"
+    )
+    say("# " + ", ".join(f"{k} {v}" for k, v in results.machine.items()))
+    # 1. Ceilings
+    if not args.no_ceilings:
+        say("| ceiling | shape | ms | TFLOP/s |")
+        say("|---|---|---|---|")
+        for ceiling in ceilings(size, args.frames, device, dtype):
+            results.ceilings.append(ceiling)
+            results.save()
+            cells = [f"{ceiling['ms']:.3f}", f"{ceiling['tflops']:.3g}"] if "ms" in ceiling else [ceiling["skipped"], "-"]
+            say(f"| {ceiling['name']} | {ceiling['shape']} | " + " | ".join(cells) + " |")
+    # 2. and 3. The modes, each row as it comes
     bench = Bench(size, device, dtype, steps, args.frames, args.guidance, groups)
-    rows: list[Row] = []
+    say("| " + " | ".join(HEADER) + " |")
+    say("|" + "---|" * len(HEADER))
     reference: Any = None
     for mode in modes:
+        if args.budget_s is not None and time.monotonic() - started > args.budget_s:
+            results.skipped[mode] = f"the {args.budget_s:g} s budget was spent"
+            continue
         try:
             row, latents = bench.run(mode, MODES[mode])
         except Exception as exc:  # a mode this card cannot run (no torchao, no cuDNN attention): say so, go on
-            if rank0:
-                print(f"{mode}: skipped ({type(exc).__name__}: {str(exc)[:200]})", file=sys.stderr)
+            results.skipped[mode] = f"{type(exc).__name__}: {str(exc)[:300]}"
+            say(f"| {mode} | skipped: {results.skipped[mode][:120]} |")
+            results.save()
             continue
         if reference is None and mode == "plain":
             reference = latents
@@ -212,19 +282,23 @@ def main(argv: list[str] | None = None) -> int:
             diff = (latents.float() - reference.float()).flatten()
             row.max_abs_diff = diff.abs().max().item()
             row.rel_l2 = (diff.norm() / reference.float().norm()).item()
-        rows.append(row)
-    plain = next((row for row in rows if row.mode == "plain"), None)
-    for row in rows:
-        row.speedup = plain.paper_s / row.paper_s if plain else None
-    if rank0:
-        print_table(size, device, dtype, steps, args, peak, rows)
-        if args.json:
-            args.json.write_text(
-                json.dumps({"machine": machine(device), "peak_tflops": peak[0], "rows": [asdict(r) for r in rows]})
-            )
+        plain = next((r for r in results.rows if r.mode == "plain"), row if mode == "plain" else None)
+        row.speedup = plain.denoise_s / row.denoise_s if plain else None
+        results.rows.append(row)
+        results.save()
+        say(table_row(row, results.ceilings))
+    results.save()
+    for mode, why in results.skipped.items():
+        say(f"# {mode}: skipped ({why})")
     if groups is not None:
-        torch.distributed.destroy_process_group()
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
     return 0
+
+
+def print_now(*parts: Any) -> None:
+    print(*parts, flush=True)
 
 
 class Bench:
@@ -233,27 +307,39 @@ class Bench:
     def __init__(self, size: Size, device: Any, dtype: Any, steps: int, frames: int, guidance: float, groups: Any) -> None:
         self.size, self.device, self.dtype, self.steps, self.frames, self.guidance = size, device, dtype, steps, frames, guidance
         self.groups = groups
+        self.rank0 = groups is None or groups.rank == 0
         from f2f.backends.cogvideox import tile_when_out_of_memory
 
-        self.vae, self.t5 = build_vae(size, device, dtype), build_t5(size, device, dtype)
+        self.vae = build_vae(size, device, dtype)
         tile_when_out_of_memory(self.vae)  # as `generator.vae_tiling: auto` (a warning says when it tiles)
         self.embeds, self.text_s = self._encode_text()
+        self.vae_s: float | None = None  # decoded once, on the first mode's latents
         from PIL import Image
 
         self.image = Image.new("RGB", (size.width, size.height), (120, 80, 40))
 
     def _encode_text(self) -> tuple[tuple[Any, Any], float]:
+        """The prompt and negative prompt embeddings: on rank 0 (T5-XXL), broadcast to the other ranks."""
         import torch
 
-        with torch.no_grad():
-            ids = torch.randint(0, self.size.t5["vocab_size"], (2, TEXT_TOKENS), generator=torch.Generator().manual_seed(1))
-            ids = ids.to(self.device)
-            self.t5(ids)  # warm-up
-            synchronize(self.device)
-            started = time.perf_counter()
-            hidden = self.t5(ids).last_hidden_state
-            synchronize(self.device)
-        return (hidden[:1], hidden[1:]), time.perf_counter() - started
+        hidden, seconds = None, 0.0
+        if self.rank0:
+            t5 = build_t5(self.size, self.device, self.dtype)
+            with torch.no_grad():
+                ids = torch.randint(0, self.size.t5["vocab_size"], (2, TEXT_TOKENS), generator=torch.Generator().manual_seed(1))
+                ids = ids.to(self.device)
+                t5(ids)  # warm-up
+                synchronize(self.device)
+                started = time.perf_counter()
+                hidden = t5(ids).last_hidden_state
+                synchronize(self.device)
+                seconds = time.perf_counter() - started
+            del t5
+        if self.groups is not None:
+            from f2f.backends.parallel import broadcast_from_rank_0
+
+            hidden = broadcast_from_rank_0(hidden, self.device)
+        return (hidden[:1], hidden[1:]), seconds
 
     def run(self, mode: str, speed: SpeedConfig) -> tuple[Row, Any]:
         from diffusers import CogVideoXDDIMScheduler, CogVideoXImageToVideoPipeline
@@ -284,24 +370,25 @@ class Bench:
                 reset_peak(self.device)
                 latents, denoise_s, step_times = self._video(pipe, self.steps, timed=True)
             peak_gib = peak_memory_gib(self.device)
-            vae_s = self._decode(pipe, latents)
+            if self.vae_s is None:
+                self.vae_s = self._decode(pipe, latents) if self.rank0 else 0.0
         finally:
             del pipe, transformer
             release_memory(self.device)
+        cache = speed.cache != "off"
         step_s = statistics.median(step_times[1:] or step_times)
-        flops = step_flops(self.size, self.frames)
         row = Row(
             mode=mode,
-            step_s=step_s,
+            step_s=denoise_s / self.steps if cache else step_s,
             denoise_s=denoise_s,
-            vae_s=vae_s,
+            steps=self.steps,
+            vae_s=self.vae_s,
             text_s=self.text_s,
-            total_s=self.text_s + denoise_s + vae_s,
-            paper_s=self.text_s + PAPER_STEPS * step_s + vae_s,
+            paper_s=None if cache else self.text_s + PAPER_STEPS * step_s + self.vae_s,
             first_s=first_s,
             peak_gib=peak_gib,
-            tflops=flops / step_s / 1e12,
-            approximate=speed.cache != "off",
+            tflops=step_flops(self.size, self.frames) / step_s / 1e12,
+            approximate=cache,
         )
         return row, latents
 
@@ -412,29 +499,79 @@ def step_flops(size: Size, frames: int) -> float:
     """
     t = size.transformer
     dim = t["num_attention_heads"] * t["attention_head_dim"]
-    latent_frames = (frames - 1) // t["temporal_compression_ratio"] + 1
-    patches = (size.height // 8 // t["patch_size"]) * (size.width // 8 // t["patch_size"])
-    tokens = TEXT_TOKENS + latent_frames * patches
+    tokens = TEXT_TOKENS + video_tokens(size, frames)
     per_layer = 24 * tokens * dim**2 + 4 * tokens**2 * dim
     return 2 * t["num_layers"] * per_layer
 
 
-def matmul_peak(device: Any, dtype: Any) -> tuple[float, str]:
-    """TFLOP/s of large square matmuls on this device and dtype (the effective peak the table compares to)."""
+def ceilings(size: Size, frames: int, device: Any, dtype: Any) -> list[dict[str, Any]]:
+    """What the card can do at most: a square matmul, the transformer's feed-forward GEMM, its attention per kernel."""
     import torch
 
-    n = 8192 if device.type == "cuda" else 1024
-    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
-    for _ in range(3):
-        a @ b
-    synchronize(device)
-    repeats = 20 if device.type == "cuda" else 3
-    started = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    synchronize(device)
+    cuda = device.type == "cuda"
+    t = size.transformer
+    dim, heads, head_dim = t["num_attention_heads"] * t["attention_head_dim"], t["num_attention_heads"], t["attention_head_dim"]
+    tokens = TEXT_TOKENS + video_tokens(size, frames)
+    n = 8192 if cuda else 1024
+    square = torch.randn(n, n, device=device, dtype=dtype)
+    rows = 2 * tokens  # both guidance halves
+    x, w = torch.randn(rows, dim, device=device, dtype=dtype), torch.randn(4 * dim, dim, device=device, dtype=dtype)
+    label = str(dtype).removeprefix("torch.")
+    found = [
+        _ceiling(f"matmul {label}", f"{n}x{n}x{n}", 2 * n**3, lambda: square @ square, device),
+        _ceiling(
+            f"feed-forward GEMM {label}", f"{rows}x{dim} @ {dim}x{4 * dim}", 2 * rows * dim * 4 * dim, lambda: x @ w.t(), device
+        ),
+        _fp8_gemm(x, w, device),
+    ]
+    q, k, v = (torch.randn(2, heads, tokens, head_dim, device=device, dtype=dtype) for _ in range(3))
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    for name, kernel in (("flash", "FLASH_ATTENTION"), ("cudnn", "CUDNN_ATTENTION"), ("efficient", "EFFICIENT_ATTENTION")):
+
+        def attend(kernel: str = kernel) -> Any:
+            with sdpa_kernel(getattr(SDPBackend, kernel)):
+                return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+        flops = 4 * 2 * heads * tokens**2 * head_dim
+        found.append(_ceiling(f"attention {name}", f"2x{heads}x{tokens}x{head_dim}", flops, attend, device))
+    return found
+
+
+def _fp8_gemm(x: Any, w: Any, device: Any) -> dict[str, Any]:
+    """The feed-forward GEMM in float8 (e4m3, per-tensor scales, bf16 out), as fp8 quantisation runs it."""
+    import torch
+
+    name, shape = "feed-forward GEMM fp8", f"{x.shape[0]}x{x.shape[1]} @ {w.shape[1]}x{w.shape[0]}"
+    if device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 9):
+        return {"name": name, "shape": shape, "skipped": "needs a CUDA GPU of compute capability 8.9+"}
+    a, b = x.to(torch.float8_e4m3fn), w.to(torch.float8_e4m3fn).t()  # b column-major, as _scaled_mm wants
+    one = torch.ones((), device=device, dtype=torch.float32)
+    flops = 2 * x.shape[0] * x.shape[1] * w.shape[0]
+    return _ceiling(name, shape, flops, lambda: torch._scaled_mm(a, b, one, one, out_dtype=torch.bfloat16), device)
+
+
+def _ceiling(name: str, shape: str, flops: float, run: Callable[[], Any], device: Any) -> dict[str, Any]:
+    """Mean time of `run` after warm-ups, as TFLOP/s; or why it cannot run here."""
+    try:
+        for _ in range(3):
+            run()
+        synchronize(device)
+        repeats = 20 if device.type == "cuda" else 3
+        started = time.perf_counter()
+        for _ in range(repeats):
+            run()
+        synchronize(device)
+    except Exception as exc:  # a kernel this build or card lacks (cuDNN attention on the CPU): say so
+        return {"name": name, "shape": shape, "skipped": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
     seconds = (time.perf_counter() - started) / repeats
-    return 2 * n**3 / seconds / 1e12, f"{n}x{n} {str(dtype).removeprefix('torch.')}"
+    return {"name": name, "shape": shape, "ms": seconds * 1e3, "tflops": flops / seconds / 1e12}
+
+
+def video_tokens(size: Size, frames: int) -> int:
+    t = size.transformer
+    latent_frames = (frames - 1) // t["temporal_compression_ratio"] + 1
+    return latent_frames * (size.height // 8 // t["patch_size"]) * (size.width // 8 // t["patch_size"])
 
 
 # --- devices --------------------------------------------------------------------------------------
@@ -477,73 +614,71 @@ def peak_memory_gib(device: Any) -> float | None:
 
 
 def machine(device: Any) -> dict[str, str]:
+    """The card (name and driver as nvidia-smi reports them), the CPU and every library the figures depend on."""
     import diffusers
     import torch
+    import transformers
 
     info = {
         "date": time.strftime("%Y-%m-%d"),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
         "cpu": platform.processor() or platform.machine(),
         "cores": str(os.cpu_count()),
     }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-        info["cuda"] = str(torch.version.cuda)
-        with contextlib.suppress(Exception):
-            import subprocess
+    with contextlib.suppress(ImportError):
+        import torchao
 
-            info["driver"] = subprocess.run(
-                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True
-            ).stdout.strip()
+        info["torchao"] = torchao.__version__
+    if device.type == "cuda":
+        info["cuda"] = str(torch.version.cuda)
+        info["cudnn"] = str(torch.backends.cudnn.version())
+        query = ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"]
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            card = subprocess.run(query, capture_output=True, text=True, timeout=30).stdout.splitlines()[0]
+            info["gpu"], info["driver"], info["gpu_memory"] = (part.strip() for part in card.split(","))
+        info.setdefault("gpu", torch.cuda.get_device_name(device))
     return info
 
 
-def print_table(size: Size, device: Any, dtype: Any, steps: int, args: Any, peak: tuple[float, str], rows: list[Row]) -> None:
-    info = machine(device)
-    print(
-        f"# {size.name}: {size.width}x{size.height}, {args.frames} frames, {steps} steps, guidance {args.guidance:g}, "
-        f"{str(dtype).removeprefix('torch.')}, parallel {args.parallel}"
-    )
-    print("# " + ", ".join(f"{k} {v}" for k, v in info.items()))
-    print(f"# matmul peak: {peak[0]:.1f} TFLOP/s ({peak[1]}); transformer FLOPs per step: {step_flops(size, args.frames):.3g}")
-    header = [
-        "mode",
-        "s/step",
-        "denoise s",
-        "VAE s",
-        "text s",
-        "total s",
-        "50-step s",
-        "first s",
-        "peak GiB",
-        "TFLOP/s",
-        "% peak",
-        "vs plain",
-        "max abs diff",
-        "rel L2",
+HEADER = [
+    "mode",
+    "s/step",
+    "timed steps s",
+    "VAE s",
+    "text s",
+    "50-step s",
+    "first s",
+    "peak GiB",
+    "TFLOP/s",
+    "% matmul",
+    "vs plain",
+    "max abs diff",
+    "rel L2",
+]
+
+
+def table_row(row: Row, found_ceilings: list[dict[str, Any]]) -> str:
+    """One Markdown row; `% matmul` is against the square-matmul ceiling, when it was measured."""
+    peak = next((c["tflops"] for c in found_ceilings if c["name"].startswith("matmul") and "tflops" in c), None)
+    cells = [
+        row.mode + (" (approx.)" if row.approximate else ""),
+        f"{row.step_s:.3f}",
+        f"{row.denoise_s:.2f} ({row.steps})",
+        f"{row.vae_s:.2f}",
+        f"{row.text_s:.3f}",
+        "-" if row.paper_s is None else f"{row.paper_s:.1f}",
+        f"{row.first_s:.1f}",
+        "-" if row.peak_gib is None else f"{row.peak_gib:.1f}",
+        f"{row.tflops:.3g}",
+        "-" if peak is None else f"{100 * row.tflops / peak:.0f}%",
+        "-" if row.speedup is None else f"{row.speedup:.2f}x",
+        "-" if row.max_abs_diff is None else f"{row.max_abs_diff:.2e}",
+        "-" if row.rel_l2 is None else f"{row.rel_l2:.2e}",
     ]
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for row in rows:
-        cells = [
-            row.mode + (" (approx.)" if row.approximate else ""),
-            f"{row.step_s:.3f}",
-            f"{row.denoise_s:.2f}",
-            f"{row.vae_s:.2f}",
-            f"{row.text_s:.3f}",
-            f"{row.total_s:.2f}",
-            f"{row.paper_s:.2f}",
-            f"{row.first_s:.2f}",
-            "-" if row.peak_gib is None else f"{row.peak_gib:.1f}",
-            f"{row.tflops:.1f}" if row.tflops >= 1 else f"{row.tflops:.3f}",
-            f"{100 * row.tflops / peak[0]:.0f}%",
-            "-" if row.speedup is None else f"{row.speedup:.2f}x",
-            "-" if row.max_abs_diff is None else f"{row.max_abs_diff:.2e}",
-            "-" if row.rel_l2 is None else f"{row.rel_l2:.2e}",
-        ]
-        print("| " + " | ".join(cells) + " |")
+    return "| " + " | ".join(cells) + " |"
 
 
 if __name__ == "__main__":

@@ -1,29 +1,71 @@
 #!/usr/bin/env bash
-# The GPU run of docs/performance.md, as one script for a lent GPU machine (no network there).
+# The GPU run of docs/performance.md, as one script for a lent GPU machine (no network there; one H100/H200).
 #
-# Prepare here (network):  bench/gpu-run.sh --prepare     # diffusers' wheel into .gpu-wheels/ (pure Python, ~4 MB)
-# Run there:               OUT=<dir> bash bench/gpu-run.sh  # carry .gpu-wheels; logs and JSON land in $OUT
+#   bench/gpu-run.sh --prepare       here (network): the wheels of bench/gpu-wheels.txt into .gpu-wheels/ (cp312, 13 MB)
+#   bench/gpu-run.sh --check         here: the import smoke test in a clean Python 3.12 venv holding the GPU image's
+#                                    versions (.gpu-check/, made once: torch 2.11 with its CUDA libraries, ~5 GB)
+#   OUT=<dir> bash bench/gpu-run.sh  there: carry .gpu-wheels; the results file and logs land in $OUT
 #
-# One GPU: every speed-up mode at the paper's settings (720x480, 49 frames), 10 timed steps per mode (the table
-# also gives the 50-step video from them). With several GPUs, also the split replica's layouts.
+# There, in order, well inside one 10-minute command: the wheels installed (--no-index --no-deps), every import
+# checked (bench/gpu_imports.py: exit 3 before any GPU time is spent on a run that would die), then
+# bench/generate.py: the card's ceilings, then the modes in the order of their worth, 5 timed steps each, no new
+# mode after BUDGET_S (400) seconds, every row printed and the JSON rewritten as it is measured (a run cut short
+# keeps what it got). With several GPUs, the split layouts follow while time is left. Then, here:
+#   cp $OUT/*-*.json bench/results/ && .venv/bin/python bench/perf_table.py   # the table in docs/performance.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [[ "${1:-}" == "--prepare" ]]; then
-  python3 -m pip download --no-deps --only-binary :all: diffusers==0.42.1 -d .gpu-wheels
-  exit 0
-fi
+WHEELS=.gpu-wheels
+# The GPU image's versions of what f2f and the benchmark use (device KINDS.md, read 2026-11): --check installs these.
+IMAGE_PACKAGES=(torch==2.11.0 transformers==5.17.0 numpy==2.5.2 pillow pyyaml safetensors==0.8.0 huggingface_hub==1.33.0
+  tokenizers==0.23.2 sentencepiece==0.2.2 accelerate==1.15.0 requests regex filelock packaging)
+
+install_wheels() {  # PYTHON TARGET
+  "$1" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$2" "$WHEELS"/*.whl
+}
+
+case "${1:-}" in
+  --prepare)
+    rm -rf "$WHEELS"
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+      --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+      --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d "$WHEELS" -r bench/gpu-wheels.txt
+    ls "$WHEELS"
+    exit 0
+    ;;
+  --check)
+    py=${PYTHON312:-$(command -v python3.12 || ls /root/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | tail -1)}
+    [[ -x "$py" ]] || { echo "--check needs Python 3.12 (set PYTHON312)" >&2; exit 2; }
+    if [[ ! -x .gpu-check/bin/python ]]; then
+      "$py" -m venv .gpu-check
+      .gpu-check/bin/python -m pip install -q "${IMAGE_PACKAGES[@]}"
+    fi
+    site=$(mktemp -d)
+    trap 'rm -rf "$site"' EXIT
+    install_wheels .gpu-check/bin/python "$site"
+    PYTHONPATH="$site:$PWD" .gpu-check/bin/python bench/gpu_imports.py "$site"
+    PYTHONPATH="$site:$PWD" .gpu-check/bin/python bench/generate.py --help >/dev/null
+    echo "gpu run: ready ($(ls "$WHEELS" | wc -l) wheels, $(du -sh "$WHEELS" | cut -f1))"
+    exit 0
+    ;;
+esac
+
 OUT=${OUT:-out/gpu}
 mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --target .gpu-site .gpu-wheels/*.whl
-export PYTHONPATH="$PWD/.gpu-site:$PWD" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-{ nvidia-smi; python3 -c "import torch, diffusers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'diffusers', diffusers.__version__)"; } \
-  | tee "$OUT/machine.txt"
-STEPS=${STEPS:-10}
-timeout "${TIMEOUT_S:-480}" python3 bench/generate.py --steps "$STEPS" --json "$OUT/single.json" 2>&1 | tee "$OUT/single.log"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false TORCHINDUCTOR_CACHE_DIR=/tmp/f2f-inductor
+site=/tmp/f2f-site
+install_wheels python3 "$site"
+export PYTHONPATH="$site:$PWD"
+nvidia-smi | tee "$OUT/machine.txt"
+python3 bench/gpu_imports.py "$site" 2>&1 | tee -a "$OUT/machine.txt"
+card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1 | tr 'A-Z ' 'a-z-')
+result="$OUT/$(date +%F)-$card.json"
+timeout "${TIMEOUT_S:-540}" python3 bench/generate.py --steps "${STEPS:-5}" --budget-s "${BUDGET_S:-400}" \
+  --json "$result" 2>&1 | tee "$OUT/single.log" || echo "generate.py stopped early ($?); $result keeps what it measured"
 gpus=$(nvidia-smi -L | wc -l)
 for layout in 2x1 1x2 2x2 1x4; do
   cfg=${layout%x*} ulysses=${layout#*x}
   ((cfg * ulysses <= gpus)) || continue
-  timeout 300 torchrun --standalone --nproc-per-node $((cfg * ulysses)) bench/generate.py --steps "$STEPS" \
-    --modes plain,compiled --parallel "$layout" --json "$OUT/parallel-$layout.json" 2>&1 | tee "$OUT/parallel-$layout.log"
+  timeout 300 torchrun --standalone --nproc-per-node $((cfg * ulysses)) bench/generate.py --steps "${STEPS:-5}" \
+    --no-ceilings --modes plain,compiled --parallel "$layout" --json "$OUT/$(date +%F)-$card-$layout.json" 2>&1 \
+    | tee "$OUT/parallel-$layout.log" || true
 done

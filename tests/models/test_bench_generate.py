@@ -23,12 +23,29 @@ def test_the_tiny_benchmark_prints_one_row_per_mode_with_exact_modes_at_zero_dis
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and not line.startswith("| mode")]
-    assert [row.split(" | ")[0] for row in rows] == ["| plain", "| fused", "| first_block (approx.)"]
+    modes = [row.split(" | ")[0] for row in rows if not row.startswith(("| matmul", "| feed-forward", "| attention", "| ceil"))]
+    assert modes == ["| plain", "| fused", "| first_block (approx.)"]
     data = json.loads(out.read_text())
     by_mode = {row["mode"]: row for row in data["rows"]}
     assert by_mode["fused"]["rel_l2"] < 1e-5  # same weights, same seed: an exact switch stays on the plain latents
-    assert all(row["step_s"] > 0 and row["total_s"] >= row["denoise_s"] for row in data["rows"])
-    assert data["machine"]["torch"] and data["peak_tflops"] > 0
+    assert all(row["step_s"] > 0 and row["steps"] == 2 for row in data["rows"])
+    assert by_mode["plain"]["paper_s"] > by_mode["plain"]["denoise_s"] and by_mode["first_block"]["paper_s"] is None
+    assert len({row["vae_s"] for row in data["rows"]}) == 1  # decoded once
+    ceilings = {ceiling["name"]: ceiling for ceiling in data["ceilings"]}
+    assert ceilings["matmul float32"]["tflops"] > 0 and "8.9+" in ceilings["feed-forward GEMM fp8"]["skipped"]
+    assert "skipped" in ceilings["attention cudnn"]  # a CUDA kernel, named as not run on the CPU
+    assert data["machine"]["torch"] and data["setup"]["timed_steps"] == 2
+
+
+def test_a_spent_budget_starts_no_further_mode_and_says_so(tmp_path: Path) -> None:
+    out = tmp_path / "rows.json"
+    command = [sys.executable, str(BENCH), "--tiny", "--modes", "plain,fused", "--no-ceilings", "--budget-s", "0"]
+    done = subprocess.run([*command, "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["rows"] == [] and data["ceilings"] == []
+    assert set(data["skipped"]) == {"plain", "fused"} and "budget" in data["skipped"]["plain"]
+    assert "# plain: skipped (the 0 s budget was spent)" in done.stdout
 
 
 def test_the_benchmark_refuses_bad_arguments_by_name() -> None:
