@@ -360,10 +360,11 @@ class Bench:
         pipe.set_progress_bar_config(disable=True)
         if mode != "plain":
             apply_speedups(pipe, speed)
-        if self.groups is not None:
-            from f2f.backends.parallel import parallelize_transformer
+        if self.groups is not None:  # as the product's split generator: rank 0 encodes the image for every rank
+            from f2f.backends.parallel import encode_on_rank_0, parallelize_transformer
 
             parallelize_transformer(transformer, self.groups)
+            encode_on_rank_0(pipe, self.groups.rank)
         try:
             with attention_kernel(speed):
                 first_s = self._video(pipe, min(2, self.steps))[1]  # warm-up: kernels chosen, blocks compiled
