@@ -10,7 +10,8 @@
 # checked (bench/gpu_imports.py: exit 3 before any GPU time is spent on a run that would die), then
 # bench/generate.py: the card's ceilings, then the modes in the order of their worth, 5 timed steps each, no new
 # mode after BUDGET_S (400) seconds, every row printed and the JSON rewritten as it is measured (a run cut short
-# keeps what it got). With several GPUs, the split layouts follow while time is left. Then, here:
+# keeps what it got). With several GPUs, the split layouts follow while time is left. A rerun in what is left of
+# a 15-minute lease: BUDGET_S=150 TIMEOUT_S=240 OUT=<dir> bash bench/gpu-run.sh. Then, here:
 #   cp $OUT/*-*.json bench/results/ && .venv/bin/python bench/perf_table.py   # the table in docs/performance.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,13 +60,14 @@ nvidia-smi | tee "$OUT/machine.txt"
 python3 bench/gpu_imports.py "$site" 2>&1 | tee -a "$OUT/machine.txt"
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1 | tr 'A-Z ' 'a-z-')
 result="$OUT/$(date +%F)-$card.json"
-timeout "${TIMEOUT_S:-540}" python3 bench/generate.py --steps "${STEPS:-5}" --budget-s "${BUDGET_S:-400}" \
+timeout "${TIMEOUT_S:-500}" python3 bench/generate.py --steps "${STEPS:-5}" --budget-s "${BUDGET_S:-400}" \
   --json "$result" 2>&1 | tee "$OUT/single.log" || echo "generate.py stopped early ($?); $result keeps what it measured"
 gpus=$(nvidia-smi -L | wc -l)
 for layout in 2x1 1x2 2x2 1x4; do
   cfg=${layout%x*} ulysses=${layout#*x}
-  ((cfg * ulysses <= gpus)) || continue
-  timeout 300 torchrun --standalone --nproc-per-node $((cfg * ulysses)) bench/generate.py --steps "${STEPS:-5}" \
+  left=$((570 - SECONDS))  # the whole script stays inside one 10-minute command
+  ((cfg * ulysses <= gpus && left > 120)) || continue
+  timeout "$left" torchrun --standalone --nproc-per-node $((cfg * ulysses)) bench/generate.py --steps "${STEPS:-5}" \
     --no-ceilings --modes plain,compiled --parallel "$layout" --json "$OUT/$(date +%F)-$card-$layout.json" 2>&1 \
     | tee "$OUT/parallel-$layout.log" || true
 done
