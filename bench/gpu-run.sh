@@ -5,6 +5,8 @@
 #   bench/gpu-run.sh --check         here: the import smoke test in a clean Python 3.12 venv holding the GPU image's
 #                                    versions (.gpu-check/, made once: torch 2.11 with its CUDA libraries, ~5 GB)
 #   OUT=<dir> bash bench/gpu-run.sh  there: carry .gpu-wheels; the results file and logs land in $OUT
+#                                    (on a machine without nvidia-smi: a rehearsal on the tiny architecture;
+#                                    PYTHON, MODES, STEPS, BUDGET_S and TIMEOUT_S change what it runs)
 #
 # There, in order, well inside one 10-minute command: the wheels installed (--no-index --no-deps), every import
 # checked (bench/gpu_imports.py: exit 3 before any GPU time is spent on a run that would die), then
@@ -51,18 +53,27 @@ case "${1:-}" in
 esac
 
 OUT=${OUT:-out/gpu}
+PYTHON=${PYTHON:-python3}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false TORCHINDUCTOR_CACHE_DIR=/tmp/f2f-inductor
 site=/tmp/f2f-site
-install_wheels python3 "$site"
 export PYTHONPATH="$site:$PWD"
-nvidia-smi | tee "$OUT/machine.txt"
-python3 bench/gpu_imports.py "$site" 2>&1 | tee -a "$OUT/machine.txt"
-card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1 | tr 'A-Z ' 'a-z-')
+if command -v nvidia-smi >/dev/null; then
+  install_wheels "$PYTHON" "$site"
+  nvidia-smi | tee "$OUT/machine.txt"
+  card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1 | tr 'A-Z ' 'a-z-')
+  size=() check=("$site")
+else  # a rehearsal of the steps after the install on a CPU (tests/models/test_bench_generate.py runs it), tiny
+  echo "no GPU here: the same steps on the tiny architecture" | tee "$OUT/machine.txt"
+  card=cpu size=(--tiny) check=(--rehearsal)
+fi
+"$PYTHON" bench/gpu_imports.py "${check[@]}" 2>&1 | tee -a "$OUT/machine.txt"
 result="$OUT/$(date +%F)-$card.json"
-timeout "${TIMEOUT_S:-500}" python3 bench/generate.py --steps "${STEPS:-5}" --budget-s "${BUDGET_S:-400}" \
-  --json "$result" 2>&1 | tee "$OUT/single.log" || echo "generate.py stopped early ($?); $result keeps what it measured"
-gpus=$(nvidia-smi -L | wc -l)
+modes=(${MODES:+--modes "$MODES"})
+timeout "${TIMEOUT_S:-500}" "$PYTHON" bench/generate.py "${size[@]}" "${modes[@]}" --steps "${STEPS:-5}" \
+  --budget-s "${BUDGET_S:-400}" --json "$result" 2>&1 | tee "$OUT/single.log" \
+  || echo "generate.py stopped early; $result keeps what it measured"
+gpus=$( (nvidia-smi -L 2>/dev/null || true) | wc -l)
 for layout in 2x1 1x2 2x2 1x4; do
   cfg=${layout%x*} ulysses=${layout#*x}
   left=$((570 - SECONDS))  # the whole script stays inside one 10-minute command
