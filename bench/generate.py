@@ -308,7 +308,7 @@ class Bench:
         self.size, self.device, self.dtype, self.steps, self.frames, self.guidance = size, device, dtype, steps, frames, guidance
         self.groups = groups
         self.rank0 = groups is None or groups.rank == 0
-        from f2f.backends.cogvideox import tile_when_out_of_memory
+        from f2f.backends.i2v import tile_when_out_of_memory
 
         self.vae = build_vae(size, device, dtype)
         tile_when_out_of_memory(self.vae)  # as `generator.vae_tiling: auto` (a warning says when it tiles)
@@ -344,7 +344,7 @@ class Bench:
     def run(self, mode: str, speed: SpeedConfig) -> tuple[Row, Any]:
         from diffusers import CogVideoXDDIMScheduler, CogVideoXImageToVideoPipeline
 
-        from f2f.backends.cogvideox import release_memory
+        from f2f.backends.i2v import release_memory
         from f2f.backends.speedups import apply_speedups, attention_kernel, check_speed
         from f2f.backends.tiny_cogvideox import SCHEDULER_CONFIG
 

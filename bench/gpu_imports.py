@@ -22,6 +22,7 @@ MODULES = (
     "diffusers",
     "torchao",
     "f2f.config",
+    "f2f.backends.i2v",
     "f2f.backends.cogvideox",
     "f2f.backends.parallel",
     "f2f.backends.speedups",

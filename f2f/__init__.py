@@ -9,7 +9,7 @@ from f2f.config import F2FConfig, load_config
 from f2f.errors import BackendNotConfigured, EditCancelled, F2FError, InvalidConfig, InvalidImage, InvalidInput
 from f2f.imageio import open_image
 from f2f.pipeline import edit
-from f2f.protocols import VLM, CancelToken, Progress, VideoGenerator
+from f2f.protocols import VLM, CancelToken, LoadedVideoGenerator, Progress, VideoGenerator
 from f2f.result import EditResult
 from f2f.selection import candidate_frames, parse_selection
 
@@ -26,6 +26,7 @@ __all__ = [
     "InvalidImage",
     "InvalidInput",
     "Letterboxed",
+    "LoadedVideoGenerator",
     "Progress",
     "VideoGenerator",
     "candidate_frames",

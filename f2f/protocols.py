@@ -85,3 +85,19 @@ class VideoGenerator(Protocol):
         step and stops with `EditCancelled` at the next step once `cancel` is set.
         """
         ...
+
+
+@runtime_checkable
+class LoadedVideoGenerator(VideoGenerator, Protocol):
+    """A video generator that holds a model (what `load_generator` returns and the deployments hold): its lifecycle.
+
+    Adapters that only pass calls on (a Ray Serve handle, an actor pool) are plain `VideoGenerator`s.
+    """
+
+    def health(self) -> None:
+        """Return if the generator can generate; raise once it cannot (closed, or broken)."""
+        ...
+
+    def close(self) -> None:
+        """Release the model; `generate` and `health` raise afterwards."""
+        ...

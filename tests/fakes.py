@@ -47,6 +47,14 @@ class SyntheticGenerator:
     def __init__(self, cancel_at_step: int | None = None):
         self.cancel_at_step = cancel_at_step
         self.calls: list[tuple[Image.Image, str, list[int], VideoConfig]] = []
+        self.closed = False
+
+    def health(self) -> None:
+        if self.closed:
+            raise RuntimeError("the synthetic generator is closed")
+
+    def close(self) -> None:
+        self.closed = True
 
     async def generate(
         self,
@@ -58,6 +66,7 @@ class SyntheticGenerator:
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
     ) -> list[Frames]:
+        self.health()
         self.calls.append((image, caption, list(seeds), settings))
         for step in range(1, settings.num_inference_steps + 1):
             if cancel is not None:

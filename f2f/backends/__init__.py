@@ -3,7 +3,8 @@
 Each backend module imports its heavy library (torch, diffusers, vllm,
 transformers, httpx) itself, so `import f2f` stays light:
 
-- video: `cogvideox.CogVideoXGenerator` (diffusers' CogVideoXImageToVideoPipeline);
+- video: `i2v.DiffusersVideoGenerator`, one diffusers image-to-video seam for every
+  family of checkpoint (`i2v.FAMILIES`: `cogvideox`, CogVideoXImageToVideoPipeline);
 - VLM: `vllm_vlm.VllmVLM`, `hf_vlm.TransformersVLM`, `openai_vlm.OpenAIVLM`;
 - `tiny_cogvideox` / `tiny_qwen`: random-weight checkpoints of the same
   architectures, built offline, for tests and the demo.
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from f2f.catalogue import Checkpoint, check_profile_folder, load_catalogue
 from f2f.config import F2FConfig
 from f2f.errors import BackendNotConfigured, InvalidConfig
-from f2f.protocols import VLM, VideoGenerator
+from f2f.protocols import VLM, LoadedVideoGenerator
 
 if TYPE_CHECKING:
     from f2f.backends.parallel import ParallelGroups
@@ -37,7 +38,7 @@ class Backends:
     """A loaded VLM and video generator; `close()` (or `with`) releases them."""
 
     vlm: VLM
-    generator: VideoGenerator
+    generator: LoadedVideoGenerator
 
     def close(self) -> None:
         for backend in (self.vlm, self.generator):
@@ -87,19 +88,19 @@ def prepare_models(config: F2FConfig) -> None:
         check_profile_folder(config.models_dir, config.profile)
 
 
-def load_generator(config: F2FConfig, parallel: ParallelGroups | None = None) -> VideoGenerator:
+def load_generator(config: F2FConfig, parallel: ParallelGroups | None = None) -> LoadedVideoGenerator:
     """The video backend of `config.generator`, checked against `config.video` (closed if that fails).
 
     A split generator (`generator.parallel` over more than one process) needs
     this process's rank groups (`parallel`, from `f2f.backends.parallel.init_groups`).
     """
-    from f2f.backends.cogvideox import CogVideoXGenerator
+    from f2f.backends.i2v import DiffusersVideoGenerator
 
     layout = config.generator.parallel
     if layout.world_size > 1 and parallel is None:
         rule = "splits one video over several processes: the service places them (Ray Serve), or start them with torchrun"
         raise InvalidConfig("generator.parallel", f"cfg {layout.cfg} x ulysses {layout.ulysses}", rule)
-    generator = CogVideoXGenerator.from_config(config.generator, parallel=parallel)
+    generator = DiffusersVideoGenerator.from_config(config.generator, parallel=parallel)
     try:
         generator.check_settings(config.video)
     except BaseException:

@@ -1,11 +1,9 @@
-"""The CogVideoX image-to-video generator, through diffusers' `CogVideoXImageToVideoPipeline`.
+"""The CogVideoX image-to-video family: diffusers' `CogVideoXImageToVideoPipeline` (CogVideoX-5B-I2V, the paper's default).
 
-One instance holds one loaded pipeline and runs one video job at a time (a
-lock); jobs run in a worker thread so the event loop stays free. The checkpoint
-is a LOCAL diffusers folder (CogVideoX-5b-I2V, or the tiny one from
-`f2f.backends.tiny_cogvideox`); nothing is ever downloaded.
-
-What the checkpoint allows is read from its configs before any weight loads:
+Everything else a video needs (the worker thread, batches, progress, cancel,
+memory switches, out-of-memory errors) is `f2f.backends.i2v`'s; this module
+says what CogVideoX does differently (`FAMILY`). What a checkpoint allows is
+read from its configs before any weight loads:
 
 - canvas: a transformer with learned positional embeddings (CogVideoX-5b-I2V)
   generates only `sample_width*s x sample_height*s` (s = the VAE's spatial
@@ -16,302 +14,36 @@ What the checkpoint allows is read from its configs before any weight loads:
   exactly `4 * (latents - 1) + 1` frames: counts `8k + 1` (9, 17, ..., 49).
   CogVideoX 1.5's temporal patches (`patch_size_t`) pad the latents inside the
   pipeline and drop the padding before decoding, so they do not change this.
-
-torch, diffusers and transformers are imported when an instance is made, not
-when this module is; a missing one is `BackendNotConfigured` naming the extra.
+- the call: no dynamic CFG, and the T5 sequence length the transformer takes.
+- a split over several processes: the project's own CFG-parallel x Ulysses
+  (`f2f.backends.parallel`), with rank 0 alone encoding and decoding.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import gc
-import json
-import logging
-import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from PIL import Image
-
-from f2f.backends.speedups import apply_speedups, attention_kernel, check_speed
-from f2f.config import Device, DType, GeneratorConfig, SpeedConfig, VideoConfig
-from f2f.errors import BackendNotConfigured, EditCancelled, GeneratorOutOfMemory, InvalidConfig, InvalidInput
-from f2f.protocols import CancelToken, Frames, Progress, ProgressCallback
+from f2f.backends.i2v import CheckpointSpec, Family, read_json
+from f2f.config import VideoConfig
+from f2f.errors import InvalidConfig
 
 if TYPE_CHECKING:
-    import torch
-
     from f2f.backends.parallel import ParallelGroups
 
 PIPELINE_CLASS = "CogVideoXImageToVideoPipeline"
 LATENT_DECODE_GROUP = 2  # AutoencoderKLCogVideoX decodes latent frames in pairs (after a first odd group)
-logger = logging.getLogger("f2f.backends")
 _FIELD = "generator.model_path"
-_INSTALL = "pip install 'f2f[video]'"
 
 
-@dataclass(frozen=True)
-class CheckpointSpec:
-    """What a CogVideoX I2V checkpoint can generate, read from its config files."""
+def inspect(path: Path, index: dict[str, Any]) -> CheckpointSpec:
+    """The rules of a CogVideoX I2V checkpoint folder; InvalidConfig(generator.model_path) if it is not one.
 
-    name: str
-    canvas_size: tuple[int, int]  # (width, height) the transformer was made for
-    fixed_canvas: bool  # learned positional embeddings: canvas_size is the only size
-    size_multiple: int  # width and height must be multiples of this
-    frame_step: int  # clips have frame_step*k + 1 frames
-    max_text_seq_length: int  # T5 tokens the transformer takes
-
-
-class CogVideoXGenerator:
-    """A `f2f.protocols.VideoGenerator` over a local CogVideoX image-to-video checkpoint.
-
-    `device`/`dtype` "auto": cuda + bfloat16 when CUDA is available, else cpu +
-    float32. `vae_slicing`, `vae_tiling` and `cpu_offload` are memory switches
-    (`apply_memory_switches`); `cpu_offload` needs cuda. `speed` holds the
-    speed-ups (`f2f.backends.speedups`). Seeds run in batches of
-    `max_batch_seeds`; a seed's frames do not depend on its batch.
+    Rules: transformer/ and vae/ have config.json; the transformer takes 2 x
+    the VAE's latent channels (noise + image latents) and returns the VAE's
+    latent channels.
     """
-
-    def __init__(
-        self,
-        model_path: str | Path,
-        *,
-        device: Device = "auto",
-        dtype: DType = "auto",
-        vae_slicing: bool = False,
-        vae_tiling: bool | Literal["auto"] = False,
-        cpu_offload: bool = False,
-        max_batch_seeds: int = 1,
-        speed: SpeedConfig | None = None,
-        parallel: ParallelGroups | None = None,
-    ) -> None:
-        torch, pipeline_class = _libraries()
-        if max_batch_seeds < 1:
-            raise InvalidConfig("generator.max_batch_seeds", max_batch_seeds, "must be at least 1")
-        self.model_path = Path(model_path)
-        self.spec = inspect_checkpoint(self.model_path)
-        self.device, self.dtype = resolve_device(torch, device, dtype, cpu_offload)
-        self.speed = speed or SpeedConfig()
-        check_speed(self.speed, self.device)
-        self.max_batch_seeds = max_batch_seeds
-        self._lock = threading.Lock()  # one video job at a time; taken in the worker thread
-        self.parallel = parallel
-        self.decodes = parallel is None or parallel.rank == 0  # a split video is encoded and decoded by rank 0 alone
-        no_text_encoder = {} if self.decodes else {"text_encoder": None, "tokenizer": None}
-        pipe = pipeline_class.from_pretrained(
-            self.model_path, **{_dtype_keyword(): self.dtype}, **no_text_encoder, local_files_only=True
-        )
-        pipe.set_progress_bar_config(disable=True)
-        apply_memory_switches(pipe, self.device, vae_slicing=vae_slicing, vae_tiling=vae_tiling, cpu_offload=cpu_offload)
-        apply_speedups(pipe, self.speed)
-        if parallel is not None:
-            from f2f.backends.parallel import encode_on_rank_0, parallelize_transformer
-
-            parallelize_transformer(pipe.transformer, parallel)
-            encode_on_rank_0(pipe, parallel.rank)
-        self._pipe: Any = pipe
-
-    @classmethod
-    def from_config(cls, cfg: GeneratorConfig, parallel: ParallelGroups | None = None) -> CogVideoXGenerator:
-        """The generator that the `generator` config section describes (`parallel`: this process's rank groups)."""
-        if cfg.model_path is None:
-            raise InvalidConfig(_FIELD, None, "set it to the local folder of a CogVideoX image-to-video checkpoint")
-        return cls(
-            cfg.model_path,
-            device=cfg.device,
-            dtype=cfg.dtype,
-            vae_slicing=cfg.vae_slicing,
-            vae_tiling=cfg.vae_tiling,
-            cpu_offload=cfg.cpu_offload,
-            max_batch_seeds=cfg.max_batch_seeds,
-            speed=cfg.speed,
-            parallel=parallel,
-        )
-
-    @property
-    def canvas_size(self) -> tuple[int, int]:
-        """(width, height) of the canvas the checkpoint generates (its only one when fixed)."""
-        return self.spec.canvas_size
-
-    @property
-    def frame_step(self) -> int:
-        """Clips have exactly `frame_step * k + 1` frames."""
-        return self.spec.frame_step
-
-    def close(self) -> None:
-        """Release the pipeline (waits for a running job); the instance cannot generate afterwards."""
-        with self._lock:
-            self._pipe = None
-        release_memory(self.device)
-
-    def check_settings(self, settings: VideoConfig) -> None:
-        """InvalidConfig naming the `video.*` field this checkpoint cannot generate."""
-        spec = self.spec
-        width, height = spec.canvas_size
-        for field, value, wanted in (("video.width", settings.width, width), ("video.height", settings.height, height)):
-            if spec.fixed_canvas and value != wanted:
-                rule = f"{spec.name} generates only {width}x{height} (set video.width: {width}, video.height: {height})"
-                raise InvalidConfig(field, value, rule)
-            if value % spec.size_multiple:
-                raise InvalidConfig(field, value, f"{spec.name} needs a multiple of {spec.size_multiple}")
-        step = spec.frame_step
-        if (settings.num_frames - 1) % step:
-            counts = ", ".join(str(step * k + 1) for k in range(1, 7))
-            rule = f"{spec.name} returns exactly {step}k+1 frames ({counts}, ...)"
-            raise InvalidConfig("video.num_frames", settings.num_frames, rule)
-        if settings.frame_step % step:
-            rule = f"{spec.name} returns exactly {step}k+1 frames, so video.frame_step must be a multiple of {step}"
-            raise InvalidConfig("video.frame_step", settings.frame_step, rule)
-
-    async def generate(
-        self,
-        image: Image.Image,
-        caption: str,
-        seeds: Sequence[int],
-        settings: VideoConfig,
-        *,
-        progress: ProgressCallback | None = None,
-        cancel: CancelToken | None = None,
-    ) -> list[Frames]:
-        """One clip of `settings.num_frames` RGB canvas-size frames per seed, in seed order (split: on rank 0; [] elsewhere).
-
-        Progress events `Progress("generate", step, total)` count steps across
-        all batches (total = steps x batches) and are delivered on the calling
-        event loop's thread, in order, before this returns (an exception in
-        `progress` is reported by the loop, not raised here). `cancel` (or
-        cancelling the awaiting task) stops the job at the next denoising step
-        with `EditCancelled`; the instance stays usable.
-        """
-        # 1. Check inputs
-        self.check_settings(settings)
-        seeds = _check_request(image, caption, seeds, settings)
-        if self._pipe is None:
-            raise RuntimeError("the CogVideoX generator is closed")
-        # 2. Split the seeds into batches; one worker-thread job runs them all
-        batches = [seeds[i : i + self.max_batch_seeds] for i in range(0, len(seeds), self.max_batch_seeds)]
-        job = _Job(image, caption, settings, len(batches), _notifier(progress), cancel, self.parallel is not None)
-        try:
-            return await asyncio.to_thread(self._run, job, batches)
-        except asyncio.CancelledError:
-            job.stop.set()  # the thread cannot be killed: stop it at its next step
-            raise
-
-    def _run(self, job: _Job, batches: list[list[int]]) -> list[Frames]:
-        """Worker thread: every batch in turn, holding the instance's lock."""
-        with self._lock:
-            pipe = self._pipe
-            if pipe is None:
-                raise RuntimeError("the CogVideoX generator is closed")
-            clips: list[Frames] = []
-            for index, batch in enumerate(batches):
-                job.check_cancelled()
-                clips += self._run_batch(pipe, job, index, batch)
-            return clips
-
-    def _run_batch(self, pipe: Any, job: _Job, index: int, seeds: list[int]) -> list[Frames]:
-        """One pipeline call: the same image and caption once per seed, one generator per seed."""
-        import torch
-
-        settings, n = job.settings, len(seeds)
-        generators = [torch.Generator(self.device).manual_seed(seed) for seed in seeds]
-        try:
-            with attention_kernel(self.speed):
-                output = pipe(
-                    image=[job.image] * n,
-                    prompt=[job.caption] * n,
-                    height=settings.height,
-                    width=settings.width,
-                    num_frames=settings.num_frames,
-                    num_inference_steps=settings.num_inference_steps,
-                    guidance_scale=settings.guidance_scale,
-                    use_dynamic_cfg=False,
-                    generator=generators,
-                    max_sequence_length=self.spec.max_text_seq_length,
-                    output_type="pil" if self.decodes else "latent",
-                    callback_on_step_end=job.step_callback(index),
-                )
-        except torch.OutOfMemoryError:
-            pipe.maybe_free_model_hooks()
-            out_of_memory = True  # raised below, once this frame no longer holds the failed call's tensors
-        except BaseException:
-            pipe.maybe_free_model_hooks()  # what __call__ would have done at its end (offload hooks, caches)
-            raise
-        else:
-            out_of_memory = False
-        if out_of_memory:
-            release_memory(self.device)
-            raise GeneratorOutOfMemory(
-                f"the video did not fit in {self.device} memory: {n} seed(s) of {settings.num_frames} frames at "
-                f"{settings.width}x{settings.height}; ask for fewer seeds or frames, or enable generator.vae_tiling "
-                "or generator.cpu_offload"
-            )
-        if not self.decodes:
-            return []  # another rank of a split video: rank 0 decodes and returns the frames
-        if len(output.frames) != n:
-            raise RuntimeError(f"CogVideoXImageToVideoPipeline returned {len(output.frames)} clips for {n} seeds")
-        return [_check_clip(frames, settings) for frames in output.frames]
-
-
-class _Job:
-    """One generate call as the worker thread sees it: inputs, progress, cancellation."""
-
-    def __init__(
-        self,
-        image: Image.Image,
-        caption: str,
-        settings: VideoConfig,
-        num_batches: int,
-        notify: Callable[[Progress], None],
-        cancel: CancelToken | None,
-        collective: bool = False,
-    ) -> None:
-        self.image, self.caption, self.settings = image, caption, settings
-        self.total = settings.num_inference_steps * num_batches
-        self.notify, self.cancel = notify, cancel
-        self.stop = threading.Event()  # set when the awaiting task is cancelled
-        self.collective = collective  # a split video: every rank stops at the same step, or none does
-
-    def check_cancelled(self) -> None:
-        """EditCancelled once the caller's token or the awaiting task was cancelled (on any rank, when split)."""
-        wish = self.stop.is_set() or (self.cancel is not None and self.cancel.cancelled)
-        if self.collective:
-            from f2f.backends.parallel import any_rank
-
-            wish = any_rank(wish)
-        if wish:
-            raise EditCancelled("the edit was cancelled")
-
-    def step_callback(self, batch_index: int) -> Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]:
-        """The pipeline's `callback_on_step_end`: stop if cancelled, else report the step."""
-        offset = batch_index * self.settings.num_inference_steps
-
-        def on_step_end(_pipe: Any, i: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-            self.check_cancelled()
-            self.notify(Progress("generate", offset + i + 1, self.total))
-            return tensors
-
-        return on_step_end
-
-
-def inspect_checkpoint(path: Path) -> CheckpointSpec:
-    """Read a checkpoint folder's configs; InvalidConfig(generator.model_path) unless it is CogVideoX I2V.
-
-    Rules: the folder exists and holds model_index.json with `_class_name`
-    CogVideoXImageToVideoPipeline; transformer/ and vae/ have config.json;
-    the transformer takes 2 x the VAE's latent channels (noise + image latents)
-    and returns the VAE's latent channels.
-    """
-    if not path.is_dir():
-        raise InvalidConfig(_FIELD, str(path), f"no such folder {path.name!r} (it must be a local diffusers checkpoint folder)")
-    index = _read_json(path, "model_index.json")
-    found = index.get("_class_name")
-    if found != PIPELINE_CLASS:
-        rule = f"{path.name}/model_index.json names {found!r}; f2f needs a {PIPELINE_CLASS} checkpoint (CogVideoX-5b-I2V)"
-        raise InvalidConfig(_FIELD, str(path), rule)
-    transformer, vae = _read_json(path, "transformer/config.json"), _read_json(path, "vae/config.json")
+    transformer, vae = read_json(path, "transformer/config.json"), read_json(path, "vae/config.json")
     latent = vae.get("latent_channels", 16)
     if transformer.get("in_channels") != 2 * latent or transformer.get("out_channels") != latent:
         rule = (
@@ -337,141 +69,31 @@ def _spec(name: str, transformer: dict[str, Any], vae: dict[str, Any]) -> Checkp
     )
 
 
-def _read_json(folder: Path, name: str) -> dict[str, Any]:
-    """A checkpoint's JSON config as a dict; InvalidConfig(generator.model_path) if missing or broken."""
-    try:
-        data = json.loads((folder / name).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InvalidConfig(
-            _FIELD, str(folder), f"{folder.name}/{name} is missing: not a diffusers {PIPELINE_CLASS} folder"
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise InvalidConfig(_FIELD, str(folder), f"{folder.name}/{name} cannot be read as JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise InvalidConfig(_FIELD, str(folder), f"{folder.name}/{name} must hold a JSON object")
-    return data
+def _spec(name: str, transformer: dict[str, Any], vae: dict[str, Any]) -> CheckpointSpec:
+    """Canvas and frame rules from the transformer and VAE configs (diffusers' defaults where absent)."""
+    scale = 2 ** (len(vae.get("block_out_channels", (128, 256, 256, 512))) - 1)
+    canvas = (transformer.get("sample_width", 90) * scale, transformer.get("sample_height", 60) * scale)
+    return CheckpointSpec(
+        name=name,
+        canvas_size=canvas,
+        fixed_canvas=bool(transformer.get("use_learned_positional_embeddings", False)),
+        size_multiple=scale * transformer.get("patch_size", 2),
+        frame_step=int(vae.get("temporal_compression_ratio", 4)) * LATENT_DECODE_GROUP,
+        max_text_seq_length=transformer.get("max_text_seq_length", 226),
+    )
 
 
-def resolve_device(torch: Any, device: str, dtype: str, cpu_offload: bool) -> tuple[torch.device, torch.dtype]:
-    """auto -> cuda + bfloat16 when CUDA is available, else cpu + float32; cuda and cpu_offload need CUDA."""
-    cuda = torch.cuda.is_available()
-    if device == "auto":
-        device = "cuda" if cuda else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise InvalidConfig("generator.device", device, "must be auto, cpu or cuda")
-    if device == "cuda" and not cuda:
-        raise InvalidConfig("generator.device", device, "CUDA is not available on this machine (use auto or cpu)")
-    if cpu_offload and device != "cuda":
-        raise InvalidConfig("generator.cpu_offload", True, "offloading to the CPU needs device cuda")
-    if dtype == "auto":
-        dtype = "bfloat16" if device == "cuda" else "float32"
-    if dtype not in ("bfloat16", "float16", "float32"):
-        raise InvalidConfig("generator.dtype", dtype, "must be auto, bfloat16, float16 or float32")
-    return torch.device(device), getattr(torch, dtype)
+def call_arguments(spec: CheckpointSpec, settings: VideoConfig) -> dict[str, Any]:
+    """The pipeline call's CogVideoX arguments: constant guidance, the transformer's T5 length."""
+    return {"use_dynamic_cfg": False, "max_sequence_length": spec.max_text_seq_length}
 
 
-def apply_memory_switches(
-    pipe: Any, device: torch.device, *, vae_slicing: bool, vae_tiling: bool | Literal["auto"], cpu_offload: bool
-) -> None:
-    """The one place the memory switches are applied; all off is the plain reference path."""
-    if vae_slicing:
-        pipe.vae.enable_slicing()
-    if vae_tiling == "auto":
-        tile_when_out_of_memory(pipe.vae)
-    elif vae_tiling:
-        pipe.vae.enable_tiling()
-    if cpu_offload:
-        pipe.enable_model_cpu_offload(device=device)  # weights stay on the CPU until each model runs
-    else:
-        pipe.to(device)
+def split(pipe: Any, groups: ParallelGroups) -> None:
+    """One video over the ranks: the transformer split (CFG x Ulysses); prompt and image encoded on rank 0."""
+    from f2f.backends.parallel import encode_on_rank_0, parallelize_transformer
+
+    parallelize_transformer(pipe.transformer, groups)
+    encode_on_rank_0(pipe, groups.rank)
 
 
-def tile_when_out_of_memory(vae: Any) -> None:
-    """`vae.decode` untiled, and again in tiles only if untiled ran out of memory (`vae_tiling: auto`)."""
-    import torch
-
-    untiled = vae.decode
-
-    def decode(z: Any, return_dict: bool = True) -> Any:
-        try:
-            return untiled(z, return_dict=return_dict)
-        except torch.OutOfMemoryError:
-            pass  # retried below, once this frame no longer holds the failed decode's tensors
-        release_memory(z.device)
-        logger.warning("the VAE ran out of memory decoding %s latents untiled; decoding them in tiles", tuple(z.shape))
-        vae.enable_tiling()
-        try:
-            return untiled(z, return_dict=return_dict)
-        finally:
-            vae.disable_tiling()
-
-    vae.decode = decode
-
-
-def release_memory(device: torch.device) -> None:
-    """Hand the accelerator's cached blocks back (after a released pipeline or a video that ran out of memory)."""
-    gc.collect()
-    if device.type == "cuda":
-        import torch
-
-        torch.cuda.empty_cache()
-
-
-def _check_request(image: Image.Image, caption: str, seeds: Sequence[int], settings: VideoConfig) -> list[int]:
-    """InvalidInput unless the image is an RGB canvas, the caption non-empty and the seeds integers."""
-    canvas = (settings.width, settings.height)
-    if not isinstance(image, Image.Image) or image.mode != "RGB" or image.size != canvas:
-        got = image.size if isinstance(image, Image.Image) else type(image).__name__
-        raise InvalidInput("image", got, f"must be an RGB image of the canvas size {canvas[0]}x{canvas[1]} (letterbox it)")
-    if not isinstance(caption, str) or not caption.strip():
-        raise InvalidInput("caption", caption, "must be a non-empty string")
-    seeds = list(seeds)
-    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**32 for s in seeds):
-        raise InvalidInput("seeds", seeds, "must be a non-empty list of integers 0 <= seed < 2**32")
-    return seeds
-
-
-def _check_clip(frames: list[Image.Image], settings: VideoConfig) -> Frames:
-    """The pipeline's frames as RGB; RuntimeError unless exactly num_frames of the canvas size."""
-    canvas = (settings.width, settings.height)
-    sizes = sorted({frame.size for frame in frames})
-    if len(frames) != settings.num_frames or sizes != [canvas]:
-        raise RuntimeError(
-            f"CogVideoXImageToVideoPipeline returned {len(frames)} frames of sizes {sizes}; "
-            f"expected {settings.num_frames} frames of {canvas}"
-        )
-    return [frame if frame.mode == "RGB" else frame.convert("RGB") for frame in frames]
-
-
-def _notifier(progress: ProgressCallback | None) -> Callable[[Progress], None]:
-    """Deliver progress events from the worker thread on the calling event loop's thread, in order."""
-    if progress is None:
-        return lambda _event: None
-    loop = asyncio.get_running_loop()
-
-    def notify(event: Progress) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening any more
-            loop.call_soon_threadsafe(progress, event)
-
-    return notify
-
-
-def _dtype_keyword() -> str:
-    """`dtype` where diffusers has it (it deprecates `torch_dtype`), else `torch_dtype` (older ones reject `dtype`)."""
-    from diffusers.utils import deprecation_utils
-
-    return "dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"
-
-
-def _libraries() -> tuple[Any, Any]:
-    """torch and the diffusers pipeline class; BackendNotConfigured naming the extra if missing."""
-    try:
-        import torch
-        import transformers  # noqa: F401  (the text encoder and tokenizer)
-        from diffusers import CogVideoXImageToVideoPipeline
-    except ImportError as exc:
-        missing = exc.name or "a library"
-        raise BackendNotConfigured(
-            f"the CogVideoX video backend needs torch, diffusers and transformers ({missing} is missing): {_INSTALL}"
-        ) from exc
-    return torch, CogVideoXImageToVideoPipeline
+FAMILY = Family(name="cogvideox", pipeline_class=PIPELINE_CLASS, inspect=inspect, call_arguments=call_arguments, split=split)

@@ -1,7 +1,7 @@
 """A tiny random-weight CogVideoX image-to-video checkpoint, built offline.
 
 The same classes and folder layout as CogVideoX-5b-I2V (diffusers format), so
-the real loader (`f2f.backends.cogvideox`) runs on it unchanged; only the sizes
+the real loader (`f2f.backends.i2v`) runs on it unchanged; only the sizes
 shrink. Rules:
 
 - the transformer is the I2V layout: `in_channels` = 2 x the VAE's latent

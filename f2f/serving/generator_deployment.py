@@ -107,8 +107,9 @@ class GeneratorDeployment:
 
     async def check_health(self) -> None:
         """Raise if the pipeline is released or another rank is gone (also Serve's replica health check)."""
-        if self.backend is None or getattr(self.backend, "_pipe", True) is None:
+        if self.backend is None:
             raise RuntimeError("the video generator has been released")
+        self.backend.health()
         if self.lost_rank is not None:
             raise RuntimeError(f"a rank of this split generator died: {self.lost_rank}")
         if self.ranks is not None:

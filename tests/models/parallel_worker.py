@@ -7,10 +7,10 @@ argv: checkpoint folder, cfg, ulysses, output file, mode. Env: MASTER_ADDR, MAST
 - mode `compiled`: the same with every block compiled as `compile: regional` does, but on dynamo's eager backend
   (tracing only, seconds) and with fullgraph=True, so a graph break is an error; rank 0 also saves how many graphs
   dynamo made (one per recompile) and the graph-break count.
-- mode `generator`: every rank runs the product's CogVideoXGenerator split by `parallel` on one seed; each rank saves
+- mode `generator`: every rank runs the product's DiffusersVideoGenerator split by `parallel` on one seed; each rank saves
   the clips it returned (uint8), whether it loaded a text encoder, and how often its T5, VAE encoder and VAE decoder
   ran, to `<output file>.<rank>`.
-- mode `cancel`: every rank runs the product's CogVideoXGenerator split by `parallel`; rank 0 cancels its
+- mode `cancel`: every rank runs the product's DiffusersVideoGenerator split by `parallel`; rank 0 cancels its
   token at step 2 of 6; each rank saves (what it raised, the steps it reported) to `<output file>.<rank>`.
 """
 
@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from diffusers import CogVideoXImageToVideoPipeline
 
-from f2f.backends.cogvideox import CogVideoXGenerator
+from f2f.backends.i2v import DiffusersVideoGenerator
 from f2f.backends.parallel import init_groups, parallelize_transformer
 from f2f.config import ParallelConfig, VideoConfig
 from f2f.protocols import CancelToken, Progress
@@ -67,7 +67,7 @@ def main() -> None:
 
 
 def generate_split(folder: str, groups: object, out: str) -> None:
-    generator = CogVideoXGenerator(folder, device="cpu", parallel=groups)
+    generator = DiffusersVideoGenerator(folder, device="cpu", parallel=groups)
     pipe, calls = generator._pipe, {"t5": 0, "vae_encoder": 0, "vae_decoder": 0}
     parts = {"t5": pipe.text_encoder, "vae_encoder": pipe.vae.encoder, "vae_decoder": pipe.vae.decoder}
     for name, module in parts.items():
@@ -79,7 +79,7 @@ def generate_split(folder: str, groups: object, out: str) -> None:
 
 
 def cancel_at_step_2(folder: str, groups: object, out: str) -> None:
-    generator = CogVideoXGenerator(folder, device="cpu", parallel=groups)
+    generator = DiffusersVideoGenerator(folder, device="cpu", parallel=groups)
     token, steps = CancelToken(), []
 
     def on_progress(event: Progress) -> None:

@@ -27,11 +27,11 @@ pytest.importorskip("diffusers")
 
 import torch
 
-from f2f.backends.cogvideox import CogVideoXGenerator
+from f2f.backends.i2v import DiffusersVideoGenerator
 from f2f.backends.tiny_cogvideox import make_tiny_cogvideox
 from f2f.config import F2FConfig, GeneratorConfig, VideoConfig
 from f2f.errors import BackendNotConfigured, EditCancelled, GeneratorOutOfMemory, InvalidConfig, InvalidInput
-from f2f.protocols import CancelToken, Progress, VideoGenerator
+from f2f.protocols import CancelToken, LoadedVideoGenerator, Progress, VideoGenerator
 
 pytestmark = pytest.mark.models
 
@@ -51,17 +51,17 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def generator(tiny_dir: Path) -> Iterator[CogVideoXGenerator]:
+def generator(tiny_dir: Path) -> Iterator[DiffusersVideoGenerator]:
     """One seed per batch: the reference path."""
-    gen = CogVideoXGenerator(tiny_dir, device="cpu")
+    gen = DiffusersVideoGenerator(tiny_dir, device="cpu")
     yield gen
     gen.close()
 
 
 @pytest.fixture(scope="module")
-def batched(tiny_dir: Path) -> Iterator[CogVideoXGenerator]:
+def batched(tiny_dir: Path) -> Iterator[DiffusersVideoGenerator]:
     """Two seeds per batch: three seeds run as batches [a, b] and [c]."""
-    gen = CogVideoXGenerator(tiny_dir, device="cpu", max_batch_seeds=2)
+    gen = DiffusersVideoGenerator(tiny_dir, device="cpu", max_batch_seeds=2)
     yield gen
     gen.close()
 
@@ -114,20 +114,21 @@ def test_tiny_checkpoint_has_the_i2v_layout(tiny_dir: Path) -> None:
 # --- generate ---------------------------------------------------------------------------------------
 
 
-def test_is_a_video_generator(generator: CogVideoXGenerator) -> None:
-    assert isinstance(generator, VideoGenerator)
+def test_is_a_video_generator(generator: DiffusersVideoGenerator) -> None:
+    assert isinstance(generator, VideoGenerator) and isinstance(generator, LoadedVideoGenerator)
+    assert generator.family.name == "cogvideox" and generator.health() is None
     assert generator.canvas_size == (WIDTH, HEIGHT)
     assert generator.frame_step == 8
 
 
 @pytest.mark.parametrize("num_frames", [9, 17])
-def test_exact_frame_count_at_the_canvas_size(generator: CogVideoXGenerator, canvas: Image.Image, num_frames: int) -> None:
+def test_exact_frame_count_at_the_canvas_size(generator: DiffusersVideoGenerator, canvas: Image.Image, num_frames: int) -> None:
     clips = asyncio.run(generator.generate(canvas, CAPTION, [0], settings(num_frames)))
     assert len(clips) == 1 and len(clips[0]) == num_frames
     assert all(frame.size == (WIDTH, HEIGHT) and frame.mode == "RGB" for frame in clips[0])
 
 
-def test_same_seed_same_frames_other_seed_other_frames(generator: CogVideoXGenerator, canvas: Image.Image) -> None:
+def test_same_seed_same_frames_other_seed_other_frames(generator: DiffusersVideoGenerator, canvas: Image.Image) -> None:
     first = asyncio.run(generator.generate(canvas, CAPTION, [5, 6], settings()))
     again = asyncio.run(generator.generate(canvas, CAPTION, [5], settings()))
     assert [f.tobytes() for f in again[0]] == [f.tobytes() for f in first[0]]
@@ -135,7 +136,7 @@ def test_same_seed_same_frames_other_seed_other_frames(generator: CogVideoXGener
 
 
 def test_a_seed_gives_the_same_frames_in_a_batch_as_alone(
-    generator: CogVideoXGenerator, batched: CogVideoXGenerator, canvas: Image.Image
+    generator: DiffusersVideoGenerator, batched: DiffusersVideoGenerator, canvas: Image.Image
 ) -> None:
     seeds = [11, 12, 13]  # batched: [11, 12] then [13]
     alone = asyncio.run(generator.generate(canvas, CAPTION, seeds, settings()))
@@ -144,11 +145,11 @@ def test_a_seed_gives_the_same_frames_in_a_batch_as_alone(
         assert np.abs(pixels(solo) - pixels(in_batch)).max() <= BATCH_TOLERANCE
 
 
-def test_memory_switches_keep_the_clips(tiny_dir: Path, batched: CogVideoXGenerator, canvas: Image.Image) -> None:
+def test_memory_switches_keep_the_clips(tiny_dir: Path, batched: DiffusersVideoGenerator, canvas: Image.Image) -> None:
     """VAE slicing matches the plain path; tiling (seams on purpose) keeps counts and sizes."""
     plain = asyncio.run(batched.generate(canvas, CAPTION, [1, 2], settings()))
     for switch in ("vae_slicing", "vae_tiling"):
-        gen = CogVideoXGenerator(tiny_dir, device="cpu", max_batch_seeds=2, **{switch: True})
+        gen = DiffusersVideoGenerator(tiny_dir, device="cpu", max_batch_seeds=2, **{switch: True})
         clips = asyncio.run(gen.generate(canvas, CAPTION, [1, 2], settings()))
         gen.close()
         assert [len(c) for c in clips] == [9, 9] and {f.size for c in clips for f in c} == {(WIDTH, HEIGHT)}
@@ -161,7 +162,7 @@ def test_vae_tiling_auto_tiles_only_when_untiled_runs_out_of_memory(
 ) -> None:
     def clips(vae_tiling: object, untiled_fits: bool = True) -> tuple[np.ndarray, list[tuple[bool, float]]]:
         """The frames of one video, and each VAE decode: (tiled?, the latents' sum)."""
-        gen = CogVideoXGenerator(tiny_dir, device="cpu", vae_tiling=vae_tiling)
+        gen = DiffusersVideoGenerator(tiny_dir, device="cpu", vae_tiling=vae_tiling)
         vae, decode_once, calls = gen._pipe.vae, gen._pipe.vae._decode, []
 
         def decode(z: torch.Tensor, *args: object, **kwargs: object) -> object:
@@ -185,7 +186,7 @@ def test_vae_tiling_auto_tiles_only_when_untiled_runs_out_of_memory(
     assert rescued.shape == plain.shape and not np.array_equal(rescued, plain)  # tiles: seams, on purpose
 
 
-def test_the_input_image_reaches_the_model(generator: CogVideoXGenerator, canvas: Image.Image) -> None:
+def test_the_input_image_reaches_the_model(generator: DiffusersVideoGenerator, canvas: Image.Image) -> None:
     """Another first frame gives another clip (same seed and caption).
 
     Random weights do NOT make the first frame resemble the input (measured:
@@ -198,14 +199,14 @@ def test_the_input_image_reaches_the_model(generator: CogVideoXGenerator, canvas
     assert np.abs(pixels(a) - pixels(b)).mean() > 0.5
 
 
-def test_progress_counts_steps_across_batches_in_order(batched: CogVideoXGenerator, canvas: Image.Image) -> None:
+def test_progress_counts_steps_across_batches_in_order(batched: DiffusersVideoGenerator, canvas: Image.Image) -> None:
     events: list[Progress] = []
     clips = asyncio.run(batched.generate(canvas, CAPTION, [1, 2, 3], settings(steps=3), progress=events.append))
     assert len(clips) == 3
     assert events == [Progress("generate", step, 6) for step in range(1, 7)]  # 3 steps x 2 batches
 
 
-def test_cancel_mid_run_stops_and_the_instance_stays_usable(generator: CogVideoXGenerator, canvas: Image.Image) -> None:
+def test_cancel_mid_run_stops_and_the_instance_stays_usable(generator: DiffusersVideoGenerator, canvas: Image.Image) -> None:
     token = CancelToken()
     events: list[Progress] = []
 
@@ -221,7 +222,7 @@ def test_cancel_mid_run_stops_and_the_instance_stays_usable(generator: CogVideoX
 
 
 def test_out_of_memory_mid_video_is_a_typed_error_and_the_instance_stays_usable(
-    generator: CogVideoXGenerator, canvas: Image.Image, monkeypatch: pytest.MonkeyPatch
+    generator: DiffusersVideoGenerator, canvas: Image.Image, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     transformer = generator._pipe.transformer
     forward, calls = transformer.forward, []
@@ -242,7 +243,7 @@ def test_out_of_memory_mid_video_is_a_typed_error_and_the_instance_stays_usable(
     assert len(clips[0]) == 9
 
 
-def test_a_cancelled_token_stops_before_any_step(generator: CogVideoXGenerator, canvas: Image.Image) -> None:
+def test_a_cancelled_token_stops_before_any_step(generator: DiffusersVideoGenerator, canvas: Image.Image) -> None:
     token, events = CancelToken(), []
     token.cancel()
     with pytest.raises(EditCancelled):
@@ -250,7 +251,7 @@ def test_a_cancelled_token_stops_before_any_step(generator: CogVideoXGenerator, 
     assert events == []
 
 
-def test_cancelling_the_task_stops_the_worker(generator: CogVideoXGenerator, canvas: Image.Image) -> None:
+def test_cancelling_the_task_stops_the_worker(generator: DiffusersVideoGenerator, canvas: Image.Image) -> None:
     async def cancel_after_first_step() -> list[Progress]:
         events: list[Progress] = []
         started = asyncio.Event()
@@ -281,7 +282,7 @@ def test_cancelling_the_task_stops_the_worker(generator: CogVideoXGenerator, can
     ],
 )
 def test_settings_the_checkpoint_cannot_make_are_rejected(
-    generator: CogVideoXGenerator, canvas: Image.Image, overrides: dict[str, int], field: str, words: str
+    generator: DiffusersVideoGenerator, canvas: Image.Image, overrides: dict[str, int], field: str, words: str
 ) -> None:
     bad = VideoConfig(**{**settings().model_dump(), **overrides})
     with pytest.raises(InvalidConfig) as info:
@@ -291,14 +292,14 @@ def test_settings_the_checkpoint_cannot_make_are_rejected(
         asyncio.run(generator.generate(canvas, CAPTION, [0], bad))
 
 
-def test_an_image_off_the_canvas_is_rejected(generator: CogVideoXGenerator) -> None:
+def test_an_image_off_the_canvas_is_rejected(generator: DiffusersVideoGenerator) -> None:
     with pytest.raises(InvalidInput) as info:
         asyncio.run(generator.generate(Image.new("RGB", (64, 64)), CAPTION, [0], settings()))
     assert info.value.field == "image"
 
 
 def test_a_pipeline_that_returns_the_wrong_frames_is_an_error(
-    generator: CogVideoXGenerator, canvas: Image.Image, monkeypatch: pytest.MonkeyPatch
+    generator: DiffusersVideoGenerator, canvas: Image.Image, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     class EightFrames:  # what a 4k+1 count would give back: 4 * latent frames
         def __call__(self, **kwargs: object) -> SimpleNamespace:
@@ -335,15 +336,32 @@ def test_bad_checkpoint_folders_name_the_model_path(tiny_dir: Path, tmp_path: Pa
         "not_i2v": lambda: _broken_copy(tiny_dir, tmp_path, "transformer/config.json", "in_channels", 4),
     }[case]()
     with pytest.raises(InvalidConfig) as info:
-        CogVideoXGenerator(folder, device="cpu")
+        DiffusersVideoGenerator(folder, device="cpu")
     assert info.value.field == "generator.model_path" and words in str(info.value)
+
+
+def test_what_a_family_does_not_support_is_refused_at_load(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from f2f.backends import cogvideox
+    from f2f.backends.parallel import ParallelGroups
+    from f2f.config import ParallelConfig, SpeedConfig
+
+    monkeypatch.setattr(cogvideox, "FAMILY", dataclasses.replace(cogvideox.FAMILY, split=None, speed=frozenset({"attention"})))
+    with pytest.raises(InvalidConfig) as info:
+        DiffusersVideoGenerator(tiny_dir, device="cpu", speed=SpeedConfig(fuse_qkv=True))
+    assert info.value.field == "generator.speed.fuse_qkv" and "cogvideox family does not support it" in str(info.value)
+    groups = ParallelGroups(ParallelConfig(ulysses=2), rank=0, cfg_group=None, sp_group=None)
+    with pytest.raises(InvalidConfig) as info:
+        DiffusersVideoGenerator(tiny_dir, device="cpu", parallel=groups)
+    assert info.value.field == "generator.parallel" and "cannot split" in str(info.value)
 
 
 def test_from_config_needs_a_model_path(tiny_dir: Path) -> None:
     with pytest.raises(InvalidConfig) as info:
-        CogVideoXGenerator.from_config(GeneratorConfig())
+        DiffusersVideoGenerator.from_config(GeneratorConfig())
     assert info.value.field == "generator.model_path"
-    gen = CogVideoXGenerator.from_config(GeneratorConfig(model_path=tiny_dir, max_batch_seeds=3))
+    gen = DiffusersVideoGenerator.from_config(GeneratorConfig(model_path=tiny_dir, max_batch_seeds=3))
     assert gen.max_batch_seeds == 3 and gen.device.type == "cpu" and gen.dtype == torch.float32
     gen.close()
     with pytest.raises(RuntimeError, match="closed"):
@@ -353,14 +371,14 @@ def test_from_config_needs_a_model_path(tiny_dir: Path) -> None:
 def test_missing_diffusers_names_the_extra(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "diffusers", None)
     with pytest.raises(BackendNotConfigured, match=r"pip install 'f2f\[video\]'"):
-        CogVideoXGenerator(tiny_dir)
+        DiffusersVideoGenerator(tiny_dir)
 
 
 # --- the whole edit over the real backend ------------------------------------------------------------
 
 
 def test_edit_runs_end_to_end_on_the_tiny_checkpoint(
-    generator: CogVideoXGenerator, small_config: F2FConfig, square_image: Image.Image
+    generator: DiffusersVideoGenerator, small_config: F2FConfig, square_image: Image.Image
 ) -> None:
     from fakes import ScriptedVLM
 

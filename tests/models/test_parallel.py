@@ -36,7 +36,7 @@ pytest.importorskip("diffusers")
 
 from diffusers import CogVideoXImageToVideoPipeline  # noqa: E402
 
-from f2f.backends.cogvideox import CogVideoXGenerator  # noqa: E402
+from f2f.backends.i2v import DiffusersVideoGenerator  # noqa: E402
 from f2f.backends.parallel import ParallelGroups, parallelize_transformer, shard_sizes  # noqa: E402
 from f2f.backends.tiny_cogvideox import make_tiny_cogvideox  # noqa: E402
 from f2f.config import ParallelConfig  # noqa: E402
@@ -151,7 +151,7 @@ def test_compiled_split_blocks_trace_whole_and_as_often_as_in_one_process(
 def test_only_rank_0_encodes_the_prompt_and_the_image_and_decodes_the_video(checkpoint: Path, tmp_path: Path) -> None:
     import asyncio
 
-    one = asyncio.run(CogVideoXGenerator(checkpoint, device="cpu").generate(case_image(), CAPTION, [3], SETTINGS))
+    one = asyncio.run(DiffusersVideoGenerator(checkpoint, device="cpu").generate(case_image(), CAPTION, [3], SETTINGS))
     expected = np.stack([np.asarray(frame) for frame in one[0]]).astype(int)
     run_split(checkpoint, 1, 2, tmp_path / "generator", mode="generator")
     rank0, rank1 = (torch.load(f"{tmp_path / 'generator'}.{rank}", weights_only=False) for rank in range(2))

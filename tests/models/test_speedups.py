@@ -20,7 +20,7 @@ from PIL import Image
 pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from f2f.backends.cogvideox import CogVideoXGenerator
+from f2f.backends.i2v import DiffusersVideoGenerator
 from f2f.backends.tiny_cogvideox import make_tiny_cogvideox
 from f2f.config import SpeedConfig, VideoConfig
 from f2f.errors import InvalidConfig
@@ -46,7 +46,7 @@ def canvas() -> Image.Image:
 
 
 def frames(checkpoint: Path, canvas: Image.Image, speed: SpeedConfig, steps: int = 4) -> np.ndarray:
-    generator = CogVideoXGenerator(checkpoint, device="cpu", speed=speed)
+    generator = DiffusersVideoGenerator(checkpoint, device="cpu", speed=speed)
     try:
         settings = VideoConfig(width=WIDTH, height=HEIGHT, num_frames=9, num_inference_steps=steps)
         clip = asyncio.run(generator.generate(canvas, CAPTION, [5], settings))[0]
@@ -83,7 +83,7 @@ def test_exact_switches_give_the_plain_frames(
 
 
 def test_fused_projections_are_really_used(checkpoint: Path) -> None:
-    generator = CogVideoXGenerator(checkpoint, device="cpu", speed=SpeedConfig(fuse_qkv=True))
+    generator = DiffusersVideoGenerator(checkpoint, device="cpu", speed=SpeedConfig(fuse_qkv=True))
     attention = generator._pipe.transformer.transformer_blocks[0].attn1
     assert attention.fused_projections and type(attention.processor).__name__ == "FusedCogVideoXAttnProcessor2_0"
     generator.close()
@@ -92,7 +92,7 @@ def test_fused_projections_are_really_used(checkpoint: Path) -> None:
 class BlockCalls:
     """Counts the transformer blocks that really computed: their feed-forward ran (a cache skips the whole block)."""
 
-    def __init__(self, generator: CogVideoXGenerator) -> None:
+    def __init__(self, generator: DiffusersVideoGenerator) -> None:
         self.count = 0
         for block in generator._pipe.transformer.transformer_blocks:
             block.ff.register_forward_pre_hook(self._one)
@@ -102,7 +102,7 @@ class BlockCalls:
 
 
 def cached_run(checkpoint: Path, canvas: Image.Image, speed: SpeedConfig, steps: int = 6) -> tuple[np.ndarray, int]:
-    generator = CogVideoXGenerator(checkpoint, device="cpu", speed=speed)
+    generator = DiffusersVideoGenerator(checkpoint, device="cpu", speed=speed)
     calls = BlockCalls(generator)
     settings = VideoConfig(width=WIDTH, height=HEIGHT, num_frames=9, num_inference_steps=steps)
     clip = asyncio.run(generator.generate(canvas, CAPTION, [5], settings))[0]
@@ -128,7 +128,7 @@ def test_cuda_only_switches_are_refused_on_the_cpu_naming_the_switch(checkpoint:
         (SpeedConfig(quantize="fp8"), "generator.speed.quantize"),
     ):
         with pytest.raises(InvalidConfig) as refused:
-            CogVideoXGenerator(checkpoint, device="cpu", speed=speed)
+            DiffusersVideoGenerator(checkpoint, device="cpu", speed=speed)
         assert refused.value.field == field and "CUDA" in str(refused.value)
 
 
@@ -139,7 +139,7 @@ def test_unknown_switch_values_are_refused_by_the_config() -> None:
 
 def test_pyramid_attention_broadcast_reuses_attention_in_the_middle_steps(checkpoint: Path, canvas: Image.Image) -> None:
     def attention_calls(speed: SpeedConfig) -> int:
-        generator = CogVideoXGenerator(checkpoint, device="cpu", speed=speed)
+        generator = DiffusersVideoGenerator(checkpoint, device="cpu", speed=speed)
         calls: list[int] = []
         for block in generator._pipe.transformer.transformer_blocks:  # the query projection runs only if attention does
             block.attn1.to_q.register_forward_pre_hook(lambda *_: calls.append(1))
