@@ -26,6 +26,7 @@ from f2f.catalogue import Checkpoint, load_catalogue, stage_checkpoint, verify_f
 from f2f.cli_group import EXIT_INTERRUPTED, EXIT_USAGE, F2FGroup  # noqa: F401  (the exit statuses are part of this module's interface)
 from f2f.config import config_to_yaml, load_config
 from f2f.errors import InvalidConfig
+from f2f.eval.command import main as eval_command
 from f2f.imageio import open_image
 from f2f.pipeline import check_inputs, edit
 from f2f.protocols import Progress
@@ -320,6 +321,7 @@ def keys_new(name: str, keys_file: Path) -> None:
 
 
 main.add_command(bulk_command, name="bulk")
+main.add_command(eval_command, name="eval")
 
 
 if __name__ == "__main__":
