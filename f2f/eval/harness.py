@@ -76,9 +76,10 @@ class Scorer:
             self.lpips = load_lpips(weights_file(weights, "lpips_alex")).to(memory_format=torch.channels_last)
             self._torch = torch
         if "pose" in metrics:
-            from f2f.eval.pose import PoseEstimator
+            from f2f.eval.pose import PoseEstimator, PoseMetric
 
-            self.pose = PoseEstimator(weights_file(weights, "pose_detector"), weights_file(weights, "pose_landmarks"))
+            estimator = PoseEstimator(weights_file(weights, "pose_detector"), weights_file(weights, "pose_landmarks"))
+            self.pose = PoseMetric(estimator)
         if "clip" in metrics and clip_dir is not None:
             from f2f.eval.clip import ClipScorer
 
@@ -93,8 +94,10 @@ class Scorer:
         return self._embedded[key][1]
 
     def forget(self) -> None:
-        """Drop the embeddings of the item just scored (about 10 MB each at 512x512)."""
+        """Drop what was computed for the item just scored (an LPIPS embedding is about 10 MB at 512x512)."""
         self._embedded.clear()
+        if self.pose is not None:
+            self.pose.forget()
 
     def lpips_distance(self, a, b) -> float:
         with self._torch.no_grad():

@@ -35,7 +35,7 @@ class EvalProtocol(BaseModel):
         "zero_1", description="RGB range given to LPIPS: zero_1 as the paper measured, minus1_1 as LPIPS defines."
     )
     pck_threshold: float = Field(
-        0.1, gt=0, le=1, description="PCK: a keypoint is correct within this fraction of the target's torso size."
+        0.2, gt=0, le=1, description="PCK: a joint is correct within this fraction of the target's torso size (PCK@0.2)."
     )
 
 
