@@ -96,8 +96,9 @@ class Scorer:
     def forget(self) -> None:
         """Drop what was computed for the item just scored (an LPIPS embedding is about 10 MB at 512x512)."""
         self._embedded.clear()
-        if self.pose is not None:
-            self.pose.forget()
+        for metric in (self.pose, self.clip):
+            if metric is not None:
+                metric.forget()
 
     def lpips_distance(self, a, b) -> float:
         with self._torch.no_grad():
