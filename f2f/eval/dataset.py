@@ -203,21 +203,21 @@ def _manifest(path: Path) -> list[Item]:
 
 
 def _manifest_rows(path: Path) -> list[dict]:
+    if path.suffix not in (".csv", ".jsonl"):
+        raise InvalidInput("dataset", str(path), "a manifest must be .jsonl or .csv")
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InvalidInput("dataset", str(path), f"must be readable ({exc})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput("dataset", str(path), f"must be a readable UTF-8 text file ({exc})") from None
     if path.suffix == ".csv":
         return list(csv.DictReader(text.splitlines()))
-    if path.suffix == ".jsonl":
-        rows = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except ValueError:
-                    raise InvalidInput("dataset", f"{path}:{n}", "must be one JSON object per line") from None
-        if not all(isinstance(r, dict) for r in rows):
-            raise InvalidInput("dataset", str(path), "every line must be a JSON object")
-        return rows
-    raise InvalidInput("dataset", str(path), "a manifest must be .jsonl or .csv")
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                raise InvalidInput("dataset", f"{path}:{n}", "must be one JSON object per line") from None
+    if not all(isinstance(r, dict) for r in rows):
+        raise InvalidInput("dataset", str(path), "every line must be a JSON object")
+    return rows
