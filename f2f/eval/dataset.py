@@ -14,7 +14,9 @@ For 1 and 2, `--edits EDITS` gives the edits, matched to items by name:
 EDITS/NAME.<any image extension>, EDITS/NAME/edited.png (an `f2f edit`
 folder), or, when EDITS holds an index.jsonl (a bulk run over the same
 benchmark), the item with that id. Frames along the path are the
-`candidates/frame_NNN.png` files beside an edited.png (`--save-frames`).
+`candidates/frame_NNN.png` files beside an edited.png (`f2f edit --save-frames`),
+else the candidate frames of the `video.mp4` beside it (`f2f bulk` with
+`"video": true`), read with its result.json (f2f.eval.frames).
 
 Problems (a missing edit, a failed bulk item, a manifest row without a
 source) are kept per row as `problems`; the rest is still evaluated.
@@ -42,6 +44,7 @@ class Item:
     target: Path | None = None
     text: str | None = None
     frames: dict[int, Path] = field(default_factory=dict)  # frame index -> image, along the path
+    video: Path | None = None  # else the chosen clip (video.mp4 beside edited.png and result.json)
     problems: list[str] = field(default_factory=list)
 
 
@@ -144,7 +147,15 @@ def _bulk_edit(item: Item, folder: Path, row: dict) -> None:
         item.problems.append(f"no edit: the bulk item is {row.get('status')} ({row.get('reason') or 'no reason given'})")
         return
     item.edit = folder / row["paths"]["edited"]
-    item.frames = _frames(item.edit.parent / "candidates")
+    _kept_path(item)
+
+
+def _kept_path(item: Item) -> None:
+    """Frames along the path beside an edited.png: candidates/frame_NNN.png, else video.mp4 with its result.json."""
+    folder = item.edit.parent
+    item.frames = _frames(folder / "candidates")
+    if not item.frames and (folder / "video.mp4").is_file() and (folder / "result.json").is_file():
+        item.video = folder / "video.mp4"
 
 
 def _frames(folder: Path) -> dict[int, Path]:
@@ -171,7 +182,7 @@ def _attach_edits(items: list[Item], edits: Path) -> None:
             item.edit = by_stem[item.id]
         elif (edits / item.id / "edited.png").is_file():
             item.edit = edits / item.id / "edited.png"
-            item.frames = _frames(edits / item.id / "candidates")
+            _kept_path(item)
         else:
             item.problems.append(f"no edit: no {item.id}.png/.jpg/.webp nor {item.id}/edited.png in {edits}")
 
@@ -194,8 +205,8 @@ def _manifest(path: Path) -> list[Item]:
             item.problems.append("no source: the row has no source")
         if item.edit is None:
             item.problems.append("no edit: the row has no edit")
-        else:
-            item.frames = _frames(item.edit.parent / "candidates") if item.edit.name == "edited.png" else {}
+        elif item.edit.name == "edited.png":
+            _kept_path(item)
         if item.target is None:
             item.problems.append("no ground truth: the row has no target (target metrics skipped)")
         items.append(item)

@@ -25,7 +25,7 @@ from typing import Any
 from PIL import Image
 
 from f2f.config import InputConfig
-from f2f.errors import InvalidInput
+from f2f.errors import F2FError, InvalidInput
 from f2f.eval.dataset import Dataset, Item
 from f2f.eval.protocol import EvalProtocol, aspect_mismatch, lpips_array, prepare
 
@@ -152,7 +152,7 @@ def _evaluate_item(item: Item, scorer: Scorer) -> dict[str, Any]:
     row.update(_scores(prepared["edit"], prepared["source"], prepared.get("target"), item.text, scorer, baseline=True))
     row["evaluated"] = True
     # 3. Along the path, frame by frame
-    if item.frames:
+    if item.frames or item.video is not None:
         row["path"] = _path(item, prepared, scorer)
     return row
 
@@ -176,11 +176,27 @@ def _scores(edit: Image.Image, source: Image.Image, target: Image.Image | None, 
 
 def _path(item: Item, prepared: dict[str, Image.Image], scorer: Scorer) -> list[dict[str, Any]]:
     steps = [{"frame": 0, **_scores(prepared["source"], prepared["source"], prepared.get("target"), item.text, scorer, False)}]
+    for index, frame in _path_frames(item):
+        if isinstance(frame, str):
+            steps.append({"frame": index, "problem": frame})
+            continue
+        image = prepare(frame, scorer.protocol)
+        steps.append({"frame": index, **_scores(image, prepared["source"], prepared.get("target"), item.text, scorer, False)})
+    return steps
+
+
+def _path_frames(item: Item):
+    """(frame index, image or the problem reading it), in frame order."""
+    if item.video is not None:
+        from f2f.eval.frames import video_frames
+
+        try:
+            yield from sorted(video_frames(item.video, item.video.parent / "result.json").items())
+        except F2FError as exc:
+            yield None, f"frames of {item.video}: {exc}"
+        return
     for index, path in sorted(item.frames.items()):
         try:
-            frame = prepare(_open(path, "frame"), scorer.protocol)
+            yield index, _open(path, "frame")
         except InvalidInput as exc:
-            steps.append({"frame": index, "problem": str(exc)})
-            continue
-        steps.append({"frame": index, **_scores(frame, prepared["source"], prepared.get("target"), item.text, scorer, False)})
-    return steps
+            yield index, str(exc)

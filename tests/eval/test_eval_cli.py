@@ -130,3 +130,41 @@ def test_bad_arguments_are_one_line_errors(tmp_path, posedit):
     assert result.exit_code == 2 and "--edits: a posedit folder needs --edits" in result.output
     result = _invoke(posedit, "--edits", posedit / "edits", "--out", tmp_path / "out", "--metrics", "lpips,fid")
     assert result.exit_code == 2 and "--metrics: must be a comma-separated subset of lpips, pose, clip" in result.output
+
+
+def test_the_path_is_read_from_a_kept_video(tmp_path, posedit):
+    pytest.importorskip("imageio_ffmpeg")
+    from f2f.canvas import letterbox
+    from f2f.video import write_mp4
+
+    source, target = (Image.open(posedit / d / "a27_s5.png").convert("RGB") for d in ("src_images", "tgt_images"))
+    placed = letterbox(source, 480, 320)
+    clip = [placed.image] + [letterbox(Image.blend(source, target, k / 8), 480, 320).image for k in range(1, 9)]
+    item = tmp_path / "bulk" / "items" / "a27_s5"
+    item.mkdir(parents=True)
+    write_mp4(clip, item / "video.mp4", fps=8)
+    target.save(item / "edited.png")
+    result = {"letterbox_box": list(placed.box), "source_size": [400, 400], "candidate_frames": [4, 8]}
+    (item / "result.json").write_text(json.dumps(result))
+    row = {"row": 1, "id": "a27_s5", "status": "succeeded", "paths": {"edited": "items/a27_s5/edited.png"}}
+    (tmp_path / "bulk" / "index.jsonl").write_text(json.dumps(row) + "\n")
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(
+        json.dumps(
+            {
+                "id": "a27_s5",
+                "source": str(posedit / "src_images" / "a27_s5.png"),
+                "edit": str(item / "edited.png"),
+                "target": str(posedit / "tgt_images" / "a27_s5.png"),
+            }
+        )
+        + "\n"
+    )
+    out = _invoke(manifest, "--out", tmp_path / "out", "--metrics", "lpips", "--size", "256")
+    assert out.exit_code == 0, out.output
+    (entry,) = json.loads((tmp_path / "out" / "metrics.json").read_text())["items"]
+    path = entry["path"]
+    assert [s["frame"] for s in path] == [0, 4, 8]
+    # halfway, then at the target: closer to the target and further from the source frame by frame
+    assert path[1]["target_lpips"] > path[2]["target_lpips"] and path[1]["source_lpips"] < path[2]["source_lpips"]
+    assert path[2]["target_lpips"] < 0.1  # the last frame is the target, through H.264 and the letterbox
