@@ -140,14 +140,12 @@ def test_the_path_is_read_from_a_kept_video(tmp_path, posedit):
     source, target = (Image.open(posedit / d / "a27_s5.png").convert("RGB") for d in ("src_images", "tgt_images"))
     placed = letterbox(source, 480, 320)
     clip = [placed.image] + [letterbox(Image.blend(source, target, k / 8), 480, 320).image for k in range(1, 9)]
-    item = tmp_path / "bulk" / "items" / "a27_s5"
+    item = tmp_path / "run" / "a27_s5"
     item.mkdir(parents=True)
     write_mp4(clip, item / "video.mp4", fps=8)
     target.save(item / "edited.png")
     result = {"letterbox_box": list(placed.box), "source_size": [400, 400], "candidate_frames": [4, 8]}
     (item / "result.json").write_text(json.dumps(result))
-    row = {"row": 1, "id": "a27_s5", "status": "succeeded", "paths": {"edited": "items/a27_s5/edited.png"}}
-    (tmp_path / "bulk" / "index.jsonl").write_text(json.dumps(row) + "\n")
     manifest = tmp_path / "m.jsonl"
     manifest.write_text(
         json.dumps(
