@@ -61,7 +61,8 @@ class LPIPS(nn.Module):
         """Steps 3-5 between two embeddings of the same size: [B]."""
         total = e0[0].new_zeros(e0[0].shape[0])
         for f0, f1, w in zip(e0, e1, self.lin, strict=True):
-            total = total + ((f0 - f1) ** 2 * w).sum(1).mean((1, 2))  # [B, C, h, w] -> [B]
+            h, w_ = f0.shape[-2:]
+            total = total + torch.einsum("bchw,c->b", (f0 - f1).square(), w.view(-1)) / (h * w_)  # [B, C, h, w] -> [B]
         return total
 
     def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
@@ -70,7 +71,7 @@ class LPIPS(nn.Module):
 
 
 def _unit(f: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
-    return f / (f.pow(2).sum(1, keepdim=True).sqrt() + eps)
+    return f / (torch.linalg.vector_norm(f, dim=1, keepdim=True) + eps)
 
 
 def load_lpips(weights: Path, device: str = "cpu") -> LPIPS:
