@@ -168,10 +168,10 @@ def _attach_edits(items: list[Item], edits: Path) -> None:
     if not edits.is_dir():
         raise InvalidInput("--edits", str(edits), "must be a folder of edits")
     bulk = {row.get("id"): row for row in _bulk_rows(edits)} if (edits / "index.jsonl").is_file() else None
-    by_stem: dict[str, Path] = {}
+    by_stem: dict[str, list[Path]] = {}
     for p in sorted(edits.iterdir()):
         if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
-            by_stem.setdefault(p.stem, p)
+            by_stem.setdefault(p.stem, []).append(p)
     for item in items:
         if bulk is not None:
             if item.id in bulk:
@@ -179,7 +179,11 @@ def _attach_edits(items: list[Item], edits: Path) -> None:
             else:
                 item.problems.append(f"no edit: {item.id} is not in {edits / 'index.jsonl'}")
         elif item.id in by_stem:
-            item.edit = by_stem[item.id]
+            item.edit, *others = by_stem[item.id]
+            if others:
+                item.problems.append(
+                    f"several edits named {item.id}: used {item.edit.name}, not {', '.join(p.name for p in others)}"
+                )
         elif (edits / item.id / "edited.png").is_file():
             item.edit = edits / item.id / "edited.png"
             _kept_path(item)

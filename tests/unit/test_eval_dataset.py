@@ -32,6 +32,7 @@ def posedit(tmp_path):
 def test_posedit_edits_are_matched_by_name_whatever_their_extension(posedit, tmp_path):
     edits = tmp_path / "edits"
     _png(edits / "a1_s1.jpg")
+    _png(edits / "a1_s1.webp")  # two edits of one item: the first by name is used, and the row says so
     _png(edits / "a1s2.jpg")  # an extra that names no item
     _png(edits / "a1_s2" / "edited.png")  # an f2f edit folder, with its kept frames
     _png(edits / "a1_s2" / "candidates" / "frame_008.png")
@@ -40,6 +41,7 @@ def test_posedit_edits_are_matched_by_name_whatever_their_extension(posedit, tmp
     items = {i.id: i for i in data.items}
     assert data.layout == "posedit" and list(items) == ["a1_s1", "a1_s2", "a1_s3"]
     assert items["a1_s1"].edit == edits / "a1_s1.jpg" and items["a1_s1"].text == "pose a1_s1"
+    assert items["a1_s1"].problems == ["several edits named a1_s1: used a1_s1.jpg, not a1_s1.webp"]
     assert items["a1_s2"].edit == edits / "a1_s2" / "edited.png" and list(items["a1_s2"].frames) == [4, 8]
     assert items["a1_s3"].edit is None and items["a1_s3"].target is None
     assert items["a1_s3"].problems[0].startswith("no ground truth:")
