@@ -2,8 +2,9 @@
 
 1. PosEdit: DATASET/annotations.json, src_images/NAME.png, tgt_images/NAME.png;
    text = the target caption.
-2. TEdBench: DATASET/input_list.json (a list of {"image": NAME, "target_text": T},
-   or [NAME, T] pairs) and DATASET/originals/NAME; no ground truth. Item ids
+2. TEdBench (imagic-editing.github.io/tedbench): DATASET/input_list.json (a list
+   of {"img_name": NAME, "target_text": T}; [NAME, T] pairs also do) and
+   DATASET/originals/NAME; no ground truth. Item ids
    are the image's stem and the text's number for that image: `cat_0`, `cat_1`.
 3. A bulk run: DATASET/index.jsonl as `f2f bulk` writes it; the sources and
    prompts come from the index, the edits from items/<id>/edited.png.
@@ -107,13 +108,13 @@ def _tedbench(folder: Path) -> list[Item]:
     items, seen = [], {}
     for row, entry in enumerate(entries if isinstance(entries, list) else [None], 1):
         if isinstance(entry, dict):
-            name, text = entry.get("image") or entry.get("image_name"), entry.get("target_text") or entry.get("text")
+            name, text = entry.get("img_name") or entry.get("image"), entry.get("target_text")
         elif isinstance(entry, list | tuple) and len(entry) == 2:
             name, text = entry
         else:
             name = text = None
         if not isinstance(name, str) or not isinstance(text, str):
-            rule = 'entries must be {"image": NAME, "target_text": TEXT} or [NAME, TEXT]'
+            rule = 'entries must be {"img_name": NAME, "target_text": TEXT} or [NAME, TEXT]'
             raise InvalidInput(f"input_list.json row {row}", entry, rule)
         stem = Path(name).stem
         k = seen[stem] = seen.get(stem, -1) + 1

@@ -50,7 +50,7 @@ def test_posedit_edits_are_matched_by_name_whatever_their_extension(posedit, tmp
 
 def test_tedbench_items_are_numbered_per_image(tmp_path):
     root = tmp_path / "tedbench"
-    entries = [{"image": "cat.png", "target_text": "A sitting cat."}, ["cat.png", "A jumping cat."], ["dog.jpg", "A dog."]]
+    entries = [{"img_name": "cat.png", "target_text": "A sitting cat."}, ["cat.png", "A jumping cat."], ["dog.jpg", "A dog."]]
     root.mkdir()
     (root / "input_list.json").write_text(json.dumps(entries))
     _png(tmp_path / "edits" / "cat_1.png")
