@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from xml.etree import ElementTree
 
 import pytest
 from click.testing import CliRunner
@@ -86,7 +87,10 @@ def test_frames_along_the_path_are_scored_frame_by_frame(manifest, tmp_path):
     assert path[1]["target_lpips"] > 0.05 and path[2]["source_lpips"] > 0.05
     svg = (tmp_path / "out" / "path.svg").read_text()
     assert svg.count("<polyline") == 2 and "source_lpips" in svg
-    assert (tmp_path / "out" / "fidelity.svg").read_text().count("<circle") == 2  # the two items with a target
+    fidelity = (tmp_path / "out" / "fidelity.svg").read_text()
+    assert fidelity.count("<circle") == 2  # the two items with a target
+    for text in (svg, fidelity):
+        assert ElementTree.fromstring(text).tag == "{http://www.w3.org/2000/svg}svg"  # well-formed SVG
 
 
 def test_a_bulk_run_is_evaluated_from_its_index(tmp_path, posedit):
