@@ -5,13 +5,14 @@ Per item, for the edit E, the source S and the ground truth T (when there is one
 - `source_lpips` LPIPS(E, S), fidelity to the source (lower is better);
 - `target_lpips` LPIPS(E, T), distance to the ground truth;
 - `clip_i_source`, `clip_i_target`: CLIP image-image cosine similarity; `clip_text`:
-  CLIP image-text cosine similarity of E and the item's text (when CLIP is staged);
+  CLIPScore, 2.5 x max(cosine, 0), of E and the item's text (only when CLIP is staged);
 - `pose_error`, `pose_pck`: BlazePose keypoints of E against T (f2f.eval.pose),
   with `pose_error_source`, `pose_pck_source` (S against T) as the baseline;
 - `path`: when frames along the edit's path were kept, the same metrics frame by frame.
 
 An item whose edit is missing, unreadable or of another aspect ratio than
 its source is listed with its problem and left out; the rest is evaluated.
+Images are prepared by the protocol (f2f.eval.protocol) before any metric.
 """
 
 from __future__ import annotations
