@@ -6,8 +6,8 @@ Per item, for the edit E, the source S and the ground truth T (when there is one
 - `target_lpips` LPIPS(E, T), distance to the ground truth;
 - `clip_i_source`, `clip_i_target`: CLIP image-image cosine similarity; `clip_text`:
   CLIPScore, 2.5 x max(cosine, 0), of E and the item's text (only when CLIP is staged);
-- `pose_error`, `pose_pck`: BlazePose keypoints of E against T (f2f.eval.pose),
-  with `pose_error_source`, `pose_pck_source` (S against T) as the baseline;
+- `pose_error`, `pose_pck`, `pose_pck_moved`: BlazePose keypoints of E against T
+  (f2f.eval.pose), with `pose_error_source`, `pose_pck_source` (S against T) as the baseline;
 - `path`: when frames along the edit's path were kept, the same metrics frame by frame.
 
 An item whose edit is missing, unreadable or of another aspect ratio than
@@ -39,6 +39,7 @@ COLUMNS = (
     "clip_text",
     "pose_error",
     "pose_pck",
+    "pose_pck_moved",
     "pose_error_source",
     "pose_pck_source",
 )
@@ -168,7 +169,7 @@ def _scores(edit: Image.Image, source: Image.Image, target: Image.Image | None, 
     if scorer.clip is not None:
         out.update(scorer.clip.scores(edit, source, target, text))
     if scorer.pose is not None and target is not None:
-        out.update(scorer.pose.compare(edit, target, scorer.protocol.pck_threshold))
+        out.update(scorer.pose.compare(edit, target, scorer.protocol.pck_threshold, source))
         if baseline:
             base = scorer.pose.compare(source, target, scorer.protocol.pck_threshold)
             out.update({f"{k}_source": v for k, v in base.items()})

@@ -19,8 +19,9 @@ Metric, on the 13 body joints (nose, shoulders, elbows, wrists, hips, knees,
 ankles), in the pixels of the protocol's square image:
 `pose_error` = mean joint distance / the target's torso size (shoulders'
 centre to hips' centre); `pose_pck` = share of joints closer than
-`pck_threshold` x torso size. No person found in the edit: error None,
-PCK 0.
+`pck_threshold` x torso size; `pose_pck_moved` = the same share over the
+joints the edit must move (off by the threshold or more in the source). No
+person found in the edit: error None, PCK 0.
 """
 
 from __future__ import annotations
@@ -155,13 +156,28 @@ def project(normalised: np.ndarray, roi: Roi) -> np.ndarray:
     return normalised @ m[:, :2].T + m[:, 2]
 
 
-def compare_keypoints(edit: np.ndarray | None, target: np.ndarray, pck_threshold: float) -> dict[str, float | None]:
-    """`pose_error` (mean joint distance / target torso size) and `pose_pck` of the edit against the target."""
+def compare_keypoints(
+    edit: np.ndarray | None, target: np.ndarray, pck_threshold: float, source: np.ndarray | None = None
+) -> dict[str, float | None]:
+    """`pose_error` (mean joint distance / target torso size) and `pose_pck` of the edit against the target.
+
+    With the source's keypoints also `pose_pck_moved`: PCK over the joints the edit has to move (those the
+    source has off the target by `pck_threshold` or more); None when there are none. The source scores 0
+    on it and the ground truth 1, by construction.
+    """
+    joints = list(JOINTS)
+    torso = max(float(np.linalg.norm(target[[11, 12]].mean(0) - target[[23, 24]].mean(0))), 1e-6)
+    moved = None if source is None else np.linalg.norm(source[joints] - target[joints], axis=1) / torso >= pck_threshold
     if edit is None:
-        return {"pose_error": None, "pose_pck": 0.0}
-    torso = np.linalg.norm(target[[11, 12]].mean(0) - target[[23, 24]].mean(0))
-    distances = np.linalg.norm(edit[list(JOINTS)] - target[list(JOINTS)], axis=1) / max(float(torso), 1e-6)
-    return {"pose_error": float(distances.mean()), "pose_pck": float((distances < pck_threshold).mean())}
+        out: dict[str, float | None] = {"pose_error": None, "pose_pck": 0.0}
+        correct = np.zeros(len(joints), bool)
+    else:
+        distances = np.linalg.norm(edit[joints] - target[joints], axis=1) / torso
+        correct = distances < pck_threshold
+        out = {"pose_error": float(distances.mean()), "pose_pck": float(correct.mean())}
+    if moved is not None:
+        out["pose_pck_moved"] = float(correct[moved].mean()) if moved.any() else None
+    return out
 
 
 class PoseMetric:
@@ -176,11 +192,14 @@ class PoseMetric:
             self._cache[id(image)] = (image, self.estimator.keypoints(image))
         return self._cache[id(image)][1]
 
-    def compare(self, edit: Image.Image, target: Image.Image, pck_threshold: float) -> dict[str, float | None]:
+    def compare(
+        self, edit: Image.Image, target: Image.Image, pck_threshold: float, source: Image.Image | None = None
+    ) -> dict[str, float | None]:
         reference = self.keypoints(target)
         if reference is None:
             return {"pose_error": None, "pose_pck": None}  # no person in the ground truth: nothing to compare with
-        return compare_keypoints(self.keypoints(edit), reference, pck_threshold)
+        start = None if source is None else self.keypoints(source)
+        return compare_keypoints(self.keypoints(edit), reference, pck_threshold, start)
 
     def forget(self) -> None:
         self._cache.clear()

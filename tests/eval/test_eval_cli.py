@@ -64,7 +64,7 @@ def test_bad_rows_are_listed_and_the_rest_is_evaluated(manifest, tmp_path):
     assert data["summary"]["target_lpips_n"] == 2 and data["summary"]["pose_pck_n"] == 2
     # the ground truth as its own edit: LPIPS 0, every joint right
     assert rows["frames"]["target_lpips"] == pytest.approx(0, abs=1e-6)
-    assert (rows["frames"]["pose_error"], rows["frames"]["pose_pck"]) == (0.0, 1.0)
+    assert (rows["frames"]["pose_error"], rows["frames"]["pose_pck"], rows["frames"]["pose_pck_moved"]) == (0.0, 1.0, 1.0)
     assert rows["frames"]["pose_pck_source"] < 1.0  # the baseline: the source's pose is not the target's
     # CLIP was asked for but is not staged: never a number
     assert data["clip"] == "not staged" and data["summary"]["clip_text"] is None

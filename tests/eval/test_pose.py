@@ -45,6 +45,9 @@ def test_the_target_against_itself_is_exact_and_two_poses_differ(metric, posedit
     moved = metric.compare(source, target, 0.2)
     assert moved["pose_error"] > 0.2
     assert moved["pose_pck"] < 0.5
+    # over the joints the edit must move: the source gets none of them, the target all
+    assert metric.compare(source, target, 0.2, source)["pose_pck_moved"] == 0.0
+    assert metric.compare(again, target, 0.2, source)["pose_pck_moved"] == 1.0
 
 
 def test_an_image_without_a_person_scores_no_joint():
