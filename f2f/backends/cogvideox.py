@@ -69,20 +69,6 @@ def _spec(name: str, transformer: dict[str, Any], vae: dict[str, Any]) -> Checkp
     )
 
 
-def _spec(name: str, transformer: dict[str, Any], vae: dict[str, Any]) -> CheckpointSpec:
-    """Canvas and frame rules from the transformer and VAE configs (diffusers' defaults where absent)."""
-    scale = 2 ** (len(vae.get("block_out_channels", (128, 256, 256, 512))) - 1)
-    canvas = (transformer.get("sample_width", 90) * scale, transformer.get("sample_height", 60) * scale)
-    return CheckpointSpec(
-        name=name,
-        canvas_size=canvas,
-        fixed_canvas=bool(transformer.get("use_learned_positional_embeddings", False)),
-        size_multiple=scale * transformer.get("patch_size", 2),
-        frame_step=int(vae.get("temporal_compression_ratio", 4)) * LATENT_DECODE_GROUP,
-        max_text_seq_length=transformer.get("max_text_seq_length", 226),
-    )
-
-
 def call_arguments(spec: CheckpointSpec, settings: VideoConfig) -> dict[str, Any]:
     """The pipeline call's CogVideoX arguments: constant guidance, the transformer's T5 length."""
     return {"use_dynamic_cfg": False, "max_sequence_length": spec.max_text_seq_length}
