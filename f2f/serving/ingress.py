@@ -39,6 +39,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
+import ctypes
+import gc
 import io
 import json
 import logging
@@ -556,7 +559,11 @@ async def _sweep_forever(store: JobStore, queue: Any, jobs: JobsArgs) -> None:
 
 
 class BodyLimit:
-    """ASGI middleware: 413 for a request body over `max_bytes` (by Content-Length, or as it arrives)."""
+    """ASGI middleware: 413 for a request body over `max_bytes` (by Content-Length, or as it arrives).
+
+    It stops reading at the limit, and the 413 says `Connection: close`: the HTTP proxy then drops the
+    connection instead of reading (and passing on) the rest of the body.
+    """
 
     def __init__(self, app: Any, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
@@ -566,15 +573,37 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await error_response(BodyTooLarge(self.max_bytes))(scope, receive, send)
-        seen = 0
+            response = error_response(BodyTooLarge(self.max_bytes))
+            response.headers["connection"] = "close"
+            return await response(scope, receive, send)
+        seen, over = 0, False
 
         async def limited() -> dict[str, Any]:
-            nonlocal seen
+            nonlocal seen, over
+            if over:
+                raise BodyTooLarge(self.max_bytes)
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
+                over = True
                 raise BodyTooLarge(self.max_bytes)
             return message
 
-        return await self.app(scope, limited, send)
+        async def closing(message: dict[str, Any]) -> None:
+            if over and message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, limited, closing)
+        if over:  # Ray's proxy may have passed on much more than the limit: hand that memory back once it is dropped
+            asyncio.get_running_loop().call_later(RELEASE_AFTER_S, release_memory)
+
+
+RELEASE_AFTER_S = 1.0
+
+
+def release_memory() -> None:
+    """Collect garbage and return the C heap's free pages to the system (glibc's malloc_trim; elsewhere only the collect)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -89,3 +89,24 @@ def wait_for(
             return job
         assert time.monotonic() < deadline, f"job {job_id} did not get there in {timeout_s} s: {job}"
         time.sleep(0.1)
+
+
+def replica_pid(deployment: str) -> int:
+    """The process id of the one live replica of `deployment`, from Ray's actor table (this cluster's only)."""
+    from ray._private import state
+
+    actors = state.actors().values()
+    pids = [a["Pid"] for a in actors if f"#{deployment}#" in a["Name"] and a["State"] == "ALIVE"]
+    assert len(pids) == 1, f"not one live replica of {deployment}: {pids}"
+    return pids[0]
+
+
+def replica_memory(deployment: str) -> dict[str, int]:
+    """Resident memory of the one live replica of `deployment`, read from its process: `rss` (shared pages
+    included: Ray's object store is mapped into every worker) and `private` (its own anonymous memory)."""
+    import psutil
+
+    process = psutil.Process(replica_pid(deployment))
+    status = Path(f"/proc/{process.pid}/status").read_text()
+    anon = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("RssAnon:"))
+    return {"rss": process.memory_info().rss, "private": anon * 1024}

@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import select
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +22,7 @@ import pytest
 pytest.importorskip("ray")
 httpx = pytest.importorskip("httpx")
 
-from harness import FINISHED, SAMPLE, error_of, running_app, submit, wait_for  # noqa: E402
+from harness import FINISHED, SAMPLE, error_of, replica_memory, running_app, submit, wait_for  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis.errors import Unsatisfiable  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -339,6 +341,65 @@ def test_a_body_over_the_limit_is_refused_as_it_streams(base_url: str) -> None:
 
     response = httpx.post(f"{base_url}/v1/edits", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
     assert response.status_code == 413 and error_of(response)["code"] == "body_too_large"
+
+
+def _oversized_chunked_upload(base_url: str, total_bytes: int) -> tuple[bytes, dict[str, Any], int]:
+    """A chunked multipart upload of `total_bytes`, reading the answer while sending (as curl does).
+
+    Returns the status line and headers, the JSON body, and how many body bytes went out before the
+    server answered or closed the connection.
+    """
+    host, port = base_url.removeprefix("http://").split(":")
+    chunk = b"\0" * 2**20
+    framed = b"%x\r\n%s\r\n" % (len(chunk), chunk)
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        head = b'--x\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n'
+        sock.sendall(
+            b"POST /v1/edits HTTP/1.1\r\nHost: %s\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n" % (host.encode(), len(head), head)
+        )
+        sent = 0
+        while sent < total_bytes and not select.select([sock], [], [], 0)[0]:  # stop once an answer waits
+            try:
+                sock.sendall(framed)
+            except OSError:  # the server closed the connection (or stopped reading)
+                break
+            sent += len(chunk)
+        answer = b""
+        while not (b"\r\n\r\n" in answer and len(answer.partition(b"\r\n\r\n")[2]) >= _content_length(answer)):
+            data = sock.recv(65536)
+            assert data, f"the connection closed before a whole answer: {answer[:300]!r}"
+            answer += data
+    head_part, _, body = answer.partition(b"\r\n\r\n")
+    return head_part, json.loads(body[: _content_length(answer)]), sent
+
+
+def _content_length(answer: bytes) -> int:
+    for line in answer.partition(b"\r\n\r\n")[0].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 0
+
+
+def test_oversized_chunked_uploads_stop_at_the_limit_and_keep_no_memory(base_url: str) -> None:
+    total, uploads = 64 * 2**20, 6
+    before = replica_memory("Ingress")
+    sent = []
+    for _ in range(uploads):
+        head, body, read = _oversized_chunked_upload(base_url, total)
+        assert head.split()[1] == b"413" and body["error"]["code"] == "body_too_large", body
+        assert b"\r\nconnection: close" in head.lower()  # the proxy drops the connection: the rest is never read
+        sent.append(read)
+    deadline, grown = time.monotonic() + 30, []
+    while True:  # the ingress hands the memory back once the requests are gone
+        after = replica_memory("Ingress")
+        grown.append((after["private"] - before["private"]) >> 20)
+        if grown[-1] < 32 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    print(f"\ningress {before} -> {after} after {uploads} uploads; grown (MiB) {grown}; sent (MiB) {[s >> 20 for s in sent]}")
+    assert grown[-1] < 32, f"the ingress kept {grown[-1]} MiB"
 
 
 def test_the_server_still_serves_after_bad_input(base_url: str) -> None:
