@@ -42,7 +42,7 @@ from f2f.errors import InvalidConfig
 from f2f.serving.auth import AuthArgs, KeyRing
 from f2f.serving.broker import JobsArgs, task_processor_config
 from f2f.serving.generator_deployment import GeneratorDeployment
-from f2f.serving.ingress import Ingress
+from f2f.serving.ingress import Ingress, RequestLimits
 from f2f.serving.vlm_deployment import VLMDeployment
 from f2f.serving.worker_deployment import EditWorker
 
@@ -109,6 +109,8 @@ class AppArgs(BaseModel):
     worker_autoscaling: Replicas = Field(default_factory=Replicas, description="Edit worker replicas (each consumes the queue).")
     ingress_num_cpus: float = Field(0.25, gt=0, description="CPUs reserved per ingress replica.")
     max_n: int = Field(4, ge=1, le=64, description="Largest `n` (seeds per edit) a request may ask for.")
+    max_num_frames: int = Field(49, ge=2, description="Most frames per video a request may ask for (`num_frames`).")
+    max_steps: int = Field(1000, ge=1, le=1000, description="Most denoising steps per video a request may ask for (`steps`).")
     jobs: JobsArgs = Field(default_factory=JobsArgs, description="Job store, queue broker, expiry and limits.")
     auth: AuthArgs = Field(
         default_factory=lambda: AuthArgs(), description="API keys: on by default (needs keys_file); off only on loopback."
@@ -132,7 +134,17 @@ def parse_args(args: dict[str, Any] | None) -> tuple[AppArgs, F2FConfig]:
         parsed = AppArgs.model_validate(args or {})
     except ValidationError as exc:
         raise invalid_config_from(exc, "args.") from None
-    return parsed, config_from_dict(dict(parsed.config), origin="config.")
+    config = config_from_dict(dict(parsed.config), origin="config.")
+    for limit, value in (("max_num_frames", config.video.num_frames), ("max_steps", config.video.num_inference_steps)):
+        if value > getattr(parsed, limit):
+            rule = f"must be at least the config's own setting ({value}), or requests that ask for nothing are refused"
+            raise InvalidConfig(f"args.{limit}", getattr(parsed, limit), rule)
+    return parsed, config
+
+
+def request_limits(args: AppArgs) -> RequestLimits:
+    """The most one request may ask for, from the args."""
+    return RequestLimits(max_n=args.max_n, max_num_frames=args.max_num_frames, max_steps=args.max_steps)
 
 
 def replica_options(replicas: Replicas) -> dict[str, Any]:
@@ -218,7 +230,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     worker = serve.deployment(task_consumer(task_processor_config=queue)(EditWorker), **worker_options(parsed))
     ingress = serve.deployment(serve.ingress()(Ingress), **ingress_options(parsed))
     bound_worker = worker.bind(vlm.bind(config), generator.bind(config, rank_options), config, parsed.jobs)
-    return ingress.bind(bound_worker, config, parsed.jobs, parsed.max_n, parsed.auth)
+    return ingress.bind(bound_worker, config, parsed.jobs, request_limits(parsed), parsed.auth)
 
 
 # --- Serve config files ---------------------------------------------------------------------

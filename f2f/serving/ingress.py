@@ -30,7 +30,8 @@ and nothing is stored. Bodies over `jobs.max_body_bytes` are answered 413
 while they arrive. Every ingress replica sweeps the store every
 `jobs.sweep_interval_s`: expired jobs are deleted, running jobs whose worker
 was lost are queued again, queued jobs never sent (or sent over
-`jobs.resend_after_s` ago) are sent, the queue gauges are set. Nothing here
+`jobs.resend_after_s` ago) are sent; the queue gauges are set every few
+seconds, changed or not (`f2f.serving.metrics.gauge_refresh_s`). Nothing here
 blocks the event loop: file and image work runs in worker threads.
 """
 
@@ -53,7 +54,8 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from f2f.config import F2FConfig, invalid_config_from, video_overrides
 from f2f.errors import InvalidImage, InvalidInput
@@ -97,6 +99,16 @@ async def _caller(request: Request, _: Annotated[HTTPAuthorizationCredentials | 
 
 
 Caller = Annotated[str, Depends(_caller)]
+
+
+def _not_a_bool(value: Any) -> Any:
+    """JSON `true` is not the number 1 (pydantic's lax mode would take it as 1)."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("number_type", "must be a number, not a boolean")
+    return value
+
+
+Number = BeforeValidator(_not_a_bool)
 OUTPUTS = (("image", "edited.png", "image/png"), ("collage", "collage.png", "image/png"), ("video", "video.mp4", "video/mp4"))
 
 
@@ -106,14 +118,18 @@ class EditOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     prompt: str = Field(description="The edit: a target description or an instruction.")
-    seed: int | None = Field(None, ge=0, lt=SEED_LIMIT, description="Seed of the first video; the others follow it.")
-    seeds: list[Annotated[int, Field(ge=0, lt=SEED_LIMIT)]] | None = Field(
+    seed: Annotated[int | None, Number] = Field(
+        None, ge=0, lt=SEED_LIMIT, description="Seed of the first video; the others follow it."
+    )
+    seeds: list[Annotated[int, Number, Field(ge=0, lt=SEED_LIMIT)]] | None = Field(
         None, min_length=1, description="Seeds of the videos, one video each (multipart: comma-separated)."
     )
-    n: int | None = Field(None, ge=1, description="Videos (seeds) to try; the best edit wins.")
-    num_frames: int | None = Field(None, description="Frames per video (frame_step*k + 1).")
-    steps: int | None = Field(None, description="Denoising steps per video.")
-    guidance: float | None = Field(None, description="Classifier-free guidance scale.")
+    n: Annotated[int | None, Number] = Field(None, ge=1, description="Videos (seeds) to try; the best edit wins (at most max_n).")
+    num_frames: Annotated[int | None, Number] = Field(
+        None, description="Frames per video (frame_step*k + 1, at most the server's max_num_frames)."
+    )
+    steps: Annotated[int | None, Number] = Field(None, description="Denoising steps per video (at most the server's max_steps).")
+    guidance: Annotated[float | None, Number] = Field(None, description="Classifier-free guidance scale.")
     return_video: bool = Field(False, description="Keep the chosen clip as video.mp4 (`/video`).")
     return_frames: bool = Field(False, description="Keep the candidate frames (`/frames/{label}`).")
 
@@ -129,6 +145,16 @@ class EditJSON(EditOptions):
     """`POST /v1/edits` as JSON."""
 
     image: str = Field(description="The source image (PNG, JPEG or WebP) as base64, or a data: URL.")
+
+
+class RequestLimits(BaseModel):
+    """The most one request may ask for: every option that multiplies its work (the app's args of the same names)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_n: int = Field(4, ge=1, le=64, description="Videos (seeds) per edit: `n`, or how many `seeds`.")
+    max_num_frames: int = Field(49, ge=2, description="Frames per video: `num_frames`.")
+    max_steps: int = Field(1000, ge=1, le=1000, description="Denoising steps per video: `steps`.")
 
 
 class JobView(BaseModel):
@@ -169,15 +195,15 @@ class JobView(BaseModel):
 class Ingress:
     """Serve deployment body: the job store, the queue producer, and the FastAPI app built on the replica."""
 
-    def __init__(self, worker: Any, config: F2FConfig, jobs: JobsArgs, max_n: int, auth: AuthArgs) -> None:
+    def __init__(self, worker: Any, config: F2FConfig, jobs: JobsArgs, limits: RequestLimits, auth: AuthArgs) -> None:
         self.worker = worker  # bound so that Serve deploys the worker with this app
-        self.config, self.jobs, self.max_n, self.auth = config, jobs, max_n, auth
+        self.config, self.jobs, self.limits, self.auth = config, jobs, limits, auth
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         store_dir = self.jobs.store_dir(self.config.cache_dir)
         store = JobStore(store_dir, self.jobs.ttl_s, self.jobs.lease_s)
         queue = JobQueue(self.jobs, store_dir)
-        return make_api(store, queue, self.config, self.jobs, self.max_n, serve_ready, self.auth)
+        return make_api(store, queue, self.config, self.jobs, self.limits, serve_ready, self.auth)
 
 
 async def serve_ready() -> None:
@@ -194,15 +220,18 @@ async def serve_ready() -> None:
         raise NotReady(f"not ready: {', '.join(unhealthy)}")
 
 
-def make_api(store: JobStore, queue: Any, config: F2FConfig, jobs: JobsArgs, max_n: int, ready: Any, auth: AuthArgs) -> FastAPI:
+def make_api(
+    store: JobStore, queue: Any, config: F2FConfig, jobs: JobsArgs, limits: RequestLimits, ready: Any, auth: AuthArgs
+) -> FastAPI:
     """The FastAPI app over a job store and a queue producer (`send(job_id)`); `auth` says who may call."""
     ring = KeyRing(auth.keys_file) if auth.required and auth.keys_file else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        sweeper = asyncio.create_task(_sweep_forever(store, queue, jobs))
+        tasks = [asyncio.create_task(_sweep_forever(store, queue, jobs)), asyncio.create_task(_queue_gauges_forever(store))]
         yield
-        sweeper.cancel()
+        for task in tasks:
+            task.cancel()
 
     app = FastAPI(
         title="f2f", description="Frame2Frame image editing: jobs and an OpenAI Images compatible API", lifespan=lifespan
@@ -212,16 +241,19 @@ def make_api(store: JobStore, queue: Any, config: F2FConfig, jobs: JobsArgs, max
     app.state.ring = ring
 
     async def submit(raw_image: bytes, options: EditOptions, key: str | None, owner: str) -> tuple[JobRecord, bool]:
-        source_png, edit_request = await asyncio.to_thread(_validated_request, raw_image, options, config, max_n)
-        depth, _ = await asyncio.to_thread(store.queue_stats)
-        if depth >= jobs.max_queued:
-            raise RetryLater(f"{depth} edits are waiting, the most this server queues; retry later", jobs.retry_after_s)
-        if ring is not None and await asyncio.to_thread(store.active_jobs, owner) >= auth.max_active_jobs_per_key:
-            rule = f"this API key has {auth.max_active_jobs_per_key} edits queued or running, the most it may; retry later"
-            raise TooManyJobs(rule, auth.retry_after_s)
+        source_png, edit_request = await asyncio.to_thread(_validated_request, raw_image, options, config, limits)
+
+        def admit() -> None:  # under the store's queue lock: concurrent requests never pass these bounds together
+            depth, _ = store.queue_stats()
+            if depth >= jobs.max_queued:
+                raise RetryLater(f"{depth} edits are waiting, the most this server queues; retry later", jobs.retry_after_s)
+            if ring is not None and store.active_jobs(owner) >= auth.max_active_jobs_per_key:
+                rule = f"this API key has {auth.max_active_jobs_per_key} edits queued or running, the most it may; retry later"
+                raise TooManyJobs(rule, auth.retry_after_s)
+
         same_request = fingerprint(raw_image, options.model_dump())
         try:
-            record, created = await asyncio.to_thread(store.create, source_png, edit_request, same_request, key, owner)
+            record, created = await asyncio.to_thread(store.create, source_png, edit_request, same_request, key, owner, admit)
         except StorageFull as exc:
             logger.error("%s", exc)
             raise RetryLater(f"{exc}; retry later", jobs.retry_after_s, code=exc.code) from None
@@ -259,7 +291,7 @@ def make_api(store: JobStore, queue: Any, config: F2FConfig, jobs: JobsArgs, max
         request: Request,
         caller: Caller,
         idempotency_key: Annotated[
-            str | None, Header(max_length=255, description="Retries with this key get the same job.")
+            str | None, Header(min_length=1, max_length=255, description="Retries with this key get the same job.")
         ] = None,
     ) -> JSONResponse:
         raw_image, options = await _read_submission(request)
@@ -425,15 +457,21 @@ def _b64decode(text: str) -> bytes:
 WIRE_OPTION = {"video.num_frames": "num_frames", "video.num_inference_steps": "steps", "video.guidance_scale": "guidance"}
 
 
-def _validated_request(raw_image: bytes, options: EditOptions, config: F2FConfig, max_n: int) -> tuple[bytes, EditRequest]:
+def _validated_request(
+    raw_image: bytes, options: EditOptions, config: F2FConfig, limits: RequestLimits
+) -> tuple[bytes, EditRequest]:
     """The source as PNG and the job's request, or InvalidInput naming the field (runs in a thread)."""
     if options.seed is not None and options.seeds is not None:
         raise InvalidInput("seeds", options.seeds, "give seed or seeds, not both")
     if options.n is not None and options.seeds is not None:
         raise InvalidInput("n", options.n, "give n or seeds, not both (n is the number of seeds)")
     count = len(options.seeds) if options.seeds is not None else options.n
-    if count is not None and count > max_n:
-        raise InvalidInput("seeds" if options.seeds else "n", count, f"at most {max_n} videos per edit on this server")
+    if count is not None and count > limits.max_n:
+        rule = f"at most {limits.max_n} videos per edit on this server (max_n)"
+        raise InvalidInput("seeds" if options.seeds else "n", count, rule)
+    for field, value, limit in (("num_frames", options.num_frames, "max_num_frames"), ("steps", options.steps, "max_steps")):
+        if value is not None and value > getattr(limits, limit):
+            raise InvalidInput(field, value, f"at most {getattr(limits, limit)} on this server ({limit})")
     run_config = _run_config(config, options)
     image = open_image(raw_image, config.input)
     source, _, seeds = check_inputs(image, options.prompt, options.seeds, run_config)
@@ -537,8 +575,19 @@ async def _send(store: JobStore, queue: Any, job_id: str) -> bool:
     return True
 
 
+async def _queue_gauges_forever(store: JobStore) -> None:
+    """Set the queue gauges every `metrics.gauge_refresh_s()`, changed or not (Ray drops a gauge not set again)."""
+    every_s = metrics.gauge_refresh_s()
+    while True:
+        try:
+            metrics.record_queue(*await asyncio.to_thread(store.queue_stats))
+        except Exception:
+            logger.exception("the queue gauges could not be set")
+        await asyncio.sleep(every_s)
+
+
 async def _sweep_forever(store: JobStore, queue: Any, jobs: JobsArgs) -> None:
-    """Delete expired jobs, queue again the running jobs whose worker was lost, send unsent jobs, set the queue gauges."""
+    """Delete expired jobs, queue again the running jobs whose worker was lost, send unsent jobs."""
     while True:
         try:
             await asyncio.to_thread(store.sweep)
@@ -549,7 +598,6 @@ async def _sweep_forever(store: JobStore, queue: Any, jobs: JobsArgs) -> None:
             for job_id in await asyncio.to_thread(store.unsent, jobs.resend_after_s):
                 if not await _send(store, queue, job_id):
                     break  # the broker is still down: try again at the next sweep
-            metrics.record_queue(*await asyncio.to_thread(store.queue_stats))
         except Exception:
             logger.exception("the job store sweep failed")
         await asyncio.sleep(jobs.sweep_interval_s)

@@ -35,6 +35,10 @@ Rules:
   that restarted without its data lost their messages. A duplicate message
   is harmless: only one claim runs a job.
 - A full volume: `create` raises StorageFull and leaves nothing behind.
+- Admission: `create` runs the caller's check (the queue bound, a key's job
+  cap) and queues the job under one exclusive `flock` on `.queue.lock`, so
+  concurrent requests, from one ingress replica or several, never pass a
+  bound together.
 """
 
 from __future__ import annotations
@@ -206,8 +210,13 @@ class JobStore:
         fingerprint: str,
         idempotency_key: str | None = None,
         owner: str = "anonymous",
+        admit: Callable[[], None] | None = None,
     ) -> tuple[JobRecord, bool]:
-        """A new queued job of `owner` holding the source, or the job this owner's idempotency key made; True if new."""
+        """A new queued job of `owner` holding the source, or the job this owner's idempotency key made; True if new.
+
+        `admit` (e.g. the queue bound) runs under the store's queue lock just before the job is queued,
+        so no two creates pass it together; what it raises leaves nothing behind.
+        """
         now = time.time()
         record = JobRecord(
             id=uuid.uuid4().hex, owner=owner, request=request, fingerprint=fingerprint, created_at=now, updated_at=now
@@ -218,12 +227,15 @@ class JobStore:
                 folder.mkdir()
                 _atomic_write(folder / "source.png", source_png)
                 _atomic_write(folder / "job.json", _dump(record))
-                existing = None
-                if idempotency_key is not None:
-                    existing = self._claim_key(f"{owner}\n{idempotency_key}", record.id)  # keys are per owner
-                if existing is None:
-                    _touch(self.root / "queued" / record.id)
-                    return record, True
+                with self._queue_lock():
+                    if admit is not None:
+                        admit()
+                    existing = None
+                    if idempotency_key is not None:
+                        existing = self._claim_key(f"{owner}\n{idempotency_key}", record.id)  # keys are per owner
+                    if existing is None:
+                        _touch(self.root / "queued" / record.id)
+                        return record, True
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -233,6 +245,16 @@ class JobStore:
                 f"Idempotency-Key was already used for job {existing.id} with a different request; use a new key"
             )
         return existing, False
+
+    @contextlib.contextmanager
+    def _queue_lock(self) -> Iterator[None]:
+        """An exclusive `flock` on `.queue.lock`: one create at a time passes `admit` and queues its job."""
+        lock = os.open(self.root / ".queue.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(lock)
 
     def _claim_key(self, key: str, job_id: str) -> JobRecord | None:
         """Link `key` to `job_id`, or return the live job it already names.
