@@ -94,6 +94,7 @@ class EditWorker:
         self.store = JobStore(jobs.store_dir(config.cache_dir), jobs.ttl_s, jobs.lease_s)
         self.worker_id = uuid.uuid4().hex[:12]
         self.lost_replica = _lost_replica_errors()
+        self._gauges = self.loop.create_task(_running_gauge_forever())  # kept: the loop holds tasks weakly
 
     @_task_handler(TASK_NAME)
     def run_job(self, job_id: str) -> str:
@@ -141,12 +142,11 @@ class EditWorker:
             with metrics.in_flight():
                 result = await task
             await asyncio.to_thread(self._write_outputs, record, result)
-        except (EditCancelled, asyncio.CancelledError) as exc:
+        except (EditCancelled, asyncio.CancelledError):
             if not cancel.cancelled:
                 raise  # the replica is stopping: the lease runs out and the job is queued again
-            return await self._finish(
-                job_id, "cancelled", JobError(message=f"the edit was cancelled ({exc or 'by request'})", code="cancelled")
-            )
+            cancelled = JobError(message="the edit was cancelled by request", code="cancelled")
+            return await self._finish(job_id, "cancelled", cancelled)
         except self.lost_replica as exc:
             if record.attempts < self.jobs.max_attempts:
                 logger.warning("job %s: a model replica was lost (%s); trying again", job_id, type(unwrap(exc)).__name__)
@@ -212,6 +212,14 @@ class EditWorker:
             return True
 
         return (await asyncio.to_thread(self.store.update, job_id, finish)).status
+
+
+async def _running_gauge_forever() -> None:
+    """Set `f2f_edits_running` every `metrics.gauge_refresh_s()`, 0 included (Ray drops a gauge not set again)."""
+    every_s = metrics.gauge_refresh_s()
+    while True:
+        metrics.refresh_running()
+        await asyncio.sleep(every_s)
 
 
 def _next_attempt(record: JobRecord) -> None:

@@ -30,8 +30,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_app(args: dict[str, Any], metrics_port: int | None = None) -> Iterator[str]:
-    """The application built from `args` at http://127.0.0.1:<port>, on a Ray started with the loopback settings."""
+def running_app(
+    args: dict[str, Any], metrics_port: int | None = None, system_config: dict[str, Any] | None = None
+) -> Iterator[str]:
+    """The application built from `args` at http://127.0.0.1:<port>, on a Ray started with the loopback settings
+    (and `system_config`, Ray's `_system_config`)."""
     pytest.importorskip("ray")
     pytest.importorskip("diffusers")
     pytest.importorskip("transformers")
@@ -45,7 +48,9 @@ def running_app(args: dict[str, Any], metrics_port: int | None = None) -> Iterat
 
         from f2f.serving.app import build_app
 
-        extra = {"_metrics_export_port": metrics_port} if metrics_port else {}
+        extra: dict[str, Any] = {"_metrics_export_port": metrics_port} if metrics_port else {}
+        if system_config:
+            extra["_system_config"] = system_config
         ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, _temp_dir=ray_tmp, **extra)
         try:
             serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -110,3 +115,12 @@ def replica_memory(deployment: str) -> dict[str, int]:
     status = Path(f"/proc/{process.pid}/status").read_text()
     anon = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("RssAnon:"))
     return {"rss": process.memory_info().rss, "private": anon * 1024}
+
+
+def kill_replica(deployment: str) -> None:
+    """Kill one replica actor of `deployment`, as kill -9 would (Serve starts another)."""
+    import ray
+
+    names = [a for a in ray.util.list_named_actors(all_namespaces=True) if f"#{deployment}#" in a["name"]]
+    assert names, f"no replica of {deployment}"
+    ray.kill(ray.get_actor(names[0]["name"], namespace=names[0]["namespace"]), no_restart=True)
