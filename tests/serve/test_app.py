@@ -22,7 +22,7 @@ import pytest
 pytest.importorskip("ray")
 httpx = pytest.importorskip("httpx")
 
-from harness import FINISHED, SAMPLE, error_of, replica_memory, running_app, submit, wait_for  # noqa: E402
+from harness import FINISHED, SAMPLE, error_of, kill_replica, replica_memory, running_app, submit, wait_for  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis.errors import Unsatisfiable  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -83,6 +83,8 @@ def _events(base_url: str, job_id: str) -> list[tuple[str, dict[str, Any]]]:
         ({"worker_max_concurrent_jobs": 9}, "args.generator_max_queued_requests"),
         ({"auth": {}}, "args.auth.keys_file"),
         ({"auth": {"keys_file": "/nonexistent/keys.yaml"}}, "auth.keys_file"),
+        ({"max_num_frames": 17}, "args.max_num_frames"),  # below the config's own 49 frames
+        ({"max_steps": 10}, "args.max_steps"),
     ],
 )
 def test_build_app_names_the_bad_field(args: dict, field: str) -> None:
@@ -194,6 +196,7 @@ def test_cancel_stops_running_and_queued_jobs(base_url: str) -> None:
     print(f"\nthree jobs cancelled within {time.monotonic() - started:.1f} s")
     assert [job["status"] for job in jobs] == ["cancelled"] * 3
     assert all(job["error"]["code"] == "cancelled" for job in jobs)
+    assert [job["error"]["message"] for job in jobs[:2]] == ["the edit was cancelled by request"] * 2  # was "... ()"
     assert jobs[0]["progress"]["step"] < jobs[0]["progress"]["total"]  # stopped mid-video
 
     image = httpx.get(f"{base_url}/v1/edits/{ids[0]}/image")
@@ -202,6 +205,22 @@ def test_cancel_stops_running_and_queued_jobs(base_url: str) -> None:
     assert again.status_code == 409 and error_of(again)["code"] == "job_finished"
     after = wait_for(base_url, submit(base_url, {"prompt": "still working"}).json()["id"])
     assert after["status"] == "succeeded"  # the worker and the generator still serve
+
+
+def test_a_lost_workers_waiting_jobs_run_without_waiting_for_a_resend(base_url: str, jobs_dir: Path) -> None:
+    """kill -9 of the worker with both its slots busy and two jobs waiting: the waiting ones run on its
+    replacement at once, long before their lease (120 s) or a resend (`resend_after_s`, 300 s)."""
+    slow = [submit(base_url, {"prompt": f"slow {i}", **LONG}).json()["id"] for i in range(2)]
+    for job_id in slow:
+        wait_for(base_url, job_id, lambda job: job["status"] == "running", timeout_s=60)
+    waiting = [submit(base_url, {"prompt": f"waiting {i}"}).json()["id"] for i in range(2)]
+    messages = jobs_dir / "broker" / "messages"
+    assert len([m for m in messages.iterdir() if m.suffix == ".msg"]) == 2  # left on the broker, not prefetched
+    kill_replica("EditWorker")
+    jobs = [wait_for(base_url, job_id, timeout_s=90) for job_id in waiting]
+    assert [(job["status"], job["attempts"]) for job in jobs] == [("succeeded", 1)] * 2
+    for job_id in slow:  # their worker died: they end as cancelled once their lease lapses
+        assert httpx.delete(f"{base_url}/v1/edits/{job_id}").status_code == 202
 
 
 def test_unknown_and_expired_jobs_are_typed_404s(base_url: str, jobs_dir: Path) -> None:
