@@ -239,13 +239,14 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
 def run_config_file(path: str | Path, host: str | None = None, port: int | None = None) -> str:
     """`serve.run` every application of a Serve config file (Ray must be running); the base URL.
 
-    Reads `http_options` (host, port; `host` and `port` given here win) and `applications[]`
-    (`name`, `route_prefix`, `import_path`, `args`); other keys are left to Ray.
+    Reads `http_options` (all of them go to Ray's HTTP proxy: `host`, `port`, `keep_alive_timeout_s`,
+    `request_timeout_s`, ...; `host` and `port` given here win) and `applications[]` (`name`,
+    `route_prefix`, `import_path`, `args`); other keys are left to Ray.
     """
     data = _read_serve_config(Path(path))
-    http = data.get("http_options") or {}
+    http = dict(data.get("http_options") or {})
     host, port = host or http.get("host", "127.0.0.1"), port or http.get("port", 8000)
-    serve.start(http_options={"host": host, "port": port})
+    serve.start(http_options={**http, "host": host, "port": port})
     for app in data["applications"]:
         builder = _import_builder(app["import_path"])
         target = builder(app.get("args") or {}) if callable(builder) and not isinstance(builder, Application) else builder
