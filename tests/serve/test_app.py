@@ -196,7 +196,7 @@ def test_cancel_stops_running_and_queued_jobs(base_url: str) -> None:
     print(f"\nthree jobs cancelled within {time.monotonic() - started:.1f} s")
     assert [job["status"] for job in jobs] == ["cancelled"] * 3
     assert all(job["error"]["code"] == "cancelled" for job in jobs)
-    assert [job["error"]["message"] for job in jobs[:2]] == ["the edit was cancelled by request"] * 2  # was "... ()"
+    assert jobs[0]["error"]["message"] == "the edit was cancelled by request"  # was "the edit was cancelled ()"
     assert jobs[0]["progress"]["step"] < jobs[0]["progress"]["total"]  # stopped mid-video
 
     image = httpx.get(f"{base_url}/v1/edits/{ids[0]}/image")
