@@ -30,7 +30,9 @@ and nothing is stored. Bodies over `jobs.max_body_bytes` are answered 413
 while they arrive. Every ingress replica sweeps the store every
 `jobs.sweep_interval_s`: expired jobs are deleted, running jobs whose worker
 was lost are queued again, queued jobs never sent (or sent over
-`jobs.resend_after_s` ago) are sent; the queue gauges are set every few
+`jobs.resend_after_s` ago) are sent, and every queued job is sent again once
+an edit worker has been silent for `jobs.lease_s` (it may have taken a message
+it never claimed); the queue gauges are set every few
 seconds, changed or not (`f2f.serving.metrics.gauge_refresh_s`). Nothing here
 blocks the event loop: file and image work runs in worker threads.
 """
@@ -48,6 +50,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -587,20 +590,30 @@ async def _queue_gauges_forever(store: JobStore) -> None:
 
 
 async def _sweep_forever(store: JobStore, queue: Any, jobs: JobsArgs) -> None:
-    """Delete expired jobs, queue again the running jobs whose worker was lost, send unsent jobs."""
+    """`sweep_once` every `jobs.sweep_interval_s`."""
     while True:
         try:
-            await asyncio.to_thread(store.sweep)
-            for job_id in await asyncio.to_thread(store.stale_running):
-                if (await asyncio.to_thread(store.requeue, job_id)).status == "queued":
-                    logger.warning("job %s lost its worker; queued again", job_id)
-                    await _send(store, queue, job_id)
-            for job_id in await asyncio.to_thread(store.unsent, jobs.resend_after_s):
-                if not await _send(store, queue, job_id):
-                    break  # the broker is still down: try again at the next sweep
+            await sweep_once(store, queue, jobs)
         except Exception:
             logger.exception("the job store sweep failed")
         await asyncio.sleep(jobs.sweep_interval_s)
+
+
+async def sweep_once(store: JobStore, queue: Any, jobs: JobsArgs) -> None:
+    """Delete expired jobs, queue again the running jobs whose worker was lost, send unsent jobs, and send every
+    waiting job again when a worker was lost (it may have taken messages it never claimed)."""
+    await asyncio.to_thread(store.sweep)
+    for job_id in await asyncio.to_thread(store.stale_running):
+        if (await asyncio.to_thread(store.requeue, job_id)).status == "queued":
+            logger.warning("job %s lost its worker; queued again", job_id)
+            await _send(store, queue, job_id)
+    lost = await asyncio.to_thread(store.lost_workers)
+    due = await asyncio.to_thread(store.queued if lost else partial(store.unsent, jobs.resend_after_s))
+    if lost:
+        logger.warning("edit worker(s) %s lost; sending the %d waiting jobs again", ", ".join(lost), len(due))
+    for job_id in due:
+        if not await _send(store, queue, job_id):
+            break  # the broker is still down: try again at the next sweep
 
 
 # --- body size ----------------------------------------------------------------------------------

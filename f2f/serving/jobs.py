@@ -6,6 +6,7 @@ Layout under `root` (every file written atomically: a temporary file, then a ren
     jobs/<id>/source.png      the validated source, written before the job is queued
     jobs/<id>/edited.png, collage.png, video.mp4, candidates/frame_NNN.png   outputs
     queued/<id>, running/<id> empty markers: queue depth and age without reading records
+    workers/<worker id>       empty, touched by each edit-worker replica while it lives
     keys/<sha256 of Idempotency-Key>   the id of the job that key created
 
 Rules:
@@ -34,6 +35,10 @@ Rules:
   longer ago than a given time: the service sends them again, since a broker
   that restarted without its data lost their messages. A duplicate message
   is harmless: only one claim runs a job.
+- Workers: each edit-worker replica touches `workers/<id>` every
+  heartbeat; `lost_workers` lists (once) those silent for `lease_s`. A lost
+  worker may have taken waiting jobs' messages with it (between taking a
+  message and claiming its job): the service sends every queued job again.
 - A full volume: `create` raises StorageFull and leaves nothing behind.
 - Admission: `create` runs the caller's check (the queue bound, a key's job
   cap) and queues the job under one exclusive `flock` on `.queue.lock`, so
@@ -187,7 +192,7 @@ class JobStore:
         self.root = Path(root)
         self.ttl_s = ttl_s
         self.lease_s = lease_s
-        for sub in ("jobs", "queued", "running", "keys"):
+        for sub in ("jobs", "queued", "running", "keys", "workers"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     # --- paths ----------------------------------------------------------------------------------
@@ -451,6 +456,24 @@ class JobStore:
                 if never or (record.sent_at is not None and now - record.sent_at >= resend_after_s):
                     due.append(record.id)
         return due
+
+    def queued(self) -> list[str]:
+        """The ids of the jobs waiting for a worker."""
+        return [entry.name for entry in os.scandir(self.root / "queued")]
+
+    def worker_alive(self, worker: str) -> None:
+        """Record that the edit worker `worker` is alive now."""
+        (self.root / "workers" / worker).touch()
+
+    def lost_workers(self) -> list[str]:
+        """Workers not heard from for `lease_s`; each is listed once (then forgotten), by one caller only."""
+        lost, now = [], time.time()
+        for entry in os.scandir(self.root / "workers"):
+            with contextlib.suppress(FileNotFoundError):
+                if now - entry.stat().st_mtime >= self.lease_s:
+                    os.unlink(entry.path)
+                    lost.append(entry.name)
+        return lost
 
     def stale_running(self) -> list[str]:
         """Running jobs whose worker stopped refreshing its lease."""

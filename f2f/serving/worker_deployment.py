@@ -9,6 +9,9 @@ Rules:
 - A job runs only if this worker claims it in the job store (queued, or
   running under a lost worker's stale lease): a message delivered twice, or
   a job already finished or cancelled, is skipped, never run twice.
+- The replica touches its file in the store (`workers/<id>`) every
+  `heartbeat_s`; once it has been silent for `lease_s`, the ingress sends
+  every waiting job again (a message it took but never claimed is not lost).
 - While it runs: stage and denoising progress go to the job record, the
   lease is refreshed every `heartbeat_s`, and a cancel request (DELETE) is
   noticed within `poll_interval_s` and stops the edit (a running video at
@@ -95,6 +98,16 @@ class EditWorker:
         self.worker_id = uuid.uuid4().hex[:12]
         self.lost_replica = _lost_replica_errors()
         self._gauges = self.loop.create_task(_running_gauge_forever())  # kept: the loop holds tasks weakly
+        self._alive = self.loop.create_task(self._alive_forever())
+
+    async def _alive_forever(self) -> None:
+        """Touch this worker's file in the store every `heartbeat_s`: silent for `lease_s`, it counts as lost."""
+        while True:
+            try:
+                await asyncio.to_thread(self.store.worker_alive, self.worker_id)
+            except OSError as exc:
+                logger.warning("could not record that this worker is alive (%s)", exc)
+            await asyncio.sleep(self.jobs.heartbeat_s)
 
     @_task_handler(TASK_NAME)
     def run_job(self, job_id: str) -> str:

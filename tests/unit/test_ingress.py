@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +108,23 @@ def test_the_queue_bound_holds_when_requests_arrive_together(tmp_path: Path) -> 
     assert store.queue_stats()[0] == 3
     refused = [json.loads(r.text)["error"] for r in responses if r.status_code == 503]
     assert all(e["code"] == "overloaded" and e["message"].startswith("3 edits are waiting") for e in refused)
+
+
+def test_a_lost_worker_makes_the_sweep_send_every_waiting_job_again(tmp_path: Path) -> None:
+    """A worker killed between taking a message and claiming its job took that message with it."""
+    from f2f.serving.ingress import sweep_once
+    from f2f.serving.jobs import EditRequest
+
+    jobs = JobsArgs(dir=tmp_path / "jobs", lease_s=0.2, heartbeat_s=0.1)
+    store = JobStore(jobs.store_dir(tmp_path), jobs.ttl_s, jobs.lease_s)
+    record, _ = store.create(b"png", EditRequest(prompt="x", seeds=[1]), "fp")
+    store.mark_sent(record.id)
+    queue = RecordingQueue()
+    asyncio.run(sweep_once(store, queue, jobs))
+    assert queue.sent == []  # sent a moment ago, no worker lost: nothing to do
+    store.worker_alive("w1")
+    time.sleep(0.3)
+    asyncio.run(sweep_once(store, queue, jobs))
+    assert queue.sent == [record.id]
+    asyncio.run(sweep_once(store, queue, jobs))
+    assert queue.sent == [record.id]  # once per lost worker
