@@ -401,8 +401,13 @@ def _content_length(answer: bytes) -> int:
     return 0
 
 
+# Private memory the ingress may still hold after 12 refused uploads of 64 MiB. Measured on the 2-core machine:
+# 94-120 MiB kept before the fix (nothing handed back), 4-66 MiB after (what malloc_trim cannot return).
+KEPT_MIB = 80
+
+
 def test_oversized_chunked_uploads_stop_at_the_limit_and_keep_no_memory(base_url: str) -> None:
-    total, uploads = 64 * 2**20, 6
+    total, uploads = 64 * 2**20, 12
     before = replica_memory("Ingress")
     sent = []
     for _ in range(uploads):
@@ -414,11 +419,11 @@ def test_oversized_chunked_uploads_stop_at_the_limit_and_keep_no_memory(base_url
     while True:  # the ingress hands the memory back once the requests are gone
         after = replica_memory("Ingress")
         grown.append((after["private"] - before["private"]) >> 20)
-        if grown[-1] < 32 or time.monotonic() > deadline:
+        if grown[-1] < KEPT_MIB or time.monotonic() > deadline:
             break
         time.sleep(1)
     print(f"\ningress {before} -> {after} after {uploads} uploads; grown (MiB) {grown}; sent (MiB) {[s >> 20 for s in sent]}")
-    assert grown[-1] < 32, f"the ingress kept {grown[-1]} MiB"
+    assert grown[-1] < KEPT_MIB, f"the ingress kept {grown[-1]} MiB"
 
 
 def test_the_server_still_serves_after_bad_input(base_url: str) -> None:
