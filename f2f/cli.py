@@ -231,16 +231,26 @@ def _real_checkpoints(profile: str | None, checkpoint: str | None = None) -> lis
 # --- f2f serve and f2f submit ---------------------------------------------------------------------
 
 LOCAL_SERVE_CONFIG = Path(__file__).resolve().parent / "data" / "serve-local.yaml"  # also serve/local.yaml
+METRICS_PORT = 8080  # Ray's metrics export port, as KubeRay sets it (observability/podmonitor.yaml scrapes it)
 
 
 @main.command("serve")
 @click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--host", help="Bind address (overrides the file's http_options.host).")
 @click.option("--port", type=click.IntRange(1, 65535), help="HTTP port (overrides the file's http_options.port).")
-def serve_command(config: Path | None, host: str | None, port: int | None) -> None:
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=METRICS_PORT,
+    show_default=True,
+    envvar="F2F_METRICS_PORT",
+    help="Port of Ray's Prometheus metrics (/metrics); 0 lets Ray pick one. Also $F2F_METRICS_PORT.",
+)
+def serve_command(config: Path | None, host: str | None, port: int | None, metrics_port: int) -> None:
     """Run the HTTP API from a Serve config file (default: serve/local.yaml, the tiny profile) until Ctrl-C or SIGTERM.
 
-    Starts a local Ray if none is running, on loopback only (single node, no token auth, no usage stats).
+    Starts a local Ray if none is running, on loopback only (single node, no token auth, no usage stats), with
+    its metrics on --metrics-port; prints the HTTP and the metrics URLs.
     """
     path = config or LOCAL_SERVE_CONFIG
     if importlib.util.find_spec("ray") is None:
@@ -248,6 +258,8 @@ def serve_command(config: Path | None, host: str | None, port: int | None) -> No
     for key, value in RAY_LOOPBACK_ENV.items():
         os.environ.setdefault(key, value)  # read by Ray when it starts, and by every Ray process
     force_offline()
+    if metrics_port:
+        _check_port_free(metrics_port, "--metrics-port")
     import ray
     from ray import serve
 
@@ -257,11 +269,13 @@ def serve_command(config: Path | None, host: str | None, port: int | None) -> No
         raise KeyboardInterrupt  # SIGTERM (Kubernetes, scripts: background jobs ignore SIGINT) stops it like Ctrl-C
 
     started = time.perf_counter()
-    ray.init(include_dashboard=False, configure_logging=False)
+    ray.init(include_dashboard=False, configure_logging=False, _metrics_export_port=metrics_port or None)
     signal.signal(signal.SIGTERM, stop)  # after ray.init, which installs its own
     try:
         url = run_config_file(path, host=host, port=port)
         click.echo(f"f2f is serving at {url} (ready in {time.perf_counter() - started:.1f}s); Ctrl-C stops it", err=True)
+        exported = ray.nodes()[0]["MetricsExportPort"]
+        click.echo(f"metrics (Prometheus) at http://127.0.0.1:{exported}/metrics", err=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
@@ -269,6 +283,17 @@ def serve_command(config: Path | None, host: str | None, port: int | None) -> No
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+def _check_port_free(port: int, option: str) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            rule = f"the port is in use ({exc.strerror}); give another, or 0 to let Ray pick"
+            raise InvalidConfig(option, port, rule) from None
 
 
 @main.command("submit")

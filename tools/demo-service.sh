@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: start the service (serve/local.yaml: tiny profile, CPU, loopback),
 # submit one edit of the bundled sample image over HTTP, follow its progress, write the outputs, stop.
-# Usage: tools/demo-service.sh OUT_DIR   (F2F_PORT picks the port, default 8000; F2F_BIN the f2f command)
+# Usage: tools/demo-service.sh OUT_DIR   (F2F_PORT picks the port, default 8000; F2F_METRICS_PORT Ray's metrics
+# port, default 8080, 0 lets Ray pick; F2F_BIN the f2f command)
 set -euo pipefail
 out=${1:?usage: tools/demo-service.sh OUT_DIR}
 port=${F2F_PORT:-8000}

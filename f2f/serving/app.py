@@ -42,7 +42,7 @@ from f2f.errors import InvalidConfig
 from f2f.serving.auth import AuthArgs, KeyRing
 from f2f.serving.broker import JobsArgs, task_processor_config
 from f2f.serving.generator_deployment import GeneratorDeployment
-from f2f.serving.ingress import Ingress
+from f2f.serving.ingress import Ingress, RequestLimits
 from f2f.serving.vlm_deployment import VLMDeployment
 from f2f.serving.worker_deployment import EditWorker
 
@@ -109,6 +109,8 @@ class AppArgs(BaseModel):
     worker_autoscaling: Replicas = Field(default_factory=Replicas, description="Edit worker replicas (each consumes the queue).")
     ingress_num_cpus: float = Field(0.25, gt=0, description="CPUs reserved per ingress replica.")
     max_n: int = Field(4, ge=1, le=64, description="Largest `n` (seeds per edit) a request may ask for.")
+    max_num_frames: int = Field(49, ge=2, description="Most frames per video a request may ask for (`num_frames`).")
+    max_steps: int = Field(1000, ge=1, le=1000, description="Most denoising steps per video a request may ask for (`steps`).")
     jobs: JobsArgs = Field(default_factory=JobsArgs, description="Job store, queue broker, expiry and limits.")
     auth: AuthArgs = Field(
         default_factory=lambda: AuthArgs(), description="API keys: on by default (needs keys_file); off only on loopback."
@@ -132,7 +134,17 @@ def parse_args(args: dict[str, Any] | None) -> tuple[AppArgs, F2FConfig]:
         parsed = AppArgs.model_validate(args or {})
     except ValidationError as exc:
         raise invalid_config_from(exc, "args.") from None
-    return parsed, config_from_dict(dict(parsed.config), origin="config.")
+    config = config_from_dict(dict(parsed.config), origin="config.")
+    for limit, value in (("max_num_frames", config.video.num_frames), ("max_steps", config.video.num_inference_steps)):
+        if value > getattr(parsed, limit):
+            rule = f"must be at least the config's own setting ({value}), or requests that ask for nothing are refused"
+            raise InvalidConfig(f"args.{limit}", getattr(parsed, limit), rule)
+    return parsed, config
+
+
+def request_limits(args: AppArgs) -> RequestLimits:
+    """The most one request may ask for, from the args."""
+    return RequestLimits(max_n=args.max_n, max_num_frames=args.max_num_frames, max_steps=args.max_steps)
 
 
 def replica_options(replicas: Replicas) -> dict[str, Any]:
@@ -218,7 +230,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     worker = serve.deployment(task_consumer(task_processor_config=queue)(EditWorker), **worker_options(parsed))
     ingress = serve.deployment(serve.ingress()(Ingress), **ingress_options(parsed))
     bound_worker = worker.bind(vlm.bind(config), generator.bind(config, rank_options), config, parsed.jobs)
-    return ingress.bind(bound_worker, config, parsed.jobs, parsed.max_n, parsed.auth)
+    return ingress.bind(bound_worker, config, parsed.jobs, request_limits(parsed), parsed.auth)
 
 
 # --- Serve config files ---------------------------------------------------------------------
@@ -227,13 +239,14 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
 def run_config_file(path: str | Path, host: str | None = None, port: int | None = None) -> str:
     """`serve.run` every application of a Serve config file (Ray must be running); the base URL.
 
-    Reads `http_options` (host, port; `host` and `port` given here win) and `applications[]`
-    (`name`, `route_prefix`, `import_path`, `args`); other keys are left to Ray.
+    Reads `http_options` (all of them go to Ray's HTTP proxy: `host`, `port`, `keep_alive_timeout_s`,
+    `request_timeout_s`, ...; `host` and `port` given here win) and `applications[]` (`name`,
+    `route_prefix`, `import_path`, `args`); other keys are left to Ray.
     """
     data = _read_serve_config(Path(path))
-    http = data.get("http_options") or {}
+    http = dict(data.get("http_options") or {})
     host, port = host or http.get("host", "127.0.0.1"), port or http.get("port", 8000)
-    serve.start(http_options={"host": host, "port": port})
+    serve.start(http_options={**http, "host": host, "port": port})
     for app in data["applications"]:
         builder = _import_builder(app["import_path"])
         target = builder(app.get("args") or {}) if callable(builder) and not isinstance(builder, Application) else builder

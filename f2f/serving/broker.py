@@ -16,6 +16,12 @@ Rules:
   returns (`acks_late`) and requeues it if the worker is lost; the handler
   never raises for a failed edit (the job records the failure), so Celery
   never retries an edit behind the job store's back.
+- No prefetch (`worker_prefetch_multiplier: 1` with `acks_late`): a worker
+  replica holds only the messages of the jobs it is running. Waiting jobs'
+  messages stay on the broker, so when a worker is lost (kill -9), the
+  others, or its replacement, take them at once; its running jobs come back
+  through their leases (`lease_s`). Celery's default (4 per slot) let a dead
+  worker take waiting jobs with it until `resend_after_s`.
 """
 
 from __future__ import annotations
@@ -75,6 +81,9 @@ def task_processor_config(jobs: JobsArgs, store_dir: Path) -> Any:
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
         "broker_connection_retry_on_startup": True,
+        # A worker takes only the messages of the jobs it runs (with acks_late: its concurrency, no more), so
+        # the other jobs' messages stay on the broker for any worker; a lost worker strands none of them.
+        "worker_prefetch_multiplier": 1,
     }
     if jobs.broker_url:
         broker, backend, options = jobs.broker_url, jobs.backend_url or jobs.broker_url, None

@@ -30,7 +30,10 @@ and nothing is stored. Bodies over `jobs.max_body_bytes` are answered 413
 while they arrive. Every ingress replica sweeps the store every
 `jobs.sweep_interval_s`: expired jobs are deleted, running jobs whose worker
 was lost are queued again, queued jobs never sent (or sent over
-`jobs.resend_after_s` ago) are sent, the queue gauges are set. Nothing here
+`jobs.resend_after_s` ago) are sent, and every queued job is sent again once
+an edit worker has been silent for `jobs.lease_s` (it may have taken a message
+it never claimed); the queue gauges are set every few
+seconds, changed or not (`f2f.serving.metrics.gauge_refresh_s`). Nothing here
 blocks the event loop: file and image work runs in worker threads.
 """
 
@@ -39,18 +42,23 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
+import ctypes
+import gc
 import io
 import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from f2f.config import F2FConfig, invalid_config_from, video_overrides
 from f2f.errors import InvalidImage, InvalidInput
@@ -94,6 +102,16 @@ async def _caller(request: Request, _: Annotated[HTTPAuthorizationCredentials | 
 
 
 Caller = Annotated[str, Depends(_caller)]
+
+
+def _not_a_bool(value: Any) -> Any:
+    """JSON `true` is not the number 1 (pydantic's lax mode would take it as 1)."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("number_type", "must be a number, not a boolean")
+    return value
+
+
+Number = BeforeValidator(_not_a_bool)
 OUTPUTS = (("image", "edited.png", "image/png"), ("collage", "collage.png", "image/png"), ("video", "video.mp4", "video/mp4"))
 
 
@@ -103,14 +121,18 @@ class EditOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     prompt: str = Field(description="The edit: a target description or an instruction.")
-    seed: int | None = Field(None, ge=0, lt=SEED_LIMIT, description="Seed of the first video; the others follow it.")
-    seeds: list[Annotated[int, Field(ge=0, lt=SEED_LIMIT)]] | None = Field(
+    seed: Annotated[int | None, Number] = Field(
+        None, ge=0, lt=SEED_LIMIT, description="Seed of the first video; the others follow it."
+    )
+    seeds: list[Annotated[int, Number, Field(ge=0, lt=SEED_LIMIT)]] | None = Field(
         None, min_length=1, description="Seeds of the videos, one video each (multipart: comma-separated)."
     )
-    n: int | None = Field(None, ge=1, description="Videos (seeds) to try; the best edit wins.")
-    num_frames: int | None = Field(None, description="Frames per video (frame_step*k + 1).")
-    steps: int | None = Field(None, description="Denoising steps per video.")
-    guidance: float | None = Field(None, description="Classifier-free guidance scale.")
+    n: Annotated[int | None, Number] = Field(None, ge=1, description="Videos (seeds) to try; the best edit wins (at most max_n).")
+    num_frames: Annotated[int | None, Number] = Field(
+        None, description="Frames per video (frame_step*k + 1, at most the server's max_num_frames)."
+    )
+    steps: Annotated[int | None, Number] = Field(None, description="Denoising steps per video (at most the server's max_steps).")
+    guidance: Annotated[float | None, Number] = Field(None, description="Classifier-free guidance scale.")
     return_video: bool = Field(False, description="Keep the chosen clip as video.mp4 (`/video`).")
     return_frames: bool = Field(False, description="Keep the candidate frames (`/frames/{label}`).")
 
@@ -126,6 +148,16 @@ class EditJSON(EditOptions):
     """`POST /v1/edits` as JSON."""
 
     image: str = Field(description="The source image (PNG, JPEG or WebP) as base64, or a data: URL.")
+
+
+class RequestLimits(BaseModel):
+    """The most one request may ask for: every option that multiplies its work (the app's args of the same names)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_n: int = Field(4, ge=1, le=64, description="Videos (seeds) per edit: `n`, or how many `seeds`.")
+    max_num_frames: int = Field(49, ge=2, description="Frames per video: `num_frames`.")
+    max_steps: int = Field(1000, ge=1, le=1000, description="Denoising steps per video: `steps`.")
 
 
 class JobView(BaseModel):
@@ -166,15 +198,15 @@ class JobView(BaseModel):
 class Ingress:
     """Serve deployment body: the job store, the queue producer, and the FastAPI app built on the replica."""
 
-    def __init__(self, worker: Any, config: F2FConfig, jobs: JobsArgs, max_n: int, auth: AuthArgs) -> None:
+    def __init__(self, worker: Any, config: F2FConfig, jobs: JobsArgs, limits: RequestLimits, auth: AuthArgs) -> None:
         self.worker = worker  # bound so that Serve deploys the worker with this app
-        self.config, self.jobs, self.max_n, self.auth = config, jobs, max_n, auth
+        self.config, self.jobs, self.limits, self.auth = config, jobs, limits, auth
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         store_dir = self.jobs.store_dir(self.config.cache_dir)
         store = JobStore(store_dir, self.jobs.ttl_s, self.jobs.lease_s)
         queue = JobQueue(self.jobs, store_dir)
-        return make_api(store, queue, self.config, self.jobs, self.max_n, serve_ready, self.auth)
+        return make_api(store, queue, self.config, self.jobs, self.limits, serve_ready, self.auth)
 
 
 async def serve_ready() -> None:
@@ -191,15 +223,18 @@ async def serve_ready() -> None:
         raise NotReady(f"not ready: {', '.join(unhealthy)}")
 
 
-def make_api(store: JobStore, queue: Any, config: F2FConfig, jobs: JobsArgs, max_n: int, ready: Any, auth: AuthArgs) -> FastAPI:
+def make_api(
+    store: JobStore, queue: Any, config: F2FConfig, jobs: JobsArgs, limits: RequestLimits, ready: Any, auth: AuthArgs
+) -> FastAPI:
     """The FastAPI app over a job store and a queue producer (`send(job_id)`); `auth` says who may call."""
     ring = KeyRing(auth.keys_file) if auth.required and auth.keys_file else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        sweeper = asyncio.create_task(_sweep_forever(store, queue, jobs))
+        tasks = [asyncio.create_task(_sweep_forever(store, queue, jobs)), asyncio.create_task(_queue_gauges_forever(store))]
         yield
-        sweeper.cancel()
+        for task in tasks:
+            task.cancel()
 
     app = FastAPI(
         title="f2f", description="Frame2Frame image editing: jobs and an OpenAI Images compatible API", lifespan=lifespan
@@ -209,16 +244,19 @@ def make_api(store: JobStore, queue: Any, config: F2FConfig, jobs: JobsArgs, max
     app.state.ring = ring
 
     async def submit(raw_image: bytes, options: EditOptions, key: str | None, owner: str) -> tuple[JobRecord, bool]:
-        source_png, edit_request = await asyncio.to_thread(_validated_request, raw_image, options, config, max_n)
-        depth, _ = await asyncio.to_thread(store.queue_stats)
-        if depth >= jobs.max_queued:
-            raise RetryLater(f"{depth} edits are waiting, the most this server queues; retry later", jobs.retry_after_s)
-        if ring is not None and await asyncio.to_thread(store.active_jobs, owner) >= auth.max_active_jobs_per_key:
-            rule = f"this API key has {auth.max_active_jobs_per_key} edits queued or running, the most it may; retry later"
-            raise TooManyJobs(rule, auth.retry_after_s)
+        source_png, edit_request = await asyncio.to_thread(_validated_request, raw_image, options, config, limits)
+
+        def admit() -> None:  # under the store's queue lock: concurrent requests never pass these bounds together
+            depth, _ = store.queue_stats()
+            if depth >= jobs.max_queued:
+                raise RetryLater(f"{depth} edits are waiting, the most this server queues; retry later", jobs.retry_after_s)
+            if ring is not None and store.active_jobs(owner) >= auth.max_active_jobs_per_key:
+                rule = f"this API key has {auth.max_active_jobs_per_key} edits queued or running, the most it may; retry later"
+                raise TooManyJobs(rule, auth.retry_after_s)
+
         same_request = fingerprint(raw_image, options.model_dump())
         try:
-            record, created = await asyncio.to_thread(store.create, source_png, edit_request, same_request, key, owner)
+            record, created = await asyncio.to_thread(store.create, source_png, edit_request, same_request, key, owner, admit)
         except StorageFull as exc:
             logger.error("%s", exc)
             raise RetryLater(f"{exc}; retry later", jobs.retry_after_s, code=exc.code) from None
@@ -256,7 +294,7 @@ def make_api(store: JobStore, queue: Any, config: F2FConfig, jobs: JobsArgs, max
         request: Request,
         caller: Caller,
         idempotency_key: Annotated[
-            str | None, Header(max_length=255, description="Retries with this key get the same job.")
+            str | None, Header(min_length=1, max_length=255, description="Retries with this key get the same job.")
         ] = None,
     ) -> JSONResponse:
         raw_image, options = await _read_submission(request)
@@ -422,15 +460,21 @@ def _b64decode(text: str) -> bytes:
 WIRE_OPTION = {"video.num_frames": "num_frames", "video.num_inference_steps": "steps", "video.guidance_scale": "guidance"}
 
 
-def _validated_request(raw_image: bytes, options: EditOptions, config: F2FConfig, max_n: int) -> tuple[bytes, EditRequest]:
+def _validated_request(
+    raw_image: bytes, options: EditOptions, config: F2FConfig, limits: RequestLimits
+) -> tuple[bytes, EditRequest]:
     """The source as PNG and the job's request, or InvalidInput naming the field (runs in a thread)."""
     if options.seed is not None and options.seeds is not None:
         raise InvalidInput("seeds", options.seeds, "give seed or seeds, not both")
     if options.n is not None and options.seeds is not None:
         raise InvalidInput("n", options.n, "give n or seeds, not both (n is the number of seeds)")
     count = len(options.seeds) if options.seeds is not None else options.n
-    if count is not None and count > max_n:
-        raise InvalidInput("seeds" if options.seeds else "n", count, f"at most {max_n} videos per edit on this server")
+    if count is not None and count > limits.max_n:
+        rule = f"at most {limits.max_n} videos per edit on this server (max_n)"
+        raise InvalidInput("seeds" if options.seeds else "n", count, rule)
+    for field, value, limit in (("num_frames", options.num_frames, "max_num_frames"), ("steps", options.steps, "max_steps")):
+        if value is not None and value > getattr(limits, limit):
+            raise InvalidInput(field, value, f"at most {getattr(limits, limit)} on this server ({limit})")
     run_config = _run_config(config, options)
     image = open_image(raw_image, config.input)
     source, _, seeds = check_inputs(image, options.prompt, options.seeds, run_config)
@@ -534,29 +578,53 @@ async def _send(store: JobStore, queue: Any, job_id: str) -> bool:
     return True
 
 
-async def _sweep_forever(store: JobStore, queue: Any, jobs: JobsArgs) -> None:
-    """Delete expired jobs, queue again the running jobs whose worker was lost, send unsent jobs, set the queue gauges."""
+async def _queue_gauges_forever(store: JobStore) -> None:
+    """Set the queue gauges every `metrics.gauge_refresh_s()`, changed or not (Ray drops a gauge not set again)."""
+    every_s = metrics.gauge_refresh_s()
     while True:
         try:
-            await asyncio.to_thread(store.sweep)
-            for job_id in await asyncio.to_thread(store.stale_running):
-                if (await asyncio.to_thread(store.requeue, job_id)).status == "queued":
-                    logger.warning("job %s lost its worker; queued again", job_id)
-                    await _send(store, queue, job_id)
-            for job_id in await asyncio.to_thread(store.unsent, jobs.resend_after_s):
-                if not await _send(store, queue, job_id):
-                    break  # the broker is still down: try again at the next sweep
             metrics.record_queue(*await asyncio.to_thread(store.queue_stats))
+        except Exception:
+            logger.exception("the queue gauges could not be set")
+        await asyncio.sleep(every_s)
+
+
+async def _sweep_forever(store: JobStore, queue: Any, jobs: JobsArgs) -> None:
+    """`sweep_once` every `jobs.sweep_interval_s`."""
+    while True:
+        try:
+            await sweep_once(store, queue, jobs)
         except Exception:
             logger.exception("the job store sweep failed")
         await asyncio.sleep(jobs.sweep_interval_s)
+
+
+async def sweep_once(store: JobStore, queue: Any, jobs: JobsArgs) -> None:
+    """Delete expired jobs, queue again the running jobs whose worker was lost, send unsent jobs, and send every
+    waiting job again when a worker was lost (it may have taken messages it never claimed)."""
+    await asyncio.to_thread(store.sweep)
+    for job_id in await asyncio.to_thread(store.stale_running):
+        if (await asyncio.to_thread(store.requeue, job_id)).status == "queued":
+            logger.warning("job %s lost its worker; queued again", job_id)
+            await _send(store, queue, job_id)
+    lost = await asyncio.to_thread(store.lost_workers)
+    due = await asyncio.to_thread(store.queued if lost else partial(store.unsent, jobs.resend_after_s))
+    if lost:
+        logger.warning("edit worker(s) %s lost; sending the %d waiting jobs again", ", ".join(lost), len(due))
+    for job_id in due:
+        if not await _send(store, queue, job_id):
+            break  # the broker is still down: try again at the next sweep
 
 
 # --- body size ----------------------------------------------------------------------------------
 
 
 class BodyLimit:
-    """ASGI middleware: 413 for a request body over `max_bytes` (by Content-Length, or as it arrives)."""
+    """ASGI middleware: 413 for a request body over `max_bytes` (by Content-Length, or as it arrives).
+
+    It stops reading at the limit, and the 413 says `Connection: close`: the HTTP proxy then drops the
+    connection instead of reading (and passing on) the rest of the body.
+    """
 
     def __init__(self, app: Any, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
@@ -566,15 +634,37 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await error_response(BodyTooLarge(self.max_bytes))(scope, receive, send)
-        seen = 0
+            response = error_response(BodyTooLarge(self.max_bytes))
+            response.headers["connection"] = "close"
+            return await response(scope, receive, send)
+        seen, over = 0, False
 
         async def limited() -> dict[str, Any]:
-            nonlocal seen
+            nonlocal seen, over
+            if over:
+                raise BodyTooLarge(self.max_bytes)
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
+                over = True
                 raise BodyTooLarge(self.max_bytes)
             return message
 
-        return await self.app(scope, limited, send)
+        async def closing(message: dict[str, Any]) -> None:
+            if over and message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, limited, closing)
+        if over:  # Ray's proxy may have passed on much more than the limit: hand that memory back once it is dropped
+            asyncio.get_running_loop().call_later(RELEASE_AFTER_S, release_memory)
+
+
+RELEASE_AFTER_S = 1.0
+
+
+def release_memory() -> None:
+    """Collect garbage and return the C heap's free pages to the system (glibc's malloc_trim; elsewhere only the collect)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -6,6 +6,7 @@ Layout under `root` (every file written atomically: a temporary file, then a ren
     jobs/<id>/source.png      the validated source, written before the job is queued
     jobs/<id>/edited.png, collage.png, video.mp4, candidates/frame_NNN.png   outputs
     queued/<id>, running/<id> empty markers: queue depth and age without reading records
+    workers/<worker id>       empty, touched by each edit-worker replica while it lives
     keys/<sha256 of Idempotency-Key>   the id of the job that key created
 
 Rules:
@@ -34,7 +35,15 @@ Rules:
   longer ago than a given time: the service sends them again, since a broker
   that restarted without its data lost their messages. A duplicate message
   is harmless: only one claim runs a job.
+- Workers: each edit-worker replica touches `workers/<id>` every
+  heartbeat; `lost_workers` lists (once) those silent for `lease_s`. A lost
+  worker may have taken waiting jobs' messages with it (between taking a
+  message and claiming its job): the service sends every queued job again.
 - A full volume: `create` raises StorageFull and leaves nothing behind.
+- Admission: `create` runs the caller's check (the queue bound, a key's job
+  cap) and queues the job under one exclusive `flock` on `.queue.lock`, so
+  concurrent requests, from one ingress replica or several, never pass a
+  bound together.
 """
 
 from __future__ import annotations
@@ -183,7 +192,7 @@ class JobStore:
         self.root = Path(root)
         self.ttl_s = ttl_s
         self.lease_s = lease_s
-        for sub in ("jobs", "queued", "running", "keys"):
+        for sub in ("jobs", "queued", "running", "keys", "workers"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     # --- paths ----------------------------------------------------------------------------------
@@ -206,8 +215,13 @@ class JobStore:
         fingerprint: str,
         idempotency_key: str | None = None,
         owner: str = "anonymous",
+        admit: Callable[[], None] | None = None,
     ) -> tuple[JobRecord, bool]:
-        """A new queued job of `owner` holding the source, or the job this owner's idempotency key made; True if new."""
+        """A new queued job of `owner` holding the source, or the job this owner's idempotency key made; True if new.
+
+        `admit` (e.g. the queue bound) runs under the store's queue lock just before the job is queued,
+        so no two creates pass it together; what it raises leaves nothing behind.
+        """
         now = time.time()
         record = JobRecord(
             id=uuid.uuid4().hex, owner=owner, request=request, fingerprint=fingerprint, created_at=now, updated_at=now
@@ -218,12 +232,15 @@ class JobStore:
                 folder.mkdir()
                 _atomic_write(folder / "source.png", source_png)
                 _atomic_write(folder / "job.json", _dump(record))
-                existing = None
-                if idempotency_key is not None:
-                    existing = self._claim_key(f"{owner}\n{idempotency_key}", record.id)  # keys are per owner
-                if existing is None:
-                    _touch(self.root / "queued" / record.id)
-                    return record, True
+                with self._queue_lock():
+                    if admit is not None:
+                        admit()
+                    existing = None
+                    if idempotency_key is not None:
+                        existing = self._claim_key(f"{owner}\n{idempotency_key}", record.id)  # keys are per owner
+                    if existing is None:
+                        _touch(self.root / "queued" / record.id)
+                        return record, True
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -233,6 +250,16 @@ class JobStore:
                 f"Idempotency-Key was already used for job {existing.id} with a different request; use a new key"
             )
         return existing, False
+
+    @contextlib.contextmanager
+    def _queue_lock(self) -> Iterator[None]:
+        """An exclusive `flock` on `.queue.lock`: one create at a time passes `admit` and queues its job."""
+        lock = os.open(self.root / ".queue.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(lock)
 
     def _claim_key(self, key: str, job_id: str) -> JobRecord | None:
         """Link `key` to `job_id`, or return the live job it already names.
@@ -429,6 +456,24 @@ class JobStore:
                 if never or (record.sent_at is not None and now - record.sent_at >= resend_after_s):
                     due.append(record.id)
         return due
+
+    def queued(self) -> list[str]:
+        """The ids of the jobs waiting for a worker."""
+        return [entry.name for entry in os.scandir(self.root / "queued")]
+
+    def worker_alive(self, worker: str) -> None:
+        """Record that the edit worker `worker` is alive now."""
+        (self.root / "workers" / worker).touch()
+
+    def lost_workers(self) -> list[str]:
+        """Workers not heard from for `lease_s`; each is listed once (then forgotten), by one caller only."""
+        lost, now = [], time.time()
+        for entry in os.scandir(self.root / "workers"):
+            with contextlib.suppress(FileNotFoundError):
+                if now - entry.stat().st_mtime >= self.lease_s:
+                    os.unlink(entry.path)
+                    lost.append(entry.name)
+        return lost
 
     def stale_running(self) -> list[str]:
         """Running jobs whose worker stopped refreshing its lease."""

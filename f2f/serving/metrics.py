@@ -29,8 +29,16 @@ parsed (so one edit with n seeds adds at most n).
 Labels take values from the fixed sets above only: never a prompt, a
 caption, a seed or a request id. Other timings of `EditResult.timings_s`
 (check_inputs, letterbox, unletterbox) take milliseconds and are not
-recorded. The queue gauges are set by each ingress replica's sweep (every
-`jobs.sweep_interval_s`): take the max over replicas, not the sum.
+recorded. The queue gauges are set by each ingress replica: take the max
+over replicas, not the sum.
+
+Gauges are set again every `gauge_refresh_s()` (half of Ray's export
+interval, at most 5 s), whether or not they changed: Ray exports a gauge
+only when it was set since its last export (`metrics_report_interval_ms`,
+10 s), and its metrics agent drops a series not refreshed for two export
+intervals (`ray/_private/telemetry/open_telemetry_metric_recorder.py`,
+the gauge TTL), so a gauge set only on change or on each sweep vanished from
+scrapes between updates.
 
 Metric objects are created on first use, once per process, so importing
 this module needs no Ray cluster.
@@ -109,6 +117,10 @@ class _InFlight:
             self._count += delta
             _metrics()[EDITS_RUNNING].set(self._count)
 
+    def refresh(self) -> None:
+        """Set the gauge again (unchanged), so that Ray keeps exporting it."""
+        self.add(0)
+
 
 _IN_FLIGHT = _InFlight()
 
@@ -121,6 +133,22 @@ def in_flight() -> Iterator[None]:
         yield
     finally:
         _IN_FLIGHT.add(-1)
+
+
+GAUGE_REFRESH_MAX_S = 5.0
+
+
+def gauge_refresh_s() -> float:
+    """How often a gauge is set again: half of Ray's metrics export interval (at least 1 s there), at most 5 s."""
+    import ray
+
+    interval_s = max(ray._config.metrics_report_interval_ms(), 1000) / 1000
+    return min(GAUGE_REFRESH_MAX_S, interval_s / 2)
+
+
+def refresh_running() -> None:
+    """Set `f2f_edits_running` again, 0 included (the worker does so every `gauge_refresh_s()`)."""
+    _IN_FLIGHT.refresh()
 
 
 def record_edit(result: EditResult) -> None:

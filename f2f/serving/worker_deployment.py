@@ -9,6 +9,9 @@ Rules:
 - A job runs only if this worker claims it in the job store (queued, or
   running under a lost worker's stale lease): a message delivered twice, or
   a job already finished or cancelled, is skipped, never run twice.
+- The replica touches its file in the store (`workers/<id>`) every
+  `heartbeat_s`; once it has been silent for `lease_s`, the ingress sends
+  every waiting job again (a message it took but never claimed is not lost).
 - While it runs: stage and denoising progress go to the job record, the
   lease is refreshed every `heartbeat_s`, and a cancel request (DELETE) is
   noticed within `poll_interval_s` and stops the edit (a running video at
@@ -94,6 +97,17 @@ class EditWorker:
         self.store = JobStore(jobs.store_dir(config.cache_dir), jobs.ttl_s, jobs.lease_s)
         self.worker_id = uuid.uuid4().hex[:12]
         self.lost_replica = _lost_replica_errors()
+        self._gauges = self.loop.create_task(_running_gauge_forever())  # kept: the loop holds tasks weakly
+        self._alive = self.loop.create_task(self._alive_forever())
+
+    async def _alive_forever(self) -> None:
+        """Touch this worker's file in the store every `heartbeat_s`: silent for `lease_s`, it counts as lost."""
+        while True:
+            try:
+                await asyncio.to_thread(self.store.worker_alive, self.worker_id)
+            except OSError as exc:
+                logger.warning("could not record that this worker is alive (%s)", exc)
+            await asyncio.sleep(self.jobs.heartbeat_s)
 
     @_task_handler(TASK_NAME)
     def run_job(self, job_id: str) -> str:
@@ -141,12 +155,11 @@ class EditWorker:
             with metrics.in_flight():
                 result = await task
             await asyncio.to_thread(self._write_outputs, record, result)
-        except (EditCancelled, asyncio.CancelledError) as exc:
+        except (EditCancelled, asyncio.CancelledError):
             if not cancel.cancelled:
                 raise  # the replica is stopping: the lease runs out and the job is queued again
-            return await self._finish(
-                job_id, "cancelled", JobError(message=f"the edit was cancelled ({exc or 'by request'})", code="cancelled")
-            )
+            cancelled = JobError(message="the edit was cancelled by request", code="cancelled")
+            return await self._finish(job_id, "cancelled", cancelled)
         except self.lost_replica as exc:
             if record.attempts < self.jobs.max_attempts:
                 logger.warning("job %s: a model replica was lost (%s); trying again", job_id, type(unwrap(exc)).__name__)
@@ -212,6 +225,14 @@ class EditWorker:
             return True
 
         return (await asyncio.to_thread(self.store.update, job_id, finish)).status
+
+
+async def _running_gauge_forever() -> None:
+    """Set `f2f_edits_running` every `metrics.gauge_refresh_s()`, 0 included (Ray drops a gauge not set again)."""
+    every_s = metrics.gauge_refresh_s()
+    while True:
+        metrics.refresh_running()
+        await asyncio.sleep(every_s)
 
 
 def _next_attempt(record: JobRecord) -> None:

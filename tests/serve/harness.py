@@ -30,8 +30,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_app(args: dict[str, Any], metrics_port: int | None = None) -> Iterator[str]:
-    """The application built from `args` at http://127.0.0.1:<port>, on a Ray started with the loopback settings."""
+def running_app(
+    args: dict[str, Any], metrics_port: int | None = None, system_config: dict[str, Any] | None = None
+) -> Iterator[str]:
+    """The application built from `args` at http://127.0.0.1:<port>, on a Ray started with the loopback settings
+    (and `system_config`, Ray's `_system_config`)."""
     pytest.importorskip("ray")
     pytest.importorskip("diffusers")
     pytest.importorskip("transformers")
@@ -45,7 +48,9 @@ def running_app(args: dict[str, Any], metrics_port: int | None = None) -> Iterat
 
         from f2f.serving.app import build_app
 
-        extra = {"_metrics_export_port": metrics_port} if metrics_port else {}
+        extra: dict[str, Any] = {"_metrics_export_port": metrics_port} if metrics_port else {}
+        if system_config:
+            extra["_system_config"] = system_config
         ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, _temp_dir=ray_tmp, **extra)
         try:
             serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -89,3 +94,33 @@ def wait_for(
             return job
         assert time.monotonic() < deadline, f"job {job_id} did not get there in {timeout_s} s: {job}"
         time.sleep(0.1)
+
+
+def replica_pid(deployment: str) -> int:
+    """The process id of the one live replica of `deployment`, from Ray's actor table (this cluster's only)."""
+    from ray._private import state
+
+    actors = state.actors().values()
+    pids = [a["Pid"] for a in actors if f"#{deployment}#" in a["Name"] and a["State"] == "ALIVE"]
+    assert len(pids) == 1, f"not one live replica of {deployment}: {pids}"
+    return pids[0]
+
+
+def replica_memory(deployment: str) -> dict[str, int]:
+    """Resident memory of the one live replica of `deployment`, read from its process: `rss` (shared pages
+    included: Ray's object store is mapped into every worker) and `private` (its own anonymous memory)."""
+    import psutil
+
+    process = psutil.Process(replica_pid(deployment))
+    status = Path(f"/proc/{process.pid}/status").read_text()
+    anon = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("RssAnon:"))
+    return {"rss": process.memory_info().rss, "private": anon * 1024}
+
+
+def kill_replica(deployment: str) -> None:
+    """Kill one replica actor of `deployment`, as kill -9 would (Serve starts another)."""
+    import ray
+
+    names = [a for a in ray.util.list_named_actors(all_namespaces=True) if f"#{deployment}#" in a["name"]]
+    assert names, f"no replica of {deployment}"
+    ray.kill(ray.get_actor(names[0]["name"], namespace=names[0]["namespace"]), no_restart=True)

@@ -160,3 +160,17 @@ def test_a_split_generator_needs_whole_gpus() -> None:
     with pytest.raises(InvalidConfig) as refused:
         build_app(args)
     assert refused.value.field == "generator_num_gpus" and "each rank takes a GPU" in str(refused.value)
+
+
+def test_run_config_file_passes_every_http_option_to_the_proxy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from f2f.serving import app
+
+    started: dict[str, Any] = {}
+    monkeypatch.setattr(app.serve, "start", lambda http_options: started.update(http_options))
+    monkeypatch.setattr(app.serve, "run", lambda *args, **kwargs: None)
+    monkeypatch.setattr(app, "_import_builder", lambda path: lambda args: "the app")
+    path = tmp_path / "serve.yaml"
+    http = {"host": "127.0.0.1", "port": 8123, "keep_alive_timeout_s": 3, "request_timeout_s": 900}
+    path.write_text(yaml.safe_dump({"http_options": http, "applications": [{"import_path": "x:y"}]}))
+    assert app.run_config_file(path, port=8124) == "http://127.0.0.1:8124"
+    assert started == {**http, "port": 8124}  # the flag wins; the keep-alive and request timeouts reach Ray

@@ -80,9 +80,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
     """(application URL, metrics URL) on a Ray with a metrics export port."""
     metrics_port = free_port()
     args = {"config": {"profile": "tiny", "cache_dir": str(tmp_path_factory.mktemp("f2f-cache")), "seed": 3}}
-    args["jobs"] = {"dir": str(tmp_path_factory.mktemp("jobs")), "sweep_interval_s": 1}
+    args["jobs"] = {"dir": str(tmp_path_factory.mktemp("jobs")), "sweep_interval_s": 600}  # the gauges need no sweep
     args["auth"] = {"required": False}
-    with running_app(args, metrics_port=metrics_port) as url:
+    # Ray exports every second (default 10 s) and drops a gauge not set for two exports: gaps show within seconds.
+    with running_app(args, metrics_port=metrics_port, system_config={"metrics_report_interval_ms": 1000}) as url:
         yield url, f"http://127.0.0.1:{metrics_port}/metrics"
 
 
@@ -131,3 +132,20 @@ def test_an_edit_is_exported(served: tuple[str, str]) -> None:
     assert all(labels.get("deployment") == "Generator" for labels, _ in steps)
     assert all(value == 0 for _, value in found["ray_f2f_queue_depth"])  # nothing waits once the edit answered
     assert all(value == 0 for _, value in found["ray_f2f_edits_running"])  # nothing runs once the edit answered
+
+
+def test_gauges_are_exported_in_every_scrape_while_idle(served: tuple[str, str]) -> None:
+    """Ray drops a gauge that is not set again within two exports; ours are set again, unchanged, 0 included."""
+    httpx = pytest.importorskip("httpx")
+    _, metrics_url = served
+    gauges = ("ray_f2f_queue_depth", "ray_f2f_queue_oldest_age_seconds", "ray_f2f_edits_running")
+    deadline = time.monotonic() + EXPORT_WAIT_S
+    while not all(_samples(httpx.get(metrics_url, timeout=5).text, name) for name in gauges):  # once exported
+        assert time.monotonic() < deadline, "the gauges were never exported"
+        time.sleep(0.5)
+    missing = []
+    for _ in range(20):  # 10 s: five times the 2 s a gauge outlives its last export here
+        text = httpx.get(metrics_url, timeout=5).text
+        missing += [name for name in gauges if not _samples(text, name)]
+        time.sleep(0.5)
+    assert not missing, f"gauges absent from some scrapes: {sorted(set(missing))} ({len(missing)} times)"

@@ -20,7 +20,7 @@ import pytest
 pytest.importorskip("ray")
 httpx = pytest.importorskip("httpx")
 
-from harness import SAMPLE, error_of, free_port, running_app, submit, wait_for  # noqa: E402
+from harness import SAMPLE, error_of, free_port, kill_replica, running_app, submit, wait_for  # noqa: E402
 
 LONG = {"steps": "400"}  # long enough to act on a job mid-video
 
@@ -101,13 +101,12 @@ def base_url(tmp_path_factory: pytest.TempPathFactory, redis_url: str, jobs_dir:
         yield url
 
 
-def _kill_replica(deployment: str) -> None:
-    """Kill one replica actor of `deployment` (Serve starts another)."""
-    import ray
+def _waiting_messages(redis_url: str) -> int:
+    """Job messages on the Redis broker that no worker has taken (Kombu's lists for the queue)."""
+    import redis
 
-    names = [a for a in ray.util.list_named_actors(all_namespaces=True) if f"#{deployment}#" in a["name"]]
-    assert names, f"no replica of {deployment}"
-    ray.kill(ray.get_actor(names[0]["name"], namespace=names[0]["namespace"]), no_restart=True)
+    client = redis.Redis.from_url(redis_url)
+    return sum(client.llen(key) for key in client.scan_iter(match="f2f-edits*") if client.type(key) == b"list")
 
 
 def test_jobs_go_through_redis(base_url: str, redis_url: str) -> None:
@@ -119,10 +118,11 @@ def test_jobs_go_through_redis(base_url: str, redis_url: str) -> None:
     assert any(key.startswith(b"celery-task-meta-") for key in client.scan_iter())  # Celery's results live in Redis
 
 
-def test_a_full_queue_is_a_typed_503_with_retry_after(base_url: str) -> None:
+def test_a_full_queue_is_a_typed_503_with_retry_after(base_url: str, redis_url: str) -> None:
     ids = [submit(base_url, {"prompt": "slow", **LONG}).json()["id"]]
     wait_for(base_url, ids[0], lambda job: job["status"] == "running")  # the one worker slot is taken
     ids += [submit(base_url, {"prompt": f"wait {i}"}).json()["id"] for i in range(2)]
+    assert _waiting_messages(redis_url) == 2  # the busy worker took none of them (no prefetch): any worker can
     refused = submit(base_url, {"prompt": "one too many"})
     assert refused.status_code == 503 and refused.headers["retry-after"] == "7"
     error = error_of(refused)
@@ -139,25 +139,29 @@ def test_a_full_queue_is_a_typed_503_with_retry_after(base_url: str) -> None:
 def test_a_generator_replica_lost_mid_job_is_retried(base_url: str) -> None:
     job_id = submit(base_url, {"prompt": "make it rain", **LONG}).json()["id"]
     wait_for(base_url, job_id, lambda job: job["progress"] is not None, timeout_s=60)
-    _kill_replica("Generator")
+    kill_replica("Generator")
     job = wait_for(base_url, job_id, timeout_s=180)
     assert job["status"] == "succeeded", job["error"]
     assert job["attempts"] == 2 and job["progress"]["step"] == job["progress"]["total"]
 
 
-def test_a_worker_replica_lost_mid_job_is_queued_again(base_url: str) -> None:
+def test_a_worker_replica_lost_mid_job_is_queued_again(base_url: str, redis_url: str) -> None:
     job_id = submit(base_url, {"prompt": "make it snow", **LONG}).json()["id"]
     first = wait_for(base_url, job_id, lambda job: job["progress"] is not None, timeout_s=60)
-    _kill_replica("EditWorker")
+    waiting = submit(base_url, {"prompt": "make it hail"}).json()["id"]
+    assert _waiting_messages(redis_url) == 1  # on the broker, not held by the worker about to die
+    kill_replica("EditWorker")
     job = wait_for(base_url, job_id, timeout_s=180)
     assert job["status"] == "succeeded", job["error"]
     assert job["attempts"] == 2 and job["started_at"] == first["started_at"]
+    after = wait_for(base_url, waiting, timeout_s=60)
+    assert after["status"] == "succeeded" and after["attempts"] == 1
 
 
 def test_an_ingress_replica_lost_mid_job_loses_nothing(base_url: str) -> None:
     job_id = submit(base_url, {"prompt": "make it night", **LONG}).json()["id"]
     wait_for(base_url, job_id, lambda job: job["status"] == "running", timeout_s=60)
-    _kill_replica("Ingress")
+    kill_replica("Ingress")
     deadline = time.monotonic() + 60
     while True:  # Serve starts another ingress; the job is in the store all along
         try:
@@ -174,7 +178,7 @@ def test_an_ingress_replica_lost_mid_job_loses_nothing(base_url: str) -> None:
 def test_a_vlm_replica_lost_mid_job_is_retried(base_url: str) -> None:
     job_id = submit(base_url, {"prompt": "make it foggy", **LONG}).json()["id"]
     wait_for(base_url, job_id, lambda job: job["progress"] is not None, timeout_s=60)  # captioned; selection to come
-    _kill_replica("VLM")
+    kill_replica("VLM")
     job = wait_for(base_url, job_id, timeout_s=180)
     assert job["status"] == "succeeded", job["error"]
     assert job["attempts"] in (1, 2)  # a call routed to the dead replica is tried again; one to its successor is not

@@ -144,3 +144,19 @@ def test_submit_to_a_service_that_is_not_there_is_one_line(runner, tmp_path):
 def test_submit_needs_an_existing_image(runner, tmp_path):
     result = runner.invoke(cli.main, ["submit", str(tmp_path / "missing.png"), "x", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_serve_refuses_a_metrics_port_in_use_in_one_line(runner, monkeypatch):
+    import socket
+
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("f2f serve needs Ray")
+    for key in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED"):
+        monkeypatch.setenv(key, os.environ.get(key, "0"))  # f2f serve sets these; undone after the test
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        result = runner.invoke(cli.main, ["serve", "--metrics-port", str(port)])
+    assert result.exit_code == cli.EXIT_USAGE, result.output
+    assert "--metrics-port: the port is in use" in result.output and str(port) in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1

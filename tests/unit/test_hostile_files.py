@@ -12,7 +12,7 @@ pytest.importorskip("fastapi")
 
 from f2f.config import F2FConfig
 from f2f.errors import InvalidImage
-from f2f.serving.ingress import EditOptions, _validated_request
+from f2f.serving.ingress import EditOptions, RequestLimits, _validated_request
 
 HTML = b"<html><script>alert(document.cookie)</script></html>"
 
@@ -33,7 +33,7 @@ def zip_archive() -> bytes:
 
 
 def stored(raw: bytes) -> bytes:
-    source_png, _ = _validated_request(raw, EditOptions(prompt="make it rain"), F2FConfig(), max_n=4)
+    source_png, _ = _validated_request(raw, EditOptions(prompt="make it rain"), F2FConfig(), RequestLimits())
     return source_png
 
 

@@ -787,3 +787,12 @@ def test_a_write_that_fails_leaves_no_temporary_file_and_the_old_file_whole(stor
         write_atomic(path, fills_up)
     assert path.read_bytes() == before
     assert sorted(p.name for p in path.parent.iterdir()) == ["job.json", "source.png"]
+
+
+def test_lost_workers_lists_a_silent_worker_once(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "store", ttl_s=TTL_S, lease_s=TINY_S)
+    store.worker_alive("gone")
+    sleep_past_tiny()
+    store.worker_alive("alive")
+    assert store.lost_workers() == ["gone"]
+    assert store.lost_workers() == []  # forgotten once listed: one sweep acts on it
