@@ -25,3 +25,15 @@ class F2FGroup(click.Group):
         except F2FError as exc:
             click.echo(f"f2f: error: {exc}", err=True)
             sys.exit(EXIT_USAGE)
+
+
+class RunByDefault(F2FGroup):
+    """A group whose first word, when it is no subcommand nor an option, is the argument of its `run` command.
+
+    `f2f bulk MANIFEST ...` is `f2f bulk run MANIFEST ...`; `f2f eval DATASET ...` is `f2f eval run DATASET ...`.
+    """
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["run", *args]
+        return super().resolve_command(ctx, args)

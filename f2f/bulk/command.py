@@ -22,21 +22,12 @@ from typing import Any
 import click
 
 from f2f.bulk.manifest import ManifestError, posedit_manifest, read_manifest
-from f2f.cli_group import EXIT_INTERRUPTED, F2FGroup
+from f2f.cli_group import EXIT_INTERRUPTED, RunByDefault
 
 PROGRESS_EVERY_S = 10.0
 
 
-class _BulkGroup(F2FGroup):
-    """`bulk MANIFEST ...` runs; `bulk from-posedit ...` converts (a first word that is no command is a manifest)."""
-
-    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
-        if args and args[0] not in self.commands and not args[0].startswith("-"):
-            args = ["run", *args]
-        return super().resolve_command(ctx, args)
-
-
-@click.group(cls=_BulkGroup, subcommand_metavar="MANIFEST --out DIR [OPTIONS] | from-posedit FOLDER --out FILE")
+@click.group(cls=RunByDefault, subcommand_metavar="MANIFEST --out DIR [OPTIONS] | from-posedit FOLDER --out FILE")
 def main() -> None:
     """Edit every row of a manifest (JSONL or CSV) on Ray, resumably: `bulk MANIFEST --out DIR` (= `bulk run ...`)."""
 

@@ -5,24 +5,14 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import click
 
-from f2f.cli_group import F2FGroup
+from f2f.cli_group import RunByDefault
 from f2f.errors import InvalidInput
 
 
-class _EvalGroup(F2FGroup):
-    """`eval DATASET ...` evaluates; `eval install-weights` installs (a first word that is no command is a dataset)."""
-
-    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
-        if args and args[0] not in self.commands and not args[0].startswith("-"):
-            args = ["run", *args]
-        return super().resolve_command(ctx, args)
-
-
-@click.group(cls=_EvalGroup, subcommand_metavar="DATASET --out DIR [--edits EDITS] [OPTIONS] | install-weights")
+@click.group(cls=RunByDefault, subcommand_metavar="DATASET --out DIR [--edits EDITS] [OPTIONS] | install-weights")
 def main() -> None:
     """Measure edit quality (LPIPS, CLIP, pose): `eval DATASET --out DIR` (= `eval run ...`)."""
 
