@@ -364,7 +364,7 @@ class Bench:
             from f2f.backends.parallel import encode_on_rank_0, parallelize_transformer
 
             parallelize_transformer(transformer, self.groups)
-            encode_on_rank_0(pipe, self.groups.rank)
+            encode_on_rank_0(pipe)
         try:
             with attention_kernel(speed):
                 first_s = self._video(pipe, min(2, self.steps))[1]  # warm-up: kernels chosen, blocks compiled

@@ -65,7 +65,8 @@ def main(argv: list[str]) -> int:
     rehearsal = "--rehearsal" in argv
     sites = [arg for arg in argv if arg != "--rehearsal"]
     problems = unmet_requirements(sites[0]) if sites else []
-    skipped = ("torchao",) if rehearsal else ()
+    skipped = {"torchao"} if rehearsal else set()
+    failed = set()
     for module in MODULES:
         if module in skipped:
             continue
@@ -73,14 +74,14 @@ def main(argv: list[str]) -> int:
             importlib.import_module(module)
         except Exception as exc:  # the point: name whatever breaks
             problems.append(f"import {module}: {type(exc).__name__}: {exc}")
+            failed.add(module.split(".")[0])
     for module, name in NAMES:
-        if module.split(".")[0] in skipped:
-            continue
-        if module in sys.modules or not problems:
-            try:
-                getattr(importlib.import_module(module), name)
-            except Exception as exc:
-                problems.append(f"{module}.{name}: {type(exc).__name__}: {exc}")
+        if module.split(".")[0] in skipped | failed:
+            continue  # already named (or, rehearsing, not needed)
+        try:
+            getattr(importlib.import_module(module), name)
+        except Exception as exc:
+            problems.append(f"{module}.{name}: {type(exc).__name__}: {exc}")
     if problems:
         print("gpu run: cannot start:", *problems, sep="\n  ", file=sys.stderr)
         return 3

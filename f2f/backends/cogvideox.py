@@ -79,7 +79,7 @@ def split(pipe: Any, groups: ParallelGroups) -> None:
     from f2f.backends.parallel import encode_on_rank_0, parallelize_transformer
 
     parallelize_transformer(pipe.transformer, groups)
-    encode_on_rank_0(pipe, groups.rank)
+    encode_on_rank_0(pipe)
 
 
 FAMILY = Family(name="cogvideox", pipeline_class=PIPELINE_CLASS, inspect=inspect, call_arguments=call_arguments, split=split)

@@ -270,7 +270,7 @@ class UlyssesAttnProcessor:
         return torch.cat(pieces, dim=1)
 
 
-def encode_on_rank_0(pipe: Any, rank: int) -> None:
+def encode_on_rank_0(pipe: Any) -> None:
     """The prompt (T5) and the image (VAE encoder) are encoded by rank 0 alone and broadcast to every rank.
 
     Every rank then conditions on the very same tensors (on a GPU, two ranks'
@@ -281,7 +281,7 @@ def encode_on_rank_0(pipe: Any, rank: int) -> None:
     from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
     from diffusers.models.modeling_outputs import AutoencoderKLOutput
 
-    encode_prompt, encode_image = pipe.encode_prompt, pipe.vae.encode
+    encode_prompt, encode_image, rank = pipe.encode_prompt, pipe.vae.encode, dist.get_rank()
 
     def prompt_from_rank_0(*args: Any, **kwargs: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         embeds = encode_prompt(*args, **kwargs) if rank == 0 else (None, None)

@@ -17,12 +17,17 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from f2f.bulk.manifest import ManifestError, posedit_manifest, read_manifest
 from f2f.cli_group import EXIT_INTERRUPTED, RunByDefault
+
+if TYPE_CHECKING:
+    from f2f.bulk.manifest import Manifest
+    from f2f.bulk.runner import OutputFolder
+    from f2f.config import F2FConfig
 
 PROGRESS_EVERY_S = 10.0
 
@@ -120,7 +125,7 @@ def run_command(
         sys.exit(EXIT_INTERRUPTED)
 
 
-def _write_reports(out: Any, parsed: Any, config: Any, elapsed_s: float, finished: int) -> dict[str, Any]:
+def _write_reports(out: OutputFolder, parsed: Manifest, config: F2FConfig, elapsed_s: float, finished: int) -> dict[str, Any]:
     """index.jsonl, summary.json and report.html from the journal (the truth on disk); the summary."""
     from f2f.bulk import runner
     from f2f.bulk.report import index_rows, summary, write_reports

@@ -33,6 +33,7 @@ def test_scores_are_the_cosines_of_clips_own_forward_pass(tiny_clip, posedit):
     source, target = _images(posedit)
     text = "a person raises both arms."
     scores = scorer.scores(target, source, target, text)
+    # an embedding's cosine with itself: 1 up to the float32 rounding of its norm (a few 1e-7, any CPU)
     assert scores["clip_i_target"] == pytest.approx(1.0, abs=1e-5)
     assert -1 <= scores["clip_i_source"] < 0.99999
     # CLIPModel's own forward: logits_per_image = exp(logit_scale) * cosine
@@ -41,6 +42,7 @@ def test_scores_are_the_cosines_of_clips_own_forward_pass(tiny_clip, posedit):
     with torch.no_grad():
         out = scorer.model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"], pixel_values=pixels)
         cosine = float(out.logits_per_image[0, 0] / scorer.model.logit_scale.exp())
+    # the same float32 embeddings through CLIPModel's own logits: only the order of one 512-term dot product differs
     assert scores["clip_text"] == pytest.approx(2.5 * max(cosine, 0.0), abs=1e-5)
     assert scorer.scores(target, source, None, None).keys() == {"clip_i_source"}
 

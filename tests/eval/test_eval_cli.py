@@ -60,10 +60,11 @@ def test_bad_rows_are_listed_and_the_rest_is_evaluated(manifest, tmp_path):
     assert rows["no_gt"]["source_lpips"] > 0 and rows["no_gt"].get("target_lpips") is None
     # the summary is the mean over the rows that have each metric
     lpips = [rows[i]["source_lpips"] for i in ("good", "no_gt", "frames")]
+    # metrics.json rounds the summary to 4 decimals: the mean of the rows is within that rounding (5e-5) of it
     assert data["summary"]["source_lpips"] == pytest.approx(sum(lpips) / 3, abs=1e-4)
     assert data["summary"]["target_lpips_n"] == 2 and data["summary"]["pose_pck_n"] == 2
     # the ground truth as its own edit: LPIPS 0, every joint right
-    assert rows["frames"]["target_lpips"] == pytest.approx(0, abs=1e-6)
+    assert rows["frames"]["target_lpips"] == pytest.approx(0, abs=1e-6)  # identical inputs: exactly 0
     assert (rows["frames"]["pose_error"], rows["frames"]["pose_pck"], rows["frames"]["pose_pck_moved"]) == (0.0, 1.0, 1.0)
     assert rows["frames"]["pose_pck_source"] < 1.0  # the baseline: the source's pose is not the target's
     # CLIP was asked for but is not staged: never a number
@@ -169,4 +170,6 @@ def test_the_path_is_read_from_a_kept_video(tmp_path, posedit):
     assert [s["frame"] for s in path] == [0, 4, 8]
     # halfway, then at the target: closer to the target and further from the source frame by frame
     assert path[1]["target_lpips"] > path[2]["target_lpips"] and path[1]["source_lpips"] < path[2]["source_lpips"]
-    assert path[2]["target_lpips"] < 0.1  # the last frame is the target, through H.264 and the letterbox
+    # the last frame is the target through H.264 and the letterbox: lossy, so not 0 (0.0095 here), but far under
+    # the source's distance from the target (0.16); a quarter of it also rules out the halfway blend (0.09, over half)
+    assert path[2]["target_lpips"] < 0.25 * path[0]["target_lpips"]

@@ -59,7 +59,10 @@ def test_the_gpu_run_rehearses_every_step_after_the_install_on_a_cpu(tmp_path: P
     (result,) = tmp_path.glob("*-cpu.json")
     data = json.loads(result.read_text())
     by_mode = {row["mode"]: row for row in data["rows"]}
-    assert by_mode["fused"]["rel_l2"] < 1e-5  # same weights, same seed: an exact switch stays on the plain latents
+    # Same weights and seed: an exact switch only reorders float32 sums (eps 6e-8), which the 2 steps and 2 layers
+    # carry to about 1e-6 relative L2 (compiled, measured here); 1e-5 leaves ten times that for other CPUs' kernels
+    # and is four orders below what an approximate mode moves (pyramid: 1e-1).
+    assert by_mode["fused"]["rel_l2"] < 1e-5
     assert all(row["step_s"] > 0 and row["steps"] == 2 for row in data["rows"])
     assert by_mode["plain"]["paper_s"] > by_mode["plain"]["denoise_s"] and by_mode["first_block"]["paper_s"] is None
     assert len({row["vae_s"] for row in data["rows"]}) == 1  # decoded once
