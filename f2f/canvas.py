@@ -1,12 +1,19 @@
-"""Letterbox a source image onto the model's canvas, and cut the edit back out.
+"""Place a source image on the model's canvas, and cut the edit back out.
 
-The image-to-video model only generates one canvas size (720x480 for
-CogVideoX-5B-I2V). A source of any aspect ratio is scaled, keeping its aspect
-ratio, to the largest size that fits the canvas, centred, on black bars
-(`letterbox`). Frames of the generated video are cropped to the same box and
-resized back to the source size (`unletterbox`).
+Two kinds of canvas (`place_on_canvas`, from the `video` settings):
 
-Rules:
+* fixed (`video.width` x `video.height`, e.g. CogVideoX-5B-I2V's only size,
+  720x480): the source is scaled, keeping its aspect ratio, to the largest
+  size that fits the canvas, centred, on black bars (`letterbox`);
+* free (a model that takes any multiple of `video.size_multiple`, e.g. Wan,
+  LTX-Video, CogVideoX1.5): a canvas of the source's own aspect ratio within
+  `video.max_canvas_pixels` (`fit_canvas`), the source resized onto all of
+  it: no bars.
+
+Either way frames of the generated video are cropped to the source's box and
+resized back to the source's exact size (`unletterbox`).
+
+Letterbox rules:
 
 * the content box touches two opposite edges of the canvas and is centred
   (any odd pixel of margin goes to the right / bottom);
@@ -21,12 +28,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from numbers import Integral
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from PIL import Image
 
 from f2f.errors import InvalidInput
 from f2f.imageio import ensure_rgb, to_rgb
+
+if TYPE_CHECKING:
+    from f2f.config import VideoConfig
 
 _BLACK = (0, 0, 0)
 
@@ -67,6 +77,12 @@ class Letterboxed:
     image: Image.Image
     box: Box
     source_size: tuple[int, int]
+    fit: Literal["letterbox", "free"] = "letterbox"
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the canvas."""
+        return self.image.size
 
     def restore(self, frame: Image.Image) -> Image.Image:
         """`unletterbox(frame, self.box, self.source_size)`."""
@@ -102,6 +118,34 @@ def letterbox(image: Image.Image, width: int, height: int) -> Letterboxed:
     canvas = Image.new("RGB", (width, height), _BLACK)
     canvas.paste(content, (box.left, box.top))
     return Letterboxed(image=canvas, box=box, source_size=source.size)
+
+
+def fit_canvas(source_size: tuple[int, int], max_pixels: int, multiple: int) -> tuple[int, int]:
+    """The free canvas for a source: (width, height), multiples of `multiple`, width*height <= max_pixels,
+    with the source's aspect ratio as nearly as those multiples allow.
+
+    As the Wan and LTX-Video examples size theirs: h = sqrt(max_pixels * h/w),
+    w = sqrt(max_pixels * w/h), each rounded down to a multiple (and at least
+    one multiple).
+    """
+    src_w, src_h = _positive_pair("source_size", source_size)
+    max_pixels, multiple = _positive_int("max_pixels", max_pixels), _positive_int("multiple", multiple)
+    height = max(multiple, int((max_pixels * src_h / src_w) ** 0.5) // multiple * multiple)
+    width = max(multiple, int((max_pixels * src_w / src_h) ** 0.5) // multiple * multiple)
+    return width, height
+
+
+def place_on_canvas(image: Image.Image, video: VideoConfig) -> Letterboxed:
+    """The source on the canvas `video` asks for: letterboxed onto width x height when those are set, else
+    resized onto `fit_canvas(source, max_canvas_pixels, size_multiple)` (LANCZOS; as is if it already fits)."""
+    if video.width is not None and video.height is not None:
+        return letterbox(image, video.width, video.height)
+    if video.max_canvas_pixels is None or video.size_multiple is None:
+        raise InvalidInput("video", video.missing(), "a canvas needs width and height, or max_canvas_pixels and size_multiple")
+    source = ensure_rgb(_require_image("image", image))
+    size = fit_canvas(source.size, video.max_canvas_pixels, video.size_multiple)
+    canvas = source if size == source.size else source.resize(size, Image.Resampling.LANCZOS)
+    return Letterboxed(image=canvas, box=Box(0, 0, *size), source_size=source.size, fit="free")
 
 
 def unletterbox(frame: Image.Image, box: Box | tuple[int, int, int, int], size: tuple[int, int]) -> Image.Image:

@@ -39,14 +39,28 @@ class FileEntry(BaseModel):
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the file; null when not published.")
 
 
+class LoraFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file: str = Field(description="The LoRA file inside the checkpoint folder (one of its files).")
+    target: Literal["transformer", "transformer_2"] = Field("transformer", description="The transformer it fits.")
+    scale: float = Field(1.0, gt=0, le=10, description="Its weight when fused.")
+
+
 class Checkpoint(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    role: Literal["generator", "vlm", "metric"] = Field(description="What the checkpoint is used for (metric: f2f eval).")
-    dir: str = Field(description="Folder name inside the models folder.")
-    tiny: Literal["cogvideox-i2v", "qwen2-vl", "qwen2.5-vl"] | None = Field(
-        None, description="Built by f2f (random weights), not downloaded."
+    role: Literal["generator", "vlm", "lora", "metric"] = Field(
+        description="What the checkpoint is used for (lora: fused into a generator; metric: f2f eval)."
     )
+    dir: str = Field(description="Folder name inside the models folder.")
+    tiny: str | None = Field(None, description="Built by f2f (random weights), not downloaded: the builder's kind.")
+    family: str | None = Field(None, description="generator and lora: the video family (f2f.backends.i2v.FAMILIES).")
+    licence: str | None = Field(None, description="The weights' licence, as its model card names it.")
+    memory_gib: float | None = Field(
+        None, gt=0, description="GPU memory the weights take in bfloat16, in GiB (an estimate: parameters x 2 bytes)."
+    )
+    lora: tuple[LoraFile, ...] = Field((), description="role lora: its files, each fused into one transformer.")
     repo: str | None = Field(None, description="Hub repository id.")
     revision: str | None = Field(None, pattern=r"^[0-9a-f]{40}$", description="Pinned commit of the repository.")
     files: dict[str, FileEntry] = Field(default_factory=dict, description="Every file the loader needs.")
@@ -59,6 +73,7 @@ class Profile(BaseModel):
     description: str = Field(description="One line for `f2f models list`.")
     generator: str = Field(description="Checkpoint name of the video model.")
     vlm: str = Field(description="Checkpoint name of the VLM.")
+    lora: tuple[str, ...] = Field((), description="Checkpoint names of LoRAs fused into the generator, in order.")
     config: dict[str, Any] = Field(default_factory=dict, description="Config values of this profile (under the user's).")
 
 
@@ -74,9 +89,10 @@ class Catalogue(BaseModel):
         return self.profiles[name]
 
     def checkpoints_of(self, profile: str) -> dict[str, Checkpoint]:
-        """The profile's checkpoints by role: {"generator": ..., "vlm": ...}."""
+        """The profile's checkpoints by role: {"generator": ..., "vlm": ..., "lora", "lora.1", ...: each LoRA}."""
         p = self.profile(profile)
-        return {"generator": self.checkpoints[p.generator], "vlm": self.checkpoints[p.vlm]}
+        loras = {("lora" if i == 0 else f"lora.{i}"): self.checkpoints[name] for i, name in enumerate(p.lora)}
+        return {"generator": self.checkpoints[p.generator], "vlm": self.checkpoints[p.vlm], **loras}
 
 
 @functools.cache
@@ -92,6 +108,11 @@ def load_catalogue() -> Catalogue:
             ckpt = catalogue.checkpoints.get(getattr(profile, role))
             if ckpt is None or ckpt.role != role:
                 raise InvalidConfig(f"profiles.{name}.{role}", getattr(profile, role), f"must name a {role} checkpoint")
+        for lora in profile.lora:
+            ckpt = catalogue.checkpoints.get(lora)
+            if ckpt is None or ckpt.role != "lora" or ckpt.family != catalogue.checkpoints[profile.generator].family:
+                rule = "must name a lora checkpoint of the generator's family"
+                raise InvalidConfig(f"profiles.{name}.lora", lora, rule)
     return catalogue
 
 

@@ -158,13 +158,15 @@ def models_group() -> None:
 
 @models_group.command("list")
 def models_list() -> None:
-    """Profiles and the checkpoints they use."""
+    """Profiles and the checkpoints they use: family, licence, weights' memory, origin."""
     catalogue = load_catalogue()
     for name, profile in catalogue.profiles.items():
         click.echo(f"{name}: {profile.description}")
         for role, ckpt in catalogue.checkpoints_of(name).items():
             origin = "built by f2f (random weights)" if ckpt.tiny else f"{ckpt.repo}@{ckpt.revision}"
-            click.echo(f"  {role:9} {ckpt.dir:28} {origin}")
+            memory = f"{ckpt.memory_gib:g} GiB" if ckpt.memory_gib else "-"
+            licence = ckpt.licence or ("(random weights)" if ckpt.tiny else "-")
+            click.echo(f"  {role:9} {ckpt.dir:30} {ckpt.family or '-':10} {memory:>9}  {licence}  {origin}")
     for name, ckpt in catalogue.checkpoints.items():
         if ckpt.role == "metric":
             click.echo(f"metric checkpoint {name} (f2f eval; stage with --checkpoint {name}): {ckpt.repo}@{ckpt.revision}")

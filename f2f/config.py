@@ -2,8 +2,8 @@
 
 Every field has a description and units in its name where it has units.
 Unknown keys are rejected at every level. Defaults are the settings of the
-Frame2Frame paper (49 frames, 50 steps, guidance 6.0, a 720x480 canvas,
-every 4th frame a candidate, one seed).
+Frame2Frame paper (every 4th frame a candidate, one seed); the video settings
+are the generator's own (its profile's, else its family's: `VideoConfig`).
 
 Build it once (`load_config`) and pass it down; nothing else in the package
 reads files or environment variables for configuration.
@@ -25,28 +25,69 @@ class _Section(BaseModel):
 
 
 class VideoConfig(_Section):
-    """What the image-to-video model is asked to generate."""
+    """What the image-to-video model is asked to generate.
 
-    width: int = Field(
-        720,
+    Every field left null is the generator's own default: the profile's
+    (`models/catalogue.yaml`), else its family's (`f2f.backends.i2v`), filled in
+    when the config is loaded (`config_from_dict`). No model's number is a
+    default here.
+    """
+
+    width: int | None = Field(
+        None,
         ge=16,
-        multiple_of=16,
-        description="Canvas width in pixels; the model generates only this size (CogVideoX-5B-I2V: 720).",
+        description="Canvas width in pixels, with height: every source is letterboxed onto this one size "
+        "(a fixed-canvas model such as CogVideoX-5B-I2V: its only size). Null on a free-size model: a canvas of each "
+        "source's own aspect ratio within max_canvas_pixels.",
     )
-    height: int = Field(480, ge=16, multiple_of=16, description="Canvas height in pixels (CogVideoX-5B-I2V: 480).")
-    num_frames: int = Field(49, ge=2, description="Frames per video, the source frame included; must be frame_step*k + 1.")
-    frame_step: int = Field(8, ge=1, description="The generator returns exactly frame_step*k + 1 frames (CogVideoX: 8).")
-    num_inference_steps: int = Field(50, ge=1, le=1000, description="Denoising steps per video.")
-    guidance_scale: float = Field(6.0, ge=1.0, le=50.0, description="Classifier-free guidance scale (1.0 turns guidance off).")
-    fps: int = Field(8, ge=1, le=120, description="Frames per second of the written video file.")
+    height: int | None = Field(None, ge=16, description="Canvas height in pixels (with width; see width).")
+    max_canvas_pixels: int | None = Field(
+        None, ge=256, description="Free-size models: the canvas's pixel budget (width*height), e.g. 399,360 = 832x480."
+    )
+    size_multiple: int | None = Field(
+        None, ge=1, le=256, description="Canvas width and height are multiples of this (the model's: VAE scale x patch)."
+    )
+    num_frames: int | None = Field(None, ge=2, description="Frames per video, the source frame included; frame_step*k + 1.")
+    frame_step: int | None = Field(
+        None, ge=1, description="The generator returns exactly frame_step*k + 1 frames (CogVideoX 8, Wan 4, LTX-Video 8)."
+    )
+    num_inference_steps: int | None = Field(None, ge=1, le=1000, description="Denoising steps per video.")
+    guidance_scale: float | None = Field(
+        None, ge=1.0, le=50.0, description="Classifier-free guidance scale (1.0 turns guidance off)."
+    )
+    shift: float | None = Field(
+        None, gt=0, le=100, description="Flow-matching models: the timestep shift of the scheduler (null: the checkpoint's)."
+    )
+    fps: int | None = Field(None, ge=1, le=120, description="Frames per second of the written video file.")
 
     @model_validator(mode="after")
     def _frames_the_model_can_produce(self) -> VideoConfig:
-        if (self.num_frames - 1) % self.frame_step != 0:
+        if (self.width is None) != (self.height is None):
+            given, missing = ("width", "height") if self.height is None else ("height", "width")
+            raise InvalidConfig(missing, None, f"set both width and height, or neither ({given} is {getattr(self, given)})")
+        if self.num_frames is not None and self.frame_step is not None and (self.num_frames - 1) % self.frame_step:
             valid = ", ".join(str(self.frame_step * k + 1) for k in range(1, 7))
-            rule = f"the generator produces only frame_step*k + 1 frames ({valid}, ...)"
+            rule = f"the generator produces only {self.frame_step}k + 1 frames ({valid}, ...)"
             raise InvalidConfig("num_frames", self.num_frames, rule)
+        if self.size_multiple is not None and self.width is not None:
+            for name in ("width", "height"):
+                if getattr(self, name) % self.size_multiple:
+                    rule = f"must be a multiple of size_multiple ({self.size_multiple})"
+                    raise InvalidConfig(name, getattr(self, name), rule)
         return self
+
+    @property
+    def complete(self) -> bool:
+        """Everything a video needs is set: a canvas (width and height, or a pixel budget) and every setting."""
+        canvas = self.width is not None or (self.max_canvas_pixels is not None and self.size_multiple is not None)
+        return canvas and None not in (self.num_frames, self.num_inference_steps, self.guidance_scale, self.fps)
+
+    def missing(self) -> list[str]:
+        """The fields `complete` wants that are null."""
+        names = ["num_frames", "num_inference_steps", "guidance_scale", "fps"]
+        if self.width is None:
+            names += ["max_canvas_pixels", "size_multiple"]
+        return [name for name in names if getattr(self, name) is None]
 
 
 class CaptionConfig(_Section):
@@ -134,7 +175,7 @@ class ParallelConfig(_Section):
 
     cfg: Literal[1, 2] = Field(1, description="2: the two halves of classifier-free guidance run on two GPUs.")
     ulysses: int = Field(
-        1, ge=1, le=64, description="Split the video tokens over this many GPUs (Ulysses); it must divide the heads (48)."
+        1, ge=1, le=64, description="Split the video tokens over this many GPUs (Ulysses); it must divide the attention heads."
     )
 
     @property
@@ -142,11 +183,30 @@ class ParallelConfig(_Section):
         return self.cfg * self.ulysses
 
 
+class LoraConfig(_Section):
+    """One LoRA file, loaded into the generator's transformer through diffusers and fused after load."""
+
+    path: Path = Field(description="The LoRA's .safetensors file (diffusers, PEFT or the original trainers' key names).")
+    scale: float = Field(1.0, gt=0, le=10, description="Its weight when fused (1.0: as trained).")
+    target: Literal["transformer", "transformer_2"] = Field(
+        "transformer",
+        description="The transformer it fits; transformer_2: the low-noise expert of a two-expert model (Wan2.2-A14B).",
+    )
+
+
 class GeneratorConfig(_Section):
     """The image-to-video backend."""
 
-    backend: Literal["diffusers"] = Field("diffusers", description="Video backend: diffusers (CogVideoXImageToVideoPipeline).")
+    backend: Literal["diffusers"] = Field("diffusers", description="Video backend: a diffusers image-to-video pipeline.")
+    family: str | None = Field(
+        None,
+        description="The checkpoint's family (cogvideox, wan, ltx; `f2f models list`); null reads it from the folder's "
+        "model_index.json. Set, a folder of another family is refused.",
+    )
     model_path: Path | None = Field(None, description="Local folder of the checkpoint (diffusers layout); never downloaded.")
+    lora: tuple[LoraConfig, ...] = Field(
+        (), description="LoRAs fused into the transformer after load, in order (e.g. a few-step distillation LoRA)."
+    )
     device: Device = Field("auto", description="auto: cuda when available, else cpu.")
     dtype: DType = Field("auto", description="auto: bfloat16 on cuda, float32 on cpu.")
     vae_slicing: bool = Field(False, description="Decode the VAE one video at a time (less memory, same result).")
@@ -256,7 +316,7 @@ class F2FConfig(_Section):
     @model_validator(mode="after")
     def _stride_leaves_a_candidate(self) -> F2FConfig:
         stride, frames = self.selection.candidate_stride, self.video.num_frames
-        if stride >= frames:
+        if frames is not None and stride >= frames:
             rule = f"must be smaller than video.num_frames ({frames}), or no frame after the source is a candidate"
             raise InvalidConfig("selection.candidate_stride", stride, rule)
         if self.selection.collage_max_pixels > self.vlm.max_pixels:
@@ -287,6 +347,7 @@ def config_from_dict(data: dict[str, Any], origin: str = "") -> F2FConfig:
 
     With a `profile`, the profile's config values lie under `data`, and the
     model paths that `data` leaves empty point into the profile's models folder.
+    The `video` fields left null are then the generator's defaults (`with_video_defaults`).
     """
     if data.get("profile") is not None:
         from f2f.catalogue import load_catalogue
@@ -298,9 +359,45 @@ def config_from_dict(data: dict[str, Any], origin: str = "") -> F2FConfig:
         data = _merge(profile.config, data)
     try:
         config = F2FConfig.model_validate(data)
+        if config.profile:
+            config = _with_profile_paths(config)
+        return with_video_defaults(config)
     except ValidationError as exc:
         raise invalid_config_from(exc, origin) from None
-    return _with_profile_paths(config) if config.profile else config
+    except InvalidConfig as exc:
+        raise InvalidConfig(origin + exc.field, exc.value, exc.rule) from None
+
+
+def with_video_defaults(config: F2FConfig) -> F2FConfig:
+    """`config` with the null `video` fields set to its generator's defaults.
+
+    The generator's family is `generator.family`, else the profile's generator
+    checkpoint's (the catalogue), else the one `generator.model_path`'s
+    model_index.json names. A readable checkpoint folder also gives its own
+    canvas and frame rules (`f2f.backends.i2v.video_defaults`). With no
+    generator configured, the fields stay null (nothing can generate anyway).
+    """
+    from f2f.backends.i2v import video_defaults
+
+    family = config.generator.family
+    if family is None and config.profile:
+        from f2f.catalogue import load_catalogue
+
+        family = load_catalogue().checkpoints_of(config.profile)["generator"].family
+    defaults = video_defaults(family, config.generator.model_path)
+    if defaults is None:
+        return config
+    family_name, values = defaults
+    asked = config.video.model_dump(exclude_none=True)
+    try:
+        video = VideoConfig.model_validate({**values, **asked})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raised = err.get("ctx", {}).get("error")
+        if isinstance(raised, InvalidConfig):
+            raise InvalidConfig(f"video.{raised.field}", raised.value, f"{raised.rule} ({family_name} family)") from None
+        raise
+    return config.model_copy(update={"video": video})._stride_leaves_a_candidate()
 
 
 def _with_profile_paths(config: F2FConfig) -> F2FConfig:
@@ -312,12 +409,21 @@ def _with_profile_paths(config: F2FConfig) -> F2FConfig:
     if models_dir is None:
         rule = f"profile {config.profile!r} needs the folder of its staged checkpoints (--models DIR; see `f2f models stage`)"
         raise InvalidConfig("models_dir", None, rule)
-    update: dict[str, Any] = {"models_dir": models_dir}
+    sections = {}
     for role in ("generator", "vlm"):
         section = getattr(config, role)
-        if section.model_path is None:
-            update[role] = section.model_copy(update={"model_path": models_dir / checkpoints[role].dir})
-    return config.model_copy(update=update)
+        sections[role] = section if section.model_path is not None else section.model_copy(
+            update={"model_path": models_dir / checkpoints[role].dir}
+        )
+    loras = [ckpt for role, ckpt in checkpoints.items() if role.startswith("lora")]
+    if loras and not config.generator.lora:  # the profile's LoRAs, unless the config names its own
+        fused = tuple(
+            LoraConfig(path=models_dir / ckpt.dir / part.file, target=part.target, scale=part.scale)
+            for ckpt in loras
+            for part in ckpt.lora
+        )
+        sections["generator"] = sections["generator"].model_copy(update={"lora": fused})
+    return config.model_copy(update={"models_dir": models_dir, **sections})
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> F2FConfig:

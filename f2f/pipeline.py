@@ -2,7 +2,7 @@
 
     1. check inputs      4. generate one clip per seed
     2. temporal caption  5. candidates + collage -> the VLM selects, per clip
-    3. letterbox         6. pick the best clip, un-letterbox its frame
+    3. canvas            6. pick the best clip, cut its frame back to the source
 
 Several seeds: every clip is judged on its own, then the result is the clip
 whose frame was chosen with the lowest label (the least drift from the
@@ -20,9 +20,9 @@ from contextlib import contextmanager
 
 from PIL import Image
 
-from f2f.canvas import Letterboxed, letterbox
+from f2f.canvas import Letterboxed, place_on_canvas
 from f2f.caption import caption_messages, clean_caption, load_exemplars
-from f2f.config import F2FConfig
+from f2f.config import F2FConfig, VideoConfig
 from f2f.errors import InvalidImage, InvalidInput
 from f2f.imageio import ensure_rgb
 from f2f.protocols import VLM, CancelToken, Frames, Progress, ProgressCallback, VideoGenerator
@@ -61,16 +61,17 @@ async def edit(
     with _timed(timings, "caption"):
         answer, caption = await write_caption(vlm, source, text, config)
 
-    # 3. Letterbox
+    # 3. Canvas: letterboxed onto a fixed one, or a free one of the source's own aspect ratio
     with _timed(timings, "letterbox"):
-        canvas = letterbox(source, config.video.width, config.video.height)
+        canvas = place_on_canvas(source, config.video)
+        settings = config.video.model_copy(update={"width": canvas.size[0], "height": canvas.size[1]})
 
     # 4. Generate
     cancel.raise_if_cancelled()
     notify(Progress("generate"))
     with _timed(timings, "generate"):
-        clips = await generator.generate(canvas.image, caption or text, seeds, config.video, progress=notify, cancel=cancel)
-        check_clips(clips, seeds, config)
+        clips = await generator.generate(canvas.image, caption or text, seeds, settings, progress=notify, cancel=cancel)
+        check_clips(clips, seeds, settings)
 
     # 5. Candidates + collage -> selection, per clip
     cancel.raise_if_cancelled()
@@ -97,6 +98,8 @@ async def edit(
         candidate_frames=[clips[best][f] for f in outcome.candidates],
         box=canvas.box,
         source_size=source.size,
+        canvas_size=canvas.size,
+        canvas_fit=canvas.fit,
         timings_s=timings,
         frames=clips[best] if keep_frames else None,
     )
@@ -140,17 +143,17 @@ async def write_caption(vlm: VLM, source: Image.Image, text: str, config: F2FCon
     return answer, clean_caption(answer, cfg.max_chars)
 
 
-def check_clips(clips: list[Frames], seeds: list[int], config: F2FConfig) -> None:
+def check_clips(clips: list[Frames], seeds: list[int], settings: VideoConfig) -> None:
     """The generator kept its contract: one clip per seed, exact frame count, canvas size."""
-    size = (config.video.width, config.video.height)
+    size = (settings.width, settings.height)
     if len(clips) != len(seeds):
         raise RuntimeError(f"the video generator returned {len(clips)} clips for {len(seeds)} seeds")
     for clip in clips:
-        if len(clip) != config.video.num_frames or any(frame.size != size for frame in clip):
+        if len(clip) != settings.num_frames or any(frame.size != size for frame in clip):
             sizes = sorted({frame.size for frame in clip})
             raise RuntimeError(
                 f"the video generator returned {len(clip)} frames of sizes {sizes}; "
-                f"expected {config.video.num_frames} frames of {size}"
+                f"expected {settings.num_frames} frames of {size}"
             )
 
 

@@ -53,7 +53,9 @@ class EditResult:
     box: Box  # where the source lies on the canvas
     source_size: tuple[int, int]
     timings_s: dict[str, float]
+    canvas_size: tuple[int, int]  # (width, height) of the canvas the video was generated on
     frames: list[Image.Image] | None = field(default=None, repr=False)  # the whole chosen clip, if kept
+    canvas_fit: Literal["letterbox", "free"] = "letterbox"  # letterboxed onto a fixed canvas, or a free one
 
     @property
     def status(self) -> Status:
@@ -87,6 +89,7 @@ class EditResult:
             "clips": self.clips,
             "letterbox_box": list(self.box),
             "source_size": list(self.source_size),
+            "canvas": {"size": list(self.canvas_size), "fit": self.canvas_fit},
             "timings_s": {k: round(v, 4) for k, v in self.timings_s.items()},
         }
 

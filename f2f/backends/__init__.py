@@ -16,6 +16,7 @@ before the slow part, loading weights, and never falls back to anything.
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import tempfile
@@ -162,11 +163,18 @@ def _build_tiny(ckpt: Checkpoint, folder: Path, seed: int) -> Path:
     return folder
 
 
+# The tiny-checkpoint builders by the catalogue's `tiny` kind: (module, function, keyword arguments); each is
+# called as function(folder, seed=seed, **arguments) and writes a complete checkpoint folder.
+TINY_BUILDERS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "cogvideox-i2v": ("f2f.backends.tiny_cogvideox", "make_tiny_cogvideox", {}),
+    "qwen2-vl": ("f2f.backends.tiny_qwen", "make_tiny_qwen", {"variant": "qwen2-vl"}),
+    "qwen2.5-vl": ("f2f.backends.tiny_qwen", "make_tiny_qwen", {"variant": "qwen2.5-vl"}),
+}
+
+
 def _tiny_builder(kind: str | None) -> Callable[[Path, int], Any]:
-    if kind == "cogvideox-i2v":
-        from f2f.backends.tiny_cogvideox import make_tiny_cogvideox
-
-        return lambda path, seed: make_tiny_cogvideox(path, seed=seed)
-    from f2f.backends.tiny_qwen import make_tiny_qwen
-
-    return lambda path, seed: make_tiny_qwen(path, variant=kind, seed=seed)
+    if kind not in TINY_BUILDERS:
+        raise InvalidConfig("catalogue", kind, f"no tiny-checkpoint builder of that kind; known: {', '.join(TINY_BUILDERS)}")
+    module, function, arguments = TINY_BUILDERS[kind]
+    build = getattr(importlib.import_module(module), function)
+    return lambda path, seed: build(path, seed=seed, **arguments)

@@ -65,13 +65,13 @@ def _spec(name: str, transformer: dict[str, Any], vae: dict[str, Any]) -> Checkp
         fixed_canvas=bool(transformer.get("use_learned_positional_embeddings", False)),
         size_multiple=scale * transformer.get("patch_size", 2),
         frame_step=int(vae.get("temporal_compression_ratio", 4)) * LATENT_DECODE_GROUP,
-        max_text_seq_length=transformer.get("max_text_seq_length", 226),
+        options={"max_text_seq_length": transformer.get("max_text_seq_length", 226)},
     )
 
 
 def call_arguments(spec: CheckpointSpec, settings: VideoConfig) -> dict[str, Any]:
     """The pipeline call's CogVideoX arguments: constant guidance, the transformer's T5 length."""
-    return {"use_dynamic_cfg": False, "max_sequence_length": spec.max_text_seq_length}
+    return {"use_dynamic_cfg": False, "max_sequence_length": spec.options["max_text_seq_length"]}
 
 
 def split(pipe: Any, groups: ParallelGroups) -> None:
@@ -82,4 +82,14 @@ def split(pipe: Any, groups: ParallelGroups) -> None:
     encode_on_rank_0(pipe)
 
 
-FAMILY = Family(name="cogvideox", pipeline_class=PIPELINE_CLASS, inspect=inspect, call_arguments=call_arguments, split=split)
+# CogVideoX-5B-I2V's settings in the paper (a CogVideoX1.5 profile sets its own: 81 frames, 16 fps, a free canvas).
+DEFAULTS = {"frame_step": 8, "size_multiple": 16, "num_frames": 49, "num_inference_steps": 50, "guidance_scale": 6.0, "fps": 8}
+
+FAMILY = Family(
+    name="cogvideox",
+    pipeline_class=PIPELINE_CLASS,
+    inspect=inspect,
+    defaults=DEFAULTS,
+    call_arguments=call_arguments,
+    split=split,
+)

@@ -35,15 +35,16 @@ import importlib
 import json
 import logging
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from PIL import Image
 
+from f2f.backends.lora import check_loras, fuse_loras
 from f2f.backends.speedups import apply_speedups, attention_kernel, check_speed
-from f2f.config import Device, DType, GeneratorConfig, SpeedConfig, VideoConfig
+from f2f.config import Device, DType, GeneratorConfig, LoraConfig, SpeedConfig, VideoConfig
 from f2f.errors import BackendNotConfigured, EditCancelled, GeneratorOutOfMemory, InvalidConfig, InvalidInput
 from f2f.protocols import CancelToken, Frames, Progress, ProgressCallback
 
@@ -52,9 +53,10 @@ if TYPE_CHECKING:
 
     from f2f.backends.parallel import ParallelGroups
 
-# The families by pipeline class: the module that defines each one's FAMILY (imported when a checkpoint names it).
-FAMILIES = {"CogVideoXImageToVideoPipeline": "f2f.backends.cogvideox"}
+# The families by name: the module that defines each one's FAMILY (imported when a checkpoint or a config names it).
+FAMILIES = {"cogvideox": "f2f.backends.cogvideox"}
 SPEED_SWITCHES = frozenset(SpeedConfig.model_fields)
+SPLIT_AXES = frozenset({"cfg", "ulysses"})
 logger = logging.getLogger("f2f.backends")
 _FIELD = "generator.model_path"
 _INSTALL = "pip install 'f2f[video]'"
@@ -69,7 +71,13 @@ class CheckpointSpec:
     fixed_canvas: bool  # canvas_size is the only size (e.g. learned positional embeddings)
     size_multiple: int  # width and height must be multiples of this
     frame_step: int  # clips have frame_step*k + 1 frames
-    max_text_seq_length: int  # text encoder tokens the transformer takes
+    options: Mapping[str, Any] = field(default_factory=dict)  # the family's own values (e.g. a text length)
+
+    def video_defaults(self) -> dict[str, Any]:
+        """The `video` fields this checkpoint decides: its canvas (or pixel budget), multiples and frame rule."""
+        width, height = self.canvas_size
+        canvas = {"width": width, "height": height} if self.fixed_canvas else {"max_canvas_pixels": width * height}
+        return {**canvas, "size_multiple": self.size_multiple, "frame_step": self.frame_step}
 
 
 @dataclass(frozen=True)
@@ -77,11 +85,33 @@ class Family:
     """What one kind of image-to-video checkpoint does differently (see the module docstring)."""
 
     name: str
-    pipeline_class: str
+    pipeline_class: str  # the diffusers class loaded; a model_index.json naming it (or index_classes) is this family
     inspect: Callable[[Path, dict[str, Any]], CheckpointSpec]  # (folder, model_index.json) -> rules; InvalidConfig
-    call_arguments: Callable[[CheckpointSpec, VideoConfig], dict[str, Any]]
+    defaults: Mapping[str, Any]  # `video` defaults of its reference checkpoint (a profile's values come first)
+    call_arguments: Callable[[CheckpointSpec, VideoConfig], dict[str, Any]]  # the call's family-specific arguments
+    index_classes: tuple[str, ...] = ()  # other model_index.json class names of the family's checkpoints
+    image_per_prompt: bool = True  # the call takes a list of images, one per prompt; False: one image for the batch
+    set_shift: Callable[[Any, float], None] | None = None  # apply video.shift to a loaded pipeline (None: refused)
     split: Callable[[Any, ParallelGroups], None] | None = None  # make a loaded pipeline run split over the ranks
+    split_axes: frozenset[str] = SPLIT_AXES  # the generator.parallel axes (cfg, ulysses) that split supports
     speed: frozenset[str] = SPEED_SWITCHES  # the generator.speed switches it supports
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Every model_index.json `_class_name` that is this family."""
+        return (self.pipeline_class, *self.index_classes)
+
+
+def family_named(name: str, field_name: str = "generator.family") -> Family:
+    """The family called `name`; InvalidConfig naming `field_name` if f2f has none of that name."""
+    if name not in FAMILIES:
+        raise InvalidConfig(field_name, name, f"unknown video family; known: {', '.join(FAMILIES)}")
+    return importlib.import_module(FAMILIES[name]).FAMILY
+
+
+def all_families() -> list[Family]:
+    """Every family f2f has, in FAMILIES order."""
+    return [family_named(name) for name in FAMILIES]
 
 
 def family_of(path: Path) -> tuple[Family, dict[str, Any]]:
@@ -90,11 +120,31 @@ def family_of(path: Path) -> tuple[Family, dict[str, Any]]:
         raise InvalidConfig(_FIELD, str(path), f"no such folder {path.name!r} (it must be a local diffusers checkpoint folder)")
     index = read_json(path, "model_index.json")
     found = index.get("_class_name")
-    if found not in FAMILIES:
-        known = ", ".join(FAMILIES)
-        rule = f"{path.name}/model_index.json names {found!r}; f2f makes videos with {known} checkpoints"
-        raise InvalidConfig(_FIELD, str(path), rule)
-    return importlib.import_module(FAMILIES[found]).FAMILY, index
+    for family in all_families():
+        if found in family.classes:
+            return family, index
+    known = ", ".join(f"{f.name} ({'/'.join(f.classes)})" for f in all_families())
+    rule = f"{path.name}/model_index.json names {found!r}; f2f makes videos with the families {known}"
+    raise InvalidConfig(_FIELD, str(path), rule)
+
+
+def video_defaults(family: str | None, model_path: Path | None) -> tuple[str, dict[str, Any]] | None:
+    """(family name, `video` defaults) for a config: the family's, and the checkpoint folder's rules when it is readable.
+
+    `family` (a config's or the catalogue's) wins over the folder's; they must
+    agree. None when neither is known (no generator configured).
+    """
+    folder = model_path if model_path is not None and (model_path / "model_index.json").is_file() else None
+    named = family_named(family) if family is not None else None
+    if folder is None:
+        if named is None and model_path is not None:
+            family_of(model_path)  # the folder's own error: missing, or not a checkpoint
+        return None if named is None else (named.name, dict(named.defaults))
+    found, spec = inspect_checkpoint(folder)
+    if named is not None and named.name != found.name:
+        rule = f"{folder.name} is a {found.name} checkpoint ({found.pipeline_class}), not {named.name}"
+        raise InvalidConfig("generator.family", named.name, rule)
+    return found.name, {**found.defaults, **spec.video_defaults()}
 
 
 def inspect_checkpoint(path: Path) -> tuple[Family, CheckpointSpec]:
@@ -125,25 +175,34 @@ class DiffusersVideoGenerator:
         max_batch_seeds: int = 1,
         speed: SpeedConfig | None = None,
         parallel: ParallelGroups | None = None,
+        family: str | None = None,
+        lora: Sequence[LoraConfig] = (),
     ) -> None:
         torch, diffusers = _libraries()
         if max_batch_seeds < 1:
             raise InvalidConfig("generator.max_batch_seeds", max_batch_seeds, "must be at least 1")
         self.model_path = Path(model_path)
         self.family, self.spec = inspect_checkpoint(self.model_path)
+        if family is not None and family_named(family).name != self.family.name:
+            rule = f"{self.model_path.name} is a {self.family.name} checkpoint ({self.family.pipeline_class}), not {family}"
+            raise InvalidConfig("generator.family", family, rule)
         self.device, self.dtype = resolve_device(torch, device, dtype, cpu_offload)
         self.speed = speed or SpeedConfig()
         self._check_family_supports(self.speed, parallel)
         check_speed(self.speed, self.device)
+        pipeline_class = getattr(diffusers, self.family.pipeline_class)
+        self.lora = tuple(lora)
+        check_loras(pipeline_class, self.model_path, self.lora)
         self.max_batch_seeds = max_batch_seeds
         self._lock = threading.Lock()  # one video job at a time; taken in the worker thread
         self.parallel = parallel
         self.decodes = parallel is None or parallel.rank == 0  # a split video is encoded and decoded by rank 0 alone
         no_text_encoder = {} if self.decodes else {"text_encoder": None, "tokenizer": None}
-        pipe = getattr(diffusers, self.family.pipeline_class).from_pretrained(
+        pipe = pipeline_class.from_pretrained(
             self.model_path, **{_dtype_keyword(): self.dtype}, **no_text_encoder, local_files_only=True
         )
         pipe.set_progress_bar_config(disable=True)
+        fuse_loras(pipe, self.lora)
         apply_memory_switches(pipe, self.device, vae_slicing=vae_slicing, vae_tiling=vae_tiling, cpu_offload=cpu_offload)
         apply_speedups(pipe, self.speed)
         if parallel is not None and self.family.split is not None:
@@ -165,6 +224,8 @@ class DiffusersVideoGenerator:
             max_batch_seeds=cfg.max_batch_seeds,
             speed=cfg.speed,
             parallel=parallel,
+            family=cfg.family,
+            lora=cfg.lora,
         )
 
     def _check_family_supports(self, speed: SpeedConfig, parallel: ParallelGroups | None) -> None:
@@ -173,10 +234,16 @@ class DiffusersVideoGenerator:
         for switch in sorted(SPEED_SWITCHES - self.family.speed):
             if getattr(speed, switch) != SpeedConfig.model_fields[switch].default:
                 raise InvalidConfig(f"generator.speed.{switch}", getattr(speed, switch), f"the {name} family does not support it")
-        if parallel is not None and self.family.split is None:
-            layout = parallel.layout
+        if parallel is None:
+            return
+        layout = parallel.layout
+        if self.family.split is None:
             rule = f"the {name} family cannot split a video over several processes (use cfg 1, ulysses 1)"
             raise InvalidConfig("generator.parallel", f"cfg {layout.cfg} x ulysses {layout.ulysses}", rule)
+        for axis in sorted(SPLIT_AXES - self.family.split_axes):
+            if getattr(layout, axis) > 1:
+                rule = f"the {name} family splits a video only by {' and '.join(sorted(self.family.split_axes))} (set it to 1)"
+                raise InvalidConfig(f"generator.parallel.{axis}", getattr(layout, axis), rule)
 
     @property
     def canvas_size(self) -> tuple[int, int]:
@@ -200,23 +267,8 @@ class DiffusersVideoGenerator:
         release_memory(self.device)
 
     def check_settings(self, settings: VideoConfig) -> None:
-        """InvalidConfig naming the `video.*` field this checkpoint cannot generate."""
-        spec = self.spec
-        width, height = spec.canvas_size
-        for field, value, wanted in (("video.width", settings.width, width), ("video.height", settings.height, height)):
-            if spec.fixed_canvas and value != wanted:
-                rule = f"{spec.name} generates only {width}x{height} (set video.width: {width}, video.height: {height})"
-                raise InvalidConfig(field, value, rule)
-            if value % spec.size_multiple:
-                raise InvalidConfig(field, value, f"{spec.name} needs a multiple of {spec.size_multiple}")
-        step = spec.frame_step
-        if (settings.num_frames - 1) % step:
-            counts = ", ".join(str(step * k + 1) for k in range(1, 7))
-            rule = f"{spec.name} returns exactly {step}k+1 frames ({counts}, ...)"
-            raise InvalidConfig("video.num_frames", settings.num_frames, rule)
-        if settings.frame_step % step:
-            rule = f"{spec.name} returns exactly {step}k+1 frames, so video.frame_step must be a multiple of {step}"
-            raise InvalidConfig("video.frame_step", settings.frame_step, rule)
+        """InvalidConfig naming the `video.*` field this checkpoint cannot generate (`check_video`)."""
+        check_video(self.family, self.spec, settings)
 
     async def generate(
         self,
@@ -267,10 +319,12 @@ class DiffusersVideoGenerator:
 
         settings, n = job.settings, len(seeds)
         generators = [torch.Generator(self.device).manual_seed(seed) for seed in seeds]
+        if settings.shift is not None and self.family.set_shift is not None:
+            self.family.set_shift(pipe, settings.shift)
         try:
             with attention_kernel(self.speed):
                 output = pipe(
-                    image=[job.image] * n,
+                    image=[job.image] * n if self.family.image_per_prompt else job.image,
                     prompt=[job.caption] * n,
                     height=settings.height,
                     width=settings.width,
@@ -343,6 +397,46 @@ class _Job:
             return tensors
 
         return on_step_end
+
+
+def check_video(family: Family, spec: CheckpointSpec, settings: VideoConfig) -> None:
+    """InvalidConfig naming the `video.*` field that `spec`'s checkpoint cannot generate, and its rule.
+
+    A fixed canvas takes only its own size; a free one any multiple of the
+    checkpoint's size multiple (or a pixel budget the pipeline fits each source
+    into). Frames: `frame_step*k + 1`. `shift` only where the family has a
+    flow-matching scheduler to apply it to.
+    """
+    if missing := settings.missing():
+        rule = f"must be set: the {family.name} family has no default for it here (set it in the config or the profile)"
+        raise InvalidConfig(f"video.{missing[0]}", None, rule)
+    width, height = spec.canvas_size
+    if spec.fixed_canvas:
+        for name, value, wanted in (("width", settings.width, width), ("height", settings.height, height)):
+            if value != wanted:
+                rule = f"{spec.name} generates only {width}x{height} (set video.width: {width}, video.height: {height})"
+                raise InvalidConfig(f"video.{name}", value, rule)
+    multiple = spec.size_multiple
+    for name in ("width", "height"):
+        value = getattr(settings, name)
+        if value is not None and value % multiple:
+            raise InvalidConfig(f"video.{name}", value, f"{spec.name} needs a multiple of {multiple}")
+    if settings.size_multiple is not None and settings.size_multiple % multiple:
+        raise InvalidConfig("video.size_multiple", settings.size_multiple, f"{spec.name} needs a multiple of {multiple}")
+    if settings.width is None and settings.max_canvas_pixels is not None and settings.max_canvas_pixels < multiple * multiple:
+        rule = f"{spec.name} needs room for at least one {multiple}x{multiple} block"
+        raise InvalidConfig("video.max_canvas_pixels", settings.max_canvas_pixels, rule)
+    step = spec.frame_step
+    if (settings.num_frames - 1) % step:
+        counts = ", ".join(str(step * k + 1) for k in range(1, 7))
+        rule = f"{spec.name} returns exactly {step}k+1 frames ({counts}, ...)"
+        raise InvalidConfig("video.num_frames", settings.num_frames, rule)
+    if settings.frame_step is not None and settings.frame_step % step:
+        rule = f"{spec.name} returns exactly {step}k+1 frames, so video.frame_step must be a multiple of {step}"
+        raise InvalidConfig("video.frame_step", settings.frame_step, rule)
+    if settings.shift is not None and family.set_shift is None:
+        rule = f"the {family.name} family's scheduler has no timestep shift (leave it null)"
+        raise InvalidConfig("video.shift", settings.shift, rule)
 
 
 def read_json(folder: Path, name: str) -> dict[str, Any]:
@@ -428,7 +522,8 @@ def _check_request(image: Image.Image, caption: str, seeds: Sequence[int], setti
     canvas = (settings.width, settings.height)
     if not isinstance(image, Image.Image) or image.mode != "RGB" or image.size != canvas:
         got = image.size if isinstance(image, Image.Image) else type(image).__name__
-        raise InvalidInput("image", got, f"must be an RGB image of the canvas size {canvas[0]}x{canvas[1]} (letterbox it)")
+        rule = f"must be an RGB image of the canvas size in settings ({canvas[0]}x{canvas[1]}; f2f.canvas.place_on_canvas)"
+        raise InvalidInput("image", got, rule)
     if not isinstance(caption, str) or not caption.strip():
         raise InvalidInput("caption", caption, "must be a non-empty string")
     seeds = list(seeds)

@@ -138,6 +138,16 @@ class EditRequest(BaseModel):
         return video_overrides(self.num_frames, self.num_inference_steps, self.guidance_scale)
 
 
+class Canvas(BaseModel):
+    """The video canvas of an edit."""
+
+    size: list[int] = Field(description="(width, height) in pixels.")
+    fit: Literal["letterbox", "free"] = Field(
+        description="letterbox: the source on a fixed canvas between black bars; free: a canvas of the source's own "
+        "aspect ratio, no bars."
+    )
+
+
 class JobResult(BaseModel):
     """What explains a finished edit (a subset of `f2f edit`'s result.json) and which outputs exist."""
 
@@ -150,6 +160,7 @@ class JobResult(BaseModel):
     candidate_frames: list[int] = Field(description="Frame index of each tile 1..N: `/frames/{label}` serves them.")
     letterbox_box: list[int] = Field(description="Where the source lies on the video canvas: left, top, right, bottom.")
     source_size: list[int]
+    canvas: Canvas | None = Field(None, description="The canvas the video was generated on (null in jobs made before it).")
     has_video: bool
     has_frames: bool
 

@@ -252,6 +252,7 @@ def _job_result(result: EditResult, folder: Path) -> JobResult:
         candidate_frames=data["candidate_frames"],
         letterbox_box=data["letterbox_box"],
         source_size=data["source_size"],
+        canvas=data["canvas"],
         has_video=(folder / "video.mp4").is_file(),
         has_frames=(folder / "candidates").is_dir(),
     )
