@@ -40,6 +40,7 @@ RUN pip install --no-cache-dir \
         "ray[serve]==2.60.0" \
         "diffusers==0.42.1" \
         "transformers==5.19.0" \
+        "peft==0.21.2" \
         ".[video,vllm,serve]" \
     && f2f --version
 

@@ -412,8 +412,10 @@ def _with_profile_paths(config: F2FConfig) -> F2FConfig:
     sections = {}
     for role in ("generator", "vlm"):
         section = getattr(config, role)
-        sections[role] = section if section.model_path is not None else section.model_copy(
-            update={"model_path": models_dir / checkpoints[role].dir}
+        sections[role] = (
+            section
+            if section.model_path is not None
+            else section.model_copy(update={"model_path": models_dir / checkpoints[role].dir})
         )
     loras = [ckpt for role, ckpt in checkpoints.items() if role.startswith("lora")]
     if loras and not config.generator.lora:  # the profile's LoRAs, unless the config names its own

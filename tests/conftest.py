@@ -10,8 +10,9 @@ from f2f.config import F2FConfig, load_config
 
 @pytest.fixture
 def small_config() -> F2FConfig:
-    """A 96x64 canvas, 17 frames, 2 steps: candidates 4, 8, 12, 16 (labels 1..4), seed 7."""
-    return load_config(overrides={"video": {"width": 96, "height": 64, "num_frames": 17, "num_inference_steps": 2}, "seed": 7})
+    """A CogVideoX-family 96x64 canvas, 17 frames, 2 steps: candidates 4, 8, 12, 16 (labels 1..4), seed 7."""
+    video = {"width": 96, "height": 64, "num_frames": 17, "num_inference_steps": 2}
+    return load_config(overrides={"generator": {"family": "cogvideox"}, "video": video, "seed": 7})
 
 
 @pytest.fixture

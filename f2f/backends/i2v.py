@@ -134,11 +134,9 @@ def video_defaults(family: str | None, model_path: Path | None) -> tuple[str, di
     `family` (a config's or the catalogue's) wins over the folder's; they must
     agree. None when neither is known (no generator configured).
     """
-    folder = model_path if model_path is not None and (model_path / "model_index.json").is_file() else None
+    folder = model_path if model_path is not None and model_path.is_dir() else None
     named = family_named(family) if family is not None else None
-    if folder is None:
-        if named is None and model_path is not None:
-            family_of(model_path)  # the folder's own error: missing, or not a checkpoint
+    if folder is None:  # not staged here (yet): loading it says so; a profile's settings need no folder
         return None if named is None else (named.name, dict(named.defaults))
     found, spec = inspect_checkpoint(folder)
     if named is not None and named.name != found.name:

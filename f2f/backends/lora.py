@@ -58,7 +58,7 @@ def _lora_layers(pipeline_class: Any, path: Path, field: str) -> dict[str, tuple
         raise InvalidConfig(field, str(path), "no such file (a LoRA .safetensors file)")
     try:
         state = pipeline_class.lora_state_dict(str(path), local_files_only=True)
-    except Exception as exc:  # noqa: BLE001 - a file diffusers cannot read is the caller's to fix, said in one line
+    except Exception as exc:
         raise InvalidConfig(field, str(path), f"not a LoRA file diffusers can read ({type(exc).__name__}: {exc})") from None
     if isinstance(state, tuple):  # some mixins return (state dict, alphas)
         state = state[0]

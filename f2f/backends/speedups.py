@@ -1,4 +1,8 @@
-"""Generator speed-ups: the one place the `generator.speed` switches are applied to a CogVideoX pipeline.
+"""Generator speed-ups: the one place the `generator.speed` switches are applied to a video pipeline.
+
+Each family declares the switches it supports (`Family.speed`); the others
+are refused before load. A two-expert model (Wan2.2-A14B) gets every switch
+on both transformers.
 
 Each switch is checked where it cannot work (a CUDA-only kernel on the CPU,
 fp8 without torchao or an sm 8.9+ GPU) and refused with InvalidConfig naming
@@ -48,18 +52,32 @@ def check_speed(speed: SpeedConfig, device: Any) -> None:
 
 def apply_speedups(pipe: Any, speed: SpeedConfig) -> None:
     """Apply the switches to a loaded pipeline (already on its device), in the order that composes."""
-    transformer = pipe.transformer
-    if speed.fuse_qkv:
-        transformer.fuse_qkv_projections()
-    if speed.quantize == "fp8":
-        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, quantize_
+    for transformer in transformers_of(pipe):
+        if speed.fuse_qkv:
+            transformer.fuse_qkv_projections()
+        if speed.quantize == "fp8":
+            from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, quantize_
 
-        quantize_(transformer, Float8DynamicActivationFloat8WeightConfig())
-    if speed.cache != "off":
-        transformer.enable_cache(_cache_config(pipe, speed))
-    if speed.compile == "regional":
-        for block in transformer.transformer_blocks:
-            block.compile(fullgraph=False, dynamic=False)
+            quantize_(transformer, Float8DynamicActivationFloat8WeightConfig())
+        if speed.cache != "off":
+            transformer.enable_cache(_cache_config(pipe, speed))
+        if speed.compile == "regional":
+            for block in repeated_blocks(transformer):
+                block.compile(fullgraph=False, dynamic=False)
+
+
+def transformers_of(pipe: Any) -> list[Any]:
+    """The pipeline's denoising transformers: `transformer`, and `transformer_2` where a second expert is loaded."""
+    return [t for t in (pipe.transformer, getattr(pipe, "transformer_2", None)) if t is not None]
+
+
+def repeated_blocks(transformer: Any) -> list[Any]:
+    """The transformer's repeated blocks, each compiled once and reused: the classes diffusers names in
+    `_repeated_blocks` (Wan, LTX-Video), else its `transformer_blocks` (CogVideoX names none)."""
+    names = set(getattr(transformer, "_repeated_blocks", None) or ())
+    if names:
+        return [module for module in transformer.modules() if type(module).__name__ in names]
+    return list(transformer.transformer_blocks)
 
 
 def _cache_config(pipe: Any, speed: SpeedConfig) -> Any:

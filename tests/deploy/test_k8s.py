@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
 CRDS = ROOT.parent / "shared" / "data" / "kuberay-crds"
 OVERLAYS = sorted(p.parent.name for p in (K8S / "overlays").glob("*/kustomization.yaml"))
+PROFILES = {"wan-ti2v-5b": "wan2.2-ti2v-5b"}  # the overlays that serve another profile than the paper's
 KUBERNETES_VERSION = "1.33.0"
 GPU = "nvidia.com/gpu"
 
@@ -129,7 +130,7 @@ def serve_app_args(doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_there_is_an_overlay_per_scenario() -> None:
-    assert OVERLAYS == ["bulk", "cluster", "external-vlm", "multi-gpu", "single-gpu"]
+    assert OVERLAYS == ["bulk", "cluster", "external-vlm", "multi-gpu", "single-gpu", "wan-ti2v-5b"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -158,7 +159,7 @@ def test_every_serve_config_validates_against_the_app(overlay: str) -> None:
     assert service["kind"] == "RayService"
     for args in serve_app_args(service):
         parsed, config = parse_args(args)
-        assert config.profile == "cogvideox-5b" and str(config.models_dir) == "/models"
+        assert config.profile == PROFILES.get(overlay, "cogvideox-5b") and str(config.models_dir) == "/models"
         assert str(parsed.jobs.dir) == "/jobs" and parsed.jobs.broker_url == "redis://f2f-redis:6379/0"
     assert _cluster_spec(service)["gcsFaultToleranceOptions"]["redisAddress"] == "f2f-redis:6379"
 

@@ -14,7 +14,9 @@ HEADS = 4
 
 
 CAPTION = "the dog slowly sits down"
-SETTINGS = VideoConfig(width=WIDTH, height=HEIGHT, num_frames=9, num_inference_steps=3)  # what run_case asks for
+SETTINGS = VideoConfig(
+    width=WIDTH, height=HEIGHT, num_frames=9, num_inference_steps=3, guidance_scale=6.0, fps=8
+)  # what run_case asks for
 
 
 def case_image() -> Image.Image:

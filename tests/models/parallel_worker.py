@@ -87,7 +87,7 @@ def cancel_at_step_2(folder: str, groups: object, out: str) -> None:
         if dist.get_rank() == 0 and event.step == 2:
             token.cancel()
 
-    settings = VideoConfig(width=WIDTH, height=HEIGHT, num_frames=9, num_inference_steps=6)
+    settings = VideoConfig(width=WIDTH, height=HEIGHT, num_frames=9, num_inference_steps=6, guidance_scale=6.0, fps=8)
     try:
         asyncio.run(generator.generate(case_image(), CAPTION, [3], settings, progress=on_progress, cancel=token))
         raised = "nothing"

@@ -42,7 +42,9 @@ BATCH_TOLERANCE = 1  # uint8 levels: a seed's frames in a batch vs alone (float 
 
 def settings(num_frames: int = 9, steps: int = 2, **extra: int) -> VideoConfig:
     """The tiny canvas, `num_frames` frames, `steps` denoising steps, guidance on (6.0)."""
-    return VideoConfig(width=WIDTH, height=HEIGHT, num_frames=num_frames, num_inference_steps=steps, **extra)
+    return VideoConfig(
+        width=WIDTH, height=HEIGHT, num_frames=num_frames, num_inference_steps=steps, guidance_scale=6.0, fps=8, **extra
+    )
 
 
 @pytest.fixture(scope="module")

@@ -48,7 +48,7 @@ def canvas() -> Image.Image:
 def frames(checkpoint: Path, canvas: Image.Image, speed: SpeedConfig, steps: int = 4) -> np.ndarray:
     generator = DiffusersVideoGenerator(checkpoint, device="cpu", speed=speed)
     try:
-        settings = VideoConfig(width=WIDTH, height=HEIGHT, num_frames=9, num_inference_steps=steps)
+        settings = VideoConfig(width=WIDTH, height=HEIGHT, num_frames=9, num_inference_steps=steps, guidance_scale=6.0, fps=8)
         clip = asyncio.run(generator.generate(canvas, CAPTION, [5], settings))[0]
     finally:
         generator.close()
@@ -104,7 +104,7 @@ class BlockCalls:
 def cached_run(checkpoint: Path, canvas: Image.Image, speed: SpeedConfig, steps: int = 6) -> tuple[np.ndarray, int]:
     generator = DiffusersVideoGenerator(checkpoint, device="cpu", speed=speed)
     calls = BlockCalls(generator)
-    settings = VideoConfig(width=WIDTH, height=HEIGHT, num_frames=9, num_inference_steps=steps)
+    settings = VideoConfig(width=WIDTH, height=HEIGHT, num_frames=9, num_inference_steps=steps, guidance_scale=6.0, fps=8)
     clip = asyncio.run(generator.generate(canvas, CAPTION, [5], settings))[0]
     generator.close()
     return np.stack([np.asarray(frame, dtype=np.float32) / 255 for frame in clip]), calls.count
@@ -143,7 +143,7 @@ def test_pyramid_attention_broadcast_reuses_attention_in_the_middle_steps(checkp
         calls: list[int] = []
         for block in generator._pipe.transformer.transformer_blocks:  # the query projection runs only if attention does
             block.attn1.to_q.register_forward_pre_hook(lambda *_: calls.append(1))
-        settings = VideoConfig(width=WIDTH, height=HEIGHT, num_frames=9, num_inference_steps=6)
+        settings = VideoConfig(width=WIDTH, height=HEIGHT, num_frames=9, num_inference_steps=6, guidance_scale=6.0, fps=8)
         asyncio.run(generator.generate(canvas, CAPTION, [5], settings))
         generator.close()
         return len(calls)

@@ -38,6 +38,14 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "worker": {"num_replicas": 1, "num_gpus": 0, "max_ongoing_requests": 2},
         "broker": None,
     },
+    "wan-ti2v-5b.yaml": {
+        "host": "127.0.0.1",
+        "profile": "wan2.2-ti2v-5b",
+        "vlm": {"num_replicas": 1, "num_gpus": 0.4, "max_ongoing_requests": 8},
+        "generator": {"num_replicas": 1, "num_gpus": 0.6, "max_ongoing_requests": 1, "max_queued_requests": 4},
+        "worker": {"num_replicas": 1, "num_gpus": 0, "max_ongoing_requests": 2},
+        "broker": None,
+    },
     "cluster.yaml": {
         "host": "0.0.0.0",
         "profile": "cogvideox-5b",

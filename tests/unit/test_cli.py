@@ -28,7 +28,7 @@ def runner() -> CliRunner:
 @pytest.fixture
 def small_config_file(tmp_path) -> Path:
     path = tmp_path / "small.yaml"
-    path.write_text("video: {width: 96, height: 64, num_frames: 17, num_inference_steps: 2}\n")
+    path.write_text("generator: {family: cogvideox}\nvideo: {width: 96, height: 64, num_frames: 17, num_inference_steps: 2}\n")
     return path
 
 
@@ -74,7 +74,7 @@ def test_bad_input_exits_2_with_one_clear_line(runner, tmp_path, args, phrase):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"GIF89a not really")
     badconfig = tmp_path / "bad.yaml"
-    badconfig.write_text("video: {num_frames: 50}\n")
+    badconfig.write_text("generator: {family: cogvideox}\nvideo: {num_frames: 50}\n")
     args = [a.format(bad=bad, sample=SAMPLE, badconfig=badconfig) for a in args]
     result = runner.invoke(cli.main, ["edit", *args, "--out", str(tmp_path / "out")])
     assert result.exit_code == 2, result.output

@@ -6,13 +6,45 @@ from pydantic import ValidationError
 from f2f.config import F2FConfig, config_from_dict, config_to_yaml, load_config
 from f2f.errors import InvalidConfig
 
+COGVIDEOX = {"generator": {"family": "cogvideox"}}
+
 
 def test_defaults_are_the_papers_settings():
     config = F2FConfig()
-    assert (config.video.num_frames, config.video.num_inference_steps, config.video.guidance_scale) == (49, 50, 6.0)
-    assert (config.video.width, config.video.height) == (720, 480)
     assert config.selection.candidate_stride == 4
     assert config.num_seeds == 1
+    # no model's number is a config default: the video settings are the generator's
+    assert config.video.model_dump(exclude_none=True) == {}
+    family = load_config(overrides=COGVIDEOX).video
+    assert (family.num_frames, family.num_inference_steps, family.guidance_scale, family.frame_step) == (49, 50, 6.0, 8)
+    assert family.width is None  # a family alone does not say which canvas its checkpoint has
+    paper = load_config(overrides={"profile": "cogvideox-5b", "models_dir": "/nonexistent"}).video
+    assert (paper.width, paper.height, paper.num_frames, paper.fps) == (720, 480, 49, 8)
+
+
+def test_the_users_video_values_win_over_the_generators():
+    video = load_config(overrides={**COGVIDEOX, "video": {"num_frames": 17, "guidance_scale": 3.0}}).video
+    assert (video.num_frames, video.guidance_scale, video.num_inference_steps) == (17, 3.0, 50)
+
+
+def test_the_family_comes_from_the_checkpoint_folder(tmp_path):
+    from f2f.backends.tiny_cogvideox import make_tiny_cogvideox
+
+    folder = make_tiny_cogvideox(tmp_path / "ckpt")
+    video = load_config(overrides={"generator": {"model_path": str(folder)}}).video
+    # the folder's own canvas (learned positional embeddings: fixed) and the family's settings
+    assert (video.width, video.height, video.frame_step, video.num_frames) == (96, 64, 8, 49)
+    with pytest.raises(InvalidConfig) as info:
+        load_config(overrides={"generator": {"model_path": str(folder), "family": "wan"}})
+    assert info.value.field in ("generator.family",)
+    with pytest.raises(InvalidConfig) as info:
+        load_config(overrides={"generator": {"family": "sora"}})
+    assert info.value.field == "generator.family" and "unknown video family" in info.value.rule
+    # a folder that is no checkpoint is refused; one not staged here yet leaves the settings to its loader
+    with pytest.raises(InvalidConfig) as info:
+        load_config(overrides={"generator": {"model_path": str(tmp_path)}})
+    assert info.value.field == "generator.model_path" and "model_index.json is missing" in info.value.rule
+    assert load_config(overrides={"generator": {"model_path": str(tmp_path / "missing")}}).video.num_frames is None
 
 
 def test_every_field_has_a_description():
@@ -29,13 +61,14 @@ def test_every_field_has_a_description():
 @pytest.mark.parametrize(
     ("overrides", "field", "phrase"),
     [
-        ({"video": {"num_frames": 50}}, "video.num_frames", "frame_step*k + 1"),
-        ({"video": {"num_frames": 48}}, "video.num_frames", "49"),
-        ({"video": {"width": 100}}, "video.width", "multiple of 16"),
+        ({**COGVIDEOX, "video": {"num_frames": 50}}, "video.num_frames", "8k + 1 frames (9, 17"),
+        ({**COGVIDEOX, "video": {"num_frames": 48}}, "video.num_frames", "cogvideox family"),
+        ({**COGVIDEOX, "video": {"width": 100, "height": 64}}, "video.width", "multiple of size_multiple (16)"),
+        ({"video": {"width": 96}}, "video.height", "set both width and height"),
         ({"video": {"guidance_scale": 0.5}}, "video.guidance_scale", "greater than or equal to 1"),
         ({"video": {"frames": 9}}, "video.frames", "unknown key"),
         ({"colour": "red"}, "colour", "unknown key"),
-        ({"selection": {"candidate_stride": 49}}, "selection.candidate_stride", "smaller than video.num_frames"),
+        ({**COGVIDEOX, "selection": {"candidate_stride": 49}}, "selection.candidate_stride", "smaller than video.num_frames"),
         ({"selection": {"on_unparseable": "guess"}}, "selection.on_unparseable", "last_candidate"),
         ({"input": {"alpha_background": [0, 0, 256]}}, "input.alpha_background", "0..255"),
         ({"seed": -1}, "seed", "greater than or equal to 0"),
@@ -61,7 +94,9 @@ def test_invalid_values_name_the_field_the_value_and_the_rule(overrides, field, 
 
 def test_yaml_file_overrides_defaults_and_round_trips(tmp_path):
     path = tmp_path / "f2f.yaml"
-    path.write_text("video:\n  num_frames: 25\n  num_inference_steps: 4\nselection:\n  retries: 0\n")
+    path.write_text(
+        "generator: {family: cogvideox}\nvideo:\n  num_frames: 25\n  num_inference_steps: 4\nselection:\n  retries: 0\n"
+    )
     config = load_config(path)
     assert (config.video.num_frames, config.video.num_inference_steps, config.selection.retries) == (25, 4, 0)
     assert config.video.guidance_scale == 6.0

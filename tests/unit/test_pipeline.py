@@ -204,7 +204,7 @@ def test_rgba_source_is_composited_before_generation(small_config):
 
 
 def test_a_generator_that_breaks_its_contract_is_reported(small_config):
-    config = small_config
+    config = small_config.video
     frames = [Image.new("RGB", (96, 64))] * 16
     with pytest.raises(RuntimeError, match="16 frames"):
         check_clips([frames], [1], config)
