@@ -229,3 +229,33 @@ def test_an_item_over_its_timeout_fails_and_the_run_goes_on(head: dict[str, str]
     assert index[0]["status"] == "failed" and index[0]["reason"].startswith("timeout: its videos took longer than 5 s")
     assert index[1]["status"] == "succeeded"  # the generator was freed: the cancelled video stopped
     assert time.monotonic() - started < 120
+
+
+def _tiny_profiles() -> list[str]:
+    """The tiny profiles beyond `tiny` (the tests above): one per generator family and VLM sibling."""
+    from f2f.catalogue import load_catalogue
+
+    catalogue = load_catalogue()
+    return [
+        name for name in catalogue.profiles if name != "tiny" and all(c.tiny for c in catalogue.checkpoints_of(name).values())
+    ]
+
+
+@pytest.mark.parametrize("profile", _tiny_profiles())
+def test_every_tiny_profile_runs_a_bulk_edit(head: dict[str, str], profile: str, tmp_path: Path) -> None:
+    row = _posedit(1)[0]
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text(json.dumps(row) + "\n")
+    config = tmp_path / "f2f.yaml"
+    config.write_text(yaml.safe_dump({"seed": 3, "cache_dir": str(tmp_path / "cache")}))
+    out = tmp_path / "out"
+    done = _bulk(head, str(manifest), "--out", str(out), "--config", str(config), "--profile", profile)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (entry,) = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
+    assert entry["status"] == "succeeded", entry
+    folder = out / "items" / row["id"]
+    assert Image.open(folder / "edited.png").size == Image.open(row["image"]).size
+    from f2f.config import load_config
+
+    video = load_config(config, {"profile": profile}).video
+    assert json.loads((folder / "result.json").read_text())["canvas"]["fit"] == ("free" if video.width is None else "letterbox")
