@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from f2f.backends.parallel import ParallelGroups
 
 # The families by name: the module that defines each one's FAMILY (imported when a checkpoint or a config names it).
-FAMILIES = {"cogvideox": "f2f.backends.cogvideox"}
+FAMILIES = {"cogvideox": "f2f.backends.cogvideox", "ltx": "f2f.backends.ltx"}
 SPEED_SWITCHES = frozenset(SpeedConfig.model_fields)
 SPLIT_AXES = frozenset({"cfg", "ulysses"})
 logger = logging.getLogger("f2f.backends")
