@@ -16,6 +16,10 @@ What LTX-Video does differently from `f2f.backends.i2v`'s shared path
 - the call: the timestep-aware VAE's `decode_timestep` 0.05 and
   `decode_noise_scale` 0.025 (diffusers' notes for LTX-Video 0.9.1 and later),
   and `frame_rate` = `video.fps` (it scales the temporal RoPE);
+- one seed per pipeline call: with a timestep-aware VAE the pipeline draws
+  the decode noise with `torch.randn(generator=...)`, which takes one
+  generator, not a list (diffusers 0.42.1: TypeError), so
+  `generator.max_batch_seeds` must be 1;
 - `video.shift` is refused: the scheduler shifts the timesteps from each
   video's sequence length (`use_dynamic_shifting`, `mu` computed in the
   pipeline), so one fixed shift has nothing to replace;
@@ -109,6 +113,7 @@ FAMILY = Family(
     inspect=inspect,
     defaults=DEFAULTS,
     call_arguments=call_arguments,
+    one_seed_per_call=True,
     split=split,
     split_axes=frozenset({"ulysses"}),
     speed=frozenset({"attention"}),
