@@ -116,5 +116,5 @@ FAMILY = Family(
     one_seed_per_call=True,
     split=split,
     split_axes=frozenset({"ulysses"}),
-    speed=frozenset({"attention"}),
+    speed=frozenset(),  # none verified on the tiny yet: every generator.speed switch is refused until one is
 )
