@@ -1,4 +1,4 @@
-"""The CogVideoX image-to-video family: diffusers' `CogVideoXImageToVideoPipeline` (CogVideoX-5B-I2V, the paper's default).
+"""The CogVideoX image-to-video family: diffusers' `CogVideoXImageToVideoPipeline` (CogVideoX-5B-I2V, the paper's default; CogVideoX1.5-5B-I2V).
 
 Everything else a video needs (the worker thread, batches, progress, cancel,
 memory switches, out-of-memory errors) is `f2f.backends.i2v`'s; this module
@@ -8,12 +8,18 @@ read from its configs before any weight loads:
 - canvas: a transformer with learned positional embeddings (CogVideoX-5b-I2V)
   generates only `sample_width*s x sample_height*s` (s = the VAE's spatial
   scale, 8): 720x480 for the real model. Without them, any size that is a
-  multiple of `s * patch_size` (16).
+  multiple of `s * patch_size` (16). CogVideoX 1.5 (temporal patches,
+  `patch_size_t`) has none: its `sample_height`/`sample_width` (300 latents)
+  are the RoPE table the pipeline slices from, not a training size, so its
+  native area is the model card's 1360x768 (a pixel budget, not a size). A
+  side longer than the table (2400 pixels) is not refused here.
 - frames: the VAE compresses time 4x and decodes latent frames in pairs after a
   first group of three, so only an odd number of latent frames decodes to
   exactly `4 * (latents - 1) + 1` frames: counts `8k + 1` (9, 17, ..., 49).
   CogVideoX 1.5's temporal patches (`patch_size_t`) pad the latents inside the
-  pipeline and drop the padding before decoding, so they do not change this.
+  pipeline and drop the padding before decoding, so they do not change this
+  (measured on the tiny 1.5 layout: 9, 17, 25 and 33 frames come back exactly;
+  13 comes back as 16).
 - the call: no dynamic CFG, and the T5 sequence length the transformer takes.
 - a split over several processes: the project's own CFG-parallel x Ulysses
   (`f2f.backends.parallel`), with rank 0 alone encoding and decoding.
@@ -33,6 +39,7 @@ if TYPE_CHECKING:
 
 PIPELINE_CLASS = "CogVideoXImageToVideoPipeline"
 LATENT_DECODE_GROUP = 2  # AutoencoderKLCogVideoX decodes latent frames in pairs (after a first odd group)
+NATIVE_CANVAS_15 = (1360, 768)  # CogVideoX1.5-5B-I2V's training resolution (model card): its pixel budget
 _FIELD = "generator.model_path"
 
 
@@ -59,10 +66,13 @@ def _spec(name: str, transformer: dict[str, Any], vae: dict[str, Any]) -> Checkp
     """Canvas and frame rules from the transformer and VAE configs (diffusers' defaults where absent)."""
     scale = 2 ** (len(vae.get("block_out_channels", (128, 256, 256, 512))) - 1)
     canvas = (transformer.get("sample_width", 90) * scale, transformer.get("sample_height", 60) * scale)
+    fixed = bool(transformer.get("use_learned_positional_embeddings", False))
+    if transformer.get("patch_size_t") is not None and not fixed:
+        canvas = NATIVE_CANVAS_15  # 1.5: sample_* size the RoPE table, not the canvas it was trained at
     return CheckpointSpec(
         name=name,
         canvas_size=canvas,
-        fixed_canvas=bool(transformer.get("use_learned_positional_embeddings", False)),
+        fixed_canvas=fixed,
         size_multiple=scale * transformer.get("patch_size", 2),
         frame_step=int(vae.get("temporal_compression_ratio", 4)) * LATENT_DECODE_GROUP,
         options={"max_text_seq_length": transformer.get("max_text_seq_length", 226)},

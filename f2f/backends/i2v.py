@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from f2f.backends.parallel import ParallelGroups
 
 # The families by name: the module that defines each one's FAMILY (imported when a checkpoint or a config names it).
-FAMILIES = {"cogvideox": "f2f.backends.cogvideox"}
+FAMILIES = {"cogvideox": "f2f.backends.cogvideox", "ltx": "f2f.backends.ltx"}
 SPEED_SWITCHES = frozenset(SpeedConfig.model_fields)
 SPLIT_AXES = frozenset({"cfg", "ulysses"})
 logger = logging.getLogger("f2f.backends")
@@ -91,6 +91,7 @@ class Family:
     call_arguments: Callable[[CheckpointSpec, VideoConfig], dict[str, Any]]  # the call's family-specific arguments
     index_classes: tuple[str, ...] = ()  # other model_index.json class names of the family's checkpoints
     image_per_prompt: bool = True  # the call takes a list of images, one per prompt; False: one image for the batch
+    one_seed_per_call: bool = False  # the call takes one torch.Generator, not a list (generator.max_batch_seeds must be 1)
     set_shift: Callable[[Any, float], None] | None = None  # apply video.shift to a loaded pipeline (None: refused)
     split: Callable[[Any, ParallelGroups], None] | None = None  # make a loaded pipeline run split over the ranks
     split_axes: frozenset[str] = SPLIT_AXES  # the generator.parallel axes (cfg, ulysses) that split supports
@@ -186,12 +187,12 @@ class DiffusersVideoGenerator:
             raise InvalidConfig("generator.family", family, rule)
         self.device, self.dtype = resolve_device(torch, device, dtype, cpu_offload)
         self.speed = speed or SpeedConfig()
+        self.max_batch_seeds = max_batch_seeds
         self._check_family_supports(self.speed, parallel)
         check_speed(self.speed, self.device)
         pipeline_class = getattr(diffusers, self.family.pipeline_class)
         self.lora = tuple(lora)
         check_loras(pipeline_class, self.model_path, self.lora)
-        self.max_batch_seeds = max_batch_seeds
         self._lock = threading.Lock()  # one video job at a time; taken in the worker thread
         self.parallel = parallel
         self.decodes = parallel is None or parallel.rank == 0  # a split video is encoded and decoded by rank 0 alone
@@ -232,6 +233,9 @@ class DiffusersVideoGenerator:
         for switch in sorted(SPEED_SWITCHES - self.family.speed):
             if getattr(speed, switch) != SpeedConfig.model_fields[switch].default:
                 raise InvalidConfig(f"generator.speed.{switch}", getattr(speed, switch), f"the {name} family does not support it")
+        if self.family.one_seed_per_call and self.max_batch_seeds > 1:
+            rule = f"the {name} family's pipeline takes one random generator per call, so one seed per batch (set it to 1)"
+            raise InvalidConfig("generator.max_batch_seeds", self.max_batch_seeds, rule)
         if parallel is None:
             return
         layout = parallel.layout
@@ -329,7 +333,7 @@ class DiffusersVideoGenerator:
                     num_frames=settings.num_frames,
                     num_inference_steps=settings.num_inference_steps,
                     guidance_scale=settings.guidance_scale,
-                    generator=generators,
+                    generator=generators[0] if self.family.one_seed_per_call else generators,
                     output_type="pil" if self.decodes else "latent",
                     callback_on_step_end=job.step_callback(index),
                     **self.family.call_arguments(self.spec, settings),

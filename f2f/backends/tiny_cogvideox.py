@@ -16,23 +16,31 @@ shrink. Rules:
 - the same seed gives byte-identical weight files; the caller's global torch
   RNG state is left as it was.
 
+`variant="cogvideox1.5"` builds the CogVideoX1.5-5B-I2V layout instead:
+temporal patches (`patch_size_t` 2, a linear patch embedding without bias), the
+`ofs` embedding, rotary embeddings only (a free canvas) over CogVideoX1.5's
+300x300-latent RoPE table (`sample_height`/`sample_width`, as its config),
+`sample_frames` 81; the VAE, text encoder, tokenizer and scheduler as above
+(the scheduler settings are CogVideoX-5b-I2V's; the 1.5 repository's file was
+not readable from here).
+
 Random weights make noise, not video: only shapes, counts, determinism and the
 plumbing are meaningful.
 """
 
 from __future__ import annotations
 
-import string
 from pathlib import Path
 from typing import Any
+
+from f2f.backends.tiny_t5 import TEXT_DIM, t5_encoder, t5_tokenizer
 
 SPATIAL_SCALE = 8  # 2 ** (len(block_out_channels) - 1)
 TEMPORAL_SCALE = 4
 LATENT_CHANNELS = 4
-TEXT_DIM = 32
 MAX_TEXT_TOKENS = 226  # as CogVideoX-5b-I2V: captions are not cut shorter than the real model cuts them
-EXTRA_IDS = 100
-_WORDS = "the a of and to in is it on with photo image slowly turns becomes man woman dog cat sits smiles".split()
+VARIANTS = ("cogvideox", "cogvideox1.5")
+ROPE_TABLE_LATENTS = 300  # CogVideoX1.5-5B-I2V's sample_height and sample_width: the RoPE table it slices from
 
 # CogVideoX-5b-I2V's scheduler_config.json.
 SCHEDULER_CONFIG: dict[str, Any] = {
@@ -53,38 +61,66 @@ SCHEDULER_CONFIG: dict[str, Any] = {
 
 
 def make_tiny_cogvideox(
-    out_dir: str | Path, *, seed: int = 0, height: int = 64, width: int = 96, heads: int = 2, layers: int = 1
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    height: int = 64,
+    width: int = 96,
+    heads: int = 2,
+    layers: int = 1,
+    variant: str = "cogvideox",
 ) -> Path:
     """Build and save a tiny CogVideoX I2V pipeline folder at `out_dir`; returns the folder.
 
     `height` and `width` must be multiples of 16 (the VAE's 8x times the
     transformer's 2x2 patches); they become the only canvas the model accepts.
     `heads` (of 16) and `layers` size the transformer (more heads for sequence
-    parallelism over 4 processes).
+    parallelism over 4 processes). `variant`: "cogvideox" (5B-I2V) or
+    "cogvideox1.5" (1.5-5B-I2V: any canvas; height and width then size only the
+    VAE's tiles).
     """
     import torch
     from diffusers import CogVideoXImageToVideoPipeline
 
     if height % 16 or width % 16 or height < 16 or width < 16:
         raise ValueError(f"height and width must be positive multiples of 16 (got {width}x{height})")
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {', '.join(VARIANTS)} (got {variant!r})")
     out = Path(out_dir)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         pipe = CogVideoXImageToVideoPipeline(
-            tokenizer=_tokenizer(),
-            text_encoder=_text_encoder(),
+            tokenizer=t5_tokenizer(MAX_TEXT_TOKENS),
+            text_encoder=t5_encoder(TEXT_DIM),
             vae=_vae(height, width),
-            transformer=_transformer(height, width, heads, layers),
+            transformer=_transformer(height, width, heads, layers, variant),
             scheduler=_scheduler(),
         )
     pipe.save_pretrained(out, safe_serialization=True)
     return out
 
 
-def _transformer(height: int, width: int, heads: int, layers: int) -> Any:
-    """Heads of 16 (rotary needs head_dim/4 and 3*head_dim/8 even), I2V channels."""
+def _transformer(height: int, width: int, heads: int, layers: int, variant: str = "cogvideox") -> Any:
+    """Heads of 16 (rotary needs head_dim/4 and 3*head_dim/8 even), I2V channels; the variant's layout."""
     from diffusers import CogVideoXTransformer3DModel
 
+    if variant == "cogvideox1.5":
+        layout: dict[str, Any] = {
+            "sample_width": ROPE_TABLE_LATENTS,
+            "sample_height": ROPE_TABLE_LATENTS,
+            "sample_frames": 81,
+            "patch_size_t": 2,
+            "patch_bias": False,
+            "ofs_embed_dim": 16,
+            "use_learned_positional_embeddings": False,
+        }
+    else:
+        layout = {
+            "sample_width": width // SPATIAL_SCALE,
+            "sample_height": height // SPATIAL_SCALE,
+            "sample_frames": 49,
+            "use_learned_positional_embeddings": True,
+        }
     return CogVideoXTransformer3DModel(
         num_attention_heads=heads,
         attention_head_dim=16,
@@ -93,14 +129,11 @@ def _transformer(height: int, width: int, heads: int, layers: int) -> Any:
         time_embed_dim=16,
         text_embed_dim=TEXT_DIM,
         num_layers=layers,
-        sample_width=width // SPATIAL_SCALE,
-        sample_height=height // SPATIAL_SCALE,
-        sample_frames=49,
         patch_size=2,
         temporal_compression_ratio=TEMPORAL_SCALE,
         max_text_seq_length=MAX_TEXT_TOKENS,
         use_rotary_positional_embeddings=True,
-        use_learned_positional_embeddings=True,
+        **layout,
     )
 
 
@@ -130,44 +163,6 @@ def _vae(height: int, width: int) -> Any:
         sample_width=width * 5 // 3,
         scaling_factor=0.7,
     )
-
-
-def _text_encoder() -> Any:
-    """A one-layer T5 encoder whose vocabulary matches `_tokenizer` (pieces + extra ids)."""
-    from transformers import T5Config, T5EncoderModel
-
-    config = T5Config(
-        vocab_size=len(_vocab()) + EXTRA_IDS,
-        d_model=TEXT_DIM,
-        d_kv=8,
-        d_ff=64,
-        num_layers=1,
-        num_heads=4,
-        relative_attention_num_buckets=8,
-        relative_attention_max_distance=16,
-        feed_forward_proj="gated-gelu",
-        pad_token_id=0,
-        eos_token_id=1,
-        decoder_start_token_id=0,
-    )
-    return T5EncoderModel(config).eval()
-
-
-def _tokenizer() -> Any:
-    """A Unigram T5 tokenizer from an in-memory vocabulary: <pad>=0, </s>=1, <unk>=2, then pieces."""
-    from transformers import T5Tokenizer
-
-    return T5Tokenizer(vocab=_vocab(), extra_ids=EXTRA_IDS, model_max_length=MAX_TEXT_TOKENS)
-
-
-def _vocab() -> list[tuple[str, float]]:
-    """Specials, whole words (preferred), then single characters with and without the word marker."""
-    pieces: list[tuple[str, float]] = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
-    pieces += [(f"▁{word}", -3.0) for word in _WORDS]
-    chars = string.ascii_lowercase + string.ascii_uppercase + string.digits + ".,!?'-"
-    pieces += [(f"▁{c}", -8.0) for c in chars]
-    pieces += [(c, -9.0) for c in chars]
-    return pieces
 
 
 def _scheduler() -> Any:

@@ -1,0 +1,54 @@
+"""The tiny T5 text encoder and tokenizer that the tiny video checkpoints share (CogVideoX, LTX-Video).
+
+A one-layer `T5EncoderModel` and a Unigram `T5Tokenizer` built from an
+in-memory vocabulary (letters and a few words, `extra_ids` as the real T5
+tokenizers): nothing is downloaded. The weights come from torch's global RNG:
+the caller seeds it (inside `torch.random.fork_rng`).
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Any
+
+TEXT_DIM = 32
+EXTRA_IDS = 100
+_WORDS = "the a of and to in is it on with photo image slowly turns becomes man woman dog cat sits smiles".split()
+
+
+def t5_encoder(dim: int = TEXT_DIM) -> Any:
+    """A one-layer T5 encoder of width `dim` whose vocabulary matches `t5_tokenizer` (pieces + extra ids)."""
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(
+        vocab_size=len(_vocab()) + EXTRA_IDS,
+        d_model=dim,
+        d_kv=8,
+        d_ff=64,
+        num_layers=1,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=16,
+        feed_forward_proj="gated-gelu",
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    )
+    return T5EncoderModel(config).eval()
+
+
+def t5_tokenizer(max_tokens: int) -> Any:
+    """A Unigram T5 tokenizer from an in-memory vocabulary: <pad>=0, </s>=1, <unk>=2, then pieces."""
+    from transformers import T5Tokenizer
+
+    return T5Tokenizer(vocab=_vocab(), extra_ids=EXTRA_IDS, model_max_length=max_tokens)
+
+
+def _vocab() -> list[tuple[str, float]]:
+    """Specials, whole words (preferred), then single characters with and without the word marker."""
+    pieces: list[tuple[str, float]] = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    pieces += [(f"▁{word}", -3.0) for word in _WORDS]
+    chars = string.ascii_lowercase + string.ascii_uppercase + string.digits + ".,!?'-"
+    pieces += [(f"▁{c}", -8.0) for c in chars]
+    pieces += [(c, -9.0) for c in chars]
+    return pieces
