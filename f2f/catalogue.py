@@ -237,7 +237,11 @@ def check_profile_folder(models_dir: Path, profile: str) -> dict[str, Path]:
 def stage_checkpoint(ckpt: Checkpoint, folder: Path, download: Callable[..., Any] | None = None) -> Report:
     """Download the pinned files of `ckpt` into `folder`, hash them and write the manifest."""
     if ckpt.repo is None or ckpt.revision is None:
-        raise InvalidConfig("checkpoint", ckpt.dir, "has no pinned repository and revision to stage from")
+        rule = (
+            "has no pinned repository and revision to stage from (not pinned yet: its catalogue notes say why; pin a "
+            "verified revision and its files in models/catalogue.yaml first)"
+        )
+        raise InvalidConfig("checkpoint", ckpt.dir, rule)
     if download is None:
         download = _hub_download()
     folder.mkdir(parents=True, exist_ok=True)

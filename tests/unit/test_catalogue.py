@@ -48,7 +48,24 @@ def test_packaged_catalogue_is_valid_and_has_the_tiny_profile():
     catalogue = cat.load_catalogue()
     assert catalogue.checkpoints_of("tiny")["generator"].tiny == "cogvideox-i2v"
     for ckpt in catalogue.checkpoints.values():
-        assert ckpt.tiny or (ckpt.repo and ckpt.revision and ckpt.files), ckpt.dir
+        # real: pinned (revision and files), or unpinned with the reason in its notes (staging refuses it)
+        assert ckpt.tiny or (ckpt.repo and ((ckpt.revision and ckpt.files) or "NO REVISION" in ckpt.notes)), ckpt.dir
+        if ckpt.role in ("generator", "lora"):
+            assert ckpt.family, ckpt.dir
+        if not ckpt.tiny:
+            assert ckpt.licence and (ckpt.memory_gib or ckpt.role != "generator"), ckpt.dir
+    from f2f.backends import TINY_BUILDERS
+    from f2f.backends.i2v import FAMILIES
+
+    assert {c.tiny for c in catalogue.checkpoints.values() if c.tiny} <= set(TINY_BUILDERS)
+    assert {c.family for c in catalogue.checkpoints.values() if c.family} <= set(FAMILIES)
+
+
+def test_an_unpinned_checkpoint_is_refused_by_stage(tmp_path):
+    unpinned = [c for c in cat.load_catalogue().checkpoints.values() if not c.tiny and c.revision is None]
+    for ckpt in unpinned:
+        with pytest.raises(InvalidConfig, match="not pinned yet"):
+            cat.stage_checkpoint(ckpt, tmp_path / ckpt.dir, download=lambda **_: pytest.fail("downloaded"))
 
 
 def test_verify_a_complete_folder(fake_catalogue, tmp_path):
