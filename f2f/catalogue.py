@@ -44,13 +44,14 @@ class Checkpoint(BaseModel):
 
     role: Literal["generator", "vlm", "metric"] = Field(description="What the checkpoint is used for (metric: f2f eval).")
     dir: str = Field(description="Folder name inside the models folder.")
-    tiny: Literal["cogvideox-i2v", "qwen2-vl", "qwen2.5-vl"] | None = Field(
+    tiny: Literal["cogvideox-i2v", "qwen2-vl", "qwen2.5-vl", "qwen3-vl"] | None = Field(
         None, description="Built by f2f (random weights), not downloaded."
     )
     repo: str | None = Field(None, description="Hub repository id.")
     revision: str | None = Field(None, pattern=r"^[0-9a-f]{40}$", description="Pinned commit of the repository.")
     files: dict[str, FileEntry] = Field(default_factory=dict, description="Every file the loader needs.")
     notes: str = Field("", description="What an operator should know.")
+    licence: str | None = Field(None, description="The weights' licence (SPDX id), where the entry records it.")
 
 
 class Profile(BaseModel):

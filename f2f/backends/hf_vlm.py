@@ -1,4 +1,4 @@
-"""The transformers VLM backend: Qwen2-VL / Qwen2.5-VL through `AutoModelForImageTextToText`.
+"""The transformers VLM backend: Qwen2-VL / Qwen2.5-VL / Qwen3-VL through `AutoModelForImageTextToText`.
 
 For CPUs and small installs (`pip install 'f2f[transformers]'`); production
 uses the vLLM backend. Rules:
@@ -7,7 +7,8 @@ uses the vLLM backend. Rules:
 - device and dtype come from the config (auto: cuda + bfloat16 when a GPU is
   there, else cpu + float32);
 - images are read by Qwen's image processor (its PIL flavour, so torchvision
-  is not needed) within `min_pixels`..`max_pixels`;
+  is not needed; Qwen3-VL uses the same class, with 16-pixel patches) within
+  `min_pixels`..`max_pixels`, passed as its `size` edges;
 - one `generate` runs at a time, in a worker thread, so the event loop stays
   free; temperature 0 is greedy decoding;
 - the answer is the new text only, special tokens skipped.
@@ -42,7 +43,7 @@ IMAGE_TOKEN = "<|image_pad|>"
 
 
 class TransformersVLM:
-    """A Qwen2-VL-family model run by transformers in this process."""
+    """A Qwen-VL-family model run by transformers in this process."""
 
     def __init__(
         self,
@@ -139,7 +140,7 @@ def _load_model(transformers: Any, checkpoint: Checkpoint, dtype: Any) -> Any:
 
 
 def _load_image_processor(transformers: Any, checkpoint: Checkpoint) -> Any:
-    """Qwen2-VL's PIL image processor (Qwen2.5-VL uses the same one); it needs no torchvision.
+    """Qwen2-VL's PIL image processor (Qwen2.5-VL and Qwen3-VL use the same one); it needs no torchvision.
 
     transformers 5 calls it Qwen2VLImageProcessorPil; in transformers 4 the
     PIL one is Qwen2VLImageProcessor.
