@@ -9,6 +9,10 @@ uses the vLLM backend. Rules:
 - images are read by Qwen's image processor (its PIL flavour, so torchvision
   is not needed; Qwen3-VL uses the same class, with 16-pixel patches) within
   `min_pixels`..`max_pixels`, passed as its `size` edges;
+- image tokens are marked in `mm_token_type_ids` (as transformers' own Qwen
+  processors do) where the model takes it (transformers 5): without it,
+  `generate` silently gives the visual tokens text positions instead of
+  M-RoPE's 3-D ones;
 - one `generate` runs at a time, in a worker thread, so the event loop stays
   free; temperature 0 is greedy decoding;
 - the answer is the new text only, special tokens skipped.
@@ -17,6 +21,7 @@ uses the vLLM backend. Rules:
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -63,6 +68,7 @@ class TransformersVLM:
         self.max_model_len = max_model_len
         self.min_pixels = min_pixels
         self.max_pixels = max_pixels
+        self.marks_image_tokens = "mm_token_type_ids" in inspect.signature(model.forward).parameters
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -120,6 +126,8 @@ class TransformersVLM:
             vision = dict(self.image_processor(images=images, size=size, return_tensors="pt"))
             prompt = _expand_image_tokens(prompt, vision["image_grid_thw"], self.image_processor.merge_size)
         text = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        if images and self.marks_image_tokens:
+            text["mm_token_type_ids"] = (text["input_ids"] == self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)).long()
         return {key: value.to(self.model.device) for key, value in {**text, **vision}.items()}
 
     def _generate(self, inputs: dict[str, Any], max_new_tokens: int, temperature: float) -> Any:
