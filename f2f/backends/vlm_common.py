@@ -69,7 +69,7 @@ class Checkpoint:
 
 
 def check_checkpoint(path: Path | str | None, backend: str) -> Checkpoint:
-    """The checkpoint at `path` if it is a local Qwen2-VL / Qwen2.5-VL / Qwen3-VL folder, else InvalidConfig naming vlm.model_path."""
+    """The checkpoint at `path` if it is a local Qwen-VL folder (ARCHITECTURES), else InvalidConfig naming vlm.model_path."""
     if path is None:
         raise InvalidConfig("vlm.model_path", None, f"the {backend} backend needs a local checkpoint folder")
     folder = Path(path)

@@ -1,4 +1,4 @@
-"""The tiny random-weight Qwen2-VL / Qwen2.5-VL / Qwen3-VL checkpoints: layout, determinism, and that the real loaders read them."""
+"""The tiny random-weight Qwen2-VL / Qwen2.5-VL / Qwen3-VL checkpoints: layout, determinism, the real loaders read them."""
 
 from __future__ import annotations
 
