@@ -17,7 +17,7 @@ pytest.importorskip("tokenizers")
 
 from vlm_fixtures import sample_picture, vllm_env  # noqa: E402
 
-from f2f.backends.tiny_qwen import SPECIAL_TOKENS, make_tiny_qwen  # noqa: E402
+from f2f.backends.tiny_qwen import QWEN3_ADDED_TOKENS, SPECIAL_TOKENS, make_tiny_qwen  # noqa: E402
 
 VARIANTS = ["qwen2-vl", "qwen2.5-vl", "qwen3-vl"]
 ARCHITECTURES = {
@@ -96,6 +96,10 @@ def test_token_ids_of_config_and_tokenizer_agree(tiny, variant):
     assert config.text_config.vocab_size == len(tokenizer)
     assert tokenizer.eos_token == "<|im_end|>"
     assert read_json(tiny[variant] / "generation_config.json")["eos_token_id"] == [ids["<|im_end|>"], ids["<|endoftext|>"]]
+    if variant == "qwen3-vl":  # Qwen3's added tokens (<think>, ...) follow the special ones, not special themselves
+        added = tokenizer.convert_tokens_to_ids(list(QWEN3_ADDED_TOKENS))
+        assert added == list(range(len(tokenizer) - len(QWEN3_ADDED_TOKENS), len(tokenizer)))
+        assert not set(added) & set(tokenizer.all_special_ids)
 
 
 # --- determinism ---------------------------------------------------------------------
@@ -135,36 +139,29 @@ def test_tokenizer_round_trips_any_text_and_keeps_special_tokens_whole(tiny):
         assert len(tokenizer(token, add_special_tokens=False)["input_ids"]) == 1
 
 
-def test_qwen3_vl_chat_template_is_qwen3s(tiny):
-    """No default system turn (unlike Qwen2-VL's); list contents render their text."""
-    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny["qwen3-vl"], local_files_only=True)
-    messages = [
-        {"role": "system", "content": [{"type": "text", "text": "Be terse."}]},
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi"}]},
-        {"role": "assistant", "content": [{"type": "text", "text": "Hello"}]},
-    ]
-    rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    assert rendered == (
-        "<|im_start|>system\nBe terse.<|im_end|>\n"
-        "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Hi<|im_end|>\n"
-        "<|im_start|>assistant\nHello<|im_end|>\n<|im_start|>assistant\n"
-    )
-    assert tokenizer.apply_chat_template(messages[1:2], tokenize=False).startswith("<|im_start|>user\n")
-    assert tokenizer.convert_tokens_to_ids("<think>") == len(tokenizer) - 2  # Qwen3's added tokens follow the special ones
+CHAT_TURNS = [
+    {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi"}]},
+    {"role": "assistant", "content": [{"type": "text", "text": "Hello"}]},
+]
+CHAT_TURNS_RENDERED = (
+    "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Hi<|im_end|>\n"
+    "<|im_start|>assistant\nHello<|im_end|>\n<|im_start|>assistant\n"
+)
 
 
-def test_chat_template_is_qwens(tiny):
-    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny["qwen2-vl"], local_files_only=True)
-    messages = [
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi"}]},
-        {"role": "assistant", "content": [{"type": "text", "text": "Hello"}]},
-    ]
+@pytest.mark.parametrize(
+    ("variant", "system", "header"),
+    [
+        ("qwen2-vl", None, "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"),
+        ("qwen3-vl", None, ""),  # Qwen3-VL adds no system turn of its own
+        ("qwen3-vl", "Be terse.", "<|im_start|>system\nBe terse.<|im_end|>\n"),
+    ],
+)
+def test_chat_template_is_the_variants(tiny, variant, system, header):
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny[variant], local_files_only=True)
+    messages = ([{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []) + CHAT_TURNS
     rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    assert rendered == (
-        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-        "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Hi<|im_end|>\n"
-        "<|im_start|>assistant\nHello<|im_end|>\n<|im_start|>assistant\n"
-    )
+    assert rendered == header + CHAT_TURNS_RENDERED
 
 
 # --- the real loaders ------------------------------------------------------------------

@@ -54,7 +54,8 @@ from f2f.selection import parse_selection, selection_reminder
 # vLLM 0.32 always hands Qwen's processor both `size` and the deprecated min/max_pixels aliases.
 pytestmark = pytest.mark.filterwarnings("ignore:Passing `min_pixels` and `max_pixels`:FutureWarning")
 
-BACKENDS = ["scripted", "transformers", "transformers:qwen3-vl", "vllm", "vllm:qwen3-vl", "openai", "openai:qwen3-vl"]
+# In this order each vLLM server boots once: "vllm" starts Qwen2-VL's for "openai", "vllm:qwen3-vl" swaps it for Qwen3-VL's.
+BACKENDS = ["scripted", "transformers", "transformers:qwen3-vl", "vllm", "openai", "vllm:qwen3-vl", "openai:qwen3-vl"]
 API_KEY = "f2f-test-key"
 MAX_MODEL_LEN = 16384  # the config default: f2f's prompts must fit it
 TOO_MANY_WORDS = 17_000  # one token each: more than MAX_MODEL_LEN
