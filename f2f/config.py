@@ -249,7 +249,9 @@ class VLMConfig(_Section):
     dtype: DType = Field("auto", description="auto: bfloat16 on cuda, float32 on cpu.")
     min_pixels: int = Field(3136, ge=784, description="Fewest pixels an image is resized to before it becomes visual tokens.")
     max_pixels: int = Field(
-        1_003_520, ge=784, description="Most pixels an image is resized to (bounds visual tokens: 28x28 pixels each)."
+        1_003_520,
+        ge=784,
+        description="Most pixels an image is resized to (bounds visual tokens: 28x28 pixels each, 32x32 on Qwen3-VL).",
     )
     max_model_len: int = Field(16384, ge=512, description="Context length in tokens; a longer prompt is an error that names it.")
     gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0, description="vllm: share of GPU memory the engine may take.")

@@ -172,6 +172,7 @@ TINY_BUILDERS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "ltx": ("f2f.backends.tiny_ltx", "make_tiny_ltx", {}),
     "qwen2-vl": ("f2f.backends.tiny_qwen", "make_tiny_qwen", {"variant": "qwen2-vl"}),
     "qwen2.5-vl": ("f2f.backends.tiny_qwen", "make_tiny_qwen", {"variant": "qwen2.5-vl"}),
+    "qwen3-vl": ("f2f.backends.tiny_qwen", "make_tiny_qwen", {"variant": "qwen3-vl"}),
 }
 
 

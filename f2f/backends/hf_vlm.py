@@ -1,4 +1,4 @@
-"""The transformers VLM backend: Qwen2-VL / Qwen2.5-VL through `AutoModelForImageTextToText`.
+"""The transformers VLM backend: Qwen2-VL / Qwen2.5-VL / Qwen3-VL through `AutoModelForImageTextToText`.
 
 For CPUs and small installs (`pip install 'f2f[transformers]'`); production
 uses the vLLM backend. Rules:
@@ -7,7 +7,12 @@ uses the vLLM backend. Rules:
 - device and dtype come from the config (auto: cuda + bfloat16 when a GPU is
   there, else cpu + float32);
 - images are read by Qwen's image processor (its PIL flavour, so torchvision
-  is not needed) within `min_pixels`..`max_pixels`;
+  is not needed; Qwen3-VL uses the same class, with 16-pixel patches) within
+  `min_pixels`..`max_pixels`, passed as its `size` edges;
+- image tokens are marked in `mm_token_type_ids` (as transformers' own Qwen
+  processors do) where the model takes it (transformers 5): without it,
+  `generate` silently gives the visual tokens text positions instead of
+  M-RoPE's 3-D ones;
 - one `generate` runs at a time, in a worker thread, so the event loop stays
   free; temperature 0 is greedy decoding;
 - the answer is the new text only, special tokens skipped.
@@ -16,6 +21,7 @@ uses the vLLM backend. Rules:
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,7 +48,7 @@ IMAGE_TOKEN = "<|image_pad|>"
 
 
 class TransformersVLM:
-    """A Qwen2-VL-family model run by transformers in this process."""
+    """A Qwen-VL-family model run by transformers in this process."""
 
     def __init__(
         self,
@@ -62,6 +68,7 @@ class TransformersVLM:
         self.max_model_len = max_model_len
         self.min_pixels = min_pixels
         self.max_pixels = max_pixels
+        self.marks_image_tokens = "mm_token_type_ids" in inspect.signature(model.forward).parameters
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -119,6 +126,8 @@ class TransformersVLM:
             vision = dict(self.image_processor(images=images, size=size, return_tensors="pt"))
             prompt = _expand_image_tokens(prompt, vision["image_grid_thw"], self.image_processor.merge_size)
         text = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        if images and self.marks_image_tokens:
+            text["mm_token_type_ids"] = (text["input_ids"] == self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)).long()
         return {key: value.to(self.model.device) for key, value in {**text, **vision}.items()}
 
     def _generate(self, inputs: dict[str, Any], max_new_tokens: int, temperature: float) -> Any:
@@ -139,7 +148,7 @@ def _load_model(transformers: Any, checkpoint: Checkpoint, dtype: Any) -> Any:
 
 
 def _load_image_processor(transformers: Any, checkpoint: Checkpoint) -> Any:
-    """Qwen2-VL's PIL image processor (Qwen2.5-VL uses the same one); it needs no torchvision.
+    """Qwen2-VL's PIL image processor (Qwen2.5-VL and Qwen3-VL use the same one); it needs no torchvision.
 
     transformers 5 calls it Qwen2VLImageProcessorPil; in transformers 4 the
     PIL one is Qwen2VLImageProcessor.

@@ -1,10 +1,11 @@
-"""The vLLM VLM backend, the production engine: Qwen2-VL / Qwen2.5-VL in an `AsyncLLM` engine.
+"""The vLLM VLM backend, the production engine: Qwen2-VL / Qwen2.5-VL / Qwen3-VL in an `AsyncLLM` engine.
 
 `pip install 'f2f[vllm]'`. Rules:
 - the checkpoint is a local folder, checked (config.json only) before the
   engine starts; `trust_remote_code=False`;
 - the engine reads at most MAX_IMAGES_PER_PROMPT images and no video per
-  prompt, each resized by Qwen's processor within `min_pixels`..`max_pixels`;
+  prompt, each resized by Qwen's processor within `min_pixels`..`max_pixels`
+  (named as the architecture's processor names them: `pixel_bounds`);
 - the prompt is Qwen's chat template rendered by the checkpoint's tokenizer;
   the PIL images go to the engine as `multi_modal_data`;
 - a prompt of `max_model_len` tokens or more is refused before it reaches
@@ -58,7 +59,7 @@ _TOO_LONG = re.compile(r"prompt \(length (\d+)\)")
 
 
 class VllmVLM:
-    """A Qwen2-VL-family model served by an in-process vLLM `AsyncLLM` engine."""
+    """A Qwen-VL-family model served by an in-process vLLM `AsyncLLM` engine."""
 
     def __init__(
         self, engine: Any, tokenizer: Any, checkpoint: Checkpoint, *, max_model_len: int, min_pixels: int, max_pixels: int
@@ -155,9 +156,20 @@ def engine_args(cfg: VLMConfig, checkpoint: Checkpoint, cuda_available: bool) ->
         "enforce_eager": cfg.enforce_eager,
         "kv_cache_memory_bytes": None if cfg.kv_cache_memory_gib is None else int(cfg.kv_cache_memory_gib * 2**30),
         "limit_mm_per_prompt": {"image": MAX_IMAGES_PER_PROMPT, "video": 0},
-        "mm_processor_kwargs": {"min_pixels": cfg.min_pixels, "max_pixels": cfg.max_pixels},
+        "mm_processor_kwargs": pixel_bounds(checkpoint, cfg.min_pixels, cfg.max_pixels),
         "disable_log_stats": True,
     }
+
+
+def pixel_bounds(checkpoint: Checkpoint, min_pixels: int, max_pixels: int) -> dict[str, Any]:
+    """The image pixel bounds as the checkpoint's processor names them.
+
+    Qwen2-VL / Qwen2.5-VL: `min_pixels` / `max_pixels`. Qwen3-VL: the `size`
+    edges, the one form both its image and its video processor accept.
+    """
+    if checkpoint.architecture == "Qwen3VLForConditionalGeneration":
+        return {"size": {"shortest_edge": min_pixels, "longest_edge": max_pixels}}
+    return {"min_pixels": min_pixels, "max_pixels": max_pixels}
 
 
 def checkpoint_sampling_defaults(engine: Any) -> dict[str, Any]:

@@ -7,8 +7,8 @@ imports its own heavy library; `import_or_explain` turns a missing one into
 Rules every backend follows:
 - `check_checkpoint` reads only `config.json` and raises
   `InvalidConfig("vlm.model_path", ...)` before any weight is loaded: the
-  folder must exist, hold a `config.json`, and name a Qwen2-VL or Qwen2.5-VL
-  architecture.
+  folder must exist, hold a `config.json`, and name a Qwen2-VL, Qwen2.5-VL
+  or Qwen3-VL architecture.
 - `check_messages` accepts OpenAI-format messages: role system, user or
   assistant; content a string or a list of `{"type": "text", "text": str}`
   and `{"type": "image", "image": <PIL.Image>}` parts.
@@ -39,9 +39,10 @@ from f2f.protocols import Message
 ARCHITECTURES = {
     "Qwen2VLForConditionalGeneration": "qwen2-vl",
     "Qwen2_5_VLForConditionalGeneration": "qwen2.5-vl",
+    "Qwen3VLForConditionalGeneration": "qwen3-vl",
 }
 ROLES = ("system", "user", "assistant")
-MAX_ASPECT_RATIO = 200  # Qwen2-VL's image processor refuses anything longer (smart_resize)
+MAX_ASPECT_RATIO = 200  # Qwen's image processor (Qwen2-VL's, which Qwen3-VL uses too) refuses anything longer
 
 
 def import_or_explain(module: str, backend: str, extra: str) -> ModuleType:
@@ -59,16 +60,16 @@ def import_or_explain(module: str, backend: str, extra: str) -> ModuleType:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """What `config.json` says about a Qwen2-VL-family checkpoint."""
+    """What `config.json` says about a Qwen-VL-family checkpoint."""
 
     path: Path
-    architecture: str  # "Qwen2VLForConditionalGeneration" or "Qwen2_5_VLForConditionalGeneration"
-    patch_size: int  # pixels per vision patch side (14)
-    merge_size: int  # patches merged per visual token side (2): one token per (14*2)^2 pixels
+    architecture: str  # a key of ARCHITECTURES
+    patch_size: int  # pixels per vision patch side (Qwen2-VL, Qwen2.5-VL: 14; Qwen3-VL: 16)
+    merge_size: int  # patches merged per visual token side (2): one token per (patch*2)^2 pixels, 28^2 or 32^2
 
 
 def check_checkpoint(path: Path | str | None, backend: str) -> Checkpoint:
-    """The checkpoint at `path` if it is a local Qwen2-VL / Qwen2.5-VL folder, else InvalidConfig naming vlm.model_path."""
+    """The checkpoint at `path` if it is a local Qwen-VL folder (ARCHITECTURES), else InvalidConfig naming vlm.model_path."""
     if path is None:
         raise InvalidConfig("vlm.model_path", None, f"the {backend} backend needs a local checkpoint folder")
     folder = Path(path)
@@ -192,7 +193,7 @@ def _pad_to_aspect(image: Image.Image) -> Image.Image:
 
 
 def visual_tokens(size: tuple[int, int], min_pixels: int, max_pixels: int, patch_size: int = 14, merge_size: int = 2) -> int:
-    """Tokens a Qwen2-VL image of `size` (width, height) becomes: Qwen's smart_resize, then one per (patch*merge)^2 pixels."""
+    """Tokens a Qwen-VL image of `size` (width, height) becomes: Qwen's smart_resize, then one per (patch*merge)^2 pixels."""
     factor = patch_size * merge_size
     width, height = size
     h_bar, w_bar = round(height / factor) * factor, round(width / factor) * factor

@@ -46,7 +46,7 @@ def check_outputs(out: Path) -> dict:
     return data
 
 
-@pytest.mark.parametrize("profile", ["tiny", "tiny-qwen2.5"])
+@pytest.mark.parametrize("profile", ["tiny", "tiny-qwen2.5", "tiny-qwen3"])
 def test_edit_tiny_profile_with_transformers(tmp_path, cache_dir, profile):
     out = tmp_path / "out"
     config = tmp_path / "cache.yaml"

@@ -1,4 +1,4 @@
-"""The tiny random-weight Qwen2-VL / Qwen2.5-VL checkpoints: layout, determinism, and that the real loaders read them."""
+"""The tiny random-weight Qwen2-VL / Qwen2.5-VL / Qwen3-VL checkpoints: layout, determinism, the real loaders read them."""
 
 from __future__ import annotations
 
@@ -17,17 +17,22 @@ pytest.importorskip("tokenizers")
 
 from vlm_fixtures import sample_picture, vllm_env  # noqa: E402
 
-from f2f.backends.tiny_qwen import SPECIAL_TOKENS, make_tiny_qwen  # noqa: E402
+from f2f.backends.tiny_qwen import QWEN3_ADDED_TOKENS, SPECIAL_TOKENS, make_tiny_qwen  # noqa: E402
 
-VARIANTS = ["qwen2-vl", "qwen2.5-vl"]
-ARCHITECTURES = {"qwen2-vl": "Qwen2VLForConditionalGeneration", "qwen2.5-vl": "Qwen2_5_VLForConditionalGeneration"}
-IMAGE_SIDE = 896  # a multiple of 28 within the default pixel budget: 32 x 32 = 1024 visual tokens, no resampling
+VARIANTS = ["qwen2-vl", "qwen2.5-vl", "qwen3-vl"]
+ARCHITECTURES = {
+    "qwen2-vl": "Qwen2VLForConditionalGeneration",
+    "qwen2.5-vl": "Qwen2_5_VLForConditionalGeneration",
+    "qwen3-vl": "Qwen3VLForConditionalGeneration",
+}
+PATCH_SIZES = {"qwen2-vl": 14, "qwen2.5-vl": 14, "qwen3-vl": 16}  # Qwen3-VL: one visual token per 32 x 32 pixels
+IMAGE_SIDE = 896  # a multiple of 28 and 32 within the default pixel budgets: 1024 (784 on Qwen3-VL) visual tokens, no resampling
 NEW_TOKENS = 24
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Both variants, seed 0."""
+    """Every variant, seed 0."""
     root = tmp_path_factory.mktemp("tiny-qwen")
     return {variant: make_tiny_qwen(root / variant, variant=variant, seed=0) for variant in VARIANTS}
 
@@ -50,8 +55,18 @@ def test_folder_holds_what_the_loaders_read(tiny, variant):
         assert (folder / name).is_file(), name
     assert read_json(folder / "config.json")["architectures"] == [ARCHITECTURES[variant]]
     processor = read_json(folder / "preprocessor_config.json")
-    assert (processor["patch_size"], processor["merge_size"], processor["temporal_patch_size"]) == (14, 2, 2)
+    assert (processor["patch_size"], processor["merge_size"], processor["temporal_patch_size"]) == (PATCH_SIZES[variant], 2, 2)
+    assert read_json(folder / "config.json")["vision_config"]["patch_size"] == PATCH_SIZES[variant]
     assert sum(p.stat().st_size for p in folder.iterdir()) < 5_000_000
+
+
+def test_qwen3_vl_has_its_video_processor_and_loads_as_its_processor(tiny):
+    folder = tiny["qwen3-vl"]
+    video = read_json(folder / "video_preprocessor_config.json")
+    assert (video["video_processor_type"], video["patch_size"]) == ("Qwen3VLVideoProcessor", 16)
+    processor = transformers.AutoProcessor.from_pretrained(folder, local_files_only=True)
+    assert type(processor).__name__ == "Qwen3VLProcessor"
+    assert processor.image_token_id == read_json(folder / "config.json")["image_token_id"]
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -61,8 +76,13 @@ def test_sizes_follow_the_rules_of_vllm_and_qwen(tiny, variant):
     head_dim = text.hidden_size // text.num_attention_heads
     assert head_dim >= 32
     assert sum(text.rope_parameters["mrope_section"]) == head_dim // 2
-    out_size = vision.out_hidden_size if variant == "qwen2.5-vl" else vision.hidden_size
+    out_size = vision.hidden_size if variant == "qwen2-vl" else vision.out_hidden_size
     assert out_size == text.hidden_size
+    if variant == "qwen3-vl":  # one DeepStack feature per listed vision layer, each added to one text layer
+        assert text.rope_parameters["mrope_interleaved"] is True
+        assert all(0 <= i < vision.depth for i in vision.deepstack_visual_indexes)
+        assert 1 <= len(vision.deepstack_visual_indexes) <= text.num_hidden_layers
+        assert int(vision.num_position_embeddings**0.5) ** 2 == vision.num_position_embeddings
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -76,6 +96,10 @@ def test_token_ids_of_config_and_tokenizer_agree(tiny, variant):
     assert config.text_config.vocab_size == len(tokenizer)
     assert tokenizer.eos_token == "<|im_end|>"
     assert read_json(tiny[variant] / "generation_config.json")["eos_token_id"] == [ids["<|im_end|>"], ids["<|endoftext|>"]]
+    if variant == "qwen3-vl":  # Qwen3's added tokens (<think>, ...) follow the special ones, not special themselves
+        added = tokenizer.convert_tokens_to_ids(list(QWEN3_ADDED_TOKENS))
+        assert added == list(range(len(tokenizer) - len(QWEN3_ADDED_TOKENS), len(tokenizer)))
+        assert not set(added) & set(tokenizer.all_special_ids)
 
 
 # --- determinism ---------------------------------------------------------------------
@@ -115,18 +139,29 @@ def test_tokenizer_round_trips_any_text_and_keeps_special_tokens_whole(tiny):
         assert len(tokenizer(token, add_special_tokens=False)["input_ids"]) == 1
 
 
-def test_chat_template_is_qwens(tiny):
-    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny["qwen2-vl"], local_files_only=True)
-    messages = [
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi"}]},
-        {"role": "assistant", "content": [{"type": "text", "text": "Hello"}]},
-    ]
+CHAT_TURNS = [
+    {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi"}]},
+    {"role": "assistant", "content": [{"type": "text", "text": "Hello"}]},
+]
+CHAT_TURNS_RENDERED = (
+    "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Hi<|im_end|>\n"
+    "<|im_start|>assistant\nHello<|im_end|>\n<|im_start|>assistant\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("variant", "system", "header"),
+    [
+        ("qwen2-vl", None, "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"),
+        ("qwen3-vl", None, ""),  # Qwen3-VL adds no system turn of its own
+        ("qwen3-vl", "Be terse.", "<|im_start|>system\nBe terse.<|im_end|>\n"),
+    ],
+)
+def test_chat_template_is_the_variants(tiny, variant, system, header):
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny[variant], local_files_only=True)
+    messages = ([{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []) + CHAT_TURNS
     rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    assert rendered == (
-        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-        "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Hi<|im_end|>\n"
-        "<|im_start|>assistant\nHello<|im_end|>\n<|im_start|>assistant\n"
-    )
+    assert rendered == header + CHAT_TURNS_RENDERED
 
 
 # --- the real loaders ------------------------------------------------------------------
@@ -138,13 +173,17 @@ def image_prompt(tokenizer) -> str:
 
 
 def transformers_greedy(folder: Path, image, prompt: str) -> list[int]:
-    """Greedy new token ids from transformers: the model class, the tokenizer and Qwen's PIL image processor."""
+    """Greedy new token ids from transformers: the model class, the tokenizer and Qwen's PIL image processor.
+
+    The image tokens are marked in mm_token_type_ids, as transformers' own processors do (M-RoPE needs it).
+    """
     model = transformers.AutoModelForImageTextToText.from_pretrained(folder, local_files_only=True).eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
     processor = transformers.Qwen2VLImageProcessorPil.from_pretrained(folder, local_files_only=True)
     vision = processor(images=[image], return_tensors="pt")
     n_visual = int(vision["image_grid_thw"].prod()) // processor.merge_size**2
     text = tokenizer(prompt.replace("<|image_pad|>", "<|image_pad|>" * n_visual), return_tensors="pt")
+    text["mm_token_type_ids"] = (text["input_ids"] == model.config.image_token_id).long()
     with torch.inference_mode():
         out = model.generate(**text, **vision, max_new_tokens=NEW_TOKENS, do_sample=False)
     return out[0, text["input_ids"].shape[1] :].tolist()
@@ -174,10 +213,11 @@ print("TOKENS " + json.dumps(list(output.outputs[0].token_ids)))
 """
 
 
-def test_vllm_loads_qwen2_vl_and_its_greedy_tokens_equal_transformers(tiny, tmp_path):
+@pytest.mark.parametrize("variant", ["qwen2-vl", "qwen3-vl"])
+def test_vllm_loads_it_and_its_greedy_tokens_equal_transformers(tiny, tmp_path, variant):
     """vLLM runs in a child process (its in-process engine pins the process to a core)."""
     pytest.importorskip("vllm")
-    folder = tiny["qwen2-vl"]
+    folder = tiny[variant]
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
     image, prompt = sample_picture((IMAGE_SIDE, IMAGE_SIDE)), image_prompt(tokenizer)
     image.save(tmp_path / "image.png")

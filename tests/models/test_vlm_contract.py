@@ -1,10 +1,12 @@
 """One contract for every VLM: the scripted fake, transformers, vLLM (in-process engine) and OpenAI (vLLM's own server).
 
-The real backends run the tiny random Qwen2-VL, so their answers are
-garbage: the contract checks types, limits and plumbing, and that f2f's
-parsers survive whatever comes back. Each backend is built once per module
-(the parameter groups the tests); every real one is skipped when its library
-is not installed. Backend-specific error paths follow the contract.
+The real backends run the tiny random Qwen2-VL, and again the tiny random
+Qwen3-VL (its 32-pixel visual tokens, its processor and chat template): a
+backend parameter "engine:variant" names both. The answers are garbage: the
+contract checks types, limits and plumbing, and that f2f's parsers survive
+whatever comes back. Each backend is built once per module (the parameter
+groups the tests); every real one is skipped when its library is not
+installed. Backend-specific error paths follow the contract.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ from f2f.selection import parse_selection, selection_reminder
 # vLLM 0.32 always hands Qwen's processor both `size` and the deprecated min/max_pixels aliases.
 pytestmark = pytest.mark.filterwarnings("ignore:Passing `min_pixels` and `max_pixels`:FutureWarning")
 
-BACKENDS = ["scripted", "transformers", "vllm", "openai"]
+# In this order each vLLM server boots once: "vllm" starts Qwen2-VL's for "openai", "vllm:qwen3-vl" swaps it for Qwen3-VL's.
+BACKENDS = ["scripted", "transformers", "transformers:qwen3-vl", "vllm", "openai", "vllm:qwen3-vl", "openai:qwen3-vl"]
 API_KEY = "f2f-test-key"
 MAX_MODEL_LEN = 16384  # the config default: f2f's prompts must fit it
 TOO_MANY_WORDS = 17_000  # one token each: more than MAX_MODEL_LEN
@@ -69,20 +72,41 @@ def loop() -> Iterator[LoopThread]:
     runner.close()
 
 
+class TinyModels:
+    """The tiny checkpoints of the module, each built on first use (seed 0), and their tokens' bytes."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.paths: dict[str, Path] = {}
+        self.vocabularies: dict[str, list[bytes]] = {}
+
+    def path(self, variant: str) -> Path:
+        from f2f.backends.tiny_qwen import make_tiny_qwen
+
+        if variant not in self.paths:
+            self.paths[variant] = make_tiny_qwen(self.root / variant, variant=variant, seed=0)
+        return self.paths[variant]
+
+    def vocabulary(self, variant: str) -> list[bytes]:
+        import transformers
+
+        if variant not in self.vocabularies:
+            tokenizer = transformers.AutoTokenizer.from_pretrained(self.path(variant), local_files_only=True)
+            self.vocabularies[variant] = token_bytes(tokenizer)
+        return self.vocabularies[variant]
+
+
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from f2f.backends.tiny_qwen import make_tiny_qwen
-
-    return make_tiny_qwen(tmp_path_factory.mktemp("vlm") / "qwen2-vl", variant="qwen2-vl", seed=0)
+    return TinyModels(tmp_path_factory.mktemp("vlm"))
 
 
-@pytest.fixture(scope="module")
-def vocabulary(tiny_model: Path) -> list[bytes]:
-    import transformers
-
-    return token_bytes(transformers.AutoTokenizer.from_pretrained(tiny_model, local_files_only=True))
+def engine_and_variant(name: str) -> tuple[str, str]:
+    """("vllm", "qwen3-vl") for "vllm:qwen3-vl"; the variant is qwen2-vl when the name has none."""
+    engine, _, variant = name.partition(":")
+    return engine, variant or "qwen2-vl"
 
 
 @contextlib.contextmanager
@@ -104,14 +128,35 @@ def vllm_vlm(model: Path) -> Iterator[VllmVLM]:
         vlm.close()
 
 
+class VllmServers:
+    """vLLM's OpenAI server on a tiny model, one at a time (two would share 2 cores); `start` boots without waiting."""
+
+    def __init__(self, models: TinyModels, work_dir: Path) -> None:
+        self.models = models
+        self.work_dir = work_dir
+        self.running: dict[str, VllmServer] = {}
+
+    def start(self, variant: str) -> VllmServer:
+        if variant not in self.running:
+            self.stop()
+            model, work_dir = self.models.path(variant), self.work_dir / variant
+            work_dir.mkdir(exist_ok=True)
+            self.running[variant] = VllmServer(model, work_dir, api_key=API_KEY, max_model_len=MAX_MODEL_LEN)
+        return self.running[variant]
+
+    def stop(self) -> None:
+        for server in self.running.values():
+            server.stop()
+        self.running.clear()
+
+
 @pytest.fixture(scope="module")
-def vllm_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
-    """vLLM's OpenAI server on the tiny model, started (not yet waited on) so that it boots while other tests run."""
+def vllm_servers(tiny_models: TinyModels, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServers]:
     pytest.importorskip("httpx")
     pytest.importorskip("vllm")
-    server = VllmServer(tiny_model, tmp_path_factory.mktemp("server"), api_key=API_KEY, max_model_len=MAX_MODEL_LEN)
-    yield server
-    server.stop()
+    servers = VllmServers(tiny_models, tmp_path_factory.mktemp("server"))
+    yield servers
+    servers.stop()
 
 
 @contextlib.contextmanager
@@ -121,25 +166,26 @@ def openai_vlm(server: VllmServer) -> Iterator[OpenAIVLM]:
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, VLM]]:
-    """(name, VLM) for each backend; the real ones on the tiny Qwen2-VL.
+def backend(request: pytest.FixtureRequest) -> Iterator[tuple[str, VLM]]:
+    """(name, VLM) for each backend; the real ones on the tiny model their name gives.
 
-    The OpenAI backend's server starts with the vLLM backend's tests (its
-    boot, mostly imports, overlaps them) and is waited on when its turn comes.
+    Each vLLM backend starts the OpenAI backend's server on its model (its
+    boot, mostly imports, overlaps the vLLM tests), which is waited on when
+    the OpenAI backend's turn comes.
     """
-    name = request.param
-    if name == "scripted":
-        yield name, ScriptedVLM()
+    engine, variant = engine_and_variant(request.param)
+    if engine == "scripted":
+        yield request.param, ScriptedVLM()
         return
-    model = request.getfixturevalue("tiny_model")
-    if name in ("vllm", "openai") and importlib.util.find_spec("vllm") and importlib.util.find_spec("httpx"):
-        request.getfixturevalue("vllm_server")
-    if name == "openai":
-        context = openai_vlm(request.getfixturevalue("vllm_server"))
+    model = request.getfixturevalue("tiny_models").path(variant)
+    if engine in ("vllm", "openai") and importlib.util.find_spec("vllm") and importlib.util.find_spec("httpx"):
+        request.getfixturevalue("vllm_servers").start(variant)
+    if engine == "openai":
+        context = openai_vlm(request.getfixturevalue("vllm_servers").start(variant))
     else:
-        context = {"transformers": transformers_vlm, "vllm": vllm_vlm}[name](model)
+        context = {"transformers": transformers_vlm, "vllm": vllm_vlm}[engine](model)
     with context as vlm:
-        yield name, vlm
+        yield request.param, vlm
 
 
 def ask(loop: LoopThread, vlm: VLM, messages: list, max_tokens: int = 24) -> str:
@@ -202,13 +248,14 @@ def test_concurrent_calls_all_get_the_greedy_answer(backend, loop):
 @pytest.mark.parametrize("max_tokens", [1, 4])
 def test_max_tokens_bounds_the_answer(backend, loop, max_tokens, request):
     name, vlm = backend
-    if name == "scripted":
+    engine, variant = engine_and_variant(name)
+    if engine == "scripted":
         pytest.skip("the scripted fake answers fixed texts; it counts no tokens")
-    vocabulary = request.getfixturevalue("vocabulary")
+    vocabulary = request.getfixturevalue("tiny_models").vocabulary(variant)
     short = ask(loop, vlm, selection_conversation(), max_tokens=max_tokens)
     longer = ask(loop, vlm, selection_conversation(), max_tokens=24)
     assert min_tokens(short, vocabulary) <= max_tokens
-    # The bound means something only if the model would have said more: the tiny model (seed 0) does here.
+    # The bound means something only if the model would have said more: the tiny models (seed 0) do here.
     assert min_tokens(longer, vocabulary) > max_tokens, f"the model stopped early: {longer!r}"
 
 
@@ -226,7 +273,7 @@ def test_a_prompt_longer_than_the_context_names_vlm_max_model_len(backend, loop)
 def test_vllm_counts_prompt_tokens_as_its_engine_does(backend, loop):
     """The length check before the engine counts text plus visual tokens exactly as vLLM does."""
     name, vlm = backend
-    if name != "vllm":
+    if engine_and_variant(name)[0] != "vllm":
         pytest.skip("vLLM only")
     from vllm import SamplingParams
 
@@ -243,7 +290,7 @@ def test_vllm_counts_prompt_tokens_as_its_engine_does(backend, loop):
 def test_the_openai_backend_sends_the_key_and_a_wrong_one_is_refused(backend, loop):
     name, vlm = backend
     if name != "openai":
-        pytest.skip("OpenAI only")
+        pytest.skip("OpenAI only (the key check needs one server)")
     wrong = OpenAIVLM(vlm.base_url, api_key="not-the-key", max_retries=0)
     with pytest.raises(VLMEndpointError, match="401") as caught:
         ask(loop, wrong, long_conversation(3))
@@ -414,12 +461,13 @@ def test_prepare_image_pads_a_strip_to_qwens_largest_aspect_ratio():
     assert strip.getpixel((0, 2000)) == (0, 0, 0)
 
 
+@pytest.mark.parametrize("patch_size", [14, 16], ids=["qwen2-vl", "qwen3-vl"])
 @pytest.mark.parametrize("size", [(1, 1), (96, 64), (1600, 1200), (20, 4000), (4000, 3000), (10, 9)])
-def test_visual_token_count_equals_qwens_image_processor(size):
+def test_visual_token_count_equals_qwens_image_processor(size, patch_size):
     transformers = pytest.importorskip("transformers")
-    processor = transformers.Qwen2VLImageProcessorPil(min_pixels=3136, max_pixels=1_003_520)
+    processor = transformers.Qwen2VLImageProcessorPil(patch_size=patch_size, min_pixels=3136, max_pixels=1_003_520)
     grid = processor(images=[Image.new("RGB", size)], return_tensors="np")["image_grid_thw"][0]
-    assert visual_tokens(size, 3136, 1_003_520) == int(grid.prod()) // 4
+    assert visual_tokens(size, 3136, 1_003_520, patch_size) == int(grid.prod()) // 4
 
 
 def test_vllm_engine_args_follow_the_config(tmp_path):
@@ -433,5 +481,7 @@ def test_vllm_engine_args_follow_the_config(tmp_path):
     assert args["kv_cache_memory_bytes"] == 2**30 and args["enforce_eager"] is True
     assert args["dtype"] == "float32" and args["trust_remote_code"] is False
     assert args["mm_processor_kwargs"] == {"min_pixels": tiny.min_pixels, "max_pixels": tiny.max_pixels}
+    qwen3 = engine_args(tiny, Checkpoint(tmp_path, "Qwen3VLForConditionalGeneration", 16, 2), cuda_available=False)
+    assert qwen3["mm_processor_kwargs"] == {"size": {"shortest_edge": tiny.min_pixels, "longest_edge": tiny.max_pixels}}
     default = engine_args(load_config().vlm.model_copy(update={"model_path": tmp_path}), checkpoint, cuda_available=True)
     assert default["kv_cache_memory_bytes"] is None and default["enforce_eager"] is False and default["dtype"] == "bfloat16"

@@ -236,11 +236,13 @@ def _byte_alphabet() -> dict[str, int]:
 
 
 def token_bytes(tokenizer: Any) -> list[bytes]:
-    """The bytes of every non-special token of a byte-level BPE tokenizer."""
+    """The bytes of every token an answer decodes from: the byte-level BPE tokens, and the added tokens that
+    are not special (Qwen3's <think>, <tool_call>, ...: skip_special_tokens keeps them) as their text."""
     alphabet = _byte_alphabet()
-    special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
-    tokens = tokenizer.convert_ids_to_tokens([i for i in range(len(tokenizer)) if i not in special])
-    return [bytes(alphabet[c] for c in token) for token in tokens]
+    added = tokenizer.added_tokens_decoder
+    plain = [i for i in range(len(tokenizer)) if i not in added and i not in set(tokenizer.all_special_ids)]
+    learnt = [bytes(alphabet[c] for c in token) for token in tokenizer.convert_ids_to_tokens(plain)]
+    return learnt + [token.content.encode() for token in added.values() if not token.special]
 
 
 def min_tokens(answer: str, vocabulary: Sequence[bytes]) -> int:
