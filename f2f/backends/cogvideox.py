@@ -1,4 +1,6 @@
-"""The CogVideoX image-to-video family: diffusers' `CogVideoXImageToVideoPipeline` (CogVideoX-5B-I2V, the paper's default; CogVideoX1.5-5B-I2V).
+"""The CogVideoX image-to-video family: diffusers' `CogVideoXImageToVideoPipeline`.
+
+CogVideoX-5B-I2V (the paper's default) and CogVideoX1.5-5B-I2V.
 
 Everything else a video needs (the worker thread, batches, progress, cancel,
 memory switches, out-of-memory errors) is `f2f.backends.i2v`'s; this module

@@ -63,7 +63,8 @@ def inspect(path: Path, index: dict[str, Any]) -> CheckpointSpec:
         )
         raise InvalidConfig(_FIELD, str(path), rule)
     if transformer.get("patch_size_t", 1) != 1:
-        rule = f"{path.name}: transformer patch_size_t {transformer.get('patch_size_t')}; f2f knows LTX-Video with 1-frame patches"
+        patch = transformer.get("patch_size_t")
+        rule = f"{path.name}: transformer patch_size_t {patch}; f2f knows LTX-Video with 1-frame patches"
         raise InvalidConfig(_FIELD, str(path), rule)
     return _spec(path.name, transformer, vae)
 

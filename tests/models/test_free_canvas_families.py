@@ -52,7 +52,9 @@ def _build(name: str, folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module", params=list(FAMILIES))
-def family(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, DiffusersVideoGenerator]]:
+def family(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Path, DiffusersVideoGenerator]]:
     name = request.param
     folder = _build(name, tmp_path_factory.mktemp(name) / f"tiny-{name}")
     gen = DiffusersVideoGenerator(folder, device="cpu", max_batch_seeds=1 if name == "ltx" else 2)
@@ -63,7 +65,9 @@ def family(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 def settings(name: str, num_frames: int = 9, **extra: object) -> VideoConfig:
     width, height = FAMILIES[name][1]
     fps = 16 if name == "cogvideox1.5" else 24
-    return VideoConfig(width=width, height=height, num_frames=num_frames, num_inference_steps=2, guidance_scale=3.0, fps=fps, **extra)
+    return VideoConfig(
+        width=width, height=height, num_frames=num_frames, num_inference_steps=2, guidance_scale=3.0, fps=fps, **extra
+    )
 
 
 def canvas(name: str) -> Image.Image:
@@ -78,7 +82,7 @@ def pixels(clip: list[Image.Image]) -> np.ndarray:
 
 
 def test_the_checkpoint_is_recognised_with_its_rules(family: tuple[str, Path, DiffusersVideoGenerator]) -> None:
-    name, folder, gen = family
+    name, folder, _ = family
     found, spec = inspect_checkpoint(folder)
     assert found.name == ("ltx" if name == "ltx" else "cogvideox")
     native = (768, 512) if name == "ltx" else (1360, 768)  # the published area, not the config's RoPE table (1.5)
