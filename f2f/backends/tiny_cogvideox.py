@@ -22,17 +22,16 @@ plumbing are meaningful.
 
 from __future__ import annotations
 
-import string
 from pathlib import Path
 from typing import Any
+
+from f2f.backends import tiny_t5
 
 SPATIAL_SCALE = 8  # 2 ** (len(block_out_channels) - 1)
 TEMPORAL_SCALE = 4
 LATENT_CHANNELS = 4
 TEXT_DIM = 32
 MAX_TEXT_TOKENS = 226  # as CogVideoX-5b-I2V: captions are not cut shorter than the real model cuts them
-EXTRA_IDS = 100
-_WORDS = "the a of and to in is it on with photo image slowly turns becomes man woman dog cat sits smiles".split()
 
 # CogVideoX-5b-I2V's scheduler_config.json.
 SCHEDULER_CONFIG: dict[str, Any] = {
@@ -133,41 +132,15 @@ def _vae(height: int, width: int) -> Any:
 
 
 def _text_encoder() -> Any:
-    """A one-layer T5 encoder whose vocabulary matches `_tokenizer` (pieces + extra ids)."""
+    """A one-layer T5 encoder whose vocabulary matches the tokenizer (pieces + extra ids)."""
     from transformers import T5Config, T5EncoderModel
 
-    config = T5Config(
-        vocab_size=len(_vocab()) + EXTRA_IDS,
-        d_model=TEXT_DIM,
-        d_kv=8,
-        d_ff=64,
-        num_layers=1,
-        num_heads=4,
-        relative_attention_num_buckets=8,
-        relative_attention_max_distance=16,
-        feed_forward_proj="gated-gelu",
-        pad_token_id=0,
-        eos_token_id=1,
-        decoder_start_token_id=0,
-    )
-    return T5EncoderModel(config).eval()
+    return T5EncoderModel(T5Config(vocab_size=tiny_t5.vocab_size(), d_model=TEXT_DIM, **tiny_t5.ENCODER_SIZES)).eval()
 
 
 def _tokenizer() -> Any:
-    """A Unigram T5 tokenizer from an in-memory vocabulary: <pad>=0, </s>=1, <unk>=2, then pieces."""
-    from transformers import T5Tokenizer
-
-    return T5Tokenizer(vocab=_vocab(), extra_ids=EXTRA_IDS, model_max_length=MAX_TEXT_TOKENS)
-
-
-def _vocab() -> list[tuple[str, float]]:
-    """Specials, whole words (preferred), then single characters with and without the word marker."""
-    pieces: list[tuple[str, float]] = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
-    pieces += [(f"▁{word}", -3.0) for word in _WORDS]
-    chars = string.ascii_lowercase + string.ascii_uppercase + string.digits + ".,!?'-"
-    pieces += [(f"▁{c}", -8.0) for c in chars]
-    pieces += [(c, -9.0) for c in chars]
-    return pieces
+    """The in-memory T5 tokenizer, as long as the transformer's text."""
+    return tiny_t5.tokenizer(MAX_TEXT_TOKENS)
 
 
 def _scheduler() -> Any:

@@ -1,0 +1,50 @@
+"""The in-memory T5 tokenizer and text-encoder sizes that the tiny video checkpoints share (CogVideoX's T5, Wan's UMT5).
+
+A Unigram T5 tokenizer from a vocabulary written here (specials, a few whole
+words, then single characters), so no tokenizer file is ever downloaded; the
+text encoder's config takes `vocab_size()` ids and the sizes in `ENCODER_SIZES`.
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Any
+
+EXTRA_IDS = 100
+_WORDS = "the a of and to in is it on with photo image slowly turns becomes man woman dog cat sits smiles".split()
+
+# One small encoder layer: T5Config / UMT5Config keywords (with d_model, the text width, given by the caller).
+ENCODER_SIZES: dict[str, Any] = {
+    "d_kv": 8,
+    "d_ff": 64,
+    "num_layers": 1,
+    "num_heads": 4,
+    "relative_attention_num_buckets": 8,
+    "relative_attention_max_distance": 16,
+    "feed_forward_proj": "gated-gelu",
+    "pad_token_id": 0,
+    "eos_token_id": 1,
+    "decoder_start_token_id": 0,
+}
+
+
+def tokenizer(max_length: int) -> Any:
+    """A Unigram T5 tokenizer from the in-memory vocabulary: <pad>=0, </s>=1, <unk>=2, then pieces."""
+    from transformers import T5Tokenizer
+
+    return T5Tokenizer(vocab=vocab(), extra_ids=EXTRA_IDS, model_max_length=max_length)
+
+
+def vocab_size() -> int:
+    """Ids the text encoder must embed: the pieces and the extra ids."""
+    return len(vocab()) + EXTRA_IDS
+
+
+def vocab() -> list[tuple[str, float]]:
+    """Specials, whole words (preferred), then single characters with and without the word marker."""
+    pieces: list[tuple[str, float]] = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    pieces += [(f"▁{word}", -3.0) for word in _WORDS]
+    chars = string.ascii_lowercase + string.ascii_uppercase + string.digits + ".,!?'-"
+    pieces += [(f"▁{c}", -8.0) for c in chars]
+    pieces += [(c, -9.0) for c in chars]
+    return pieces
