@@ -301,3 +301,33 @@ def test_f2f_edit_on_a_tiny_wan_profile_keeps_the_source_size(tmp_path: Path, pr
     data = json.loads((out / "result.json").read_text())
     assert data["canvas"]["fit"] == "free"
     assert Image.open(out / "edited.png").size == Image.open(SAMPLE).size
+
+
+# --- what the family supports ----------------------------------------------------------------------
+
+
+def test_cfg_parallel_and_unverified_speed_switches_are_refused_at_load(folders: dict[str, Path]) -> None:
+    """Wan splits by Ulysses only (diffusers' context parallelism: on CPU diffusers 0.42.1 cannot build its mesh,
+    `rank % torch.accelerator.device_count()` with no accelerator, so the split itself runs on GPUs only)."""
+    from f2f.backends.parallel import ParallelGroups
+    from f2f.config import ParallelConfig, SpeedConfig
+
+    groups = ParallelGroups(ParallelConfig(cfg=2, ulysses=1), rank=0, cfg_group=None, sp_group=None)
+    with pytest.raises(InvalidConfig) as info:
+        DiffusersVideoGenerator(folders["wan2.1"], device="cpu", parallel=groups)
+    assert info.value.field == "generator.parallel.cfg" and "only by ulysses" in str(info.value)
+    with pytest.raises(InvalidConfig) as info:
+        DiffusersVideoGenerator(folders["wan2.1"], device="cpu", speed=SpeedConfig(compile="regional"))
+    assert info.value.field == "generator.speed.compile" and "wan family does not support it" in str(info.value)
+
+
+def test_the_attention_kernel_switch_keeps_the_clip(
+    generator: DiffusersVideoGenerator, folders: dict[str, Path], canvas: Image.Image
+) -> None:
+    from f2f.config import SpeedConfig
+
+    math = DiffusersVideoGenerator(folders["wan2.1"], device="cpu", speed=SpeedConfig(attention="math"))
+    ours = asyncio.run(math.generate(canvas, CAPTION, [5], settings()))[0]
+    math.close()
+    reference = asyncio.run(generator.generate(canvas, CAPTION, [5], settings()))[0]
+    assert np.abs(pixels(ours) - pixels(reference)).max() <= BATCH_TOLERANCE  # another SDPA kernel: float rounding
