@@ -111,7 +111,7 @@ def _check_experts(path: Path, index: dict[str, Any], transformer: dict[str, Any
     other = read_json(path, "transformer_2/config.json")
     for key in ("in_channels", "out_channels", "patch_size"):
         if other.get(key) != transformer.get(key):
-            rule = f"{path.name}: transformer_2 has {key} {other.get(key)}, transformer {transformer.get(key)}; the experts must agree"
+            rule = f"{path.name}: transformer_2 has {key} {other.get(key)}, transformer {transformer.get(key)} (they must agree)"
             raise InvalidConfig(_FIELD, str(path), rule)
     return True
 

@@ -31,7 +31,7 @@ pytest.importorskip("ftfy")  # WanImageToVideoPipeline cleans prompts with it
 import torch
 from diffusers import WanImageToVideoPipeline
 
-from f2f.backends import cogvideox, wan
+from f2f.backends import cogvideox
 from f2f.backends.i2v import CheckpointSpec, DiffusersVideoGenerator, check_video, inspect_checkpoint
 from f2f.backends.tiny_wan import make_tiny_wan, make_tiny_wan_lora
 from f2f.config import LoraConfig, VideoConfig
@@ -95,7 +95,8 @@ def load_plain(folder: Path) -> WanImageToVideoPipeline:
 
 
 def _digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
 def test_tiny_wan_is_deterministic_and_has_the_real_layouts(folders: dict[str, Path], tmp_path: Path) -> None:
@@ -136,8 +137,12 @@ def _edited_copy(folder: Path, tmp_path: Path, edits: dict[str, dict[str, object
     ("variant", "edits", "words"),
     [
         ("wan2.1", {"transformer/config.json": {"in_channels": 4}}, "text-to-video Wan checkpoint"),
-        ("wan2.1", {"model_index.json": {"_class_name": "WanPipeline"}, "transformer/config.json": {"in_channels": 4}},
-         "in_channels 4"),  # fmt: skip  # Wan2.1-T2V: WanPipeline, z channels, no expand_timesteps
+        # Wan2.1-T2V: WanPipeline, z channels, no expand_timesteps
+        (
+            "wan2.1",
+            {"model_index.json": {"_class_name": "WanPipeline"}, "transformer/config.json": {"in_channels": 4}},
+            "in_channels 4",
+        ),
         ("wan2.1", {"transformer/config.json": {"in_channels": 20}}, "expected 12 (noise + 4 mask + image latents)"),
         ("wan2.2", {"model_index.json": {"boundary_ratio": None}}, "transformer_2 without boundary_ratio"),
         ("wan2.2-ti2v", {"transformer/config.json": {"in_channels": 12}}, "expected 4 (the latents (TI2V"),
@@ -243,22 +248,32 @@ def test_a_lora_in_the_wan_trainers_format_is_fused_as_diffusers_defines_it(
     # the fused weights: W + scale * (alpha / rank) * up @ down, within float32 rounding of that sum (a few ulps
     # of the magnitudes added: the product of rank-2 factors, the scaling and the addition each round once)
     base, lora = load_plain(folders["wan2.1"]).transformer.state_dict(), load_file(str(lora_file))
-    names = {"self_attn": "attn1", "cross_attn": "attn2", "q": "to_q", "k": "to_k", "v": "to_v", "o": "to_out.0"}
-    layers = [key.removeprefix("diffusion_model.").removesuffix(".lora_down.weight") for key in lora if key.endswith("lora_down.weight")]
+    layers = [
+        k.removeprefix("diffusion_model.").removesuffix(".lora_down.weight") for k in lora if k.endswith("lora_down.weight")
+    ]
     for layer in layers:
         down, up = lora[f"diffusion_model.{layer}.lora_down.weight"], lora[f"diffusion_model.{layer}.lora_up.weight"]
         alpha = float(lora[f"diffusion_model.{layer}.alpha"])
-        parts = layer.split(".")
-        target = ".".join(parts[:2] + [names[parts[2]], names[parts[3]]] if parts[2] in names else parts[:2] + ["ffn.net.0.proj" if parts[3] == "0" else "ffn.net.2"])
+        target = _diffusers_name(layer)
         delta = scale * alpha / down.shape[0] * (up.double() @ down.double())
         weight = base[f"{target}.weight"].double()
-        bound = 4 * EPS32 * (weight.abs() + delta.abs() + scale * alpha / down.shape[0] * (up.double().abs() @ down.double().abs()))
+        magnitude = scale * alpha / down.shape[0] * (up.double().abs() @ down.double().abs())
+        bound = 4 * EPS32 * (weight.abs() + delta.abs() + magnitude)
         assert ((fused[f"{target}.weight"].double() - (weight + delta)).abs() <= bound).all(), target
     assert any(not torch.equal(fused[k], base[k]) for k in base)
     # and the run is the plain pipeline with those weights, to the bit
     pipe = load_plain(folders["wan2.1"])
     pipe.transformer.load_state_dict(fused)
     assert np.array_equal(plain(pipe, canvas, [2], settings())[0], pixels(ours))
+
+
+def _diffusers_name(layer: str) -> str:
+    """The diffusers layer of an original Wan trainer's one (blocks.0.self_attn.q -> blocks.0.attn1.to_q)."""
+    names = {"self_attn": "attn1", "cross_attn": "attn2", "q": "to_q", "k": "to_k", "v": "to_v", "o": "to_out.0"}
+    block, module, part = layer.rsplit(".", 2)
+    if module == "ffn":
+        return f"{block}.ffn.net.{'0.proj' if part == '0' else '2'}"
+    return f"{block}.{names[module]}.{names[part]}"
 
 
 @pytest.mark.parametrize(("change", "words"), [("shape", "the LoRA makes"), ("layer", "which the transformer does not have")])
