@@ -4,10 +4,10 @@ Each backend module imports its heavy library (torch, diffusers, vllm,
 transformers, httpx) itself, so `import f2f` stays light:
 
 - video: `i2v.DiffusersVideoGenerator`, one diffusers image-to-video seam for every
-  family of checkpoint (`i2v.FAMILIES`: `cogvideox`, CogVideoXImageToVideoPipeline; `ltx`,
-  LTXImageToVideoPipeline);
+  family of checkpoint (`i2v.FAMILIES`: `cogvideox`, CogVideoXImageToVideoPipeline; `wan`,
+  WanImageToVideoPipeline; `ltx`, LTXImageToVideoPipeline);
 - VLM: `vllm_vlm.VllmVLM`, `hf_vlm.TransformersVLM`, `openai_vlm.OpenAIVLM`;
-- `tiny_cogvideox` / `tiny_ltx` / `tiny_qwen`: random-weight checkpoints of the same
+- `tiny_cogvideox` / `tiny_wan` / `tiny_ltx` / `tiny_qwen`: random-weight checkpoints of the same
   architectures, built offline, for tests and the demo.
 
 `build_backends` turns a config into a loaded pair. It checks everything it
@@ -170,6 +170,9 @@ TINY_BUILDERS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "cogvideox-i2v": ("f2f.backends.tiny_cogvideox", "make_tiny_cogvideox", {}),
     "cogvideox1.5-i2v": ("f2f.backends.tiny_cogvideox", "make_tiny_cogvideox", {"variant": "cogvideox1.5"}),
     "ltx": ("f2f.backends.tiny_ltx", "make_tiny_ltx", {}),
+    "wan2.1-i2v": ("f2f.backends.tiny_wan", "make_tiny_wan", {"variant": "wan2.1"}),
+    "wan2.2-i2v": ("f2f.backends.tiny_wan", "make_tiny_wan", {"variant": "wan2.2"}),
+    "wan2.2-ti2v": ("f2f.backends.tiny_wan", "make_tiny_wan", {"variant": "wan2.2-ti2v"}),
     "qwen2-vl": ("f2f.backends.tiny_qwen", "make_tiny_qwen", {"variant": "qwen2-vl"}),
     "qwen2.5-vl": ("f2f.backends.tiny_qwen", "make_tiny_qwen", {"variant": "qwen2.5-vl"}),
     "qwen3-vl": ("f2f.backends.tiny_qwen", "make_tiny_qwen", {"variant": "qwen3-vl"}),

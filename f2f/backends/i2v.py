@@ -16,7 +16,8 @@ differs, as a `Family`:
   `CheckpointSpec`), read from its configs before any weight loads;
 - `call_arguments`: the pipeline call's family-specific arguments;
 - `split`: how one video is split over several processes (None: refused);
-- `speed`: the `generator.speed` switches it supports (others are refused).
+- `speed`: the `generator.speed` switches it supports (others are refused);
+- `set_shift`, `image_per_prompt`, `split_axes`, `requires`: see `Family`.
 
 Adding a family: a module that defines `FAMILY`, one line in `FAMILIES`
 below, a catalogue entry (`models/catalogue.yaml`) and a tiny-checkpoint
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
     from f2f.backends.parallel import ParallelGroups
 
 # The families by name: the module that defines each one's FAMILY (imported when a checkpoint or a config names it).
-FAMILIES = {"cogvideox": "f2f.backends.cogvideox", "ltx": "f2f.backends.ltx"}
+FAMILIES = {"cogvideox": "f2f.backends.cogvideox", "wan": "f2f.backends.wan", "ltx": "f2f.backends.ltx"}
 SPEED_SWITCHES = frozenset(SpeedConfig.model_fields)
 SPLIT_AXES = frozenset({"cfg", "ulysses"})
 logger = logging.getLogger("f2f.backends")
@@ -92,10 +93,12 @@ class Family:
     index_classes: tuple[str, ...] = ()  # other model_index.json class names of the family's checkpoints
     image_per_prompt: bool = True  # the call takes a list of images, one per prompt; False: one image for the batch
     one_seed_per_call: bool = False  # the call takes one torch.Generator, not a list (generator.max_batch_seeds must be 1)
-    set_shift: Callable[[Any, float], None] | None = None  # apply video.shift to a loaded pipeline (None: refused)
+    set_shift: Callable[[Any, float | None], None] | None = None  # apply video.shift (None: the checkpoint's) to a pipeline
+    # (set_shift None: a shift is refused)
     split: Callable[[Any, ParallelGroups], None] | None = None  # make a loaded pipeline run split over the ranks
     split_axes: frozenset[str] = SPLIT_AXES  # the generator.parallel axes (cfg, ulysses) that split supports
     speed: frozenset[str] = SPEED_SWITCHES  # the generator.speed switches it supports
+    requires: tuple[str, ...] = ()  # modules its pipeline imports besides torch, diffusers, transformers (e.g. Wan: ftfy)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -185,6 +188,7 @@ class DiffusersVideoGenerator:
         if family is not None and family_named(family).name != self.family.name:
             rule = f"{self.model_path.name} is a {self.family.name} checkpoint ({self.family.pipeline_class}), not {family}"
             raise InvalidConfig("generator.family", family, rule)
+        _check_requires(self.family)
         self.device, self.dtype = resolve_device(torch, device, dtype, cpu_offload)
         self.speed = speed or SpeedConfig()
         self.max_batch_seeds = max_batch_seeds
@@ -321,8 +325,8 @@ class DiffusersVideoGenerator:
 
         settings, n = job.settings, len(seeds)
         generators = [torch.Generator(self.device).manual_seed(seed) for seed in seeds]
-        if settings.shift is not None and self.family.set_shift is not None:
-            self.family.set_shift(pipe, settings.shift)
+        if self.family.set_shift is not None:
+            self.family.set_shift(pipe, settings.shift)  # null: the checkpoint's, not the last request's
         try:
             with attention_kernel(self.speed):
                 output = pipe(
@@ -563,6 +567,15 @@ def _dtype_keyword() -> str:
     from diffusers.utils import deprecation_utils
 
     return "dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"
+
+
+def _check_requires(family: Family) -> None:
+    """BackendNotConfigured naming the extra if a module the family's pipeline needs is not installed."""
+    import importlib.util
+
+    for module in family.requires:
+        if importlib.util.find_spec(module) is None:
+            raise BackendNotConfigured(f"the {family.name} family's {family.pipeline_class} needs {module}: {_INSTALL}")
 
 
 def _libraries() -> tuple[Any, Any]:
