@@ -38,9 +38,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import generate  # noqa: E402  (bench/generate.py: the random-weight builder, timers, machine, results file)
+import itertools
 
-from f2f.config import SpeedConfig  # noqa: E402
+import generate
+
+from f2f.config import SpeedConfig
 
 MODES = {"plain": SpeedConfig(), "compiled": SpeedConfig(fuse_qkv=True, compile="regional")}
 T5_DIM = 4096  # T5-XXL and UMT5-XXL d_model (generate.FULL.t5)
@@ -180,22 +182,97 @@ class Profile:
     flow_shift: float = 3.0
 
 
+# Profile(name, model, kind, width, height, frames, published steps, guidance, text tokens, transformer, vae, ...)
 PROFILES = {
     p.name: p
     for p in (
-        Profile("cogvideox-5b", "CogVideoX-5B-I2V", "cogvideox", 720, 480, 49, 50, 6.0, generate.TEXT_TOKENS,
-                generate.FULL.transformer, generate.FULL.vae),  # fmt: skip
-        Profile("cogvideox1.5-5b", "CogVideoX1.5-5B-I2V", "cogvideox", 1360, 768, 81, 50, 6.0, generate.TEXT_TOKENS,
-                COG_15, {"scaling_factor": 0.7, "invert_scale_latents": True}),  # fmt: skip  # [conv-cog] convert_vae
-        Profile("wan2.1-i2v-14b-480p", "Wan2.1-I2V-14B-480P", "wan", 832, 480, 81, 40, 5.0, 512,  # [wan21]; 512: text_len
-                {**WAN_14B, "image_dim": 1280, "added_kv_proj_dim": 5120}, {}, CLIP_H14),  # fmt: skip  # [conv-wan]
-        Profile("wan2.2-i2v-a14b", "Wan2.2-I2V-A14B", "wan", 832, 480, 81, 40, 3.5, 512, WAN_14B, {},  # [wan22]
-                pipeline={"boundary_ratio": 0.9}, two_experts=True, flow_shift=5.0),  # fmt: skip
-        Profile("wan2.2-i2v-a14b-lightning", "Wan2.2-I2V-A14B + Lightning", "wan", 832, 480, 81, 4, 1.0, 512, WAN_14B,
-                {}, pipeline={"boundary_ratio": 0.9}, two_experts=True, flow_shift=5.0),  # fmt: skip  # [brief]
-        Profile("wan2.2-ti2v-5b", "Wan2.2-TI2V-5B", "wan", 1280, 704, 121, 50, 5.0, 512,  # [wan22]
-                {**WAN_14B, "ffn_dim": 14336, "in_channels": 48, "num_attention_heads": 24, "num_layers": 30,
-                 "out_channels": 48}, WAN22_VAE, pipeline={"expand_timesteps": True}, flow_shift=5.0),  # fmt: skip
+        Profile(
+            "cogvideox-5b",
+            "CogVideoX-5B-I2V",
+            "cogvideox",
+            720,
+            480,
+            49,
+            50,
+            6.0,
+            generate.TEXT_TOKENS,
+            generate.FULL.transformer,
+            generate.FULL.vae,
+        ),
+        Profile(
+            "cogvideox1.5-5b",
+            "CogVideoX1.5-5B-I2V",
+            "cogvideox",
+            1360,
+            768,
+            81,
+            50,
+            6.0,
+            generate.TEXT_TOKENS,
+            COG_15,
+            {"scaling_factor": 0.7, "invert_scale_latents": True},
+        ),  # [conv-cog] convert_vae
+        Profile(
+            "wan2.1-i2v-14b-480p",
+            "Wan2.1-I2V-14B-480P",
+            "wan",
+            832,
+            480,
+            81,
+            40,
+            5.0,
+            512,  # [wan21]; 512: text_len
+            {**WAN_14B, "image_dim": 1280, "added_kv_proj_dim": 5120},
+            {},
+            CLIP_H14,
+        ),  # [conv-wan]
+        Profile(
+            "wan2.2-i2v-a14b",
+            "Wan2.2-I2V-A14B",
+            "wan",
+            832,
+            480,
+            81,
+            40,
+            3.5,
+            512,
+            WAN_14B,
+            {},  # [wan22]
+            pipeline={"boundary_ratio": 0.9},
+            two_experts=True,
+            flow_shift=5.0,
+        ),
+        Profile(
+            "wan2.2-i2v-a14b-lightning",
+            "Wan2.2-I2V-A14B + Lightning",
+            "wan",
+            832,
+            480,
+            81,
+            4,
+            1.0,
+            512,
+            WAN_14B,
+            {},
+            pipeline={"boundary_ratio": 0.9},
+            two_experts=True,
+            flow_shift=5.0,
+        ),  # [brief]
+        Profile(
+            "wan2.2-ti2v-5b",
+            "Wan2.2-TI2V-5B",
+            "wan",
+            1280,
+            704,
+            121,
+            50,
+            5.0,
+            512,  # [wan22]
+            {**WAN_14B, "ffn_dim": 14336, "in_channels": 48, "num_attention_heads": 24, "num_layers": 30, "out_channels": 48},
+            WAN22_VAE,
+            pipeline={"expand_timesteps": True},
+            flow_shift=5.0,
+        ),
         Profile("ltx-video", "LTX-Video 0.9.1", "ltx", 768, 512, 161, 50, 3.0, 128, LTX_091, LTX_091_VAE),  # [ltx-pipe]
     )
 }
@@ -204,20 +281,50 @@ PROFILES = {
 TINY = {
     "cogvideox": {"transformer": generate.TINY.transformer, "vae": generate.TINY.vae},
     "wan": {
-        "transformer": {"num_attention_heads": 2, "attention_head_dim": 12, "text_dim": 32, "ffn_dim": 32,
-                        "num_layers": 2, "rope_max_seq_len": 32},  # fmt: skip
-        "vae": {"base_dim": 3, "decoder_base_dim": None, "dim_mult": [1, 1, 1, 1], "num_res_blocks": 1,
-                "temperal_downsample": [False, True, True]},  # fmt: skip
+        "transformer": {
+            "num_attention_heads": 2,
+            "attention_head_dim": 12,
+            "text_dim": 32,
+            "ffn_dim": 32,
+            "num_layers": 2,
+            "rope_max_seq_len": 32,
+        },
+        "vae": {
+            "base_dim": 3,
+            "decoder_base_dim": None,
+            "dim_mult": [1, 1, 1, 1],
+            "num_res_blocks": 1,
+            "temperal_downsample": [False, True, True],
+        },
     },
     "ltx": {
-        "transformer": {"in_channels": 8, "out_channels": 8, "num_attention_heads": 4, "attention_head_dim": 8,
-                        "cross_attention_dim": 32, "num_layers": 1, "caption_channels": 32},  # fmt: skip
-        "vae": {"latent_channels": 8, "block_out_channels": (8, 16, 32, 32), "decoder_block_out_channels": (8, 16, 32),
-                "layers_per_block": (1, 1, 1, 1, 1), "decoder_layers_per_block": (1, 1, 1, 1)},  # fmt: skip
+        "transformer": {
+            "in_channels": 8,
+            "out_channels": 8,
+            "num_attention_heads": 4,
+            "attention_head_dim": 8,
+            "cross_attention_dim": 32,
+            "num_layers": 1,
+            "caption_channels": 32,
+        },
+        "vae": {
+            "latent_channels": 8,
+            "block_out_channels": (8, 16, 32, 32),
+            "decoder_block_out_channels": (8, 16, 32),
+            "layers_per_block": (1, 1, 1, 1, 1),
+            "decoder_layers_per_block": (1, 1, 1, 1),
+        },
     },
 }
-TINY_CLIP = {"hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
-             "image_size": 32, "patch_size": 4, "projection_dim": 8}  # fmt: skip
+TINY_CLIP = {
+    "hidden_size": 8,
+    "intermediate_size": 16,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "image_size": 32,
+    "patch_size": 4,
+    "projection_dim": 8,
+}
 
 
 def tiny(profile: Profile) -> Profile:
@@ -291,9 +398,13 @@ def build_pipeline(profile: Profile, device: Any, dtype: Any) -> Any:
         vae=random(diffusers.AutoencoderKLLTXVideo, profile.vae, 1),
         transformer=random(diffusers.LTXVideoTransformer3DModel, profile.transformer, 0),
         scheduler=diffusers.FlowMatchEulerDiscreteScheduler(  # [conv-ltx], 0.9.1
-            use_dynamic_shifting=True, base_shift=0.95, max_shift=2.05, base_image_seq_len=1024,
-            max_image_seq_len=4096, shift_terminal=0.1,
-        ),  # fmt: skip
+            use_dynamic_shifting=True,
+            base_shift=0.95,
+            max_shift=2.05,
+            base_image_seq_len=1024,
+            max_image_seq_len=4096,
+            shift_terminal=0.1,
+        ),
     )
 
 
@@ -350,14 +461,37 @@ class FamilyRow:
     peak_gib: float | None
 
 
-HEADER = ["profile", "mode", "canvas", "frames", "s/step", "steps", "text s", "prep s", "VAE s", "est. s/edit",
-          "first s", "peak GiB"]  # fmt: skip
+HEADER = [
+    "profile",
+    "mode",
+    "canvas",
+    "frames",
+    "s/step",
+    "steps",
+    "text s",
+    "prep s",
+    "VAE s",
+    "est. s/edit",
+    "first s",
+    "peak GiB",
+]
 
 
 def table_row(row: FamilyRow) -> str:
-    cells = [row.profile, row.mode, f"{row.width}x{row.height}", str(row.frames), f"{row.step_s:.3f}", str(row.steps),
-             f"{row.text_s:.3f}", f"{row.prep_s:.2f}", f"{row.vae_s:.2f}", f"{row.edit_s:.1f} (estimate)",
-             f"{row.first_s:.1f}", "-" if row.peak_gib is None else f"{row.peak_gib:.1f}"]  # fmt: skip
+    cells = [
+        row.profile,
+        row.mode,
+        f"{row.width}x{row.height}",
+        str(row.frames),
+        f"{row.step_s:.3f}",
+        str(row.steps),
+        f"{row.text_s:.3f}",
+        f"{row.prep_s:.2f}",
+        f"{row.vae_s:.2f}",
+        f"{row.edit_s:.1f} (estimate)",
+        f"{row.first_s:.1f}",
+        "-" if row.peak_gib is None else f"{row.peak_gib:.1f}",
+    ]
     return "| " + " | ".join(cells) + " |"
 
 
@@ -447,14 +581,13 @@ class Bench:
         started = time.perf_counter()
         try:
             with torch.no_grad():
-                pipe(**arguments, generator=torch.Generator("cpu").manual_seed(42),
-                     callback_on_step_end=mark)  # fmt: skip
+                pipe(**arguments, generator=torch.Generator("cpu").manual_seed(42), callback_on_step_end=mark)
         finally:
             for hook in hooks:
                 hook.remove()
         generate.synchronize(self.device)
         total = time.perf_counter() - started
-        return total, marks[0] - started, [b - a for a, b in zip(marks, marks[1:], strict=False)]
+        return total, marks[0] - started, [b - a for a, b in itertools.pairwise(marks)]
 
 
 def _transformers(pipe: Any) -> list[Any]:
@@ -499,9 +632,14 @@ def main(argv: list[str] | None = None) -> int:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     profiles = [tiny(PROFILES[n]) if args.tiny else PROFILES[n] for n in names]
     t5_size = generate.TINY if args.tiny else generate.FULL
-    setup = {"sizes": "tiny (CPU smoke check)" if args.tiny else "full", "timed_steps": args.steps, "warm_up_steps": 1,
-             "dtype": str(dtype).removeprefix("torch."), "text": f"T5-XXL timed once per token count ({t5_size.name})",
-             "unconfirmed": {n: UNCONFIRMED[n] for n in names if n in UNCONFIRMED}}  # fmt: skip
+    setup = {
+        "sizes": "tiny (CPU smoke check)" if args.tiny else "full",
+        "timed_steps": args.steps,
+        "warm_up_steps": 1,
+        "dtype": str(dtype).removeprefix("torch."),
+        "text": f"T5-XXL timed once per token count ({t5_size.name})",
+        "unconfirmed": {n: UNCONFIRMED[n] for n in names if n in UNCONFIRMED},
+    }
     results = generate.Results(args.json, setup, generate.machine(device))
     results.save()  # the machine first: a run that dies at once still says where it ran
     say = generate.print_now
