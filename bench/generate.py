@@ -320,20 +320,10 @@ class Bench:
 
     def _encode_text(self) -> tuple[tuple[Any, Any], float]:
         """The prompt and negative prompt embeddings: on rank 0 (T5-XXL), broadcast to the other ranks."""
-        import torch
-
         hidden, seconds = None, 0.0
         if self.rank0:
             t5 = build_t5(self.size, self.device, self.dtype)
-            with torch.no_grad():
-                ids = torch.randint(0, self.size.t5["vocab_size"], (2, TEXT_TOKENS), generator=torch.Generator().manual_seed(1))
-                ids = ids.to(self.device)
-                t5(ids)  # warm-up
-                synchronize(self.device)
-                started = time.perf_counter()
-                hidden = t5(ids).last_hidden_state
-                synchronize(self.device)
-                seconds = time.perf_counter() - started
+            hidden, seconds = encode_timed(t5, self.size, TEXT_TOKENS, self.device)
             del t5
         if self.groups is not None:
             from f2f.backends.parallel import broadcast_from_rank_0
@@ -455,6 +445,20 @@ def build_t5(size: Size, device: Any, dtype: Any) -> Any:
     from transformers import T5Config, T5EncoderModel
 
     return _random(lambda: T5EncoderModel(T5Config(**size.t5)), device, dtype, seed=2)
+
+
+def encode_timed(t5: Any, size: Size, tokens: int, device: Any) -> tuple[Any, float]:
+    """A prompt and a negative prompt of `tokens` random ids through `t5` after a warm-up: (hidden states, seconds)."""
+    import torch
+
+    with torch.no_grad():
+        ids = torch.randint(0, size.t5["vocab_size"], (2, tokens), generator=torch.Generator().manual_seed(1)).to(device)
+        t5(ids)  # warm-up
+        synchronize(device)
+        started = time.perf_counter()
+        hidden = t5(ids).last_hidden_state
+        synchronize(device)
+    return hidden, time.perf_counter() - started
 
 
 def _random(make: Callable[[], Any], device: Any, dtype: Any, seed: int) -> Any:

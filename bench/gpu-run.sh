@@ -7,6 +7,13 @@
 #   OUT=<dir> bash bench/gpu-run.sh  there: carry .gpu-wheels; the results file and logs land in $OUT
 #                                    (on a machine without nvidia-smi: a rehearsal on the tiny architecture;
 #                                    PYTHON, MODES, STEPS, BUDGET_S and TIMEOUT_S change what it runs)
+#   PHASE=families OUT=<dir> bash bench/gpu-run.sh
+#                                    there: the same install and import check, then bench/families.py instead: every
+#                                    video family's plain then compiled pipeline, 1 timed step each (FAMILY_STEPS),
+#                                    no new family after FAMILY_BUDGET_S (450) s, inside TIMEOUT_S (560) s; writes
+#                                    $OUT/<date>-<card>-families.json and families.log. FAMILIES picks (a,b).
+# A 15-minute lease holds the default run (~570 s) and then a shorter families run
+# (PHASE=families FAMILY_BUDGET_S=150 TIMEOUT_S=240), or one families run alone.
 #
 # There, in order, well inside one 10-minute command: the wheels installed (--no-index --no-deps), every import
 # checked (bench/gpu_imports.py: exit 3 before any GPU time is spent on a run that would die), then
@@ -47,6 +54,7 @@ case "${1:-}" in
     install_wheels .gpu-check/bin/python "$site"
     PYTHONPATH="$site:$PWD" .gpu-check/bin/python bench/gpu_imports.py "$site"
     PYTHONPATH="$site:$PWD" .gpu-check/bin/python bench/generate.py --help >/dev/null
+    PYTHONPATH="$site:$PWD" .gpu-check/bin/python bench/families.py --help >/dev/null
     echo "gpu run: ready ($(ls "$WHEELS" | wc -l) wheels, $(du -sh "$WHEELS" | cut -f1))"
     exit 0
     ;;
@@ -68,6 +76,14 @@ else  # a rehearsal of the steps after the install on a CPU (tests/models/test_b
   card=cpu size=(--tiny) check=(--rehearsal)
 fi
 "$PYTHON" bench/gpu_imports.py "${check[@]}" 2>&1 | tee -a "$OUT/machine.txt"
+if [[ "${PHASE:-}" == families ]]; then
+  families=(${FAMILIES:+--families "$FAMILIES"})
+  [[ $card == cpu ]] && families+=(--modes plain)  # the rehearsal: compiling every tiny family takes minutes on a CPU
+  timeout "${TIMEOUT_S:-560}" "$PYTHON" bench/families.py "${size[@]}" "${families[@]}" --steps "${FAMILY_STEPS:-1}" \
+    --budget-s "${FAMILY_BUDGET_S:-450}" --json "$OUT/$(date +%F)-$card-families.json" 2>&1 | tee "$OUT/families.log" \
+    || echo "families.py stopped early; the results file keeps what it measured"
+  exit 0
+fi
 result="$OUT/$(date +%F)-$card.json"
 modes=(${MODES:+--modes "$MODES"})
 timeout "${TIMEOUT_S:-500}" "$PYTHON" bench/generate.py "${size[@]}" "${modes[@]}" --steps "${STEPS:-5}" \

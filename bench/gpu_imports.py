@@ -35,7 +35,17 @@ NAMES = (
     ("diffusers", "CogVideoXDDIMScheduler"),
     ("diffusers", "FirstBlockCacheConfig"),
     ("diffusers", "PyramidAttentionBroadcastConfig"),
+    ("diffusers", "WanImageToVideoPipeline"),  # bench/families.py
+    ("diffusers", "WanTransformer3DModel"),
+    ("diffusers", "AutoencoderKLWan"),
+    ("diffusers", "UniPCMultistepScheduler"),
+    ("diffusers", "LTXImageToVideoPipeline"),
+    ("diffusers", "LTXVideoTransformer3DModel"),
+    ("diffusers", "AutoencoderKLLTXVideo"),
+    ("diffusers", "FlowMatchEulerDiscreteScheduler"),
     ("transformers", "T5EncoderModel"),
+    ("transformers", "CLIPVisionModelWithProjection"),
+    ("transformers", "CLIPImageProcessor"),
     ("torchao.quantization", "Float8DynamicActivationFloat8WeightConfig"),
     ("torchao.quantization", "quantize_"),
 )
