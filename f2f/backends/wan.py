@@ -173,6 +173,6 @@ FAMILY = Family(
     set_shift=set_shift,
     split=split,
     split_axes=frozenset({"ulysses"}),
-    speed=frozenset({"attention"}),
+    speed=frozenset({"fuse_qkv", "attention", "compile", "quantize"}),  # the step caches are CogVideoX's only
     requires=("ftfy",),
 )

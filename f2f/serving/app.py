@@ -136,7 +136,7 @@ def parse_args(args: dict[str, Any] | None) -> tuple[AppArgs, F2FConfig]:
         raise invalid_config_from(exc, "args.") from None
     config = config_from_dict(dict(parsed.config), origin="config.")
     for limit, value in (("max_num_frames", config.video.num_frames), ("max_steps", config.video.num_inference_steps)):
-        if value > getattr(parsed, limit):
+        if value is not None and value > getattr(parsed, limit):
             rule = f"must be at least the config's own setting ({value}), or requests that ask for nothing are refused"
             raise InvalidConfig(f"args.{limit}", getattr(parsed, limit), rule)
     return parsed, config

@@ -151,3 +151,40 @@ def test_pyramid_attention_broadcast_reuses_attention_in_the_middle_steps(checkp
     exact = attention_calls(SpeedConfig())
     assert exact == 6 * 3
     assert attention_calls(SpeedConfig(cache="pyramid")) < exact  # timesteps 100..800 reuse every other attention
+
+
+# --- the other families: the same switches through the generic code (diffusers' repeated blocks, both experts) ----
+
+
+@pytest.fixture(scope="module")
+def family_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, tuple[int, int]]]:
+    from f2f.backends.tiny_ltx import make_tiny_ltx
+    from f2f.backends.tiny_wan import make_tiny_wan
+
+    root = tmp_path_factory.mktemp("families")
+    return {
+        "wan2.2": (make_tiny_wan(root / "wan2.2", seed=0, variant="wan2.2"), (80, 48)),  # two experts
+        "ltx": (make_tiny_ltx(root / "ltx", seed=0), (96, 64)),
+    }
+
+
+@pytest.mark.parametrize("name", ["wan2.2", "ltx"])
+def test_fused_and_compiled_blocks_give_the_plain_frames_on_every_family(
+    family_checkpoints: dict[str, tuple[Path, tuple[int, int]]], name: str
+) -> None:
+    folder, (width, height) = family_checkpoints[name]
+    image = Image.new("RGB", (width, height), (180, 60, 30))
+    settings = VideoConfig(width=width, height=height, num_frames=9, num_inference_steps=2, guidance_scale=3.0, fps=16)
+    clips = {}
+    for label, speed in (("plain", SpeedConfig()), ("fast", SpeedConfig(fuse_qkv=True, compile="regional"))):
+        generator = DiffusersVideoGenerator(folder, device="cpu", speed=speed)
+        if label == "fast":  # every transformer's repeated blocks are compiled: both experts of a two-expert model
+            from f2f.backends.speedups import repeated_blocks, transformers_of
+
+            experts = transformers_of(generator._pipe)
+            assert len(experts) == (2 if name == "wan2.2" else 1)
+            assert all(block._compiled_call_impl is not None for t in experts for block in repeated_blocks(t))
+        clip = asyncio.run(generator.generate(image, CAPTION, [5], settings))[0]
+        generator.close()
+        clips[label] = np.stack([np.asarray(frame, dtype=np.float32) / 255 for frame in clip])
+    assert_exact(clips["fast"], clips["plain"])

@@ -332,8 +332,8 @@ def test_cfg_parallel_and_unverified_speed_switches_are_refused_at_load(folders:
         DiffusersVideoGenerator(folders["wan2.1"], device="cpu", parallel=groups)
     assert info.value.field == "generator.parallel.cfg" and "only by ulysses" in str(info.value)
     with pytest.raises(InvalidConfig) as info:
-        DiffusersVideoGenerator(folders["wan2.1"], device="cpu", speed=SpeedConfig(compile="regional"))
-    assert info.value.field == "generator.speed.compile" and "wan family does not support it" in str(info.value)
+        DiffusersVideoGenerator(folders["wan2.1"], device="cpu", speed=SpeedConfig(cache="pyramid"))
+    assert info.value.field == "generator.speed.cache" and "wan family does not support it" in str(info.value)
 
 
 def test_the_attention_kernel_switch_keeps_the_clip(

@@ -70,21 +70,23 @@ def _events(base_url: str, job_id: str) -> list[tuple[str, dict[str, Any]]]:
 
 # --- the builder, without Ray -----------------------------------------------------------------
 
+COGVIDEOX = {"generator": {"family": "cogvideox"}}  # the video settings of CogVideoX-5B-I2V's family
+
 
 @pytest.mark.parametrize(
     ("args", "field"),
     [
         ({"vlm_num_cpus": 0}, "args.vlm_num_cpus"),
         ({"replicas": 2}, "args.replicas"),
-        ({"config": {"video": {"num_frames": 50}}}, "config.video.num_frames"),
+        ({"config": {"generator": {"family": "cogvideox"}, "video": {"num_frames": 50}}}, "config.video.num_frames"),
         ({"config": {"vlm": {"backend": "nope"}}}, "config.vlm.backend"),
         ({"jobs": {"heartbeat_s": 200}}, "args.jobs.heartbeat_s"),
         ({"jobs": {"broker_url": "amqp://x"}}, "args.jobs.backend_url"),
         ({"worker_max_concurrent_jobs": 9}, "args.generator_max_queued_requests"),
         ({"auth": {}}, "args.auth.keys_file"),
         ({"auth": {"keys_file": "/nonexistent/keys.yaml"}}, "auth.keys_file"),
-        ({"max_num_frames": 17}, "args.max_num_frames"),  # below the config's own 49 frames
-        ({"max_steps": 10}, "args.max_steps"),
+        ({"config": COGVIDEOX, "max_num_frames": 17}, "args.max_num_frames"),  # below the family's own 49 frames
+        ({"config": COGVIDEOX, "max_steps": 10}, "args.max_steps"),  # below its 50 steps
     ],
 )
 def test_build_app_names_the_bad_field(args: dict, field: str) -> None:
