@@ -41,6 +41,7 @@ RUN pip install --no-cache-dir \
         "diffusers==0.42.1" \
         "transformers==5.19.0" \
         "peft==0.21.2" \
+        "ftfy==6.3.1" \
         ".[video,vllm,serve]" \
     && f2f --version
 

@@ -163,7 +163,7 @@ def models_list() -> None:
     for name, profile in catalogue.profiles.items():
         click.echo(f"{name}: {profile.description}")
         for role, ckpt in catalogue.checkpoints_of(name).items():
-            origin = "built by f2f (random weights)" if ckpt.tiny else f"{ckpt.repo}@{ckpt.revision}"
+            origin = "built by f2f (random weights)" if ckpt.tiny else f"{ckpt.repo}@{ckpt.revision or '(not pinned)'}"
             memory = f"{ckpt.memory_gib:g} GiB" if ckpt.memory_gib else "-"
             licence = ckpt.licence or ("(random weights)" if ckpt.tiny else "-")
             click.echo(f"  {role:9} {ckpt.dir:30} {ckpt.family or '-':10} {memory:>9}  {licence}  {origin}")

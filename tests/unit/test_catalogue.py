@@ -165,3 +165,8 @@ def test_cli_verify_exit_codes(fake_catalogue, tmp_path):
 def test_cli_list_shows_profiles():
     result = CliRunner().invoke(cli.main, ["models", "list"])
     assert result.exit_code == 0 and "tiny:" in result.output and "built by f2f" in result.output
+    lines = result.output.splitlines()
+    generator = lines[lines.index(next(line for line in lines if line.startswith("wan2.2-ti2v-5b:"))) + 1]
+    # role, folder, family, memory, licence, origin (this one is not pinned yet)
+    assert generator.split()[:6] == ["generator", "Wan2.2-TI2V-5B-Diffusers", "wan", "21.3", "GiB", "Apache-2.0"]
+    assert generator.endswith("@(not pinned)")
