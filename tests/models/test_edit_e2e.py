@@ -108,3 +108,19 @@ def test_a_broken_model_folder_fails_before_loading(tmp_path):
     assert result.returncode == 2
     assert "generator.model_path" in result.stderr and "tiny-cogvideox-i2v" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_every_tiny_profile_says_what_its_checkpoint_says(tmp_path):
+    """A profile's video rules hold on a node without its folder (a Serve head): they equal what the folder says."""
+    from f2f.backends import ensure_tiny_checkpoints
+    from f2f.catalogue import load_catalogue
+    from f2f.config import load_config
+
+    rules = ("width", "height", "max_canvas_pixels", "size_multiple", "frame_step")
+    for name in load_catalogue().profiles:
+        if not all(c.tiny for c in load_catalogue().checkpoints_of(name).values()):
+            continue
+        without = load_config(overrides={"profile": name, "cache_dir": str(tmp_path / "empty")}).video
+        ensure_tiny_checkpoints(tmp_path / "tiny", name)
+        with_folder = load_config(overrides={"profile": name, "cache_dir": str(tmp_path)}).video
+        assert {r: getattr(without, r) for r in rules} == {r: getattr(with_folder, r) for r in rules}, name
