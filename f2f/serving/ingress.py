@@ -371,6 +371,7 @@ def make_api(
             selected_label=result.selected_label,
             selected_frame=result.selected_frame,
             timings_s=record.timings_s,
+            canvas=result.canvas,
         )
         return ImagesResponse(created=int(record.finished_at or 0), data=[image], f2f=extension)
 

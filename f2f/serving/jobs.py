@@ -67,6 +67,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from f2f.config import video_overrides
 from f2f.errors import F2FError
 from f2f.result import write_atomic
+from f2f.serving.protocol import Canvas
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 FINISHED: tuple[JobStatus, ...] = ("succeeded", "failed", "cancelled")
@@ -136,16 +137,6 @@ class EditRequest(BaseModel):
 
     def video_overrides(self) -> dict[str, Any]:
         return video_overrides(self.num_frames, self.num_inference_steps, self.guidance_scale)
-
-
-class Canvas(BaseModel):
-    """The video canvas of an edit."""
-
-    size: list[int] = Field(description="(width, height) in pixels.")
-    fit: Literal["letterbox", "free"] = Field(
-        description="letterbox: the source on a fixed canvas between black bars; free: a canvas of the source's own "
-        "aspect ratio, no bars."
-    )
 
 
 class JobResult(BaseModel):

@@ -27,6 +27,16 @@ class ImageData(BaseModel):
     revised_prompt: str = Field(description="The temporal caption the video was generated from.")
 
 
+class Canvas(BaseModel):
+    """The video canvas of an edit."""
+
+    size: list[int] = Field(description="(width, height) in pixels.")
+    fit: Literal["letterbox", "free"] = Field(
+        description="letterbox: the source on a fixed canvas between black bars; free: a canvas of the source's own "
+        "aspect ratio, no bars."
+    )
+
+
 class F2FExtension(BaseModel):
     """What explains the edit (a subset of `f2f edit`'s result.json)."""
 
@@ -37,6 +47,7 @@ class F2FExtension(BaseModel):
     selected_label: int | None = Field(description="Chosen tile 1..N, 0 none, null unparseable.")
     selected_frame: int = Field(description="Frame index of the chosen frame (0 = the source).")
     timings_s: dict[str, float] = Field(description="Seconds per pipeline stage, and total.")
+    canvas: Canvas | None = Field(None, description="The canvas the video was generated on.")
 
 
 class ImagesResponse(BaseModel):

@@ -80,3 +80,4 @@ def test_the_profile_serves_an_edit_through_the_openai_sdk(serve_at: str, profil
         assert job["result"]["letterbox_box"] == [0, 0, *canvas["size"]]
     else:
         assert canvas == {"fit": "letterbox", "size": [video.width, video.height]}
+    assert result.model_extra["f2f"]["canvas"] == canvas  # the OpenAI route's extension says it too
