@@ -97,6 +97,7 @@ class Family:
     # (set_shift None: a shift is refused)
     split: Callable[[Any, ParallelGroups], None] | None = None  # make a loaded pipeline run split over the ranks
     split_axes: frozenset[str] = SPLIT_AXES  # the generator.parallel axes (cfg, ulysses) that split supports
+    split_divides_tokens: bool = False  # the split cuts the video tokens into equal shards: their count must divide
     speed: frozenset[str] = SPEED_SWITCHES  # the generator.speed switches it supports
     requires: tuple[str, ...] = ()  # modules its pipeline imports besides torch, diffusers, transformers (e.g. Wan: ftfy)
 
@@ -274,7 +275,8 @@ class DiffusersVideoGenerator:
 
     def check_settings(self, settings: VideoConfig) -> None:
         """InvalidConfig naming the `video.*` field this checkpoint cannot generate (`check_video`)."""
-        check_video(self.family, self.spec, settings)
+        split = self.parallel.layout.ulysses if self.parallel is not None else 1
+        check_video(self.family, self.spec, settings, sequence_split=split)
 
     async def generate(
         self,
@@ -405,7 +407,14 @@ class _Job:
         return on_step_end
 
 
-def check_video(family: Family, spec: CheckpointSpec, settings: VideoConfig) -> None:
+def context_parallel(pipe: Any, groups: ParallelGroups) -> None:
+    """A family's `split` by diffusers' own context parallelism (`f2f.backends.parallel.context_parallel`)."""
+    from f2f.backends.parallel import context_parallel as split
+
+    split(pipe, groups)
+
+
+def check_video(family: Family, spec: CheckpointSpec, settings: VideoConfig, sequence_split: int = 1) -> None:
     """InvalidConfig naming the `video.*` field that `spec`'s checkpoint cannot generate, and its rule.
 
     A fixed canvas takes only its own size; a free one any multiple of the
@@ -443,6 +452,29 @@ def check_video(family: Family, spec: CheckpointSpec, settings: VideoConfig) -> 
     if settings.shift is not None and family.set_shift is None:
         rule = f"the {family.name} family's scheduler has no timestep shift (leave it null)"
         raise InvalidConfig("video.shift", settings.shift, rule)
+    if family.split_divides_tokens and sequence_split > 1:
+        _check_even_shards(spec, settings, sequence_split)
+
+
+def _check_even_shards(spec: CheckpointSpec, settings: VideoConfig, parts: int) -> None:
+    """InvalidConfig unless every frame's video tokens ((w / m) x (h / m), m the size multiple) split into `parts`
+    equal shards: an explicit canvas must have them, a free one a size multiple that makes them."""
+    multiple = spec.size_multiple
+    if settings.width is not None:
+        tokens = (settings.width // multiple) * (settings.height // multiple)
+        if tokens % parts:
+            rule = (
+                f"{spec.name} split over {parts} ranks cuts each frame's {tokens} video tokens "
+                f"({settings.width}/{multiple} x {settings.height}/{multiple}) into equal shards: choose a size whose "
+                f"token count divides by {parts}"
+            )
+            raise InvalidConfig("video.width", settings.width, rule)
+    elif (settings.size_multiple or multiple) % (multiple * parts):
+        rule = (
+            f"{spec.name} split over {parts} ranks cuts the video tokens into equal shards: free canvases need sides "
+            f"in multiples of {multiple * parts} ({multiple} x {parts} ranks; set video.size_multiple: {multiple * parts})"
+        )
+        raise InvalidConfig("video.size_multiple", settings.size_multiple, rule)
 
 
 def read_json(folder: Path, name: str) -> dict[str, Any]:

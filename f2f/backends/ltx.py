@@ -23,21 +23,23 @@ What LTX-Video does differently from `f2f.backends.i2v`'s shared path
 - `video.shift` is refused: the scheduler shifts the timesteps from each
   video's sequence length (`use_dynamic_shifting`, `mu` computed in the
   pipeline), so one fixed shift has nothing to replace;
-- a split over several processes: diffusers' native context parallelism
-  (Ulysses only) over the rank group.
+- no split over several processes: diffusers 0.42.1's context-parallel plan
+  for the LTX transformer was written for text to video. It splits the video
+  tokens but not the per-token timesteps that image to video passes (the
+  first frame's tokens are clean), so the ranks' modulation no longer matches
+  their shard (a shape error, found by running it on two ranks; splitting the
+  timesteps too fails further on). A split is refused at load, naming
+  `generator.parallel`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from f2f.backends.i2v import CheckpointSpec, Family, read_json
 from f2f.config import VideoConfig
 from f2f.errors import InvalidConfig
-
-if TYPE_CHECKING:
-    from f2f.backends.parallel import ParallelGroups
 
 PIPELINE_CLASS = "LTXImageToVideoPipeline"
 INDEX_CLASSES = ("LTXPipeline", "LTXConditionPipeline")  # how LTX-Video 0.9.x checkpoints name themselves
@@ -88,13 +90,6 @@ def call_arguments(spec: CheckpointSpec, settings: VideoConfig) -> dict[str, Any
     return {"decode_timestep": DECODE_TIMESTEP, "decode_noise_scale": DECODE_NOISE_SCALE, "frame_rate": settings.fps}
 
 
-def split(pipe: Any, groups: ParallelGroups) -> None:
-    """One video over the ranks: diffusers' context parallelism (Ulysses) on the transformer."""
-    from diffusers import ContextParallelConfig
-
-    pipe.transformer.enable_parallelism(config=ContextParallelConfig(ulysses_degree=groups.layout.ulysses))
-
-
 # LTX-Video 0.9.1's published settings (diffusers' LTX-Video example and notes): 768x512, 161 frames, 50 steps,
 # guidance 3.0 (the pipeline's default), written at 24 fps. The distilled profile sets its own (8 steps, guidance 1.0).
 DEFAULTS = {
@@ -115,7 +110,6 @@ FAMILY = Family(
     defaults=DEFAULTS,
     call_arguments=call_arguments,
     one_seed_per_call=True,
-    split=split,
-    split_axes=frozenset({"ulysses"}),
+    split=None,  # diffusers 0.42.1's LTX context-parallel plan does not fit image to video (see the docstring)
     speed=frozenset({"fuse_qkv", "attention", "compile", "quantize"}),  # the step caches are CogVideoX's only
 )

@@ -270,6 +270,27 @@ class UlyssesAttnProcessor:
         return torch.cat(pieces, dim=1)
 
 
+def context_parallel(pipe: Any, groups: ParallelGroups) -> None:
+    """One video over the ranks by diffusers' own context parallelism (Ulysses over `groups`' sequence group) on every
+    denoising transformer (both experts of a two-expert model); rank 0 alone encodes the prompt and the image.
+
+    Diffusers' attention then cuts the video tokens into equal shards, so their count must divide by the ranks
+    (`Family.split_divides_tokens`: `check_video` refuses a canvas where it does not). Diffusers builds its mesh on
+    the machine's accelerator: without one it cannot split (InvalidConfig).
+    """
+    from diffusers import ContextParallelConfig
+
+    from f2f.backends.speedups import transformers_of
+
+    if torch.accelerator.device_count() == 0:
+        layout = groups.layout
+        rule = "diffusers' context parallelism needs an accelerator (one CUDA GPU per rank)"
+        raise InvalidConfig("generator.parallel", f"cfg {layout.cfg} x ulysses {layout.ulysses}", rule)
+    for transformer in transformers_of(pipe):
+        transformer.enable_parallelism(config=ContextParallelConfig(ulysses_degree=groups.layout.ulysses))
+    encode_on_rank_0(pipe)
+
+
 def encode_on_rank_0(pipe: Any) -> None:
     """The prompt (T5) and the image (VAE encoder) are encoded by rank 0 alone and broadcast to every rank.
 
@@ -283,10 +304,14 @@ def encode_on_rank_0(pipe: Any) -> None:
 
     encode_prompt, encode_image, rank = pipe.encode_prompt, pipe.vae.encode, dist.get_rank()
 
-    def prompt_from_rank_0(*args: Any, **kwargs: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        embeds = encode_prompt(*args, **kwargs) if rank == 0 else (None, None)
+    def prompt_from_rank_0(*args: Any, **kwargs: Any) -> tuple[torch.Tensor | None, ...]:
+        # as many tensors as the family's encode_prompt returns (CogVideoX and Wan 2, LTX-Video 4 with the masks)
+        embeds = encode_prompt(*args, **kwargs) if rank == 0 else ()
         device = pipe._execution_device
-        return broadcast_from_rank_0(embeds[0], device), broadcast_from_rank_0(embeds[1], device)
+        count = torch.tensor([len(embeds)], dtype=torch.int64, device=device)
+        dist.broadcast(count, src=0)
+        mine = list(embeds) + [None] * (int(count.item()) - len(embeds))
+        return tuple(broadcast_from_rank_0(tensor, device) for tensor in mine)
 
     def image_from_rank_0(x: torch.Tensor, return_dict: bool = True) -> Any:
         moments = encode_image(x).latent_dist.parameters if rank == 0 else None
@@ -296,7 +321,7 @@ def encode_on_rank_0(pipe: Any) -> None:
     pipe.encode_prompt, pipe.vae.encode = prompt_from_rank_0, image_from_rank_0
 
 
-_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64, torch.int64, torch.int32, torch.bool)  # masks too
 _MAX_DIMS = 8
 
 

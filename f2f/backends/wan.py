@@ -36,14 +36,11 @@ configs before any weight loads:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from f2f.backends.i2v import CheckpointSpec, Family, read_json
+from f2f.backends.i2v import CheckpointSpec, Family, context_parallel, read_json
 from f2f.config import VideoConfig
 from f2f.errors import InvalidConfig
-
-if TYPE_CHECKING:
-    from f2f.backends.parallel import ParallelGroups
 
 PIPELINE_CLASS = "WanImageToVideoPipeline"
 TEXT_TOKENS = 512  # the Wan trainers' text length (text_len 512); no config file records it
@@ -146,18 +143,6 @@ def set_shift(pipe: Any, shift: float | None) -> None:
     pipe.scheduler = type(checkpoint).from_config(config, **{key: shift})
 
 
-def split(pipe: Any, groups: ParallelGroups) -> None:
-    """One video over the ranks: diffusers' Ulysses context parallelism on every expert; rank 0 encodes and decodes."""
-    from diffusers import ContextParallelConfig
-
-    from f2f.backends.parallel import encode_on_rank_0
-
-    for transformer in (pipe.transformer, getattr(pipe, "transformer_2", None)):
-        if transformer is not None:
-            transformer.enable_parallelism(config=ContextParallelConfig(ulysses_degree=groups.layout.ulysses))
-    encode_on_rank_0(pipe)
-
-
 # Wan2.1-I2V-14B-480P's published settings (the Wan2.1 repository's generate.py for i2v: 40 steps, guidance 5.0;
 # 81 frames at 16 fps). No shift here: null is the checkpoint's own scheduler shift (480P 3.0); profiles set theirs.
 DEFAULTS = {"frame_step": 4, "size_multiple": 16, "num_frames": 81, "num_inference_steps": 40, "guidance_scale": 5.0, "fps": 16}
@@ -171,7 +156,8 @@ FAMILY = Family(
     call_arguments=call_arguments,
     image_per_prompt=False,
     set_shift=set_shift,
-    split=split,
+    split=context_parallel,
+    split_divides_tokens=True,
     split_axes=frozenset({"ulysses"}),
     speed=frozenset({"fuse_qkv", "attention", "compile", "quantize"}),  # the step caches are CogVideoX's only
     requires=("ftfy",),
