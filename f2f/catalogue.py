@@ -88,6 +88,10 @@ class Catalogue(BaseModel):
             raise InvalidConfig("profile", name, f"unknown profile; known: {', '.join(self.profiles)}")
         return self.profiles[name]
 
+    def is_tiny(self, profile: str) -> bool:
+        """Every checkpoint of the profile is built by f2f (random weights): it needs no staged folder."""
+        return all(ckpt.tiny for ckpt in self.checkpoints_of(profile).values())
+
     def checkpoints_of(self, profile: str) -> dict[str, Checkpoint]:
         """The profile's checkpoints by role: {"generator": ..., "vlm": ..., "lora", "lora.1", ...: each LoRA}."""
         p = self.profile(profile)

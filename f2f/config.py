@@ -405,9 +405,9 @@ def with_video_defaults(config: F2FConfig) -> F2FConfig:
 def _with_profile_paths(config: F2FConfig) -> F2FConfig:
     from f2f.catalogue import load_catalogue
 
-    checkpoints = load_catalogue().checkpoints_of(config.profile)
-    tiny = all(c.tiny for c in checkpoints.values())
-    models_dir = config.models_dir or (config.cache_dir / "tiny" if tiny else None)
+    catalogue = load_catalogue()
+    checkpoints = catalogue.checkpoints_of(config.profile)
+    models_dir = config.models_dir or (config.cache_dir / "tiny" if catalogue.is_tiny(config.profile) else None)
     if models_dir is None:
         rule = f"profile {config.profile!r} needs the folder of its staged checkpoints (--models DIR; see `f2f models stage`)"
         raise InvalidConfig("models_dir", None, rule)

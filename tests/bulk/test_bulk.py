@@ -236,9 +236,7 @@ def _tiny_profiles() -> list[str]:
     from f2f.catalogue import load_catalogue
 
     catalogue = load_catalogue()
-    return [
-        name for name in catalogue.profiles if name != "tiny" and all(c.tiny for c in catalogue.checkpoints_of(name).values())
-    ]
+    return [name for name in catalogue.profiles if name != "tiny" and catalogue.is_tiny(name)]
 
 
 @pytest.mark.parametrize("profile", _tiny_profiles())

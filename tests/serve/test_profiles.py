@@ -27,9 +27,7 @@ from f2f.config import load_config  # noqa: E402
 def tiny_profiles() -> list[str]:
     """The tiny profiles beyond `tiny` itself: one per generator family and VLM sibling."""
     catalogue = load_catalogue()
-    return [
-        name for name in catalogue.profiles if name != "tiny" and all(c.tiny for c in catalogue.checkpoints_of(name).values())
-    ]
+    return [name for name in catalogue.profiles if name != "tiny" and catalogue.is_tiny(name)]
 
 
 @pytest.fixture(scope="module")
