@@ -17,7 +17,8 @@ differs, as a `Family`:
 - `call_arguments`: the pipeline call's family-specific arguments;
 - `split`: how one video is split over several processes (None: refused);
 - `speed`: the `generator.speed` switches it supports (others are refused);
-- `set_shift`, `image_per_prompt`, `split_axes`, `requires`: see `Family`.
+- `defaults`, `index_classes`, `image_per_prompt`, `one_seed_per_call`, `set_shift`,
+  `split_axes`, `split_divides_tokens`, `requires`: see `Family`.
 
 Adding a family: a module that defines `FAMILY`, one line in `FAMILIES`
 below, a catalogue entry (`models/catalogue.yaml`) and a tiny-checkpoint
