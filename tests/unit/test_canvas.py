@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from f2f.canvas import Box, Letterboxed, fit_box, letterbox, unletterbox
+from f2f.canvas import Box, Letterboxed, fit_box, fit_canvas, letterbox, place_on_canvas, unletterbox
+from f2f.config import VideoConfig
 from f2f.errors import InvalidInput
 
 SOURCES = {
@@ -250,3 +251,49 @@ def test_unletterbox_rejects_a_non_image_frame() -> None:
     with pytest.raises(InvalidInput) as caught:
         unletterbox("frame.png", Box(0, 0, 1, 1), (1, 1))  # type: ignore[arg-type]
     assert caught.value.field == "frame"
+
+
+# --- free canvases: the source's own aspect ratio within a pixel budget -------------------------------------
+
+
+@given(
+    source=st.tuples(st.integers(1, 5000), st.integers(1, 5000)),
+    budget=st.integers(256, 2_000_000),
+    multiple=st.sampled_from([8, 16, 32]),
+)
+def test_fit_canvas_properties(source: tuple[int, int], budget: int, multiple: int) -> None:
+    width, height = fit_canvas(source, budget, multiple)
+    assert width % multiple == 0 and height % multiple == 0 and width >= multiple and height >= multiple
+    if width > multiple and height > multiple:  # not clamped to one block: inside the budget, as large as it allows
+        assert width * height <= budget
+        # each side is the largest multiple under its exact aspect-keeping length: one more would overshoot it
+        exact_w, exact_h = (budget * source[0] / source[1]) ** 0.5, (budget * source[1] / source[0]) ** 0.5
+        assert width <= exact_w < width + multiple and height <= exact_h < height + multiple
+
+
+@pytest.mark.parametrize(
+    ("source", "budget", "multiple", "canvas"),
+    [
+        ((640, 480), 832 * 480, 16, (720, 544)),  # 4:3 within Wan's 480p area (worked by hand: sqrt(399360*4/3) = 729.7)
+        ((480, 640), 832 * 480, 16, (544, 720)),  # portrait: the same sides swapped
+        ((832, 480), 832 * 480, 16, (832, 480)),  # the trained size is its own canvas
+        ((500, 500), 768 * 512, 32, (608, 608)),  # square on LTX's budget: sqrt(393216) = 627.1 -> 608
+    ],
+)
+def test_fit_canvas_worked_examples(source, budget, multiple, canvas) -> None:
+    assert fit_canvas(source, budget, multiple) == canvas
+
+
+def test_a_free_canvas_has_no_bars_and_comes_back_at_the_source_size() -> None:
+    video = VideoConfig(max_canvas_pixels=832 * 480, size_multiple=16)
+    source = Image.linear_gradient("L").convert("RGB").resize((640, 480))
+    placed = place_on_canvas(source, video)
+    assert (placed.fit, placed.size, placed.box) == ("free", (720, 544), Box(0, 0, 720, 544))
+    assert placed.restore(placed.image).size == (640, 480)
+    fixed = place_on_canvas(source, VideoConfig(width=720, height=480))  # width and height set: the letterbox
+    assert (fixed.fit, fixed.size, fixed.box) == ("letterbox", (720, 480), Box(40, 0, 680, 480))
+    exact = place_on_canvas(Image.new("RGB", (832, 480), (9, 8, 7)), video)
+    assert exact.image.tobytes() == Image.new("RGB", (832, 480), (9, 8, 7)).tobytes()  # no resampling when it fits
+    with pytest.raises(InvalidInput) as info:
+        place_on_canvas(source, VideoConfig(size_multiple=16))
+    assert info.value.field == "video" and "max_canvas_pixels" in str(info.value)

@@ -236,3 +236,19 @@ def test_result_json_and_outputs(square_image, small_config, tmp_path):
     assert Image.open(tmp_path / "out" / "collage.png").size == result.collage.size
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no temporary files left
     assert all(p.stat().st_mode & 0o777 == 0o644 for p in written)  # readable outputs, not private temp files
+
+
+def test_a_free_canvas_family_gets_the_sources_own_shape_and_says_so(square_image):
+    from f2f.canvas import fit_canvas
+
+    video = {"max_canvas_pixels": 96 * 64, "num_frames": 17, "num_inference_steps": 2}
+    config = load_config(overrides={"generator": {"family": "wan"}, "video": video, "seed": 7})
+    assert (config.video.size_multiple, config.video.frame_step) == (16, 4)  # the Wan family's rules
+    generator = SyntheticGenerator()
+    result = run(square_image, config=config, generator=generator, vlm=ScriptedVLM(selections=["SELECTED: 2"]))
+    canvas = fit_canvas(square_image.size, 96 * 64, 16)
+    assert canvas == (64, 64)  # a square source: a square canvas, no bars
+    image, _, _, settings = generator.calls[0]
+    assert image.size == canvas and (settings.width, settings.height) == canvas  # the generator is told the canvas
+    assert result.image.size == square_image.size and tuple(result.box) == (0, 0, 64, 64)
+    assert result.to_json()["canvas"] == {"size": [64, 64], "fit": "free"}
