@@ -1,7 +1,8 @@
-"""`generator.lora` on the tiny CogVideoX checkpoint: checked before load, fused after, equal to a hand-merged transformer.
+"""`generator.lora` on the tiny CogVideoX and LTX-Video checkpoints: checked before load, fused after, equal to a
+hand-merged transformer.
 
-The LoRA is written here in diffusers' own key names (`transformer.<layer>.lora_A/B.weight`);
-the Wan tests cover the original trainers' names that diffusers converts.
+The LoRA is written here in diffusers' own key names (`transformer.<layer>.lora_A/B.weight`; both families name
+these layers alike); the Wan tests cover the original trainers' names that diffusers converts.
 """
 
 from __future__ import annotations
@@ -38,7 +39,20 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def base_weights(tiny_dir: Path) -> dict[str, torch.Tensor]:
-    return load_file(next((tiny_dir / "transformer").glob("*.safetensors")))
+    return transformer_weights(tiny_dir)
+
+
+@pytest.fixture(scope="module", params=["cogvideox", "ltx"])
+def family_dir(request: pytest.FixtureRequest, tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if request.param == "cogvideox":
+        return tiny_dir
+    from f2f.backends.tiny_ltx import make_tiny_ltx
+
+    return make_tiny_ltx(tmp_path_factory.mktemp("ltx") / "tiny-ltx", seed=0)
+
+
+def transformer_weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(next((folder / "transformer").glob("*.safetensors")))
 
 
 def write_lora(path: Path, weights: dict[str, torch.Tensor], layers=LAYERS, rank: int = RANK, seed: int = 3) -> Path:
@@ -58,11 +72,12 @@ def frames_of(generator: DiffusersVideoGenerator, seed: int = 5) -> list[Image.I
     return asyncio.run(generator.generate(image, "a dog sits", [seed], SETTINGS))[0]
 
 
-def test_a_fused_lora_changes_the_video_and_equals_the_hand_merged_transformer(tmp_path, tiny_dir, base_weights):
+def test_a_fused_lora_changes_the_video_and_equals_the_hand_merged_transformer(tmp_path, family_dir):
+    base_weights = transformer_weights(family_dir)
     lora = write_lora(tmp_path / "lora.safetensors", base_weights)
     scale = 0.7
-    plain = DiffusersVideoGenerator(tiny_dir, device="cpu")
-    fused = DiffusersVideoGenerator(tiny_dir, device="cpu", lora=[LoraConfig(path=lora, scale=scale)])
+    plain = DiffusersVideoGenerator(family_dir, device="cpu")
+    fused = DiffusersVideoGenerator(family_dir, device="cpu", lora=[LoraConfig(path=lora, scale=scale)])
     try:
         state = fused._pipe.transformer.state_dict()
         assert not any("lora" in key for key in state)  # fused and unloaded: no adapter layers left per step
