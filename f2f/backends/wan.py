@@ -29,8 +29,11 @@ configs before any weight loads:
 - shift: the scheduler's timestep shift (UniPC `flow_shift`, FlowMatch
   `shift`), `video.shift`, or the checkpoint's own when null.
 - a split over several processes: diffusers' native context parallelism
-  (Ulysses) on both experts; CFG-parallel is not offered (diffusers runs the
-  two guidance passes one after the other).
+  (Ulysses) on both experts, rank 0 alone encoding the prompt and the image;
+  its shards are equal, so each frame's video tokens must divide by the ranks
+  (`split_divides_tokens`; on two CPU ranks it gives one process's frames bit
+  for bit, tests/models/test_context_parallel.py). CFG-parallel is not
+  offered (diffusers runs the two guidance passes one after the other).
 """
 
 from __future__ import annotations
