@@ -108,10 +108,10 @@ class Family:
         return (self.pipeline_class, *self.index_classes)
 
 
-def family_named(name: str, field_name: str = "generator.family") -> Family:
-    """The family called `name`; InvalidConfig naming `field_name` if f2f has none of that name."""
+def family_named(name: str) -> Family:
+    """The family called `name`; InvalidConfig(generator.family) if f2f has none of that name."""
     if name not in FAMILIES:
-        raise InvalidConfig(field_name, name, f"unknown video family; known: {', '.join(FAMILIES)}")
+        raise InvalidConfig("generator.family", name, f"unknown video family; known: {', '.join(FAMILIES)}")
     return importlib.import_module(FAMILIES[name]).FAMILY
 
 
@@ -145,10 +145,15 @@ def video_defaults(family: str | None, model_path: Path | None) -> tuple[str, di
     if folder is None:  # not staged here (yet): loading it says so; a profile's settings need no folder
         return None if named is None else (named.name, dict(named.defaults))
     found, spec = inspect_checkpoint(folder)
-    if named is not None and named.name != found.name:
-        rule = f"{folder.name} is a {found.name} checkpoint ({found.pipeline_class}), not {named.name}"
-        raise InvalidConfig("generator.family", named.name, rule)
+    check_family(folder, found, family)
     return found.name, {**found.defaults, **spec.video_defaults()}
+
+
+def check_family(folder: Path, found: Family, asked: str | None) -> None:
+    """InvalidConfig(generator.family) unless the family a config names (None: any) is the folder's."""
+    if asked is not None and family_named(asked).name != found.name:
+        rule = f"{folder.name} is a {found.name} checkpoint ({found.pipeline_class}), not {asked}"
+        raise InvalidConfig("generator.family", asked, rule)
 
 
 def inspect_checkpoint(path: Path) -> tuple[Family, CheckpointSpec]:
@@ -187,9 +192,7 @@ class DiffusersVideoGenerator:
             raise InvalidConfig("generator.max_batch_seeds", max_batch_seeds, "must be at least 1")
         self.model_path = Path(model_path)
         self.family, self.spec = inspect_checkpoint(self.model_path)
-        if family is not None and family_named(family).name != self.family.name:
-            rule = f"{self.model_path.name} is a {self.family.name} checkpoint ({self.family.pipeline_class}), not {family}"
-            raise InvalidConfig("generator.family", family, rule)
+        check_family(self.model_path, self.family, family)
         _check_requires(self.family)
         self.device, self.dtype = resolve_device(torch, device, dtype, cpu_offload)
         self.speed = speed or SpeedConfig()
@@ -252,16 +255,6 @@ class DiffusersVideoGenerator:
             if getattr(layout, axis) > 1:
                 rule = f"the {name} family splits a video only by {' and '.join(sorted(self.family.split_axes))} (set it to 1)"
                 raise InvalidConfig(f"generator.parallel.{axis}", getattr(layout, axis), rule)
-
-    @property
-    def canvas_size(self) -> tuple[int, int]:
-        """(width, height) of the canvas the checkpoint generates (its only one when fixed)."""
-        return self.spec.canvas_size
-
-    @property
-    def frame_step(self) -> int:
-        """Clips have exactly `frame_step * k + 1` frames."""
-        return self.spec.frame_step
 
     def health(self) -> None:
         """Raise RuntimeError once the pipeline is released (the deployments' health checks call this)."""

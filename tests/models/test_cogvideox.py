@@ -119,8 +119,8 @@ def test_tiny_checkpoint_has_the_i2v_layout(tiny_dir: Path) -> None:
 def test_is_a_video_generator(generator: DiffusersVideoGenerator) -> None:
     assert isinstance(generator, VideoGenerator) and isinstance(generator, LoadedVideoGenerator)
     assert generator.family.name == "cogvideox" and generator.health() is None
-    assert generator.canvas_size == (WIDTH, HEIGHT)
-    assert generator.frame_step == 8
+    assert generator.spec.canvas_size == (WIDTH, HEIGHT)
+    assert generator.spec.frame_step == 8
 
 
 @pytest.mark.parametrize("num_frames", [9, 17])

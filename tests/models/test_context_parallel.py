@@ -1,7 +1,9 @@
 """Wan split over two ranks by diffusers' own context parallelism (Ulysses), on the CPU with gloo; LTX-Video refuses.
 
 The split must give one process's frames: Ulysses moves whole heads between ranks, so every attention still
-sees every token (bit for bit here: the same kernels on the same CPU). Rank 0 alone loads the text encoder.
+sees every token. Only float rounding may differ: each rank's linear layers see half the tokens, and a GEMM of
+another height may block its sums differently on other CPUs (bit for bit on this one), so the frames may differ
+by one uint8 level, no more. Rank 0 alone loads the text encoder.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ WORKER = Path(__file__).with_name("context_parallel_worker.py")
 CAPTION = "The dog slowly sits down on the grass."
 # a canvas whose per-frame token count divides by 2: 96/16 x 64/16 = 24
 CASES = {"wan2.1": (96, 64), "wan2.2": (96, 64)}
+ROUNDING = 1  # uint8 levels: float rounding of GEMMs over half the tokens, as test_cogvideox's batch bound
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +77,8 @@ def test_a_context_parallel_split_gives_one_processs_frames(folders: dict[str, P
     rank_0, rank_1 = run_ranks(folders[name], width, height, tmp_path / "out")
     assert rank_1["frames"] is None and rank_0["frames"].shape == (9, height, width, 3)
     assert rank_0["text_encoder"] and not rank_1["text_encoder"]  # rank 0 encodes the prompt for both
-    assert np.array_equal(rank_0["frames"], one_process(folders[name], width, height))
+    difference = np.abs(rank_0["frames"].astype(np.int16) - one_process(folders[name], width, height).astype(np.int16))
+    assert difference.max() <= ROUNDING
 
 
 def test_a_canvas_whose_tokens_do_not_divide_is_refused_before_the_call(folders: dict[str, Path]) -> None:
