@@ -201,7 +201,7 @@ class DiffusersVideoGenerator:
         check_speed(self.speed, self.device)
         pipeline_class = getattr(diffusers, self.family.pipeline_class)
         self.lora = tuple(lora)
-        check_loras(pipeline_class, self.model_path, self.lora)
+        lora_states = check_loras(pipeline_class, self.model_path, self.lora)
         self._lock = threading.Lock()  # one video job at a time; taken in the worker thread
         self.parallel = parallel
         self.decodes = parallel is None or parallel.rank == 0  # a split video is encoded and decoded by rank 0 alone
@@ -210,7 +210,8 @@ class DiffusersVideoGenerator:
             self.model_path, **{_dtype_keyword(): self.dtype}, **no_text_encoder, local_files_only=True
         )
         pipe.set_progress_bar_config(disable=True)
-        fuse_loras(pipe, self.lora)
+        fuse_loras(pipe, self.lora, lora_states)
+        del lora_states  # fused: the adapters' tensors are not kept
         apply_memory_switches(pipe, self.device, vae_slicing=vae_slicing, vae_tiling=vae_tiling, cpu_offload=cpu_offload)
         apply_speedups(pipe, self.speed)
         if parallel is not None and self.family.split is not None:
