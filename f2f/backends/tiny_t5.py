@@ -32,11 +32,13 @@ ENCODER_SIZES: dict[str, Any] = {
 }
 
 
-def t5_encoder(dim: int = TEXT_DIM) -> Any:
-    """A one-layer T5 encoder of width `dim` whose vocabulary matches `t5_tokenizer` (pieces + extra ids)."""
-    from transformers import T5Config, T5EncoderModel
+def t5_encoder(dim: int = TEXT_DIM, *, umt5: bool = False) -> Any:
+    """A one-layer T5 encoder (`umt5`: Wan's UMT5) of width `dim` whose vocabulary matches `t5_tokenizer`."""
+    import transformers
 
-    return T5EncoderModel(T5Config(vocab_size=vocab_size(), d_model=dim, **ENCODER_SIZES)).eval()
+    prefix = "UMT5" if umt5 else "T5"
+    config = getattr(transformers, f"{prefix}Config")(vocab_size=vocab_size(), d_model=dim, **ENCODER_SIZES)
+    return getattr(transformers, f"{prefix}EncoderModel")(config).eval()
 
 
 def t5_tokenizer(max_tokens: int) -> Any:

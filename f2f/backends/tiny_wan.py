@@ -84,7 +84,7 @@ def make_tiny_wan(out_dir: str | Path, *, seed: int = 0, variant: Variant = "wan
         torch.manual_seed(seed)
         parts: dict[str, Any] = {
             "tokenizer": tiny_t5.t5_tokenizer(TEXT_TOKENS),
-            "text_encoder": _text_encoder(),
+            "text_encoder": tiny_t5.t5_encoder(TEXT_DIM, umt5=True),
             "vae": _vae(ti2v),
             "transformer": _transformer(variant, heads),
             "scheduler": _scheduler(),
@@ -167,13 +167,6 @@ def _vae(ti2v: bool) -> Any:
         scale_factor_temporal=TEMPORAL_SCALE,
         **(wan22 if ti2v else {"scale_factor_spatial": 8}),
     )
-
-
-def _text_encoder() -> Any:
-    """A one-layer UMT5 encoder whose vocabulary matches the in-memory tokenizer."""
-    from transformers import UMT5Config, UMT5EncoderModel
-
-    return UMT5EncoderModel(UMT5Config(vocab_size=tiny_t5.vocab_size(), d_model=TEXT_DIM, **tiny_t5.ENCODER_SIZES)).eval()
 
 
 def _image_encoder() -> Any:
