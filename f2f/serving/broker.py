@@ -22,18 +22,76 @@ Rules:
   others, or its replacement, take them at once; its running jobs come back
   through their leases (`lease_s`). Celery's default (4 per slot) let a dead
   worker take waiting jobs with it until `resend_after_s`.
+- The file-system broker is Kombu's with two races closed (`FileTransport`,
+  scheme `f2f-filesystem://`): a message is written under a name no reader
+  takes and renamed into place when whole, and a reader claims a message by
+  renaming it into `claimed/` beside the queue (one filesystem, so exactly
+  one reader wins). Kombu's own creates the file empty and writes it after,
+  so a worker polling in between read "" and its Celery consumer died on
+  the JSON error, taking that job's message with it. A message that still
+  cannot be read is moved to `unreadable/` and logged; its job is sent
+  again by the ingress's sweep (`resend_after_s`).
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import uuid
 from pathlib import Path
+from queue import Empty
+from time import monotonic
 from typing import Any
 
+from kombu.transport import TRANSPORT_ALIASES, filesystem
+from kombu.utils.json import dumps, loads
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from f2f.errors import InvalidConfig
 
 TASK_NAME = "f2f.edit"
+FILE_SCHEME = "f2f-filesystem"
+logger = logging.getLogger("f2f.serving")
+
+
+class _FileChannel(filesystem.Channel):
+    """Kombu's file-system channel whose messages appear whole and are taken by one reader (module docstring)."""
+
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+        name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
+        final = os.path.join(self.data_folder_out, name)
+        partial = final + ".part"  # not "<queue>.msg": no reader takes it
+        with open(partial, "wb") as f:
+            f.write(dumps(payload).encode())
+        os.replace(partial, final)
+
+    def _get(self, queue: str) -> Any:
+        wanted = f"{queue}.msg"
+        claimed = Path(self.transport_options["claim_folder"])
+        for name in sorted(os.listdir(self.data_folder_in)):
+            if name.partition(".")[2] != wanted:
+                continue
+            mine = claimed / name
+            try:
+                os.rename(os.path.join(self.data_folder_in, name), mine)
+            except FileNotFoundError:
+                continue  # another reader took it
+            try:
+                return loads(mine.read_bytes())
+            except (ValueError, UnicodeDecodeError) as exc:
+                aside = claimed.parent / "unreadable" / name
+                os.replace(mine, aside)
+                logger.warning("unreadable message %s moved to %s (%s); its job is sent again by the sweep", name, aside, exc)
+            finally:
+                mine.unlink(missing_ok=True)
+        raise Empty()
+
+
+class FileTransport(filesystem.Transport):
+    Channel = _FileChannel
+
+
+TRANSPORT_ALIASES[FILE_SCHEME] = f"{__name__}:FileTransport"
 
 
 class JobsArgs(BaseModel):
@@ -89,12 +147,13 @@ def task_processor_config(jobs: JobsArgs, store_dir: Path) -> Any:
         broker, backend, options = jobs.broker_url, jobs.backend_url or jobs.broker_url, None
     else:
         folder = store_dir / "broker"
-        for sub in ("messages", "control", "results"):
+        for sub in ("messages", "claimed", "unreadable", "control", "results"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
-        broker, backend = "filesystem://", (folder / "results").as_uri()
+        broker, backend = f"{FILE_SCHEME}://", (folder / "results").as_uri()
         options = {
             "data_folder_in": str(folder / "messages"),
             "data_folder_out": str(folder / "messages"),
+            "claim_folder": str(folder / "claimed"),
             "control_folder": str(folder / "control"),
             "polling_interval": 0.2,
         }
