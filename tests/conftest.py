@@ -2,10 +2,35 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import pytest
 from PIL import Image
 
 from f2f.config import F2FConfig, load_config
+
+_EXIT_STATUS = pytest.StashKey[int]()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[_EXIT_STATUS] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Once pytest has reported everything, leave with its status, skipping the interpreter's teardown.
+
+    The suite loads Ray, torch, vLLM and Celery into one process; their native threads' destructors at
+    interpreter exit once segfaulted after every test had been reported (CI: "1124 passed ...", then
+    "make: *** Segmentation fault"), which turns a verdict already given into a crash. Nothing is left to
+    run at this point: every fixture is torn down and every report written.
+    """
+    status = config.stash.get(_EXIT_STATUS, None)
+    if status is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
 
 
 @pytest.fixture
