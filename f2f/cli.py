@@ -27,8 +27,8 @@ from f2f.cli_group import EXIT_INTERRUPTED, EXIT_USAGE, F2FGroup  # noqa: F401  
 from f2f.config import config_to_yaml, load_config
 from f2f.errors import InvalidConfig
 from f2f.eval.command import main as eval_command
-from f2f.imageio import open_image
-from f2f.pipeline import check_inputs, edit
+from f2f.pipeline import run_edit
+from f2f.request import check_edit
 from f2f.protocols import Progress
 from f2f.result import write_outputs
 from f2f.serving import RAY_LOOPBACK_ENV
@@ -87,23 +87,13 @@ def edit_command(
     """Edit IMAGE as TEXT asks; write edited.png, collage.png, video.mp4 and result.json to OUT."""
     flags = _overrides(profile=profile, models_dir=models_dir, seed=seed, **{"vlm.backend": vlm_backend})
     config = load_config(config_path, flags)
-    source, text, seeds = check_inputs(open_image(image, config.input), text, None, config)
+    request = check_edit(image, text, config)
     printer = _Printer()
     printer.say("loading models" + (f" (profile {config.profile})" if config.profile else ""))
     force_offline()
     _quiet_model_libraries()
     with build_backends(config) as backends:
-        run = edit(
-            source,
-            text,
-            vlm=backends.vlm,
-            generator=backends.generator,
-            config=config,
-            seeds=seeds,
-            progress=printer,
-            keep_frames=True,
-        )
-        result = asyncio.run(run)
+        result = asyncio.run(run_edit(request, vlm=backends.vlm, generator=backends.generator, progress=printer, keep_frames=True))
     for path in write_outputs(result, out_dir, save_frames, video_fps=config.video.fps):
         click.echo(f"wrote {path}")
     click.echo(f"status: {result.status}  frame: {result.outcome.frame}  seed: {result.seed}")

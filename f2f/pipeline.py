@@ -1,5 +1,8 @@
 """One Frame2Frame edit, as numbered steps over the two model protocols.
 
+`run_edit` runs a request checked by `f2f.request.check_edit` and checks
+nothing again; `edit` is the library's call: it checks its arguments, then runs.
+
     1. check inputs      4. generate one clip per seed
     2. temporal caption  5. candidates + collage -> the VLM selects, per clip
     3. canvas            6. pick the best clip, cut its frame back to the source
@@ -13,27 +16,28 @@ edited clip, and "no_edit" clips come last. Ties go to the earlier seed.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 from PIL import Image
 
 from f2f.canvas import Letterboxed, place_on_canvas
 from f2f.caption import caption_messages, clean_caption, load_exemplars
 from f2f.config import F2FConfig, VideoConfig
-from f2f.errors import InvalidImage, InvalidInput
-from f2f.imageio import ensure_rgb
 from f2f.protocols import VLM, CancelToken, Frames, Progress, ProgressCallback, VideoGenerator
+from f2f.request import CheckedEdit, check_edit, settings_from
 from f2f.result import ClipOutcome, EditResult, Status
 from f2f.selection import candidate_frames, make_collage, parse_selection, selection_messages, selection_reminder
 
+STAGES = ("caption", "generate", "select", "total")
+"""The stages whose seconds every report shows (metrics, bulk summaries); `timings_s` has these and the small ones."""
 _STATUS_RANK = {"edited": 0, "fallback": 1, "no_edit": 2}
 
 
 async def edit(
-    image: Image.Image,
+    image: Image.Image | bytes | str | Path,
     text: str,
     *,
     vlm: VLM,
@@ -44,16 +48,28 @@ async def edit(
     cancel: CancelToken | None = None,
     keep_frames: bool = False,
 ) -> EditResult:
-    """Edit `image` as `text` asks (a target description or an instruction)."""
-    config = config or F2FConfig()
+    """Edit `image` as `text` asks (a target description or an instruction); `seeds` default to the config's."""
+    settings = settings_from({"seeds": None if seeds is None else list(seeds)}, nested_fields=False)
+    request = check_edit(image, text, config or F2FConfig(), settings)
+    return await run_edit(request, vlm=vlm, generator=generator, progress=progress, cancel=cancel, keep_frames=keep_frames)
+
+
+async def run_edit(
+    request: CheckedEdit,
+    *,
+    vlm: VLM,
+    generator: VideoGenerator,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+    keep_frames: bool = False,
+) -> EditResult:
+    """Run a checked request; `keep_frames` keeps the chosen clip's frames on the result (for its video)."""
     cancel = cancel or CancelToken()
     notify = progress or (lambda _: None)
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
-
-    # 1. Check inputs
-    with _timed(timings, "check_inputs"):
-        source, text, seeds = check_inputs(image, text, seeds, config)
+    started = time.perf_counter() - request.check_s
+    # 1. Check inputs: done by check_edit (its seconds are the request's)
+    timings: dict[str, float] = {"check_inputs": request.check_s}
+    source, text, seeds, config = request.source, request.text, request.seeds, request.config
 
     # 2. Temporal caption
     cancel.raise_if_cancelled()
@@ -103,36 +119,6 @@ async def edit(
         timings_s=timings,
         frames=clips[best] if keep_frames else None,
     )
-
-
-def check_inputs(
-    image: Image.Image, text: str, seeds: Sequence[int] | None, config: F2FConfig
-) -> tuple[Image.Image, str, list[int]]:
-    """The source as RGB, the stripped edit text, and the seeds to use; InvalidInput otherwise."""
-    if not isinstance(image, Image.Image):
-        raise InvalidImage("image", type(image).__name__, "must be a PIL image")
-    if image.width < 1 or image.height < 1:
-        raise InvalidImage("image", image.size, "must be at least 1x1 pixels")
-    if image.width * image.height > config.input.max_image_pixels:
-        rule = (
-            f"{image.width}x{image.height} is over the limit of {config.input.max_image_pixels:,} pixels (input.max_image_pixels)"
-        )
-        raise InvalidImage("image", image.size, rule)
-    if not isinstance(text, str) or not text.strip():
-        raise InvalidInput("text", text, "the edit text must not be empty")
-    if len(text.strip()) > config.input.max_text_chars:
-        raise InvalidInput("text", text, f"must be at most {config.input.max_text_chars} characters (input.max_text_chars)")
-    return ensure_rgb(image, config.input.alpha_background), text.strip(), _seeds(seeds, config)
-
-
-def _seeds(seeds: Sequence[int] | None, config: F2FConfig) -> list[int]:
-    if seeds is None:
-        first = config.seed if config.seed is not None else random.SystemRandom().randrange(2**31)
-        return [first + i for i in range(config.num_seeds)]
-    seeds = list(seeds)
-    if not seeds or any(not isinstance(s, int) or not 0 <= s < 2**32 for s in seeds):
-        raise InvalidInput("seeds", seeds, "must be a non-empty list of integers 0 <= seed < 2**32")
-    return seeds
 
 
 async def write_caption(vlm: VLM, source: Image.Image, text: str, config: F2FConfig) -> tuple[str, str | None]:

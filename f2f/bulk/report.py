@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from f2f.bulk.manifest import Item, RowError
+from f2f.pipeline import STAGES
 
-STAGES = ("caption", "generate", "select", "total")
 
 
 def index_rows(items: list[Item], errors: list[RowError], journal_by_id: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

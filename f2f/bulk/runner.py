@@ -42,15 +42,14 @@ from typing import Any
 from PIL import Image
 
 from f2f.bulk.manifest import Item, Manifest, ManifestError
-from f2f.config import F2FConfig, VideoConfig, config_from_dict, video_overrides
+from f2f.config import F2FConfig, VideoConfig
 from f2f.errors import EditCancelled, F2FError, unwrap
-from f2f.imageio import open_image
-from f2f.pipeline import edit
+from f2f.pipeline import run_edit
 from f2f.protocols import CancelToken, Frames, Message, ProgressCallback
+from f2f.request import EditSettings, check_edit, settings_from
 from f2f.result import EditResult, write_outputs
 from f2f.serving import RAY_LOOPBACK_ENV
 
-STAGES = ("caption", "generate", "select", "total")
 
 
 @dataclass(frozen=True)
@@ -332,22 +331,14 @@ async def _edit_item(
     from ray.exceptions import RayActorError
 
     folder = out.item_dir(item.id)
-    run_config = _item_config(config, item)
     for retry in range(2):  # a lost actor gets one more try in this run
         attempts += 1
         try:
-            source = await asyncio.to_thread(open_image, item.image, config.input)
-            await asyncio.to_thread(_thumbnail, source, out.root / "thumbs" / f"{item.id}-source.jpg")
-            result = await edit(
-                source,
-                item.prompt,
-                vlm=vlm,
-                generator=generator,
-                config=run_config,
-                seeds=item.seeds,
-                keep_frames=item.options.video,
-            )
-            await asyncio.to_thread(_write_item, result, folder, out.root, item, run_config)
+            settings = item_settings(item)
+            request = await asyncio.to_thread(check_edit, item.image, item.prompt, config, settings, None, "prompt")
+            await asyncio.to_thread(_thumbnail, request.source, out.root / "thumbs" / f"{item.id}-source.jpg")
+            result = await run_edit(request, vlm=vlm, generator=generator, keep_frames=item.options.video)
+            await asyncio.to_thread(_write_item, result, folder, out.root, item, request.config)
             return _succeeded(item, key, attempts, result)
         except RayActorError as exc:
             if retry == 0:
@@ -364,14 +355,10 @@ async def _edit_item(
     raise AssertionError("unreachable")
 
 
-def _item_config(config: F2FConfig, item: Item) -> F2FConfig:
-    """The run's config with the row's video options (checked by the config's own rules)."""
-    video = video_overrides(item.options.num_frames, item.options.steps, item.options.guidance)
-    if not video:
-        return config
-    data = config.model_dump()
-    data["video"].update(video)
-    return config_from_dict(data)
+def item_settings(item: Item) -> EditSettings:
+    """A row's settings; `check_edit` then checks them against the run's config (InvalidInput names the field)."""
+    options = item.options
+    return settings_from({"seeds": item.seeds, "num_frames": options.num_frames, "steps": options.steps, "guidance": options.guidance})
 
 
 def _succeeded(item: Item, key: str, attempts: int, result: EditResult) -> Outcome:

@@ -52,6 +52,7 @@ from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
+from f2f.pipeline import STAGES
 from f2f.result import EditResult
 
 # Seconds. Steps of about x2-x2.5 from 0.1 s (a caption on a tiny model) to 30 min (a long video on a
@@ -61,7 +62,6 @@ STAGE_BUCKETS_S: tuple[float, ...] = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60, 120
 # Seconds. One denoising step: ~20 ms (tiny model on a CPU) to a minute (many seeds, a slow GPU).
 STEP_BUCKETS_S: tuple[float, ...] = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60)
 
-STAGES = ("caption", "generate", "select", "total")
 OUTCOMES = ("edited", "no_edit", "fallback", "error")
 FALLBACK_KINDS = ("caption", "selection")
 

@@ -1,0 +1,232 @@
+"""One checked edit request: what a caller sent, made once into what the pipeline runs.
+
+Every way in builds it with `check_edit`: the HTTP routes (a multipart form or
+JSON), a bulk manifest row, `f2f edit`, and `f2f.edit` for library callers.
+The pipeline (`f2f.pipeline.run_edit`) trusts it and checks nothing again.
+
+Rules:
+
+- `EditSettings` holds the settings a caller may set per edit, under their
+  wire names (`seed`, `seeds`, `n`, `num_frames`, `steps`, `guidance`); null
+  is the server's. Its fields check types and ranges (JSON `true` is not the
+  number 1); `CONFIG_FIELD` is the one mapping from a wire name to the config
+  field it sets, both ways.
+- `check_edit(image, text, config, settings, limits)` decodes the image once
+  (bytes or a path through `f2f.imageio.open_image`; a Pillow image is made
+  RGB) and checks, in this order: the combination rules (`seed` or `seeds`,
+  `n` or `seeds`), the server's per-request `limits` (`RequestLimits`, the
+  service's `max_n`, `max_num_frames`, `max_steps`), the config's own rules
+  for the settings (frames `frame_step*k + 1`, steps, guidance), the image's
+  size, the text, and the seeds. Every failure is an `InvalidInput` naming the
+  caller's field, the value and the rule.
+- `CheckedEdit.config` is the server's config with the caller's settings, and
+  `CheckedEdit.seeds` the seeds the videos use (given, or counted up from
+  `seed`, or drawn at random): the request is complete, nothing is guessed later.
+- `CheckedEdit.of_record` rebuilds a request that was checked before (a job's
+  stored source and settings): it checks nothing, as the pipeline does not.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from PIL import Image
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
+
+from f2f.config import F2FConfig, invalid_config_from
+from f2f.errors import InvalidImage, InvalidInput
+from f2f.imageio import ensure_rgb, open_image
+
+SEED_LIMIT = 2**32
+CONFIG_FIELD = {
+    "seed": "seed",
+    "n": "num_seeds",
+    "num_frames": "video.num_frames",
+    "steps": "video.num_inference_steps",
+    "guidance": "video.guidance_scale",
+}
+WIRE_NAME = {config: wire for wire, config in CONFIG_FIELD.items()}
+VIDEO_SETTINGS = ("num_frames", "steps", "guidance")
+
+
+def _not_a_bool(value: Any) -> Any:
+    """JSON `true` is not the number 1 (pydantic's lax mode would take it as 1)."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("number_type", "must be a number, not a boolean")
+    return value
+
+
+Number = BeforeValidator(_not_a_bool)
+
+
+class EditSettings(BaseModel):
+    """What a caller may set per edit (wire names); null means the server's setting."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seed: Annotated[int | None, Number] = Field(
+        None, ge=0, lt=SEED_LIMIT, description="Seed of the first video; the others follow it."
+    )
+    seeds: list[Annotated[int, Number, Field(ge=0, lt=SEED_LIMIT)]] | None = Field(
+        None, min_length=1, description="Seeds of the videos, one video each (multipart: comma-separated)."
+    )
+    n: Annotated[int | None, Number] = Field(None, ge=1, description="Videos (seeds) to try; the best edit wins (at most max_n).")
+    num_frames: Annotated[int | None, Number] = Field(
+        None, description="Frames per video (frame_step*k + 1, at most the server's max_num_frames)."
+    )
+    steps: Annotated[int | None, Number] = Field(None, description="Denoising steps per video (at most the server's max_steps).")
+    guidance: Annotated[float | None, Number] = Field(None, description="Classifier-free guidance scale.")
+
+    def config_overrides(self) -> dict[str, Any]:
+        """The config fields these settings set, as a nested mapping ({"video": {...}, "seed": ...})."""
+        nested: dict[str, Any] = {}
+        for wire in ("seed", "n", *VIDEO_SETTINGS):
+            value = getattr(self, wire)
+            if value is None:
+                continue
+            *parents, leaf = CONFIG_FIELD[wire].split(".")
+            node = nested
+            for parent in parents:
+                node = node.setdefault(parent, {})
+            node[leaf] = value
+        return nested
+
+    def video(self) -> dict[str, Any]:
+        """The `video` fields these settings set (config names)."""
+        return self.config_overrides().get("video", {})
+
+
+class RequestLimits(BaseModel):
+    """The most one request may ask for: every setting that multiplies its work (the service's args of the same names)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_n: int = Field(4, ge=1, le=64, description="Videos (seeds) per edit: `n`, or how many `seeds`.")
+    max_num_frames: int = Field(49, ge=2, description="Frames per video: `num_frames`.")
+    max_steps: int = Field(1000, ge=1, le=1000, description="Denoising steps per video: `steps`.")
+
+
+@dataclass(frozen=True)
+class CheckedEdit:
+    """An edit request that passed every check: the pipeline runs it as it is."""
+
+    source: Image.Image  # RGB, fully loaded
+    text: str  # stripped, within input.max_text_chars
+    seeds: list[int]  # one video each, in order
+    settings: EditSettings  # what the caller set (wire names)
+    config: F2FConfig  # the server's config with the caller's settings
+    check_s: float = 0.0  # seconds the check (or the reload of a checked request) took
+
+    @classmethod
+    def of_record(
+        cls, source: Image.Image, text: str, seeds: Sequence[int], settings: EditSettings, server: F2FConfig, load_s: float = 0.0
+    ) -> CheckedEdit:
+        """A request checked before (a job's stored source and settings), rebuilt without checking it again."""
+        video = server.video.model_copy(update=settings.video())
+        return cls(source, text, list(seeds), settings, server.model_copy(update={"video": video}), load_s)
+
+
+def settings_from(data: dict[str, Any], *, nested_fields: bool = True) -> EditSettings:
+    """`EditSettings` from a caller's mapping; InvalidInput names the field (`seeds.1`, or `seeds` without nesting)."""
+    try:
+        return EditSettings.model_validate(data, strict=not nested_fields)
+    except ValidationError as exc:
+        raise invalid_input_from(exc, nested_fields) from None
+
+
+def invalid_input_from(exc: ValidationError, nested_fields: bool = True) -> InvalidInput:
+    """The first validation error as an InvalidInput naming the caller's field; its code is pydantic's error type."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    param = (".".join(loc) if nested_fields else loc[0]) if loc else "body"
+    rule = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+    error = InvalidInput(param, None if err["type"] == "missing" else err.get("input"), rule)
+    error.code = str(err["type"])
+    return error
+
+
+def check_edit(
+    image: Image.Image | bytes | str | Path,
+    text: str,
+    config: F2FConfig,
+    settings: EditSettings | None = None,
+    limits: RequestLimits | None = None,
+    text_field: str = "text",
+) -> CheckedEdit:
+    """The checked request, or InvalidInput naming the caller's field (the module docstring's order).
+
+    `text_field` is the text's name where the caller wrote it: `prompt` on the wire, `text` in Python and the CLI.
+    """
+    started = time.perf_counter()
+    settings = settings or EditSettings()
+    _check_combination(settings)
+    if limits is not None:
+        _check_limits(settings, limits)
+    run_config = _run_config(config, settings)
+    source = _source(image, run_config)
+    text = _text(text, run_config, text_field)
+    return CheckedEdit(source, text, _seeds(settings, run_config), settings, run_config, time.perf_counter() - started)
+
+
+def _check_combination(settings: EditSettings) -> None:
+    if settings.seed is not None and settings.seeds is not None:
+        raise InvalidInput("seeds", settings.seeds, "give seed or seeds, not both")
+    if settings.n is not None and settings.seeds is not None:
+        raise InvalidInput("n", settings.n, "give n or seeds, not both (n is the number of seeds)")
+
+
+def _check_limits(settings: EditSettings, limits: RequestLimits) -> None:
+    count = len(settings.seeds) if settings.seeds is not None else settings.n
+    if count is not None and count > limits.max_n:
+        raise InvalidInput("seeds" if settings.seeds else "n", count, f"at most {limits.max_n} videos per edit on this server (max_n)")
+    for wire, limit in (("num_frames", "max_num_frames"), ("steps", "max_steps")):
+        value = getattr(settings, wire)
+        if value is not None and value > getattr(limits, limit):
+            raise InvalidInput(wire, value, f"at most {getattr(limits, limit)} on this server ({limit})")
+
+
+def _run_config(config: F2FConfig, settings: EditSettings) -> F2FConfig:
+    """The config with the caller's settings, checked by the config's own rules; errors name the caller's field."""
+    overrides = settings.config_overrides()
+    if not overrides:
+        return config
+    data = config.model_dump()
+    data["video"].update(overrides.pop("video", {}))
+    data.update(overrides)
+    try:
+        return F2FConfig.model_validate(data)
+    except ValidationError as exc:
+        error = invalid_config_from(exc, "")
+        raise InvalidInput(WIRE_NAME.get(error.field, error.field), error.value, error.rule) from None
+
+
+def _source(image: Image.Image | bytes | str | Path, config: F2FConfig) -> Image.Image:
+    if not isinstance(image, Image.Image):
+        return open_image(image, config.input)  # its rules include the size limits
+    if image.width < 1 or image.height < 1:
+        raise InvalidImage("image", image.size, "must be at least 1x1 pixels")
+    if image.width * image.height > config.input.max_image_pixels:
+        rule = f"{image.width}x{image.height} is over the limit of {config.input.max_image_pixels:,} pixels (input.max_image_pixels)"
+        raise InvalidImage("image", image.size, rule)
+    return ensure_rgb(image, config.input.alpha_background)
+
+
+def _text(text: str, config: F2FConfig, field: str) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidInput(field, text, "the edit text must not be empty")
+    if len(text.strip()) > config.input.max_text_chars:
+        raise InvalidInput(field, text, f"must be at most {config.input.max_text_chars} characters (input.max_text_chars)")
+    return text.strip()
+
+
+def _seeds(settings: EditSettings, config: F2FConfig) -> list[int]:
+    if settings.seeds is not None:
+        return list(settings.seeds)
+    first = config.seed if config.seed is not None else random.SystemRandom().randrange(2**31)
+    return [first + i for i in range(config.num_seeds)]
