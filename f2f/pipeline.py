@@ -158,11 +158,16 @@ def check_clips(clips: list[Frames], seeds: list[int], settings: VideoConfig) ->
 
 
 async def judge_clip(vlm: VLM, clip: Frames, seed: int, canvas: Letterboxed, text: str, config: F2FConfig) -> ClipOutcome:
-    """Ask the VLM which candidate of one clip achieves the edit; retry, then fall back."""
+    """Ask the VLM which candidate of one clip achieves the edit; retry, then fall back.
+
+    The collage's top tile is the source itself (the canvas cut to its box, as the tiles are), not the clip's
+    frame 0: that is the source after the video model's round trip, or noise from a tiny random model.
+    """
     cfg = config.selection
     frames = candidate_frames(len(clip), cfg.candidate_stride)
     crop = canvas.box
-    collage = make_collage(clip[0].crop(crop), [clip[f].crop(crop) for f in frames], cfg.collage_columns, cfg.collage_max_pixels)
+    tiles = [clip[f].crop(crop) for f in frames]
+    collage = make_collage(canvas.image.crop(crop), tiles, cfg.collage_columns, cfg.collage_max_pixels)
     messages = selection_messages(collage, text, len(frames))
     answers: list[str] = []
     for _ in range(1 + cfg.retries):
