@@ -6,6 +6,9 @@ one collage (the source on top, the labelled candidates beneath) and picks
 the LOWEST label whose frame achieves the edit, or 0 when none does. It must
 answer with the fixed phrase ``SELECTED: <label>``; `parse_selection` also
 reads the usual ways a model deviates from it.
+
+With several seeds, `ranking_messages` asks which clip's chosen frame is the
+best edit (`f2f.ranking`); its answer is parsed the same way.
 """
 
 from __future__ import annotations
@@ -138,6 +141,19 @@ def selection_reminder(answer: str, num_candidates: int) -> list[Message]:
         {"role": "assistant", "content": [{"type": "text", "text": answer}]},
         {"role": "user", "content": [{"type": "text", "text": text}]},
     ]
+
+
+def ranking_messages(collage: Image.Image, edit: str, num_versions: int) -> list[Message]:
+    """The ranking question (several seeds): the source and each clip's chosen frame; the answer is SELECTED: <version>."""
+    text = (
+        f"The top picture, labelled SOURCE, is an original image. Below it are {num_versions} edited "
+        f'versions of it, labelled 1 to {num_versions}, each made for this edit: "{prompt_text(edit)}".\n'
+        f"Choose the one version that achieves the edit fully and naturally while changing the least of "
+        f"everything else (the subject's identity, the background, any text, the colours, the framing).\n"
+        f"The order of the versions means nothing: judge each on its own.\n"
+        f"Reply with exactly one line and nothing else: {ANSWER_PHRASE}: <version>"
+    )
+    return [{"role": "user", "content": [{"type": "image", "image": collage}, {"type": "text", "text": text}]}]
 
 
 # --- parsing the answer --------------------------------------------------------

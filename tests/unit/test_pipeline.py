@@ -180,7 +180,7 @@ def test_cancel_before_start(square_image, small_config):
 
 def test_timings_cover_every_stage(square_image, small_config):
     result = run(square_image, config=small_config)
-    assert set(result.timings_s) == {"check_inputs", "caption", "letterbox", "generate", "select", "unletterbox", "total"}
+    assert set(result.timings_s) == {"check_inputs", "caption", "letterbox", "generate", "select", "rank", "unletterbox", "total"}
     assert all(t >= 0 for t in result.timings_s.values())
     assert result.timings_s["total"] >= result.timings_s["generate"]
 
