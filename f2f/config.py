@@ -125,8 +125,8 @@ class SelectionConfig(_Section):
     rank: Literal["vlm", "label"] = Field(
         "vlm",
         description="With several seeds, which clip wins: vlm asks the VLM, twice in opposite orders, which edited clip's "
-        "frame achieves the edit changing least else (a disagreement falls back to label); label: the lowest label, "
-        "then the earlier seed, without extra VLM calls (f2f.ranking).",
+        "frame achieves the edit while changing least of everything else (if the answers differ, label decides); "
+        "label: the lowest label, then the earlier seed, without extra VLM calls (f2f.ranking).",
     )
 
 
