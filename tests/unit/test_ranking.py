@@ -10,7 +10,7 @@ import pytest
 from fakes import ScriptedVLM, SyntheticGenerator
 from PIL import Image
 from test_caption import check_golden, render
-from test_pipeline import expected_frame
+from test_pipeline import RoundTripGenerator, expected_frame
 
 from f2f import edit
 from f2f.canvas import fit_box
@@ -22,9 +22,9 @@ from f2f.selection import collage_layout, ranking_messages
 LABELS_234 = ["SELECTED: 2", "SELECTED: 3", "SELECTED: 4"]
 
 
-def run(config, image, selections, rankings=("SELECTED: 1",)):
+def run(config, image, selections, rankings=("SELECTED: 1",), generator=None):
     """An edit of seeds 7, 8, 9 with scripted answers; the result, the VLM and the generator."""
-    vlm, generator = ScriptedVLM(selections=selections, rankings=rankings), SyntheticGenerator()
+    vlm, generator = ScriptedVLM(selections=selections, rankings=rankings), generator or SyntheticGenerator()
     result = asyncio.run(edit(image, "make the sun set", vlm=vlm, generator=generator, config=config, seeds=[7, 8, 9]))
     return result, vlm, generator
 
@@ -121,9 +121,10 @@ def _shown(collage, box, content_size):
 
 
 def test_each_ask_shows_the_source_and_the_finalists_chosen_frames_in_its_order(small_config, square_image):
-    result, vlm, generator = run(small_config, square_image, LABELS_234, ["SELECTED: 3", "SELECTED: 1"])
+    # Frame 0 of every clip differs from the source: the top tile must be the source itself.
+    result, vlm, generator = run(small_config, square_image, LABELS_234, ["SELECTED: 3", "SELECTED: 1"], RoundTripGenerator())
     canvas, box, cfg = generator.calls[0][0], result.box, small_config.selection
-    chosen = {seed: SyntheticGenerator.clip(canvas, seed, 17)[frame].crop(box) for seed, frame in [(7, 8), (8, 12), (9, 16)]}
+    chosen = {seed: generator.clip(canvas, seed, 17)[frame].crop(box) for seed, frame in [(7, 8), (8, 12), (9, 16)]}
     layout = collage_layout(box.size, 3, cfg.collage_columns, cfg.collage_max_pixels)
     for call, order in zip(vlm.calls[-2:], result.ranking.orders_asked, strict=True):
         collage = call[1][0]["content"][0]["image"]
