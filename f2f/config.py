@@ -122,6 +122,12 @@ class SelectionConfig(_Section):
         description="What an edit returns when no answer could be parsed: the last candidate frame "
         "(the paper's last-frame baseline) or the source image. Either way the status is 'fallback'.",
     )
+    rank: Literal["vlm", "label"] = Field(
+        "vlm",
+        description="With several seeds, which clip wins: vlm asks the VLM, twice in opposite orders, which edited clip's "
+        "frame achieves the edit while changing least of everything else (if the answers differ, label decides); "
+        "label: the lowest label, then the earlier seed, without extra VLM calls (f2f.ranking).",
+    )
 
 
 class InputConfig(_Section):

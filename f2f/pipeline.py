@@ -5,12 +5,16 @@ nothing again; `edit` is the library's call: it checks its arguments, then runs.
 
     1. check inputs      4. generate one clip per seed
     2. temporal caption  5. candidates + collage -> the VLM selects, per clip
-    3. canvas            6. pick the best clip, cut its frame back to the source
+    3. canvas            6. rank the clips, cut the best one's frame back to the source
 
-Several seeds: every clip is judged on its own, then the result is the clip
-whose frame was chosen with the lowest label (the least drift from the
-source); a clip whose answer could not be parsed ("fallback") comes after any
-edited clip, and "no_edit" clips come last. Ties go to the earlier seed.
+Several seeds: every clip is judged on its own, then the clips are ranked
+(`f2f.ranking`). With two or more edited clips the VLM compares their chosen
+frames, asked twice in opposite orders; when both answers name the same clip
+it wins. Otherwise, or with `selection.rank: label`, the label rule decides:
+the clip whose frame was chosen with the lowest label (the least drift from
+the source), a clip whose answer could not be parsed ("fallback") after any
+edited clip, "no_edit" clips last, ties to the earlier seed. The rest follow
+by the label rule.
 """
 
 from __future__ import annotations
@@ -27,14 +31,13 @@ from f2f.canvas import Letterboxed, place_on_canvas
 from f2f.caption import caption_messages, clean_caption, load_exemplars
 from f2f.config import F2FConfig, VideoConfig
 from f2f.protocols import VLM, CancelToken, Frames, Progress, ProgressCallback, VideoGenerator
+from f2f.ranking import rank_clips
 from f2f.request import CheckedEdit, check_edit, settings_from
 from f2f.result import ClipOutcome, EditResult, Status
 from f2f.selection import candidate_frames, make_collage, parse_selection, selection_messages, selection_reminder
 
-STAGES = ("caption", "generate", "select", "total")
+STAGES = ("caption", "generate", "select", "rank", "total")
 """The stages whose seconds every report shows (metrics, bulk summaries); `timings_s` has these and the small ones."""
-_STATUS_RANK = {"edited": 0, "fallback": 1, "no_edit": 2}
-
 
 async def edit(
     image: Image.Image | bytes | str | Path,
@@ -96,10 +99,12 @@ async def run_edit(
         asks = (judge_clip(vlm, clip, seed, canvas, text, config) for clip, seed in zip(clips, seeds, strict=True))
         judged = await asyncio.gather(*asks)
 
-    # 6. Best clip -> un-letterbox
+    # 6. Rank the clips (the VLM compares the edited ones) -> un-letterbox the best
+    cancel.raise_if_cancelled()
+    with _timed(timings, "rank"):
+        order, ranking = await rank_clips(vlm, judged, clips, canvas, text, config)
     with _timed(timings, "unletterbox"):
-        best = min(range(len(judged)), key=lambda i: (_STATUS_RANK[judged[i].status], judged[i].label or 0, i))
-        outcome = judged[best]
+        best, outcome = order[0], judged[order[0]]
         edited = canvas.restore(clips[best][outcome.frame]) if outcome.frame else source.copy()
     timings["total"] = time.perf_counter() - started
     notify(Progress("done"))
@@ -116,6 +121,9 @@ async def run_edit(
         source_size=source.size,
         canvas_size=canvas.size,
         canvas_fit=canvas.fit,
+        ranking=ranking,
+        ranked=[judged[i] for i in order],
+        chosen_frames=[clips[i][judged[i].frame] for i in order if judged[i].frame],
         timings_s=timings,
         frames=clips[best] if keep_frames else None,
     )
@@ -144,11 +152,16 @@ def check_clips(clips: list[Frames], seeds: list[int], settings: VideoConfig) ->
 
 
 async def judge_clip(vlm: VLM, clip: Frames, seed: int, canvas: Letterboxed, text: str, config: F2FConfig) -> ClipOutcome:
-    """Ask the VLM which candidate of one clip achieves the edit; retry, then fall back."""
+    """Ask the VLM which candidate of one clip achieves the edit; retry, then fall back.
+
+    The collage's top tile is the source itself (the canvas cut to its box, as the tiles are), not the clip's
+    frame 0: that is the source after the video model's round trip, or noise from a tiny random model.
+    """
     cfg = config.selection
     frames = candidate_frames(len(clip), cfg.candidate_stride)
     crop = canvas.box
-    collage = make_collage(clip[0].crop(crop), [clip[f].crop(crop) for f in frames], cfg.collage_columns, cfg.collage_max_pixels)
+    tiles = [clip[f].crop(crop) for f in frames]
+    collage = make_collage(canvas.image.crop(crop), tiles, cfg.collage_columns, cfg.collage_max_pixels)
     messages = selection_messages(collage, text, len(frames))
     answers: list[str] = []
     for _ in range(1 + cfg.retries):

@@ -38,6 +38,26 @@ class ClipOutcome:
         return {"seed": self.seed, "status": self.status, "label": self.label, "frame": self.frame, "answers": self.answers}
 
 
+RankRule = Literal["vlm", "label_rule", "single"]
+"""What ordered the clips (`f2f.ranking`). vlm: the VLM named the same clip in
+both orders. label_rule: the lowest label, then the earlier seed (the VLM
+disagreed with itself or could not be read, or `selection.rank` is label).
+single: fewer than two edited clips, nothing to rank."""
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """How the clips were ranked."""
+
+    rule: RankRule
+    order: list[int]  # seeds, best first
+    answers: list[str]  # the VLM's answers, the finalists as given then reversed; empty when it was not asked
+    orders_asked: list[list[int]]  # seeds of tiles 1..K in each ask
+
+    def public(self) -> dict[str, Any]:
+        return {"rule": self.rule, "order": self.order, "answers": self.answers, "orders_asked": self.orders_asked}
+
+
 @dataclass(frozen=True)
 class EditResult:
     """The edited image and everything that explains it."""
@@ -54,6 +74,9 @@ class EditResult:
     source_size: tuple[int, int]
     timings_s: dict[str, float]
     canvas_size: tuple[int, int]  # (width, height) of the canvas the video was generated on
+    ranking: Ranking
+    ranked: list[ClipOutcome]  # every clip's outcome, best first: ranked[0] is outcome
+    chosen_frames: list[Image.Image] = field(repr=False)  # canvas frames of the ranked clips that have one, best first
     frames: list[Image.Image] | None = field(default=None, repr=False)  # the whole chosen clip, if kept
     canvas_fit: Literal["letterbox", "free"] = "letterbox"  # letterboxed onto a fixed canvas, or a free one
 
@@ -73,6 +96,14 @@ class EditResult:
         """The candidate frames cut out of the canvas and resized to the source's size."""
         return [unletterbox(frame, self.box, self.source_size) for frame in self.candidate_frames]
 
+    def ranked_images(self, n: int | None = None) -> list[Image.Image]:
+        """The best `n` (all: None) edits at the source's size: the chosen frames of the ranked clips that have one.
+
+        They follow `[o for o in ranked if o.frame]`: a clip whose result is the source (no_edit, or a
+        fallback to the source) gives none. The first is `image` whenever the best clip has a frame.
+        """
+        return [unletterbox(frame, self.box, self.source_size) for frame in self.chosen_frames[:n]]
+
     def to_json(self) -> dict[str, Any]:
         """Everything that is not an image, ready for json.dumps."""
         return {
@@ -87,6 +118,7 @@ class EditResult:
             "candidate_frames": self.outcome.candidates,
             "selection_answers": self.outcome.answers,
             "clips": self.clips,
+            "ranking": self.ranking.public(),
             "letterbox_box": list(self.box),
             "source_size": list(self.source_size),
             "canvas": {"size": list(self.canvas_size), "fit": self.canvas_fit},

@@ -6,6 +6,9 @@ one collage (the source on top, the labelled candidates beneath) and picks
 the LOWEST label whose frame achieves the edit, or 0 when none does. It must
 answer with the fixed phrase ``SELECTED: <label>``; `parse_selection` also
 reads the usual ways a model deviates from it.
+
+With several seeds, `ranking_messages` asks which clip's chosen frame is the
+best edit (`f2f.ranking`); its answer is parsed the same way.
 """
 
 from __future__ import annotations
@@ -140,12 +143,27 @@ def selection_reminder(answer: str, num_candidates: int) -> list[Message]:
     ]
 
 
+def ranking_messages(collage: Image.Image, edit: str, num_versions: int) -> list[Message]:
+    """The ranking question (several seeds): the source and each clip's chosen frame; the answer is SELECTED: <version>."""
+    text = (
+        f"The top picture, labelled SOURCE, is an original image. Below it are {num_versions} edited "
+        f'versions of it, labelled 1 to {num_versions}, each made for this edit: "{prompt_text(edit)}".\n'
+        f"Choose the one version that achieves the edit fully and naturally while changing the least of "
+        f"everything else (the subject's identity, the background, any text, the colours, the framing).\n"
+        f"The order of the versions means nothing: judge each on its own.\n"
+        f"Reply with exactly one line and nothing else: {ANSWER_PHRASE}: <version>"
+    )
+    return [{"role": "user", "content": [{"type": "image", "image": collage}, {"type": "text", "text": text}]}]
+
+
 # --- parsing the answer --------------------------------------------------------
 
 _NUMBER_WORDS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve".split())}
 _WORD_ALT = "|".join(_NUMBER_WORDS)
 _NUMBER = rf"(?:-?\d+|{_WORD_ALT}|none)"
-_PHRASE = re.compile(rf"\b{ANSWER_PHRASE.lower()}\s*(?:frame|image|label|tile)?\s*(?:is|[:=\-])?\s*({_NUMBER})\b")
+_PHRASE = re.compile(
+    rf"\b{ANSWER_PHRASE.lower()}\s*(?:edit|frame|image|label|tile|version)?\s*(?:is\s*[:=\-]?|[:=\-])?\s*({_NUMBER})\b"
+)
 _DIGITS = re.compile(r"(?<![\w.-])-?\d+(?![\w]|\.\d)")
 _WORDS = re.compile(rf"\b({_WORD_ALT})\b")
 _NONE = re.compile(r"^(?:none|nothing|no\b)|\bnone of\b|\bno (?:frame|image|label|tile|candidate)s?\b")
@@ -155,8 +173,11 @@ def parse_selection(text: str | None, num_candidates: int) -> int | None:
     """The label in a VLM answer (0..num_candidates), or None when it cannot be read.
 
     Rules, in order:
-    1. The fixed phrase ("SELECTED: 7", any case, spacing or markdown) decides;
-       if it appears several times, the last one counts; "SELECTED: none" is 0.
+    1. The fixed phrase ("SELECTED: 7", any case, spacing or markdown) decides,
+       and so does a final statement such as "the selected edit is: 7",
+       "selected frame is 7" or "selected edit: 7", whatever numbers come
+       before it; if it appears several times, the last one counts;
+       "SELECTED: none" is 0.
     2. Otherwise, if the answer holds exactly one distinct number (digits,
        else the words zero..twelve), that is the label ("7", "image 7").
     3. Otherwise, an answer without numbers that says none ("None of them",

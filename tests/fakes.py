@@ -13,27 +13,46 @@ from f2f.protocols import CancelToken, Frames, Message, Progress, ProgressCallba
 from f2f.selection import ANSWER_PHRASE
 
 
-def is_selection(messages: Sequence[Message]) -> bool:
-    """Whether a conversation is a selection question (it asks for the fixed phrase)."""
+def _asks_for(messages: Sequence[Message], placeholder: str) -> bool:
     first = messages[0]["content"]
-    return any(part["type"] == "text" and f"{ANSWER_PHRASE}: <label>" in part["text"] for part in first)
+    return any(part["type"] == "text" and f"{ANSWER_PHRASE}: {placeholder}" in part["text"] for part in first)
+
+
+def is_selection(messages: Sequence[Message]) -> bool:
+    """Whether a conversation is a selection question (it asks for the fixed phrase with a label)."""
+    return _asks_for(messages, "<label>")
+
+
+def is_ranking(messages: Sequence[Message]) -> bool:
+    """Whether a conversation is a ranking question (it asks for the fixed phrase with a version)."""
+    return _asks_for(messages, "<version>")
 
 
 class ScriptedVLM:
-    """Answers captions with `caption` and selections with `selections`, in order (the last repeats)."""
+    """Answers captions with `caption`, selections with `selections` and rankings with `rankings`, each in
+    order (the last repeats). The default ranking answer, 1 in both orders, is a position-biased VLM's."""
 
-    def __init__(self, caption: str = "The sun slowly sets behind the hills.", selections: Sequence[str] = ("SELECTED: 3",)):
+    def __init__(
+        self,
+        caption: str = "The sun slowly sets behind the hills.",
+        selections: Sequence[str] = ("SELECTED: 3",),
+        rankings: Sequence[str] = ("SELECTED: 1",),
+    ):
         self.caption = caption
-        self.selections = list(selections)
+        self.scripts = {"select": list(selections), "rank": list(rankings)}
         self.calls: list[tuple[str, list[Message], int, float]] = []
 
     async def chat(self, messages: Sequence[Message], *, max_tokens: int, temperature: float = 0.0) -> str:
-        kind = "select" if is_selection(messages) else "caption"
+        kind = "select" if is_selection(messages) else "rank" if is_ranking(messages) else "caption"
         self.calls.append((kind, list(messages), max_tokens, temperature))
-        index = sum(1 for call in self.calls if call[0] == "select") - 1
-        answer = self.caption if kind == "caption" else self.selections[min(index, len(self.selections) - 1)]
+        answer = self.caption if kind == "caption" else self._next(kind)
         await asyncio.sleep(0)  # let concurrent asks interleave, as a real engine would
         return answer
+
+    def _next(self, kind: str) -> str:
+        script = self.scripts[kind]
+        index = sum(1 for call in self.calls if call[0] == kind) - 1
+        return script[min(index, len(script) - 1)]
 
 
 class SyntheticGenerator:

@@ -70,6 +70,7 @@ def test_every_field_has_a_description():
         ({"colour": "red"}, "colour", "unknown key"),
         ({**COGVIDEOX, "selection": {"candidate_stride": 49}}, "selection.candidate_stride", "smaller than video.num_frames"),
         ({"selection": {"on_unparseable": "guess"}}, "selection.on_unparseable", "last_candidate"),
+        ({"selection": {"rank": "random"}}, "selection.rank", "'vlm' or 'label'"),
         ({"input": {"alpha_background": [0, 0, 256]}}, "input.alpha_background", "0..255"),
         ({"seed": -1}, "seed", "greater than or equal to 0"),
         ({"num_seeds": 0}, "num_seeds", "greater than or equal to 1"),

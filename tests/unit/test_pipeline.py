@@ -9,9 +9,11 @@ from fakes import ScriptedVLM, SyntheticGenerator
 from PIL import Image
 
 from f2f import CancelToken, EditCancelled, InvalidImage, InvalidInput, edit
+from f2f.canvas import fit_box
 from f2f.config import load_config
 from f2f.pipeline import check_clips
 from f2f.result import write_outputs
+from f2f.selection import collage_layout
 
 
 def run(image, text="make the sun set", **kwargs):
@@ -45,6 +47,28 @@ def test_label_selects_its_frame_unletterboxed_at_the_source_size(square_image, 
     assert seeds == [7] and settings == small_config.video
     assert [c[0] for c in vlm.calls] == ["caption", "select"]
     assert vlm.calls[1][3] == 0.0  # selection is greedy
+
+
+class RoundTripGenerator(SyntheticGenerator):
+    """Frame 0 is not the source (as after a VAE round trip, or noise from a tiny random model): it is inverted."""
+
+    @staticmethod
+    def clip(image, seed, num_frames):
+        frames = SyntheticGenerator.clip(image, seed, num_frames)
+        return [Image.fromarray(255 - np.asarray(frames[0])), *frames[1:]]
+
+
+def test_the_collages_top_tile_is_the_source_not_the_clips_frame_0(square_image, small_config):
+    generator = RoundTripGenerator()
+    result = run(square_image, generator=generator, config=small_config)
+    canvas, box, cfg = generator.calls[0][0], result.box, small_config.selection
+    layout = collage_layout(box.size, 4, cfg.collage_columns, cfg.collage_max_pixels)
+    inner = fit_box(box.size, layout.source[2] - layout.source[0], layout.source[3] - layout.source[1])
+    left, top = layout.source[0] + inner.left, layout.source[1] + inner.top
+    shown = np.asarray(result.collage.crop((left, top, left + inner.width, top + inner.height)))
+    resize = lambda image: np.asarray(image.crop(box).resize(inner.size, Image.Resampling.LANCZOS))  # noqa: E731 as tiles are
+    assert np.array_equal(shown, resize(canvas))
+    assert not np.array_equal(shown, resize(generator.clip(canvas, 7, 17)[0]))  # frame 0 would have looked different
 
 
 def test_label_zero_returns_the_source_and_no_edit(square_image, small_config):
@@ -156,7 +180,7 @@ def test_cancel_before_start(square_image, small_config):
 
 def test_timings_cover_every_stage(square_image, small_config):
     result = run(square_image, config=small_config)
-    assert set(result.timings_s) == {"check_inputs", "caption", "letterbox", "generate", "select", "unletterbox", "total"}
+    assert set(result.timings_s) == {"check_inputs", "caption", "letterbox", "generate", "select", "rank", "unletterbox", "total"}
     assert all(t >= 0 for t in result.timings_s.values())
     assert result.timings_s["total"] >= result.timings_s["generate"]
 
