@@ -28,8 +28,8 @@ from f2f.config import config_to_yaml, load_config
 from f2f.errors import InvalidConfig
 from f2f.eval.command import main as eval_command
 from f2f.pipeline import run_edit
-from f2f.request import check_edit
 from f2f.protocols import Progress
+from f2f.request import check_edit
 from f2f.result import write_outputs
 from f2f.serving import RAY_LOOPBACK_ENV
 
@@ -93,7 +93,9 @@ def edit_command(
     force_offline()
     _quiet_model_libraries()
     with build_backends(config) as backends:
-        result = asyncio.run(run_edit(request, vlm=backends.vlm, generator=backends.generator, progress=printer, keep_frames=True))
+        result = asyncio.run(
+            run_edit(request, vlm=backends.vlm, generator=backends.generator, progress=printer, keep_frames=True)
+        )
     for path in write_outputs(result, out_dir, save_frames, video_fps=config.video.fps):
         click.echo(f"wrote {path}")
     click.echo(f"status: {result.status}  frame: {result.outcome.frame}  seed: {result.seed}")

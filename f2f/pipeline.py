@@ -39,6 +39,7 @@ from f2f.selection import candidate_frames, make_collage, parse_selection, selec
 STAGES = ("caption", "generate", "select", "rank", "total")
 """The stages whose seconds every report shows (metrics, bulk summaries); `timings_s` has these and the small ones."""
 
+
 async def edit(
     image: Image.Image | bytes | str | Path,
     text: str,

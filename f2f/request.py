@@ -184,7 +184,9 @@ def _check_combination(settings: EditSettings) -> None:
 def _check_limits(settings: EditSettings, limits: RequestLimits) -> None:
     count = len(settings.seeds) if settings.seeds is not None else settings.n
     if count is not None and count > limits.max_n:
-        raise InvalidInput("seeds" if settings.seeds else "n", count, f"at most {limits.max_n} videos per edit on this server (max_n)")
+        raise InvalidInput(
+            "seeds" if settings.seeds else "n", count, f"at most {limits.max_n} videos per edit on this server (max_n)"
+        )
     for wire, limit in (("num_frames", "max_num_frames"), ("steps", "max_steps")):
         value = getattr(settings, wire)
         if value is not None and value > getattr(limits, limit):
@@ -212,7 +214,9 @@ def _source(image: Image.Image | bytes | str | Path, config: F2FConfig) -> Image
     if image.width < 1 or image.height < 1:
         raise InvalidImage("image", image.size, "must be at least 1x1 pixels")
     if image.width * image.height > config.input.max_image_pixels:
-        rule = f"{image.width}x{image.height} is over the limit of {config.input.max_image_pixels:,} pixels (input.max_image_pixels)"
+        rule = (
+            f"{image.width}x{image.height} is over the limit of {config.input.max_image_pixels:,} pixels (input.max_image_pixels)"
+        )
         raise InvalidImage("image", image.size, rule)
     return ensure_rgb(image, config.input.alpha_background)
 

@@ -30,7 +30,6 @@ from f2f.bulk.manifest import Item, RowError
 from f2f.pipeline import STAGES
 
 
-
 def index_rows(items: list[Item], errors: list[RowError], journal_by_id: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """One entry per manifest row, in row order."""
     rows: list[dict[str, Any]] = []

@@ -51,7 +51,6 @@ from f2f.result import EditResult, write_outputs
 from f2f.serving import RAY_LOOPBACK_ENV
 
 
-
 @dataclass(frozen=True)
 class Resources:
     """Actor pool sizes and what each actor reserves."""
@@ -358,7 +357,9 @@ async def _edit_item(
 def item_settings(item: Item) -> EditSettings:
     """A row's settings; `check_edit` then checks them against the run's config (InvalidInput names the field)."""
     options = item.options
-    return settings_from({"seeds": item.seeds, "num_frames": options.num_frames, "steps": options.steps, "guidance": options.guidance})
+    return settings_from(
+        {"seeds": item.seeds, "num_frames": options.num_frames, "steps": options.steps, "guidance": options.guidance}
+    )
 
 
 def _succeeded(item: Item, key: str, attempts: int, result: EditResult) -> Outcome:

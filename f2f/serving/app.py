@@ -8,10 +8,9 @@ Rules of `build_app(args)`:
   naming the field (`args.vlm_num_cpus`, `config.video.num_frames`).
 - With a profile, its tiny checkpoints are built (first use) and its folder
   is checked here, once, before any replica loads weights.
-- Deployment options come from the args, one small function per deployment
-  (`vlm_options`, `generator_options`, `ingress_options`): fractional CPUs (a
-  replica asks for 1 CPU by default, and an oversubscribed app hangs without a
-  word), GPUs, replicas, queue bounds.
+- Each deployment class computes its Serve options from the args
+  (`deployment_options`, see `f2f.serving.args`): fractional CPUs, GPUs,
+  replicas, queue bounds.
 - Replicas: a `Replicas` block per model deployment; `min_replicas ==
   max_replicas` is a fixed count (`num_replicas`), otherwise Serve autoscales
   between them on ongoing requests per replica (`autoscaling_config`).
@@ -32,100 +31,21 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ValidationError
 from ray import serve
 from ray.serve import Application
 
 from f2f.backends import prepare_models
 from f2f.config import F2FConfig, config_from_dict, invalid_config_from
 from f2f.errors import InvalidConfig
-from f2f.serving.auth import AuthArgs, KeyRing
-from f2f.serving.broker import JobsArgs, task_processor_config
+from f2f.serving.args import AppArgs, request_limits
+from f2f.serving.auth import KeyRing
+from f2f.serving.broker import task_processor_config
+from f2f.serving.events import JobEvents
 from f2f.serving.generator_deployment import GeneratorDeployment
-from f2f.serving.ingress import Ingress, RequestLimits
+from f2f.serving.ingress import Ingress
 from f2f.serving.vlm_deployment import VLMDeployment
 from f2f.serving.worker_deployment import EditWorker
-
-
-class Replicas(BaseModel):
-    """How many replicas a deployment runs: fixed (min_replicas == max_replicas) or autoscaled between them."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    min_replicas: int = Field(1, ge=1, le=256, description="Fewest replicas (each loads its model: a cold start takes minutes).")
-    max_replicas: int = Field(1, ge=1, le=256, description="Most replicas; equal to min_replicas means a fixed count.")
-    target_ongoing_requests: float = Field(
-        1.0, gt=0, description="Autoscaling aims at this many requests in flight per replica (queued ones included)."
-    )
-    upscale_delay_s: float = Field(30.0, ge=0, description="Seconds the load must stay above target before adding replicas.")
-    downscale_delay_s: float = Field(
-        600.0, ge=0, description="Seconds the load must stay below target before removing replicas (long: reloads are slow)."
-    )
-
-    @model_validator(mode="after")
-    def _min_not_above_max(self) -> Replicas:
-        if self.min_replicas > self.max_replicas:
-            raise InvalidConfig("min_replicas", self.min_replicas, f"must not exceed max_replicas ({self.max_replicas})")
-        return self
-
-
-class AppArgs(BaseModel):
-    """The arguments of `build_app`: the f2f config and the resources of each deployment."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    config: dict[str, Any] = Field(default_factory=dict, description="An f2f config mapping, e.g. {profile: tiny}.")
-    vlm_num_cpus: float = Field(0.25, gt=0, description="CPUs reserved per VLM replica (fractions allowed).")
-    vlm_num_gpus: float = Field(0, ge=0, description="GPUs per VLM replica (0: CPU; a fraction shares a GPU).")
-    vlm_resources: dict[str, float] = Field(
-        default_factory=dict, description="Custom Ray resources per VLM replica, e.g. {vlm_node: 1} to pin it to a worker group."
-    )
-    vlm_max_ongoing_requests: int = Field(
-        8, ge=1, le=1024, description="Chat calls one VLM replica serves at once (vLLM batches them)."
-    )
-    vlm_autoscaling: Replicas = Field(
-        default_factory=lambda: Replicas(target_ongoing_requests=4, downscale_delay_s=300),
-        description="VLM replicas: fixed, or autoscaled on chat calls in flight per replica.",
-    )
-    generator_num_cpus: float = Field(0.25, gt=0, description="CPUs reserved per generator replica.")
-    generator_num_gpus: float = Field(0, ge=0, description="GPUs per generator replica (0: CPU; a fraction shares a GPU).")
-    generator_resources: dict[str, float] = Field(
-        default_factory=dict, description="Custom Ray resources per generator replica (pins it to a worker group)."
-    )
-    generator_autoscaling: Replicas = Field(
-        default_factory=Replicas,
-        description="Generator replicas: fixed, or autoscaled on videos in flight per replica (one runs at a time).",
-    )
-    generator_max_queued_requests: int = Field(
-        8,
-        ge=1,
-        le=10_000,
-        description="Jobs each worker replica lets wait for a busy generator (at least worker_max_concurrent_jobs).",
-    )
-    worker_num_cpus: float = Field(0.25, gt=0, description="CPUs reserved per edit worker replica.")
-    worker_max_concurrent_jobs: int = Field(
-        2, ge=1, le=256, description="Jobs one worker replica runs at once (each waits for the VLM and the generator)."
-    )
-    worker_autoscaling: Replicas = Field(default_factory=Replicas, description="Edit worker replicas (each consumes the queue).")
-    ingress_num_cpus: float = Field(0.25, gt=0, description="CPUs reserved per ingress replica.")
-    max_n: int = Field(4, ge=1, le=64, description="Largest `n` (seeds per edit) a request may ask for.")
-    max_num_frames: int = Field(49, ge=2, description="Most frames per video a request may ask for (`num_frames`).")
-    max_steps: int = Field(1000, ge=1, le=1000, description="Most denoising steps per video a request may ask for (`steps`).")
-    jobs: JobsArgs = Field(default_factory=JobsArgs, description="Job store, queue broker, expiry and limits.")
-    auth: AuthArgs = Field(
-        default_factory=lambda: AuthArgs(), description="API keys: on by default (needs keys_file); off only on loopback."
-    )
-
-    @model_validator(mode="after")
-    def _targets_reachable(self) -> AppArgs:
-        vlm_target = self.vlm_autoscaling.target_ongoing_requests
-        if vlm_target > self.vlm_max_ongoing_requests:
-            rule = f"must not exceed vlm_max_ongoing_requests ({self.vlm_max_ongoing_requests}), or it never scales up"
-            raise InvalidConfig("vlm_autoscaling.target_ongoing_requests", vlm_target, rule)
-        if self.generator_max_queued_requests < self.worker_max_concurrent_jobs:
-            rule = f"must be at least worker_max_concurrent_jobs ({self.worker_max_concurrent_jobs}), or running jobs are refused"
-            raise InvalidConfig("generator_max_queued_requests", self.generator_max_queued_requests, rule)
-        return self
 
 
 def parse_args(args: dict[str, Any] | None) -> tuple[AppArgs, F2FConfig]:
@@ -142,77 +62,9 @@ def parse_args(args: dict[str, Any] | None) -> tuple[AppArgs, F2FConfig]:
     return parsed, config
 
 
-def request_limits(args: AppArgs) -> RequestLimits:
-    """The most one request may ask for, from the args."""
-    return RequestLimits(max_n=args.max_n, max_num_frames=args.max_num_frames, max_steps=args.max_steps)
-
-
-def replica_options(replicas: Replicas) -> dict[str, Any]:
-    """Serve's `num_replicas` for a fixed count, else its `autoscaling_config`."""
-    if replicas.min_replicas == replicas.max_replicas:
-        return {"num_replicas": replicas.min_replicas}
-    return {"autoscaling_config": replicas.model_dump()}
-
-
-def _actor_options(cpus: float, gpus: float, resources: dict[str, float]) -> dict[str, Any]:
-    options: dict[str, Any] = {"num_cpus": cpus, "num_gpus": gpus}
-    if resources:
-        options["resources"] = dict(resources)
-    return options
-
-
-def vlm_options(args: AppArgs) -> dict[str, Any]:
-    """Deployment options of the VLM: several chats per replica."""
-    return {
-        "name": "VLM",
-        "max_ongoing_requests": args.vlm_max_ongoing_requests,
-        "ray_actor_options": _actor_options(args.vlm_num_cpus, args.vlm_num_gpus, args.vlm_resources),
-        **replica_options(args.vlm_autoscaling),
-    }
-
-
-GENERATOR_HEALTH_CHECK_S = 2.0
-
-
-def generator_options(args: AppArgs, world_size: int = 1) -> dict[str, Any]:
-    """Deployment options of the generator: one video per replica, a bounded queue.
-
-    A replica split over `world_size` GPUs gets as many bundles of the
-    replica's resources, packed on one node; it runs in the first.
-    """
-    actor = _actor_options(args.generator_num_cpus, args.generator_num_gpus, args.generator_resources)
-    options = {
-        "name": "Generator",
-        "health_check_period_s": GENERATOR_HEALTH_CHECK_S,  # a broken replica leaves routing before a job's retry
-        "max_ongoing_requests": 1,
-        "max_queued_requests": args.generator_max_queued_requests,
-        "ray_actor_options": actor,
-        **replica_options(args.generator_autoscaling),
-    }
-    if world_size > 1:
-        bundle = {"CPU": args.generator_num_cpus, **({"GPU": args.generator_num_gpus} if args.generator_num_gpus else {})}
-        options["placement_group_bundles"] = [{**bundle, **args.generator_resources} for _ in range(world_size)]
-        options["placement_group_strategy"] = "STRICT_PACK"
-    return options
-
-
-def worker_options(args: AppArgs) -> dict[str, Any]:
-    """Deployment options of the edit worker: its concurrency is the queue consumer's."""
-    return {
-        "name": "EditWorker",
-        "max_ongoing_requests": args.worker_max_concurrent_jobs,
-        "ray_actor_options": {"num_cpus": args.worker_num_cpus},
-        **replica_options(args.worker_autoscaling),
-    }
-
-
-def ingress_options(args: AppArgs) -> dict[str, Any]:
-    """Deployment options of the HTTP ingress: one replica, fractional CPU."""
-    return {"name": "Ingress", "ray_actor_options": {"num_cpus": args.ingress_num_cpus}}
-
-
 def build_app(args: dict[str, Any] | None = None) -> Application:
-    """The f2f Serve application: Ingress -> queue -> EditWorker -> (VLMDeployment, GeneratorDeployment)."""
+    """The f2f Serve application: Ingress -> queue -> EditWorker -> (VLMDeployment, GeneratorDeployment), and JobEvents
+    between the worker and the ingress (job changes pushed to the requests waiting for them)."""
     from ray.serve.task_consumer import task_consumer
 
     parsed, config = parse_args(args)
@@ -224,13 +76,15 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         raise InvalidConfig("generator_num_gpus", parsed.generator_num_gpus, rule)
     prepare_models(config)
     queue = task_processor_config(parsed.jobs, parsed.jobs.store_dir(config.cache_dir))
-    vlm = serve.deployment(VLMDeployment, **vlm_options(parsed))
-    generator = serve.deployment(GeneratorDeployment, **generator_options(parsed, world))
+    vlm = serve.deployment(VLMDeployment, **VLMDeployment.deployment_options(parsed))
+    generator = serve.deployment(GeneratorDeployment, **GeneratorDeployment.deployment_options(parsed, world))
     rank_options = {"num_cpus": parsed.generator_num_cpus, "num_gpus": parsed.generator_num_gpus}
-    worker = serve.deployment(task_consumer(task_processor_config=queue)(EditWorker), **worker_options(parsed))
-    ingress = serve.deployment(serve.ingress()(Ingress), **ingress_options(parsed))
-    bound_worker = worker.bind(vlm.bind(config), generator.bind(config, rank_options), config, parsed.jobs)
-    return ingress.bind(bound_worker, config, parsed.jobs, request_limits(parsed), parsed.auth)
+    events = serve.deployment(JobEvents, **JobEvents.deployment_options()).bind()
+    consumer = task_consumer(task_processor_config=queue)(EditWorker)
+    worker = serve.deployment(consumer, **EditWorker.deployment_options(parsed))
+    ingress = serve.deployment(serve.ingress()(Ingress), **Ingress.deployment_options(parsed))
+    bound_worker = worker.bind(vlm.bind(config), generator.bind(config, rank_options), events, config, parsed.jobs)
+    return ingress.bind(bound_worker, events, config, parsed.jobs, request_limits(parsed), parsed.auth)
 
 
 # --- Serve config files ---------------------------------------------------------------------

@@ -10,7 +10,7 @@ Body, always: `{"error": {"message", "type", "param", "code"}}`; never a traceba
 | `Unauthenticated` (no or an unknown API key) | 401 + `WWW-Authenticate` | invalid_request_error, `invalid_api_key` | null |
 | `TooManyJobs` (`auth.max_active_jobs_per_key`) | 429 + `Retry-After` | invalid_request_error, `too_many_jobs` | null |
 | `BodyTooLarge` (over `jobs.max_body_bytes`) | 413 | invalid_request_error, code `body_too_large` | null |
-| `JobNotFound` (unknown or expired job id), `NoSuchOutput` | 404 | invalid_request_error | null |
+| `JobNotFound` (unknown or expired job id), `NoSuchOutput`, `ModelNotFound` | 404 | invalid_request_error | null |
 | `JobNotFinished` (output of an unfinished job, cancel of a finished one) | 409 | invalid_request_error | null |
 | `IdempotencyConflict` (a key reused with another request) | 409 | invalid_request_error | null |
 | `RetryLater` (the queue is full: `overloaded`; the job volume is: `storage_full`) | 503 + `Retry-After` | server_error | null |
@@ -24,8 +24,8 @@ Choices: validation is 400, as the OpenAI API answers (not FastAPI's 422);
 an image over `input.max_image_pixels` is 400 like every other image rule
 (no message parsing to tell it apart; a body-size limit, 413, belongs to
 the proxy); a cancelled edit is 503 because the server stopped it, the
-client may still be listening. Core field names become wire names:
-`text` -> `prompt`.
+client may still be listening. Errors name fields by their wire names
+(`f2f.request.check_edit` is told them).
 """
 
 from __future__ import annotations
@@ -40,12 +40,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from f2f.errors import BackendNotConfigured, EditCancelled, F2FError, InvalidInput, VLMEndpointError
 from f2f.serving.auth import TooManyJobs, Unauthenticated
-from f2f.serving.jobs import IdempotencyConflict, JobError, JobNotFound
-from f2f.serving.protocol import ErrorInfo, ErrorResponse
+from f2f.serving.jobs import IdempotencyConflict, JobNotFound
+from f2f.serving.protocol import ErrorInfo, ErrorResponse, JobError
 
 logger = logging.getLogger("f2f.serving")
 
-WIRE_NAMES = {"text": "prompt"}  # core field -> request field
 _REQUEST_PARTS = {"body", "query", "path", "header", "form"}
 _TRANSIENT = ("cancelled", "replica_lost", "storage_full")  # a failed job's codes that a retry may get past: 503
 
@@ -69,6 +68,15 @@ class NoSuchOutput(F2FError):
     """The job finished without this output (e.g. no video was asked for)."""
 
     code = "no_such_output"
+
+
+class ModelNotFound(F2FError):
+    """A `model` this server does not serve (answered as the OpenAI API answers it)."""
+
+    code = "model_not_found"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"The model `{model}` does not exist or you do not have access to it.")
 
 
 class JobNotFinished(F2FError):
@@ -113,9 +121,7 @@ def _classify(exc: BaseException) -> tuple[int, ErrorInfo]:
     if isinstance(exc, RequestValidationError):
         return 400, _validation_info(exc)
     if isinstance(exc, InvalidInput):
-        param = WIRE_NAMES.get(exc.field, exc.field)
-        message = param + str(exc)[len(exc.field) :]  # "<field>: <rule> (got <value>)", by the wire name
-        return 400, ErrorInfo(message=message, type="invalid_request_error", param=param, code=exc.code)
+        return 400, ErrorInfo(message=str(exc), type="invalid_request_error", param=exc.field, code=exc.code)
     if isinstance(exc, StarletteHTTPException):
         kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
         return exc.status_code, ErrorInfo(message=str(exc.detail), type=kind, code=f"http_{exc.status_code}")
@@ -125,7 +131,7 @@ def _classify(exc: BaseException) -> tuple[int, ErrorInfo]:
         return 429, ErrorInfo(message=str(exc), type="invalid_request_error", code=exc.code)
     if isinstance(exc, BodyTooLarge):
         return 413, ErrorInfo(message=str(exc), type="invalid_request_error", code=exc.code)
-    if isinstance(exc, (JobNotFound, NoSuchOutput)):
+    if isinstance(exc, (JobNotFound, NoSuchOutput, ModelNotFound)):
         return 404, ErrorInfo(message=str(exc), type="invalid_request_error", code=exc.code)
     if isinstance(exc, (JobNotFinished, IdempotencyConflict)):
         return 409, ErrorInfo(message=str(exc), type="invalid_request_error", code=exc.code)

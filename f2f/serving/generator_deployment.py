@@ -27,9 +27,11 @@ from f2f.config import F2FConfig, VideoConfig
 from f2f.errors import ReplicaLost, unwrap
 from f2f.protocols import Frames, Progress
 from f2f.serving import metrics
+from f2f.serving.args import AppArgs, actor_options, replica_options
 from f2f.serving.ranks import RankGroup
 
 FOLLOWER_GRACE_S = 60.0  # how long the other ranks may take to end after rank 0 did
+HEALTH_CHECK_S = 2.0  # a broken replica leaves routing before a job's retry (f2f.serving.worker_deployment)
 
 
 class GeneratorDeployment:
@@ -47,6 +49,28 @@ class GeneratorDeployment:
             self.backend: Any = self.ranks.backend
         else:
             self.backend = load_generator(config)
+
+    @classmethod
+    def deployment_options(cls, args: AppArgs, world_size: int = 1) -> dict[str, Any]:
+        """One video per replica, a bounded queue.
+
+        A replica split over `world_size` GPUs gets as many bundles of the
+        replica's resources, packed on one node; it runs in the first.
+        """
+        actor = actor_options(args.generator_num_cpus, args.generator_num_gpus, args.generator_resources)
+        options = {
+            "name": "Generator",
+            "health_check_period_s": HEALTH_CHECK_S,
+            "max_ongoing_requests": 1,
+            "max_queued_requests": args.generator_max_queued_requests,
+            "ray_actor_options": actor,
+            **replica_options(args.generator_autoscaling),
+        }
+        if world_size > 1:
+            bundle = {"CPU": args.generator_num_cpus, **({"GPU": args.generator_num_gpus} if args.generator_num_gpus else {})}
+            options["placement_group_bundles"] = [{**bundle, **args.generator_resources} for _ in range(world_size)]
+            options["placement_group_strategy"] = "STRICT_PACK"
+        return options
 
     async def generate_stream(
         self, image: Image.Image, caption: str, seeds: Sequence[int], settings: VideoConfig

@@ -48,27 +48,31 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from f2f.config import video_overrides
 from f2f.errors import F2FError
+from f2f.request import WIRE_NAME, CheckedEdit, EditSettings
 from f2f.result import write_atomic
-from f2f.serving.protocol import Canvas
+from f2f.serving.protocol import JobError, JobProgress, JobResult
 
+logger = logging.getLogger("f2f.serving")
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 FINISHED: tuple[JobStatus, ...] = ("succeeded", "failed", "cancelled")
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -107,23 +111,9 @@ def no_space_as_storage_full(what: str) -> Iterator[None]:
         raise StorageFull(f"the job volume is full: {what} could not be written ({os.strerror(exc.errno)})") from exc
 
 
-class JobProgress(BaseModel):
-    """Denoising steps done of all steps of the job (all seeds)."""
-
-    step: int
-    total: int
-
-
-class JobError(BaseModel):
-    """Why a job failed or was cancelled: as the HTTP error body's `error`."""
-
-    message: str
-    type: str = "server_error"
-    code: str | None = None
-
-
 class EditRequest(BaseModel):
-    """What the caller asked for, validated: the prompt and the settings that differ from the server's."""
+    """What the caller asked for, checked (`f2f.request.check_edit`): the prompt, the seeds and the settings that
+    differ from the server's (stored under their config names, as job records have always held them)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -135,25 +125,15 @@ class EditRequest(BaseModel):
     return_video: bool = False
     return_frames: bool = False
 
-    def video_overrides(self) -> dict[str, Any]:
-        return video_overrides(self.num_frames, self.num_inference_steps, self.guidance_scale)
+    @classmethod
+    def of(cls, checked: CheckedEdit, return_video: bool = False, return_frames: bool = False) -> EditRequest:
+        video = checked.settings.video()
+        return cls(prompt=checked.text, seeds=checked.seeds, return_video=return_video, return_frames=return_frames, **video)
 
-
-class JobResult(BaseModel):
-    """What explains a finished edit (a subset of `f2f edit`'s result.json) and which outputs exist."""
-
-    status: str = Field(description="edited, no_edit or fallback.")
-    caption: str = Field(description="The temporal caption the video was generated from.")
-    caption_fallback: bool
-    seed: int = Field(description="Seed of the chosen clip.")
-    selected_label: int | None = Field(description="Chosen tile 1..N, 0 none, null unparseable.")
-    selected_frame: int = Field(description="Frame index of the chosen frame (0 = the source).")
-    candidate_frames: list[int] = Field(description="Frame index of each tile 1..N: `/frames/{label}` serves them.")
-    letterbox_box: list[int] = Field(description="Where the source lies on the video canvas: left, top, right, bottom.")
-    source_size: list[int]
-    canvas: Canvas | None = Field(None, description="The canvas the video was generated on (null in jobs made before it).")
-    has_video: bool
-    has_frames: bool
+    def settings(self) -> EditSettings:
+        """The video settings as the caller set them (wire names)."""
+        video = {"video." + name: getattr(self, name) for name in ("num_frames", "num_inference_steps", "guidance_scale")}
+        return EditSettings(**{WIRE_NAME[field]: value for field, value in video.items() if value is not None})
 
 
 class JobRecord(BaseModel):
@@ -190,10 +170,13 @@ class JobRecord(BaseModel):
 class JobStore:
     """Edit jobs in a directory; safe to share between processes on one file system."""
 
-    def __init__(self, root: str | Path, ttl_s: float, lease_s: float = 120.0) -> None:
+    def __init__(
+        self, root: str | Path, ttl_s: float, lease_s: float = 120.0, on_change: Callable[[JobRecord], None] | None = None
+    ) -> None:
         self.root = Path(root)
         self.ttl_s = ttl_s
         self.lease_s = lease_s
+        self.on_change = on_change  # told of every record change once it is written (the service pushes it to waiters)
         for sub in ("jobs", "queued", "running", "keys", "workers"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
@@ -356,7 +339,9 @@ class JobStore:
             _atomic_write(self.job_dir(job_id) / "job.json", _dump(record))
             if record.status != before:
                 self._mark(job_id, record.status)
-            return record
+        if self.on_change is not None:
+            self.on_change(record)
+        return record
 
     def _mark(self, job_id: str, status: JobStatus) -> None:
         """Keep the queued/ and running/ markers in step with the status."""
@@ -420,6 +405,62 @@ class JobStore:
             return True
 
         return self.update(job_id, back)
+
+    def next_attempt(self, job_id: str) -> JobRecord:
+        """Count another try of a running job (its model replica was lost), from the start."""
+
+        def again(record: JobRecord) -> None:
+            record.attempts += 1
+            record.stage, record.progress = None, None
+
+        return self.update(job_id, again)
+
+    def cancel_if_requested(self, job_id: str) -> JobRecord:
+        """Finish a job whose cancel came while no worker held it."""
+
+        def cancel(record: JobRecord) -> bool:
+            if record.finished or not record.cancel_requested or record.status == "running":
+                return False
+            record.status = "cancelled"
+            record.error = JobError(message="the edit was cancelled", code="cancelled")
+            return True
+
+        return self.update(job_id, cancel)
+
+    def heartbeat(self, job_id: str, stage: str | None = None, step: int | None = None, total: int | None = None) -> JobRecord:
+        """Refresh a running job's lease, with the stage (and denoising step of all steps) it reached."""
+
+        def beat(record: JobRecord) -> None:
+            record.heartbeat_at = time.time()
+            if stage is not None:
+                record.stage = stage
+                if step is not None and total is not None:
+                    record.progress = JobProgress(step=step, total=total)
+
+        return self.update(job_id, beat)
+
+    def finish(
+        self,
+        job_id: str,
+        status: JobStatus,
+        error: JobError | None,
+        result: JobResult | None = None,
+        timings_s: dict | None = None,
+    ) -> JobRecord:
+        """End a job (succeeded with its result and timings, failed or cancelled with its error); a finished job stays."""
+
+        def end(record: JobRecord) -> bool:
+            if record.finished:
+                return False
+            record.status, record.error, record.stage, record.heartbeat_at = status, error, None, None
+            if result is not None:
+                record.result = result
+                record.timings_s = {k: round(v, 4) for k, v in (timings_s or {}).items()}
+                if record.progress is not None:  # the latest step written; a finished video did all
+                    record.progress = JobProgress(step=record.progress.total, total=record.progress.total)
+            return True
+
+        return self.update(job_id, end)
 
     # --- queue and expiry -------------------------------------------------------------------------
 
@@ -506,6 +547,47 @@ class JobStore:
                 if not (self.root / "jobs" / Path(entry.path).read_text().strip()).exists():
                     os.unlink(entry.path)
         return removed
+
+
+# --- the queue side: sending job messages and the sweep ---------------------------------------------------
+
+
+async def send(store: JobStore, queue: Any, job_id: str) -> bool:
+    """Send the job's message to the queue (`queue.send(job_id)`) and record it; False (logged) if the broker refused."""
+    try:
+        await asyncio.to_thread(queue.send, job_id)
+    except Exception as exc:
+        logger.warning("the job queue refused job %s (%s: %s); it is sent again later", job_id, type(exc).__name__, exc)
+        return False
+    await asyncio.to_thread(store.mark_sent, job_id)
+    return True
+
+
+async def sweep_once(store: JobStore, queue: Any, resend_after_s: float) -> None:
+    """Delete expired jobs, queue again the running jobs whose worker was lost, send unsent jobs, and send every
+    waiting job again when a worker was lost (it may have taken messages it never claimed)."""
+    await asyncio.to_thread(store.sweep)
+    for job_id in await asyncio.to_thread(store.stale_running):
+        if (await asyncio.to_thread(store.requeue, job_id)).status == "queued":
+            logger.warning("job %s lost its worker; queued again", job_id)
+            await send(store, queue, job_id)
+    lost = await asyncio.to_thread(store.lost_workers)
+    due = await asyncio.to_thread(store.queued if lost else partial(store.unsent, resend_after_s))
+    if lost:
+        logger.warning("edit worker(s) %s lost; sending the %d waiting jobs again", ", ".join(lost), len(due))
+    for job_id in due:
+        if not await send(store, queue, job_id):
+            break  # the broker is still down: try again at the next sweep
+
+
+async def sweep_forever(store: JobStore, queue: Any, every_s: float, resend_after_s: float) -> None:
+    """`sweep_once` every `every_s` (each ingress replica runs one)."""
+    while True:
+        try:
+            await sweep_once(store, queue, resend_after_s)
+        except Exception:
+            logger.exception("the job store sweep failed")
+        await asyncio.sleep(every_s)
 
 
 def fingerprint(*parts: bytes | str | dict[str, Any]) -> str:

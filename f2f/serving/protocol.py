@@ -1,6 +1,11 @@
-"""Wire types of the HTTP API: the OpenAI Images response shape, f2f's extension, and the error body.
+"""Wire types of the HTTP API, all of them: requests, jobs, the OpenAI Images shapes, models, and the error body.
 
 Rules:
+
+- `POST /v1/edits` takes `EditOptions` (multipart fields) or `EditJSON` (the
+  same with `image` as base64); its per-edit settings are `f2f.request.EditSettings`.
+- A job is shown as `JobView`; its `result` (`JobResult`), `progress`
+  (`JobProgress`) and `error` (`JobError`) are stored as they are shown.
 
 - `POST /v1/images/edits` answers `ImagesResponse`: `created` (unix seconds)
   and `data`, one item (the chosen edit) with `b64_json` (a PNG at the
@@ -12,11 +17,56 @@ Rules:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from f2f.request import EditSettings
 from f2f.result import Status
+
+if TYPE_CHECKING:
+    from f2f.serving.jobs import JobRecord
+
+
+class EditOptions(EditSettings):
+    """Options of `POST /v1/edits` (JSON body or multipart fields); null means the server's setting."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt: str = Field(description="The edit: a target description or an instruction.")
+    return_video: bool = Field(False, description="Keep the chosen clip as video.mp4 (`/video`).")
+    return_frames: bool = Field(False, description="Keep the candidate frames (`/frames/{label}`).")
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    def settings(self) -> EditSettings:
+        return EditSettings(**self.model_dump(include=set(EditSettings.model_fields)))
+
+
+class EditJSON(EditOptions):
+    """`POST /v1/edits` as JSON."""
+
+    image: str = Field(description="The source image (PNG, JPEG or WebP) as base64, or a data: URL.")
+
+
+class JobProgress(BaseModel):
+    """Denoising steps done of all steps of the job (all seeds)."""
+
+    step: int
+    total: int
+
+
+class JobError(BaseModel):
+    """Why a job failed or was cancelled: as the HTTP error body's `error`."""
+
+    message: str
+    type: str = "server_error"
+    code: str | None = None
 
 
 class ImageData(BaseModel):
@@ -37,6 +87,72 @@ class Canvas(BaseModel):
     )
 
 
+class RankingView(BaseModel):
+    """How an edit's seeds were ranked (`f2f.ranking`): `/image?rank=k` serves the k-th."""
+
+    rule: str = Field(description="vlm: both asks named the same clip; label_rule: they did not (or rank: label); single.")
+    order: list[int] = Field(description="The seeds, best first.")
+    answers: list[str] = Field(description="The VLM's answers to the two asks.")
+    orders_asked: list[list[int]] = Field(description="The seeds of the finalists in the order each ask showed them.")
+
+
+class JobResult(BaseModel):
+    """What explains a finished edit (a subset of `f2f edit`'s result.json) and which outputs exist."""
+
+    status: str = Field(description="edited, no_edit or fallback.")
+    caption: str = Field(description="The temporal caption the video was generated from.")
+    caption_fallback: bool
+    seed: int = Field(description="Seed of the chosen clip.")
+    selected_label: int | None = Field(description="Chosen tile 1..N, 0 none, null unparseable.")
+    selected_frame: int = Field(description="Frame index of the chosen frame (0 = the source).")
+    candidate_frames: list[int] = Field(description="Frame index of each tile 1..N: `/frames/{label}` serves them.")
+    letterbox_box: list[int] = Field(description="Where the source lies on the video canvas: left, top, right, bottom.")
+    source_size: list[int]
+    canvas: Canvas | None = Field(None, description="The canvas the video was generated on (null in jobs made before it).")
+    ranking: RankingView | None = Field(None, description="How the seeds were ranked (null in jobs made before it).")
+    has_video: bool
+    has_frames: bool
+
+    @property
+    def ranked_seeds(self) -> list[int]:
+        return self.ranking.order if self.ranking is not None else [self.seed]
+
+
+class JobView(BaseModel):
+    """An edit job as the API shows it."""
+
+    id: str
+    object: Literal["edit"] = "edit"
+    status: str = Field(description="queued, running, succeeded, failed or cancelled.")
+    stage: str | None = Field(description="The stage running now: caption, generate, select.")
+    progress: JobProgress | None = Field(description="Denoising steps done of all steps of the job.")
+    prompt: str
+    seeds: list[int]
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    expires_at: float | None = Field(description="When the job and its files are deleted (unix seconds).")
+    attempts: int = Field(description="Tries so far (a lost model replica makes another).")
+    cancel_requested: bool
+    timings_s: dict[str, float]
+    result: JobResult | None
+    error: JobError | None
+    links: dict[str, str]
+
+    @classmethod
+    def of(cls, record: JobRecord) -> JobView:
+        base = f"/v1/edits/{record.id}"
+        links = {"self": base, "events": f"{base}/events"}
+        if record.status == "succeeded" and record.result is not None:
+            links |= {"image": f"{base}/image", "collage": f"{base}/collage"}
+            if record.result.has_video:
+                links["video"] = f"{base}/video"
+            if record.result.has_frames:
+                links["frames"] = f"{base}/frames/{{label}}"
+        data = record.model_dump(exclude={"request", "fingerprint", "updated_at", "worker", "heartbeat_at", "sent_at", "owner"})
+        return cls(**data, prompt=record.request.prompt, seeds=record.request.seeds, links=links)
+
+
 class F2FExtension(BaseModel):
     """What explains the edit (a subset of `f2f edit`'s result.json)."""
 
@@ -48,14 +164,31 @@ class F2FExtension(BaseModel):
     selected_frame: int = Field(description="Frame index of the chosen frame (0 = the source).")
     timings_s: dict[str, float] = Field(description="Seconds per pipeline stage, and total.")
     canvas: Canvas | None = Field(None, description="The canvas the video was generated on.")
+    seeds: list[int] = Field(default_factory=list, description="The seeds, best edit first (the order of `data`).")
 
 
 class ImagesResponse(BaseModel):
     """The OpenAI Images API response, plus the `f2f` extension."""
 
     created: int = Field(description="Unix time the edit finished, seconds.")
-    data: list[ImageData]
+    data: list[ImageData] = Field(description="`n` edits, best first.")
+    output_format: str = Field("png", description="png, jpeg or webp.")
+    size: str = Field("auto", description="As asked: auto (the source's size) or WIDTHxHEIGHT.")
     f2f: F2FExtension
+
+
+class ModelCard(BaseModel):
+    """A model this server serves, as OpenAI's `GET /v1/models` lists one."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(description="Unix time the server started, seconds.")
+    owned_by: str = "f2f"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
 
 
 class ErrorInfo(BaseModel):

@@ -11,10 +11,12 @@ pickled by Ray.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from f2f.backends import load_vlm
 from f2f.config import F2FConfig
 from f2f.protocols import VLM, Message
+from f2f.serving.args import AppArgs, actor_options, replica_options
 
 
 class VLMDeployment:
@@ -22,6 +24,16 @@ class VLMDeployment:
 
     def __init__(self, config: F2FConfig) -> None:
         self.backend: VLM | None = load_vlm(config)
+
+    @classmethod
+    def deployment_options(cls, args: AppArgs) -> dict[str, Any]:
+        """Several chats per replica (vLLM batches them)."""
+        return {
+            "name": "VLM",
+            "max_ongoing_requests": args.vlm_max_ongoing_requests,
+            "ray_actor_options": actor_options(args.vlm_num_cpus, args.vlm_num_gpus, args.vlm_resources),
+            **replica_options(args.vlm_autoscaling),
+        }
 
     async def chat(self, messages: Sequence[Message], max_tokens: int, temperature: float = 0.0) -> str:
         return await self._live().chat(messages, max_tokens=max_tokens, temperature=temperature)

@@ -12,6 +12,10 @@ Rules:
 - The replica touches its file in the store (`workers/<id>`) every
   `heartbeat_s`; once it has been silent for `lease_s`, the ingress sends
   every waiting job again (a message it took but never claimed is not lost).
+- Every change of a job record this worker writes is pushed to the events
+  hub (`f2f.serving.events`), which wakes the requests waiting for it.
+- The stored source was checked by the ingress: it is loaded and run as it
+  is (`CheckedEdit.of_record`, `f2f.pipeline.run_edit`), never checked again.
 - While it runs: stage and denoising progress go to the job record, the
   lease is refreshed every `heartbeat_s`, and a cancel request (DELETE) is
   noticed within `poll_interval_s` and stops the edit (a running video at
@@ -25,7 +29,8 @@ Rules:
   generic message (logged).
 - Outputs are written as `f2f edit` writes them (edited.png, collage.png,
   result.json, candidates/ with `return_frames`, video.mp4 with
-  `return_video`), before the record says `succeeded`. If the volume fills
+  `return_video`; ranked/<k>.png, the k-th best seed's edit, with several
+  seeds), before the record says `succeeded`. If the volume fills
   up meanwhile, the outputs written so far are removed and the job fails
   with `storage_full`; if not even the record can be written, the job stays
   running, its lease lapses and it is queued again.
@@ -40,35 +45,26 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from f2f.config import F2FConfig
 from f2f.errors import EditCancelled, F2FError, InvalidInput, ReplicaLost, unwrap
-from f2f.imageio import open_image
-from f2f.pipeline import edit
+from f2f.pipeline import run_edit
 from f2f.protocols import CancelToken, Progress
-from f2f.result import EditResult, write_outputs
+from f2f.request import CheckedEdit
+from f2f.result import EditResult, write_atomic, write_outputs
 from f2f.serving import metrics
+from f2f.serving.args import AppArgs, replica_options
 from f2f.serving.broker import TASK_NAME, JobsArgs
-from f2f.serving.jobs import (
-    EditRequest,
-    JobError,
-    JobProgress,
-    JobRecord,
-    JobResult,
-    JobStore,
-    StorageFull,
-    no_space_as_storage_full,
-)
+from f2f.serving.events import EventsClient
+from f2f.serving.jobs import JobRecord, JobStore, StorageFull, no_space_as_storage_full
+from f2f.serving.protocol import JobError, JobResult, RankingView
 from f2f.serving.remote import RemoteGenerator, RemoteVLM
 
 logger = logging.getLogger("f2f.serving")
 # After a lost replica, the first retry waits this long (then twice as long each time): longer than Serve takes
-# to take a broken replica out of routing (the generator's health check every 2 s: f2f.serving.app).
+# to take a broken replica out of routing (the generator's health check every 2 s: f2f.serving.generator_deployment).
 LOST_REPLICA_BACKOFF_S = 5.0
-
-
-def request_config(config: F2FConfig, request: EditRequest) -> F2FConfig:
-    """The server config with a request's video settings (already validated by the ingress)."""
-    return config.model_copy(update={"video": config.video.model_copy(update=request.video_overrides())})
 
 
 def _lost_replica_errors() -> tuple[type[BaseException], ...]:
@@ -90,11 +86,14 @@ def _task_handler(name: str) -> Any:
 class EditWorker:
     """Serve deployment body (made a task consumer by the app builder)."""
 
-    def __init__(self, vlm: Any, generator: Any, config: F2FConfig, jobs: JobsArgs) -> None:
+    def __init__(self, vlm: Any, generator: Any, events: Any, config: F2FConfig, jobs: JobsArgs) -> None:
         self.loop = asyncio.get_running_loop()  # Serve runs constructors on the replica's event loop
         self.vlm, self.generator = RemoteVLM(vlm), RemoteGenerator(generator)
         self.config, self.jobs = config, jobs
         self.store = JobStore(jobs.store_dir(config.cache_dir), jobs.ttl_s, jobs.lease_s)
+        if events is not None:
+            hub = EventsClient(events, self.loop)
+            self.store.on_change = lambda record: hub.publish(record.id, record.updated_at)
         self.worker_id = uuid.uuid4().hex[:12]
         self.lost_replica = _lost_replica_errors()
         self._gauges = self.loop.create_task(_running_gauge_forever())  # kept: the loop holds tasks weakly
@@ -108,6 +107,16 @@ class EditWorker:
             except OSError as exc:
                 logger.warning("could not record that this worker is alive (%s)", exc)
             await asyncio.sleep(self.jobs.heartbeat_s)
+
+    @classmethod
+    def deployment_options(cls, args: AppArgs) -> dict[str, Any]:
+        """Its concurrency is the queue consumer's."""
+        return {
+            "name": "EditWorker",
+            "max_ongoing_requests": args.worker_max_concurrent_jobs,
+            "ray_actor_options": {"num_cpus": args.worker_num_cpus},
+            **replica_options(args.worker_autoscaling),
+        }
 
     @_task_handler(TASK_NAME)
     def run_job(self, job_id: str) -> str:
@@ -124,26 +133,14 @@ class EditWorker:
         """Claim and run one job; the job's status afterwards (or why it was skipped)."""
         record = await asyncio.to_thread(self.store.claim, job_id, self.worker_id, self.jobs.max_attempts)
         if record is None:
-            current = await asyncio.to_thread(self._cancel_if_requested, job_id)
+            current = await asyncio.to_thread(self.store.cancel_if_requested, job_id)
             return f"skipped ({current.status})"
         while True:
             status = await self._attempt(record)
             if status != "retry":
                 return status
             await asyncio.sleep(min(LOST_REPLICA_BACKOFF_S * 2.0 ** (record.attempts - 1), 30.0))
-            record = await asyncio.to_thread(self.store.update, job_id, _next_attempt)
-
-    def _cancel_if_requested(self, job_id: str) -> JobRecord:
-        """Finish a job whose cancel came while no worker held it."""
-
-        def cancel(record: JobRecord) -> bool:
-            if record.finished or not record.cancel_requested or record.status == "running":
-                return False
-            record.status = "cancelled"
-            record.error = JobError(message="the edit was cancelled", code="cancelled")
-            return True
-
-        return self.store.update(job_id, cancel)
+            record = await asyncio.to_thread(self.store.next_attempt, job_id)
 
     async def _attempt(self, record: JobRecord) -> str:
         """One try at the job: 'succeeded', 'failed', 'cancelled', or 'retry'."""
@@ -187,19 +184,24 @@ class EditWorker:
         return await self._finish(job_id, "succeeded", None, result)
 
     async def _edit(self, record: JobRecord, watcher: _JobWatcher, cancel: CancelToken) -> EditResult:
-        request = record.request
-        folder = self.store.job_dir(record.id)
-        source = await asyncio.to_thread(open_image, (folder / "source.png").read_bytes(), self.config.input)
-        return await edit(
-            source,
-            request.prompt,
+        checked = await asyncio.to_thread(self._checked_request, record)
+        return await run_edit(
+            checked,
             vlm=self.vlm,
             generator=self.generator,
-            config=request_config(self.config, request),
-            seeds=request.seeds,
             progress=watcher.on_progress,
             cancel=cancel,
-            keep_frames=request.return_video,
+            keep_frames=record.request.return_video,
+        )
+
+    def _checked_request(self, record: JobRecord) -> CheckedEdit:
+        """The job's request as the ingress checked it: its stored source (RGB PNG) and settings."""
+        started = time.perf_counter()
+        with Image.open(self.store.path(record.id, "source.png")) as stored:
+            source = stored.convert("RGB")
+        request = record.request
+        return CheckedEdit.of_record(
+            source, request.prompt, request.seeds, request.settings(), self.config, time.perf_counter() - started
         )
 
     def _write_outputs(self, record: JobRecord, result: EditResult) -> None:
@@ -208,23 +210,15 @@ class EditWorker:
         try:
             with no_space_as_storage_full(f"the outputs of job {record.id}"):
                 write_outputs(result, folder, save_frames=request.return_frames, video_fps=fps)
+                _write_ranked(result, folder)
         except StorageFull:
             self.store.remove_outputs(record.id)  # no half-written result, and the space back for the record
             raise
 
     async def _finish(self, job_id: str, status: str, error: JobError | None, result: EditResult | None = None) -> str:
-        def finish(record: JobRecord) -> bool:
-            if record.finished:
-                return False
-            record.status, record.error, record.stage, record.heartbeat_at = status, error, None, None  # type: ignore[assignment]
-            if result is not None:
-                record.result = _job_result(result, self.store.job_dir(job_id))
-                record.timings_s = {k: round(v, 4) for k, v in result.timings_s.items()}
-                if record.progress is not None:  # the watcher writes the latest step it saw; a finished video did all
-                    record.progress = JobProgress(step=record.progress.total, total=record.progress.total)
-            return True
-
-        return (await asyncio.to_thread(self.store.update, job_id, finish)).status
+        job_result = None if result is None else _job_result(result, self.store.job_dir(job_id))
+        timings = None if result is None else result.timings_s
+        return (await asyncio.to_thread(self.store.finish, job_id, status, error, job_result, timings)).status  # type: ignore[arg-type]
 
 
 async def _running_gauge_forever() -> None:
@@ -235,9 +229,18 @@ async def _running_gauge_forever() -> None:
         await asyncio.sleep(every_s)
 
 
-def _next_attempt(record: JobRecord) -> None:
-    record.attempts += 1
-    record.stage, record.progress = None, None
+def _write_ranked(result: EditResult, folder: Path) -> None:
+    """ranked/<k>.png: the edit of the k-th best seed (k >= 2; the best is edited.png), the source where it has none."""
+    if len(result.ranked) < 2:
+        return
+    (folder / "ranked").mkdir(exist_ok=True)
+    frames = iter(result.ranked_images())
+    with Image.open(folder / "source.png") as stored:
+        source = stored.convert("RGB")
+    for rank, outcome in enumerate(result.ranked, start=1):
+        image = next(frames) if outcome.frame else source
+        if rank > 1:
+            write_atomic(folder / "ranked" / f"{rank}.png", lambda f, image=image: image.save(f, format="PNG"))
 
 
 def _job_result(result: EditResult, folder: Path) -> JobResult:
@@ -253,6 +256,7 @@ def _job_result(result: EditResult, folder: Path) -> JobResult:
         letterbox_box=data["letterbox_box"],
         source_size=data["source_size"],
         canvas=data["canvas"],
+        ranking=RankingView(**data["ranking"]),
         has_video=(folder / "video.mp4").is_file(),
         has_frames=(folder / "candidates").is_dir(),
     )
@@ -287,21 +291,9 @@ class _JobWatcher:
             if event is None and since_beat < self.jobs.heartbeat_s:
                 record = await asyncio.to_thread(self.store.get, self.job_id)
             else:
-                record = await asyncio.to_thread(self.store.update, self.job_id, _progress(event))
+                stage, step, total = (event.stage, event.step, event.total) if event is not None else (None, None, None)
+                record = await asyncio.to_thread(self.store.heartbeat, self.job_id, stage, step, total)
                 since_beat = 0.0
             if record.cancel_requested and not self.cancel.cancelled:
                 self.cancel.cancel()
                 task.cancel()
-
-
-def _progress(event: Progress | None) -> Any:
-    """A record change: the heartbeat, and the stage and step of `event`."""
-    return lambda record: _apply_progress(record, event)
-
-
-def _apply_progress(record: JobRecord, event: Progress | None) -> None:
-    record.heartbeat_at = time.time()
-    if event is not None:
-        record.stage = event.stage
-        if event.step is not None and event.total is not None:
-            record.progress = JobProgress(step=event.step, total=event.total)

@@ -295,14 +295,15 @@ def test_a_bulk_option_the_command_rejects_is_named() -> None:
 
 def test_a_split_generator_replica_fits_one_generator_pod() -> None:
     """multi-gpu: every rank's bundle ({CPU, GPU, generator_node}) fits, all of a replica's on one pod (STRICT_PACK)."""
-    from f2f.serving.app import generator_options, parse_args
+    from f2f.serving.app import parse_args
+    from f2f.serving.generator_deployment import GeneratorDeployment
 
     (service,) = _ray_objects(rendered("multi-gpu"))
     (args,) = serve_app_args(service)
     parsed, config = parse_args(args)
     world = config.generator.parallel.world_size
     assert world == 4 and config.generator.speed.compile == "regional"
-    options = generator_options(parsed, world)
+    options = GeneratorDeployment.deployment_options(parsed, world)
     assert options["placement_group_strategy"] == "STRICT_PACK"
     need = {key: sum(bundle.get(key, 0) for bundle in options["placement_group_bundles"]) for key in ("CPU", "GPU")}
     (group,) = [g for g in _cluster_spec(service)["workerGroupSpecs"] if g["groupName"] == "generator"]

@@ -257,10 +257,12 @@ def test_openai_edit_over_multipart(base_url: str) -> None:
     print(f"\none tiny edit over HTTP (2 seeds): {time.perf_counter() - started:.2f} s")
     assert response.status_code == 200, response.text[:300]
     body = response.json()
-    assert isinstance(body["created"], int) and len(body["data"]) == 1
+    assert isinstance(body["created"], int) and len(body["data"]) == 2  # n images, as OpenAI's n means (issue 16)
     item = body["data"][0]
-    edited = Image.open(io.BytesIO(base64.b64decode(item["b64_json"])))
-    assert edited.format == "PNG" and edited.size == Image.open(SAMPLE).size
+    for each in body["data"]:
+        edited = Image.open(io.BytesIO(base64.b64decode(each["b64_json"])))
+        assert edited.format == "PNG" and edited.size == Image.open(SAMPLE).size
+    assert sorted(body["f2f"]["seeds"]) == [3, 4] and body["f2f"]["seeds"][0] == body["f2f"]["seed"]  # best first
     assert isinstance(item["revised_prompt"], str) and item["revised_prompt"]
     assert body["f2f"]["status"] in {"edited", "no_edit", "fallback"}
     assert body["f2f"]["seed"] in {3, 4}  # config seed 3, n=2

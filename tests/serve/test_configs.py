@@ -84,15 +84,22 @@ def test_file_points_at_the_builder_and_validates(path: Path) -> None:
 def test_file_yields_the_intended_deployment_options(path: Path) -> None:
     from ray.serve.config import AutoscalingConfig
 
-    from f2f.serving.app import generator_options, parse_args, vlm_options, worker_options
+    from f2f.serving.app import parse_args
+    from f2f.serving.generator_deployment import GeneratorDeployment
+    from f2f.serving.vlm_deployment import VLMDeployment
+    from f2f.serving.worker_deployment import EditWorker
 
     data, want = _load(path), EXPECTED[path.name]
     assert data["http_options"]["host"] == want["host"]
     parsed, _ = parse_args(data["applications"][0]["args"])
     broker = parsed.jobs.broker_url
     assert (broker.split(":")[0] if broker else None) == want["broker"]
-    computed = ((vlm_options(parsed), want["vlm"]), (generator_options(parsed), want["generator"]))
-    for options, expected in (*computed, (worker_options(parsed), want["worker"])):
+    computed = (
+        (VLMDeployment.deployment_options(parsed), want["vlm"]),
+        (GeneratorDeployment.deployment_options(parsed), want["generator"]),
+        (EditWorker.deployment_options(parsed), want["worker"]),
+    )
+    for options, expected in computed:
         assert options["ray_actor_options"].get("num_gpus", 0) == expected["num_gpus"]
         assert options["max_ongoing_requests"] == expected["max_ongoing_requests"]
         assert options.get("max_queued_requests") == expected.get("max_queued_requests")
@@ -149,15 +156,16 @@ def test_nothing_here_started_ray() -> None:
 
 
 def test_a_split_generator_gets_one_bundle_per_rank_packed_on_one_node() -> None:
-    from f2f.serving.app import generator_options, parse_args
+    from f2f.serving.app import parse_args
+    from f2f.serving.generator_deployment import GeneratorDeployment
 
     args = {"config": {"profile": "tiny"}, "auth": {"required": False}, "generator_num_gpus": 1, "generator_num_cpus": 2}
     parsed, _ = parse_args(args)
-    options = generator_options(parsed, world_size=4)
+    options = GeneratorDeployment.deployment_options(parsed, world_size=4)
     assert options["placement_group_bundles"] == [{"CPU": 2, "GPU": 1}] * 4
     assert options["placement_group_strategy"] == "STRICT_PACK"
     assert options["ray_actor_options"] == {"num_cpus": 2, "num_gpus": 1}  # the replica (rank 0) fits the first bundle
-    assert "placement_group_bundles" not in generator_options(parsed)
+    assert "placement_group_bundles" not in GeneratorDeployment.deployment_options(parsed)
 
 
 def test_a_split_generator_needs_whole_gpus() -> None:

@@ -12,7 +12,9 @@ pytest.importorskip("fastapi")
 
 from f2f.config import F2FConfig
 from f2f.errors import InvalidImage
-from f2f.serving.ingress import EditOptions, RequestLimits, _validated_request
+from f2f.request import RequestLimits
+from f2f.serving.protocol import EditOptions
+from f2f.serving.service import checked_job
 
 HTML = b"<html><script>alert(document.cookie)</script></html>"
 
@@ -33,7 +35,7 @@ def zip_archive() -> bytes:
 
 
 def stored(raw: bytes) -> bytes:
-    source_png, _ = _validated_request(raw, EditOptions(prompt="make it rain"), F2FConfig(), RequestLimits())
+    source_png, _ = checked_job(raw, EditOptions(prompt="make it rain"), F2FConfig(), RequestLimits())
     return source_png
 
 

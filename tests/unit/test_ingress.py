@@ -21,8 +21,10 @@ pytest.importorskip("fastapi")
 from f2f.config import F2FConfig  # noqa: E402
 from f2f.serving.auth import AuthArgs  # noqa: E402
 from f2f.serving.broker import JobsArgs  # noqa: E402
-from f2f.serving.ingress import RequestLimits, make_api  # noqa: E402
+from f2f.request import RequestLimits  # noqa: E402
+from f2f.serving.ingress import make_api  # noqa: E402
 from f2f.serving.jobs import JobStore  # noqa: E402
+from f2f.serving.service import EditService  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[2] / "f2f" / "data" / "sample.png"
 IMAGE = base64.b64encode(SAMPLE.read_bytes()).decode()
@@ -46,7 +48,8 @@ def _app(tmp_path: Path, max_queued: int = 64) -> tuple[Any, JobStore]:
     jobs = JobsArgs(dir=tmp_path / "jobs", max_queued=max_queued)
     store = JobStore(jobs.store_dir(tmp_path), jobs.ttl_s, jobs.lease_s)
     limits = RequestLimits(max_n=4, max_num_frames=49, max_steps=100)
-    return make_api(store, RecordingQueue(), F2FConfig(), jobs, limits, _ready, AuthArgs(required=False)), store
+    service = EditService(store, RecordingQueue(), F2FConfig(), jobs, limits, AuthArgs(required=False))
+    return make_api(service, _ready), store
 
 
 async def _post(app: Any, body: dict[str, Any], headers: dict[str, str] | None = None) -> httpx.Response:
@@ -112,7 +115,7 @@ def test_the_queue_bound_holds_when_requests_arrive_together(tmp_path: Path) -> 
 
 def test_a_lost_worker_makes_the_sweep_send_every_waiting_job_again(tmp_path: Path) -> None:
     """A worker killed between taking a message and claiming its job took that message with it."""
-    from f2f.serving.ingress import sweep_once
+    from f2f.serving.jobs import sweep_once
     from f2f.serving.jobs import EditRequest
 
     jobs = JobsArgs(dir=tmp_path / "jobs", lease_s=0.2, heartbeat_s=0.1)
@@ -120,11 +123,11 @@ def test_a_lost_worker_makes_the_sweep_send_every_waiting_job_again(tmp_path: Pa
     record, _ = store.create(b"png", EditRequest(prompt="x", seeds=[1]), "fp")
     store.mark_sent(record.id)
     queue = RecordingQueue()
-    asyncio.run(sweep_once(store, queue, jobs))
+    asyncio.run(sweep_once(store, queue, jobs.resend_after_s))
     assert queue.sent == []  # sent a moment ago, no worker lost: nothing to do
     store.worker_alive("w1")
     time.sleep(0.3)
-    asyncio.run(sweep_once(store, queue, jobs))
+    asyncio.run(sweep_once(store, queue, jobs.resend_after_s))
     assert queue.sent == [record.id]
-    asyncio.run(sweep_once(store, queue, jobs))
+    asyncio.run(sweep_once(store, queue, jobs.resend_after_s))
     assert queue.sent == [record.id]  # once per lost worker

@@ -1,0 +1,26 @@
+"""What routes take through FastAPI's dependencies: the caller (its API key's name) and the edit service."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from f2f.serving.auth import caller_of
+from f2f.serving.service import EditService
+
+_BEARER = HTTPBearer(auto_error=False, description="An API key (`f2f keys new`); not needed when auth.required is false.")
+
+
+def _service(request: Request) -> EditService:
+    return request.app.state.service
+
+
+async def _caller(request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)] = None) -> str:
+    """The API key name of the request (Unauthenticated -> 401); `anonymous` when auth is off."""
+    return caller_of(request.headers.get("authorization"), request.app.state.service.ring)
+
+
+Service = Annotated[EditService, Depends(_service)]
+Caller = Annotated[str, Depends(_caller)]

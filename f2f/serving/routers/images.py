@@ -1,0 +1,145 @@
+"""The OpenAI Images API: `POST /v1/images/edits` (synchronous) and `GET /v1/models`.
+
+Rules of `POST /v1/images/edits` (multipart, as OpenAI's SDKs and curl send it):
+
+- `image` or `image[]`: one image (more than one is refused: this server
+  edits one image per request); `prompt`; `n` videos (seeds), and `n`
+  images back, best first by the edit's ranking of its seeds (`f2f.ranking`).
+- `size` (`auto`, or WIDTHxHEIGHT at the source's aspect ratio),
+  `output_format` (png, jpeg, webp) and `output_compression` are honoured
+  (`f2f.serving.outputs`), or refused before any work with the sizes this
+  server makes; `response_format` is `b64_json` (default) or `url` (the job's
+  `/image` route with the same format and size, kept for `jobs.ttl_s`).
+- `quality` (only `auto`), `background` (`auto` or `opaque`: the edit is an
+  opaque photo) and `input_fidelity` (only `high`: the edit keeps the source
+  but for what the prompt changes) are accepted where they describe what
+  this server does and refused otherwise; `user` is taken as OpenAI takes
+  it, to tell end users apart in the log.
+- `model`: one of `GET /v1/models` (`f2f`, and `f2f-<profile>` when the
+  server runs a profile), or left out; another name is answered as the
+  OpenAI API does: 404 `model_not_found`.
+- f2f's own fields (`seed`, `seeds`, `num_frames`, `steps`, `guidance`) are
+  accepted too; `revised_prompt` is the temporal caption, and `f2f` is an
+  extension object that OpenAI clients ignore (it names the job).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from f2f.config import F2FConfig
+from f2f.errors import InvalidInput
+from f2f.serving import outputs
+from f2f.serving.errors import JobFailed, ModelNotFound
+from f2f.serving.jobs import JobRecord, JobStore
+from f2f.serving.protocol import EditOptions, F2FExtension, ImageData, ImagesResponse, JobError, ModelCard, ModelList
+from f2f.serving.routers.deps import Caller, Service
+from f2f.serving.routers.parsing import form_fields, validated
+
+router = APIRouter(tags=["openai"])
+logger = logging.getLogger("f2f.serving")
+STARTED = int(time.time())
+# OpenAI fields that may only say what this server does anyway: field -> the values accepted, and why
+DESCRIPTIVE = {
+    "quality": (("auto",), "this server has one quality, set by its steps; must be auto"),
+    "background": (("auto", "opaque"), "the edit is an opaque image; must be auto or opaque"),
+    "input_fidelity": (("high",), "the edit keeps the source's details but for what the prompt changes; must be high"),
+}
+
+
+def served_models(config: F2FConfig) -> list[str]:
+    """The model names this server answers to."""
+    return ["f2f", *([f"f2f-{config.profile}"] if config.profile else [])]
+
+
+@router.get("/v1/models")
+async def list_models(_: Caller, service: Service) -> ModelList:
+    return ModelList(data=[ModelCard(id=name, created=STARTED) for name in served_models(service.config)])
+
+
+@router.get("/v1/models/{model}")
+async def get_model(model: str, _: Caller, service: Service) -> ModelCard:
+    if model not in served_models(service.config):
+        raise ModelNotFound(model)
+    return ModelCard(id=model, created=STARTED)
+
+
+@router.post("/v1/images/edits")
+async def images_edits(request: Request, caller: Caller, service: Service) -> ImagesResponse:
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        raise InvalidInput("content-type", request.headers.get("content-type"), "must be multipart/form-data")
+    raw_image, fields = await form_fields(request)
+    ask = _openai_fields(fields, service.config)
+    options = validated(EditOptions, fields)
+    record, _ = await service.submit(
+        raw_image, options, None, caller, also=lambda checked: outputs.check_size(ask["size"], checked.source.size) and None
+    )
+    if ask["user"]:
+        logger.info("job %s is for end user %r", record.id, ask["user"])
+    record = await service.finished(record)
+    if record.status != "succeeded" or record.result is None:
+        raise JobFailed(record.error or JobError(message="the edit failed", code="edit_failed"))
+    size = outputs.check_size(ask["size"], tuple(record.result.source_size))  # type: ignore[arg-type]
+    data = [await _image(request, service.store, record, rank, ask, size) for rank in range(1, (options.n or 1) + 1)]
+    result = record.result
+    extension = F2FExtension(
+        id=record.id,
+        status=result.status,  # type: ignore[arg-type]
+        caption_fallback=result.caption_fallback,
+        seed=result.seed,
+        selected_label=result.selected_label,
+        selected_frame=result.selected_frame,
+        timings_s=record.timings_s,
+        canvas=result.canvas,
+        seeds=result.ranked_seeds,
+    )
+    return ImagesResponse(
+        created=int(record.finished_at or 0), data=data, f2f=extension, output_format=ask["format"], size=ask["size"] or "auto"
+    )
+
+
+def _openai_fields(fields: dict[str, Any], config: F2FConfig) -> dict[str, Any]:
+    """Take OpenAI's own fields out of `fields` (what is left are f2f's options), each checked."""
+    response_format = fields.pop("response_format", "b64_json")
+    if response_format not in ("b64_json", "url"):
+        raise InvalidInput("response_format", response_format, "must be b64_json or url")
+    model = fields.pop("model", None)
+    if model is not None and model not in served_models(config):
+        raise ModelNotFound(model)
+    for name, (accepted, rule) in DESCRIPTIVE.items():
+        value = fields.pop(name, None)
+        if value is not None and value not in accepted:
+            raise InvalidInput(name, value, rule)
+    compression = fields.pop("output_compression", None)
+    if compression is not None:
+        try:
+            compression = int(compression)
+        except ValueError:
+            raise InvalidInput("output_compression", compression, "must be an integer 0 to 100") from None
+    fmt, quality = outputs.check_format(fields.pop("output_format", None), compression)
+    size = fields.pop("size", None)
+    return {"response_format": response_format, "format": fmt, "quality": quality, "size": size, "user": fields.pop("user", None)}
+
+
+async def _image(
+    request: Request, store: JobStore, record: JobRecord, rank: int, ask: dict[str, Any], size: tuple[int, int] | None
+) -> ImageData:
+    assert record.result is not None
+    caption = record.result.caption
+    if ask["response_format"] == "url":
+        query = {"output_format": ask["format"], "rank": rank}
+        if ask["quality"] is not None:
+            query["output_compression"] = ask["quality"]
+        if size is not None:
+            query["size"] = f"{size[0]}x{size[1]}"
+        url = request.url_for("edit_image", job_id=record.id).include_query_params(**query)
+        return ImageData(url=str(url), revised_prompt=caption)
+    path = store.path(record.id, "edited.png" if rank == 1 else f"ranked/{rank}.png")
+    data = await asyncio.to_thread(outputs.encode, path, ask["format"], ask["quality"], size)
+    return ImageData(b64_json=base64.b64encode(data).decode("ascii"), revised_prompt=caption)

@@ -1,0 +1,155 @@
+"""`/v1/edits`: edit jobs, their outputs and their events.
+
+- `POST /v1/edits`: multipart (`image` file + fields) or JSON (`image` as
+  base64) with `prompt` and options -> 202 and the job (`Location` header).
+  An `Idempotency-Key` header makes a retried request return the same job.
+- `GET /v1/edits/{id}`: the job: status, stage, progress, timings, result, error.
+- `GET /v1/edits/{id}/image | /collage | /video | /frames/{label}`: outputs
+  (label 0 is the source, 1..N the candidate tiles). `/image` takes
+  `output_format`, `output_compression` and `size` (`f2f.serving.outputs`).
+- `DELETE /v1/edits/{id}`: cancels (a queued job at once, a running one at
+  its next stage or denoising step) -> 202 and the job.
+- `GET /v1/edits/{id}/events`: server-sent events `status`, `stage`,
+  `progress` as they change, and `done` (the finished job), then the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+
+from f2f.errors import InvalidInput
+from f2f.serving import outputs
+from f2f.serving.errors import JobNotFinished, NoSuchOutput
+from f2f.serving.jobs import JobRecord, JobStore
+from f2f.serving.protocol import EditJSON, JobView
+from f2f.serving.routers.deps import Caller, Service
+from f2f.serving.routers.parsing import multipart_schema, read_submission
+
+router = APIRouter(prefix="/v1/edits", tags=["edits"])
+FILE_OUTPUTS = (("collage", "collage.png", "image/png"), ("video", "video.mp4", "video/mp4"))
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobView,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": EditJSON.model_json_schema()},
+                "multipart/form-data": {"schema": multipart_schema()},
+            },
+        }
+    },
+)
+async def create_edit(
+    request: Request,
+    caller: Caller,
+    service: Service,
+    idempotency_key: Annotated[
+        str | None, Header(min_length=1, max_length=255, description="Retries with this key get the same job.")
+    ] = None,
+) -> JSONResponse:
+    raw_image, options = await read_submission(request)
+    record, created = await service.submit(raw_image, options, idempotency_key, caller)
+    view = JobView.of(record)
+    headers = {"Location": view.links["self"]}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(view.model_dump(mode="json"), status_code=202, headers=headers)
+
+
+@router.get("/{job_id}")
+async def get_edit(job_id: str, caller: Caller, service: Service) -> JobView:
+    return JobView.of(await asyncio.to_thread(service.store.get_for, job_id, caller))
+
+
+@router.delete("/{job_id}", status_code=202)
+async def cancel_edit(job_id: str, caller: Caller, service: Service) -> JobView:
+    record = await asyncio.to_thread(service.store.get_for, job_id, caller)
+    if record.finished:
+        raise JobNotFinished(f"job {job_id} already finished ({record.status}); nothing to cancel", code="job_finished")
+    return JobView.of(await asyncio.to_thread(service.store.request_cancel, job_id))
+
+
+@router.get("/{job_id}/events", response_class=StreamingResponse)
+async def edit_events(job_id: str, caller: Caller, service: Service) -> StreamingResponse:
+    first = await asyncio.to_thread(service.store.get_for, job_id, caller)
+    return StreamingResponse(service.events_of(first), media_type="text/event-stream")
+
+
+@router.get("/{job_id}/image", name="edit_image", response_class=Response)
+async def edit_image(
+    job_id: str,
+    caller: Caller,
+    service: Service,
+    output_format: Annotated[str | None, Query(description="png (default), jpeg or webp.")] = None,
+    output_compression: Annotated[int | None, Query(description="Quality 0-100 of a jpeg or webp.")] = None,
+    size: Annotated[str | None, Query(description="auto, or WIDTHxHEIGHT at the source's aspect ratio.")] = None,
+    rank: Annotated[int, Query(description="1: the edit; k: the k-th best of its seeds (`result.ranking.order`).")] = 1,
+) -> Response:
+    """The edited image of a succeeded job, as stored (PNG at the source's size) or as asked for."""
+    record = await finished(service.store, job_id, caller)
+    assert record.result is not None
+    fmt, quality = outputs.check_format(output_format, output_compression)
+    resize = outputs.check_size(size, tuple(record.result.source_size))  # type: ignore[arg-type]
+    seeds = len(record.result.ranked_seeds)
+    if not 1 <= rank <= seeds:
+        raise InvalidInput("rank", rank, f"must be 1 (the edit) to {seeds} (the job's last seed)")
+    path = service.store.path(job_id, "edited.png" if rank == 1 else f"ranked/{rank}.png")
+    if not path.is_file():
+        raise NoSuchOutput(f"job {job_id} kept no image of rank {rank} (jobs made before ranking keep only the edit)")
+    data = await asyncio.to_thread(outputs.encode, path, fmt, quality, resize)
+    disposition = f'attachment; filename="{job_id}-edited.{fmt}"'
+    return Response(data, media_type=outputs.MEDIA_TYPES[fmt], headers={"Content-Disposition": disposition})
+
+
+def _file_route(name: str, filename: str, media: str) -> Any:
+    async def route(job_id: str, caller: Caller, service: Service) -> FileResponse:
+        await finished(service.store, job_id, caller)
+        path = service.store.path(job_id, filename)
+        if not path.is_file():
+            raise NoSuchOutput(f"job {job_id} has no {name}" + ("; submit it with return_video=true" if name == "video" else ""))
+        return FileResponse(path, media_type=media, filename=f"{job_id}-{Path(filename).name}")
+
+    route.__doc__ = f"The {name} of a succeeded job."
+    return route
+
+
+for _name, _filename, _media in FILE_OUTPUTS:
+    router.add_api_route(
+        f"/{{job_id}}/{_name}",
+        _file_route(_name, _filename, _media),
+        methods=["GET"],
+        response_class=FileResponse,
+        name=f"edit_{_name}",
+    )
+
+
+@router.get("/{job_id}/frames/{label}", response_class=FileResponse)
+async def edit_frame(job_id: str, label: int, caller: Caller, service: Service) -> FileResponse:
+    record = await finished(service.store, job_id, caller)
+    assert record.result is not None
+    candidates = record.result.candidate_frames
+    if label == 0:
+        return FileResponse(service.store.path(job_id, "source.png"), media_type="image/png")
+    if not 1 <= label <= len(candidates):
+        raise InvalidInput("label", label, f"must be 0 (the source) to {len(candidates)} (the last candidate tile)")
+    path = service.store.path(job_id, f"candidates/frame_{candidates[label - 1]:03d}.png")
+    if not path.is_file():
+        raise NoSuchOutput(f"job {job_id} kept no frames; submit it with return_frames=true")
+    return FileResponse(path, media_type="image/png")
+
+
+async def finished(store: JobStore, job_id: str, caller: str) -> JobRecord:
+    """The caller's job, once it succeeded (JobNotFinished before)."""
+    record = await asyncio.to_thread(store.get_for, job_id, caller)
+    if record.status != "succeeded":
+        raise JobNotFinished(f"job {job_id} is {record.status}; its outputs exist once it has succeeded")
+    return record

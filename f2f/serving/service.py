@@ -1,0 +1,161 @@
+"""Submit and wait: what every edit route does, in one object over the job store, the queue and the events hub.
+
+Rules:
+
+- `submit` checks the request (`f2f.request.check_edit`, in a thread) before
+  any job exists, then creates the job under the store's queue lock, where
+  the queue bound (`jobs.max_queued`: 503 with Retry-After) and a key's job
+  cap (`auth.max_active_jobs_per_key`: 429) are checked, so concurrent
+  requests never pass them together; a full volume is a 503 and nothing is
+  stored. The job is then sent to the queue; if the broker is down it is
+  still accepted, and the sweep sends it.
+- The source is stored as it was checked (RGB, PNG at compression level 1:
+  lossless and quick), and the worker loads it without checking it again.
+- `changed`, `finished` and `events` wait for a job's next change: pushed by
+  the events hub when there is one, else (and at the latest) after
+  `jobs.poll_interval_s`, and then read from the store, which is the record.
+- `run_background` runs, per ingress replica, the store's sweep every
+  `jobs.sweep_interval_s` and the queue gauges every few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from f2f.config import F2FConfig
+from f2f.request import CheckedEdit, RequestLimits, check_edit
+from f2f.serving import metrics
+from f2f.serving.auth import AuthArgs, KeyRing, TooManyJobs
+from f2f.serving.broker import JobsArgs
+from f2f.serving.errors import RetryLater
+from f2f.serving.events import EventsClient
+from f2f.serving.jobs import EditRequest, JobNotFound, JobRecord, JobStore, StorageFull, fingerprint, send, sweep_forever
+from f2f.serving.protocol import EditOptions, JobView
+
+logger = logging.getLogger("f2f.serving")
+SOURCE_PNG_LEVEL = 1
+Check = Callable[[CheckedEdit], None]
+
+
+class EditService:
+    """The edit jobs of one ingress replica: submit, wait, stream."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        queue: Any,
+        config: F2FConfig,
+        jobs: JobsArgs,
+        limits: RequestLimits,
+        auth: AuthArgs,
+        events: EventsClient | None = None,
+    ) -> None:
+        self.store, self.queue, self.config, self.jobs, self.limits, self.auth = store, queue, config, jobs, limits, auth
+        self.events = events
+        self.ring = KeyRing(auth.keys_file) if auth.required and auth.keys_file else None
+        if events is not None:
+            store.on_change = lambda record: events.publish(record.id, record.updated_at)
+
+    async def submit(
+        self, raw_image: bytes, options: EditOptions, key: str | None, owner: str, also: Check | None = None
+    ) -> tuple[JobRecord, bool]:
+        """The job of this request (new, or the one its idempotency key made) and whether it is new.
+
+        `also` checks more of the checked request before the job exists (a route's own fields, e.g. OpenAI's `size`).
+        """
+        source_png, request = await asyncio.to_thread(checked_job, raw_image, options, self.config, self.limits, also)
+
+        def admit() -> None:  # under the store's queue lock: concurrent requests never pass these bounds together
+            depth, _ = self.store.queue_stats()
+            if depth >= self.jobs.max_queued:
+                raise RetryLater(f"{depth} edits are waiting, the most this server queues; retry later", self.jobs.retry_after_s)
+            if self.ring is not None and self.store.active_jobs(owner) >= self.auth.max_active_jobs_per_key:
+                rule = (
+                    f"this API key has {self.auth.max_active_jobs_per_key} edits queued or running, the most it may; retry later"
+                )
+                raise TooManyJobs(rule, self.auth.retry_after_s)
+
+        same_request = fingerprint(raw_image, options.model_dump())
+        try:
+            record, created = await asyncio.to_thread(self.store.create, source_png, request, same_request, key, owner, admit)
+        except StorageFull as exc:
+            logger.error("%s", exc)
+            raise RetryLater(f"{exc}; retry later", self.jobs.retry_after_s, code=exc.code) from None
+        if created:
+            await send(self.store, self.queue, record.id)  # if the broker is down, the sweep sends it later
+        return record, created
+
+    async def changed(self, record: JobRecord) -> JobRecord:
+        """The job once it changed after `record` (or `jobs.poll_interval_s` passed); JobNotFound once it is gone."""
+        if self.events is not None:
+            await self.events.wait(record.id, record.updated_at, self.jobs.poll_interval_s)
+        else:
+            await asyncio.sleep(self.jobs.poll_interval_s)
+        return await asyncio.to_thread(self.store.get, record.id)
+
+    async def finished(self, record: JobRecord) -> JobRecord:
+        """The job once it finished."""
+        while not record.finished:
+            record = await self.changed(record)
+        return record
+
+    async def events_of(self, record: JobRecord) -> AsyncIterator[bytes]:
+        """Server-sent `status` / `stage` / `progress` events as the job changes, then `done` with the whole job."""
+        last: dict[str, Any] = {}
+        while True:
+            now = {
+                "status": record.status,
+                "stage": record.stage,
+                "progress": record.progress.model_dump() if record.progress else None,
+            }
+            if record.finished:
+                yield _sse("done", JobView.of(record).model_dump(mode="json"))
+                return
+            for key in ("status", "stage", "progress"):
+                if now[key] != last.get(key, object()) and now[key] is not None:
+                    data = {"id": record.id, key: now[key]}
+                    if key == "progress":
+                        data = {"id": record.id, "stage": record.stage, **now[key]}
+                    yield _sse(key, data)
+            last = now
+            try:
+                record = await self.changed(record)
+            except JobNotFound:
+                return
+
+    def run_background(self) -> list[asyncio.Task[None]]:
+        """The sweep and the queue gauges, as tasks of the running loop (the caller cancels them)."""
+        sweep = sweep_forever(self.store, self.queue, self.jobs.sweep_interval_s, self.jobs.resend_after_s)
+        return [asyncio.create_task(sweep), asyncio.create_task(_queue_gauges_forever(self.store))]
+
+
+def checked_job(
+    raw_image: bytes, options: EditOptions, config: F2FConfig, limits: RequestLimits, also: Check | None = None
+) -> tuple[bytes, EditRequest]:
+    """The source as stored (PNG) and the job's request; InvalidInput names the field (runs in a thread)."""
+    checked = check_edit(raw_image, options.prompt, config, options.settings(), limits, text_field="prompt")
+    if also is not None:
+        also(checked)
+    buffer = io.BytesIO()
+    checked.source.save(buffer, format="PNG", compress_level=SOURCE_PNG_LEVEL)
+    return buffer.getvalue(), EditRequest.of(checked, options.return_video, options.return_frames)
+
+
+def _sse(event: str, data: Any) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+async def _queue_gauges_forever(store: JobStore) -> None:
+    """Set the queue gauges every `metrics.gauge_refresh_s()`, changed or not (Ray drops a gauge not set again)."""
+    every_s = metrics.gauge_refresh_s()
+    while True:
+        try:
+            metrics.record_queue(*await asyncio.to_thread(store.queue_stats))
+        except Exception:
+            logger.exception("the queue gauges could not be set")
+        await asyncio.sleep(every_s)
