@@ -19,9 +19,9 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
 from f2f.config import F2FConfig  # noqa: E402
+from f2f.request import RequestLimits  # noqa: E402
 from f2f.serving.auth import AuthArgs  # noqa: E402
 from f2f.serving.broker import JobsArgs  # noqa: E402
-from f2f.request import RequestLimits  # noqa: E402
 from f2f.serving.ingress import make_api  # noqa: E402
 from f2f.serving.jobs import JobStore  # noqa: E402
 from f2f.serving.service import EditService  # noqa: E402
@@ -115,8 +115,7 @@ def test_the_queue_bound_holds_when_requests_arrive_together(tmp_path: Path) -> 
 
 def test_a_lost_worker_makes_the_sweep_send_every_waiting_job_again(tmp_path: Path) -> None:
     """A worker killed between taking a message and claiming its job took that message with it."""
-    from f2f.serving.jobs import sweep_once
-    from f2f.serving.jobs import EditRequest
+    from f2f.serving.jobs import EditRequest, sweep_once
 
     jobs = JobsArgs(dir=tmp_path / "jobs", lease_s=0.2, heartbeat_s=0.1)
     store = JobStore(jobs.store_dir(tmp_path), jobs.ttl_s, jobs.lease_s)
