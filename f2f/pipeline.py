@@ -3,6 +3,7 @@
     1. check inputs      4. generate one clip per seed
     2. temporal caption  5. candidates + collage -> the VLM selects, per clip
     3. canvas            6. pick the best clip, cut its frame back to the source
+                         7. undo the camera's drift against the source (`f2f.align`)
 
 Several seeds: every clip is judged on its own, then the result is the clip
 whose frame was chosen with the lowest label (the least drift from the
@@ -20,9 +21,10 @@ from contextlib import contextmanager
 
 from PIL import Image
 
+from f2f.align import Aligned, Alignment, align
 from f2f.canvas import Letterboxed, place_on_canvas
 from f2f.caption import caption_messages, clean_caption, load_exemplars
-from f2f.config import F2FConfig, VideoConfig
+from f2f.config import AlignConfig, F2FConfig, VideoConfig
 from f2f.errors import InvalidImage, InvalidInput
 from f2f.imageio import ensure_rgb
 from f2f.protocols import VLM, CancelToken, Frames, Progress, ProgressCallback, VideoGenerator
@@ -85,6 +87,10 @@ async def edit(
         best = min(range(len(judged)), key=lambda i: (_STATUS_RANK[judged[i].status], judged[i].label or 0, i))
         outcome = judged[best]
         edited = canvas.restore(clips[best][outcome.frame]) if outcome.frame else source.copy()
+
+    # 7. Camera drift: the chosen frame warped back onto the source
+    with _timed(timings, "align"):
+        edited, alignment = align_chosen(edited, source, outcome, config.align)
     timings["total"] = time.perf_counter() - started
     notify(Progress("done"))
     return EditResult(
@@ -100,6 +106,9 @@ async def edit(
         source_size=source.size,
         canvas_size=canvas.size,
         canvas_fit=canvas.fit,
+        alignment=alignment,
+        source=source,
+        align_config=config.align,
         timings_s=timings,
         frames=clips[best] if keep_frames else None,
     )
@@ -173,6 +182,13 @@ async def judge_clip(vlm: VLM, clip: Frames, seed: int, canvas: Letterboxed, tex
         messages = messages + selection_reminder(answers[-1], len(frames))
     label = len(frames) if cfg.on_unparseable == "last_candidate" else 0
     return ClipOutcome(seed, "fallback", label or None, frames[-1] if label else 0, answers, frames, collage)
+
+
+def align_chosen(edited: Image.Image, source: Image.Image, outcome: ClipOutcome, config: AlignConfig) -> Aligned:
+    """The chosen frame aligned to the source (`f2f.align`); a result that is the source itself is left as it is."""
+    if not outcome.frame:
+        return Aligned(edited, Alignment(config.mode, False, "no frame chosen"))
+    return align(edited, source, config)
 
 
 def _status(label: int) -> Status:
