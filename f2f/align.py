@@ -5,9 +5,10 @@ chosen frame lies shifted against the source. `align(edited, source, config)`
 returns the edit warped back onto the source's geometry and a typed record of
 what it found and did (`Alignment`). Rules, in order:
 
-1. Both images are RGB of the same size (the caller resizes; the pipeline's
-   frame already has the source's size); another size is an InvalidInput.
-   mode `off`: nothing is estimated (reason "off").
+1. Both images have the same size (the caller resizes; the pipeline's frame
+   already has the source's size); another size is an InvalidInput. They are
+   read as RGB (`f2f.imageio.to_rgb`). mode `off`: nothing is estimated
+   (reason "off").
 2. An image with a side under MIN_SIDE_PX is "too small". Features (SIFT, at most MAX_KEYPOINTS) are
    found on grey copies whose longer side is at most `work_px` (INTER_AREA);
    fewer than MIN_KEYPOINTS in either (one colour, a blur, a flat gradient)
