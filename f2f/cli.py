@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import importlib.util
+import json
 import logging
 import os
 import signal
@@ -19,18 +20,21 @@ from pathlib import Path
 from typing import Any
 
 import click
+from PIL import Image
 
+from f2f.align import align
 from f2f.backends import build_backends, force_offline, make_tiny
 from f2f.bulk.command import main as bulk_command
 from f2f.catalogue import Checkpoint, load_catalogue, stage_checkpoint, verify_folder
 from f2f.cli_group import EXIT_INTERRUPTED, EXIT_USAGE, F2FGroup  # noqa: F401  (the exit statuses are part of this module's interface)
 from f2f.config import config_to_yaml, load_config
-from f2f.errors import InvalidConfig
+from f2f.errors import InvalidConfig, InvalidImage, InvalidInput
 from f2f.eval.command import main as eval_command
+from f2f.imageio import open_image
 from f2f.pipeline import run_edit
 from f2f.protocols import Progress
 from f2f.request import check_edit
-from f2f.result import write_outputs
+from f2f.result import write_atomic, write_outputs
 from f2f.serving import RAY_LOOPBACK_ENV
 
 
@@ -100,6 +104,53 @@ def edit_command(
         click.echo(f"wrote {path}")
     click.echo(f"status: {result.status}  frame: {result.outcome.frame}  seed: {result.seed}")
     click.echo(f"caption: {result.caption}" + ("  (fallback: the VLM's caption was unusable)" if result.caption_fallback else ""))
+
+
+_OUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+_ASPECT_TOLERANCE = 0.01  # an edit at another size may differ from the source's aspect ratio by rounding only
+
+
+@main.command("align")
+@click.argument("edited", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The aligned image: .png, .jpg, .webp.",
+)
+@click.option("--mode", type=click.Choice(["off", "auto", "always"]), help="Overrides align.mode (default: the config's, auto).")
+@_config_option
+def align_command(edited: Path, source: Path, out_file: Path, mode: str | None, config_path: Path | None) -> None:
+    """Undo the camera drift of EDITED, an edit of SOURCE made by any tool: write OUT, print the record (JSON).
+
+    An EDITED of another size but SOURCE's aspect ratio is first resized to SOURCE's size (LANCZOS; the record's
+    `resized_from` says so); another aspect ratio is an error. When the alignment is not applied, OUT is EDITED as
+    read (at SOURCE's size) and the record says why (`f2f.align`).
+    """
+    image_format = _OUT_FORMATS.get(out_file.suffix.lower())
+    if image_format is None:
+        raise InvalidInput("--out", str(out_file), f"must end in {', '.join(_OUT_FORMATS)}")
+    config = load_config(config_path, _overrides(**{"align.mode": mode}))
+    reference = open_image(source, config.input, field="source")
+    image = open_image(edited, config.input, field="edited")
+    aligned, record = align(_at_size(image, reference.size), reference, config.align)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out_file, lambda f: aligned.save(f, format=image_format))
+    resized_from = list(image.size) if image.size != reference.size else None
+    click.echo(json.dumps({**record.to_json(), "resized_from": resized_from, "out": str(out_file)}, indent=2))
+
+
+def _at_size(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """`image` at `size` (LANCZOS); InvalidImage naming `edited` when its aspect ratio is another."""
+    if image.size == size:
+        return image
+    ratio, wanted = image.width / image.height, size[0] / size[1]
+    if abs(ratio - wanted) > _ASPECT_TOLERANCE * wanted:
+        rule = f"must have the source's aspect ratio ({size[0]}x{size[1]}) to be resized onto it"
+        raise InvalidImage("edited", f"{image.width}x{image.height}", rule)
+    return image.resize(size, Image.Resampling.LANCZOS)
 
 
 def _quiet_model_libraries() -> None:

@@ -295,6 +295,46 @@ class VLMConfig(_Section):
         return self
 
 
+AlignMode = Literal["off", "auto", "always"]
+
+
+class AlignConfig(_Section):
+    """Camera-drift compensation (`f2f.align`): the chosen frame warped back onto the source's geometry.
+
+    Default `auto`: the method asks the video model for a static camera (the caption prompt) and the VLM to avoid
+    tiles with camera motion (the selection prompt), so a global shift, zoom or turn left in the chosen frame is
+    drift, not the edit. auto warps only when the motion is within the bounds below and the warp lowers the error on
+    the region that matches the source; anything else (noise frames of random-weight models, featureless images, an
+    edit that changes everything) leaves the frame untouched and records why. An edit whose request is itself a
+    camera move ("zoom in on the dog") should run with mode off.
+    """
+
+    mode: AlignMode = Field(
+        "auto",
+        description="off: never; auto: only when the motion is within bounds and the warp lowers the matching region's "
+        "error by min_error_drop; always: whenever a motion within bounds is found, even if the error does not drop.",
+    )
+    max_shift_fraction: float = Field(
+        0.1, gt=0, le=0.5, description="Largest shift of the image centre corrected, as a share of the width (x) and height (y)."
+    )
+    max_zoom: float = Field(
+        1.25, ge=1.0, le=4.0, description="Largest zoom corrected: the scale must lie within [1/max_zoom, max_zoom]."
+    )
+    max_rotation_deg: float = Field(10.0, ge=0, le=90, description="Largest rotation corrected, in degrees either way.")
+    min_inliers: int = Field(
+        20, ge=4, le=10_000, description="Fewest feature matches that must agree on one motion (RANSAC inliers) to trust it."
+    )
+    min_error_drop: float = Field(
+        0.25,
+        ge=0,
+        le=255,
+        description="auto: the matching region's mean absolute error (grey levels 0..255) must drop by at least this much.",
+    )
+    work_px: int = Field(
+        512, ge=64, le=4096, description="Features are found on copies whose longer side is at most this many pixels."
+    )
+
+
 class F2FConfig(_Section):
     """The whole configuration of an edit."""
 
@@ -304,6 +344,7 @@ class F2FConfig(_Section):
     input: InputConfig = Field(default_factory=InputConfig, description="Input limits.")
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig, description="Video backend.")
     vlm: VLMConfig = Field(default_factory=VLMConfig, description="VLM backend.")
+    align: AlignConfig = Field(default_factory=AlignConfig, description="Camera-drift compensation of the result.")
     profile: str | None = Field(
         None, description="A profile of the model catalogue (`f2f models list`): its checkpoints and config values, under yours."
     )

@@ -6,6 +6,7 @@ nothing again; `edit` is the library's call: it checks its arguments, then runs.
     1. check inputs      4. generate one clip per seed
     2. temporal caption  5. candidates + collage -> the VLM selects, per clip
     3. canvas            6. rank the clips, cut the best one's frame back to the source
+                         7. undo the camera's drift against the source (`f2f.align`)
 
 Several seeds: every clip is judged on its own, then the clips are ranked
 (`f2f.ranking`). With two or more edited clips the VLM compares their chosen
@@ -27,16 +28,17 @@ from pathlib import Path
 
 from PIL import Image
 
+from f2f.align import Aligned, Alignment, align
 from f2f.canvas import Letterboxed, place_on_canvas
 from f2f.caption import caption_messages, clean_caption, load_exemplars
-from f2f.config import F2FConfig, VideoConfig
+from f2f.config import AlignConfig, F2FConfig, VideoConfig
 from f2f.protocols import VLM, CancelToken, Frames, Progress, ProgressCallback, VideoGenerator
 from f2f.ranking import rank_clips
 from f2f.request import CheckedEdit, check_edit, settings_from
 from f2f.result import ClipOutcome, EditResult, Status
 from f2f.selection import candidate_frames, make_collage, parse_selection, selection_messages, selection_reminder
 
-STAGES = ("caption", "generate", "select", "rank", "total")
+STAGES = ("caption", "generate", "select", "rank", "align", "total")
 """The stages whose seconds every report shows (metrics, bulk summaries); `timings_s` has these and the small ones."""
 
 
@@ -107,6 +109,10 @@ async def run_edit(
     with _timed(timings, "unletterbox"):
         best, outcome = order[0], judged[order[0]]
         edited = canvas.restore(clips[best][outcome.frame]) if outcome.frame else source.copy()
+
+    # 7. Camera drift: the chosen frame warped back onto the source
+    with _timed(timings, "align"):
+        edited, alignment = align_chosen(edited, source, outcome, config.align)
     timings["total"] = time.perf_counter() - started
     notify(Progress("done"))
     return EditResult(
@@ -125,6 +131,9 @@ async def run_edit(
         ranking=ranking,
         ranked=[judged[i] for i in order],
         chosen_frames=[clips[i][judged[i].frame] for i in order if judged[i].frame],
+        alignment=alignment,
+        source=source,
+        align_config=config.align,
         timings_s=timings,
         frames=clips[best] if keep_frames else None,
     )
@@ -173,6 +182,13 @@ async def judge_clip(vlm: VLM, clip: Frames, seed: int, canvas: Letterboxed, tex
         messages = messages + selection_reminder(answers[-1], len(frames))
     label = len(frames) if cfg.on_unparseable == "last_candidate" else 0
     return ClipOutcome(seed, "fallback", label or None, frames[-1] if label else 0, answers, frames, collage)
+
+
+def align_chosen(edited: Image.Image, source: Image.Image, outcome: ClipOutcome, config: AlignConfig) -> Aligned:
+    """The chosen frame aligned to the source (`f2f.align`); a result that is the source itself is left as it is."""
+    if not outcome.frame:
+        return Aligned(edited, Alignment(config.mode, False, "no frame chosen"))
+    return align(edited, source, config)
 
 
 def _status(label: int) -> Status:

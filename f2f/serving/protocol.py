@@ -96,6 +96,21 @@ class RankingView(BaseModel):
     orders_asked: list[list[int]] = Field(description="The seeds of the finalists in the order each ask showed them.")
 
 
+class AlignmentView(BaseModel):
+    """How the result was aligned to the source (camera drift, `f2f.align`; README: result.json `alignment`)."""
+
+    mode: str = Field(description="off, auto or always.")
+    applied: bool
+    reason: str | None = Field(description="Why it was not applied (null when it was).")
+    matrix: list[list[float]] | None = Field(description="2x3 motion, source pixel to edit pixel.")
+    shift_px: list[float] | None
+    scale: float | None
+    rotation_deg: float | None
+    inliers: int | None
+    error_before: float | None = Field(description="Mean absolute error to the source where it matches, grey levels.")
+    error_after: float | None
+
+
 class JobResult(BaseModel):
     """What explains a finished edit (a subset of `f2f edit`'s result.json) and which outputs exist."""
 
@@ -110,6 +125,7 @@ class JobResult(BaseModel):
     source_size: list[int]
     canvas: Canvas | None = Field(None, description="The canvas the video was generated on (null in jobs made before it).")
     ranking: RankingView | None = Field(None, description="How the seeds were ranked (null in jobs made before it).")
+    alignment: AlignmentView | None = Field(None, description="How the camera's drift was undone (null in jobs before it).")
     has_video: bool
     has_frames: bool
 

@@ -58,7 +58,7 @@ from f2f.serving.args import AppArgs, replica_options
 from f2f.serving.broker import TASK_NAME, JobsArgs
 from f2f.serving.events import EventsClient
 from f2f.serving.jobs import JobRecord, JobStore, StorageFull, no_space_as_storage_full
-from f2f.serving.protocol import JobError, JobResult, RankingView
+from f2f.serving.protocol import AlignmentView, JobError, JobResult, RankingView
 from f2f.serving.remote import RemoteGenerator, RemoteVLM
 
 logger = logging.getLogger("f2f.serving")
@@ -257,6 +257,7 @@ def _job_result(result: EditResult, folder: Path) -> JobResult:
         source_size=data["source_size"],
         canvas=data["canvas"],
         ranking=RankingView(**data["ranking"]),
+        alignment=AlignmentView(**data["alignment"]),
         has_video=(folder / "video.mp4").is_file(),
         has_frames=(folder / "candidates").is_dir(),
     )

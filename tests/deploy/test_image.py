@@ -42,7 +42,7 @@ def test_vllm_is_the_version_the_tests_run() -> None:
 
 def test_diffusers_and_transformers_are_the_versions_the_tests_run() -> None:
     setup = (ROOT / "tools" / "setup-venv.sh").read_text()
-    for package in ("diffusers", "transformers", "peft", "ftfy"):
+    for package in ("diffusers", "transformers", "peft", "ftfy", "opencv-python-headless"):
         tested = re.findall(rf"\b{package}==([\w.]+)", setup)
         assert tested == [_pin(package)], f"{package}: the Dockerfile and tools/setup-venv.sh must pin the same version"
 

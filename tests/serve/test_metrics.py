@@ -52,7 +52,7 @@ def test_stage_buckets_are_sorted_and_span_seconds_to_minutes() -> None:
 
 
 def test_labels_come_from_small_fixed_sets() -> None:
-    assert metrics.STAGES == ("caption", "generate", "select", "rank", "total")  # rank: the VLM comparing seeds
+    assert metrics.STAGES == ("caption", "generate", "select", "rank", "align", "total")  # rank, align: issue 17
     assert metrics.OUTCOMES == ("edited", "no_edit", "fallback", "error")
     assert metrics.FALLBACK_KINDS == ("caption", "selection")
     names = [

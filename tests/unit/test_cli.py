@@ -7,11 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
 from fakes import ScriptedVLM, SyntheticGenerator
 from PIL import Image
+from scenes import moved, textured
 
 from f2f import cli
 from f2f.backends import Backends
@@ -120,7 +122,7 @@ def test_the_console_script_runs():
 def test_importing_f2f_stays_light():
     code = (
         "import sys, f2f, f2f.cli, f2f.pipeline, f2f.caption, f2f.selection, f2f.canvas, f2f.imageio, f2f.backends\n"
-        "print(' '.join(sorted({'torch', 'diffusers', 'transformers', 'vllm', 'ray'} & set(sys.modules))))"
+        "print(' '.join(sorted({'torch', 'diffusers', 'transformers', 'vllm', 'ray', 'cv2'} & set(sys.modules))))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
@@ -160,3 +162,78 @@ def test_serve_refuses_a_metrics_port_in_use_in_one_line(runner, monkeypatch):
     assert result.exit_code == cli.EXIT_USAGE, result.output
     assert "--metrics-port: the port is in use" in result.output and str(port) in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+@pytest.fixture
+def drifted(tmp_path) -> tuple[Path, Path]:
+    """A textured source and an edit of it whose camera moved 8 px right and 5 px up."""
+    source, edited = tmp_path / "source.png", tmp_path / "edited.png"
+    textured(0).save(source)
+    moved(textured(0), (8.0, -5.0)).save(edited)
+    return edited, source
+
+
+def test_align_writes_the_aligned_image_and_prints_the_record(runner, tmp_path, drifted):
+    out = tmp_path / "new" / "aligned.png"
+    result = runner.invoke(cli.main, ["align", *map(str, drifted), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert (record["applied"], record["reason"], record["mode"], record["resized_from"]) == (True, None, "auto", None)
+    # OpenCV's fixed-point warp makes the same pixels on any CPU; the fit's error is hundredths of a pixel.
+    assert abs(record["shift_px"][0] - 8.0) < 0.5 and abs(record["shift_px"][1] + 5.0) < 0.5
+    assert record["error_after"] < record["error_before"] and record["out"] == str(out)
+    assert Image.open(out).size == (320, 240)
+
+
+def test_align_resizes_an_edit_of_another_size_and_says_so(runner, tmp_path, drifted):
+    edited, source = drifted
+    Image.open(edited).resize((640, 480), Image.Resampling.LANCZOS).save(edited)
+    out = tmp_path / "aligned.jpg"
+    result = runner.invoke(cli.main, ["align", str(edited), str(source), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["applied"] and record["resized_from"] == [640, 480]
+    assert abs(record["shift_px"][0] - 8.0) < 0.5 and abs(record["shift_px"][1] + 5.0) < 0.5  # resampled twice: blur only
+    assert Image.open(out).format == "JPEG" and Image.open(out).size == (320, 240)
+
+
+@pytest.mark.parametrize(("edit", "args", "reason"), [("flat", [], "featureless"), ("drifted", ["--mode", "off"], "off")])
+def test_align_not_applied_writes_the_edit_as_it_is_and_says_why(runner, tmp_path, drifted, edit, args, reason):
+    edited, source = drifted
+    if edit == "flat":
+        Image.new("RGB", (320, 240), (40, 90, 160)).save(edited)
+    out = tmp_path / "aligned.png"
+    result = runner.invoke(cli.main, ["align", str(edited), str(source), "--out", str(out), *args])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert (record["applied"], record["reason"]) == (False, reason)
+    assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(edited)))
+
+
+@pytest.mark.parametrize(
+    ("args", "phrase"),
+    [
+        (["{missing}", "{source}"], "edited: file not found"),
+        (["{edited}", "{missing}"], "source: file not found"),
+        (["{bad}", "{source}"], "edited: not a readable image"),
+        (["{other_shape}", "{source}"], "edited: must have the source's aspect ratio (320x240)"),
+        (["{edited}", "{source}", "--mode", "sometimes"], "Invalid value for '--mode'"),
+        (["{edited}", "{source}", "--config", "{badconfig}"], "align.max_zoom"),
+        (["{edited}", "{source}", "--out", "{tmp}/aligned.gif"], "--out: must end in .png, .jpg, .jpeg, .webp"),
+    ],
+    ids=["missing-edit", "missing-source", "not-an-image", "aspect-ratio", "mode", "config", "out-format"],
+)
+def test_align_bad_input_exits_2_with_one_clear_line(runner, tmp_path, drifted, args, phrase):
+    edited, source = drifted
+    (tmp_path / "bad.png").write_bytes(b"GIF89a not really")
+    Image.new("RGB", (300, 300)).save(tmp_path / "square.png")
+    (tmp_path / "bad.yaml").write_text("align: {max_zoom: 0.5}\n")
+    names = {"missing": tmp_path / "nope.png", "source": source, "edited": edited, "bad": tmp_path / "bad.png",
+             "other_shape": tmp_path / "square.png", "badconfig": tmp_path / "bad.yaml", "tmp": tmp_path}  # fmt: skip
+    args = [a.format(**names) for a in args]
+    if "--out" not in args:
+        args += ["--out", str(tmp_path / "aligned.png")]
+    result = runner.invoke(cli.main, ["align", *args])
+    assert result.exit_code == 2, result.output
+    assert phrase in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "aligned.png").exists() and not (tmp_path / "aligned.gif").exists()

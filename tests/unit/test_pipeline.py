@@ -5,8 +5,9 @@ import json
 
 import numpy as np
 import pytest
-from fakes import ScriptedVLM, SyntheticGenerator
+from fakes import DriftingGenerator, NoiseGenerator, ScriptedVLM, SyntheticGenerator
 from PIL import Image
+from scenes import textured
 
 from f2f import CancelToken, EditCancelled, InvalidImage, InvalidInput, edit
 from f2f.canvas import fit_box
@@ -180,7 +181,8 @@ def test_cancel_before_start(square_image, small_config):
 
 def test_timings_cover_every_stage(square_image, small_config):
     result = run(square_image, config=small_config)
-    assert set(result.timings_s) == {"check_inputs", "caption", "letterbox", "generate", "select", "rank", "unletterbox", "total"}
+    stages = {"check_inputs", "caption", "letterbox", "generate", "select", "rank", "unletterbox", "align", "total"}
+    assert set(result.timings_s) == stages
     assert all(t >= 0 for t in result.timings_s.values())
     assert result.timings_s["total"] >= result.timings_s["generate"]
 
@@ -256,6 +258,7 @@ def test_result_json_and_outputs(square_image, small_config, tmp_path):
     assert data["candidate_frames"] == [4, 8, 12, 16] and data["seed"] == 7
     assert data["letterbox_box"] == [16, 0, 80, 64] and data["source_size"] == [40, 40]
     assert data["caption"] == "The sun slowly sets behind the hills."
+    assert data["alignment"]["mode"] == "auto" and data["alignment"]["applied"] is False  # four flat quadrants: no features
     assert Image.open(tmp_path / "out" / "edited.png").size == (40, 40)
     assert Image.open(tmp_path / "out" / "collage.png").size == result.collage.size
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no temporary files left
@@ -276,3 +279,60 @@ def test_a_free_canvas_family_gets_the_sources_own_shape_and_says_so(square_imag
     assert image.size == canvas and (settings.width, settings.height) == canvas  # the generator is told the canvas
     assert result.image.size == square_image.size and tuple(result.box) == (0, 0, 64, 64)
     assert result.to_json()["canvas"] == {"size": [64, 64], "fit": "free"}
+
+
+@pytest.fixture
+def drift_config():
+    """A 256x160 canvas (a 256x160 source fills it: no bars, no resampling), 17 frames, seed 7."""
+    video = {"width": 256, "height": 160, "num_frames": 17, "num_inference_steps": 2}
+    return load_config(overrides={"generator": {"family": "cogvideox"}, "video": video, "seed": 7})
+
+
+def interior_error(image, source):
+    """Mean absolute error away from the borders (where a warp mirrors the edit)."""
+    diff = np.abs(np.asarray(image, dtype=np.int16) - np.asarray(source, dtype=np.int16))
+    return float(diff[12:-12, 12:-12].mean())
+
+
+def test_the_chosen_frame_and_every_candidate_are_aligned_back_onto_the_source(drift_config, tmp_path):
+    source = textured(0, (256, 160))
+    generator = DriftingGenerator(step_px=0.5)  # frame 12: the camera moved 6 px right
+    result = run(source, vlm=ScriptedVLM(selections=["SELECTED: 3"]), generator=generator, config=drift_config)
+    alignment = result.alignment
+    assert (alignment.applied, alignment.reason, result.outcome.frame) == (True, None, 12)
+    # The frames are the source warped by OpenCV's fixed-point bilinear code: the same pixels on any CPU, and a
+    # sub-pixel estimate from hundreds of inliers (errors of hundredths of a pixel here), so 0.5 px holds anywhere.
+    assert abs(alignment.shift_px[0] - 6.0) < 0.5 and abs(alignment.shift_px[1]) < 0.5
+    assert abs(alignment.scale - 1) < 0.005 and abs(alignment.rotation_deg) < 0.25
+    # Aligned, the interior is within a few grey levels of the source (bilinear blur on noise); drifted, tens off.
+    unaligned = generator.clip(source, 7, 17)
+    assert interior_error(result.image, source) < 5 < 20 < interior_error(unaligned[12], source)
+    for candidate, frame in zip(result.candidate_images(), result.outcome.candidates, strict=True):
+        assert interior_error(candidate, source) < 5 < 10 < interior_error(unaligned[frame], source)
+    write_outputs(result, tmp_path / "out")
+    data = json.loads((tmp_path / "out" / "result.json").read_text())["alignment"]
+    assert data["mode"] == "auto" and data["applied"] is True and data["reason"] is None
+    assert data["error_after"] < data["error_before"] and data["shift_px"][0] == pytest.approx(6.0, abs=0.5)
+    assert len(data["matrix"]) == 2 and {"scale", "rotation_deg", "inliers"} <= set(data)
+
+
+def test_noise_frames_are_refused_cleanly_and_left_as_they_are(drift_config):
+    source = textured(0, (256, 160))
+    generator = NoiseGenerator()  # what random-weight models generate
+    result = run(source, vlm=ScriptedVLM(selections=["SELECTED: 2"]), generator=generator, config=drift_config)
+    assert (result.alignment.applied, result.alignment.reason) == (False, "too few matches")
+    assert np.array_equal(np.asarray(result.image), np.asarray(generator.clip(source, 7, 17)[8]))
+
+
+def test_align_mode_off_keeps_the_drifted_frame(drift_config):
+    config = load_config(overrides={**drift_config.model_dump(), "align": {"mode": "off"}})
+    source, generator = textured(0, (256, 160)), DriftingGenerator(step_px=0.5)
+    result = run(source, vlm=ScriptedVLM(selections=["SELECTED: 3"]), generator=generator, config=config)
+    assert (result.alignment.applied, result.alignment.reason) == (False, "off")
+    assert np.array_equal(np.asarray(result.image), np.asarray(generator.clip(source, 7, 17)[12]))
+
+
+def test_a_result_that_is_the_source_is_not_aligned(square_image, small_config):
+    result = run(square_image, vlm=ScriptedVLM(selections=["SELECTED: 0"]), config=small_config)
+    assert (result.alignment.applied, result.alignment.reason) == (False, "no frame chosen")
+    assert result.to_json()["alignment"]["reason"] == "no frame chosen"
