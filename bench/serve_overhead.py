@@ -5,15 +5,15 @@
 (a) Edit overhead: the median wall time of `--repeats` edits of the bundled
 sample image, in-process (`f2f.pipeline.edit` over the loaded backends), as
 the synchronous `POST /v1/images/edits`, and as a job (`POST /v1/edits`, then
-`GET /v1/edits/{id}` every 50 ms until it finished), on 127.0.0.1 (same
-config, seed 0, one seed), each after one warm-up edit. The difference is
-what the service adds: HTTP, multipart, the job store and the queue (the
-file-system broker polls every 0.2 s; the synchronous route polls the store
-every `jobs.poll_interval_s`), pickling images between replicas, the handle
-calls. The replicas run torch with OMP_NUM_THREADS=1 (Ray's default for
-fractional CPUs), the in-process edit with torch's default threads, so the
-difference also holds that; the edit's own `timings_s.total` separates the
-time around it.
+its event stream `GET /v1/edits/{id}/events` until `done`), on 127.0.0.1
+(same config, seed 0, one seed), each after one warm-up edit. The difference
+is what the service adds: HTTP, multipart, the job store and the queue (the
+file-system broker's polling, `jobs.broker_poll_s`), the wait for the job
+to finish (pushed by the events hub), pickling images between replicas, the
+handle calls. The in-process edit runs torch on one thread, as the replicas
+do (Ray sets OMP_NUM_THREADS=1 for fractional CPUs), so the difference holds
+only the service; the edit's own `timings_s.total` separates the time
+around it.
 (b) Read throughput: `--clients` concurrent clients calling
 `GET /v1/edits/{id}` (one finished job) and then `GET /healthz`, each in a loop
 for `--seconds`.
@@ -63,6 +63,9 @@ async def in_process_seconds(repeats: int) -> list[float]:
     from f2f.backends import build_backends, prepare_models
     from f2f.config import config_from_dict
 
+    import torch
+
+    torch.set_num_threads(1)  # as in the replicas: the comparison holds the service, not the thread count
     config = config_from_dict({**APP_ARGS["config"], "seed": 0})
     prepare_models(config)  # builds the tiny checkpoints on first use; not timed
     image = open_image(SAMPLE, config.input)
@@ -85,14 +88,19 @@ def sync_edit(client: Any) -> float:
 
 
 def job_edit(client: Any) -> float:
-    """One `POST /v1/edits` followed by polling until it finished; the edit's own total seconds."""
+    """One `POST /v1/edits` followed by its event stream until `done`; the edit's own total seconds."""
+    import json
+
     files = {"image": ("sample.png", SAMPLE.read_bytes(), "image/png")}
     response = client.post("/v1/edits", data={"prompt": PROMPT, "seed": "0", "n": "1"}, files=files)
     response.raise_for_status()
-    job = response.json()
-    while job["status"] not in ("succeeded", "failed", "cancelled"):
-        time.sleep(0.05)
-        job = client.get(f"/v1/edits/{job['id']}").json()
+    job, event = response.json(), None
+    with client.stream("GET", f"/v1/edits/{job['id']}/events") as stream:
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                event = line[len("event: ") :]
+            elif event == "done" and line.startswith("data: "):
+                job = json.loads(line[len("data: ") :])
     assert job["status"] == "succeeded", job["error"]
     return job["timings_s"]["total"]
 
@@ -183,7 +191,7 @@ def main() -> None:
     print("| measure | value |")
     print("|---|---|")
     print(f"| in-process edit, median s | {local:.2f} |")
-    for name, label in (("sync", "POST /v1/images/edits (synchronous)"), ("job", "POST /v1/edits + polling GET")):
+    for name, label in (("sync", "POST /v1/images/edits (synchronous)"), ("job", "POST /v1/edits + its event stream")):
         edits, inside = found[name]
         remote, inner = statistics.median(edits), statistics.median(inside)
         print(f"| {label}, median s | {remote:.2f} |")

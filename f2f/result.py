@@ -136,12 +136,17 @@ class EditResult:
         }
 
 
-def write_outputs(result: EditResult, out_dir: str | Path, save_frames: bool = False, video_fps: int | None = None) -> list[Path]:
+def write_outputs(
+    result: EditResult, out_dir: str | Path, save_frames: bool = False, video_fps: int | None = None, png_level: int = 6
+) -> list[Path]:
     """Write edited.png, collage.png, result.json; candidates/ with `save_frames`;
-    video.mp4 (the chosen clip, as generated) with `video_fps` when the result kept its frames."""
+    video.mp4 (the chosen clip, as generated) with `video_fps` when the result kept its frames.
+
+    `png_level` is zlib's level for the PNGs: 6 (Pillow's) for files that are kept, 1 where the write is on
+    a waiting caller's path (the service; on a 400x400 PosEdit photo here: 12 ms instead of 41, 24 % larger)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written = [_save_png(result.image, out / "edited.png"), _save_png(result.collage, out / "collage.png")]
+    written = [_save_png(result.image, out / "edited.png", png_level), _save_png(result.collage, out / "collage.png", png_level)]
     if video_fps and result.frames:
         from f2f.video import write_mp4
 
@@ -149,14 +154,14 @@ def write_outputs(result: EditResult, out_dir: str | Path, save_frames: bool = F
     if save_frames:
         (out / "candidates").mkdir(exist_ok=True)
         for index, image in zip(result.outcome.candidates, result.candidate_images(), strict=True):
-            written.append(_save_png(image, out / "candidates" / f"frame_{index:03d}.png"))
+            written.append(_save_png(image, out / "candidates" / f"frame_{index:03d}.png", png_level))
     data = json.dumps(result.to_json(), indent=2).encode() + b"\n"
     written.append(write_atomic(out / "result.json", lambda f: f.write(data)))
     return written
 
 
-def _save_png(image: Image.Image, path: Path) -> Path:
-    return write_atomic(path, lambda f: image.save(f, format="PNG"))
+def _save_png(image: Image.Image, path: Path, level: int = 6) -> Path:
+    return write_atomic(path, lambda f: image.save(f, format="PNG", compress_level=level))
 
 
 def write_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> Path:

@@ -113,7 +113,12 @@ class JobsArgs(BaseModel):
     sweep_interval_s: float = Field(
         30.0, gt=0, description="How often the ingress deletes expired jobs, requeues lost ones and sends unsent ones."
     )
-    poll_interval_s: float = Field(0.25, gt=0, le=5, description="How often event streams and synchronous edits read a job.")
+    poll_interval_s: float = Field(
+        0.25, gt=0, le=5, description="The longest event streams and synchronous edits wait before they read a job again."
+    )
+    broker_poll_s: float = Field(
+        0.02, gt=0, le=5, description="How often a worker looks for job messages on the file-system broker (Redis pushes them)."
+    )
     broker_url: str | None = Field(None, description="Celery broker URL, e.g. redis://redis:6379/0 (null: file system).")
     backend_url: str | None = Field(None, description="Celery result backend URL (null: the broker's, for Redis).")
     queue_name: str = Field("f2f-edits", min_length=1, description="Name of the job queue on the broker.")
@@ -155,7 +160,7 @@ def task_processor_config(jobs: JobsArgs, store_dir: Path) -> Any:
             "data_folder_out": str(folder / "messages"),
             "claim_folder": str(folder / "claimed"),
             "control_folder": str(folder / "control"),
-            "polling_interval": 0.2,
+            "polling_interval": jobs.broker_poll_s,
         }
     adapter = CeleryAdapterConfig(
         broker_url=broker, backend_url=backend, broker_transport_options=options, app_custom_config=app_config

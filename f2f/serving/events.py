@@ -23,7 +23,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from f2f.serving.jobs import JobRecord
 
 logger = logging.getLogger("f2f.serving")
 MAX_JOBS = 100_000
@@ -83,6 +86,10 @@ class EventsClient:
     def publish(self, job_id: str, version: float) -> None:
         """Tell the hub of a change (thread-safe, never blocks, never raises)."""
         self.loop.call_soon_threadsafe(self._send, job_id, version)
+
+    def publish_record(self, record: JobRecord) -> None:
+        """`publish` a record the job store just wrote (its `on_change`)."""
+        self.publish(record.id, record.updated_at)
 
     def _send(self, job_id: str, version: float) -> None:
         task = asyncio.ensure_future(self._call(self.handle.publish.remote(job_id, version)))

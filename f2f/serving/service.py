@@ -59,7 +59,7 @@ class EditService:
         self.events = events
         self.ring = KeyRing(auth.keys_file) if auth.required and auth.keys_file else None
         if events is not None:
-            store.on_change = lambda record: events.publish(record.id, record.updated_at)
+            store.on_change = events.publish_record
 
     async def submit(
         self, raw_image: bytes, options: EditOptions, key: str | None, owner: str, also: Check | None = None

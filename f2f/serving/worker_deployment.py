@@ -65,6 +65,7 @@ logger = logging.getLogger("f2f.serving")
 # After a lost replica, the first retry waits this long (then twice as long each time): longer than Serve takes
 # to take a broken replica out of routing (the generator's health check every 2 s: f2f.serving.generator_deployment).
 LOST_REPLICA_BACKOFF_S = 5.0
+FAST_PNG = 1  # zlib level of the outputs: a caller waits for them (f2f.result.write_outputs)
 
 
 def _lost_replica_errors() -> tuple[type[BaseException], ...]:
@@ -92,8 +93,7 @@ class EditWorker:
         self.config, self.jobs = config, jobs
         self.store = JobStore(jobs.store_dir(config.cache_dir), jobs.ttl_s, jobs.lease_s)
         if events is not None:
-            hub = EventsClient(events, self.loop)
-            self.store.on_change = lambda record: hub.publish(record.id, record.updated_at)
+            self.store.on_change = EventsClient(events, self.loop).publish_record
         self.worker_id = uuid.uuid4().hex[:12]
         self.lost_replica = _lost_replica_errors()
         self._gauges = self.loop.create_task(_running_gauge_forever())  # kept: the loop holds tasks weakly
@@ -209,7 +209,7 @@ class EditWorker:
         fps = self.config.video.fps if request.return_video else None
         try:
             with no_space_as_storage_full(f"the outputs of job {record.id}"):
-                write_outputs(result, folder, save_frames=request.return_frames, video_fps=fps)
+                write_outputs(result, folder, save_frames=request.return_frames, video_fps=fps, png_level=FAST_PNG)
                 _write_ranked(result, folder)
         except StorageFull:
             self.store.remove_outputs(record.id)  # no half-written result, and the space back for the record
@@ -240,7 +240,9 @@ def _write_ranked(result: EditResult, folder: Path) -> None:
     for rank, outcome in enumerate(result.ranked, start=1):
         image = next(frames) if outcome.frame else source
         if rank > 1:
-            write_atomic(folder / "ranked" / f"{rank}.png", lambda f, image=image: image.save(f, format="PNG"))
+            write_atomic(
+                folder / "ranked" / f"{rank}.png", lambda f, image=image: image.save(f, format="PNG", compress_level=FAST_PNG)
+            )
 
 
 def _job_result(result: EditResult, folder: Path) -> JobResult:

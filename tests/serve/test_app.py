@@ -290,6 +290,71 @@ def test_openai_sdk_edits(base_url: str) -> None:
     assert isinstance(result.data[0].revised_prompt, str)
 
 
+def test_openai_sdk_n_size_and_output_format_are_honoured(base_url: str) -> None:
+    """n images, best first; the size asked for (the source's aspect ratio); JPEG as asked (issue 16)."""
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120)
+    with SAMPLE.open("rb") as image:
+        result = client.images.edit(
+            model="f2f", image=image, prompt="make the sky purple", n=2, size="320x240", output_format="jpeg"
+        )
+    assert len(result.data) == 2
+    for item in result.data:
+        edited = Image.open(io.BytesIO(base64.b64decode(item.b64_json)))
+        assert (edited.format, edited.size) == ("JPEG", (320, 240))
+    extra = result.model_extra or {}
+    assert len(extra["f2f"]["seeds"]) == 2 and (result.output_format, result.size) == ("jpeg", "320x240")
+    job = httpx.get(f"{base_url}/v1/edits/{extra['f2f']['id']}").json()
+    assert job["result"]["ranking"]["order"] == extra["f2f"]["seeds"]  # data's order is the job's ranking
+    second = httpx.get(f"{base_url}/v1/edits/{job['id']}/image", params={"rank": 2})
+    assert second.status_code == 200 and Image.open(io.BytesIO(second.content)).size == Image.open(SAMPLE).size
+    assert error_of(httpx.get(f"{base_url}/v1/edits/{job['id']}/image", params={"rank": 3}))["param"] == "rank"
+
+
+def test_openai_sdk_image_array_form_one_image_and_models(base_url: str) -> None:
+    """The SDK sends a list of images as `image[]`: one is edited, two are refused; unknown models are 404s."""
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120)
+    assert [m.id for m in client.models.list().data] == ["f2f", "f2f-tiny"]
+    with SAMPLE.open("rb") as image:
+        assert client.images.edit(model="f2f-tiny", image=[image], prompt="make it blue").data[0].b64_json
+    with SAMPLE.open("rb") as one, SAMPLE.open("rb") as two, pytest.raises(openai.BadRequestError) as refused:
+        client.images.edit(image=[one, two], prompt="make it blue")
+    assert refused.value.body["param"] == "image" and "one image per request" in refused.value.body["message"]
+    with SAMPLE.open("rb") as image, pytest.raises(openai.NotFoundError) as unknown:
+        client.images.edit(model="gpt-image-1", image=image, prompt="make it blue")
+    assert unknown.value.body["code"] == "model_not_found" and "gpt-image-1" in unknown.value.body["message"]
+    assert httpx.get(f"{base_url}/v1/models/f2f").json()["id"] == "f2f"
+    assert httpx.get(f"{base_url}/v1/models/dall-e-2").status_code == 404
+
+
+def test_openai_edit_with_curl_as_the_openai_docs_write_it(base_url: str, tmp_path: Path) -> None:
+    """`curl -F "image[]=@photo.png"` with a bearer token (ignored: auth is off here) and a JSON answer to decode."""
+    import shutil
+    import subprocess
+
+    if shutil.which("curl") is None:
+        pytest.fail("curl is needed (Debian's curl package)")
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(SAMPLE.read_bytes())
+    command = [
+        "curl", "-sS", "-X", "POST", f"{base_url}/v1/images/edits", "-H", "Authorization: Bearer unused",
+        "-F", "model=f2f", "-F", f"image[]=@{photo}", "-F", "prompt=Make the sky purple", "-F", "output_format=webp",
+    ]  # fmt: skip
+    body = json.loads(subprocess.run(command, check=True, capture_output=True, timeout=120).stdout)
+    edited = Image.open(io.BytesIO(base64.b64decode(body["data"][0]["b64_json"])))
+    assert edited.format == "WEBP" and edited.size == Image.open(SAMPLE).size
+
+
+def test_openai_url_answer_keeps_the_format_and_size(base_url: str) -> None:
+    response = _post_openai(
+        base_url, {"prompt": "make it blue", "response_format": "url", "output_format": "webp", "size": "160x120"}
+    )
+    assert response.status_code == 200, response.text[:300]
+    image = Image.open(io.BytesIO(httpx.get(response.json()["data"][0]["url"]).content))
+    assert (image.format, image.size) == ("WEBP", (160, 120))
+
+
 # --- bad input ---------------------------------------------------------------------------------
 
 
@@ -307,6 +372,13 @@ BAD_OPENAI = [
     ({"prompt": "make it red", "n": "5"}, None, "n", "invalid_input"),
     ({"prompt": "make it red", "seed": "-1"}, None, "seed", "greater_than_equal"),
     ({"prompt": "make it red", "colour": "blue"}, None, "colour", "extra_forbidden"),
+    ({"prompt": "make it red", "size": "1024x1024"}, None, "size", "invalid_input"),  # not the source's 4:3
+    ({"prompt": "make it red", "size": "big"}, None, "size", "invalid_input"),
+    ({"prompt": "make it red", "output_format": "gif"}, None, "output_format", "invalid_input"),
+    ({"prompt": "make it red", "output_compression": "50"}, None, "output_compression", "invalid_input"),  # png
+    ({"prompt": "make it red", "quality": "high"}, None, "quality", "invalid_input"),
+    ({"prompt": "make it red", "background": "transparent"}, None, "background", "invalid_input"),
+    ({"prompt": "make it red", "input_fidelity": "low"}, None, "input_fidelity", "invalid_input"),
 ]
 
 
