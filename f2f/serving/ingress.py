@@ -7,7 +7,10 @@ Routes (OpenAPI at `/openapi.json`, docs at `/docs`):
   An `Idempotency-Key` header makes a retried request return the same job.
 - `GET /v1/edits/{id}`: the job: status, stage, progress, timings, result, error.
 - `GET /v1/edits/{id}/image | /collage | /video | /frames/{label}`: outputs
-  (label 0 is the source, 1..N the candidate tiles).
+  (label 0 is the source, 1..N the candidate tiles; `/image` is the selected
+  frame once one was selected).
+- `POST /v1/edits/{id}/select`: another frame of the path as the result
+  (`f2f.serving.selection`). `GET /`: the web page (`f2f.serving.webpage`).
 - `DELETE /v1/edits/{id}`: cancels (a queued job at once, a running one at
   its next stage or denoising step) -> 202 and the job.
 - `GET /v1/edits/{id}/events`: server-sent events `status`, `stage`,
@@ -85,10 +88,13 @@ from f2f.serving.jobs import (
     JobRecord,
     JobResult,
     JobStore,
+    Selection,
     StorageFull,
     fingerprint,
 )
 from f2f.serving.protocol import F2FExtension, ImageData, ImagesResponse
+from f2f.serving.selection import result_file, selection_router
+from f2f.serving.webpage import web_router
 
 logger = logging.getLogger("f2f.serving")
 
@@ -134,7 +140,7 @@ class EditOptions(BaseModel):
     steps: Annotated[int | None, Number] = Field(None, description="Denoising steps per video (at most the server's max_steps).")
     guidance: Annotated[float | None, Number] = Field(None, description="Classifier-free guidance scale.")
     return_video: bool = Field(False, description="Keep the chosen clip as video.mp4 (`/video`).")
-    return_frames: bool = Field(False, description="Keep the candidate frames (`/frames/{label}`).")
+    return_frames: bool = Field(False, description="Accepted for older clients: every job now keeps its candidate frames.")
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -179,6 +185,7 @@ class JobView(BaseModel):
     timings_s: dict[str, float]
     result: JobResult | None
     error: JobError | None
+    selection: Selection | None = Field(description="The caller's choice of the result frame (`POST .../select`).")
     links: dict[str, str]
 
     @classmethod
@@ -345,7 +352,7 @@ def make_api(
             raise InvalidInput("label", label, f"must be 0 (the source) to {len(candidates)} (the last candidate tile)")
         path = store.path(job_id, f"candidates/frame_{candidates[label - 1]:03d}.png")
         if not path.is_file():
-            raise NoSuchOutput(f"job {job_id} kept no frames; submit it with return_frames=true")
+            raise NoSuchOutput(f"job {job_id} kept no frames (it was made before every job kept them)")
         return FileResponse(path, media_type="image/png")
 
     @app.post("/v1/images/edits")
@@ -375,6 +382,8 @@ def make_api(
         )
         return ImagesResponse(created=int(record.finished_at or 0), data=[image], f2f=extension)
 
+    app.include_router(selection_router(store, _caller, JobView))
+    app.include_router(web_router())
     return app
 
 
@@ -526,11 +535,12 @@ async def _finished(store: JobStore, job_id: str, caller: str) -> JobRecord:
 
 def _output_route(store: JobStore, name: str, filename: str, media: str) -> Any:
     async def route(job_id: str, caller: Caller) -> FileResponse:
-        await _finished(store, job_id, caller)
-        path = store.path(job_id, filename)
+        record = await _finished(store, job_id, caller)
+        served = result_file(record) if name == "image" else filename  # a selected frame replaces the edit
+        path = store.path(job_id, served)
         if not path.is_file():
             raise NoSuchOutput(f"job {job_id} has no {name}" + ("; submit it with return_video=true" if name == "video" else ""))
-        return FileResponse(path, media_type=media, filename=f"{job_id}-{Path(filename).name}")
+        return FileResponse(path, media_type=media, filename=f"{job_id}-{Path(served).name}")
 
     route.__doc__ = f"The {name} of a succeeded job."
     return route

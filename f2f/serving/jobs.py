@@ -5,6 +5,7 @@ Layout under `root` (every file written atomically: a temporary file, then a ren
     jobs/<id>/job.json        the record (`JobRecord`), rewritten on each change
     jobs/<id>/source.png      the validated source, written before the job is queued
     jobs/<id>/edited.png, collage.png, video.mp4, candidates/frame_NNN.png   outputs
+                              (candidates/: every tile of the chosen clip, at the source's size)
     queued/<id>, running/<id> empty markers: queue depth and age without reading records
     workers/<worker id>       empty, touched by each edit-worker replica while it lives
     keys/<sha256 of Idempotency-Key>   the id of the job that key created
@@ -15,7 +16,10 @@ Rules:
   is built from it.
 - Status moves queued -> running -> succeeded | failed | cancelled, or
   queued -> cancelled; a finished job never changes again, so a message
-  delivered twice cannot complete a job twice.
+  delivered twice cannot complete a job twice. The one exception is
+  `selection` (`select`): the caller's choice of another candidate frame of a
+  succeeded job; it changes which file `/image` serves, never the status, the
+  result or any output file.
 - Record changes are read-modify-write under an exclusive `flock` on
   `jobs/<id>/.lock` (ingress and worker replicas share the directory).
 - A worker holds a running job by a lease: it claims the job (queued, or
@@ -139,6 +143,23 @@ class EditRequest(BaseModel):
         return video_overrides(self.num_frames, self.num_inference_steps, self.guidance_scale)
 
 
+class CandidateFrame(BaseModel):
+    """One frame along the chosen clip's path: label 0 is the source, 1..N the collage's tiles."""
+
+    label: int = Field(description="0 the source, 1..N the tile of the collage.")
+    frame: int = Field(description="Index of the frame in the clip (0 = the source).")
+    url: str = Field(description="Where to GET it: `/v1/edits/{id}/frames/{label}`.")
+
+
+class Selection(BaseModel):
+    """The caller's choice of the result frame (`POST /v1/edits/{id}/select`); the VLM's stays in `result`."""
+
+    label: int = Field(description="The chosen label: 0 the source, 1..N a tile.")
+    frame: int = Field(description="Index of the chosen frame in the clip (0 = the source).")
+    by: str = Field(description="Who chose it: the API key's name, `anonymous` when auth is off.")
+    at: float = Field(description="When (unix seconds).")
+
+
 class JobResult(BaseModel):
     """What explains a finished edit (a subset of `f2f edit`'s result.json) and which outputs exist."""
 
@@ -154,6 +175,9 @@ class JobResult(BaseModel):
     canvas: Canvas | None = Field(None, description="The canvas the video was generated on (null in jobs made before it).")
     has_video: bool
     has_frames: bool
+    frames: list[CandidateFrame] = Field(
+        default_factory=list, description="The source and every candidate tile, by label (empty in jobs made before it)."
+    )
 
 
 class JobRecord(BaseModel):
@@ -181,6 +205,7 @@ class JobRecord(BaseModel):
     timings_s: dict[str, float] = Field(default_factory=dict)
     result: JobResult | None = None
     error: JobError | None = None
+    selection: Selection | None = Field(None, description="The caller's choice of the result frame, if any.")
 
     @property
     def finished(self) -> bool:
@@ -420,6 +445,20 @@ class JobStore:
             return True
 
         return self.update(job_id, back)
+
+    def select(self, job_id: str, selection: Selection) -> JobRecord:
+        """Record `selection` as the job's result frame; choosing the label already chosen changes nothing.
+
+        The caller has checked that the job succeeded and that the label names a kept frame (both final).
+        """
+
+        def choose(record: JobRecord) -> bool:
+            if record.selection is not None and record.selection.label == selection.label:
+                return False
+            record.selection = selection
+            return True
+
+        return self.update(job_id, choose)
 
     # --- queue and expiry -------------------------------------------------------------------------
 

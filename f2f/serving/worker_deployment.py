@@ -24,8 +24,9 @@ Rules:
   `failed` with its code and message; anything else is `failed` with a
   generic message (logged).
 - Outputs are written as `f2f edit` writes them (edited.png, collage.png,
-  result.json, candidates/ with `return_frames`, video.mp4 with
-  `return_video`), before the record says `succeeded`. If the volume fills
+  result.json, candidates/ always: the caller may select another frame of
+  the path, `f2f.serving.selection`; video.mp4 with `return_video`), before
+  the record says `succeeded`. If the volume fills
   up meanwhile, the outputs written so far are removed and the job fails
   with `storage_full`; if not even the record can be written, the job stays
   running, its lease lapses and it is queued again.
@@ -59,6 +60,7 @@ from f2f.serving.jobs import (
     no_space_as_storage_full,
 )
 from f2f.serving.remote import RemoteGenerator, RemoteVLM
+from f2f.serving.selection import frame_links
 
 logger = logging.getLogger("f2f.serving")
 # After a lost replica, the first retry waits this long (then twice as long each time): longer than Serve takes
@@ -207,7 +209,7 @@ class EditWorker:
         fps = self.config.video.fps if request.return_video else None
         try:
             with no_space_as_storage_full(f"the outputs of job {record.id}"):
-                write_outputs(result, folder, save_frames=request.return_frames, video_fps=fps)
+                write_outputs(result, folder, save_frames=True, video_fps=fps)
         except StorageFull:
             self.store.remove_outputs(record.id)  # no half-written result, and the space back for the record
             raise
@@ -218,7 +220,7 @@ class EditWorker:
                 return False
             record.status, record.error, record.stage, record.heartbeat_at = status, error, None, None  # type: ignore[assignment]
             if result is not None:
-                record.result = _job_result(result, self.store.job_dir(job_id))
+                record.result = _job_result(job_id, result, self.store.job_dir(job_id))
                 record.timings_s = {k: round(v, 4) for k, v in result.timings_s.items()}
                 if record.progress is not None:  # the watcher writes the latest step it saw; a finished video did all
                     record.progress = JobProgress(step=record.progress.total, total=record.progress.total)
@@ -240,7 +242,7 @@ def _next_attempt(record: JobRecord) -> None:
     record.stage, record.progress = None, None
 
 
-def _job_result(result: EditResult, folder: Path) -> JobResult:
+def _job_result(job_id: str, result: EditResult, folder: Path) -> JobResult:
     data = result.to_json()
     return JobResult(
         status=result.status,
@@ -255,6 +257,7 @@ def _job_result(result: EditResult, folder: Path) -> JobResult:
         canvas=data["canvas"],
         has_video=(folder / "video.mp4").is_file(),
         has_frames=(folder / "candidates").is_dir(),
+        frames=frame_links(job_id, data["candidate_frames"]),
     )
 
 
