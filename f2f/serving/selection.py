@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
@@ -78,7 +78,7 @@ def selection_router(store: JobStore, caller: Any, view: Any) -> APIRouter:
     router = APIRouter()
 
     @router.post("/v1/edits/{job_id}/select", response_model=view)
-    async def select_frame(job_id: str, body: SelectRequest, who: Annotated[str, Depends(caller)]) -> Any:
+    async def select_frame(job_id: str, body: SelectRequest, who: str = Depends(caller)) -> Any:
         """Make another frame of the chosen clip's path the job's result image."""
         return view.of(await asyncio.to_thread(select, store, job_id, body.label, who))
 
