@@ -59,7 +59,8 @@ function forgetBlobs() {
 
 function showError(error) {
   const box = $("error");
-  box.textContent = error instanceof ApiError && error.code ? `${error.message} (${error.code})` : String(error.message || error);
+  const message = String(error.message || error);
+  box.textContent = error.code ? `${message} (${error.code})` : message; // an ApiError, or a job's error
   box.hidden = false;
 }
 
@@ -159,6 +160,7 @@ async function finish(job) {
   setStatus(`Done: ${result.status} (seed ${result.seed}).`);
   $("caption").textContent = `Caption: ${result.caption}`;
   $("collage").src = await blobUrl(job.links.collage);
+  $("collage").dataset.job = job.id;
   $("collage-box").hidden = false;
   state.frames = result.frames;
   const chosen = currentLabel(job);
