@@ -5,7 +5,8 @@ files point at), `vlm_deployment`, `generator_deployment` and
 `worker_deployment` (plain classes), `ingress` (the FastAPI routes), `jobs`
 (the job store), `broker` (the queue), `auth` (API keys), `remote` (the model
 protocols over handles), `protocol` (wire types), `errors` (the one exception
--> HTTP mapping) and `metrics`. Importing this package (not its modules)
+-> HTTP mapping), `metrics`, `frames` (a job's candidate frames and the select
+route) and `webpage` (the page at `/`, its files in `web/`). Importing this package (not its modules)
 imports no Ray.
 """
 

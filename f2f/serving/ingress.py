@@ -10,7 +10,7 @@ Routes (OpenAPI at `/openapi.json`, docs at `/docs`):
   (label 0 is the source, 1..N the candidate tiles; `/image` is the selected
   frame once one was selected).
 - `POST /v1/edits/{id}/select`: another frame of the path as the result
-  (`f2f.serving.selection`). `GET /`: the web page (`f2f.serving.webpage`).
+  (`f2f.serving.frames`). `GET /`: the web page (`f2f.serving.webpage`).
 - `DELETE /v1/edits/{id}`: cancels (a queued job at once, a running one at
   its next stage or denoising step) -> 202 and the job.
 - `GET /v1/edits/{id}/events`: server-sent events `status`, `stage`,
@@ -80,6 +80,7 @@ from f2f.serving.errors import (
     error_response,
     install_error_handlers,
 )
+from f2f.serving.frames import frames_router, result_file
 from f2f.serving.jobs import (
     EditRequest,
     JobError,
@@ -93,7 +94,6 @@ from f2f.serving.jobs import (
     fingerprint,
 )
 from f2f.serving.protocol import F2FExtension, ImageData, ImagesResponse
-from f2f.serving.selection import result_file, selection_router
 from f2f.serving.webpage import web_router
 
 logger = logging.getLogger("f2f.serving")
@@ -382,7 +382,7 @@ def make_api(
         )
         return ImagesResponse(created=int(record.finished_at or 0), data=[image], f2f=extension)
 
-    app.include_router(selection_router(store, _caller, JobView))
+    app.include_router(frames_router(store, _caller, JobView))
     app.include_router(web_router())
     return app
 

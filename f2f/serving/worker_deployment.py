@@ -25,7 +25,7 @@ Rules:
   generic message (logged).
 - Outputs are written as `f2f edit` writes them (edited.png, collage.png,
   result.json, candidates/ always: the caller may select another frame of
-  the path, `f2f.serving.selection`; video.mp4 with `return_video`), before
+  the path, `f2f.serving.frames`; video.mp4 with `return_video`), before
   the record says `succeeded`. If the volume fills
   up meanwhile, the outputs written so far are removed and the job fails
   with `storage_full`; if not even the record can be written, the job stays
@@ -49,6 +49,7 @@ from f2f.protocols import CancelToken, Progress
 from f2f.result import EditResult, write_outputs
 from f2f.serving import metrics
 from f2f.serving.broker import TASK_NAME, JobsArgs
+from f2f.serving.frames import frame_links
 from f2f.serving.jobs import (
     EditRequest,
     JobError,
@@ -60,7 +61,6 @@ from f2f.serving.jobs import (
     no_space_as_storage_full,
 )
 from f2f.serving.remote import RemoteGenerator, RemoteVLM
-from f2f.serving.selection import frame_links
 
 logger = logging.getLogger("f2f.serving")
 # After a lost replica, the first retry waits this long (then twice as long each time): longer than Serve takes

@@ -1,4 +1,4 @@
-"""Selecting another frame of the path (`f2f.serving.selection`) in process, without Ray: the frames listing,
+"""Selecting another frame of the path (`f2f.serving.frames`) in process, without Ray: the frames listing,
 the label rule, the store's record of the choice, and the route over a real job store.
 
 A succeeded job is made here as the worker leaves one: its record with a result, and its files.
@@ -19,9 +19,9 @@ from f2f.config import F2FConfig  # noqa: E402
 from f2f.errors import InvalidInput  # noqa: E402
 from f2f.serving.auth import AuthArgs  # noqa: E402
 from f2f.serving.broker import JobsArgs  # noqa: E402
+from f2f.serving.frames import frame_file, frame_links, result_file  # noqa: E402
 from f2f.serving.ingress import RequestLimits, make_api  # noqa: E402
 from f2f.serving.jobs import EditRequest, JobRecord, JobResult, JobStore, Selection  # noqa: E402
-from f2f.serving.selection import frame_file, frame_links, result_file  # noqa: E402
 
 CANDIDATES = [4, 8, 12]
 

@@ -73,7 +73,7 @@ def result_file(record: JobRecord) -> str:
     return frame_file(record.selection.label, record.result)
 
 
-def selection_router(store: JobStore, caller: Any, view: Any) -> APIRouter:
+def frames_router(store: JobStore, caller: Any, view: Any) -> APIRouter:
     """The select route over `store`; `caller` is the ingress's dependency naming the API key, `view` its job view."""
     router = APIRouter()
 
