@@ -45,8 +45,10 @@ def browser() -> Iterator[Any]:
     if not os.access(CHROMIUM, os.X_OK):
         missing(f"Chromium at {CHROMIUM}", "apt-get install chromium (.ci/run does)")
     with sync_playwright() as playwright:
-        # --no-sandbox: tests run as root here and in CI, where Chromium's sandbox refuses to start
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        # --no-sandbox: tests run as root here and in CI, where Chromium's sandbox refuses to start;
+        # --disable-dev-shm-usage: a container's small /dev/shm would crash its renderer
+        args = ["--no-sandbox", "--disable-dev-shm-usage"]
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
         try:
             yield chromium
         finally:
