@@ -59,11 +59,11 @@ def free_port() -> int:
 
 async def in_process_seconds(repeats: int) -> list[float]:
     """Wall seconds of `repeats` in-process edits after one warm-up, all in one event loop."""
+    import torch
+
     from f2f import edit, open_image
     from f2f.backends import build_backends, prepare_models
     from f2f.config import config_from_dict
-
-    import torch
 
     torch.set_num_threads(1)  # as in the replicas: the comparison holds the service, not the thread count
     config = config_from_dict({**APP_ARGS["config"], "seed": 0})

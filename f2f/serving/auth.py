@@ -11,8 +11,8 @@ Rules:
   `hmac.compare_digest` (constant time, no early exit), so timing tells
   nothing about which key or how much of it matched.
 - With `auth.required` (the default), every `/v1/...` route needs
-  `Authorization: Bearer <token>`; `/healthz`, `/readyz` and the OpenAPI
-  documents stay open. Without it (the embedded local default, loopback
+  `Authorization: Bearer <token>`; `/healthz`, `/readyz`, the OpenAPI
+  documents and the web page (`/`, static files that hold no data) stay open. Without it (the embedded local default, loopback
   only), every caller is `anonymous`.
 - A key sees only its own jobs: another key's job id answers 404, as an
   unknown one does. A key may have at most `auth.max_active_jobs_per_key`

@@ -2,7 +2,8 @@
 
 Routes (OpenAPI at `/openapi.json`, docs at `/docs`), one router per resource
 in `f2f.serving.routers`: `jobs` (`/v1/edits...`), `images` (the OpenAI
-Images API and `/v1/models`), `health` (`/healthz`, `/readyz`). Auth: with
+Images API and `/v1/models`), `health` (`/healthz`, `/readyz`), `web` (the
+page at `/`). Auth: with
 `auth.required`, every `/v1` route needs `Authorization: Bearer <token>` (401
 otherwise) and a key sees only its own jobs (`f2f.serving.auth`).
 
@@ -35,7 +36,7 @@ from f2f.serving.broker import JobQueue, JobsArgs
 from f2f.serving.errors import BodyTooLarge, NotReady, error_response, install_error_handlers
 from f2f.serving.events import EventsClient
 from f2f.serving.jobs import JobStore
-from f2f.serving.routers import health, images, jobs
+from f2f.serving.routers import health, images, jobs, web
 from f2f.serving.service import EditService
 
 
@@ -92,7 +93,7 @@ def make_api(service: EditService, ready: Callable[[], Awaitable[None]]) -> Fast
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=service.jobs.max_body_bytes)  # type: ignore[arg-type]
     app.state.service, app.state.ready = service, ready
-    for router in (health.router, jobs.router, images.router):
+    for router in (health.router, jobs.router, images.router, web.router):
         app.include_router(router)
     return app
 

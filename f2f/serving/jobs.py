@@ -5,6 +5,7 @@ Layout under `root` (every file written atomically: a temporary file, then a ren
     jobs/<id>/job.json        the record (`JobRecord`), rewritten on each change
     jobs/<id>/source.png      the validated source, written before the job is queued
     jobs/<id>/edited.png, collage.png, video.mp4, candidates/frame_NNN.png   outputs
+                              (candidates/: every tile of the chosen clip, at the source's size)
     queued/<id>, running/<id> empty markers: queue depth and age without reading records
     workers/<worker id>       empty, touched by each edit-worker replica while it lives
     keys/<sha256 of Idempotency-Key>   the id of the job that key created
@@ -15,7 +16,10 @@ Rules:
   is built from it.
 - Status moves queued -> running -> succeeded | failed | cancelled, or
   queued -> cancelled; a finished job never changes again, so a message
-  delivered twice cannot complete a job twice.
+  delivered twice cannot complete a job twice. The one exception is
+  `selection` (`select`): the caller's choice of another candidate frame of a
+  succeeded job; it changes which file `/image` serves, never the status, the
+  result or any output file.
 - Record changes are read-modify-write under an exclusive `flock` on
   `jobs/<id>/.lock` (ingress and worker replicas share the directory).
 - A worker holds a running job by a lease: it claims the job (queued, or
@@ -70,7 +74,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from f2f.errors import F2FError
 from f2f.request import WIRE_NAME, CheckedEdit, EditSettings
 from f2f.result import write_atomic
-from f2f.serving.protocol import JobError, JobProgress, JobResult
+from f2f.serving.protocol import JobError, JobProgress, JobResult, Selection
 
 logger = logging.getLogger("f2f.serving")
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -161,6 +165,7 @@ class JobRecord(BaseModel):
     timings_s: dict[str, float] = Field(default_factory=dict)
     result: JobResult | None = None
     error: JobError | None = None
+    selection: Selection | None = Field(None, description="The caller's choice of the result frame, if any.")
 
     @property
     def finished(self) -> bool:
@@ -461,6 +466,20 @@ class JobStore:
             return True
 
         return self.update(job_id, end)
+
+    def select(self, job_id: str, selection: Selection) -> JobRecord:
+        """Record `selection` as the job's result frame; choosing the label already chosen changes nothing.
+
+        The caller has checked that the job succeeded and that the label names a kept frame (both final).
+        """
+
+        def choose(record: JobRecord) -> bool:
+            if record.selection is not None and record.selection.label == selection.label:
+                return False
+            record.selection = selection
+            return True
+
+        return self.update(job_id, choose)
 
     # --- queue and expiry -------------------------------------------------------------------------
 

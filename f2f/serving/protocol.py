@@ -35,7 +35,7 @@ class EditOptions(EditSettings):
 
     prompt: str = Field(description="The edit: a target description or an instruction.")
     return_video: bool = Field(False, description="Keep the chosen clip as video.mp4 (`/video`).")
-    return_frames: bool = Field(False, description="Keep the candidate frames (`/frames/{label}`).")
+    return_frames: bool = Field(False, description="Accepted for older clients: every job now keeps its candidate frames.")
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -87,6 +87,31 @@ class Canvas(BaseModel):
     )
 
 
+class CandidateFrame(BaseModel):
+    """One frame along the chosen clip's path: label 0 is the source, 1..N the collage's tiles."""
+
+    label: int = Field(description="0 the source, 1..N the tile of the collage.")
+    frame: int = Field(description="Index of the frame in the clip (0 = the source).")
+    url: str = Field(description="Where to GET it: `/v1/edits/{id}/frames/{label}`.")
+
+
+class Selection(BaseModel):
+    """The caller's choice of the result frame (`POST /v1/edits/{id}/select`); the VLM's stays in `result`."""
+
+    label: int = Field(description="The chosen label: 0 the source, 1..N a tile.")
+    frame: int = Field(description="Index of the chosen frame in the clip (0 = the source).")
+    by: str = Field(description="Who chose it: the API key's name, `anonymous` when auth is off.")
+    at: float = Field(description="When (unix seconds).")
+
+
+class SelectRequest(BaseModel):
+    """`POST /v1/edits/{id}/select`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    label: int = Field(description="The frame to make the result: 0 the source, 1..N a tile of the collage.")
+
+
 class RankingView(BaseModel):
     """How an edit's seeds were ranked (`f2f.ranking`): `/image?rank=k` serves the k-th."""
 
@@ -128,6 +153,9 @@ class JobResult(BaseModel):
     alignment: AlignmentView | None = Field(None, description="How the camera's drift was undone (null in jobs before it).")
     has_video: bool
     has_frames: bool
+    frames: list[CandidateFrame] = Field(
+        default_factory=list, description="The source and every candidate tile, by label (empty in jobs made before it)."
+    )
 
     @property
     def ranked_seeds(self) -> list[int]:
@@ -153,6 +181,7 @@ class JobView(BaseModel):
     timings_s: dict[str, float]
     result: JobResult | None
     error: JobError | None
+    selection: Selection | None = Field(description="The caller's choice of the result frame (`POST .../select`).")
     links: dict[str, str]
 
     @classmethod

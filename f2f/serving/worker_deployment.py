@@ -28,9 +28,10 @@ Rules:
   `failed` with its code and message; anything else is `failed` with a
   generic message (logged).
 - Outputs are written as `f2f edit` writes them (edited.png, collage.png,
-  result.json, candidates/ with `return_frames`, video.mp4 with
-  `return_video`; ranked/<k>.png, the k-th best seed's edit, with several
-  seeds), before the record says `succeeded`. If the volume fills
+  result.json, candidates/ always: the caller may select another frame of
+  the path, `f2f.serving.frames`; video.mp4 with `return_video`;
+  ranked/<k>.png, the k-th best seed's edit, with several seeds), before
+  the record says `succeeded`. If the volume fills
   up meanwhile, the outputs written so far are removed and the job fails
   with `storage_full`; if not even the record can be written, the job stays
   running, its lease lapses and it is queued again.
@@ -57,6 +58,7 @@ from f2f.serving import metrics
 from f2f.serving.args import AppArgs, replica_options
 from f2f.serving.broker import TASK_NAME, JobsArgs
 from f2f.serving.events import EventsClient
+from f2f.serving.frames import frame_links
 from f2f.serving.jobs import JobRecord, JobStore, StorageFull, no_space_as_storage_full
 from f2f.serving.protocol import AlignmentView, JobError, JobResult, RankingView
 from f2f.serving.remote import RemoteGenerator, RemoteVLM
@@ -209,14 +211,14 @@ class EditWorker:
         fps = self.config.video.fps if request.return_video else None
         try:
             with no_space_as_storage_full(f"the outputs of job {record.id}"):
-                write_outputs(result, folder, save_frames=request.return_frames, video_fps=fps, png_level=FAST_PNG)
+                write_outputs(result, folder, save_frames=True, video_fps=fps, png_level=FAST_PNG)
                 _write_ranked(result, folder)
         except StorageFull:
             self.store.remove_outputs(record.id)  # no half-written result, and the space back for the record
             raise
 
     async def _finish(self, job_id: str, status: str, error: JobError | None, result: EditResult | None = None) -> str:
-        job_result = None if result is None else _job_result(result, self.store.job_dir(job_id))
+        job_result = None if result is None else _job_result(job_id, result, self.store.job_dir(job_id))
         timings = None if result is None else result.timings_s
         return (await asyncio.to_thread(self.store.finish, job_id, status, error, job_result, timings)).status  # type: ignore[arg-type]
 
@@ -245,7 +247,7 @@ def _write_ranked(result: EditResult, folder: Path) -> None:
             )
 
 
-def _job_result(result: EditResult, folder: Path) -> JobResult:
+def _job_result(job_id: str, result: EditResult, folder: Path) -> JobResult:
     data = result.to_json()
     return JobResult(
         status=result.status,
@@ -262,6 +264,7 @@ def _job_result(result: EditResult, folder: Path) -> JobResult:
         alignment=AlignmentView(**data["alignment"]),
         has_video=(folder / "video.mp4").is_file(),
         has_frames=(folder / "candidates").is_dir(),
+        frames=frame_links(job_id, data["candidate_frames"]),
     )
 
 

@@ -108,7 +108,8 @@ def test_healthz_and_readyz(base_url: str) -> None:
 
 def test_openapi_lists_every_route(base_url: str) -> None:
     paths = httpx.get(f"{base_url}/openapi.json").json()["paths"]
-    for route in ("/v1/edits", "/v1/edits/{job_id}", "/v1/edits/{job_id}/events", "/v1/images/edits", "/readyz"):
+    routes = ("/v1/edits", "/v1/edits/{job_id}", "/v1/edits/{job_id}/events", "/v1/edits/{job_id}/select", "/v1/images/edits")
+    for route in (*routes, "/readyz"):
         assert route in paths
     body = paths["/v1/edits"]["post"]["requestBody"]["content"]
     assert {"application/json", "multipart/form-data"} <= set(body)
@@ -160,10 +161,10 @@ def test_a_json_job_with_seeds_and_no_optional_outputs(base_url: str) -> None:
     assert response.status_code == 202, response.text[:300]
     job = wait_for(base_url, response.json()["id"])
     assert job["status"] == "succeeded" and job["seeds"] == [5, 6] and job["result"]["seed"] in {5, 6}
-    assert "video" not in job["links"] and "frames" not in job["links"]
-    for route in ("video", "frames/1"):
-        missing = httpx.get(f"{base_url}/v1/edits/{job['id']}/{route}")
-        assert missing.status_code == 404 and error_of(missing)["code"] == "no_such_output"
+    assert "video" not in job["links"] and "frames" in job["links"]  # every job keeps its candidate frames
+    missing = httpx.get(f"{base_url}/v1/edits/{job['id']}/video")
+    assert missing.status_code == 404 and error_of(missing)["code"] == "no_such_output"
+    assert httpx.get(f"{base_url}/v1/edits/{job['id']}/frames/1").headers["content-type"] == "image/png"
 
 
 def test_a_data_url_and_multipart_seeds_are_accepted(base_url: str) -> None:

@@ -3,6 +3,7 @@
 - `jobs`: `/v1/edits` and a job's outputs and events.
 - `images`: the OpenAI Images API (`/v1/images/edits`) and `/v1/models`.
 - `health`: `/healthz` and `/readyz`.
+- `web`: the web page at `/` and its two assets.
 
 Each route takes what it needs through `deps` (the caller's API key, the
 `EditService`); request bodies are read by `parsing`; the wire types are

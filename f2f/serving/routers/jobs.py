@@ -7,6 +7,9 @@
 - `GET /v1/edits/{id}/image | /collage | /video | /frames/{label}`: outputs
   (label 0 is the source, 1..N the candidate tiles). `/image` takes
   `output_format`, `output_compression` and `size` (`f2f.serving.outputs`).
+- `POST /v1/edits/{id}/select` with `{"label": N}`: another frame of the
+  chosen clip's path as the result (`f2f.serving.frames`); `/image` (rank
+  1) then serves it.
 - `DELETE /v1/edits/{id}`: cancels (a queued job at once, a running one at
   its next stage or denoising step) -> 202 and the job.
 - `GET /v1/edits/{id}/events`: server-sent events `status`, `stage`,
@@ -23,10 +26,10 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
 from f2f.errors import InvalidInput
-from f2f.serving import outputs
+from f2f.serving import frames, outputs
 from f2f.serving.errors import JobNotFinished, NoSuchOutput
 from f2f.serving.jobs import JobRecord, JobStore
-from f2f.serving.protocol import EditJSON, JobView
+from f2f.serving.protocol import EditJSON, JobView, SelectRequest
 from f2f.serving.routers.deps import Caller, Service
 from f2f.serving.routers.parsing import multipart_schema, read_submission
 
@@ -102,11 +105,13 @@ async def edit_image(
     seeds = len(record.result.ranked_seeds)
     if not 1 <= rank <= seeds:
         raise InvalidInput("rank", rank, f"must be 1 (the edit) to {seeds} (the job's last seed)")
-    path = service.store.path(job_id, "edited.png" if rank == 1 else f"ranked/{rank}.png")
+    served = frames.result_file(record) if rank == 1 else f"ranked/{rank}.png"  # rank 1: the selected frame, if any
+    path = service.store.path(job_id, served)
     if not path.is_file():
         raise NoSuchOutput(f"job {job_id} kept no image of rank {rank} (jobs made before ranking keep only the edit)")
     data = await asyncio.to_thread(outputs.encode, path, fmt, quality, resize)
-    disposition = f'attachment; filename="{job_id}-edited.{fmt}"'
+    name = Path(served).stem if rank == 1 else f"rank{rank}"
+    disposition = f'attachment; filename="{job_id}-{name}.{fmt}"'
     return Response(data, media_type=outputs.MEDIA_TYPES[fmt], headers={"Content-Disposition": disposition})
 
 
@@ -136,15 +141,16 @@ for _name, _filename, _media in FILE_OUTPUTS:
 async def edit_frame(job_id: str, label: int, caller: Caller, service: Service) -> FileResponse:
     record = await finished(service.store, job_id, caller)
     assert record.result is not None
-    candidates = record.result.candidate_frames
-    if label == 0:
-        return FileResponse(service.store.path(job_id, "source.png"), media_type="image/png")
-    if not 1 <= label <= len(candidates):
-        raise InvalidInput("label", label, f"must be 0 (the source) to {len(candidates)} (the last candidate tile)")
-    path = service.store.path(job_id, f"candidates/frame_{candidates[label - 1]:03d}.png")
+    path = service.store.path(job_id, frames.frame_file(label, record.result))
     if not path.is_file():
-        raise NoSuchOutput(f"job {job_id} kept no frames; submit it with return_frames=true")
+        raise NoSuchOutput(f"job {job_id} kept no frames (it was made before every job kept them)")
     return FileResponse(path, media_type="image/png")
+
+
+@router.post("/{job_id}/select", response_model=JobView)
+async def select_frame(job_id: str, body: SelectRequest, caller: Caller, service: Service) -> JobView:
+    """Make another frame of the chosen clip's path the job's result image."""
+    return JobView.of(await asyncio.to_thread(frames.select, service.store, job_id, body.label, caller))
 
 
 async def finished(store: JobStore, job_id: str, caller: str) -> JobRecord:
