@@ -27,7 +27,7 @@ from f2f.backends import build_backends, force_offline, make_tiny
 from f2f.bulk.command import main as bulk_command
 from f2f.catalogue import Checkpoint, load_catalogue, stage_checkpoint, verify_folder
 from f2f.cli_group import EXIT_INTERRUPTED, EXIT_USAGE, F2FGroup  # noqa: F401  (the exit statuses are part of this module's interface)
-from f2f.config import config_to_yaml, load_config
+from f2f.config import config_to_yaml, load_config, nested
 from f2f.errors import InvalidConfig, InvalidImage, InvalidInput
 from f2f.eval.command import main as eval_command
 from f2f.imageio import open_image
@@ -55,16 +55,7 @@ _models_option = click.option(
 
 def _overrides(**values: Any) -> dict[str, Any]:
     """CLI flags as config overrides; dotted keys nest ("vlm.backend"); None means not given."""
-    overrides: dict[str, Any] = {}
-    for key, value in values.items():
-        if value is None:
-            continue
-        *parents, leaf = key.split(".")
-        node = overrides
-        for parent in parents:
-            node = node.setdefault(parent, {})
-        node[leaf] = value
-    return overrides
+    return nested(values)
 
 
 @main.command("edit")

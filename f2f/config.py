@@ -374,10 +374,18 @@ class F2FConfig(_Section):
         return self
 
 
-def video_overrides(num_frames: int | None, num_inference_steps: int | None, guidance_scale: float | None) -> dict[str, Any]:
-    """The `video` fields a request or a manifest row sets (None leaves the config's)."""
-    asked = {"num_frames": num_frames, "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale}
-    return {key: value for key, value in asked.items() if value is not None}
+def nested(values: dict[str, Any]) -> dict[str, Any]:
+    """Dotted keys as a nested mapping ({"video.num_frames": 9} -> {"video": {"num_frames": 9}}); None means not given."""
+    tree: dict[str, Any] = {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        *parents, leaf = key.split(".")
+        node = tree
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return tree
 
 
 def invalid_config_from(exc: ValidationError, origin: str) -> InvalidConfig:

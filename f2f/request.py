@@ -39,7 +39,7 @@ from PIL import Image
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
 
-from f2f.config import F2FConfig, invalid_config_from
+from f2f.config import F2FConfig, invalid_config_from, nested
 from f2f.errors import InvalidImage, InvalidInput
 from f2f.imageio import ensure_rgb, open_image
 
@@ -85,17 +85,7 @@ class EditSettings(BaseModel):
 
     def config_overrides(self) -> dict[str, Any]:
         """The config fields these settings set, as a nested mapping ({"video": {...}, "seed": ...})."""
-        nested: dict[str, Any] = {}
-        for wire in ("seed", "n", *VIDEO_SETTINGS):
-            value = getattr(self, wire)
-            if value is None:
-                continue
-            *parents, leaf = CONFIG_FIELD[wire].split(".")
-            node = nested
-            for parent in parents:
-                node = node.setdefault(parent, {})
-            node[leaf] = value
-        return nested
+        return nested({CONFIG_FIELD[wire]: getattr(self, wire) for wire in ("seed", "n", *VIDEO_SETTINGS)})
 
     def video(self) -> dict[str, Any]:
         """The `video` fields these settings set (config names)."""
