@@ -9,7 +9,8 @@ what it found and did (`Alignment`). Rules, in order:
    already has the source's size); another size is an InvalidInput. They are
    read as RGB (`f2f.imageio.to_rgb`). mode `off`: nothing is estimated
    (reason "off").
-2. An image with a side under MIN_SIDE_PX is "too small". Features (SIFT, at most MAX_KEYPOINTS) are
+2. With `keep` (a masked edit's kept region) features are looked for there only.
+   An image with a side under MIN_SIDE_PX is "too small". Features (SIFT, at most MAX_KEYPOINTS) are
    found on grey copies whose longer side is at most `work_px` (INTER_AREA);
    fewer than MIN_KEYPOINTS in either (one colour, a blur, a flat gradient)
    is "featureless".
@@ -116,12 +117,15 @@ class _Motion(NamedTuple):
     inliers: np.ndarray  # [N, 2] inlier positions in source pixels
 
 
-def align(edited: Image.Image, source: Image.Image, config: AlignConfig) -> Aligned:
-    """`edited` warped back onto `source`'s geometry when the rules of this module allow; see the module docstring."""
+def align(edited: Image.Image, source: Image.Image, config: AlignConfig, keep: Image.Image | None = None) -> Aligned:
+    """`edited` warped back onto `source`'s geometry when the rules of this module allow; see the module docstring.
+
+    `keep` ("L", the source's size): features are looked for only where it is set (a masked edit's kept region).
+    """
     frame, reference = _rgb_pair(edited, source)
     if config.mode == "off":
         return Aligned(edited, Alignment(config.mode, False, "off"))
-    found = _estimate(frame, reference, config)
+    found = _estimate(frame, reference, config, keep)
     if isinstance(found, str):
         return Aligned(edited, Alignment(config.mode, False, found))
     shift, scale, rotation = decompose(found.matrix, reference.shape[1], reference.shape[0])
@@ -166,7 +170,7 @@ def _rgb_pair(edited: Image.Image, source: Image.Image) -> tuple[np.ndarray, np.
     return np.asarray(to_rgb(edited, orient=False)), np.asarray(to_rgb(source, orient=False))
 
 
-def _estimate(frame: np.ndarray, reference: np.ndarray, config: AlignConfig) -> _Motion | str:
+def _estimate(frame: np.ndarray, reference: np.ndarray, config: AlignConfig, keep: Image.Image | None) -> _Motion | str:
     """The camera's motion from `reference` (the source) to `frame`, or the reason there is none."""
     import cv2
 
@@ -175,7 +179,8 @@ def _estimate(frame: np.ndarray, reference: np.ndarray, config: AlignConfig) -> 
         return "too small"
     k = min(1.0, config.work_px / max(width, height))
     detector = cv2.SIFT_create(nfeatures=MAX_KEYPOINTS)
-    (src_points, src_desc), (dst_points, dst_desc) = (detector.detectAndCompute(_grey(im, k), None) for im in (reference, frame))
+    where = None if keep is None else _work_mask(keep, k)
+    (src_points, src_desc), (dst_points, dst_desc) = (detector.detectAndCompute(_grey(im, k), where) for im in (reference, frame))
     if min(len(src_points), len(dst_points)) < MIN_KEYPOINTS or src_desc is None or dst_desc is None:
         return "featureless"
     pairs = _mutual_matches(src_desc, dst_desc)
@@ -190,6 +195,12 @@ def _estimate(frame: np.ndarray, reference: np.ndarray, config: AlignConfig) -> 
         return "too few matches"
     inliers = src[mask.ravel() == 1]
     return _Motion(_to_full_resolution(matrix, k), (inliers + 0.5) / k - 0.5)
+
+
+def _work_mask(keep: Image.Image, k: float) -> np.ndarray:
+    """`keep` at the work scale, as OpenCV's detection mask (nonzero: look here)."""
+    size = (max(1, round(keep.width * k)), max(1, round(keep.height * k)))
+    return np.asarray(keep.convert("L").resize(size, Image.Resampling.NEAREST), dtype=np.uint8)
 
 
 def _grey(image: np.ndarray, k: float) -> np.ndarray:

@@ -88,6 +88,13 @@ class Letterboxed:
         """`unletterbox(frame, self.box, self.source_size)`."""
         return unletterbox(frame, self.box, self.source_size)
 
+    def place_mask(self, mask: Image.Image) -> Image.Image:
+        """A source-size "L" mask mapped as the source was: resized (nearest) into `box` on a canvas of 0 (bars are kept)."""
+        canvas = Image.new("L", self.size, 0)
+        inner = (self.box[2] - self.box[0], self.box[3] - self.box[1])
+        canvas.paste(mask if mask.size == inner else mask.resize(inner, Image.Resampling.NEAREST), self.box[:2])
+        return canvas
+
 
 def fit_box(source_size: tuple[int, int], width: int, height: int) -> Box:
     """Where a source of `source_size` lies when letterboxed on a width x height canvas.

@@ -68,6 +68,13 @@ def _overrides(**values: Any) -> dict[str, Any]:
 @click.option("--vlm-backend", type=click.Choice(["vllm", "transformers", "openai"]), help="Overrides vlm.backend.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="Seed of the first video (default: config, else random).")
 @click.option("--save-frames", is_flag=True, help="Also write the candidate frames to OUT/candidates/.")
+@click.option(
+    "--mask",
+    "mask_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where the edit may happen: a PNG with alpha (transparent = edit) or one channel (white = edit), IMAGE's size.",
+)
+@click.option("--mask-mode", type=click.Choice(["latent", "composite"]), help="Overrides mask.mode.")
 def edit_command(
     image: Path,
     text: str,
@@ -78,11 +85,13 @@ def edit_command(
     vlm_backend: str | None,
     seed: int | None,
     save_frames: bool,
+    mask_path: Path | None,
+    mask_mode: str | None,
 ) -> None:
     """Edit IMAGE as TEXT asks; write edited.png, collage.png, video.mp4 and result.json to OUT."""
-    flags = _overrides(profile=profile, models_dir=models_dir, seed=seed, **{"vlm.backend": vlm_backend})
+    flags = _overrides(profile=profile, models_dir=models_dir, seed=seed, **{"vlm.backend": vlm_backend, "mask.mode": mask_mode})
     config = load_config(config_path, flags)
-    request = check_edit(image, text, config)
+    request = check_edit(image, text, config, mask=mask_path)
     printer = _Printer()
     printer.say("loading models" + (f" (profile {config.profile})" if config.profile else ""))
     force_offline()

@@ -298,6 +298,22 @@ class VLMConfig(_Section):
 AlignMode = Literal["off", "auto", "always"]
 
 
+class MaskConfig(_Section):
+    """Masked edits (`f2f.masks`): how the area outside a caller's mask is kept.
+
+    mode `latent`: while the video is denoised, the latents outside the mask (dilated by `dilate_px`, then
+    downsampled to the latent grid) are pulled toward the source's, noised to the current step, with `strength`
+    (1: replaced), so every frame keeps the source's background (the video family must support it). mode
+    `composite`: the video is generated as without a mask. Either way the result, the candidates, the collage and
+    the video are composited onto the source with a `feather_px` ramp: beyond it the source's pixels are exact.
+    """
+
+    mode: Literal["latent", "composite"] = Field("latent", description="latent (kept while generating) or composite.")
+    strength: float = Field(1.0, gt=0, le=1, description="How hard latents outside the mask are pulled to the source's.")
+    dilate_px: int = Field(8, ge=0, le=256, description="Canvas pixels the mask grows by before it reaches the latents.")
+    feather_px: int = Field(8, ge=0, le=256, description="Width of the ramp between the edit and the kept source, pixels.")
+
+
 class AlignConfig(_Section):
     """Camera-drift compensation (`f2f.align`): the chosen frame warped back onto the source's geometry.
 
@@ -345,6 +361,7 @@ class F2FConfig(_Section):
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig, description="Video backend.")
     vlm: VLMConfig = Field(default_factory=VLMConfig, description="VLM backend.")
     align: AlignConfig = Field(default_factory=AlignConfig, description="Camera-drift compensation of the result.")
+    mask: MaskConfig = Field(default_factory=MaskConfig, description="How a caller's mask is kept (masked edits).")
     profile: str | None = Field(
         None, description="A profile of the model catalogue (`f2f models list`): its checkpoints and config values, under yours."
     )

@@ -31,7 +31,8 @@ from PIL import Image
 from f2f.align import Aligned, Alignment, align
 from f2f.canvas import Letterboxed, place_on_canvas
 from f2f.caption import caption_messages, clean_caption, load_exemplars
-from f2f.config import AlignConfig, F2FConfig, VideoConfig
+from f2f.config import AlignConfig, F2FConfig, MaskConfig, VideoConfig
+from f2f.masks import MaskedEdit, composite, feathered
 from f2f.protocols import VLM, CancelToken, Frames, Progress, ProgressCallback, VideoGenerator
 from f2f.ranking import rank_clips
 from f2f.request import CheckedEdit, check_edit, settings_from
@@ -87,13 +88,19 @@ async def run_edit(
     with _timed(timings, "letterbox"):
         canvas = place_on_canvas(source, config.video)
         settings = config.video.model_copy(update={"width": canvas.size[0], "height": canvas.size[1]})
+        masked = None if request.mask is None else MaskedEdit.of(request.mask, config.mask)
+        canvas_mask = None if request.mask is None else canvas.place_mask(request.mask)
 
-    # 4. Generate
+    # 4. Generate (with a mask in latent mode, the generator keeps the source outside it), then composite a mask's clips
     cancel.raise_if_cancelled()
     notify(Progress("generate"))
     with _timed(timings, "generate"):
-        clips = await generator.generate(canvas.image, caption or text, seeds, settings, progress=notify, cancel=cancel)
+        keep = {"mask": canvas_mask} if masked is not None and masked.mode == "latent" else {}
+        clips = await generator.generate(canvas.image, caption or text, seeds, settings, progress=notify, cancel=cancel, **keep)
         check_clips(clips, seeds, settings)
+    if canvas_mask is not None:
+        with _timed(timings, "mask"):
+            clips = composite_clips(clips, canvas.image, canvas_mask, config.mask)
 
     # 5. Candidates + collage -> selection, per clip
     cancel.raise_if_cancelled()
@@ -110,9 +117,12 @@ async def run_edit(
         best, outcome = order[0], judged[order[0]]
         edited = canvas.restore(clips[best][outcome.frame]) if outcome.frame else source.copy()
 
-    # 7. Camera drift: the chosen frame warped back onto the source
+    # 7. Camera drift: the chosen frame warped back onto the source (with a mask: estimated where the source stays,
+    #    then the source's exact pixels put back beyond the feather)
     with _timed(timings, "align"):
-        edited, alignment = align_chosen(edited, source, outcome, config.align)
+        edited, alignment = align_chosen(edited, source, outcome, config.align, masked)
+        if masked is not None and outcome.frame:
+            edited = masked.apply(edited, source)
     timings["total"] = time.perf_counter() - started
     notify(Progress("done"))
     return EditResult(
@@ -134,6 +144,7 @@ async def run_edit(
         alignment=alignment,
         source=source,
         align_config=config.align,
+        mask=masked,
         timings_s=timings,
         frames=clips[best] if keep_frames else None,
     )
@@ -184,11 +195,20 @@ async def judge_clip(vlm: VLM, clip: Frames, seed: int, canvas: Letterboxed, tex
     return ClipOutcome(seed, "fallback", label or None, frames[-1] if label else 0, answers, frames, collage)
 
 
-def align_chosen(edited: Image.Image, source: Image.Image, outcome: ClipOutcome, config: AlignConfig) -> Aligned:
-    """The chosen frame aligned to the source (`f2f.align`); a result that is the source itself is left as it is."""
+def composite_clips(clips: list[Frames], canvas: Image.Image, canvas_mask: Image.Image, config: MaskConfig) -> list[Frames]:
+    """Every frame composited onto the canvas under the mask (feathered): what the VLM, the collage and the video show."""
+    alpha = feathered(canvas_mask, config.feather_px)
+    return [[composite(frame, canvas, alpha) for frame in clip] for clip in clips]
+
+
+def align_chosen(
+    edited: Image.Image, source: Image.Image, outcome: ClipOutcome, config: AlignConfig, mask: MaskedEdit | None = None
+) -> Aligned:
+    """The chosen frame aligned to the source (`f2f.align`; with a mask, on the kept region only); a result that is
+    the source itself is left as it is."""
     if not outcome.frame:
         return Aligned(edited, Alignment(config.mode, False, "no frame chosen"))
-    return align(edited, source, config)
+    return align(edited, source, config, None if mask is None else mask.keep())
 
 
 def _status(label: int) -> Status:

@@ -17,8 +17,10 @@ Rules:
   `n` or `seeds`), the server's per-request `limits` (`RequestLimits`, the
   service's `max_n`, `max_num_frames`, `max_steps`), the config's own rules
   for the settings (frames `frame_step*k + 1`, steps, guidance), the image's
-  size, the text, and the seeds. Every failure is an `InvalidInput` naming the
-  caller's field, the value and the rule.
+  size, the text, the seeds, and the mask (`f2f.masks.read_mask`: the
+  image's size; in `mask_mode` latent, a video family that keeps latents
+  outside a mask). Every failure is an `InvalidInput` naming the caller's
+  field, the value and the rule.
 - `CheckedEdit.config` is the server's config with the caller's settings, and
   `CheckedEdit.seeds` the seeds the videos use (given, or counted up from
   `seed`, or drawn at random): the request is complete, nothing is guessed later.
@@ -33,15 +35,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from PIL import Image
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
 
+from f2f.backends.i2v import family_named
 from f2f.config import F2FConfig, invalid_config_from, nested
 from f2f.errors import InvalidImage, InvalidInput
 from f2f.imageio import ensure_rgb, open_image
+from f2f.masks import read_mask
 
 SEED_LIMIT = 2**32
 CONFIG_FIELD = {
@@ -50,6 +54,7 @@ CONFIG_FIELD = {
     "num_frames": "video.num_frames",
     "steps": "video.num_inference_steps",
     "guidance": "video.guidance_scale",
+    "mask_mode": "mask.mode",
 }
 WIRE_NAME = {config: wire for wire, config in CONFIG_FIELD.items()}
 VIDEO_SETTINGS = ("num_frames", "steps", "guidance")
@@ -82,10 +87,13 @@ class EditSettings(BaseModel):
     )
     steps: Annotated[int | None, Number] = Field(None, description="Denoising steps per video (at most the server's max_steps).")
     guidance: Annotated[float | None, Number] = Field(None, description="Classifier-free guidance scale.")
+    mask_mode: Literal["latent", "composite"] | None = Field(
+        None, description="With a mask: latent (kept while the video is made) or composite (only in the result)."
+    )
 
     def config_overrides(self) -> dict[str, Any]:
         """The config fields these settings set, as a nested mapping ({"video": {...}, "seed": ...})."""
-        return nested({CONFIG_FIELD[wire]: getattr(self, wire) for wire in ("seed", "n", *VIDEO_SETTINGS)})
+        return nested({CONFIG_FIELD[wire]: getattr(self, wire) for wire in CONFIG_FIELD})
 
     def video(self) -> dict[str, Any]:
         """The `video` fields these settings set (config names)."""
@@ -112,14 +120,24 @@ class CheckedEdit:
     settings: EditSettings  # what the caller set (wire names)
     config: F2FConfig  # the server's config with the caller's settings
     check_s: float = 0.0  # seconds the check (or the reload of a checked request) took
+    mask: Image.Image | None = None  # "L", the source's size: 255 where the edit may happen (f2f.masks)
 
     @classmethod
     def of_record(
-        cls, source: Image.Image, text: str, seeds: Sequence[int], settings: EditSettings, server: F2FConfig, load_s: float = 0.0
+        cls,
+        source: Image.Image,
+        text: str,
+        seeds: Sequence[int],
+        settings: EditSettings,
+        server: F2FConfig,
+        load_s: float = 0.0,
+        mask: Image.Image | None = None,
     ) -> CheckedEdit:
-        """A request checked before (a job's stored source and settings), rebuilt without checking it again."""
+        """A request checked before (a job's stored source, mask and settings), rebuilt without checking it again."""
         video = server.video.model_copy(update=settings.video())
-        return cls(source, text, list(seeds), settings, server.model_copy(update={"video": video}), load_s)
+        masks = server.mask if settings.mask_mode is None else server.mask.model_copy(update={"mode": settings.mask_mode})
+        config = server.model_copy(update={"video": video, "mask": masks})
+        return cls(source, text, list(seeds), settings, config, load_s, mask)
 
 
 def settings_from(data: dict[str, Any], *, nested_fields: bool = True) -> EditSettings:
@@ -148,10 +166,13 @@ def check_edit(
     settings: EditSettings | None = None,
     limits: RequestLimits | None = None,
     text_field: str = "text",
+    mask: Image.Image | bytes | str | Path | None = None,
+    mask_needs_alpha: bool = False,
 ) -> CheckedEdit:
     """The checked request, or InvalidInput naming the caller's field (the module docstring's order).
 
     `text_field` is the text's name where the caller wrote it: `prompt` on the wire, `text` in Python and the CLI.
+    `mask_needs_alpha`: the caller's API is OpenAI's, whose masks carry the area in their alpha channel.
     """
     started = time.perf_counter()
     settings = settings or EditSettings()
@@ -161,7 +182,9 @@ def check_edit(
     run_config = _run_config(config, settings)
     source = _source(image, run_config)
     text = _text(text, run_config, text_field)
-    return CheckedEdit(source, text, _seeds(settings, run_config), settings, run_config, time.perf_counter() - started)
+    seeds = _seeds(settings, run_config)
+    area = None if mask is None else _mask(mask, source.size, mask_needs_alpha, run_config)
+    return CheckedEdit(source, text, seeds, settings, run_config, time.perf_counter() - started, area)
 
 
 def _check_combination(settings: EditSettings) -> None:
@@ -217,6 +240,15 @@ def _text(text: str, config: F2FConfig, field: str) -> str:
     if len(text.strip()) > config.input.max_text_chars:
         raise InvalidInput(field, text, f"must be at most {config.input.max_text_chars} characters (input.max_text_chars)")
     return text.strip()
+
+
+def _mask(mask: Image.Image | bytes | str | Path, size: tuple[int, int], needs_alpha: bool, config: F2FConfig) -> Image.Image:
+    area = read_mask(mask, size, needs_alpha)
+    family = config.generator.family
+    if config.mask.mode == "latent" and family is not None and not family_named(family).mask_latents:
+        rule = f"the {family} video family cannot keep the source outside a mask while it generates; ask for mask_mode composite"
+        raise InvalidInput("mask_mode", "latent", rule)
+    return area
 
 
 def _seeds(settings: EditSettings, config: F2FConfig) -> list[int]:

@@ -15,6 +15,7 @@ from PIL import Image
 from f2f.align import Alignment, align
 from f2f.canvas import Box, unletterbox
 from f2f.config import AlignConfig
+from f2f.masks import MaskedEdit
 
 OUTPUT_MODE = 0o644
 
@@ -84,6 +85,7 @@ class EditResult:
     align_config: AlignConfig  # the config the result and the candidates were aligned under
     frames: list[Image.Image] | None = field(default=None, repr=False)  # the whole chosen clip, if kept
     canvas_fit: Literal["letterbox", "free"] = "letterbox"  # letterboxed onto a fixed canvas, or a free one
+    mask: MaskedEdit | None = None  # the caller's mask: the source is exact outside it (beyond the feather)
 
     @property
     def status(self) -> Status:
@@ -99,9 +101,16 @@ class EditResult:
 
     def candidate_images(self) -> list[Image.Image]:
         """The candidate frames cut out of the canvas, resized to the source's size, and each aligned to the source on
-        its own estimate under the result's `align_config` (`f2f.align`; only the chosen frame's record is kept)."""
-        frames = (unletterbox(frame, self.box, self.source_size) for frame in self.candidate_frames)
-        return [align(frame, self.source, self.align_config).image for frame in frames]
+        its own estimate under the result's `align_config` (`f2f.align`; only the chosen frame's record is kept);
+        with a mask, composited onto the source as `image` is."""
+        return [self._as_result(frame) for frame in self.candidate_frames]
+
+    def _as_result(self, frame: Image.Image) -> Image.Image:
+        """A canvas frame made as `image` was made: un-letterboxed, aligned, and under a mask composited."""
+        restored = unletterbox(frame, self.box, self.source_size)
+        keep = None if self.mask is None else self.mask.keep()
+        aligned = align(restored, self.source, self.align_config, keep).image
+        return aligned if self.mask is None else self.mask.apply(aligned, self.source)
 
     def ranked_images(self, n: int | None = None) -> list[Image.Image]:
         """The best `n` (all: None) edits at the source's size: the chosen frames of the ranked clips that have one.
@@ -110,8 +119,7 @@ class EditResult:
         fallback to the source) gives none. The first is `image` whenever the best clip has a frame: each is
         aligned to the source on its own estimate, as `image` is (`f2f.align`).
         """
-        frames = (unletterbox(frame, self.box, self.source_size) for frame in self.chosen_frames[:n])
-        return [align(frame, self.source, self.align_config).image for frame in frames]
+        return [self._as_result(frame) for frame in self.chosen_frames[:n]]
 
     def to_json(self) -> dict[str, Any]:
         """Everything that is not an image, ready for json.dumps."""
@@ -132,6 +140,7 @@ class EditResult:
             "source_size": list(self.source_size),
             "canvas": {"size": list(self.canvas_size), "fit": self.canvas_fit},
             "alignment": self.alignment.to_json(),
+            "mask": None if self.mask is None else self.mask.public(),
             "timings_s": {k: round(v, 4) for k, v in self.timings_s.items()},
         }
 

@@ -65,6 +65,7 @@ class Row(BaseModel):
     id: str | None = None
     image: str = Field(min_length=1)
     prompt: str = Field(min_length=1)
+    mask: str | None = Field(None, min_length=1, description="A mask file (as `image`): where the edit may happen.")
     seeds: list[int] | None = Field(None, min_length=1)
     options: RowOptions = Field(default_factory=RowOptions)
 
@@ -99,11 +100,14 @@ class Item:
     seeds: list[int] | None
     options: RowOptions
     image_sha256: str
+    mask: Path | None = None
+    mask_sha256: str | None = None
 
     def key(self, settings: dict[str, Any]) -> str:
         """What makes two runs the same work: image content, prompt, seeds, options and the run's settings."""
         payload = {
             "image": self.image_sha256,
+            **({"mask": self.mask_sha256} if self.mask_sha256 else {}),  # no mask: the keys of runs made before masks
             "prompt": self.prompt,
             "seeds": self.seeds,
             "options": self.options.model_dump(),
@@ -174,7 +178,7 @@ def _jsonl_rows(text: str) -> list[tuple[int, dict[str, Any] | RowError]]:
 def _csv_rows(text: str) -> list[tuple[int, dict[str, Any] | RowError]]:
     reader = csv.DictReader(io.StringIO(text, newline=""))  # quoted cells may hold line breaks
     header = reader.fieldnames or []
-    known = {"id", "image", "prompt", "seeds", *CSV_OPTIONS}
+    known = {"id", "image", "prompt", "mask", "seeds", *CSV_OPTIONS}
     unknown = [name for name in header if name not in known]
     if not header or unknown or not {"image", "prompt"} <= set(header):
         rule = f"unknown columns {unknown}" if unknown else "the header needs the columns image and prompt"
@@ -184,7 +188,7 @@ def _csv_rows(text: str) -> list[tuple[int, dict[str, Any] | RowError]]:
         if None in record:
             rows.append((number, RowError(number, "line", f"has more fields than the header ({len(header)})")))
             continue
-        row: dict[str, Any] = {k: v for k, v in record.items() if k in ("id", "image", "prompt") and v not in (None, "")}
+        row: dict[str, Any] = {k: v for k, v in record.items() if k in ("id", "image", "prompt", "mask") and v not in (None, "")}
         if record.get("seeds"):
             row["seeds"] = [part.strip() for part in record["seeds"].replace(";", " ").split()]
         options = {k: record[k] for k in CSV_OPTIONS if record.get(k) not in (None, "")}
@@ -202,14 +206,18 @@ def _item(number: int, raw: dict[str, Any], root: Path) -> Item | RowError:
         field = ".".join(str(p) for p in err["loc"]) or "row"
         rule = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
         return RowError(number, field, rule + ("" if err["type"] == "missing" else f" (got {err.get('input')!r:.80})"))
-    image = Path(row.image)
-    image = image if image.is_absolute() else root / image
-    try:
-        digest = hashlib.sha256(image.read_bytes()).hexdigest()
-    except OSError as exc:
-        return RowError(number, "image", f"cannot read {image} ({exc.strerror})")
+    files: dict[str, tuple[Path, str]] = {}
+    for field, name in (("image", row.image), ("mask", row.mask)):
+        if name is None:
+            continue
+        path = Path(name) if Path(name).is_absolute() else root / name
+        try:
+            files[field] = path, hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError as exc:
+            return RowError(number, field, f"cannot read {path} ({exc.strerror})")
+    (image, digest), (mask, mask_digest) = files["image"], files.get("mask", (None, None))
     item_id = row.id or f"{number:05d}-{_safe(image.stem)}"
-    return Item(number, item_id, image, row.prompt, row.seeds, row.options, digest)
+    return Item(number, item_id, image, row.prompt, row.seeds, row.options, digest, mask, mask_digest)
 
 
 def _safe(stem: str) -> str:

@@ -334,7 +334,7 @@ async def _edit_item(
         attempts += 1
         try:
             settings = item_settings(item)
-            request = await asyncio.to_thread(check_edit, item.image, item.prompt, config, settings, None, "prompt")
+            request = await asyncio.to_thread(check_edit, item.image, item.prompt, config, settings, None, "prompt", item.mask)
             await asyncio.to_thread(_thumbnail, request.source, out.root / "thumbs" / f"{item.id}-source.jpg")
             result = await run_edit(request, vlm=vlm, generator=generator, keep_frames=item.options.video)
             await asyncio.to_thread(_write_item, result, folder, out.root, item, request.config)

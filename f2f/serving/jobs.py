@@ -4,6 +4,7 @@ Layout under `root` (every file written atomically: a temporary file, then a ren
 
     jobs/<id>/job.json        the record (`JobRecord`), rewritten on each change
     jobs/<id>/source.png      the validated source, written before the job is queued
+    jobs/<id>/mask.png        the validated mask ("L", 255 = edit here), when the caller sent one
     jobs/<id>/edited.png, collage.png, video.mp4, candidates/frame_NNN.png   outputs
                               (candidates/: every tile of the chosen clip, at the source's size)
     queued/<id>, running/<id> empty markers: queue depth and age without reading records
@@ -80,7 +81,7 @@ logger = logging.getLogger("f2f.serving")
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 FINISHED: tuple[JobStatus, ...] = ("succeeded", "failed", "cancelled")
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
-_JOB_FILES = ("job.json", ".lock", "source.png")  # the store's own files in a job's folder; the rest are outputs
+_JOB_FILES = ("job.json", ".lock", "source.png", "mask.png")  # the store's own files in a job's folder; the rest are outputs
 
 
 class JobNotFound(F2FError):
@@ -128,16 +129,20 @@ class EditRequest(BaseModel):
     guidance_scale: float | None = None
     return_video: bool = False
     return_frames: bool = False
+    mask: bool = Field(False, description="The caller sent a mask (stored as mask.png beside the source).")
+    mask_mode: Literal["latent", "composite"] | None = None
 
     @classmethod
     def of(cls, checked: CheckedEdit, return_video: bool = False, return_frames: bool = False) -> EditRequest:
         video = checked.settings.video()
-        return cls(prompt=checked.text, seeds=checked.seeds, return_video=return_video, return_frames=return_frames, **video)
+        asked = {"return_video": return_video, "return_frames": return_frames, "mask_mode": checked.settings.mask_mode}
+        return cls(prompt=checked.text, seeds=checked.seeds, mask=checked.mask is not None, **asked, **video)
 
     def settings(self) -> EditSettings:
-        """The video settings as the caller set them (wire names)."""
-        video = {"video." + name: getattr(self, name) for name in ("num_frames", "num_inference_steps", "guidance_scale")}
-        return EditSettings(**{WIRE_NAME[field]: value for field, value in video.items() if value is not None})
+        """The settings as the caller set them (wire names)."""
+        asked = {"video." + name: getattr(self, name) for name in ("num_frames", "num_inference_steps", "guidance_scale")}
+        asked["mask.mode"] = self.mask_mode
+        return EditSettings(**{WIRE_NAME[field]: value for field, value in asked.items() if value is not None})
 
 
 class JobRecord(BaseModel):
@@ -206,6 +211,7 @@ class JobStore:
         idempotency_key: str | None = None,
         owner: str = "anonymous",
         admit: Callable[[], None] | None = None,
+        mask_png: bytes | None = None,
     ) -> tuple[JobRecord, bool]:
         """A new queued job of `owner` holding the source, or the job this owner's idempotency key made; True if new.
 
@@ -221,6 +227,8 @@ class JobStore:
             with no_space_as_storage_full("a new job"):
                 folder.mkdir()
                 _atomic_write(folder / "source.png", source_png)
+                if mask_png is not None:
+                    _atomic_write(folder / "mask.png", mask_png)
                 _atomic_write(folder / "job.json", _dump(record))
                 with self._queue_lock():
                     if admit is not None:

@@ -52,6 +52,9 @@ class EditJSON(EditOptions):
     """`POST /v1/edits` as JSON."""
 
     image: str = Field(description="The source image (PNG, JPEG or WebP) as base64, or a data: URL.")
+    mask: str | None = Field(
+        None, description="A mask (base64 PNG, the image's size): alpha 0 = edit here, or one channel with white = edit here."
+    )
 
 
 class JobProgress(BaseModel):

@@ -10,7 +10,8 @@ Rules:
   stored. The job is then sent to the queue; if the broker is down it is
   still accepted, and the sweep sends it.
 - The source is stored as it was checked (RGB, PNG at compression level 1:
-  lossless and quick), and the worker loads it without checking it again.
+  lossless and quick), and a mask beside it ("L", 255 = edit here); the
+  worker loads them without checking them again.
 - `changed`, `finished` and `events` wait for a job's next change: pushed by
   the events hub when there is one, else (and at the latest) after
   `jobs.poll_interval_s`, and then read from the store, which is the record.
@@ -40,6 +41,7 @@ from f2f.serving.protocol import EditOptions, JobView
 logger = logging.getLogger("f2f.serving")
 SOURCE_PNG_LEVEL = 1
 Check = Callable[[CheckedEdit], None]
+Mask = tuple[bytes, bool]  # a caller's mask file, and whether its area is in the alpha channel (OpenAI's format)
 
 
 class EditService:
@@ -62,13 +64,21 @@ class EditService:
             store.on_change = events.publish_record
 
     async def submit(
-        self, raw_image: bytes, options: EditOptions, key: str | None, owner: str, also: Check | None = None
+        self,
+        raw_image: bytes,
+        options: EditOptions,
+        key: str | None,
+        owner: str,
+        also: Check | None = None,
+        mask: Mask | None = None,
     ) -> tuple[JobRecord, bool]:
         """The job of this request (new, or the one its idempotency key made) and whether it is new.
 
         `also` checks more of the checked request before the job exists (a route's own fields, e.g. OpenAI's `size`).
+        `mask` is the caller's mask file and whether its API carries the area in alpha (OpenAI's).
         """
-        source_png, request = await asyncio.to_thread(checked_job, raw_image, options, self.config, self.limits, also)
+        stored = await asyncio.to_thread(checked_job, raw_image, options, self.config, self.limits, also, mask)
+        source_png, mask_png, request = stored
 
         def admit() -> None:  # under the store's queue lock: concurrent requests never pass these bounds together
             depth, _ = self.store.queue_stats()
@@ -80,9 +90,10 @@ class EditService:
                 )
                 raise TooManyJobs(rule, self.auth.retry_after_s)
 
-        same_request = fingerprint(raw_image, options.model_dump())
+        same_request = fingerprint(raw_image, options.model_dump(), mask[0] if mask else b"")
         try:
-            record, created = await asyncio.to_thread(self.store.create, source_png, request, same_request, key, owner, admit)
+            created_job = self.store.create, source_png, request, same_request, key, owner, admit, mask_png
+            record, created = await asyncio.to_thread(*created_job)
         except StorageFull as exc:
             logger.error("%s", exc)
             raise RetryLater(f"{exc}; retry later", self.jobs.retry_after_s, code=exc.code) from None
@@ -135,15 +146,28 @@ class EditService:
 
 
 def checked_job(
-    raw_image: bytes, options: EditOptions, config: F2FConfig, limits: RequestLimits, also: Check | None = None
-) -> tuple[bytes, EditRequest]:
-    """The source as stored (PNG) and the job's request; InvalidInput names the field (runs in a thread)."""
-    checked = check_edit(raw_image, options.prompt, config, options.settings(), limits, text_field="prompt")
+    raw_image: bytes,
+    options: EditOptions,
+    config: F2FConfig,
+    limits: RequestLimits,
+    also: Check | None = None,
+    mask: Mask | None = None,
+) -> tuple[bytes, bytes | None, EditRequest]:
+    """The source and mask as stored (PNG) and the job's request; InvalidInput names the field (runs in a thread)."""
+    raw_mask, needs_alpha = mask if mask is not None else (None, False)
+    checked = check_edit(
+        raw_image, options.prompt, config, options.settings(), limits, "prompt", mask=raw_mask, mask_needs_alpha=needs_alpha
+    )
     if also is not None:
         also(checked)
+    mask_png = None if checked.mask is None else _png(checked.mask)
+    return _png(checked.source), mask_png, EditRequest.of(checked, options.return_video, options.return_frames)
+
+
+def _png(image: Any) -> bytes:
     buffer = io.BytesIO()
-    checked.source.save(buffer, format="PNG", compress_level=SOURCE_PNG_LEVEL)
-    return buffer.getvalue(), EditRequest.of(checked, options.return_video, options.return_frames)
+    image.save(buffer, format="PNG", compress_level=SOURCE_PNG_LEVEL)
+    return buffer.getvalue()
 
 
 def _sse(event: str, data: Any) -> bytes:

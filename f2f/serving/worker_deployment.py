@@ -197,14 +197,16 @@ class EditWorker:
         )
 
     def _checked_request(self, record: JobRecord) -> CheckedEdit:
-        """The job's request as the ingress checked it: its stored source (RGB PNG) and settings."""
+        """The job's request as the ingress checked it: its stored source (RGB PNG), mask ("L" PNG) and settings."""
         started = time.perf_counter()
+        request, mask = record.request, None
         with Image.open(self.store.path(record.id, "source.png")) as stored:
             source = stored.convert("RGB")
-        request = record.request
-        return CheckedEdit.of_record(
-            source, request.prompt, request.seeds, request.settings(), self.config, time.perf_counter() - started
-        )
+        if request.mask:
+            with Image.open(self.store.path(record.id, "mask.png")) as stored:
+                mask = stored.convert("L")
+        load_s = time.perf_counter() - started
+        return CheckedEdit.of_record(source, request.prompt, request.seeds, request.settings(), self.config, load_s, mask)
 
     def _write_outputs(self, record: JobRecord, result: EditResult) -> None:
         request, folder = record.request, self.store.job_dir(record.id)

@@ -35,7 +35,7 @@ def zip_archive() -> bytes:
 
 
 def stored(raw: bytes) -> bytes:
-    source_png, _ = checked_job(raw, EditOptions(prompt="make it rain"), F2FConfig(), RequestLimits())
+    source_png, _, _ = checked_job(raw, EditOptions(prompt="make it rain"), F2FConfig(), RequestLimits())
     return source_png
 
 

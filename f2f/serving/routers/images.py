@@ -2,6 +2,9 @@
 
 Rules of `POST /v1/images/edits` (multipart, as OpenAI's SDKs and curl send it):
 
+- `mask`: OpenAI's format, a PNG with alpha of the image's size whose
+  fully transparent pixels mark the area to edit (`f2f.masks`); outside it
+  the edit keeps the source's pixels exactly.
 - `image` or `image[]`: one image (more than one is refused: this server
   edits one image per request); `prompt`; `n` videos (seeds), and `n`
   images back, best first by the edit's ranking of its seeds (`f2f.ranking`).
@@ -74,11 +77,16 @@ async def get_model(model: str, _: Caller, service: Service) -> ModelCard:
 async def images_edits(request: Request, caller: Caller, service: Service) -> ImagesResponse:
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         raise InvalidInput("content-type", request.headers.get("content-type"), "must be multipart/form-data")
-    raw_image, fields = await form_fields(request)
+    raw_image, mask, fields = await form_fields(request)
     ask = _openai_fields(fields, service.config)
     options = validated(EditOptions, fields)
     record, _ = await service.submit(
-        raw_image, options, None, caller, also=lambda checked: outputs.check_size(ask["size"], checked.source.size) and None
+        raw_image,
+        options,
+        None,
+        caller,
+        also=lambda checked: outputs.check_size(ask["size"], checked.source.size) and None,
+        mask=None if mask is None else (mask, True),  # OpenAI's masks: a PNG with alpha, transparent = edit here
     )
     if ask["user"]:
         logger.info("job %s is for end user %r", record.id, ask["user"])

@@ -59,8 +59,9 @@ async def create_edit(
         str | None, Header(min_length=1, max_length=255, description="Retries with this key get the same job.")
     ] = None,
 ) -> JSONResponse:
-    raw_image, options = await read_submission(request)
-    record, created = await service.submit(raw_image, options, idempotency_key, caller)
+    raw_image, mask, options = await read_submission(request)
+    either = None if mask is None else (mask, False)  # alpha (transparent = edit) or one channel (white = edit)
+    record, created = await service.submit(raw_image, options, idempotency_key, caller, mask=either)
     view = JobView.of(record)
     headers = {"Location": view.links["self"]}
     if not created:
