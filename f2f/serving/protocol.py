@@ -139,6 +139,14 @@ class AlignmentView(BaseModel):
     error_after: float | None
 
 
+class MaskView(BaseModel):
+    """The caller's mask of a masked edit (`f2f.masks`): outside it, beyond the feather, the source's pixels."""
+
+    area: float = Field(description="The fraction of the image the mask marks to edit.")
+    mode: str = Field(description="latent (kept while the video was made) or composite (only in the result).")
+    feather_px: int = Field(description="Width of the ramp between the edit and the kept source, pixels.")
+
+
 class JobResult(BaseModel):
     """What explains a finished edit (a subset of `f2f edit`'s result.json) and which outputs exist."""
 
@@ -154,6 +162,7 @@ class JobResult(BaseModel):
     canvas: Canvas | None = Field(None, description="The canvas the video was generated on (null in jobs made before it).")
     ranking: RankingView | None = Field(None, description="How the seeds were ranked (null in jobs made before it).")
     alignment: AlignmentView | None = Field(None, description="How the camera's drift was undone (null in jobs before it).")
+    mask: MaskView | None = Field(None, description="The caller's mask (null: none).")
     has_video: bool
     has_frames: bool
     frames: list[CandidateFrame] = Field(

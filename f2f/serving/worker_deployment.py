@@ -264,6 +264,7 @@ def _job_result(job_id: str, result: EditResult, folder: Path) -> JobResult:
         canvas=data["canvas"],
         ranking=RankingView(**data["ranking"]),
         alignment=AlignmentView(**data["alignment"]),
+        mask=data["mask"],
         has_video=(folder / "video.mp4").is_file(),
         has_frames=(folder / "candidates").is_dir(),
         frames=frame_links(job_id, data["candidate_frames"]),

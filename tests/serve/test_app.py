@@ -22,6 +22,7 @@ import pytest
 pytest.importorskip("ray")
 httpx = pytest.importorskip("httpx")
 
+import numpy as np  # noqa: E402
 from harness import FINISHED, SAMPLE, error_of, kill_replica, replica_memory, running_app, submit, wait_for  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis.errors import Unsatisfiable  # noqa: E402
@@ -354,6 +355,75 @@ def test_openai_url_answer_keeps_the_format_and_size(base_url: str) -> None:
     assert response.status_code == 200, response.text[:300]
     image = Image.open(io.BytesIO(httpx.get(response.json()["data"][0]["url"]).content))
     assert (image.format, image.size) == ("WEBP", (160, 120))
+
+
+def _sample_mask(alpha: bool) -> bytes:
+    """The right half of the sample is the area to edit: OpenAI's alpha format, or one channel (white = edit)."""
+    width, height = Image.open(SAMPLE).size
+    mask = Image.new("RGBA", (width, height), (0, 0, 0, 255)) if alpha else Image.new("L", (width, height), 0)
+    mask.paste((0, 0, 0, 0) if alpha else 255, (width // 2, 0, width, height))
+    buffer = io.BytesIO()
+    mask.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _left_half_is_the_sample(png: bytes, margin: int = 16) -> bool:
+    """Outside the mask, beyond the feather (8 px), the edit is the source's pixels exactly."""
+    edited, source = Image.open(io.BytesIO(png)).convert("RGB"), Image.open(SAMPLE).convert("RGB")
+    width = source.width // 2 - margin
+    return bool((np.asarray(edited)[:, :width] == np.asarray(source)[:, :width]).all())
+
+
+def test_openai_sdk_edit_with_a_mask_keeps_the_source_outside_it(base_url: str) -> None:
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120)
+    with SAMPLE.open("rb") as image:
+        result = client.images.edit(
+            model="f2f", image=image, mask=("mask.png", _sample_mask(alpha=True)), prompt="make the sky purple",
+            extra_body={"mask_mode": "composite"},
+        )  # fmt: skip
+    assert _left_half_is_the_sample(base64.b64decode(result.data[0].b64_json))
+    job = httpx.get(f"{base_url}/v1/edits/{(result.model_extra or {})['f2f']['id']}").json()
+    assert job["result"]["mask"] == {"area": 0.5, "mode": "composite", "feather_px": 8}
+
+
+def test_a_job_with_a_one_channel_mask_as_json_keeps_the_source_outside_it(base_url: str) -> None:
+    body = {
+        "image": base64.b64encode(SAMPLE.read_bytes()).decode(),
+        "mask": base64.b64encode(_sample_mask(alpha=False)).decode(),
+        "prompt": "make it snow",
+        "mask_mode": "composite",
+    }
+    job = wait_for(base_url, httpx.post(f"{base_url}/v1/edits", json=body, timeout=60).json()["id"])
+    assert job["status"] == "succeeded" and job["result"]["mask"]["area"] == 0.5
+    assert _left_half_is_the_sample(httpx.get(f"{base_url}/v1/edits/{job['id']}/image").content)
+
+
+@pytest.mark.parametrize(
+    ("mask", "phrase"),
+    [
+        (_png((64, 48)), "must be the image's size"),
+        (b"not a png", "decodes completely"),
+    ],
+)
+def test_a_bad_mask_is_a_400_naming_mask_and_nothing_is_queued(base_url: str, jobs_dir: Path, mask: bytes, phrase: str) -> None:
+    before = len(list((jobs_dir / "jobs").iterdir()))
+    files = {"image": ("sample.png", SAMPLE.read_bytes(), "image/png"), "mask": ("mask.png", mask, "image/png")}
+    response = httpx.post(f"{base_url}/v1/images/edits", data={"prompt": "make it red"}, files=files, timeout=60)
+    assert response.status_code == 400, response.text[:300]
+    error = error_of(response)
+    assert error["param"] == "mask" and phrase in error["message"]
+    assert len(list((jobs_dir / "jobs").iterdir())) == before
+
+
+def test_an_openai_mask_needs_alpha(base_url: str) -> None:
+    files = {
+        "image": ("sample.png", SAMPLE.read_bytes(), "image/png"),
+        "mask": ("mask.png", _sample_mask(alpha=False), "image/png"),
+    }
+    response = httpx.post(f"{base_url}/v1/images/edits", data={"prompt": "make it red"}, files=files, timeout=60)
+    assert response.status_code == 400 and error_of(response)["param"] == "mask"
+    assert "alpha channel" in error_of(response)["message"]
 
 
 # --- bad input ---------------------------------------------------------------------------------
