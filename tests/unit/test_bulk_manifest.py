@@ -638,3 +638,27 @@ def test_real_posedit_gives_58_rows_that_read_back_without_errors(tmp_path: Path
     assert manifest.errors == []
     assert len(manifest.items) == 58
     assert len({item.id for item in manifest.items}) == 58
+
+
+# --- masks ----------------------------------------------------------------------------------------
+
+
+def test_a_mask_column_is_a_file_beside_the_image_and_part_of_the_items_key(tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    png(folder / "a.png")
+    Image.new("L", (8, 8), 255).save(folder / "a-mask.png")
+    rows = [
+        {"id": "masked", "image": "a.png", "prompt": "walk", "mask": "a-mask.png"},
+        {"id": "whole", "image": "a.png", "prompt": "walk"},
+    ]
+    masked, whole = read_manifest(jsonl(folder / "m.jsonl", rows)).items
+    assert masked.mask == folder / "a-mask.png" and whole.mask is None
+    assert masked.mask_sha256 == hashlib.sha256((folder / "a-mask.png").read_bytes()).hexdigest()
+    assert masked.key({}) != whole.key({})  # the same image edited with and without a mask is other work
+    csv = read_manifest(csv_file(folder / "m.csv", "image,prompt,mask\na.png,walk,a-mask.png\n"))
+    assert csv.errors == [] and csv.items[0].mask == folder / "a-mask.png"
+
+
+def test_a_mask_that_cannot_be_read_is_a_row_error_naming_mask(tmp_path: Path) -> None:
+    error = one_row_error(tmp_path, {"image": "a.png", "prompt": "walk", "mask": "missing.png"})
+    assert error.field == "mask" and "cannot read" in error.message
