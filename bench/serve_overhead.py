@@ -3,7 +3,9 @@
     python bench/serve_overhead.py [--repeats 5] [--clients 2] [--seconds 5]
 
 (a) Edit overhead: the median wall time of `--repeats` edits of the bundled
-sample image, in-process (`f2f.pipeline.edit` over the loaded backends), as
+sample image, in-process (`f2f.pipeline.edit` over the loaded backends, then
+writing the files every job keeps: the edit, the collage, the candidate
+frames), as
 the synchronous `POST /v1/images/edits`, and as a job (`POST /v1/edits`, then
 its event stream `GET /v1/edits/{id}/events` until `done`), on 127.0.0.1
 (same config, seed 0, one seed), each after one warm-up edit. The difference
@@ -58,12 +60,15 @@ def free_port() -> int:
 
 
 async def in_process_seconds(repeats: int) -> list[float]:
-    """Wall seconds of `repeats` in-process edits after one warm-up, all in one event loop."""
+    """Wall seconds of `repeats` in-process edits after one warm-up, all in one event loop, each with the files a job
+    writes (the edit, the collage and every candidate frame, PNGs at the service's level)."""
     import torch
 
     from f2f import edit, open_image
     from f2f.backends import build_backends, prepare_models
     from f2f.config import config_from_dict
+    from f2f.result import write_outputs
+    from f2f.serving.worker_deployment import FAST_PNG
 
     torch.set_num_threads(1)  # as in the replicas: the comparison holds the service, not the thread count
     config = config_from_dict({**APP_ARGS["config"], "seed": 0})
@@ -73,7 +78,9 @@ async def in_process_seconds(repeats: int) -> list[float]:
         times = []
         for i in range(repeats + 1):
             start = time.perf_counter()
-            await edit(image, PROMPT, vlm=backends.vlm, generator=backends.generator, config=config)
+            result = await edit(image, PROMPT, vlm=backends.vlm, generator=backends.generator, config=config)
+            with tempfile.TemporaryDirectory() as out:
+                await asyncio.to_thread(write_outputs, result, out, save_frames=True, png_level=FAST_PNG)
             if i:
                 times.append(time.perf_counter() - start)
     return times

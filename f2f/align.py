@@ -45,12 +45,17 @@ never raise: they give a record with `applied` false and the reason. Every
 step is deterministic (OpenCV's RANSAC seeds its own generator), so the same
 pair gives the same record on any run.
 
-OpenCV (`cv2`) is imported by the functions that use it: `import f2f` stays light.
+A source's features are found once and kept for the next frames aligned to it
+(the result, its candidates, the ranked edits; the last SOURCE_FEATURES_KEPT
+sources). OpenCV (`cv2`) is imported by the functions that use it: `import f2f` stays light.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
@@ -178,9 +183,9 @@ def _estimate(frame: np.ndarray, reference: np.ndarray, config: AlignConfig, kee
     if min(width, height) < MIN_SIDE_PX:
         return "too small"
     k = min(1.0, config.work_px / max(width, height))
-    detector = cv2.SIFT_create(nfeatures=MAX_KEYPOINTS)
     where = None if keep is None else _work_mask(keep, k)
-    (src_points, src_desc), (dst_points, dst_desc) = (detector.detectAndCompute(_grey(im, k), where) for im in (reference, frame))
+    src_points, src_desc = _source_features(_grey(reference, k), where)
+    dst_points, dst_desc = cv2.SIFT_create(nfeatures=MAX_KEYPOINTS).detectAndCompute(_grey(frame, k), where)
     if min(len(src_points), len(dst_points)) < MIN_KEYPOINTS or src_desc is None or dst_desc is None:
         return "featureless"
     pairs = _mutual_matches(src_desc, dst_desc)
@@ -195,6 +200,31 @@ def _estimate(frame: np.ndarray, reference: np.ndarray, config: AlignConfig, kee
         return "too few matches"
     inliers = src[mask.ravel() == 1]
     return _Motion(_to_full_resolution(matrix, k), (inliers + 0.5) / k - 0.5)
+
+
+_SOURCE_FEATURES: OrderedDict[bytes, tuple[Any, Any]] = OrderedDict()
+_SOURCE_FEATURES_LOCK = threading.Lock()  # a worker replica aligns several jobs' frames at once
+SOURCE_FEATURES_KEPT = 8  # sources whose features are kept: an edit aligns its result, candidates and ranked edits
+
+
+def _source_features(grey: np.ndarray, where: np.ndarray | None) -> tuple[Any, Any]:
+    """SIFT keypoints and descriptors of a source at the work scale; found once per source (and region)."""
+    import cv2
+
+    digest = hashlib.blake2b(grey.tobytes(), digest_size=16)
+    digest.update(repr(grey.shape).encode() + (b"" if where is None else where.tobytes()))
+    key = digest.digest()
+    with _SOURCE_FEATURES_LOCK:
+        found = _SOURCE_FEATURES.get(key)
+        if found is not None:
+            _SOURCE_FEATURES.move_to_end(key)
+            return found
+    found = cv2.SIFT_create(nfeatures=MAX_KEYPOINTS).detectAndCompute(grey, where)
+    with _SOURCE_FEATURES_LOCK:
+        _SOURCE_FEATURES[key] = found
+        while len(_SOURCE_FEATURES) > SOURCE_FEATURES_KEPT:
+            _SOURCE_FEATURES.popitem(last=False)
+    return found
 
 
 def _work_mask(keep: Image.Image, k: float) -> np.ndarray:

@@ -6,6 +6,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -103,7 +104,7 @@ class EditResult:
         """The candidate frames cut out of the canvas, resized to the source's size, and each aligned to the source on
         its own estimate under the result's `align_config` (`f2f.align`; only the chosen frame's record is kept);
         with a mask, composited onto the source as `image` is."""
-        return [self._as_result(frame) for frame in self.candidate_frames]
+        return _each(self._as_result, self.candidate_frames)
 
     def _as_result(self, frame: Image.Image) -> Image.Image:
         """A canvas frame made as `image` was made: un-letterboxed, aligned, and under a mask composited."""
@@ -119,7 +120,7 @@ class EditResult:
         fallback to the source) gives none. The first is `image` whenever the best clip has a frame: each is
         aligned to the source on its own estimate, as `image` is (`f2f.align`).
         """
-        return [self._as_result(frame) for frame in self.chosen_frames[:n]]
+        return _each(self._as_result, self.chosen_frames[:n])
 
     def to_json(self) -> dict[str, Any]:
         """Everything that is not an image, ready for json.dumps."""
@@ -143,6 +144,14 @@ class EditResult:
             "mask": None if self.mask is None else self.mask.public(),
             "timings_s": {k: round(v, 4) for k, v in self.timings_s.items()},
         }
+
+
+def _each(make: Callable[[Image.Image], Image.Image], frames: list[Image.Image]) -> list[Image.Image]:
+    """`make` of each frame, in order, on threads (OpenCV and Pillow release the GIL while they work)."""
+    if len(frames) < 2:
+        return [make(frame) for frame in frames]
+    with ThreadPoolExecutor(max_workers=min(len(frames), os.cpu_count() or 1)) as pool:
+        return list(pool.map(make, frames))
 
 
 def write_outputs(
