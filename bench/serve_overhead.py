@@ -94,8 +94,15 @@ def sync_edit(client: Any) -> float:
     return response.json()["f2f"]["timings_s"]["total"]
 
 
+PHASES: dict[str, list[float]] = {"queued": [], "running": [], "told": []}
+
+
 def job_edit(client: Any) -> float:
-    """One `POST /v1/edits` followed by its event stream until `done`; the edit's own total seconds."""
+    """One `POST /v1/edits` followed by its event stream until `done`; the edit's own total seconds.
+
+    Also records, from the job's own times, how long it waited for a worker (`queued`: created -> started), ran
+    (`running`: started -> finished, outputs written) and took to reach this client (`told`: finished -> `done` read).
+    """
     import json
 
     files = {"image": ("sample.png", SAMPLE.read_bytes(), "image/png")}
@@ -108,7 +115,11 @@ def job_edit(client: Any) -> float:
                 event = line[len("event: ") :]
             elif event == "done" and line.startswith("data: "):
                 job = json.loads(line[len("data: ") :])
+    told = time.time()
     assert job["status"] == "succeeded", job["error"]
+    PHASES["queued"].append(job["started_at"] - job["created_at"])
+    PHASES["running"].append(job["finished_at"] - job["started_at"])
+    PHASES["told"].append(told - job["finished_at"])
     return job["timings_s"]["total"]
 
 
@@ -204,6 +215,11 @@ def main() -> None:
         print(f"| {label}, median s | {remote:.2f} |")
         print(f"| added by the service ({name}), s | {remote - local:+.2f} ({100 * (remote - local) / local:+.0f} %) |")
         print(f"| the edit inside the service ({name}, its timings_s.total), median s | {inner:.2f} |")
+    phases = {name: statistics.median(times[1:]) for name, times in PHASES.items()}  # the first is the warm-up
+    print(
+        f"| a job's phases, median s | waited for a worker {phases['queued']:.3f}, ran {phases['running']:.3f} "
+        f"(its edit {statistics.median(found['job'][1]):.3f}), reached the client {phases['told']:.3f} |"
+    )
     for name, label in (("get_job", "GET /v1/edits/{id}"), ("healthz", "GET /healthz")):
         rate, latency = found[name]
         print(f"| {label} with {args.clients} clients, req/s | {rate:.0f} (median {latency:.1f} ms) |")
