@@ -32,12 +32,14 @@ import asyncio
 import base64
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
 
 from f2f.config import F2FConfig
 from f2f.errors import InvalidInput
+from f2f.request import CheckedEdit
 from f2f.serving import outputs
 from f2f.serving.errors import JobFailed, ModelNotFound
 from f2f.serving.jobs import JobRecord, JobStore
@@ -85,7 +87,7 @@ async def images_edits(request: Request, caller: Caller, service: Service) -> Im
         options,
         None,
         caller,
-        also=lambda checked: outputs.check_size(ask["size"], checked.source.size) and None,
+        also=_size_fits(ask["size"]),
         mask=None if mask is None else (mask, True),  # OpenAI's masks: a PNG with alpha, transparent = edit here
     )
     if ask["user"]:
@@ -110,6 +112,15 @@ async def images_edits(request: Request, caller: Caller, service: Service) -> Im
     return ImagesResponse(
         created=int(record.finished_at or 0), data=data, f2f=extension, output_format=ask["format"], size=ask["size"] or "auto"
     )
+
+
+def _size_fits(size: str | None) -> Callable[[CheckedEdit], None]:
+    """The check, before the job exists, that `size` is one this server makes for the checked source."""
+
+    def check(checked: CheckedEdit) -> None:
+        outputs.check_size(size, checked.source.size)
+
+    return check
 
 
 def _openai_fields(fields: dict[str, Any], config: F2FConfig) -> dict[str, Any]:
