@@ -335,6 +335,33 @@ class AlignConfig(_Section):
     )
 
 
+class MaskConfig(_Section):
+    """Masked edits: how a caller's mask (255: the edit may happen, 0: the source must stay) limits the edit.
+
+    Rules: `latent` keeps the generator's latents outside the mask pulled to the source's own latents, noised to
+    each denoising step (blended latent diffusion, `f2f.backends.masks`); a family or a split generator that cannot
+    do that refuses the mask, naming it, and never falls back. `composite` generates freely and pastes the chosen
+    frame over the source inside the mask only. The mask is dilated by `dilate_px` canvas pixels before it is
+    brought onto the latent grid, so motion at its border is not cut; `feather_px` softens the composite's edge.
+    """
+
+    mode: Literal["latent", "composite"] = Field(
+        "latent",
+        description="latent: the generator keeps the latents outside the mask at the source's (families that can; "
+        "others refuse); composite: the chosen frame is pasted over the source inside the mask.",
+    )
+    strength: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="latent: how hard the latents outside the mask are pulled to the source's at each step (1: replaced).",
+    )
+    dilate_px: int = Field(
+        8, ge=0, description="latent: canvas pixels the mask grows by before it is brought onto the latent grid."
+    )
+    feather_px: int = Field(8, ge=0, description="composite: width in canvas pixels of the soft edge of the paste.")
+
+
 class F2FConfig(_Section):
     """The whole configuration of an edit."""
 
@@ -345,6 +372,7 @@ class F2FConfig(_Section):
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig, description="Video backend.")
     vlm: VLMConfig = Field(default_factory=VLMConfig, description="VLM backend.")
     align: AlignConfig = Field(default_factory=AlignConfig, description="Camera-drift compensation of the result.")
+    mask: MaskConfig = Field(default_factory=MaskConfig, description="Masked edits: how a caller's mask limits the edit.")
     profile: str | None = Field(
         None, description="A profile of the model catalogue (`f2f models list`): its checkpoints and config values, under yours."
     )
