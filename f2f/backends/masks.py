@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     import torch
 
 _COMPOSITE = "use mask.mode: composite"
+SPLIT_RULE = f"a generator split over several processes (generator.parallel) cannot keep latents outside a mask; {_COMPOSITE}"
 
 
 def _unchanged(_pipe: Any, latents: torch.Tensor) -> torch.Tensor:
@@ -70,8 +71,7 @@ def check_mask(mask: Image.Image, image: Image.Image, family: str, supported: bo
     if not supported:
         raise InvalidInput("mask", "given", f"{family} cannot keep latents outside a mask; {_COMPOSITE}")
     if split:
-        rule = f"a generator split over several processes (generator.parallel) cannot keep latents outside a mask; {_COMPOSITE}"
-        raise InvalidInput("mask", "given", rule)
+        raise InvalidInput("mask", "given", SPLIT_RULE)
 
 
 def edit_weights(mask: Image.Image, dilate_px: int) -> torch.Tensor:
