@@ -328,14 +328,29 @@ class DiffusersVideoGenerator:
         with self._lock:
             self.health()
             pipe = self._pipe
-            blend = None
-            if job.mask is not None and self.family.mask_latents is not None:  # checked in generate
-                blend = Blend.prepare(self.family.mask_latents, pipe, job.image, job.mask, job.settings, self.mask)
+            blend = self._blend(pipe, job) if job.mask is not None else None
             clips: list[Frames] = []
             for index, batch in enumerate(batches):
                 job.check_cancelled()
                 clips += self._run_batch(pipe, job, index, batch, blend)
             return clips
+
+    def _blend(self, pipe: Any, job: _Job) -> Blend:
+        """The mask's reference latents (one VAE encode of the static source clip); GeneratorOutOfMemory if they do not fit."""
+        import torch
+
+        hooks = self.family.mask_latents
+        if hooks is None:  # generate checked it; a family swapped since is still refused
+            raise InvalidInput("mask", "given", f"{self.family.name} cannot keep latents outside a mask")
+        try:
+            return Blend.prepare(hooks, pipe, job.image, job.mask, job.settings, self.mask)
+        except torch.OutOfMemoryError:
+            pass  # raised below, once this frame no longer holds the failed encode's tensors
+        release_memory(self.device)
+        raise GeneratorOutOfMemory(
+            f"encoding the masked source as {job.settings.num_frames} frames at {job.settings.width}x{job.settings.height} "
+            f"did not fit in {self.device} memory; ask for fewer frames, or enable generator.cpu_offload"
+        )
 
     def _run_batch(self, pipe: Any, job: _Job, index: int, seeds: list[int], blend: Blend | None) -> list[Frames]:
         """One pipeline call: the same image and caption once per seed, one generator per seed (`blend`: the mask's)."""

@@ -22,7 +22,9 @@ Rules:
   `scheduler.add_noise` at the next timestep (CogVideoX's DDIM and DPM
   schedulers), or `(1 - sigma) x reference + sigma x noise` at the scheduler's
   current sigma (the flow-matching schedulers of Wan and LTX-Video). After the
-  last step: the clean reference itself.
+  last step: the clean reference itself. A multistep scheduler (Wan's UniPC)
+  keeps its own history and its corrector starts from it, but the model sees
+  the blended latents at every step, as in diffusers' inpainting pipelines.
 - a family without `MaskLatents` refuses a mask, and so does a split
   generator (its other ranks never receive one): `InvalidInput` naming `mask`.
 

@@ -1,6 +1,6 @@
 """Masked edits in the generator (`f2f.backends.masks`) on tiny random-weight checkpoints of every family.
 
-Each family (CogVideoX, CogVideoX 1.5, Wan2.1, Wan2.2 TI2V, LTX-Video) runs
+Each family (CogVideoX, CogVideoX 1.5, Wan2.1, Wan2.2 A14B, Wan2.2 TI2V, LTX-Video) runs
 through the real seam with a mask over the right half of the canvas, 3 steps
 (two intermediate noise levels and the last, clean one) and guidance on.
 Random weights make noise, not video, so the checks are about latents and
@@ -40,7 +40,7 @@ from f2f.backends import i2v
 from f2f.backends.i2v import DiffusersVideoGenerator
 from f2f.backends.masks import edit_weights, keep_weights, static_video
 from f2f.config import MaskConfig, ParallelConfig, VideoConfig
-from f2f.errors import InvalidInput
+from f2f.errors import GeneratorOutOfMemory, InvalidInput
 
 pytestmark = pytest.mark.models
 
@@ -67,6 +67,7 @@ FAMILIES: dict[str, tuple[tuple[str, dict[str, Any]], tuple[int, int], int, int,
     "cogvideox": (("make_tiny_cogvideox", {"height": 64, "width": 96}), (96, 64), 9, 8, 2),
     "cogvideox1.5": (("make_tiny_cogvideox", {"variant": "cogvideox1.5"}), (96, 64), 9, 8, 2),
     "wan2.1": (("make_tiny_wan", {"variant": "wan2.1"}), (96, 64), 5, 8, 2),
+    "wan2.2": (("make_tiny_wan", {"variant": "wan2.2"}), (96, 64), 5, 8, 1),  # two experts
     "wan2.2-ti2v": (("make_tiny_wan", {"variant": "wan2.2-ti2v"}), (96, 64), 5, 16, 2),
     "ltx": (("make_tiny_ltx", {}), (256, 64), 9, 32, 1),
 }
@@ -290,3 +291,22 @@ def test_the_mask_onto_the_latent_grid_dilates_then_keeps_the_freest_pixel() -> 
     expected[0:2, 2] = 0.5 * (1 - 128 / 255)  # pixels 18..22 x 6..10 lie in column 2, rows 0 and 1
     assert torch.allclose(keep[0, 0, 1], expected) and torch.equal(keep[0, 0, 0], keep[0, 0, 2])
     assert torch.equal(edit_weights(mask, dilate_px=0), torch.from_numpy(np.asarray(mask, dtype=np.float32) / 255.0))
+
+
+def test_a_reference_that_does_not_fit_is_a_typed_error_and_the_instance_stays_usable(
+    case: Case, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if case.name != "cogvideox":
+        pytest.skip("the same code for every family: one is enough")
+    gen = case.gen
+
+    def out_of_memory(pipe: Any, video: torch.Tensor) -> torch.Tensor:
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    hooks = dataclasses.replace(gen.family.mask_latents, encode=out_of_memory)
+    monkeypatch.setattr(gen, "family", dataclasses.replace(gen.family, mask_latents=hooks))
+    with pytest.raises(GeneratorOutOfMemory) as info:
+        run(case, [1], right_half(case.size))
+    assert "encoding the masked source as 9 frames at 96x64" in str(info.value)
+    monkeypatch.undo()
+    assert len(run(case, [1], right_half(case.size))[0]) == case.settings.num_frames
