@@ -133,8 +133,9 @@ def run(c: Case, seeds: list[int], mask: Image.Image | None = None) -> list[np.n
     return [pixels(clip) for clip in asyncio.run(c.gen.generate(canvas(c.size), CAPTION, seeds, c.settings, mask=mask))]
 
 
-def capture(monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
-    """Every step's latents as the pipeline goes on with them (what `callback_on_step_end` returned)."""
+def capture(monkeypatch: pytest.MonkeyPatch, given: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+    """Every step's latents as the pipeline goes on with them (what `callback_on_step_end` returned); `given`: as the
+    step left them (what it was given)."""
     seen: list[torch.Tensor] = []
     original = i2v._Job.step_callback
 
@@ -142,6 +143,8 @@ def capture(monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
         inner = original(job, index, blend)
 
         def on_step_end(pipe: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            if given is not None:
+                given.append(tensors["latents"].detach().clone())
             out = inner(pipe, i, t, tensors)
             seen.append(out["latents"].detach().clone())
             return out
@@ -189,6 +192,15 @@ def noised(c: Case, reference: torch.Tensor, noise: torch.Tensor, i: int) -> tor
     return (1.0 - sigma) * reference + sigma * noise
 
 
+def in_layout(c: Case, clean: torch.Tensor, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The reference and the kept cells in the pipeline's layout, and the seeds' noise ([len(seeds), ...])."""
+    layout, pipe = c.gen.family.mask_latents.layout, c.gen._pipe
+    reference = layout(pipe, clean)
+    kept = layout(pipe, outside(c, clean.shape)).expand(reference.shape)
+    noise = torch.stack([torch.randn(tuple(reference.shape[1:]), generator=torch.Generator().manual_seed(s)) for s in seeds])
+    return reference, kept, noise
+
+
 def test_the_latents_outside_the_mask_are_the_source_noised_to_every_step(case: Case, monkeypatch: pytest.MonkeyPatch) -> None:
     seeds = [3, 4] if FAMILIES[case.name][4] > 1 else [3]
     seen = capture(monkeypatch)
@@ -197,9 +209,7 @@ def test_the_latents_outside_the_mask_are_the_source_noised_to_every_step(case: 
     layout = case.gen.family.mask_latents.layout
     pipe = case.gen._pipe
     clean = expected_reference(case)
-    reference, kept = layout(pipe, clean), layout(pipe, outside(case, clean.shape))
-    kept = kept.expand(reference.shape)
-    noise = torch.stack([torch.randn(tuple(reference.shape[1:]), generator=torch.Generator().manual_seed(s)) for s in seeds])
+    reference, kept, noise = in_layout(case, clean, seeds)
     assert kept.any() and not kept.all()
     for i, latents in enumerate(seen):
         target = noised(case, reference, noise, i)
@@ -213,6 +223,18 @@ def test_the_latents_outside_the_mask_are_the_source_noised_to_every_step(case: 
         free[:, :, 0] = False
     free = layout(pipe, free).expand(reference.shape)[0]
     assert (final[0][free] - reference[0][free]).abs().mean() > 0.05  # inside the mask the model generates (measured >1)
+
+
+def test_a_strength_below_1_pulls_the_latents_outside_part_way(case: Case, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(case.gen, "mask", MaskConfig(strength=0.25, dilate_px=DILATE_PX))
+    given: list[torch.Tensor] = []
+    seen = capture(monkeypatch, given)
+    asyncio.run(case.gen.generate(canvas(case.size), CAPTION, [3], case.settings, mask=right_half(case.size)))
+    reference, kept, noise = in_layout(case, expected_reference(case), [3])
+    for i, (before, after) in enumerate(zip(given, seen, strict=True)):
+        want = 0.25 * noised(case, reference, noise, i) + 0.75 * before
+        assert torch.allclose(after[kept], want[kept], atol=LATENT_TOLERANCE, rtol=0), (case.name, i)
+        assert torch.equal(after[~kept], before[~kept])  # inside the dilated mask: the model's own latents
 
 
 def test_the_frames_keep_the_source_outside_and_change_inside(case: Case) -> None:
