@@ -328,14 +328,14 @@ class DiffusersVideoGenerator:
         with self._lock:
             self.health()
             pipe = self._pipe
-            blend = self._blend(pipe, job) if job.mask is not None else None
+            blend = self._blend(pipe, job, job.mask) if job.mask is not None else None
             clips: list[Frames] = []
             for index, batch in enumerate(batches):
                 job.check_cancelled()
                 clips += self._run_batch(pipe, job, index, batch, blend)
             return clips
 
-    def _blend(self, pipe: Any, job: _Job) -> Blend:
+    def _blend(self, pipe: Any, job: _Job, mask: Image.Image) -> Blend:
         """The mask's reference latents (one VAE encode of the static source clip); GeneratorOutOfMemory if they do not fit."""
         import torch
 
@@ -343,7 +343,7 @@ class DiffusersVideoGenerator:
         if hooks is None:  # generate checked it; a family swapped since is still refused
             raise InvalidInput("mask", "given", f"{self.family.name} cannot keep latents outside a mask")
         try:
-            return Blend.prepare(hooks, pipe, job.image, job.mask, job.settings, self.mask)
+            return Blend.prepare(hooks, pipe, job.image, mask, job.settings, self.mask)
         except torch.OutOfMemoryError:
             pass  # raised below, once this frame no longer holds the failed encode's tensors
         release_memory(self.device)
