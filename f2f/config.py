@@ -302,8 +302,10 @@ class MaskConfig(_Section):
     """Masked edits (`f2f.masks`): how the area outside a caller's mask is kept.
 
     mode `latent`: while the video is denoised, the latents outside the mask (dilated by `dilate_px`, then
-    downsampled to the latent grid) are pulled toward the source's, noised to the current step, with `strength`
-    (1: replaced), so every frame keeps the source's background (the video family must support it). mode
+    brought onto the latent grid) are pulled toward the source's own latents, noised to the current step, with
+    `strength` (1: replaced), so every frame keeps the source's background (blended latent diffusion,
+    `f2f.backends.masks`); a family or a split generator that cannot do that refuses the mask, naming it, and never
+    falls back. mode
     `composite`: the video is generated as without a mask. Either way the result, the candidates, the collage and
     the video are composited onto the source with a `feather_px` ramp: beyond it the source's pixels are exact.
     """

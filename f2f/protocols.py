@@ -4,7 +4,10 @@ A VLM takes OpenAI-format chat messages whose image parts carry PIL images
 (``{"type": "image", "image": <PIL.Image>}``) and answers with text; each
 backend encodes the images for its own engine. A video generator takes the
 letterboxed source (the first frame), a caption and seeds and returns one clip
-per seed. Backends live elsewhere; the core depends only on these protocols.
+per seed; with a mask (an "L" image of the canvas size: 255 where the edit may
+happen, 0 where the source must stay, soft values between) it keeps the video
+outside the mask at the source. Backends live elsewhere; the core depends only
+on these protocols.
 """
 
 from __future__ import annotations
@@ -78,11 +81,16 @@ class VideoGenerator(Protocol):
         *,
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
+        mask: Image.Image | None = None,
     ) -> list[Frames]:
         """One clip of exactly `settings.num_frames` canvas-size frames per seed, in seed order.
 
         Calls `progress(Progress("generate", step, total))` after each denoising
         step and stops with `EditCancelled` at the next step once `cancel` is set.
+        `mask` (None: no mask) is an "L" image the size of `image`: where it is 0
+        the generator keeps the latents pulled to the source's, noised to each
+        step (blended latent diffusion); a generator that cannot raises
+        `InvalidInput` naming `mask` (the caller may composite instead).
         """
         ...
 

@@ -245,7 +245,7 @@ def _text(text: str, config: F2FConfig, field: str) -> str:
 def _mask(mask: Image.Image | bytes | str | Path, size: tuple[int, int], needs_alpha: bool, config: F2FConfig) -> Image.Image:
     area = read_mask(mask, size, needs_alpha)
     family = config.generator.family
-    if config.mask.mode == "latent" and family is not None and not family_named(family).mask_latents:
+    if config.mask.mode == "latent" and family is not None and family_named(family).mask_latents is None:
         rule = f"the {family} video family cannot keep the source outside a mask while it generates; ask for mask_mode composite"
         raise InvalidInput("mask_mode", "latent", rule)
     return area

@@ -61,12 +61,14 @@ class SyntheticGenerator:
 
     Frame i of seed s is the first frame plus i * 3 on every channel and s % 50
     on the red channel, clipped: frames differ by index and by seed, so tests
-    can tell which frame and which clip came back.
+    can tell which frame and which clip came back. A mask is recorded (`masks`,
+    one entry per call, None when none came), not applied.
     """
 
     def __init__(self, cancel_at_step: int | None = None):
         self.cancel_at_step = cancel_at_step
         self.calls: list[tuple[Image.Image, str, list[int], VideoConfig]] = []
+        self.masks: list[Image.Image | None] = []
         self.closed = False
 
     def health(self) -> None:
@@ -85,9 +87,11 @@ class SyntheticGenerator:
         *,
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
+        mask: Image.Image | None = None,
     ) -> list[Frames]:
         self.health()
         self.calls.append((image, caption, list(seeds), settings))
+        self.masks.append(mask)
         for step in range(1, settings.num_inference_steps + 1):
             if cancel is not None:
                 if step == self.cancel_at_step:

@@ -102,7 +102,7 @@ def load_generator(config: F2FConfig, parallel: ParallelGroups | None = None) ->
     if layout.world_size > 1 and parallel is None:
         rule = "splits one video over several processes: the service places them (Ray Serve), or start them with torchrun"
         raise InvalidConfig("generator.parallel", f"cfg {layout.cfg} x ulysses {layout.ulysses}", rule)
-    generator = DiffusersVideoGenerator.from_config(config.generator, parallel=parallel)
+    generator = DiffusersVideoGenerator.from_config(config.generator, parallel=parallel, mask=config.mask)
     try:
         generator.check_settings(config.video)
     except BaseException:

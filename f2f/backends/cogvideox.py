@@ -25,6 +25,12 @@ read from its configs before any weight loads:
 - the call: no dynamic CFG, and the T5 sequence length the transformer takes.
 - a split over several processes: the project's own CFG-parallel x Ulysses
   (`f2f.backends.parallel`), with rank 0 alone encoding and decoding.
+- a mask (`f2f.backends.masks`): the denoised latents are the video itself
+  ([B, F, C, h, w]; the image latents enter on the channel axis, apart), so
+  the reference is the static source's VAE encoding times the VAE's scaling
+  factor (what `decode_latents` divides by), frames first; CogVideoX 1.5's
+  padding latent frames (at the start, dropped before decoding) repeat its
+  first frame. Noised by the DDIM/DPM scheduler's own `add_noise`.
 """
 
 from __future__ import annotations
@@ -33,10 +39,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from f2f.backends.i2v import CheckpointSpec, Family, read_json
+from f2f.backends.masks import MaskLatents
 from f2f.config import VideoConfig
 from f2f.errors import InvalidConfig
 
 if TYPE_CHECKING:
+    import torch
+
     from f2f.backends.parallel import ParallelGroups
 
 PIPELINE_CLASS = "CogVideoXImageToVideoPipeline"
@@ -94,6 +103,21 @@ def split(pipe: Any, groups: ParallelGroups) -> None:
     encode_on_rank_0(pipe)
 
 
+def encode_reference(pipe: Any, video: torch.Tensor) -> torch.Tensor:
+    """The static source video's latents [1, C, F', h, w] in the space the pipeline denoises (x the VAE's scaling factor)."""
+    return pipe.vae.encode(video).latent_dist.mode() * pipe.vae_scaling_factor_image
+
+
+def latent_layout(pipe: Any, latents: torch.Tensor) -> torch.Tensor:
+    """[1, C, F', h, w] -> the pipeline's [1, F, C, h, w], with CogVideoX 1.5's padding frames (copies of frame 0) in front."""
+    import torch
+
+    frames = latents.permute(0, 2, 1, 3, 4)
+    patch_t = pipe.transformer.config.patch_size_t
+    pad = (patch_t - frames.shape[1] % patch_t) % patch_t if patch_t else 0
+    return torch.cat([frames[:, :1].expand(-1, pad, -1, -1, -1), frames], dim=1)
+
+
 # CogVideoX-5B-I2V's settings in the paper (a CogVideoX1.5 profile sets its own: 81 frames, 16 fps, a free canvas).
 DEFAULTS = {"frame_step": 8, "size_multiple": 16, "num_frames": 49, "num_inference_steps": 50, "guidance_scale": 6.0, "fps": 8}
 
@@ -104,4 +128,5 @@ FAMILY = Family(
     defaults=DEFAULTS,
     call_arguments=call_arguments,
     split=split,
+    mask_latents=MaskLatents(encode=encode_reference, noise="add_noise", layout=latent_layout),
 )

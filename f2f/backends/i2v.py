@@ -17,6 +17,10 @@ differs, as a `Family`:
 - `call_arguments`: the pipeline call's family-specific arguments;
 - `split`: how one video is split over several processes (None: refused);
 - `speed`: the `generator.speed` switches it supports (others are refused);
+- `mask_latents`: how a caller's mask keeps the latents outside it at the
+  source's (`f2f.backends.masks`; None: a mask is refused, naming `mask`).
+  Every family has it: CogVideoX (both layouts), Wan (2.1, 2.2 A14B, TI2V)
+  and LTX-Video; a split generator refuses a mask;
 - `defaults`, `index_classes`, `image_per_prompt`, `one_seed_per_call`, `set_shift`,
   `split_axes`, `split_divides_tokens`, `requires`: see `Family`.
 
@@ -45,8 +49,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from PIL import Image
 
 from f2f.backends.lora import check_loras, fuse_loras
+from f2f.backends.masks import Blend, MaskLatents, check_mask
 from f2f.backends.speedups import apply_speedups, attention_kernel, check_speed
-from f2f.config import Device, DType, GeneratorConfig, LoraConfig, SpeedConfig, VideoConfig
+from f2f.config import Device, DType, GeneratorConfig, LoraConfig, MaskConfig, SpeedConfig, VideoConfig
 from f2f.errors import BackendNotConfigured, EditCancelled, GeneratorOutOfMemory, InvalidConfig, InvalidInput
 from f2f.protocols import CancelToken, Frames, Progress, ProgressCallback
 
@@ -101,6 +106,7 @@ class Family:
     split_divides_tokens: bool = False  # the split cuts the video tokens into equal shards: their count must divide
     speed: frozenset[str] = SPEED_SWITCHES  # the generator.speed switches it supports
     requires: tuple[str, ...] = ()  # modules its pipeline imports besides torch, diffusers, transformers (e.g. Wan: ftfy)
+    mask_latents: MaskLatents | None = None  # how a mask keeps the source's latents (f2f.backends.masks); None: refused
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -169,7 +175,8 @@ class DiffusersVideoGenerator:
     float32. `vae_slicing`, `vae_tiling` and `cpu_offload` are memory switches
     (`apply_memory_switches`); `cpu_offload` needs cuda. `speed` holds the
     speed-ups (`f2f.backends.speedups`). Seeds run in batches of
-    `max_batch_seeds`; a seed's frames do not depend on its batch.
+    `max_batch_seeds`; a seed's frames do not depend on its batch. `mask`
+    holds how a caller's mask is kept (`f2f.backends.masks`).
     """
 
     def __init__(
@@ -186,6 +193,7 @@ class DiffusersVideoGenerator:
         parallel: ParallelGroups | None = None,
         family: str | None = None,
         lora: Sequence[LoraConfig] = (),
+        mask: MaskConfig | None = None,
     ) -> None:
         torch, diffusers = _libraries()
         if max_batch_seeds < 1:
@@ -196,6 +204,7 @@ class DiffusersVideoGenerator:
         _check_requires(self.family)
         self.device, self.dtype = resolve_device(torch, device, dtype, cpu_offload)
         self.speed = speed or SpeedConfig()
+        self.mask = mask or MaskConfig()
         self.max_batch_seeds = max_batch_seeds
         self._check_family_supports(self.speed, parallel)
         check_speed(self.speed, self.device)
@@ -219,8 +228,11 @@ class DiffusersVideoGenerator:
         self._pipe: Any = pipe
 
     @classmethod
-    def from_config(cls, cfg: GeneratorConfig, parallel: ParallelGroups | None = None) -> DiffusersVideoGenerator:
-        """The generator that the `generator` config section describes (`parallel`: this process's rank groups)."""
+    def from_config(
+        cls, cfg: GeneratorConfig, parallel: ParallelGroups | None = None, mask: MaskConfig | None = None
+    ) -> DiffusersVideoGenerator:
+        """The generator that the `generator` config section describes (`parallel`: this process's rank groups, `mask`:
+        the `mask` section)."""
         if cfg.model_path is None:
             raise InvalidConfig(_FIELD, None, "set it to the local folder of a diffusers image-to-video checkpoint")
         return cls(
@@ -235,6 +247,7 @@ class DiffusersVideoGenerator:
             parallel=parallel,
             family=cfg.family,
             lora=cfg.lora,
+            mask=mask,
         )
 
     def _check_family_supports(self, speed: SpeedConfig, parallel: ParallelGroups | None) -> None:
@@ -282,6 +295,7 @@ class DiffusersVideoGenerator:
         *,
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
+        mask: Image.Image | None = None,
     ) -> list[Frames]:
         """One clip of `settings.num_frames` RGB canvas-size frames per seed, in seed order (split: on rank 0; [] elsewhere).
 
@@ -290,15 +304,19 @@ class DiffusersVideoGenerator:
         event loop's thread, in order, before this returns (an exception in
         `progress` is reported by the loop, not raised here). `cancel` (or
         cancelling the awaiting task) stops the job at the next denoising step
-        with `EditCancelled`; the instance stays usable.
+        with `EditCancelled`; the instance stays usable. `mask` (an "L" canvas
+        image, 255: free to edit) keeps the latents outside it at the source's
+        (`f2f.backends.masks`); None is exactly the unmasked call.
         """
         # 1. Check inputs
         self.check_settings(settings)
         seeds = _check_request(image, caption, seeds, settings)
+        if mask is not None:
+            check_mask(mask, image, self.family.name, self.family.mask_latents is not None, self.parallel is not None)
         self.health()
         # 2. Split the seeds into batches; one worker-thread job runs them all
         batches = [seeds[i : i + self.max_batch_seeds] for i in range(0, len(seeds), self.max_batch_seeds)]
-        job = _Job(image, caption, settings, len(batches), _notifier(progress), cancel, self.parallel is not None)
+        job = _Job(image, caption, settings, len(batches), _notifier(progress), cancel, self.parallel is not None, mask)
         try:
             return await asyncio.to_thread(self._run, job, batches)
         except asyncio.CancelledError:
@@ -310,14 +328,32 @@ class DiffusersVideoGenerator:
         with self._lock:
             self.health()
             pipe = self._pipe
+            blend = self._blend(pipe, job, job.mask) if job.mask is not None else None
             clips: list[Frames] = []
             for index, batch in enumerate(batches):
                 job.check_cancelled()
-                clips += self._run_batch(pipe, job, index, batch)
+                clips += self._run_batch(pipe, job, index, batch, blend)
             return clips
 
-    def _run_batch(self, pipe: Any, job: _Job, index: int, seeds: list[int]) -> list[Frames]:
-        """One pipeline call: the same image and caption once per seed, one generator per seed."""
+    def _blend(self, pipe: Any, job: _Job, mask: Image.Image) -> Blend:
+        """The mask's reference latents (one VAE encode of the static source clip); GeneratorOutOfMemory if they do not fit."""
+        import torch
+
+        hooks = self.family.mask_latents
+        if hooks is None:  # generate checked it; a family swapped since is still refused
+            raise InvalidInput("mask", "given", f"{self.family.name} cannot keep latents outside a mask")
+        try:
+            return Blend.prepare(hooks, pipe, job.image, mask, job.settings, self.mask)
+        except torch.OutOfMemoryError:
+            pass  # raised below, once this frame no longer holds the failed encode's tensors
+        release_memory(self.device)
+        raise GeneratorOutOfMemory(
+            f"encoding the masked source as {job.settings.num_frames} frames at {job.settings.width}x{job.settings.height} "
+            f"did not fit in {self.device} memory; ask for fewer frames, or enable generator.cpu_offload"
+        )
+
+    def _run_batch(self, pipe: Any, job: _Job, index: int, seeds: list[int], blend: Blend | None) -> list[Frames]:
+        """One pipeline call: the same image and caption once per seed, one generator per seed (`blend`: the mask's)."""
         import torch
 
         settings, n = job.settings, len(seeds)
@@ -336,7 +372,7 @@ class DiffusersVideoGenerator:
                     guidance_scale=settings.guidance_scale,
                     generator=generators[0] if self.family.one_seed_per_call else generators,
                     output_type="pil" if self.decodes else "latent",
-                    callback_on_step_end=job.step_callback(index),
+                    callback_on_step_end=job.step_callback(index, blend.for_seeds(seeds) if blend else None),
                     **self.family.call_arguments(self.spec, settings),
                 )
         except torch.OutOfMemoryError:
@@ -373,8 +409,9 @@ class _Job:
         notify: Callable[[Progress], None],
         cancel: CancelToken | None,
         collective: bool = False,
+        mask: Image.Image | None = None,
     ) -> None:
-        self.image, self.caption, self.settings = image, caption, settings
+        self.image, self.caption, self.settings, self.mask = image, caption, settings, mask
         self.total = settings.num_inference_steps * num_batches
         self.notify, self.cancel = notify, cancel
         self.stop = threading.Event()  # set when the awaiting task is cancelled
@@ -390,12 +427,16 @@ class _Job:
         if wish:
             raise EditCancelled("the edit was cancelled")
 
-    def step_callback(self, batch_index: int) -> Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]:
-        """The pipeline's `callback_on_step_end`: stop if cancelled, else report the step."""
+    def step_callback(
+        self, batch_index: int, blend: Callable[[Any, int, torch.Tensor], torch.Tensor] | None = None
+    ) -> Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]:
+        """The pipeline's `callback_on_step_end`: stop if cancelled, else blend the latents (a mask) and report the step."""
         offset = batch_index * self.settings.num_inference_steps
 
-        def on_step_end(_pipe: Any, i: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        def on_step_end(pipe: Any, i: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             self.check_cancelled()
+            if blend is not None:
+                tensors = {**tensors, "latents": blend(pipe, i, tensors["latents"])}
             self.notify(Progress("generate", offset + i + 1, self.total))
             return tensors
 

@@ -30,16 +30,26 @@ What LTX-Video does differently from `f2f.backends.i2v`'s shared path
   their shard (a shape error, found by running it on two ranks; splitting the
   timesteps too fails further on). A split is refused at load, naming
   `generator.parallel`.
+- a mask (`f2f.backends.masks`): the pipeline denoises packed latents
+  ([B, tokens, C], frame-major) whose frame 0 it holds at the source's image
+  latent with timestep 0; that frame is left to it. The reference is the
+  static source's VAE encoding, normalised as the decoder denormalises
+  (latents mean, std and scaling factor) and packed like the latents. Noised
+  flow-matching style at the scheduler's sigma. One seed per call, as always.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from f2f.backends.i2v import CheckpointSpec, Family, read_json
+from f2f.backends.masks import MaskLatents
 from f2f.config import VideoConfig
 from f2f.errors import InvalidConfig
+
+if TYPE_CHECKING:
+    import torch
 
 PIPELINE_CLASS = "LTXImageToVideoPipeline"
 INDEX_CLASSES = ("LTXPipeline", "LTXConditionPipeline")  # how LTX-Video 0.9.x checkpoints name themselves
@@ -90,6 +100,17 @@ def call_arguments(spec: CheckpointSpec, settings: VideoConfig) -> dict[str, Any
     return {"decode_timestep": DECODE_TIMESTEP, "decode_noise_scale": DECODE_NOISE_SCALE, "frame_rate": settings.fps}
 
 
+def encode_reference(pipe: Any, video: torch.Tensor) -> torch.Tensor:
+    """The static source video's latents [1, C, F', h, w], normalised as the pipeline's decode denormalises them."""
+    latents = pipe.vae.encode(video).latent_dist.mode()
+    return pipe._normalize_latents(latents, pipe.vae.latents_mean, pipe.vae.latents_std, pipe.vae.config.scaling_factor)
+
+
+def latent_layout(pipe: Any, latents: torch.Tensor) -> torch.Tensor:
+    """[1, C, F', h, w] -> the pipeline's packed [1, tokens, C x patch volume]."""
+    return pipe._pack_latents(latents, pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size)
+
+
 # LTX-Video 0.9.1's published settings (diffusers' LTX-Video example and notes): 768x512, 161 frames, 50 steps,
 # guidance 3.0 (the pipeline's default), written at 24 fps. The distilled profile sets its own (8 steps, guidance 1.0).
 DEFAULTS = {
@@ -112,4 +133,5 @@ FAMILY = Family(
     one_seed_per_call=True,
     split=None,  # diffusers 0.42.1's LTX context-parallel plan does not fit image to video (see the docstring)
     speed=frozenset({"fuse_qkv", "attention", "compile", "quantize"}),  # the step caches are CogVideoX's only
+    mask_latents=MaskLatents(encode=encode_reference, noise="flow", layout=latent_layout, first_frame_held=True),
 )

@@ -34,16 +34,27 @@ configs before any weight loads:
   (`split_divides_tokens`; on two CPU ranks it gives one process's frames bit
   for bit, tests/models/test_context_parallel.py). CFG-parallel is not
   offered (diffusers runs the two guidance passes one after the other).
+- a mask (`f2f.backends.masks`): the denoised latents are the video
+  ([B, C, F, h, w]; the image enters as condition channels and a frame mask,
+  or for TI2V as latent frame 0, which the pipeline writes over at the end),
+  so the reference is the static source's VAE encoding, normalised as the
+  pipeline normalises its condition (`(z - latents_mean) / latents_std`).
+  Noised flow-matching style at the scheduler's sigma (UniPC's flow sigmas,
+  or FlowMatch's).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from f2f.backends.i2v import CheckpointSpec, Family, context_parallel, read_json
+from f2f.backends.masks import MaskLatents
 from f2f.config import VideoConfig
 from f2f.errors import InvalidConfig
+
+if TYPE_CHECKING:
+    import torch
 
 PIPELINE_CLASS = "WanImageToVideoPipeline"
 TEXT_TOKENS = 512  # the Wan trainers' text length (text_len 512); no config file records it
@@ -146,6 +157,17 @@ def set_shift(pipe: Any, shift: float | None) -> None:
     pipe.scheduler = type(checkpoint).from_config(config, **{key: shift})
 
 
+def encode_reference(pipe: Any, video: torch.Tensor) -> torch.Tensor:
+    """The static source video's latents [1, C, F', h, w], normalised as the pipeline normalises its condition latents."""
+    import torch
+
+    config = pipe.vae.config
+    latents = pipe.vae.encode(video).latent_dist.mode()
+    mean = torch.tensor(config.latents_mean).view(1, config.z_dim, 1, 1, 1).to(latents.device, latents.dtype)
+    inverse_std = 1.0 / torch.tensor(config.latents_std).view(1, config.z_dim, 1, 1, 1).to(latents.device, latents.dtype)
+    return (latents - mean) * inverse_std
+
+
 # Wan2.1-I2V-14B-480P's published settings (the Wan2.1 repository's generate.py for i2v: 40 steps, guidance 5.0;
 # 81 frames at 16 fps). No shift here: null is the checkpoint's own scheduler shift (480P 3.0); profiles set theirs.
 DEFAULTS = {"frame_step": 4, "size_multiple": 16, "num_frames": 81, "num_inference_steps": 40, "guidance_scale": 5.0, "fps": 16}
@@ -164,4 +186,5 @@ FAMILY = Family(
     split_axes=frozenset({"ulysses"}),
     speed=frozenset({"fuse_qkv", "attention", "compile", "quantize"}),  # the step caches are CogVideoX's only
     requires=("ftfy",),
+    mask_latents=MaskLatents(encode=encode_reference, noise="flow"),
 )

@@ -117,8 +117,10 @@ class GeneratorActor:
 
         self.generator = load_generator(config)
 
-    async def generate(self, image: Image.Image, caption: str, seeds: Sequence[int], settings: VideoConfig) -> list[Frames]:
-        return await self.generator.generate(image, caption, seeds, settings)
+    async def generate(
+        self, image: Image.Image, caption: str, seeds: Sequence[int], settings: VideoConfig, mask: Image.Image | None = None
+    ) -> list[Frames]:
+        return await self.generator.generate(image, caption, seeds, settings, mask=mask)
 
 
 class PooledVLM:
@@ -155,11 +157,12 @@ class PooledGenerator:
         *,
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
+        mask: Image.Image | None = None,
     ) -> list[Frames]:
         import ray
 
         actor = await self.idle.get()
-        call = actor.generate.remote(image, caption, list(seeds), settings)
+        call = actor.generate.remote(image, caption, list(seeds), settings, mask)
         try:
             return await asyncio.wait_for(_result(call), self.timeout_s)
         except (asyncio.CancelledError, TimeoutError):  # too long, or the run stops: stop the video at its next step

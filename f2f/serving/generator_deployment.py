@@ -10,6 +10,8 @@ spans several GPUs (`f2f.serving.ranks`): every step runs on all of them. `gener
 as the denoising steps finish (each step's time is recorded in
 `f2f_denoise_step_seconds`) and then, last, the clips; cancelling the
 request (the caller cancels its stream) stops the video at the next step.
+A mask goes to the backend as is; a split generator refuses one before its
+other ranks start (`f2f.backends.masks`).
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from typing import Any
 from PIL import Image
 
 from f2f.backends import load_generator
+from f2f.backends.masks import SPLIT_RULE
 from f2f.config import F2FConfig, VideoConfig
-from f2f.errors import ReplicaLost, unwrap
+from f2f.errors import InvalidInput, ReplicaLost, unwrap
 from f2f.protocols import Frames, Progress
 from f2f.serving import metrics
 from f2f.serving.args import AppArgs, actor_options, replica_options
@@ -73,11 +76,13 @@ class GeneratorDeployment:
         return options
 
     async def generate_stream(
-        self, image: Image.Image, caption: str, seeds: Sequence[int], settings: VideoConfig
+        self, image: Image.Image, caption: str, seeds: Sequence[int], settings: VideoConfig, mask: Image.Image | None = None
     ) -> AsyncIterator[Progress | list[Frames]]:
-        """`Progress` per denoising step, then the clips (one per seed)."""
+        """`Progress` per denoising step, then the clips (one per seed); `mask`: the backend's (None: unmasked)."""
         if self.backend is None:
             raise RuntimeError("the video generator is closed")
+        if mask is not None and self.ranks is not None:  # before the other ranks start, or they would wait for rank 0
+            raise InvalidInput("mask", "given", SPLIT_RULE)
         if self.lost_rank is not None:
             raise ReplicaLost(f"a rank of this split generator died ({self.lost_rank}); the replica is being replaced")
         events: asyncio.Queue[Progress] = asyncio.Queue()
@@ -92,7 +97,7 @@ class GeneratorDeployment:
             events.put_nowait(event)
 
         followers = self.ranks.start(image, caption, list(seeds), settings) if self.ranks else []
-        task = asyncio.create_task(self.backend.generate(image, caption, seeds, settings, progress=on_progress))
+        task = asyncio.create_task(self.backend.generate(image, caption, seeds, settings, progress=on_progress, mask=mask))
         try:
             while not task.done():
                 getter = asyncio.ensure_future(events.get())

@@ -9,6 +9,8 @@ Rules:
   When the awaiting task is cancelled, or the cancel token is set at a
   progress event, the stream is cancelled: Serve cancels the request in the
   generator replica, which stops the video at its next denoising step.
+  A mask (an "L" PIL image, pickled by Ray) is passed on as `mask`; without
+  one the call is the old four-argument call.
 - An f2f error raised in a replica comes out as itself, not wrapped by Ray.
 """
 
@@ -67,10 +69,12 @@ class RemoteGenerator:
         *,
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
+        mask: Image.Image | None = None,
     ) -> list[Frames]:
         if cancel is not None:
             cancel.raise_if_cancelled()
-        stream = self.handle.generate_stream.remote(image, caption, list(seeds), settings)
+        masked = {} if mask is None else {"mask": mask}
+        stream = self.handle.generate_stream.remote(image, caption, list(seeds), settings, **masked)
         clips: list[Frames] | None = None
         try:
             async for item in stream:

@@ -125,3 +125,43 @@ def test_alignment_with_a_mask_looks_for_features_only_where_the_source_stays() 
     textured = Image.fromarray(np.random.default_rng(1).integers(0, 256, (128, 128, 3), dtype=np.uint8))
     found = align(textured, textured, AlignConfig(mode="always"), keep=Image.new("L", (128, 128), 0))
     assert not found.alignment.applied and found.alignment.reason == "featureless"
+
+
+def test_in_latent_mode_the_generator_gets_the_mask_on_the_canvas_and_in_composite_mode_none(
+    square_image: Image.Image, small_config: F2FConfig
+) -> None:
+    from fakes import SyntheticGenerator
+
+    from f2f.request import EditSettings
+
+    for mode, expect_mask in (("latent", True), ("composite", False)):
+        generator = SyntheticGenerator()
+        settings = EditSettings(seeds=[7], mask_mode=mode)
+        request = check_edit(square_image, "make it snow", small_config, settings, mask=_png(_white_mask((20, 0, 40, 40))))
+        asyncio.run(run_edit(request, vlm=ScriptedVLM(selections=["SELECTED: 1"]), generator=generator))
+        (mask,) = generator.masks
+        if not expect_mask:
+            assert mask is None
+            continue
+        canvas = np.asarray(mask)  # the 40x40 source is 64x64 at x 16..80 of the 96x64 canvas; bars are kept (0)
+        assert mask.size == (96, 64) and mask.mode == "L"
+        assert (canvas[:, :48] == 0).all() and (canvas[:, 48:80] == 255).all() and (canvas[:, 80:] == 0).all()
+
+
+def test_a_family_that_cannot_keep_latents_refuses_latent_mode_naming_it(
+    square_image: Image.Image, small_config: F2FConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    from f2f import request as request_module
+    from f2f.backends.i2v import family_named
+
+    unable = dataclasses.replace(family_named("cogvideox"), mask_latents=None)
+    monkeypatch.setattr(request_module, "family_named", lambda name: unable)
+    mask = _png(_white_mask((20, 0, 40, 40)))
+    with pytest.raises(InvalidInput) as info:
+        check_edit(square_image, "make it snow", small_config, mask=mask)
+    assert info.value.field == "mask_mode" and "ask for mask_mode composite" in str(info.value)
+    from f2f.request import EditSettings
+
+    assert check_edit(square_image, "make it snow", small_config, EditSettings(mask_mode="composite"), mask=mask).mask is not None
