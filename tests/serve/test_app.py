@@ -375,16 +375,16 @@ def _left_half_is_the_sample(png: bytes, margin: int = 16) -> bool:
 
 
 def test_openai_sdk_edit_with_a_mask_keeps_the_source_outside_it(base_url: str) -> None:
+    """The default mask mode, latent: the tiny CogVideoX keeps the source's latents outside the mask while it denoises."""
     openai = pytest.importorskip("openai")
     client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120)
     with SAMPLE.open("rb") as image:
         result = client.images.edit(
-            model="f2f", image=image, mask=("mask.png", _sample_mask(alpha=True)), prompt="make the sky purple",
-            extra_body={"mask_mode": "composite"},
-        )  # fmt: skip
+            model="f2f", image=image, mask=("mask.png", _sample_mask(alpha=True)), prompt="make it purple"
+        )
     assert _left_half_is_the_sample(base64.b64decode(result.data[0].b64_json))
     job = httpx.get(f"{base_url}/v1/edits/{(result.model_extra or {})['f2f']['id']}").json()
-    assert job["result"]["mask"] == {"area": 0.5, "mode": "composite", "feather_px": 8}
+    assert job["result"]["mask"] == {"area": 0.5, "mode": "latent", "feather_px": 8}
 
 
 def test_a_job_with_a_one_channel_mask_as_json_keeps_the_source_outside_it(base_url: str) -> None:
