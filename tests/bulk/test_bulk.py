@@ -131,7 +131,7 @@ def test_a_manifest_runs_to_every_output(head: dict[str, str], manifest: Path, c
     summary = json.loads((out / "summary.json").read_text())
     assert summary["items"] == 8 and summary["by_status"] == {"succeeded": 4, "failed": 1, "invalid": 3}
     assert summary["this_run"]["finished"] == 5 and summary["this_run"]["items_per_minute"] > 0
-    assert set(summary["stage_seconds"]) == {"caption", "generate", "select", "total"}
+    assert set(summary["stage_seconds"]) == {"caption", "generate", "select", "rank", "align", "total"}  # f2f.pipeline.STAGES
 
     report = (out / "report.html").read_text()
     assert report.count("<tr>") == 9 and "<script" not in report
