@@ -66,6 +66,7 @@ def test_a_one_channel_mask_marks_its_white_pixels() -> None:
         (b"not a picture", False, "must be a PNG or WebP file that decodes completely"),
         (_png(_white_mask((0, 0, 10, 40)))[:60], False, "decodes completely"),  # truncated
     ],
+    ids=["other-size", "openai-without-alpha", "rgb", "empty", "full", "jpeg", "garbage", "truncated"],
 )
 def test_bad_masks_are_refused_naming_mask(data: bytes, needs_alpha: bool, phrase: str) -> None:
     with pytest.raises(InvalidInput) as info:
