@@ -122,6 +122,13 @@ class EditResult:
         """
         return _each(self._as_result, self.chosen_frames[:n])
 
+    def edits_by_rank(self) -> list[Image.Image]:
+        """One edit per ranked clip, best first: `image` itself, then each other clip's chosen frame made as `image`
+        was (the source where that clip has none). `image` is not made again."""
+        rest = self.chosen_frames[1:] if self.outcome.frame else self.chosen_frames
+        others = iter(_each(self._as_result, rest))
+        return [self.image, *(next(others) if outcome.frame else self.source for outcome in self.ranked[1:])]
+
     def to_json(self) -> dict[str, Any]:
         """Everything that is not an image, ready for json.dumps."""
         return {

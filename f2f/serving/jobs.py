@@ -458,7 +458,7 @@ class JobStore:
         status: JobStatus,
         error: JobError | None,
         result: JobResult | None = None,
-        timings_s: dict | None = None,
+        timings_s: dict[str, float] | None = None,
     ) -> JobRecord:
         """End a job (succeeded with its result and timings, failed or cancelled with its error); a finished job stays."""
 

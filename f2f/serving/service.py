@@ -26,6 +26,7 @@ import io
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Any
 
 from f2f.config import F2FConfig
@@ -90,10 +91,10 @@ class EditService:
                 )
                 raise TooManyJobs(rule, self.auth.retry_after_s)
 
-        same_request = fingerprint(raw_image, options.model_dump(), mask[0] if mask else b"")
+        same_request = fingerprint(raw_image, options.model_dump(), *([mask[0]] if mask else []))
+        create = partial(self.store.create, source_png, request, same_request, key, owner, admit, mask_png=mask_png)
         try:
-            created_job = self.store.create, source_png, request, same_request, key, owner, admit, mask_png
-            record, created = await asyncio.to_thread(*created_job)
+            record, created = await asyncio.to_thread(create)
         except StorageFull as exc:
             logger.error("%s", exc)
             raise RetryLater(f"{exc}; retry later", self.jobs.retry_after_s, code=exc.code) from None

@@ -238,15 +238,10 @@ def _write_ranked(result: EditResult, folder: Path) -> None:
     if len(result.ranked) < 2:
         return
     (folder / "ranked").mkdir(exist_ok=True)
-    frames = iter(result.ranked_images())
-    with Image.open(folder / "source.png") as stored:
-        source = stored.convert("RGB")
-    for rank, outcome in enumerate(result.ranked, start=1):
-        image = next(frames) if outcome.frame else source
-        if rank > 1:
-            write_atomic(
-                folder / "ranked" / f"{rank}.png", lambda f, image=image: image.save(f, format="PNG", compress_level=FAST_PNG)
-            )
+    for rank, image in enumerate(result.edits_by_rank()[1:], start=2):
+        write_atomic(
+            folder / "ranked" / f"{rank}.png", lambda f, image=image: image.save(f, format="PNG", compress_level=FAST_PNG)
+        )
 
 
 def _job_result(job_id: str, result: EditResult, folder: Path) -> JobResult:

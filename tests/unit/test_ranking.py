@@ -113,6 +113,15 @@ def test_ranked_images_are_the_chosen_frames_best_first_at_the_source_size(small
     assert len(result.ranked_images(1)) == 1
 
 
+def test_edits_by_rank_give_one_edit_per_seed_the_source_for_a_clip_without_one(small_config, square_image):
+    """What the service writes as ranked/<k>.png: the result itself first, not made again."""
+    result, _, _ = run(small_config, square_image, ["SELECTED: 2", "SELECTED: 0", "SELECTED: 4"], ["SELECTED: 2", "SELECTED: 1"])
+    edits = result.edits_by_rank()
+    assert len(edits) == 3 and edits[0] is result.image
+    assert np.array_equal(pixels(edits[1]), pixels(expected_frame(square_image, small_config, 7, 8)))
+    assert np.array_equal(pixels(edits[2]), pixels(square_image))  # seed 8 said no_edit: its result is the source
+
+
 def _shown(collage, box, content_size):
     """The picture pasted into a collage box, without the box's margins."""
     inner = fit_box(content_size, box[2] - box[0], box[3] - box[1])
