@@ -13,14 +13,6 @@ httpx = pytest.importorskip("httpx")
 
 from harness import SAMPLE, error_of, running_app, submit, wait_for  # noqa: E402
 
-from f2f.serving.auth import add_key  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tokens(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    path = tmp_path_factory.mktemp("auth") / "keys.yaml"
-    return {"path": str(path), "alice": add_key(path, "alice"), "bob": add_key(path, "bob")}
-
 
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory, tokens: dict[str, str]) -> Iterator[str]:

@@ -19,14 +19,6 @@ httpx = pytest.importorskip("httpx")
 from harness import error_of, running_app, submit, wait_for  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from f2f.serving.auth import add_key  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tokens(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    path = tmp_path_factory.mktemp("auth") / "keys.yaml"
-    return {"path": str(path), "alice": add_key(path, "alice"), "bob": add_key(path, "bob")}
-
 
 @pytest.fixture(scope="module")
 def jobs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
