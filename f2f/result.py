@@ -103,8 +103,10 @@ class EditResult:
     def candidate_images(self) -> list[Image.Image]:
         """The candidate frames cut out of the canvas, resized to the source's size, and each aligned to the source on
         its own estimate under the result's `align_config` (`f2f.align`; only the chosen frame's record is kept);
-        with a mask, composited onto the source as `image` is."""
-        return _each(self._as_result, self.candidate_frames)
+        with a mask, composited onto the source as `image` is. The chosen frame's is `image` itself, not made again."""
+        pairs = list(zip(self.outcome.candidates, self.candidate_frames, strict=True))
+        made = iter(_each(self._as_result, [frame for index, frame in pairs if index != self.outcome.frame]))
+        return [self.image if index == self.outcome.frame else next(made) for index, _ in pairs]
 
     def _as_result(self, frame: Image.Image) -> Image.Image:
         """A canvas frame made as `image` was made: un-letterboxed, aligned, and under a mask composited."""

@@ -309,6 +309,7 @@ def test_the_chosen_frame_and_every_candidate_are_aligned_back_onto_the_source(d
     assert interior_error(result.image, source) < 5 < 20 < interior_error(unaligned[12], source)
     for candidate, frame in zip(result.candidate_images(), result.outcome.candidates, strict=True):
         assert interior_error(candidate, source) < 5 < 10 < interior_error(unaligned[frame], source)
+    assert result.candidate_images()[2] is result.image  # tile 3 is the chosen frame: the result, not aligned again
     write_outputs(result, tmp_path / "out")
     data = json.loads((tmp_path / "out" / "result.json").read_text())["alignment"]
     assert data["mode"] == "auto" and data["applied"] is True and data["reason"] is None
