@@ -38,14 +38,14 @@ from ray.serve import Application
 from f2f.backends import prepare_models
 from f2f.config import F2FConfig, config_from_dict, invalid_config_from
 from f2f.errors import InvalidConfig
-from f2f.serving.args import AppArgs, request_limits
+from f2f.serving.args import AppArgs, http_limits, request_limits
 from f2f.serving.auth import KeyRing
-from f2f.serving.broker import task_processor_config
+from f2f.serving.broker import broker_settings, task_processor_config
 from f2f.serving.events import JobEvents
 from f2f.serving.generator_deployment import GeneratorDeployment
 from f2f.serving.ingress import Ingress
 from f2f.serving.vlm_deployment import VLMDeployment
-from f2f.serving.worker_deployment import EditWorker
+from f2f.serving.worker_deployment import EditWorker, consumer_class
 
 
 def parse_args(args: dict[str, Any] | None) -> tuple[AppArgs, F2FConfig]:
@@ -65,8 +65,6 @@ def parse_args(args: dict[str, Any] | None) -> tuple[AppArgs, F2FConfig]:
 def build_app(args: dict[str, Any] | None = None) -> Application:
     """The f2f Serve application: Ingress -> queue -> EditWorker -> (VLMDeployment, GeneratorDeployment), and JobEvents
     between the worker and the ingress (job changes pushed to the requests waiting for them)."""
-    from ray.serve.task_consumer import task_consumer
-
     parsed, config = parse_args(args)
     if parsed.auth.keys_file is not None:
         KeyRing(parsed.auth.keys_file)  # readable and well-formed, before any replica starts
@@ -75,16 +73,18 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         rule = f"must be 1 (or 0 on CPUs) when generator.parallel splits a video over {world} GPUs: each rank takes a GPU"
         raise InvalidConfig("generator_num_gpus", parsed.generator_num_gpus, rule)
     prepare_models(config)
-    queue = task_processor_config(parsed.jobs, parsed.jobs.store_dir(config.cache_dir))
+    store_dir = parsed.jobs.store_dir(config.cache_dir)
+    queue = task_processor_config(parsed.jobs, store_dir)
     vlm = serve.deployment(VLMDeployment, **VLMDeployment.deployment_options(parsed))
     generator = serve.deployment(GeneratorDeployment, **GeneratorDeployment.deployment_options(parsed, world))
     rank_options = {"num_cpus": parsed.generator_num_cpus, "num_gpus": parsed.generator_num_gpus}
     events = serve.deployment(JobEvents, **JobEvents.deployment_options()).bind()
-    consumer = task_consumer(task_processor_config=queue)(EditWorker)
-    worker = serve.deployment(consumer, **EditWorker.deployment_options(parsed))
+    worker_options = EditWorker.deployment_options(parsed, broker_settings(parsed.jobs, store_dir))
+    worker = serve.deployment(consumer_class(queue), **worker_options)
     ingress = serve.deployment(serve.ingress()(Ingress), **Ingress.deployment_options(parsed))
-    bound_worker = worker.bind(vlm.bind(config), generator.bind(config, rank_options), events, config, parsed.jobs)
-    return ingress.bind(bound_worker, events, config, parsed.jobs, request_limits(parsed), parsed.auth)
+    models = (vlm.bind(config), generator.bind(config, rank_options))
+    bound_worker = worker.bind(*models, events, config, parsed.jobs, parsed.worker_max_concurrent_jobs)
+    return ingress.bind(bound_worker, events, config, parsed.jobs, request_limits(parsed), parsed.auth, http_limits(parsed))
 
 
 # --- Serve config files ---------------------------------------------------------------------

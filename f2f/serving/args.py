@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from f2f.errors import InvalidConfig
 from f2f.request import RequestLimits
+from f2f.serving.admission import HTTPLimits
 from f2f.serving.auth import AuthArgs
 from f2f.serving.broker import JobsArgs
 
@@ -25,7 +26,13 @@ class Replicas(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    min_replicas: int = Field(1, ge=1, le=256, description="Fewest replicas (each loads its model: a cold start takes minutes).")
+    min_replicas: int = Field(
+        1,
+        ge=0,
+        le=256,
+        description="Fewest replicas; 0 lets the deployment scale to zero when idle (the next request waits for a cold "
+        "start: a new node, where the cluster adds one, and the model's load, minutes for a real model).",
+    )
     max_replicas: int = Field(1, ge=1, le=256, description="Most replicas; equal to min_replicas means a fixed count.")
     target_ongoing_requests: float = Field(
         1.0, gt=0, description="Autoscaling aims at this many requests in flight per replica (queued ones included)."
@@ -80,7 +87,52 @@ class AppArgs(BaseModel):
         2, ge=1, le=256, description="Jobs one worker replica runs at once (each waits for the VLM and the generator)."
     )
     worker_autoscaling: Replicas = Field(default_factory=Replicas, description="Edit worker replicas (each consumes the queue).")
+    worker_resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom Ray resources per edit worker replica, e.g. {cpu_node: 1}."
+    )
+    worker_graceful_shutdown_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="A stopping worker replica (rollout, downscale, drain) hands its running jobs back to the queue at "
+        "once; Serve kills it after this many seconds if it has not stopped by then.",
+    )
     ingress_num_cpus: float = Field(0.25, gt=0, description="CPUs reserved per ingress replica.")
+    ingress_resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom Ray resources per ingress replica, e.g. {cpu_node: 1}."
+    )
+    ingress_autoscaling: Replicas = Field(
+        default_factory=lambda: Replicas(target_ongoing_requests=200, upscale_delay_s=10, downscale_delay_s=300),
+        description="Ingress replicas: fixed, or autoscaled on requests in flight per replica (held streams included).",
+    )
+    ingress_max_ongoing_requests: int = Field(
+        1000,
+        ge=8,
+        le=100_000,
+        description="Requests one ingress replica serves at once (it only waits on I/O); one more is a typed 503 "
+        "`overloaded` with Retry-After (/healthz and /readyz are always answered).",
+    )
+    ingress_max_queued_requests: int = Field(
+        200,
+        ge=1,
+        le=100_000,
+        description="Requests each HTTP proxy lets wait for an ingress replica (while none is placed, or all are full); "
+        "one more is answered 503 with Retry-After by the proxy.",
+    )
+    max_waiting_requests: int = Field(
+        500,
+        ge=1,
+        le=100_000,
+        description="Long waits one ingress replica holds at once (synchronous edits and event streams, all keys); "
+        "one more is a typed 503 `too_many_waiting` with Retry-After.",
+    )
+    max_waiting_requests_per_key: int = Field(
+        32,
+        ge=1,
+        le=100_000,
+        description="Long waits one API key holds at once on one ingress replica; one more is a typed 429 "
+        "`too_many_waiting` with Retry-After.",
+    )
     max_n: int = Field(4, ge=1, le=64, description="Largest `n` (seeds per edit) a request may ask for.")
     max_num_frames: int = Field(49, ge=2, description="Most frames per video a request may ask for (`num_frames`).")
     max_steps: int = Field(1000, ge=1, le=1000, description="Most denoising steps per video a request may ask for (`steps`).")
@@ -95,6 +147,15 @@ class AppArgs(BaseModel):
         if vlm_target > self.vlm_max_ongoing_requests:
             rule = f"must not exceed vlm_max_ongoing_requests ({self.vlm_max_ongoing_requests}), or it never scales up"
             raise InvalidConfig("vlm_autoscaling.target_ongoing_requests", vlm_target, rule)
+        if self.ingress_autoscaling.min_replicas < 1:
+            rule = "must be at least 1: the ingress answers HTTP and runs the job store's sweep"
+            raise InvalidConfig("ingress_autoscaling.min_replicas", self.ingress_autoscaling.min_replicas, rule)
+        if self.max_waiting_requests >= self.ingress_max_ongoing_requests:
+            rule = f"must be below ingress_max_ongoing_requests ({self.ingress_max_ongoing_requests}): short requests need room"
+            raise InvalidConfig("max_waiting_requests", self.max_waiting_requests, rule)
+        if self.max_waiting_requests_per_key > self.max_waiting_requests:
+            rule = f"must not exceed max_waiting_requests ({self.max_waiting_requests})"
+            raise InvalidConfig("max_waiting_requests_per_key", self.max_waiting_requests_per_key, rule)
         if self.generator_max_queued_requests < self.worker_max_concurrent_jobs:
             rule = f"must be at least worker_max_concurrent_jobs ({self.worker_max_concurrent_jobs}), or running jobs are refused"
             raise InvalidConfig("generator_max_queued_requests", self.generator_max_queued_requests, rule)
@@ -104,6 +165,16 @@ class AppArgs(BaseModel):
 def request_limits(args: AppArgs) -> RequestLimits:
     """The most one request may ask for, from the args."""
     return RequestLimits(max_n=args.max_n, max_num_frames=args.max_num_frames, max_steps=args.max_steps)
+
+
+def http_limits(args: AppArgs) -> HTTPLimits:
+    """What one ingress replica takes on at once, from the args (`f2f.serving.admission`)."""
+    return HTTPLimits(
+        max_in_flight=args.ingress_max_ongoing_requests,
+        max_waiting=args.max_waiting_requests,
+        max_waiting_per_key=args.max_waiting_requests_per_key,
+        retry_after_s=args.jobs.retry_after_s,
+    )
 
 
 def replica_options(replicas: Replicas) -> dict[str, Any]:

@@ -7,10 +7,18 @@ Rules:
   how long they are kept (`ttl_s`), how many jobs may wait (`max_queued`),
   and which broker carries the job messages.
 - Broker: `broker_url: null` (the default) is Kombu's file-system transport
-  in `<dir>/broker/` with Celery's file result backend beside it: one node,
-  nothing to install. `redis://host:port/db` is Redis as broker and result
-  backend (production; several nodes). Any other Celery broker URL works
-  too, with `backend_url` set.
+  in `<dir>/broker/`: one node, nothing to install. `redis://host:port/db`
+  is Redis (production; several nodes). Any other Celery broker URL works
+  too (RabbitMQ's `amqp://`).
+- No Celery result backend (`disabled://`): the job store is the record, so
+  nothing a worker does after an edit writes to the broker's side, and no
+  failed result write (a full or read-only volume, a Redis refusing writes)
+  can stop a consumer from taking jobs.
+- `BrokerQueue.length()` counts the messages waiting on the broker (Kombu's
+  queue declare, any transport): the edit workers scale on it
+  (`f2f.serving.scaling`), a worker's health check reads it (a consumer that
+  takes nothing while messages wait is restarted), and the ingress exports it
+  (`f2f_broker_queue_length`).
 - A job message carries only the job id; everything else is in the job
   store. Ray's Celery adapter acknowledges a message after its handler
   returns (`acks_late`) and requeues it if the worker is lost; the handler
@@ -35,6 +43,7 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import uuid
@@ -120,27 +129,46 @@ class JobsArgs(BaseModel):
         0.02, gt=0, le=5, description="How often a worker looks for job messages on the file-system broker (Redis pushes them)."
     )
     broker_url: str | None = Field(None, description="Celery broker URL, e.g. redis://redis:6379/0 (null: file system).")
-    backend_url: str | None = Field(None, description="Celery result backend URL (null: the broker's, for Redis).")
     queue_name: str = Field("f2f-edits", min_length=1, description="Name of the job queue on the broker.")
+    stalled_after_s: float = Field(
+        60.0,
+        gt=0,
+        description="A worker replica with a free slot that took no job for this long while messages wait on the broker "
+        "fails its health check, and Serve replaces it.",
+    )
 
     @model_validator(mode="after")
-    def _backend_known(self) -> JobsArgs:
+    def _heartbeat_within_lease(self) -> JobsArgs:
         if self.heartbeat_s >= self.lease_s:
             raise InvalidConfig("heartbeat_s", self.heartbeat_s, f"must be shorter than lease_s ({self.lease_s})")
-        if self.broker_url and self.backend_url is None and not self.broker_url.startswith(("redis://", "rediss://")):
-            raise InvalidConfig("backend_url", None, "is needed with a broker other than Redis")
         return self
 
     def store_dir(self, cache_dir: Path) -> Path:
         return (self.dir or cache_dir / "jobs").expanduser()
 
 
+def broker_settings(jobs: JobsArgs, store_dir: Path) -> tuple[str, dict[str, Any] | None]:
+    """The Kombu URL of the job queue's broker and its transport options (the file-system broker's folders)."""
+    if jobs.broker_url:
+        return jobs.broker_url, None
+    folder = store_dir / "broker"
+    for sub in ("messages", "claimed", "unreadable", "control"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    options = {
+        "data_folder_in": str(folder / "messages"),
+        "data_folder_out": str(folder / "messages"),
+        "claim_folder": str(folder / "claimed"),
+        "control_folder": str(folder / "control"),
+        "polling_interval": jobs.broker_poll_s,
+    }
+    return f"{FILE_SCHEME}://", options
+
+
 def task_processor_config(jobs: JobsArgs, store_dir: Path) -> Any:
-    """Ray Serve's TaskProcessorConfig for the job queue (Celery adapter)."""
+    """Ray Serve's TaskProcessorConfig for the job queue (Celery adapter, no result backend)."""
     from ray.serve.schema import CeleryAdapterConfig, TaskProcessorConfig
 
     app_config: dict[str, Any] = {
-        "result_expires": int(jobs.ttl_s),
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
         "broker_connection_retry_on_startup": True,
@@ -148,34 +176,69 @@ def task_processor_config(jobs: JobsArgs, store_dir: Path) -> Any:
         # the other jobs' messages stay on the broker for any worker; a lost worker strands none of them.
         "worker_prefetch_multiplier": 1,
     }
-    if jobs.broker_url:
-        broker, backend, options = jobs.broker_url, jobs.backend_url or jobs.broker_url, None
-    else:
-        folder = store_dir / "broker"
-        for sub in ("messages", "claimed", "unreadable", "control", "results"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
-        broker, backend = f"{FILE_SCHEME}://", (folder / "results").as_uri()
-        options = {
-            "data_folder_in": str(folder / "messages"),
-            "data_folder_out": str(folder / "messages"),
-            "claim_folder": str(folder / "claimed"),
-            "control_folder": str(folder / "control"),
-            "polling_interval": jobs.broker_poll_s,
-        }
+    broker, options = broker_settings(jobs, store_dir)
+    # No result backend: the job store is the record. Celery's DisabledBackend stores nothing, so no failed write
+    # to a backend (a full or read-only volume, a Redis that refuses writes) can break a consumer.
     adapter = CeleryAdapterConfig(
-        broker_url=broker, backend_url=backend, broker_transport_options=options, app_custom_config=app_config
+        broker_url=broker, backend_url="disabled://", broker_transport_options=options, app_custom_config=app_config
     )
     # Retries are the job store's (max_attempts, leases): Celery's own would run a failed edit again.
     return TaskProcessorConfig(queue_name=jobs.queue_name, adapter_config=adapter, max_retries=0)
 
 
+class BrokerQueue:
+    """How many job messages wait on the broker (no consumer took them yet), through Kombu: Redis, RabbitMQ or the
+    file-system broker alike. One connection, opened on first use and again after an error (blocking: use a thread)."""
+
+    def __init__(self, url: str, transport_options: dict[str, Any] | None, queue_name: str) -> None:
+        self.url, self.options, self.queue_name = url, transport_options or {}, queue_name
+        self._connection: Any = None
+
+    @classmethod
+    def of(cls, jobs: JobsArgs, store_dir: Path) -> BrokerQueue:
+        return cls(*broker_settings(jobs, store_dir), jobs.queue_name)
+
+    def length(self) -> int:
+        """Messages waiting; raises (and reconnects next time) if the broker cannot be reached."""
+        from kombu import Connection
+
+        try:
+            if self._connection is None:
+                options = {**self.options, "socket_timeout": 2.0, "socket_connect_timeout": 2.0}
+                self._connection = Connection(self.url, transport_options=options, connect_timeout=2.0)
+            # The queue as Celery declares it (durable, one direct exchange of its name): declaring is idempotent.
+            declared = self._connection.default_channel.queue_declare(queue=self.queue_name, durable=True, auto_delete=False)
+            return int(declared.message_count)
+        except Exception:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                self._connection.release()
+            self._connection = None
+
+
 class JobQueue:
-    """The producer side: sends job ids to the queue (blocking calls; run them in a thread)."""
+    """The producer side: sends job ids to the queue (blocking calls; run them in a thread).
+
+    Its own Celery app on the consumers' broker and queue, with no result backend: Ray's `enqueue_task_sync`
+    reads the task's status from the result backend after sending, and there is none (`task_processor_config`).
+    """
 
     def __init__(self, jobs: JobsArgs, store_dir: Path) -> None:
-        from ray.serve.task_consumer import instantiate_adapter_from_config
+        from celery import Celery
 
-        self.adapter = instantiate_adapter_from_config(task_processor_config(jobs, store_dir))
+        url, options = broker_settings(jobs, store_dir)
+        name = self.queue_name = jobs.queue_name
+        self.app = Celery(name, broker=url, backend="disabled://")
+        self.app.conf.update(
+            broker_transport_options=options or {},
+            broker_connection_retry_on_startup=True,
+            # The queue as Ray's Celery adapter declares it for the consumers: one direct exchange of its name.
+            task_queues={name: {"exchange": name, "exchange_type": "direct", "routing_key": name}},
+        )
 
     def send(self, job_id: str) -> None:
-        self.adapter.enqueue_task_sync(TASK_NAME, args=[job_id])
+        self.app.send_task(TASK_NAME, args=[job_id], queue=self.queue_name)

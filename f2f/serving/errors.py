@@ -9,6 +9,10 @@ Body, always: `{"error": {"message", "type", "param", "code"}}`; never a traceba
 | a Starlette `HTTPException` (unknown route, wrong method) | its status | invalid_request_error / server_error | null |
 | `Unauthenticated` (no or an unknown API key) | 401 + `WWW-Authenticate` | invalid_request_error, `invalid_api_key` | null |
 | `TooManyJobs` (`auth.max_active_jobs_per_key`) | 429 + `Retry-After` | invalid_request_error, `too_many_jobs` | null |
+| `TooManyWaiting`, a key's (`max_waiting_requests_per_key`) | 429 + `Retry-After` | invalid_request_error | null |
+| `TooManyWaiting` in all (`max_waiting_requests`) | 503 + `Retry-After` | server_error, `too_many_waiting` | null |
+| `Overloaded` (over `ingress_max_ongoing_requests`) | 503 + `Retry-After` | server_error, `overloaded` | null |
+| `ClientGone` (the client left before its job was created) | 499, to nobody | invalid_request_error | null |
 | `BodyTooLarge` (over `jobs.max_body_bytes`) | 413 | invalid_request_error, code `body_too_large` | null |
 | `JobNotFound` (unknown or expired job id), `NoSuchOutput`, `ModelNotFound` | 404 | invalid_request_error | null |
 | `JobNotFinished` (output of an unfinished job, cancel of a finished one) | 409 | invalid_request_error | null |
@@ -39,6 +43,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from f2f.errors import BackendNotConfigured, EditCancelled, F2FError, InvalidInput, VLMEndpointError
+from f2f.serving.admission import Overloaded, TooManyWaiting
 from f2f.serving.auth import TooManyJobs, Unauthenticated
 from f2f.serving.jobs import IdempotencyConflict, JobNotFound
 from f2f.serving.protocol import ErrorInfo, ErrorResponse, JobError
@@ -95,6 +100,12 @@ class RetryLater(F2FError):
         self.retry_after_s, self.code = retry_after_s, code
 
 
+class ClientGone(F2FError):
+    """The client disconnected before its job was created; none is."""
+
+    code = "client_gone"
+
+
 class JobFailed(F2FError):
     """A synchronous edit's job failed or was cancelled; carries the job's error."""
 
@@ -110,7 +121,7 @@ def error_response(exc: BaseException) -> JSONResponse:
         exc = exc.exceptions[0]
     status, info = _classify(exc)
     headers = None
-    if isinstance(exc, (RetryLater, TooManyJobs)):
+    if isinstance(exc, (RetryLater, TooManyJobs, TooManyWaiting, Overloaded)):
         headers = {"Retry-After": str(exc.retry_after_s)}
     elif isinstance(exc, Unauthenticated):
         headers = {"WWW-Authenticate": "Bearer"}
@@ -127,8 +138,12 @@ def _classify(exc: BaseException) -> tuple[int, ErrorInfo]:
         return exc.status_code, ErrorInfo(message=str(exc.detail), type=kind, code=f"http_{exc.status_code}")
     if isinstance(exc, Unauthenticated):
         return 401, ErrorInfo(message=str(exc), type="invalid_request_error", code=exc.code)
-    if isinstance(exc, TooManyJobs):
+    if isinstance(exc, TooManyJobs) or (isinstance(exc, TooManyWaiting) and exc.per_key):
         return 429, ErrorInfo(message=str(exc), type="invalid_request_error", code=exc.code)
+    if isinstance(exc, (TooManyWaiting, Overloaded)):
+        return 503, ErrorInfo(message=str(exc), type="server_error", code=exc.code)
+    if isinstance(exc, ClientGone):
+        return 499, ErrorInfo(message=str(exc), type="invalid_request_error", code=exc.code)
     if isinstance(exc, BodyTooLarge):
         return 413, ErrorInfo(message=str(exc), type="invalid_request_error", code=exc.code)
     if isinstance(exc, (JobNotFound, NoSuchOutput, ModelNotFound)):

@@ -30,9 +30,10 @@ from fastapi import FastAPI
 
 from f2f.config import F2FConfig
 from f2f.request import RequestLimits
-from f2f.serving.args import AppArgs
+from f2f.serving.admission import PROBE_ROOM, HTTPLimits, InFlightLimit
+from f2f.serving.args import AppArgs, actor_options, replica_options
 from f2f.serving.auth import AuthArgs
-from f2f.serving.broker import JobQueue, JobsArgs
+from f2f.serving.broker import BrokerQueue, JobQueue, JobsArgs
 from f2f.serving.errors import BodyTooLarge, NotReady, error_response, install_error_handlers
 from f2f.serving.events import EventsClient
 from f2f.serving.jobs import JobStore
@@ -44,22 +45,39 @@ class Ingress:
     """Serve deployment body: the job store, the queue producer, and the FastAPI app built on the replica."""
 
     def __init__(
-        self, worker: Any, events: Any, config: F2FConfig, jobs_args: JobsArgs, limits: RequestLimits, auth: AuthArgs
+        self,
+        worker: Any,
+        events: Any,
+        config: F2FConfig,
+        jobs_args: JobsArgs,
+        limits: RequestLimits,
+        auth: AuthArgs,
+        http: HTTPLimits | None = None,
     ) -> None:
         self.worker = worker  # bound so that Serve deploys the worker with this app
         self.events = events
         self.config, self.jobs, self.limits, self.auth = config, jobs_args, limits, auth
+        self.http = http or HTTPLimits(retry_after_s=jobs_args.retry_after_s)
 
     @classmethod
     def deployment_options(cls, args: AppArgs) -> dict[str, Any]:
-        """One replica, fractional CPU."""
-        return {"name": "Ingress", "ray_actor_options": {"num_cpus": args.ingress_num_cpus}}
+        """Many requests at once (it waits on I/O; `f2f.serving.admission` answers overload), a bounded queue in
+        each HTTP proxy (503 with Retry-After), replicas fixed or autoscaled on requests in flight."""
+        return {
+            "name": "Ingress",
+            "max_ongoing_requests": args.ingress_max_ongoing_requests + PROBE_ROOM,
+            "max_queued_requests": args.ingress_max_queued_requests,
+            "backpressure_config": {"status_code": 503, "retry_after_s": args.jobs.retry_after_s},
+            "ray_actor_options": actor_options(args.ingress_num_cpus, 0, args.ingress_resources),
+            **replica_options(args.ingress_autoscaling),
+        }
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         store_dir = self.jobs.store_dir(self.config.cache_dir)
         store = JobStore(store_dir, self.jobs.ttl_s, self.jobs.lease_s)
         events = EventsClient(self.events, asyncio.get_running_loop())
-        service = EditService(store, JobQueue(self.jobs, store_dir), self.config, self.jobs, self.limits, self.auth, events)
+        queue, broker = JobQueue(self.jobs, store_dir), BrokerQueue.of(self.jobs, store_dir)
+        service = EditService(store, queue, self.config, self.jobs, self.limits, self.auth, events, self.http, broker)
         return make_api(service, serve_ready)
 
 
@@ -92,6 +110,7 @@ def make_api(service: EditService, ready: Callable[[], Awaitable[None]]) -> Fast
     )
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=service.jobs.max_body_bytes)  # type: ignore[arg-type]
+    app.add_middleware(InFlightLimit, limits=service.waits.limits)  # type: ignore[arg-type]  # outermost: added last
     app.state.service, app.state.ready = service, ready
     for router in (health.router, jobs.router, images.router, web.router):
         app.include_router(router)

@@ -419,6 +419,19 @@ class JobStore:
 
         return self.update(job_id, back)
 
+    def hand_back(self, job_id: str, worker: str) -> JobRecord:
+        """Put a job that `worker` runs back in the queue, its attempt not counted: the worker is stopping, the edit
+        did not fail. A job another worker took over meanwhile (this one's lease lapsed) is left as it is."""
+
+        def back(record: JobRecord) -> bool:
+            if record.status != "running" or record.worker != worker:
+                return False
+            record.status, record.worker, record.heartbeat_at, record.stage, record.progress = "queued", None, None, None, None
+            record.attempts, record.sent_at = max(0, record.attempts - 1), None
+            return True
+
+        return self.update(job_id, back)
+
     def next_attempt(self, job_id: str) -> JobRecord:
         """Count another try of a running job (its model replica was lost), from the start."""
 

@@ -9,6 +9,7 @@
 | `ray_f2f_denoise_step_seconds` | histogram | (none of ours) | one denoising step; a video's first step (set-up) is left out |
 | `ray_f2f_queue_depth` | gauge | (none of ours) | jobs waiting for a worker (the job store's count, shared by every replica) |
 | `ray_f2f_queue_oldest_age_seconds` | gauge | (none of ours) | how long the oldest waiting job has waited |
+| `ray_f2f_broker_queue_length` | gauge | (none of ours) | job messages on the broker no worker took yet (workers scale on it) |
 
 Ray Serve adds its own tags (application, deployment, replica) and exports
 every metric with a `ray_` prefix on the node's metrics export port, a few
@@ -72,6 +73,7 @@ EDITS_RUNNING = "f2f_edits_running"
 DENOISE_STEP_SECONDS = "f2f_denoise_step_seconds"
 QUEUE_DEPTH = "f2f_queue_depth"
 QUEUE_OLDEST_AGE = "f2f_queue_oldest_age_seconds"
+BROKER_QUEUE_LENGTH = "f2f_broker_queue_length"
 
 
 @cache
@@ -102,6 +104,9 @@ def _metrics() -> dict[str, Any]:
         ),
         QUEUE_DEPTH: metrics.Gauge(QUEUE_DEPTH, description="Edit jobs waiting for a worker."),
         QUEUE_OLDEST_AGE: metrics.Gauge(QUEUE_OLDEST_AGE, description="Seconds the oldest waiting edit job has waited."),
+        BROKER_QUEUE_LENGTH: metrics.Gauge(
+            BROKER_QUEUE_LENGTH, description="Job messages waiting on the broker, not yet taken by an edit worker."
+        ),
     }
 
 
@@ -180,3 +185,8 @@ def record_queue(depth: int, oldest_age_s: float) -> None:
     m = _metrics()
     m[QUEUE_DEPTH].set(depth)
     m[QUEUE_OLDEST_AGE].set(oldest_age_s)
+
+
+def record_broker_queue(length: int) -> None:
+    """Set the broker gauge: job messages waiting on the broker."""
+    _metrics()[BROKER_QUEUE_LENGTH].set(length)

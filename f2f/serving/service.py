@@ -25,16 +25,17 @@ import asyncio
 import io
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any
 
 from f2f.config import F2FConfig
 from f2f.request import CheckedEdit, RequestLimits, check_edit
 from f2f.serving import metrics
+from f2f.serving.admission import HTTPLimits, WaitSlots
 from f2f.serving.auth import AuthArgs, KeyRing, TooManyJobs
-from f2f.serving.broker import JobsArgs
-from f2f.serving.errors import RetryLater
+from f2f.serving.broker import BrokerQueue, JobsArgs
+from f2f.serving.errors import ClientGone, RetryLater
 from f2f.serving.events import EventsClient
 from f2f.serving.jobs import EditRequest, JobNotFound, JobRecord, JobStore, StorageFull, fingerprint, send, sweep_forever
 from f2f.serving.protocol import EditOptions, JobView
@@ -43,6 +44,7 @@ logger = logging.getLogger("f2f.serving")
 SOURCE_PNG_LEVEL = 1
 Check = Callable[[CheckedEdit], None]
 Mask = tuple[bytes, bool]  # a caller's mask file, and whether its area is in the alpha channel (OpenAI's format)
+Gone = Callable[[], Awaitable[bool]]  # whether the request's client has disconnected (Starlette's is_disconnected)
 
 
 class EditService:
@@ -57,9 +59,12 @@ class EditService:
         limits: RequestLimits,
         auth: AuthArgs,
         events: EventsClient | None = None,
+        http: HTTPLimits | None = None,
+        broker: BrokerQueue | None = None,
     ) -> None:
         self.store, self.queue, self.config, self.jobs, self.limits, self.auth = store, queue, config, jobs, limits, auth
-        self.events = events
+        self.events, self.broker = events, broker
+        self.waits = WaitSlots(http or HTTPLimits(retry_after_s=jobs.retry_after_s))
         self.ring = KeyRing(auth.keys_file) if auth.required and auth.keys_file else None
         if events is not None:
             store.on_change = events.publish_record
@@ -72,14 +77,18 @@ class EditService:
         owner: str,
         also: Check | None = None,
         mask: Mask | None = None,
+        gone: Gone | None = None,
     ) -> tuple[JobRecord, bool]:
         """The job of this request (new, or the one its idempotency key made) and whether it is new.
 
         `also` checks more of the checked request before the job exists (a route's own fields, e.g. OpenAI's `size`).
         `mask` is the caller's mask file and whether its API carries the area in alpha (OpenAI's).
+        `gone` tells whether the client has left: then no job is created (ClientGone).
         """
         stored = await asyncio.to_thread(checked_job, raw_image, options, self.config, self.limits, also, mask)
         source_png, mask_png, request = stored
+        if gone is not None and await gone():
+            raise ClientGone("the client disconnected before its job was created; none was")
 
         def admit() -> None:  # under the store's queue lock: concurrent requests never pass these bounds together
             depth, _ = self.store.queue_stats()
@@ -143,7 +152,7 @@ class EditService:
     def run_background(self) -> list[asyncio.Task[None]]:
         """The sweep and the queue gauges, as tasks of the running loop (the caller cancels them)."""
         sweep = sweep_forever(self.store, self.queue, self.jobs.sweep_interval_s, self.jobs.resend_after_s)
-        return [asyncio.create_task(sweep), asyncio.create_task(_queue_gauges_forever(self.store))]
+        return [asyncio.create_task(sweep), asyncio.create_task(_queue_gauges_forever(self.store, self.broker))]
 
 
 def checked_job(
@@ -175,12 +184,18 @@ def _sse(event: str, data: Any) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-async def _queue_gauges_forever(store: JobStore) -> None:
-    """Set the queue gauges every `metrics.gauge_refresh_s()`, changed or not (Ray drops a gauge not set again)."""
+async def _queue_gauges_forever(store: JobStore, broker: BrokerQueue | None) -> None:
+    """Set the queue gauges every `metrics.gauge_refresh_s()`, changed or not (Ray drops a gauge not set again):
+    the job store's queue, and the messages waiting on the broker (left unset while the broker cannot be read)."""
     every_s = metrics.gauge_refresh_s()
     while True:
         try:
             metrics.record_queue(*await asyncio.to_thread(store.queue_stats))
         except Exception:
             logger.exception("the queue gauges could not be set")
+        if broker is not None:
+            try:
+                metrics.record_broker_queue(await asyncio.to_thread(broker.length))
+            except Exception as exc:
+                logger.warning("the broker's queue length could not be read (%s: %s)", type(exc).__name__, exc)
         await asyncio.sleep(every_s)

@@ -55,19 +55,22 @@ from f2f.protocols import CancelToken, Progress
 from f2f.request import CheckedEdit
 from f2f.result import EditResult, write_atomic, write_outputs
 from f2f.serving import metrics
-from f2f.serving.args import AppArgs, replica_options
-from f2f.serving.broker import TASK_NAME, JobsArgs
+from f2f.serving.args import AppArgs, actor_options, replica_options
+from f2f.serving.broker import TASK_NAME, BrokerQueue, JobQueue, JobsArgs
 from f2f.serving.events import EventsClient
 from f2f.serving.frames import frame_links
-from f2f.serving.jobs import JobRecord, JobStore, StorageFull, no_space_as_storage_full
+from f2f.serving.jobs import JobRecord, JobStore, StorageFull, no_space_as_storage_full, send
 from f2f.serving.protocol import AlignmentView, JobError, JobResult, RankingView
 from f2f.serving.remote import RemoteGenerator, RemoteVLM
+from f2f.serving.scaling import POLICY_PATH, RUNNING_JOBS
 
 logger = logging.getLogger("f2f.serving")
 # After a lost replica, the first retry waits this long (then twice as long each time): longer than Serve takes
 # to take a broken replica out of routing (the generator's health check every 2 s: f2f.serving.generator_deployment).
 LOST_REPLICA_BACKOFF_S = 5.0
 FAST_PNG = 1  # zlib level of the outputs: a caller waits for them (f2f.result.write_outputs)
+HEALTH_CHECK_PERIOD_S = 5.0  # how often Serve asks a worker replica whether its consumer still takes jobs
+HANDED_BACK = "handed back"
 
 
 def _lost_replica_errors() -> tuple[type[BaseException], ...]:
@@ -89,15 +92,25 @@ def _task_handler(name: str) -> Any:
 class EditWorker:
     """Serve deployment body (made a task consumer by the app builder)."""
 
-    def __init__(self, vlm: Any, generator: Any, events: Any, config: F2FConfig, jobs: JobsArgs) -> None:
+    def __init__(
+        self, vlm: Any, generator: Any, events: Any, config: F2FConfig, jobs: JobsArgs, max_concurrent_jobs: int = 1
+    ) -> None:
         self.loop = asyncio.get_running_loop()  # Serve runs constructors on the replica's event loop
         self.vlm, self.generator = RemoteVLM(vlm), RemoteGenerator(generator)
         self.config, self.jobs = config, jobs
+        self.jobs_max_concurrent = max_concurrent_jobs
         self.store = JobStore(jobs.store_dir(config.cache_dir), jobs.ttl_s, jobs.lease_s)
         if events is not None:
             self.store.on_change = EventsClient(events, self.loop).publish_record
         self.worker_id = uuid.uuid4().hex[:12]
         self.lost_replica = _lost_replica_errors()
+        store_dir = jobs.store_dir(config.cache_dir)
+        self.queue, self.broker = JobQueue(jobs, store_dir), BrokerQueue.of(jobs, store_dir)
+        self.running: dict[str, asyncio.Task[EditResult]] = {}  # job id -> its edit, while an attempt runs
+        self.handing_back: set[str] = set()
+        self.draining = False
+        self.busy = 0  # jobs taken from the queue and not done (running, or waiting to try again)
+        self.watch = ConsumerWatch(jobs.stalled_after_s)
         self._gauges = self.loop.create_task(_running_gauge_forever())  # kept: the loop holds tasks weakly
         self._alive = self.loop.create_task(self._alive_forever())
 
@@ -111,14 +124,28 @@ class EditWorker:
             await asyncio.sleep(self.jobs.heartbeat_s)
 
     @classmethod
-    def deployment_options(cls, args: AppArgs) -> dict[str, Any]:
-        """Its concurrency is the queue consumer's."""
+    def deployment_options(cls, args: AppArgs, broker: tuple[str, dict[str, Any] | None]) -> dict[str, Any]:
+        """Its concurrency is the queue consumer's; autoscaled on the job queue (`f2f.serving.scaling`); a stopping
+        replica hands its jobs back at once, and is killed after `worker_graceful_shutdown_timeout_s`."""
+        replicas = replica_options(args.worker_autoscaling)
+        if "autoscaling_config" in replicas:
+            url, options = broker
+            kwargs = {"broker_url": url, "transport_options": options, "queue_name": args.jobs.queue_name}
+            kwargs["jobs_per_replica"] = args.worker_max_concurrent_jobs
+            replicas["autoscaling_config"]["policy"] = {"policy_function": POLICY_PATH, "policy_kwargs": kwargs}
         return {
             "name": "EditWorker",
             "max_ongoing_requests": args.worker_max_concurrent_jobs,
-            "ray_actor_options": {"num_cpus": args.worker_num_cpus},
-            **replica_options(args.worker_autoscaling),
+            "ray_actor_options": actor_options(args.worker_num_cpus, 0, args.worker_resources),
+            "health_check_period_s": HEALTH_CHECK_PERIOD_S,
+            "graceful_shutdown_timeout_s": args.worker_graceful_shutdown_timeout_s,
+            "graceful_shutdown_wait_loop_s": 1.0,
+            **replicas,
         }
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Serve's custom autoscaling metric: the jobs this replica runs (`JobQueuePolicy` adds the waiting ones)."""
+        return {RUNNING_JOBS: float(self.busy)}
 
     @_task_handler(TASK_NAME)
     def run_job(self, job_id: str) -> str:
@@ -126,13 +153,53 @@ class EditWorker:
         return asyncio.run_coroutine_threadsafe(self.run(job_id), self.loop).result()
 
     async def check_health(self) -> None:
-        """Raise if the queue consumer stopped (also Serve's replica health check)."""
+        """Serve's replica health check: raise if the queue consumer stopped, or if it takes no job while it has a
+        free slot and messages wait on the broker (for `jobs.stalled_after_s`); Serve then replaces the replica."""
         thread = getattr(getattr(self, "_adapter", None), "_worker_thread", None)  # set by Ray's Celery adapter
         if thread is not None and not thread.is_alive():
             raise RuntimeError("the job queue consumer has stopped")
+        if self.draining or self.busy >= self.jobs_max_concurrent:
+            self.watch.observe(0)
+            return
+        try:
+            waiting = await asyncio.to_thread(self.broker.length)
+        except Exception as exc:  # the broker's own outage is not this replica's fault: the job store keeps the jobs
+            logger.warning("the job queue's length could not be read (%s: %s)", type(exc).__name__, exc)
+            return
+        stalled_s = self.watch.observe(waiting)
+        if stalled_s is not None:
+            raise RuntimeError(
+                f"the job queue consumer took no job for {stalled_s:.0f} s with a free slot while {waiting} "
+                f"messages wait on the broker (jobs.stalled_after_s {self.jobs.stalled_after_s:g})"
+            )
+
+    async def hand_back_all(self) -> None:
+        """This replica is stopping (a rollout, a downscale, a drained node): hand every running job back to the
+        queue now, its attempt not counted, so that another replica starts it at once instead of after its lease.
+        A message that arrives from now on is sent back untouched."""
+        self.draining = True
+        jobs = list(self.running)
+        for job_id in jobs:
+            self.handing_back.add(job_id)
+            self.running[job_id].cancel()
+        while self.running:
+            await asyncio.sleep(0.05)
+        if jobs:
+            logger.info("stopping: handed %d running job(s) back to the queue: %s", len(jobs), ", ".join(jobs))
 
     async def run(self, job_id: str) -> str:
         """Claim and run one job; the job's status afterwards (or why it was skipped)."""
+        self.watch.took()
+        self.busy += 1
+        try:
+            return await self._run(job_id)
+        finally:
+            self.busy -= 1
+
+    async def _run(self, job_id: str) -> str:
+        if self.draining:  # this replica is stopping: the message goes back to the broker for another one
+            await send(self.store, self.queue, job_id)
+            return HANDED_BACK
         record = await asyncio.to_thread(self.store.claim, job_id, self.worker_id, self.jobs.max_attempts)
         if record is None:
             current = await asyncio.to_thread(self.store.cancel_if_requested, job_id)
@@ -149,14 +216,17 @@ class EditWorker:
         job_id, cancel = record.id, CancelToken()
         watcher = _JobWatcher(self.store, job_id, cancel, self.jobs)
         task = asyncio.create_task(self._edit(record, watcher, cancel))
+        self.running[job_id] = task
         watch = asyncio.create_task(watcher.watch(task))
         try:
             with metrics.in_flight():
                 result = await task
             await asyncio.to_thread(self._write_outputs, record, result)
         except (EditCancelled, asyncio.CancelledError):
+            if job_id in self.handing_back:
+                return await self._hand_back(job_id)
             if not cancel.cancelled:
-                raise  # the replica is stopping: the lease runs out and the job is queued again
+                raise  # the replica is stopping without a drain: the lease runs out and the job is queued again
             cancelled = JobError(message="the edit was cancelled by request", code="cancelled")
             return await self._finish(job_id, "cancelled", cancelled)
         except self.lost_replica as exc:
@@ -182,8 +252,17 @@ class EditWorker:
             )
         finally:
             await asyncio.wait({watch})  # it ends once the task is done
+            self.running.pop(job_id, None)
         metrics.record_edit(result)
         return await self._finish(job_id, "succeeded", None, result)
+
+    async def _hand_back(self, job_id: str) -> str:
+        """Put a job this stopping replica was running back in the queue (its attempt not counted), and send it."""
+        self.handing_back.discard(job_id)
+        record = await asyncio.to_thread(self.store.hand_back, job_id, self.worker_id)
+        if record.status == "queued":
+            await send(self.store, self.queue, job_id)  # if the broker is down, the ingress's sweep sends it
+        return HANDED_BACK
 
     async def _edit(self, record: JobRecord, watcher: _JobWatcher, cancel: CancelToken) -> EditResult:
         checked = await asyncio.to_thread(self._checked_request, record)
@@ -223,6 +302,56 @@ class EditWorker:
         job_result = None if result is None else _job_result(job_id, result, self.store.job_dir(job_id))
         timings = None if result is None else result.timings_s
         return (await asyncio.to_thread(self.store.finish, job_id, status, error, job_result, timings)).status  # type: ignore[arg-type]
+
+
+def consumer_class(queue: Any) -> type:
+    """`EditWorker` as a Ray Serve task consumer of the job queue (`TaskProcessorConfig`) whose stop hands its
+    running jobs back before the consumer stops.
+
+    Ray's consumer wrapper stops the Celery consumer first, in a synchronous `__del__` on the replica's event
+    loop: Celery's warm shutdown then waits for the running jobs, which need that loop, until its 10 s join
+    gives up. This `__del__` (Serve awaits it at a graceful stop) hands the jobs back first, then stops the
+    consumer on a thread.
+    """
+    from ray.serve.task_consumer import task_consumer
+
+    consumer: Any = task_consumer(task_processor_config=queue)(EditWorker)
+
+    class DrainingConsumer(consumer):
+        async def __del__(self) -> None:
+            await self.hand_back_all()
+            adapter = getattr(self, "_adapter", None)
+            if adapter is not None:
+                await asyncio.to_thread(adapter.stop_consumer)
+
+    for attr in ("__name__", "__qualname__", "__module__", "__doc__"):
+        setattr(DrainingConsumer, attr, getattr(EditWorker, attr))
+    return DrainingConsumer
+
+
+class ConsumerWatch:
+    """Whether a queue consumer stalled: messages waited on the broker at every look for `stalled_after_s`, while
+    it had a free slot, and it took none of them meanwhile. A look with nothing waiting (or no free slot) resets it."""
+
+    def __init__(self, stalled_after_s: float, clock: Any = time.monotonic) -> None:
+        self.stalled_after_s, self.clock = stalled_after_s, clock
+        self.taken_at = clock()
+        self.waiting_since: float | None = None
+
+    def took(self) -> None:
+        self.taken_at = self.clock()
+
+    def observe(self, waiting: int) -> float | None:
+        """Seconds stalled, once that is `stalled_after_s` or more; else None."""
+        now = self.clock()
+        if waiting <= 0:
+            self.waiting_since = None
+            return None
+        if self.waiting_since is None or self.taken_at >= self.waiting_since:
+            self.waiting_since = now
+            return None
+        stalled_s = now - self.waiting_since
+        return stalled_s if stalled_s >= self.stalled_after_s else None
 
 
 async def _running_gauge_forever() -> None:

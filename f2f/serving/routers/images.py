@@ -82,17 +82,19 @@ async def images_edits(request: Request, caller: Caller, service: Service) -> Im
     raw_image, mask, fields = await form_fields(request)
     ask = _openai_fields(fields, service.config)
     options = validated(EditOptions, fields)
-    record, _ = await service.submit(
-        raw_image,
-        options,
-        None,
-        caller,
-        also=_size_fits(ask["size"]),
-        mask=None if mask is None else (mask, True),  # OpenAI's masks: a PNG with alpha, transparent = edit here
-    )
-    if ask["user"]:
-        logger.info("job %s is for end user %r", record.id, ask["user"])
-    record = await service.finished(record)
+    with service.waits.hold(caller):  # a long wait: bounded per key and in all, taken before any job exists
+        record, _ = await service.submit(
+            raw_image,
+            options,
+            None,
+            caller,
+            also=_size_fits(ask["size"]),
+            mask=None if mask is None else (mask, True),  # OpenAI's masks: a PNG with alpha, transparent = edit here
+            gone=request.is_disconnected,
+        )
+        if ask["user"]:
+            logger.info("job %s is for end user %r", record.id, ask["user"])
+        record = await service.finished(record)
     if record.status != "succeeded" or record.result is None:
         raise JobFailed(record.error or JobError(message="the edit failed", code="edit_failed"))
     size = outputs.check_size(ask["size"], tuple(record.result.source_size))  # type: ignore[arg-type]

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -61,7 +62,7 @@ async def create_edit(
 ) -> JSONResponse:
     raw_image, mask, options = await read_submission(request)
     either = None if mask is None else (mask, False)  # alpha (transparent = edit) or one channel (white = edit)
-    record, created = await service.submit(raw_image, options, idempotency_key, caller, mask=either)
+    record, created = await service.submit(raw_image, options, idempotency_key, caller, mask=either, gone=request.is_disconnected)
     view = JobView.of(record)
     headers = {"Location": view.links["self"]}
     if not created:
@@ -85,7 +86,8 @@ async def cancel_edit(job_id: str, caller: Caller, service: Service) -> JobView:
 @router.get("/{job_id}/events", response_class=StreamingResponse)
 async def edit_events(job_id: str, caller: Caller, service: Service) -> StreamingResponse:
     first = await asyncio.to_thread(service.store.get_for, job_id, caller)
-    return StreamingResponse(service.events_of(first), media_type="text/event-stream")
+    release = service.waits.take(caller)  # a long wait: bounded per key and in all
+    return HeldStream(service.events_of(first), release, media_type="text/event-stream")
 
 
 @router.get("/{job_id}/image", name="edit_image", response_class=Response)
@@ -152,6 +154,20 @@ async def edit_frame(job_id: str, label: int, caller: Caller, service: Service) 
 async def select_frame(job_id: str, body: SelectRequest, caller: Caller, service: Service) -> JobView:
     """Make another frame of the chosen clip's path the job's result image."""
     return JobView.of(await asyncio.to_thread(frames.select, service.store, job_id, body.label, caller))
+
+
+class HeldStream(StreamingResponse):
+    """A streaming response that gives its wait slot back when it ends, however it ends (done, or the client left)."""
+
+    def __init__(self, content: Any, release: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.release = release
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.release()
 
 
 async def finished(store: JobStore, job_id: str, caller: str) -> JobRecord:
