@@ -2,12 +2,15 @@
 match the KubeRay v1.7.0 CRD schemas (unknown keys rejected, as `kubectl --validate=strict` would); core objects
 match Kubernetes' own schemas (kubernetes-validate); every serveConfigV2 is parsed and its args validated by the
 app's config model; and the rules of this project hold (head num-cpus "0", named ports, GPU requests equal to
-limits, read-only models, no egress outside the cluster). Then one planted mistake per rule must be caught.
+limits, read-only models, no egress outside the cluster). The network policies are evaluated as Kubernetes
+would for the pods KubeRay creates (labels as KubeRay v1.7 sets them). Then one planted mistake per rule must be
+caught.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import os
 import shutil
@@ -205,7 +208,7 @@ def test_the_bulk_job_runs_the_bulk_entry_point() -> None:
 
 
 def test_egress_stays_inside_the_cluster() -> None:
-    (policy,) = [d for d in rendered("single-gpu") if d["kind"] == "NetworkPolicy"]
+    (policy,) = [d for d in rendered("single-gpu") if d["kind"] == "NetworkPolicy" and "Egress" in d["spec"]["policyTypes"]]
     assert policy["spec"]["podSelector"] == {} and policy["spec"]["policyTypes"] == ["Egress"]
     blocks = [peer["ipBlock"]["cidr"] for rule in policy["spec"]["egress"] for peer in rule["to"] if "ipBlock" in peer]
     assert blocks and all(cidr.endswith("/32") for cidr in blocks)  # only the API server's address, never 0.0.0.0/0
@@ -247,7 +250,7 @@ def test_a_wrong_type_is_named(overlay: str) -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_an_unknown_key_in_a_core_object_is_named(overlay: str) -> None:
-    (policy,) = [copy.deepcopy(d) for d in rendered(overlay) if d["kind"] == "NetworkPolicy"]
+    policy = copy.deepcopy(next(d for d in rendered(overlay) if d["kind"] == "NetworkPolicy"))
     policy["spec"]["egres"] = []
     assert any("egres" in e for e in schema_errors(policy))
 
@@ -314,3 +317,182 @@ def test_a_split_generator_replica_fits_one_generator_pod() -> None:
     assert custom == {"generator_node": world * parsed.generator_resources["generator_node"]}
     (cluster,) = _ray_objects(rendered("cluster"))
     assert yaml.safe_load(cluster["spec"]["serveConfigV2"])["applications"][0]["args"]["config"].get("generator") is None
+
+
+# --- network policies: who reaches which port -------------------------------------------------------
+# A pod as a NetworkPolicy sees it: (its namespace's labels, its own labels). The expected table is written out
+# below; the actual one is computed from the rendered policies as Kubernetes evaluates them.
+
+Pod = tuple[dict[str, str], dict[str, str]]
+PORTS = {6379: "GCS / Redis", 8265: "dashboard and job submission", 8000: "Serve HTTP", 8080: "metrics", 10001: "Ray client"}
+PORTS |= {52365: "dashboard agent", 6380: "not Redis"}
+RAY_PODS = ("the Ray head", "a Ray worker")
+
+
+def _namespace(name: str) -> dict[str, str]:
+    return {"kubernetes.io/metadata.name": name}
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A LabelSelector by matchLabels; {} selects everything."""
+    assert not selector.get("matchExpressions"), "matchExpressions in a policy: not evaluated here, use matchLabels"
+    return all(labels.get(key) == value for key, value in (selector.get("matchLabels") or {}).items())
+
+
+def _peer_admits(peer: dict[str, Any], source: Pod, namespace: str) -> bool:
+    assert "ipBlock" not in peer, "ingress from an ipBlock: pods are named by labels here"
+    namespace_labels, pod_labels = source
+    if "namespaceSelector" in peer:
+        in_namespace = _selects(peer["namespaceSelector"], namespace_labels)
+    else:  # a podSelector alone: the policy's own namespace
+        in_namespace = namespace_labels == _namespace(namespace)
+    return in_namespace and _selects(peer.get("podSelector", {}), pod_labels)
+
+
+def _port_admits(spec: dict[str, Any], port: int) -> bool:
+    assert isinstance(spec.get("port", 0), int), f"named port {spec['port']!r}: Ray pods do not all name theirs"
+    return spec.get("protocol", "TCP") == "TCP" and spec.get("port", port) <= port <= spec.get("endPort", spec.get("port", port))
+
+
+def ingress_allowed(docs: tuple[dict[str, Any], ...], source: Pod, target: dict[str, str], port: int) -> bool:
+    """Whether `source` may open TCP `port` on a pod of namespace f2f labelled `target`."""
+    policies = [
+        d
+        for d in docs
+        if d["kind"] == "NetworkPolicy"
+        and "Ingress" in d["spec"].get("policyTypes", ["Ingress"])
+        and _selects(d["spec"]["podSelector"], target)
+    ]
+    if not policies:
+        return True  # a pod no Ingress policy selects is not isolated
+    return any(
+        (not rule.get("ports") or any(_port_admits(p, port) for p in rule["ports"]))
+        and (not rule.get("from") or any(_peer_admits(peer, source, policy["metadata"]["namespace"]) for peer in rule["from"]))
+        for policy in policies
+        for rule in policy["spec"].get("ingress") or []
+    )
+
+
+def kuberay_pod_labels(doc: dict[str, Any], group: str | None) -> dict[str, str]:
+    """A Ray pod's labels as KubeRay v1.7 sets them (common/pod.go, labelPod): its own, overridden by the template's
+    except node-type, group and cluster. A RayService's cluster gets a generated name."""
+    cluster = _cluster_spec(doc)
+    spec = cluster["headGroupSpec"] if group is None else next(g for g in cluster["workerGroupSpecs"] if g["groupName"] == group)
+    kuberay = {
+        "ray.io/is-ray-node": "yes",
+        "app.kubernetes.io/name": "kuberay",
+        "app.kubernetes.io/created-by": "kuberay-operator",
+    }
+    fixed = {
+        "ray.io/cluster": f"{doc['metadata']['name']}-x7k2p",
+        "ray.io/node-type": "head" if group is None else "worker",
+        "ray.io/group": "headgroup" if group is None else group,
+    }
+    return kuberay | spec["template"].get("metadata", {}).get("labels", {}) | fixed
+
+
+def reach_table(docs: tuple[dict[str, Any], ...]) -> tuple[dict[str, Pod], dict[str, dict[str, str]]]:
+    """(sources, targets) of one rendered overlay, by description."""
+    (ray,) = _ray_objects(docs)
+    (redis,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "f2f-redis"]
+    groups = [g["groupName"] for g in _cluster_spec(ray)["workerGroupSpecs"]]
+    f2f = _namespace("f2f")
+    submitter = {"ray.io/originated-from-crd": "RayJob", "ray.io/originated-from-cr-name": "f2f-bulk-catalogue"}
+    sources: dict[str, Pod] = {
+        "the Ray head": (f2f, kuberay_pod_labels(ray, None)),
+        "a Ray worker": (f2f, kuberay_pod_labels(ray, groups[0])),
+        "another pod of the namespace": (f2f, {"app.kubernetes.io/name": "vllm"}),
+        "the ingress controller": (_namespace("ingress-nginx"), {"app.kubernetes.io/name": "ingress-nginx"}),
+        "Prometheus": (_namespace("monitoring"), {"app.kubernetes.io/name": "prometheus"}),
+        "the KubeRay operator": (_namespace("kuberay-system"), {"app.kubernetes.io/name": "kuberay-operator"}),
+        "another pod of the operator's namespace": (_namespace("kuberay-system"), {"app.kubernetes.io/name": "webhook"}),
+        "a Ray-labelled pod of another namespace": (_namespace("default"), kuberay_pod_labels(ray, groups[0])),
+        "the bulk RayJob's submitter": (f2f, submitter | {"app.kubernetes.io/created-by": "kuberay-operator"}),
+    }
+    targets = {"the Ray head": kuberay_pod_labels(ray, None), "Redis": redis["spec"]["template"]["metadata"]["labels"]}
+    targets |= {f"the {g} workers": kuberay_pod_labels(ray, g) for g in groups}
+    return sources, targets
+
+
+def expected_reach(source: str, target: str, port: int, bulk: bool) -> bool:
+    """The intended exposure: Ray pods reach each other on every port and Redis on 6379; from outside them, only
+    the Serve port (ingress controller), the metrics port (Prometheus), and on the head the dashboard and the
+    Serve proxy (KubeRay operator) and, in the bulk overlay, job submission (its submitter)."""
+    if target == "Redis":
+        return source in RAY_PODS and port == 6379
+    head = target == "the Ray head"
+    return (
+        source in RAY_PODS
+        or (source == "the ingress controller" and port == 8000)
+        or (source == "Prometheus" and port == 8080)
+        or (head and source == "the KubeRay operator" and port in (8265, 8000))
+        or (head and bulk and source == "the bulk RayJob's submitter" and port == 8265)
+    )
+
+
+def reach_errors(docs: tuple[dict[str, Any], ...]) -> list[str]:
+    """Where the policies differ from `expected_reach`: 'source -> target:port (what): allowed|denied' lines."""
+    sources, targets = reach_table(docs)
+    bulk = _ray_objects(docs)[0]["kind"] == "RayJob"
+    errors = []
+    for (source, pod), (target, labels), (port, what) in itertools.product(sources.items(), targets.items(), PORTS.items()):
+        allowed = ingress_allowed(docs, pod, labels, port)
+        if allowed != expected_reach(source, target, port, bulk):
+            errors.append(f"{source} -> {target}:{port} ({what}): {'allowed' if allowed else 'denied'}")
+    return errors
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_the_intended_callers_reach_each_port(overlay: str) -> None:
+    docs = rendered(overlay)
+    assert reach_errors(docs) == []
+    sources, targets = reach_table(docs)
+    dashboard = [s for s in sources if ingress_allowed(docs, sources[s], targets["the Ray head"], 8265)]
+    assert dashboard == [*RAY_PODS, "the KubeRay operator", *(["the bulk RayJob's submitter"] if overlay == "bulk" else [])]
+
+
+def _policy(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    (policy,) = [d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == name]
+    return policy["spec"]
+
+
+def _open_the_dashboard_to_the_ingress_controller(docs: list[dict[str, Any]]) -> None:
+    _policy(docs, "f2f-ray-serve-from-ingress-controller")["ingress"][0]["ports"].append({"protocol": "TCP", "port": 8265})
+
+
+def _open_redis_to_the_namespace(docs: list[dict[str, Any]]) -> None:
+    _policy(docs, "f2f-redis-from-ray-pods")["ingress"][0]["from"] = [{"podSelector": {}}]
+
+
+def _trust_ray_labels_in_any_namespace(docs: list[dict[str, Any]]) -> None:
+    _policy(docs, "f2f-ray-from-ray-pods")["ingress"][0]["from"][0]["namespaceSelector"] = {}
+
+
+def _forget_the_operators_namespace(docs: list[dict[str, Any]]) -> None:
+    del _policy(docs, "f2f-ray-head-from-kuberay-operator")["ingress"][0]["from"][0]["namespaceSelector"]
+
+
+def _drop_the_ingress_controller(docs: list[dict[str, Any]]) -> None:
+    docs.remove(next(d for d in docs if d["metadata"]["name"] == "f2f-ray-serve-from-ingress-controller"))
+
+
+@pytest.mark.parametrize(
+    ("mistake", "caught"),
+    [
+        (
+            _open_the_dashboard_to_the_ingress_controller,
+            "the ingress controller -> the Ray head:8265 (dashboard and job submission): allowed",
+        ),
+        (_open_redis_to_the_namespace, "another pod of the namespace -> Redis:6379 (GCS / Redis): allowed"),
+        (
+            _trust_ray_labels_in_any_namespace,
+            "a Ray-labelled pod of another namespace -> the Ray head:8265 (dashboard and job submission): allowed",
+        ),
+        (_forget_the_operators_namespace, "the KubeRay operator -> the Ray head:8265 (dashboard and job submission): denied"),
+        (_drop_the_ingress_controller, "the ingress controller -> the gpu workers:8000 (Serve HTTP): denied"),
+    ],
+)
+def test_a_policy_mistake_is_named(mistake: Any, caught: str) -> None:
+    docs = copy.deepcopy(list(rendered("single-gpu")))
+    mistake(docs)
+    assert caught in reach_errors(tuple(docs))
