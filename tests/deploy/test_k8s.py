@@ -3,8 +3,8 @@ match the KubeRay v1.7.0 CRD schemas (unknown keys rejected, as `kubectl --valid
 match Kubernetes' own schemas (kubernetes-validate); every serveConfigV2 is parsed and its args validated by the
 app's config model; and the rules of this project hold (head num-cpus "0", named ports, GPU requests equal to
 limits, read-only models, no egress outside the cluster). The network policies are evaluated as Kubernetes
-would for the pods KubeRay creates (labels as KubeRay v1.7 sets them). Then one planted mistake per rule must be
-caught.
+would for the pods KubeRay creates (labels as KubeRay v1.7 sets them); Redis runs from its manifest's own
+arguments on 127.0.0.1. Then one planted mistake per rule must be caught.
 """
 
 from __future__ import annotations
@@ -13,8 +13,11 @@ import copy
 import itertools
 import json
 import os
+import re
 import shutil
+import socket
 import subprocess
+import time
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,9 @@ OVERLAYS = sorted(p.parent.name for p in (K8S / "overlays").glob("*/kustomizatio
 PROFILES = {"wan-ti2v-5b": "wan2.2-ti2v-5b"}  # the overlays that serve another profile than the paper's
 KUBERNETES_VERSION = "1.33.0"
 GPU = "nvidia.com/gpu"
+BROKER_URL = "redis://:${REDIS_PASSWORD}@f2f-redis:6379/0"  # f2f fills in the variable where it connects
+REDIS_SECRET = {"name": "f2f-redis", "key": "password"}
+SERVICES = [o for o in OVERLAYS if o != "bulk"]
 
 
 def _need(thing: str, available: bool) -> None:
@@ -163,7 +169,7 @@ def test_every_serve_config_validates_against_the_app(overlay: str) -> None:
     for args in serve_app_args(service):
         parsed, config = parse_args(args)
         assert config.profile == PROFILES.get(overlay, "cogvideox-5b") and str(config.models_dir) == "/models"
-        assert str(parsed.jobs.dir) == "/jobs" and parsed.jobs.broker_url == "redis://f2f-redis:6379/0"
+        assert str(parsed.jobs.dir) == "/jobs" and parsed.jobs.broker_url == BROKER_URL
     assert _cluster_spec(service)["gcsFaultToleranceOptions"]["redisAddress"] == "f2f-redis:6379"
 
 
@@ -171,10 +177,12 @@ def test_the_external_vlm_token_comes_from_a_secret() -> None:
     (service,) = _ray_objects(rendered("external-vlm"))
     (args,) = serve_app_args(service)
     assert args["config"]["vlm"]["api_key_env"] == "F2F_VLM_API_KEY" and "api_key" not in args["config"]["vlm"]
-    envs = [e for pod in _pod_specs(service) for c in pod["containers"] for e in c.get("env", [])]
+    envs = [e for pod in _pod_specs(service) for c in pod["containers"] for e in c.get("env", []) if e["name"].startswith("F2F_")]
     assert envs == [{"name": "F2F_VLM_API_KEY", "valueFrom": {"secretKeyRef": {"name": "f2f-vlm-api-key", "key": "token"}}}]
-    example = yaml.safe_load((K8S / "secret.example.yaml").read_text())
-    assert schema_errors(example) == [] and example["metadata"]["name"] == "f2f-vlm-api-key"
+    examples = {d["metadata"]["name"]: d for d in yaml.safe_load_all((K8S / "secret.example.yaml").read_text())}
+    assert sorted(examples) == ["f2f-redis", "f2f-vlm-api-key"] and all(schema_errors(d) == [] for d in examples.values())
+    assert set(examples["f2f-vlm-api-key"]["stringData"]) == {"token"}
+    assert set(examples["f2f-redis"]["stringData"]) == {REDIS_SECRET["key"]}
     assert not any(d["kind"] == "Secret" for o in OVERLAYS for d in rendered(o))  # secrets are never in the repository
 
 
@@ -496,3 +504,162 @@ def test_a_policy_mistake_is_named(mistake: Any, caught: str) -> None:
     docs = copy.deepcopy(list(rendered("single-gpu")))
     mistake(docs)
     assert caught in reach_errors(tuple(docs))
+
+
+# --- Redis and its password ---------------------------------------------------------------------------------
+
+PASSWORD_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|API_KEY|AUTH", re.IGNORECASE)
+URL_PASSWORD = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s/@:]*:([^\s/@]+)@")
+ENV_REFERENCE = re.compile(r"\$\{[A-Z_][A-Z0-9_]*\}")  # f2f's, in jobs.broker_url
+K8S_REFERENCE = re.compile(r"\$\([A-Z_][A-Z0-9_]*\)")  # Kubernetes', in a container's args
+
+
+def literal_secrets(node: Any, where: str = "") -> list[str]:
+    """Where a password or token is written in clear: 'where: what' lines (never the value itself)."""
+    errors = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            errors += literal_secrets(value, f"{where}.{key}".lstrip("."))
+        if PASSWORD_NAME.search(str(node.get("name", ""))) and "value" in node:
+            errors.append(f"{where}: {node['name']} has a literal value, not valueFrom a Secret")
+        for key in ("redisPassword", "redisUsername"):
+            if isinstance(node.get(key), dict) and "value" in node[key]:
+                errors.append(f"{where}.{key}: a literal value, not valueFrom a Secret")
+        if "redis-password" in node:
+            errors.append(f"{where}.redis-password: a literal in rayStartParams (use gcsFaultToleranceOptions.redisPassword)")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            errors += literal_secrets(value, f"{where}.{index}")
+        for flag, value in itertools.pairwise([*node, None]):
+            if flag == "--requirepass" and not (isinstance(value, str) and K8S_REFERENCE.fullmatch(value)):
+                errors.append(f"{where}: --requirepass takes a literal, not $(VARIABLE) from a Secret")
+    elif isinstance(node, str):
+        literal = [m for m in URL_PASSWORD.finditer(node) if not ENV_REFERENCE.fullmatch(m[1])]
+        errors += [f"{where}: a URL with a literal password"] * len(literal)
+    return errors
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_manifest_holds_a_password(overlay: str) -> None:
+    assert [e for doc in rendered(overlay) for e in literal_secrets(doc, doc["kind"])] == []
+
+
+def _redis(docs: Any) -> dict[str, Any]:
+    (redis,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "f2f-redis"]
+    return redis
+
+
+def _set_args(doc: dict[str, Any], change: Any) -> None:
+    config = yaml.safe_load(doc["spec"]["serveConfigV2"])
+    change(config["applications"][0]["args"])
+    doc["spec"]["serveConfigV2"] = yaml.safe_dump(config)
+
+
+@pytest.mark.parametrize(
+    ("mistake", "caught"),
+    [
+        (
+            lambda d: _set_args(d, lambda a: a["jobs"].update(broker_url="redis://:hunter2@f2f-redis:6379/0")),
+            "RayService.spec.serveConfigV2: a URL with a literal password",
+        ),
+        (
+            lambda d: d["spec"]["rayClusterConfig"]["gcsFaultToleranceOptions"].update(redisPassword={"value": "hunter2"}),
+            "RayService.spec.rayClusterConfig.gcsFaultToleranceOptions.redisPassword: a literal value, not valueFrom a Secret",
+        ),
+        (
+            lambda d: d["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["env"].append(
+                {"name": "REDIS_PASSWORD", "value": "hunter2"}
+            ),
+            "has a literal value",
+        ),
+    ],
+)
+def test_a_literal_password_is_named(mistake: Any, caught: str) -> None:
+    doc = _ray_object("single-gpu")
+    mistake(doc)
+    errors = literal_secrets(doc, doc["kind"])
+    assert any(caught in e for e in errors) and not any("hunter2" in e for e in errors)
+
+
+def test_a_literal_requirepass_is_named() -> None:
+    redis = copy.deepcopy(_redis(rendered("single-gpu")))
+    args = redis["spec"]["template"]["spec"]["containers"][0]["args"]
+    args[args.index("--requirepass") + 1] = "hunter2"
+    assert literal_secrets(redis, "Deployment") == [
+        "Deployment.spec.template.spec.containers.0.args: --requirepass takes a literal, not $(VARIABLE) from a Secret"
+    ]
+
+
+@pytest.mark.parametrize("overlay", SERVICES)
+def test_redis_ray_and_f2f_read_one_password_secret(overlay: str) -> None:
+    """Redis asks for the Secret's password; Ray's GCS and every f2f process (the broker URL names the variable)
+    are given the same key. KubeRay sets REDIS_PASSWORD on the head from gcsFaultToleranceOptions (pod.go), so the
+    head must not set it again; every worker sets it from the Secret."""
+    docs = rendered(overlay)
+    (redis,) = _redis(docs)["spec"]["template"]["spec"]["containers"]
+    reference = {"valueFrom": {"secretKeyRef": REDIS_SECRET}}
+    assert {"name": "REDIS_PASSWORD", **reference} in redis["env"]
+    assert redis["args"][redis["args"].index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    (service,) = _ray_objects(docs)
+    (args,) = serve_app_args(service)
+    assert args["jobs"]["broker_url"] == BROKER_URL and ENV_REFERENCE.findall(BROKER_URL) == ["${REDIS_PASSWORD}"]
+    assert _cluster_spec(service)["gcsFaultToleranceOptions"]["redisPassword"] == reference
+    head, *workers = _pod_specs(service)
+    assert not any(e["name"] == "REDIS_PASSWORD" for c in head["containers"] for e in c.get("env", []))
+    assert workers and all({"name": "REDIS_PASSWORD", **reference} in c.get("env", []) for w in workers for c in w["containers"])
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _kubernetes_expand(arg: str, env: dict[str, str]) -> str:
+    return re.sub(r"\$\(([A-Z_][A-Z0-9_]*)\)", lambda m: env.get(m[1], m[0]), arg)
+
+
+def test_redis_asks_for_the_password_and_keeps_an_append_only_file(tmp_path: Path) -> None:
+    """Redis run with its manifest's args (Kubernetes' $(VAR) expansion, on 127.0.0.1): a client without the
+    password is refused, the append-only file is written, and the readiness probe fails on a wrong password."""
+    _need("redis-server", shutil.which("redis-server") is not None and shutil.which("redis-cli") is not None)
+    docs = rendered("single-gpu")
+    deployment = _redis(docs)
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (mount,) = container["volumeMounts"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    claims = {d["metadata"]["name"]: d for d in docs if d["kind"] == "PersistentVolumeClaim"}
+    claim = claims[volume["persistentVolumeClaim"]["claimName"]]
+    assert mount["mountPath"] == "/data" and claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"  # one writer on the RWO claim
+
+    password, port = "not-the-real-one-0123456789", _free_port()
+    args = [_kubernetes_expand(a, {"REDIS_PASSWORD": password}) for a in container["args"]]
+    server = subprocess.Popen(
+        ["redis-server", *args, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        cli = ["redis-cli", "-p", str(port)]
+        authed = {**os.environ, "REDISCLI_AUTH": password}
+        for _ in range(100):
+            if subprocess.run([*cli, "ping"], capture_output=True, text=True, env=authed).stdout.strip() == "PONG":
+                break
+            time.sleep(0.05)
+        assert "NOAUTH" in subprocess.run([*cli, "set", "k", "v"], capture_output=True, text=True).stdout
+        assert subprocess.run([*cli, "set", "k", "v"], capture_output=True, text=True, env=authed).stdout.strip() == "OK"
+        config = subprocess.run([*cli, "config", "get", "appendonly"], capture_output=True, text=True, env=authed).stdout.split()
+        assert config == ["appendonly", "yes"] and any((tmp_path / "appendonlydir").glob("*.aof"))
+
+        shim = tmp_path / "bin"  # the probe as the kubelet runs it, with redis-cli pointed at this port
+        shim.mkdir()
+        (shim / "redis-cli").write_text(f'#!/bin/sh\nexec {shutil.which("redis-cli")} -p {port} "$@"\n')
+        (shim / "redis-cli").chmod(0o755)
+        probe = container["readinessProbe"]["exec"]["command"]
+        for given, ready in ((password, True), ("wrong", False)):
+            env = {"PATH": f"{shim}:{os.environ['PATH']}", "REDIS_PASSWORD": given}
+            assert (subprocess.run(probe, capture_output=True, env=env).returncode == 0) is ready, given
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
