@@ -663,3 +663,106 @@ def test_redis_asks_for_the_password_and_keeps_an_append_only_file(tmp_path: Pat
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+# --- the CPU worker group and where each deployment runs --------------------------------------------------
+
+DEPLOYMENTS = ("ingress", "worker", "vlm", "generator")
+GROUPED = [o for o in SERVICES if o in ("cluster", "multi-gpu")]  # the overlays with a worker group per kind of pod
+
+
+def _offers(group: dict[str, Any]) -> dict[str, float]:
+    resources = group["rayStartParams"].get("resources")
+    return json.loads(json.loads(resources)) if resources else {}  # a JSON string inside a quoted string
+
+
+def _has_gpu(group: dict[str, Any]) -> bool:
+    return any(GPU in c["resources"].get("limits", {}) for c in group["template"]["spec"]["containers"])
+
+
+def placement_errors(doc: dict[str, Any]) -> list[str]:
+    """Where the deployments' custom resources and the worker groups disagree: each deployment pinned to exactly
+    one group, GPU deployments on GPU groups and the others not, the CPU pods enough for the ingress and the
+    workers at their most replicas, a generator group that empties when its replicas may."""
+    (args,) = serve_app_args(doc)
+    cluster = _cluster_spec(doc)
+    groups = {g["groupName"]: g for g in cluster["workerGroupSpecs"]}
+    errors, placed = [], {}
+    for deployment in DEPLOYMENTS:
+        wanted = args.get(f"{deployment}_resources") or {}
+        if not wanted:
+            errors.append(f"{deployment}_resources: none, so it may land on any pod")
+        for resource in wanted:
+            holders = [name for name, group in groups.items() if resource in _offers(group)]
+            if len(holders) != 1:
+                errors.append(f"{deployment}_resources.{resource}: offered by {holders}, must be by one group")
+                continue
+            placed[deployment] = group = groups[holders[0]]
+            has, needs = _has_gpu(group), args.get(f"{deployment}_num_gpus", 0) > 0
+            if has != needs:
+                errors.append(
+                    f"{deployment}: on group {holders[0]} ({'GPU' if has else 'no GPU'}), needs {'a' if needs else 'no'} GPU"
+                )
+            scaling = args.get(f"{deployment}_autoscaling") or {}
+            empties = group["minReplicas"] == 0 and cluster.get("enableInTreeAutoscaling")
+            if scaling.get("min_replicas", 1) == 0 and not empties:
+                rule = f"group {holders[0]} keeps {group['minReplicas']} pods or does not autoscale"
+                errors.append(f"{deployment}_autoscaling.min_replicas: 0, but {rule}")
+    cpu = [d for d in ("ingress", "worker") if d in placed]
+    for name, group in {placed[d]["groupName"]: placed[d] for d in cpu}.items():
+        need = sum(args[f"{d}_autoscaling"]["max_replicas"] * args[f"{d}_num_cpus"] for d in cpu if placed[d] is group)
+        (container,) = group["template"]["spec"]["containers"]
+        have = group["maxReplicas"] * float(container["resources"]["limits"]["cpu"])
+        if need > have:
+            errors.append(f"group {name}: {have:g} CPUs at most, the ingress and workers at their max_replicas need {need:g}")
+    return errors
+
+
+@pytest.mark.parametrize("overlay", GROUPED)
+def test_the_ingress_and_workers_run_on_the_cpu_group(overlay: str) -> None:
+    (service,) = _ray_objects(rendered(overlay))
+    assert placement_errors(service) == []
+    (args,) = serve_app_args(service)
+    assert args["ingress_resources"] == args["worker_resources"] == {"cpu_node": 1}
+    (cpu,) = [g for g in _cluster_spec(service)["workerGroupSpecs"] if "cpu_node" in _offers(g)]
+    assert _offers(cpu) == {"cpu_node": 1000} and not _has_gpu(cpu)
+    assert args["ingress_autoscaling"]["min_replicas"] >= 2 and cpu["minReplicas"] >= 2  # two ingress replicas, two pods
+    assert args["ingress_max_ongoing_requests"] >= 100 and 0 < args["ingress_max_queued_requests"] <= 1000
+    assert args["worker_graceful_shutdown_timeout_s"] > 0
+
+
+def test_every_overlay_with_several_worker_groups_is_checked_for_placement() -> None:
+    several = [o for o in SERVICES if len(_cluster_spec(_ray_object(o))["workerGroupSpecs"]) > 1]
+    assert several == GROUPED
+
+
+def _group(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(g for g in _cluster_spec(doc)["workerGroupSpecs"] if g["groupName"] == name)
+
+
+@pytest.mark.parametrize(
+    ("mistake", "caught"),
+    [
+        (
+            lambda d: _set_args(d, lambda a: a.update(worker_resources={"generator_node": 1})),
+            "worker: on group generator (GPU), needs no GPU",
+        ),
+        (lambda d: _set_args(d, lambda a: a.pop("ingress_resources")), "ingress_resources: none, so it may land on any pod"),
+        (
+            lambda d: _group(d, "cpu")["rayStartParams"].pop("resources"),
+            "ingress_resources.cpu_node: offered by [], must be by one group",
+        ),
+        (
+            lambda d: _group(d, "cpu").update(maxReplicas=1),
+            "group cpu: 4 CPUs at most, the ingress and workers at their max_replicas need 8",
+        ),
+        (
+            lambda d: _group(d, "generator").update(minReplicas=1),
+            "generator_autoscaling.min_replicas: 0, but group generator keeps 1 pods or does not autoscale",
+        ),
+    ],
+)
+def test_a_placement_mistake_is_named(mistake: Any, caught: str) -> None:
+    doc = _ray_object("cluster")
+    mistake(doc)
+    assert caught in placement_errors(doc)
