@@ -2,16 +2,22 @@
 match the KubeRay v1.7.0 CRD schemas (unknown keys rejected, as `kubectl --validate=strict` would); core objects
 match Kubernetes' own schemas (kubernetes-validate); every serveConfigV2 is parsed and its args validated by the
 app's config model; and the rules of this project hold (head num-cpus "0", named ports, GPU requests equal to
-limits, read-only models, no egress outside the cluster). Then one planted mistake per rule must be caught.
+limits, read-only models, no egress outside the cluster). The network policies are evaluated as Kubernetes
+would for the pods KubeRay creates (labels as KubeRay v1.7 sets them); Redis runs from its manifest's own
+arguments on 127.0.0.1. Then one planted mistake per rule must be caught.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import os
+import re
 import shutil
+import socket
 import subprocess
+import time
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -28,6 +34,9 @@ OVERLAYS = sorted(p.parent.name for p in (K8S / "overlays").glob("*/kustomizatio
 PROFILES = {"wan-ti2v-5b": "wan2.2-ti2v-5b"}  # the overlays that serve another profile than the paper's
 KUBERNETES_VERSION = "1.33.0"
 GPU = "nvidia.com/gpu"
+BROKER_URL = "redis://:${REDIS_PASSWORD}@f2f-redis:6379/0"  # f2f fills in the variable where it connects
+REDIS_SECRET = {"name": "f2f-redis", "key": "password"}
+SERVICES = [o for o in OVERLAYS if o != "bulk"]
 
 
 def _need(thing: str, available: bool) -> None:
@@ -160,7 +169,7 @@ def test_every_serve_config_validates_against_the_app(overlay: str) -> None:
     for args in serve_app_args(service):
         parsed, config = parse_args(args)
         assert config.profile == PROFILES.get(overlay, "cogvideox-5b") and str(config.models_dir) == "/models"
-        assert str(parsed.jobs.dir) == "/jobs" and parsed.jobs.broker_url == "redis://f2f-redis:6379/0"
+        assert str(parsed.jobs.dir) == "/jobs" and parsed.jobs.broker_url == BROKER_URL
     assert _cluster_spec(service)["gcsFaultToleranceOptions"]["redisAddress"] == "f2f-redis:6379"
 
 
@@ -168,10 +177,12 @@ def test_the_external_vlm_token_comes_from_a_secret() -> None:
     (service,) = _ray_objects(rendered("external-vlm"))
     (args,) = serve_app_args(service)
     assert args["config"]["vlm"]["api_key_env"] == "F2F_VLM_API_KEY" and "api_key" not in args["config"]["vlm"]
-    envs = [e for pod in _pod_specs(service) for c in pod["containers"] for e in c.get("env", [])]
+    envs = [e for pod in _pod_specs(service) for c in pod["containers"] for e in c.get("env", []) if e["name"].startswith("F2F_")]
     assert envs == [{"name": "F2F_VLM_API_KEY", "valueFrom": {"secretKeyRef": {"name": "f2f-vlm-api-key", "key": "token"}}}]
-    example = yaml.safe_load((K8S / "secret.example.yaml").read_text())
-    assert schema_errors(example) == [] and example["metadata"]["name"] == "f2f-vlm-api-key"
+    examples = {d["metadata"]["name"]: d for d in yaml.safe_load_all((K8S / "secret.example.yaml").read_text())}
+    assert sorted(examples) == ["f2f-redis", "f2f-vlm-api-key"] and all(schema_errors(d) == [] for d in examples.values())
+    assert set(examples["f2f-vlm-api-key"]["stringData"]) == {"token"}
+    assert set(examples["f2f-redis"]["stringData"]) == {REDIS_SECRET["key"]}
     assert not any(d["kind"] == "Secret" for o in OVERLAYS for d in rendered(o))  # secrets are never in the repository
 
 
@@ -205,7 +216,7 @@ def test_the_bulk_job_runs_the_bulk_entry_point() -> None:
 
 
 def test_egress_stays_inside_the_cluster() -> None:
-    (policy,) = [d for d in rendered("single-gpu") if d["kind"] == "NetworkPolicy"]
+    (policy,) = [d for d in rendered("single-gpu") if d["kind"] == "NetworkPolicy" and "Egress" in d["spec"]["policyTypes"]]
     assert policy["spec"]["podSelector"] == {} and policy["spec"]["policyTypes"] == ["Egress"]
     blocks = [peer["ipBlock"]["cidr"] for rule in policy["spec"]["egress"] for peer in rule["to"] if "ipBlock" in peer]
     assert blocks and all(cidr.endswith("/32") for cidr in blocks)  # only the API server's address, never 0.0.0.0/0
@@ -247,7 +258,7 @@ def test_a_wrong_type_is_named(overlay: str) -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_an_unknown_key_in_a_core_object_is_named(overlay: str) -> None:
-    (policy,) = [copy.deepcopy(d) for d in rendered(overlay) if d["kind"] == "NetworkPolicy"]
+    policy = copy.deepcopy(next(d for d in rendered(overlay) if d["kind"] == "NetworkPolicy"))
     policy["spec"]["egres"] = []
     assert any("egres" in e for e in schema_errors(policy))
 
@@ -314,3 +325,444 @@ def test_a_split_generator_replica_fits_one_generator_pod() -> None:
     assert custom == {"generator_node": world * parsed.generator_resources["generator_node"]}
     (cluster,) = _ray_objects(rendered("cluster"))
     assert yaml.safe_load(cluster["spec"]["serveConfigV2"])["applications"][0]["args"]["config"].get("generator") is None
+
+
+# --- network policies: who reaches which port -------------------------------------------------------
+# A pod as a NetworkPolicy sees it: (its namespace's labels, its own labels). The expected table is written out
+# below; the actual one is computed from the rendered policies as Kubernetes evaluates them.
+
+Pod = tuple[dict[str, str], dict[str, str]]
+PORTS = {6379: "GCS / Redis", 8265: "dashboard and job submission", 8000: "Serve HTTP", 8080: "metrics", 10001: "Ray client"}
+PORTS |= {52365: "dashboard agent", 6380: "not Redis"}
+RAY_PODS = ("the Ray head", "a Ray worker")
+
+
+def _namespace(name: str) -> dict[str, str]:
+    return {"kubernetes.io/metadata.name": name}
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A LabelSelector by matchLabels; {} selects everything."""
+    assert not selector.get("matchExpressions"), "matchExpressions in a policy: not evaluated here, use matchLabels"
+    return all(labels.get(key) == value for key, value in (selector.get("matchLabels") or {}).items())
+
+
+def _peer_admits(peer: dict[str, Any], source: Pod, namespace: str) -> bool:
+    assert "ipBlock" not in peer, "ingress from an ipBlock: pods are named by labels here"
+    namespace_labels, pod_labels = source
+    if "namespaceSelector" in peer:
+        in_namespace = _selects(peer["namespaceSelector"], namespace_labels)
+    else:  # a podSelector alone: the policy's own namespace
+        in_namespace = namespace_labels == _namespace(namespace)
+    return in_namespace and _selects(peer.get("podSelector", {}), pod_labels)
+
+
+def _port_admits(spec: dict[str, Any], port: int) -> bool:
+    assert isinstance(spec.get("port", 0), int), f"named port {spec['port']!r}: Ray pods do not all name theirs"
+    return spec.get("protocol", "TCP") == "TCP" and spec.get("port", port) <= port <= spec.get("endPort", spec.get("port", port))
+
+
+def ingress_allowed(docs: tuple[dict[str, Any], ...], source: Pod, target: dict[str, str], port: int) -> bool:
+    """Whether `source` may open TCP `port` on a pod of namespace f2f labelled `target`."""
+    policies = [
+        d
+        for d in docs
+        if d["kind"] == "NetworkPolicy"
+        and "Ingress" in d["spec"].get("policyTypes", ["Ingress"])
+        and _selects(d["spec"]["podSelector"], target)
+    ]
+    if not policies:
+        return True  # a pod no Ingress policy selects is not isolated
+    return any(
+        (not rule.get("ports") or any(_port_admits(p, port) for p in rule["ports"]))
+        and (not rule.get("from") or any(_peer_admits(peer, source, policy["metadata"]["namespace"]) for peer in rule["from"]))
+        for policy in policies
+        for rule in policy["spec"].get("ingress") or []
+    )
+
+
+def kuberay_pod_labels(doc: dict[str, Any], group: str | None) -> dict[str, str]:
+    """A Ray pod's labels as KubeRay v1.7 sets them (common/pod.go, labelPod): its own, overridden by the template's
+    except node-type, group and cluster. A RayService's cluster gets a generated name."""
+    cluster = _cluster_spec(doc)
+    spec = cluster["headGroupSpec"] if group is None else next(g for g in cluster["workerGroupSpecs"] if g["groupName"] == group)
+    kuberay = {
+        "ray.io/is-ray-node": "yes",
+        "app.kubernetes.io/name": "kuberay",
+        "app.kubernetes.io/created-by": "kuberay-operator",
+    }
+    fixed = {
+        "ray.io/cluster": f"{doc['metadata']['name']}-x7k2p",
+        "ray.io/node-type": "head" if group is None else "worker",
+        "ray.io/group": "headgroup" if group is None else group,
+    }
+    return kuberay | spec["template"].get("metadata", {}).get("labels", {}) | fixed
+
+
+def reach_table(docs: tuple[dict[str, Any], ...]) -> tuple[dict[str, Pod], dict[str, dict[str, str]]]:
+    """(sources, targets) of one rendered overlay, by description."""
+    (ray,) = _ray_objects(docs)
+    (redis,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "f2f-redis"]
+    groups = [g["groupName"] for g in _cluster_spec(ray)["workerGroupSpecs"]]
+    f2f = _namespace("f2f")
+    submitter = {"ray.io/originated-from-crd": "RayJob", "ray.io/originated-from-cr-name": "f2f-bulk-catalogue"}
+    sources: dict[str, Pod] = {
+        "the Ray head": (f2f, kuberay_pod_labels(ray, None)),
+        "a Ray worker": (f2f, kuberay_pod_labels(ray, groups[0])),
+        "another pod of the namespace": (f2f, {"app.kubernetes.io/name": "vllm"}),
+        "the ingress controller": (_namespace("ingress-nginx"), {"app.kubernetes.io/name": "ingress-nginx"}),
+        "Prometheus": (_namespace("monitoring"), {"app.kubernetes.io/name": "prometheus"}),
+        "the KubeRay operator": (_namespace("kuberay-system"), {"app.kubernetes.io/name": "kuberay-operator"}),
+        "another pod of the operator's namespace": (_namespace("kuberay-system"), {"app.kubernetes.io/name": "webhook"}),
+        "a Ray-labelled pod of another namespace": (_namespace("default"), kuberay_pod_labels(ray, groups[0])),
+        "the bulk RayJob's submitter": (f2f, submitter | {"app.kubernetes.io/created-by": "kuberay-operator"}),
+    }
+    targets = {"the Ray head": kuberay_pod_labels(ray, None), "Redis": redis["spec"]["template"]["metadata"]["labels"]}
+    targets |= {f"the {g} workers": kuberay_pod_labels(ray, g) for g in groups}
+    return sources, targets
+
+
+def expected_reach(source: str, target: str, port: int, bulk: bool) -> bool:
+    """The intended exposure: Ray pods reach each other on every port and Redis on 6379; from outside them, only
+    the Serve port (ingress controller), the metrics port (Prometheus), and on the head the dashboard and the
+    Serve proxy (KubeRay operator) and, in the bulk overlay, job submission (its submitter)."""
+    if target == "Redis":
+        return source in RAY_PODS and port == 6379
+    head = target == "the Ray head"
+    return (
+        source in RAY_PODS
+        or (source == "the ingress controller" and port == 8000)
+        or (source == "Prometheus" and port == 8080)
+        or (head and source == "the KubeRay operator" and port in (8265, 8000))
+        or (head and bulk and source == "the bulk RayJob's submitter" and port == 8265)
+    )
+
+
+def reach_errors(docs: tuple[dict[str, Any], ...]) -> list[str]:
+    """Where the policies differ from `expected_reach`: 'source -> target:port (what): allowed|denied' lines."""
+    sources, targets = reach_table(docs)
+    bulk = _ray_objects(docs)[0]["kind"] == "RayJob"
+    errors = []
+    for (source, pod), (target, labels), (port, what) in itertools.product(sources.items(), targets.items(), PORTS.items()):
+        allowed = ingress_allowed(docs, pod, labels, port)
+        if allowed != expected_reach(source, target, port, bulk):
+            errors.append(f"{source} -> {target}:{port} ({what}): {'allowed' if allowed else 'denied'}")
+    return errors
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_the_intended_callers_reach_each_port(overlay: str) -> None:
+    docs = rendered(overlay)
+    assert reach_errors(docs) == []
+    sources, targets = reach_table(docs)
+    dashboard = [s for s in sources if ingress_allowed(docs, sources[s], targets["the Ray head"], 8265)]
+    assert dashboard == [*RAY_PODS, "the KubeRay operator", *(["the bulk RayJob's submitter"] if overlay == "bulk" else [])]
+
+
+def _policy(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    (policy,) = [d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == name]
+    return policy["spec"]
+
+
+def _open_the_dashboard_to_the_ingress_controller(docs: list[dict[str, Any]]) -> None:
+    _policy(docs, "f2f-ray-serve-from-ingress-controller")["ingress"][0]["ports"].append({"protocol": "TCP", "port": 8265})
+
+
+def _open_redis_to_the_namespace(docs: list[dict[str, Any]]) -> None:
+    _policy(docs, "f2f-redis-from-ray-pods")["ingress"][0]["from"] = [{"podSelector": {}}]
+
+
+def _trust_ray_labels_in_any_namespace(docs: list[dict[str, Any]]) -> None:
+    _policy(docs, "f2f-ray-from-ray-pods")["ingress"][0]["from"][0]["namespaceSelector"] = {}
+
+
+def _forget_the_operators_namespace(docs: list[dict[str, Any]]) -> None:
+    del _policy(docs, "f2f-ray-head-from-kuberay-operator")["ingress"][0]["from"][0]["namespaceSelector"]
+
+
+def _drop_the_ingress_controller(docs: list[dict[str, Any]]) -> None:
+    docs.remove(next(d for d in docs if d["metadata"]["name"] == "f2f-ray-serve-from-ingress-controller"))
+
+
+@pytest.mark.parametrize(
+    ("mistake", "caught"),
+    [
+        (
+            _open_the_dashboard_to_the_ingress_controller,
+            "the ingress controller -> the Ray head:8265 (dashboard and job submission): allowed",
+        ),
+        (_open_redis_to_the_namespace, "another pod of the namespace -> Redis:6379 (GCS / Redis): allowed"),
+        (
+            _trust_ray_labels_in_any_namespace,
+            "a Ray-labelled pod of another namespace -> the Ray head:8265 (dashboard and job submission): allowed",
+        ),
+        (_forget_the_operators_namespace, "the KubeRay operator -> the Ray head:8265 (dashboard and job submission): denied"),
+        (_drop_the_ingress_controller, "the ingress controller -> the gpu workers:8000 (Serve HTTP): denied"),
+    ],
+)
+def test_a_policy_mistake_is_named(mistake: Any, caught: str) -> None:
+    docs = copy.deepcopy(list(rendered("single-gpu")))
+    mistake(docs)
+    assert caught in reach_errors(tuple(docs))
+
+
+# --- Redis and its password ---------------------------------------------------------------------------------
+
+PASSWORD_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|API_KEY|AUTH", re.IGNORECASE)
+URL_PASSWORD = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s/@:]*:([^\s/@]+)@")
+ENV_REFERENCE = re.compile(r"\$\{[A-Z_][A-Z0-9_]*\}")  # f2f's, in jobs.broker_url
+K8S_REFERENCE = re.compile(r"\$\([A-Z_][A-Z0-9_]*\)")  # Kubernetes', in a container's args
+
+
+def literal_secrets(node: Any, where: str = "") -> list[str]:
+    """Where a password or token is written in clear: 'where: what' lines (never the value itself)."""
+    errors = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            errors += literal_secrets(value, f"{where}.{key}".lstrip("."))
+        if PASSWORD_NAME.search(str(node.get("name", ""))) and "value" in node:
+            errors.append(f"{where}: {node['name']} has a literal value, not valueFrom a Secret")
+        for key in ("redisPassword", "redisUsername"):
+            if isinstance(node.get(key), dict) and "value" in node[key]:
+                errors.append(f"{where}.{key}: a literal value, not valueFrom a Secret")
+        if "redis-password" in node:
+            errors.append(f"{where}.redis-password: a literal in rayStartParams (use gcsFaultToleranceOptions.redisPassword)")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            errors += literal_secrets(value, f"{where}.{index}")
+        for flag, value in itertools.pairwise([*node, None]):
+            if flag == "--requirepass" and not (isinstance(value, str) and K8S_REFERENCE.fullmatch(value)):
+                errors.append(f"{where}: --requirepass takes a literal, not $(VARIABLE) from a Secret")
+    elif isinstance(node, str):
+        literal = [m for m in URL_PASSWORD.finditer(node) if not ENV_REFERENCE.fullmatch(m[1])]
+        errors += [f"{where}: a URL with a literal password"] * len(literal)
+    return errors
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_manifest_holds_a_password(overlay: str) -> None:
+    assert [e for doc in rendered(overlay) for e in literal_secrets(doc, doc["kind"])] == []
+
+
+def _redis(docs: Any) -> dict[str, Any]:
+    (redis,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "f2f-redis"]
+    return redis
+
+
+def _set_args(doc: dict[str, Any], change: Any) -> None:
+    config = yaml.safe_load(doc["spec"]["serveConfigV2"])
+    change(config["applications"][0]["args"])
+    doc["spec"]["serveConfigV2"] = yaml.safe_dump(config)
+
+
+@pytest.mark.parametrize(
+    ("mistake", "caught"),
+    [
+        (
+            lambda d: _set_args(d, lambda a: a["jobs"].update(broker_url="redis://:hunter2@f2f-redis:6379/0")),
+            "RayService.spec.serveConfigV2: a URL with a literal password",
+        ),
+        (
+            lambda d: d["spec"]["rayClusterConfig"]["gcsFaultToleranceOptions"].update(redisPassword={"value": "hunter2"}),
+            "RayService.spec.rayClusterConfig.gcsFaultToleranceOptions.redisPassword: a literal value, not valueFrom a Secret",
+        ),
+        (
+            lambda d: d["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["env"].append(
+                {"name": "REDIS_PASSWORD", "value": "hunter2"}
+            ),
+            "has a literal value",
+        ),
+    ],
+)
+def test_a_literal_password_is_named(mistake: Any, caught: str) -> None:
+    doc = _ray_object("single-gpu")
+    mistake(doc)
+    errors = literal_secrets(doc, doc["kind"])
+    assert any(caught in e for e in errors) and not any("hunter2" in e for e in errors)
+
+
+def test_a_literal_requirepass_is_named() -> None:
+    redis = copy.deepcopy(_redis(rendered("single-gpu")))
+    args = redis["spec"]["template"]["spec"]["containers"][0]["args"]
+    args[args.index("--requirepass") + 1] = "hunter2"
+    assert literal_secrets(redis, "Deployment") == [
+        "Deployment.spec.template.spec.containers.0.args: --requirepass takes a literal, not $(VARIABLE) from a Secret"
+    ]
+
+
+@pytest.mark.parametrize("overlay", SERVICES)
+def test_redis_ray_and_f2f_read_one_password_secret(overlay: str) -> None:
+    """Redis asks for the Secret's password; Ray's GCS and every f2f process (the broker URL names the variable)
+    are given the same key. KubeRay sets REDIS_PASSWORD on the head from gcsFaultToleranceOptions (pod.go), so the
+    head must not set it again; every worker sets it from the Secret."""
+    docs = rendered(overlay)
+    (redis,) = _redis(docs)["spec"]["template"]["spec"]["containers"]
+    reference = {"valueFrom": {"secretKeyRef": REDIS_SECRET}}
+    assert {"name": "REDIS_PASSWORD", **reference} in redis["env"]
+    assert redis["args"][redis["args"].index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    (service,) = _ray_objects(docs)
+    (args,) = serve_app_args(service)
+    assert args["jobs"]["broker_url"] == BROKER_URL and ENV_REFERENCE.findall(BROKER_URL) == ["${REDIS_PASSWORD}"]
+    assert _cluster_spec(service)["gcsFaultToleranceOptions"]["redisPassword"] == reference
+    head, *workers = _pod_specs(service)
+    assert not any(e["name"] == "REDIS_PASSWORD" for c in head["containers"] for e in c.get("env", []))
+    assert workers and all({"name": "REDIS_PASSWORD", **reference} in c.get("env", []) for w in workers for c in w["containers"])
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _kubernetes_expand(arg: str, env: dict[str, str]) -> str:
+    return re.sub(r"\$\(([A-Z_][A-Z0-9_]*)\)", lambda m: env.get(m[1], m[0]), arg)
+
+
+def test_redis_asks_for_the_password_and_keeps_an_append_only_file(tmp_path: Path) -> None:
+    """Redis run with its manifest's args (Kubernetes' $(VAR) expansion, on 127.0.0.1): a client without the
+    password is refused, the append-only file is written, and the readiness probe fails on a wrong password."""
+    _need("redis-server", shutil.which("redis-server") is not None and shutil.which("redis-cli") is not None)
+    docs = rendered("single-gpu")
+    deployment = _redis(docs)
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (mount,) = container["volumeMounts"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    claims = {d["metadata"]["name"]: d for d in docs if d["kind"] == "PersistentVolumeClaim"}
+    claim = claims[volume["persistentVolumeClaim"]["claimName"]]
+    assert mount["mountPath"] == "/data" and claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"  # one writer on the RWO claim
+
+    password, port = "not-the-real-one-0123456789", _free_port()
+    args = [_kubernetes_expand(a, {"REDIS_PASSWORD": password}) for a in container["args"]]
+    server = subprocess.Popen(
+        ["redis-server", *args, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        cli = ["redis-cli", "-p", str(port)]
+        authed = {**os.environ, "REDISCLI_AUTH": password}
+        for _ in range(100):
+            if subprocess.run([*cli, "ping"], capture_output=True, text=True, env=authed).stdout.strip() == "PONG":
+                break
+            time.sleep(0.05)
+        assert "NOAUTH" in subprocess.run([*cli, "set", "k", "v"], capture_output=True, text=True).stdout
+        assert subprocess.run([*cli, "set", "k", "v"], capture_output=True, text=True, env=authed).stdout.strip() == "OK"
+        config = subprocess.run([*cli, "config", "get", "appendonly"], capture_output=True, text=True, env=authed).stdout.split()
+        assert config == ["appendonly", "yes"] and any((tmp_path / "appendonlydir").glob("*.aof"))
+
+        shim = tmp_path / "bin"  # the probe as the kubelet runs it, with redis-cli pointed at this port
+        shim.mkdir()
+        (shim / "redis-cli").write_text(f'#!/bin/sh\nexec {shutil.which("redis-cli")} -p {port} "$@"\n')
+        (shim / "redis-cli").chmod(0o755)
+        probe = container["readinessProbe"]["exec"]["command"]
+        for given, ready in ((password, True), ("wrong", False)):
+            env = {"PATH": f"{shim}:{os.environ['PATH']}", "REDIS_PASSWORD": given}
+            assert (subprocess.run(probe, capture_output=True, env=env).returncode == 0) is ready, given
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+# --- the CPU worker group and where each deployment runs --------------------------------------------------
+
+DEPLOYMENTS = ("ingress", "worker", "vlm", "generator")
+GROUPED = [o for o in SERVICES if o in ("cluster", "multi-gpu")]  # the overlays with a worker group per kind of pod
+
+
+def _offers(group: dict[str, Any]) -> dict[str, float]:
+    resources = group["rayStartParams"].get("resources")
+    return json.loads(json.loads(resources)) if resources else {}  # a JSON string inside a quoted string
+
+
+def _has_gpu(group: dict[str, Any]) -> bool:
+    return any(GPU in c["resources"].get("limits", {}) for c in group["template"]["spec"]["containers"])
+
+
+def placement_errors(doc: dict[str, Any]) -> list[str]:
+    """Where the deployments' custom resources and the worker groups disagree: each deployment pinned to exactly
+    one group, GPU deployments on GPU groups and the others not, the CPU pods enough for the ingress and the
+    workers at their most replicas, a generator group that empties when its replicas may."""
+    (args,) = serve_app_args(doc)
+    cluster = _cluster_spec(doc)
+    groups = {g["groupName"]: g for g in cluster["workerGroupSpecs"]}
+    errors, placed = [], {}
+    for deployment in DEPLOYMENTS:
+        wanted = args.get(f"{deployment}_resources") or {}
+        if not wanted:
+            errors.append(f"{deployment}_resources: none, so it may land on any pod")
+        for resource in wanted:
+            holders = [name for name, group in groups.items() if resource in _offers(group)]
+            if len(holders) != 1:
+                errors.append(f"{deployment}_resources.{resource}: offered by {holders}, must be by one group")
+                continue
+            placed[deployment] = group = groups[holders[0]]
+            has, needs = _has_gpu(group), args.get(f"{deployment}_num_gpus", 0) > 0
+            if has != needs:
+                errors.append(
+                    f"{deployment}: on group {holders[0]} ({'GPU' if has else 'no GPU'}), needs {'a' if needs else 'no'} GPU"
+                )
+            scaling = args.get(f"{deployment}_autoscaling") or {}
+            empties = group["minReplicas"] == 0 and cluster.get("enableInTreeAutoscaling")
+            if scaling.get("min_replicas", 1) == 0 and not empties:
+                rule = f"group {holders[0]} keeps {group['minReplicas']} pods or does not autoscale"
+                errors.append(f"{deployment}_autoscaling.min_replicas: 0, but {rule}")
+    cpu = [d for d in ("ingress", "worker") if d in placed]
+    for name, group in {placed[d]["groupName"]: placed[d] for d in cpu}.items():
+        need = sum(args[f"{d}_autoscaling"]["max_replicas"] * args[f"{d}_num_cpus"] for d in cpu if placed[d] is group)
+        (container,) = group["template"]["spec"]["containers"]
+        have = group["maxReplicas"] * float(container["resources"]["limits"]["cpu"])
+        if need > have:
+            errors.append(f"group {name}: {have:g} CPUs at most, the ingress and workers at their max_replicas need {need:g}")
+    return errors
+
+
+@pytest.mark.parametrize("overlay", GROUPED)
+def test_the_ingress_and_workers_run_on_the_cpu_group(overlay: str) -> None:
+    (service,) = _ray_objects(rendered(overlay))
+    assert placement_errors(service) == []
+    (args,) = serve_app_args(service)
+    assert args["ingress_resources"] == args["worker_resources"] == {"cpu_node": 1}
+    (cpu,) = [g for g in _cluster_spec(service)["workerGroupSpecs"] if "cpu_node" in _offers(g)]
+    assert _offers(cpu) == {"cpu_node": 1000} and not _has_gpu(cpu)
+    assert args["ingress_autoscaling"]["min_replicas"] >= 2 and cpu["minReplicas"] >= 2  # two ingress replicas, two pods
+    assert args["ingress_max_ongoing_requests"] >= 100 and 0 < args["ingress_max_queued_requests"] <= 1000
+    assert args["worker_graceful_shutdown_timeout_s"] > 0
+
+
+def test_every_overlay_with_several_worker_groups_is_checked_for_placement() -> None:
+    several = [o for o in SERVICES if len(_cluster_spec(_ray_object(o))["workerGroupSpecs"]) > 1]
+    assert several == GROUPED
+
+
+def _group(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(g for g in _cluster_spec(doc)["workerGroupSpecs"] if g["groupName"] == name)
+
+
+@pytest.mark.parametrize(
+    ("mistake", "caught"),
+    [
+        (
+            lambda d: _set_args(d, lambda a: a.update(worker_resources={"generator_node": 1})),
+            "worker: on group generator (GPU), needs no GPU",
+        ),
+        (lambda d: _set_args(d, lambda a: a.pop("ingress_resources")), "ingress_resources: none, so it may land on any pod"),
+        (
+            lambda d: _group(d, "cpu")["rayStartParams"].pop("resources"),
+            "ingress_resources.cpu_node: offered by [], must be by one group",
+        ),
+        (
+            lambda d: _group(d, "cpu").update(maxReplicas=1),
+            "group cpu: 4 CPUs at most, the ingress and workers at their max_replicas need 8",
+        ),
+        (
+            lambda d: _group(d, "generator").update(minReplicas=1),
+            "generator_autoscaling.min_replicas: 0, but group generator keeps 1 pods or does not autoscale",
+        ),
+    ],
+)
+def test_a_placement_mistake_is_named(mistake: Any, caught: str) -> None:
+    doc = _ray_object("cluster")
+    mistake(doc)
+    assert caught in placement_errors(doc)
