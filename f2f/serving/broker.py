@@ -46,11 +46,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import uuid
 from pathlib import Path
 from queue import Empty
 from time import monotonic
 from typing import Any
+from urllib.parse import quote
 
 from kombu.transport import TRANSPORT_ALIASES, filesystem
 from kombu.utils.json import dumps, loads
@@ -128,7 +130,11 @@ class JobsArgs(BaseModel):
     broker_poll_s: float = Field(
         0.02, gt=0, le=5, description="How often a worker looks for job messages on the file-system broker (Redis pushes them)."
     )
-    broker_url: str | None = Field(None, description="Celery broker URL, e.g. redis://redis:6379/0 (null: file system).")
+    broker_url: str | None = Field(
+        None,
+        description="Celery broker URL, e.g. redis://redis:6379/0 (null: file system). `${NAME}` is replaced by that "
+        "environment variable, URL-encoded, in each process that connects: redis://:${REDIS_PASSWORD}@redis:6379/0.",
+    )
     queue_name: str = Field("f2f-edits", min_length=1, description="Name of the job queue on the broker.")
     stalled_after_s: float = Field(
         60.0,
@@ -147,8 +153,26 @@ class JobsArgs(BaseModel):
         return (self.dir or cache_dir / "jobs").expanduser()
 
 
+_ENV_REFERENCE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
+
+
+def expand_url(url: str, field: str = "jobs.broker_url") -> str:
+    """`url` with each `${NAME}` replaced by that environment variable, URL-encoded (a password from a Secret:
+    `redis://:${REDIS_PASSWORD}@f2f-redis:6379/0`). Expanded only in the process that connects, so the args, the
+    logs and `serve status` show the reference, never the value. An unset variable is InvalidConfig, naming it."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise InvalidConfig(field, url, f"names ${{{name}}}, which is not set in this process")
+        return quote(os.environ[name], safe="")
+
+    return _ENV_REFERENCE.sub(value, url)
+
+
 def broker_settings(jobs: JobsArgs, store_dir: Path) -> tuple[str, dict[str, Any] | None]:
-    """The Kombu URL of the job queue's broker and its transport options (the file-system broker's folders)."""
+    """The Kombu URL of the job queue's broker (`${NAME}` references not expanded: `expand_url` does that where a
+    connection is made) and its transport options (the file-system broker's folders)."""
     if jobs.broker_url:
         return jobs.broker_url, None
     folder = store_dir / "broker"
@@ -177,6 +201,7 @@ def task_processor_config(jobs: JobsArgs, store_dir: Path) -> Any:
         "worker_prefetch_multiplier": 1,
     }
     broker, options = broker_settings(jobs, store_dir)
+    broker = expand_url(broker)  # the consumers' Celery app is made from this in each worker replica
     # No result backend: the job store is the record. Celery's DisabledBackend stores nothing, so no failed write
     # to a backend (a full or read-only volume, a Redis that refuses writes) can break a consumer.
     adapter = CeleryAdapterConfig(
@@ -205,7 +230,7 @@ class BrokerQueue:
         try:
             if self._connection is None:
                 options = {**self.options, "socket_timeout": 2.0, "socket_connect_timeout": 2.0}
-                self._connection = Connection(self.url, transport_options=options, connect_timeout=2.0)
+                self._connection = Connection(expand_url(self.url), transport_options=options, connect_timeout=2.0)
             # The queue as Celery declares it (durable, one direct exchange of its name): declaring is idempotent.
             declared = self._connection.default_channel.queue_declare(queue=self.queue_name, durable=True, auto_delete=False)
             return int(declared.message_count)
@@ -232,7 +257,7 @@ class JobQueue:
 
         url, options = broker_settings(jobs, store_dir)
         name = self.queue_name = jobs.queue_name
-        self.app = Celery(name, broker=url, backend="disabled://")
+        self.app = Celery(name, broker=expand_url(url), backend="disabled://")
         self.app.conf.update(
             broker_transport_options=options or {},
             broker_connection_retry_on_startup=True,

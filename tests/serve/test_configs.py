@@ -28,6 +28,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "vlm": {"num_replicas": 1, "num_gpus": 0, "max_ongoing_requests": 8},
         "generator": {"num_replicas": 1, "num_gpus": 0, "max_ongoing_requests": 1, "max_queued_requests": 8},
         "worker": {"num_replicas": 1, "num_gpus": 0, "max_ongoing_requests": 2},
+        "ingress": {"num_replicas": 1, "num_gpus": 0, "max_ongoing_requests": 1016, "max_queued_requests": 200},
         "broker": None,
     },
     "gpu.yaml": {
@@ -36,6 +37,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "vlm": {"num_replicas": 1, "num_gpus": 0.3, "max_ongoing_requests": 8},
         "generator": {"num_replicas": 1, "num_gpus": 0.7, "max_ongoing_requests": 1, "max_queued_requests": 4},
         "worker": {"num_replicas": 1, "num_gpus": 0, "max_ongoing_requests": 2},
+        "ingress": {"num_replicas": 1, "num_gpus": 0, "max_ongoing_requests": 1016, "max_queued_requests": 200},
         "broker": None,
     },
     "wan-ti2v-5b.yaml": {
@@ -44,14 +46,16 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "vlm": {"num_replicas": 1, "num_gpus": 0.4, "max_ongoing_requests": 8},
         "generator": {"num_replicas": 1, "num_gpus": 0.6, "max_ongoing_requests": 1, "max_queued_requests": 4},
         "worker": {"num_replicas": 1, "num_gpus": 0, "max_ongoing_requests": 2},
+        "ingress": {"num_replicas": 1, "num_gpus": 0, "max_ongoing_requests": 1016, "max_queued_requests": 200},
         "broker": None,
     },
     "cluster.yaml": {
         "host": "0.0.0.0",
         "profile": "cogvideox-5b",
         "vlm": {"autoscaling": (1, 2, 4), "num_gpus": 1, "max_ongoing_requests": 8},
-        "generator": {"autoscaling": (1, 4, 1), "num_gpus": 1, "max_ongoing_requests": 1, "max_queued_requests": 16},
-        "worker": {"num_replicas": 2, "num_gpus": 0, "max_ongoing_requests": 4},
+        "generator": {"autoscaling": (0, 4, 1), "num_gpus": 1, "max_ongoing_requests": 1, "max_queued_requests": 16},
+        "worker": {"autoscaling": (1, 8, 1), "queue_policy": True, "num_gpus": 0, "max_ongoing_requests": 4},
+        "ingress": {"autoscaling": (2, 4, 200), "num_gpus": 0, "max_ongoing_requests": 1016, "max_queued_requests": 200},
         "broker": "redis",
     },
 }
@@ -85,7 +89,10 @@ def test_file_yields_the_intended_deployment_options(path: Path) -> None:
     from ray.serve.config import AutoscalingConfig
 
     from f2f.serving.app import parse_args
+    from f2f.serving.broker import broker_settings
     from f2f.serving.generator_deployment import GeneratorDeployment
+    from f2f.serving.ingress import Ingress
+    from f2f.serving.scaling import POLICY_PATH
     from f2f.serving.vlm_deployment import VLMDeployment
     from f2f.serving.worker_deployment import EditWorker
 
@@ -97,7 +104,8 @@ def test_file_yields_the_intended_deployment_options(path: Path) -> None:
     computed = (
         (VLMDeployment.deployment_options(parsed), want["vlm"]),
         (GeneratorDeployment.deployment_options(parsed), want["generator"]),
-        (EditWorker.deployment_options(parsed), want["worker"]),
+        (EditWorker.deployment_options(parsed, broker_settings(parsed.jobs, Path("/nonexistent/jobs"))), want["worker"]),
+        (Ingress.deployment_options(parsed), want["ingress"]),
     )
     for options, expected in computed:
         assert options["ray_actor_options"].get("num_gpus", 0) == expected["num_gpus"]
@@ -108,6 +116,8 @@ def test_file_yields_the_intended_deployment_options(path: Path) -> None:
             scaling = AutoscalingConfig(**options["autoscaling_config"])  # Serve accepts it as is
             got = (scaling.min_replicas, scaling.max_replicas, scaling.target_ongoing_requests)
             assert got == expected["autoscaling"]
+            queue_policy = scaling.policy.policy_function == POLICY_PATH
+            assert queue_policy == expected.get("queue_policy", False)
         else:
             assert options["num_replicas"] == expected["num_replicas"] and "autoscaling_config" not in options
 

@@ -233,3 +233,20 @@ def test_a_stopping_worker_hands_its_job_back_uncounted_and_never_anothers(tmp_p
     store.claim(record.id, "w2")
     assert store.hand_back(record.id, "w1").status == "running"  # w2 holds it now: w1 changes nothing
     assert store.get(record.id).worker == "w2"
+
+
+def test_a_broker_password_comes_from_the_environment_url_encoded_and_only_where_it_connects(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from f2f.errors import InvalidConfig
+    from f2f.serving.broker import broker_settings, expand_url
+
+    jobs = JobsArgs(broker_url="redis://:${REDIS_PASSWORD}@f2f-redis:6379/0")
+    assert broker_settings(jobs, tmp_path)[0] == jobs.broker_url  # what the policy's kwargs and the logs carry
+    monkeypatch.delenv("REDIS_PASSWORD", raising=False)
+    with pytest.raises(InvalidConfig) as unset:
+        expand_url(jobs.broker_url)
+    assert unset.value.field == "jobs.broker_url" and "REDIS_PASSWORD" in str(unset.value)
+    monkeypatch.setenv("REDIS_PASSWORD", "p@ss/w:rd")
+    assert expand_url(jobs.broker_url) == "redis://:p%40ss%2Fw%3Ard@f2f-redis:6379/0"
+    assert task_processor_config(jobs, tmp_path).adapter_config.broker_url == expand_url(jobs.broker_url)
