@@ -43,7 +43,7 @@ RUN pip install --no-cache-dir \
         "peft==0.21.2" \
         "ftfy==6.3.1" \
         "opencv-python-headless==5.0.0.93" \
-        ".[video,vllm,serve]" \
+        ".[video,vllm,serve,docs]" \
     && f2f --version
 
 EXPOSE 8000 8265 6379 10001 8080

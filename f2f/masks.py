@@ -3,13 +3,25 @@
 Rules of `read_mask(data, size, needs_alpha)` (every failure an `InvalidInput`
 naming `mask`):
 
-- A PNG or WebP file (bytes or a path) or a Pillow image, exactly the source's
-  size (after the source's EXIF orientation, as `open_image` reads it).
+- A PNG, WebP or TIFF file (bytes or a path) or a Pillow image, exactly the
+  source's size (after the source's EXIF orientation, as `open_image` reads it).
 - With an alpha channel (OpenAI's format: RGBA or LA): fully transparent
   pixels (alpha 0) mark the area to edit; any other alpha keeps the source.
-- Without one, a one-channel image (L or 1): white (128 and above) marks the
-  area to edit, black keeps the source. Where the caller's API is OpenAI's
-  (`needs_alpha`), a mask without alpha is refused, as OpenAI refuses it.
+- Without one, a one-channel image: white marks the area to edit, black keeps
+  the source. Each mode's values are scaled to 0..255 by value x 255 / its full
+  scale, and 128 and above is white, i.e. a value of at least half the full
+  scale (`FULL_SCALE`):
+  - `1` and `L` (8 bits): full scale 255, white from 128;
+  - `I;16`, `I;16L`, `I;16B` (16 bits, a 16-bit PNG or TIFF): full scale
+    65535, white from 32768;
+  - `I` (32-bit integers, a TIFF; older Pillows read 16-bit PNGs so): values
+    must be 0 to 65535, full scale 65535;
+  - `F` (32-bit floats, a TIFF): values must be 0.0 to 1.0, full scale 1.0,
+    white from 0.5.
+  A value outside its mode's range (or a float that is not finite) is refused,
+  naming the mode, the value and the range: never clipped or guessed.
+  Where the caller's API is OpenAI's (`needs_alpha`), a mask without alpha is
+  refused, as OpenAI refuses it.
 - A mask that marks nothing to edit, or everything, is refused: send no mask
   to edit the whole image.
 - The result is an "L" image of the source's size: 255 edit, 0 keep.
@@ -30,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 from f2f.errors import InvalidInput
@@ -37,8 +50,10 @@ from f2f.errors import InvalidInput
 if TYPE_CHECKING:
     from f2f.config import MaskConfig
 
-MASK_FORMATS = ("PNG", "WEBP")
+MASK_FORMATS = ("PNG", "WEBP", "TIFF")
 WHITE_FROM = 128
+# one-channel modes: the value that is full white; values must lie in 0..full scale, white from half of it
+FULL_SCALE: dict[str, float] = {"1": 255, "L": 255, "I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I": 65535, "F": 1.0}
 
 
 def read_mask(data: bytes | str | os.PathLike | Image.Image, size: tuple[int, int], needs_alpha: bool = False) -> Image.Image:
@@ -55,10 +70,10 @@ def read_mask(data: bytes | str | os.PathLike | Image.Image, size: tuple[int, in
         raise InvalidInput(
             "mask", image.mode, "must be a PNG with an alpha channel: fully transparent pixels mark the area to edit"
         )
-    elif image.mode in ("L", "1"):
-        area = image.convert("L").point(lambda v: 255 if v >= WHITE_FROM else 0)
+    elif image.mode in FULL_SCALE:
+        area = _white_area(image)
     else:
-        rule = "must have an alpha channel (transparent = edit here) or one channel (white = edit here)"
+        rule = "must have an alpha channel (transparent = edit here) or one channel (white = edit here): " + ", ".join(FULL_SCALE)
         raise InvalidInput("mask", image.mode, rule)
     low, high = area.getextrema()
     if high == 0:
@@ -68,19 +83,38 @@ def read_mask(data: bytes | str | os.PathLike | Image.Image, size: tuple[int, in
     return area
 
 
+def _white_area(image: Image.Image) -> Image.Image:
+    """255 where a one-channel mask's value is at least half its mode's full scale, else 0; InvalidInput out of range."""
+    if image.mode in ("L", "1"):
+        return image.convert("L").point(lambda v: 255 if v >= WHITE_FROM else 0)
+    full = FULL_SCALE[image.mode]
+    values = np.asarray(image)  # [H, W]: uint16, int32 or float32
+    if not np.isfinite(values).all():
+        raise InvalidInput("mask", "nan or inf", _range_rule(image.mode, full))
+    low, high = values.min().item(), values.max().item()
+    if low < 0 or high > full:
+        raise InvalidInput("mask", low if low < 0 else high, _range_rule(image.mode, full))
+    return Image.fromarray(np.where(values >= full / 2, 255, 0).astype(np.uint8))
+
+
+def _range_rule(mode: str, full: float) -> str:
+    scale = "0.0 to 1.0 (1.0 = white)" if mode == "F" else f"0 to {int(full)} ({int(full)} = white)"
+    return f"a mode {mode} mask must hold values {scale}; white (half the full scale and above) marks the area to edit"
+
+
 def _decode(data: bytes | str | os.PathLike, size: tuple[int, int]) -> Image.Image:
     raw = bytes(data) if isinstance(data, (bytes, bytearray, memoryview)) else _read(Path(data))
     try:
         image = Image.open(io.BytesIO(raw))
         if image.format not in MASK_FORMATS:
-            raise InvalidInput("mask", image.format, f"must be a {' or '.join(MASK_FORMATS)} file")
+            raise InvalidInput("mask", image.format, "must be a PNG, WebP or TIFF file")
         if image.width * image.height > 4 * size[0] * size[1]:  # never decode a bomb: it is refused for its size anyway
             raise InvalidInput("mask", f"{image.width}x{image.height}", f"must be the image's size, {size[0]}x{size[1]}")
         image.load()
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as exc:
         if isinstance(exc, InvalidInput):
             raise
-        raise InvalidInput("mask", f"<{len(raw)} bytes>", "must be a PNG or WebP file that decodes completely") from None
+        raise InvalidInput("mask", f"<{len(raw)} bytes>", "must be a PNG, WebP or TIFF file that decodes completely") from None
     return image
 
 

@@ -44,6 +44,7 @@ from f2f.serving.broker import broker_settings, task_processor_config
 from f2f.serving.events import JobEvents
 from f2f.serving.generator_deployment import GeneratorDeployment
 from f2f.serving.ingress import Ingress
+from f2f.serving.ingress_args import IngressArgs
 from f2f.serving.vlm_deployment import VLMDeployment
 from f2f.serving.worker_deployment import EditWorker, consumer_class
 
@@ -84,7 +85,8 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     ingress = serve.deployment(serve.ingress()(Ingress), **Ingress.deployment_options(parsed))
     models = (vlm.bind(config), generator.bind(config, rank_options))
     bound_worker = worker.bind(*models, events, config, parsed.jobs, parsed.worker_max_concurrent_jobs)
-    return ingress.bind(bound_worker, events, config, parsed.jobs, request_limits(parsed), parsed.auth, http_limits(parsed))
+    limits = (request_limits(parsed), parsed.auth, http_limits(parsed), IngressArgs.of(parsed))
+    return ingress.bind(bound_worker, events, config, parsed.jobs, *limits)
 
 
 # --- Serve config files ---------------------------------------------------------------------

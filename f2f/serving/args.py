@@ -19,6 +19,7 @@ from f2f.request import RequestLimits
 from f2f.serving.admission import HTTPLimits
 from f2f.serving.auth import AuthArgs
 from f2f.serving.broker import JobsArgs
+from f2f.serving.ingress_args import DEFAULT_MAX_OUTPUT_PIXELS, DocsSwitch, PublicBaseURL
 
 
 class Replicas(BaseModel):
@@ -139,6 +140,14 @@ class AppArgs(BaseModel):
     jobs: JobsArgs = Field(default_factory=JobsArgs, description="Job store, queue broker, expiry and limits.")
     auth: AuthArgs = Field(
         default_factory=lambda: AuthArgs(), description="API keys: on by default (needs keys_file); off only on loopback."
+    )
+    # the ingress's HTTP side (f2f.serving.ingress_args: the rules)
+    public_base_url: PublicBaseURL | None = Field(
+        None, description="Where clients reach this app, e.g. https://f2f.example.com; needed by response_format=url."
+    )
+    docs: DocsSwitch = Field(False, description="Swagger UI at /docs from the docs extra's files (off: no /docs).")
+    max_output_pixels: int = Field(
+        DEFAULT_MAX_OUTPUT_PIXELS, ge=256, description="Largest output a request may ask for (`size`, WIDTH x HEIGHT)."
     )
 
     @model_validator(mode="after")

@@ -1,6 +1,7 @@
 """The HTTP ingress: the Serve deployment that builds the FastAPI app from the routers and the edit service.
 
-Routes (OpenAPI at `/openapi.json`, docs at `/docs`), one router per resource
+Routes (OpenAPI at `/openapi.json`; Swagger UI at `/docs` only with the app arg `docs`, from this
+server's own files: `f2f.serving.routers.docs`), one router per resource
 in `f2f.serving.routers`: `jobs` (`/v1/edits...`), `images` (the OpenAI
 Images API and `/v1/models`), `health` (`/healthz`, `/readyz`), `web` (the
 page at `/`). Auth: with
@@ -36,8 +37,10 @@ from f2f.serving.auth import AuthArgs
 from f2f.serving.broker import BrokerQueue, JobQueue, JobsArgs
 from f2f.serving.errors import BodyTooLarge, NotReady, error_response, install_error_handlers
 from f2f.serving.events import EventsClient
+from f2f.serving.ingress_args import IngressArgs
 from f2f.serving.jobs import JobStore
 from f2f.serving.routers import health, images, jobs, web
+from f2f.serving.routers.docs import docs_router
 from f2f.serving.service import EditService
 
 
@@ -53,11 +56,13 @@ class Ingress:
         limits: RequestLimits,
         auth: AuthArgs,
         http: HTTPLimits | None = None,
+        http_args: IngressArgs | None = None,
     ) -> None:
         self.worker = worker  # bound so that Serve deploys the worker with this app
         self.events = events
         self.config, self.jobs, self.limits, self.auth = config, jobs_args, limits, auth
         self.http = http or HTTPLimits(retry_after_s=jobs_args.retry_after_s)
+        self.http_args = http_args or IngressArgs()
 
     @classmethod
     def deployment_options(cls, args: AppArgs) -> dict[str, Any]:
@@ -78,7 +83,7 @@ class Ingress:
         events = EventsClient(self.events, asyncio.get_running_loop())
         queue, broker = JobQueue(self.jobs, store_dir), BrokerQueue.of(self.jobs, store_dir)
         service = EditService(store, queue, self.config, self.jobs, self.limits, self.auth, events, self.http, broker)
-        return make_api(service, serve_ready)
+        return make_api(service, serve_ready, self.http_args)
 
 
 async def serve_ready() -> None:
@@ -95,8 +100,9 @@ async def serve_ready() -> None:
         raise NotReady(f"not ready: {', '.join(unhealthy)}")
 
 
-def make_api(service: EditService, ready: Callable[[], Awaitable[None]]) -> FastAPI:
+def make_api(service: EditService, ready: Callable[[], Awaitable[None]], http_args: IngressArgs | None = None) -> FastAPI:
     """The FastAPI app over an edit service; `ready` raises NotReady while the application is not."""
+    http_args = http_args or IngressArgs()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -106,13 +112,17 @@ def make_api(service: EditService, ready: Callable[[], Awaitable[None]]) -> Fast
             task.cancel()
 
     app = FastAPI(
-        title="f2f", description="Frame2Frame image editing: jobs and an OpenAI Images compatible API", lifespan=lifespan
+        title="f2f",
+        description="Frame2Frame image editing: jobs and an OpenAI Images compatible API",
+        lifespan=lifespan,
+        docs_url=None,  # FastAPI's /docs and /redoc load scripts from a CDN: ours is docs_router, or none
+        redoc_url=None,
     )
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=service.jobs.max_body_bytes)  # type: ignore[arg-type]
     app.add_middleware(InFlightLimit, limits=service.waits.limits)  # type: ignore[arg-type]  # outermost: added last
-    app.state.service, app.state.ready = service, ready
-    for router in (health.router, jobs.router, images.router, web.router):
+    app.state.service, app.state.ready, app.state.http_args = service, ready, http_args
+    for router in (health.router, jobs.router, images.router, web.router, *([docs_router()] if http_args.docs else [])):
         app.include_router(router)
     return app
 

@@ -7,13 +7,27 @@ Rules:
 - `size` is `auto` (the source's size, the default) or `WIDTHxHEIGHT`, each
   side 16 to 4096, with the source's aspect ratio (within 1 %): the edit is
   resized to it, never stretched or cropped; any other size is refused
-  naming the sizes this server makes for that image.
-- The stored outputs stay PNG; a conversion is made when asked for.
+  naming the sizes this server makes for that image. A resize to more than
+  the app's `max_output_pixels` (WIDTH x HEIGHT; 4096 x 4096 by default) is
+  refused naming `size`, the value and the limit; `auto` (the stored image,
+  nothing made) is always served.
+- The stored outputs stay PNG; a conversion is made when asked for, once per
+  job, stored file, size, format and quality (`cached`): the first request
+  writes it (atomically) to the job's `cache/` folder, later ones are
+  answered from that file. The folder goes with the job (expiry deletes the
+  job's folder; a retried job's outputs, the cache included, are removed
+  before it runs again) and keeps at most `CACHE_FILES_PER_JOB` files, the
+  least recently asked for removed first, so that no caller fills the volume
+  by asking for many sizes. Where the cache cannot be written (a full or
+  read-only volume) the conversion is answered uncached.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
+import os
 import re
 from pathlib import Path
 from typing import Literal
@@ -21,6 +35,9 @@ from typing import Literal
 from PIL import Image
 
 from f2f.errors import InvalidInput
+from f2f.result import write_atomic
+
+logger = logging.getLogger("f2f.serving")
 
 OutputFormat = Literal["png", "jpeg", "webp"]
 MEDIA_TYPES: dict[str, str] = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
@@ -28,6 +45,8 @@ _PILLOW_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 _SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 MIN_SIDE, MAX_SIDE = 16, 4096
 ASPECT_TOLERANCE = 0.01
+CACHE_DIR = "cache"  # in the job's folder
+CACHE_FILES_PER_JOB = 16
 
 
 def check_format(value: str | None, compression: int | None) -> tuple[OutputFormat, int | None]:
@@ -45,8 +64,9 @@ def check_format(value: str | None, compression: int | None) -> tuple[OutputForm
     return fmt, compression  # type: ignore[return-value]
 
 
-def check_size(value: str | None, source_size: tuple[int, int]) -> tuple[int, int] | None:
-    """The size the edit is resized to (None: the source's); InvalidInput names `size` and the sizes this server makes."""
+def check_size(value: str | None, source_size: tuple[int, int], max_pixels: int | None = None) -> tuple[int, int] | None:
+    """The size the edit is resized to (None: the source's); InvalidInput names `size` and the sizes this server makes,
+    or the limit `max_pixels` (the app's `max_output_pixels`) of a resize."""
     if value is None or value == "auto":
         return None
     width, height = source_size
@@ -55,7 +75,12 @@ def check_size(value: str | None, source_size: tuple[int, int]) -> tuple[int, in
         w, h = int(match[1]), int(match[2])
         in_range = MIN_SIDE <= w <= MAX_SIDE and MIN_SIDE <= h <= MAX_SIDE
         if in_range and abs((w / h) / (width / height) - 1) <= ASPECT_TOLERANCE:
-            return None if (w, h) == source_size else (w, h)
+            if (w, h) == source_size:
+                return None
+            if max_pixels is not None and w * h > max_pixels:
+                rule = f"must be at most {max_pixels:,} pixels (WIDTH x HEIGHT) on this server (max_output_pixels), or auto"
+                raise InvalidInput("size", value, f"{rule}; {value} is {w * h:,}")
+            return (w, h)
     rule = (
         f"this server makes the edit at the source's aspect ratio: auto ({width}x{height}), or WIDTHxHEIGHT with "
         f"WIDTH/HEIGHT = {width / height:.4g} (within 1 %), each side {MIN_SIDE} to {MAX_SIDE}"
@@ -75,3 +100,47 @@ def encode(path: Path, fmt: OutputFormat = "png", compression: int | None = None
     options = {} if compression is None else {"quality": compression}
     image.save(buffer, format=_PILLOW_FORMATS[fmt], **options)
     return buffer.getvalue()
+
+
+def cached(
+    job_dir: Path, served: str, fmt: OutputFormat = "png", compression: int | None = None, size: tuple[int, int] | None = None
+) -> Path | bytes:
+    """The file answering for the job's stored PNG `served` as asked: the stored file when asked as it is, else its
+    conversion in `cache/`, made by the first request (the bytes, uncached, if it cannot be written)."""
+    stored = job_dir / served
+    if fmt == "png" and size is None:
+        return stored
+    path = job_dir / CACHE_DIR / cache_name(served, fmt, compression, size)
+    if path.is_file():
+        with contextlib.suppress(OSError):
+            os.utime(path)  # asked for again: the last to be evicted
+        return path
+    data = encode(stored, fmt, compression, size)
+    try:
+        path.parent.mkdir(exist_ok=True)
+        _evict(path.parent, CACHE_FILES_PER_JOB - 1)
+        write_atomic(path, lambda f: f.write(data))
+    except OSError as exc:
+        logger.warning("cannot cache %s (%s); answered uncached", path, exc)
+        return data
+    return path
+
+
+def cache_name(served: str, fmt: OutputFormat, compression: int | None, size: tuple[int, int] | None) -> str:
+    """`<stored file>-<WxH|auto>-<format>-<quality|default>.<format>`, e.g. `ranked_2-1024x683-jpeg-80.jpeg`.
+
+    Named by the stored file, not the rank: rank 1 is the selected frame's file once one is selected, so a new
+    selection is never answered from the cache of the old one.
+    """
+    stem = served.removesuffix(".png").replace("/", "_")
+    dims = "auto" if size is None else f"{size[0]}x{size[1]}"
+    return f"{stem}-{dims}-{fmt}-{'d' if compression is None else compression}.{fmt}"
+
+
+def _evict(folder: Path, keep: int) -> None:
+    """Remove the least recently used files of `folder` (not others' writes in progress) until `keep` are left."""
+    entries = [e for e in os.scandir(folder) if not e.name.startswith(".") and e.is_file(follow_symlinks=False)]
+    entries.sort(key=lambda e: e.stat(follow_symlinks=False).st_mtime)
+    for entry in entries[: max(0, len(entries) - keep)]:
+        with contextlib.suppress(OSError):
+            os.unlink(entry.path)

@@ -32,6 +32,7 @@ from f2f.errors import InvalidConfig  # noqa: E402
 
 MAX_BODY = 2 * 2**20
 LONG = {"steps": "1000"}  # a tiny video this long takes many seconds: time to cancel it
+PUBLIC = "https://f2f.example.com"  # the app's public_base_url (given with a trailing slash): response_format=url
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +46,7 @@ def base_url(tmp_path_factory: pytest.TempPathFactory, jobs_dir: Path) -> Iterat
         "config": {"profile": "tiny", "cache_dir": str(tmp_path_factory.mktemp("f2f-cache")), "seed": 3},
         "jobs": {"dir": str(jobs_dir), "max_body_bytes": MAX_BODY, "sweep_interval_s": 1, "poll_interval_s": 0.1},
         "auth": {"required": False},  # API keys: tests/serve/test_auth.py
+        "public_base_url": f"{PUBLIC}/",
     }
     with running_app(args) as url:
         yield url
@@ -251,9 +253,15 @@ def test_unknown_and_expired_jobs_are_typed_404s(base_url: str, jobs_dir: Path) 
 # --- the OpenAI-compatible synchronous edit ----------------------------------------------------
 
 
-def _post_openai(base_url: str, data: dict, image: bytes | None = None) -> httpx.Response:
+def _post_openai(base_url: str, data: dict, image: bytes | None = None, headers: dict | None = None) -> httpx.Response:
     files = {"image": ("source.png", image if image is not None else SAMPLE.read_bytes(), "image/png")}
-    return httpx.post(f"{base_url}/v1/images/edits", data=data, files=files, timeout=120)
+    return httpx.post(f"{base_url}/v1/images/edits", data=data, files=files, headers=headers, timeout=120)
+
+
+def _fetch(base_url: str, public_url: str) -> httpx.Response:
+    """GET a URL handed out under PUBLIC from this test's server."""
+    assert public_url.startswith(f"{PUBLIC}/v1/edits/"), public_url
+    return httpx.get(base_url + public_url.removeprefix(PUBLIC), timeout=60)
 
 
 def test_openai_edit_over_multipart(base_url: str) -> None:
@@ -277,11 +285,12 @@ def test_openai_edit_over_multipart(base_url: str) -> None:
 
 
 def test_openai_edit_with_a_url_answer(base_url: str) -> None:
-    response = _post_openai(base_url, {"prompt": "A photo of a sunset.", "seed": "11", "response_format": "url"})
+    data = {"prompt": "A photo of a sunset.", "seed": "11", "response_format": "url"}
+    response = _post_openai(base_url, data, headers={"Host": "evil.example"})
     assert response.status_code == 200, response.text[:300]
     item = response.json()["data"][0]
-    assert item.get("b64_json") is None and item["url"].startswith(base_url)
-    assert Image.open(io.BytesIO(httpx.get(item["url"]).content)).size == Image.open(SAMPLE).size
+    assert item.get("b64_json") is None and "evil.example" not in response.text  # the URL is the app's, not the Host's
+    assert Image.open(io.BytesIO(_fetch(base_url, item["url"]).content)).size == Image.open(SAMPLE).size
     assert response.json()["f2f"]["seed"] == 11
 
 
@@ -356,7 +365,7 @@ def test_openai_url_answer_keeps_the_format_and_size(base_url: str) -> None:
         base_url, {"prompt": "make it blue", "response_format": "url", "output_format": "webp", "size": "160x120"}
     )
     assert response.status_code == 200, response.text[:300]
-    image = Image.open(io.BytesIO(httpx.get(response.json()["data"][0]["url"]).content))
+    image = Image.open(io.BytesIO(_fetch(base_url, response.json()["data"][0]["url"]).content))
     assert (image.format, image.size) == ("WEBP", (160, 120))
 
 

@@ -70,7 +70,7 @@ def test_edit_without_a_model_says_so_and_exits_2(runner, tmp_path):
         (["{sample}", ""], "text: the edit text must not be empty"),
         (["{sample}", "make it red", "--config", "{badconfig}"], "video.num_frames"),
         (["{sample}", "make it red", "--seed", "-3"], "--seed"),
-        (["{sample}", "make it red", "--mask", "{bad}"], "mask: must be a PNG or WebP file that decodes completely"),
+        (["{sample}", "make it red", "--mask", "{bad}"], "mask: must be a PNG, WebP or TIFF file that decodes completely"),
         (["{sample}", "make it red", "--mask", "{sample}"], "mask: must have an alpha channel"),  # RGB: neither kind
         (["{sample}", "make it red", "--mask-mode", "blend"], "--mask-mode"),
     ],

@@ -62,8 +62,8 @@ def test_a_one_channel_mask_marks_its_white_pixels() -> None:
         (_png(Image.new("RGB", SIZE, "white")), False, "alpha channel (transparent = edit here) or one channel"),
         (_png(Image.new("L", SIZE, 0)), False, "marks nothing to edit"),
         (_png(_openai_mask((0, 0, 40, 40))), True, "marks the whole image"),
-        (_png(Image.new("L", SIZE, 255), "JPEG"), False, "must be a PNG or WEBP file"),
-        (b"not a picture", False, "must be a PNG or WebP file that decodes completely"),
+        (_png(Image.new("L", SIZE, 255), "JPEG"), False, "must be a PNG, WebP or TIFF file"),
+        (b"not a picture", False, "must be a PNG, WebP or TIFF file that decodes completely"),
         (_png(_white_mask((0, 0, 10, 40)))[:60], False, "decodes completely"),  # truncated
     ],
     ids=["other-size", "openai-without-alpha", "rgb", "empty", "full", "jpeg", "garbage", "truncated"],
@@ -72,6 +72,59 @@ def test_bad_masks_are_refused_naming_mask(data: bytes, needs_alpha: bool, phras
     with pytest.raises(InvalidInput) as info:
         read_mask(data, SIZE, needs_alpha)
     assert info.value.field == "mask" and phrase in str(info.value)
+
+
+WHITE_FROM = {"I;16": (65535, 32768, 32767), "I;16B": (65535, 32768, 32767), "I": (65535, 32768, 32767)}
+WHITE_FROM["F"] = (1.0, 0.5, float(np.nextafter(np.float32(0.5), np.float32(0))))  # full scale, white from, just under
+
+
+def _deep_mask(mode: str, low: float = 0, high: float | None = None) -> Image.Image:
+    """A one-channel `mode` mask of SIZE: `low` (0) on the left, the mode's full scale on the right, in the top
+    row the first value that is white and the last that is not, and `high` at (30, 5)."""
+    full, white, under = WHITE_FROM[mode]
+    values = np.full(SIZE[::-1], low, dtype=np.float64)  # [H, W]
+    values[:, 20:] = full
+    values[0, 20], values[0, 21] = white, under
+    values[5, 30] = full if high is None else high
+    dtype = {"I;16": "<u2", "I;16B": ">u2", "I": "<i4", "F": "<f4"}[mode]
+    return Image.frombytes(mode, SIZE, np.ascontiguousarray(values.astype(dtype)).tobytes())
+
+
+@pytest.mark.parametrize(("mode", "fmt"), [("I;16", "PNG"), ("I;16", "TIFF"), ("I;16B", "TIFF"), ("I", "TIFF"), ("F", "TIFF")])
+def test_every_one_channel_mode_is_read_white_from_half_its_full_scale(mode: str, fmt: str) -> None:
+    """16-bit PNGs and TIFFs as Pillow writes them; the file comes back in the mode asked for."""
+    data = _png(_deep_mask(mode), fmt)
+    assert Image.open(io.BytesIO(data)).mode == mode
+    area = read_mask(data, SIZE)
+    assert area.mode == "L" and sorted(np.unique(np.asarray(area))) == [0, 255]
+    assert area.getpixel((20, 0)) == 255 and area.getpixel((21, 0)) == 0  # half the full scale is white, just under is not
+    assert area.getpixel((30, 10)) == 255 and area.getpixel((5, 5)) == 0
+    assert area_fraction(area) == (20 * 40 - 1) / (40 * 40)
+
+
+def test_an_8_bit_mask_written_as_16_bits_is_not_guessed_but_marks_nothing() -> None:
+    """0/255 in a 16-bit file is nearly black at full scale 65535: refused as empty, never rescaled silently."""
+    with pytest.raises(InvalidInput, match="marks nothing to edit"):
+        read_mask(_png(Image.fromarray(np.asarray(_white_mask((0, 0, 20, 40))).astype(np.uint16))), SIZE)
+
+
+@pytest.mark.parametrize(
+    ("mode", "low", "high", "value", "phrase"),
+    [
+        ("I", 0, 70000, 70000, "a mode I mask must hold values 0 to 65535 (65535 = white)"),
+        ("I", -1, None, -1, "a mode I mask must hold values 0 to 65535"),
+        ("F", 0.0, 1.5, 1.5, "a mode F mask must hold values 0.0 to 1.0 (1.0 = white)"),
+        ("F", -0.25, None, -0.25, "a mode F mask must hold values 0.0 to 1.0"),
+        ("F", 0.0, float("nan"), "nan or inf", "a mode F mask must hold values 0.0 to 1.0"),
+        ("F", 0.0, float("inf"), "nan or inf", "a mode F mask must hold values 0.0 to 1.0"),
+    ],
+)
+def test_values_outside_a_modes_range_are_refused_naming_mask_the_value_and_the_range(
+    mode: str, low: float, high: float | None, value: object, phrase: str
+) -> None:
+    with pytest.raises(InvalidInput) as info:
+        read_mask(_png(_deep_mask(mode, low, high), "TIFF"), SIZE)
+    assert (info.value.field, info.value.value) == ("mask", value) and phrase in info.value.rule
 
 
 def test_the_feather_is_a_ramp_of_finite_width() -> None:

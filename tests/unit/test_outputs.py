@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,54 @@ def test_conversions_have_the_format_and_size_asked_for(stored: Path, fmt: str, 
 def test_compression_is_the_encoders_quality(stored: Path) -> None:
     small, large = (len(outputs.encode(stored, "jpeg", quality)) for quality in (5, 95))
     assert small < large
+
+
+def test_a_resize_over_the_pixel_limit_names_size_the_value_and_the_limit() -> None:
+    assert outputs.check_size("128x96", (64, 48), max_pixels=128 * 96) == (128, 96)
+    with pytest.raises(InvalidInput) as info:
+        outputs.check_size("128x96", (64, 48), max_pixels=10_000)
+    assert (info.value.field, info.value.value) == ("size", "128x96")
+    assert "at most 10,000 pixels" in info.value.rule and "max_output_pixels" in info.value.rule and "12,288" in info.value.rule
+    assert outputs.check_size("auto", (64, 48), max_pixels=256) is None  # the stored image: nothing is made
+    assert outputs.check_size("64x48", (64, 48), max_pixels=256) is None
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[object, ...]]:
+    calls: list[tuple[object, ...]] = []
+    real = outputs.encode
+    monkeypatch.setattr(outputs, "encode", lambda *args: calls.append(args) or real(*args))
+    return calls
+
+
+def test_a_conversion_is_encoded_once_per_stored_file_size_format_and_quality(stored: Path, counted: list[object]) -> None:
+    job = stored.parent
+    first = outputs.cached(job, "edited.png", "jpeg", None, (32, 24))
+    assert isinstance(first, Path) and first.parent == job / "cache" and first.name == "edited-32x24-jpeg-d.jpeg"
+    assert outputs.cached(job, "edited.png", "jpeg", None, (32, 24)) == first and len(counted) == 1
+    others = {
+        outputs.cached(job, "edited.png", "webp", None, (32, 24)),
+        outputs.cached(job, "edited.png", "jpeg", 30, (32, 24)),
+        outputs.cached(job, "edited.png", "jpeg", None, (128, 96)),
+        outputs.cached(job, "edited.png", "jpeg", None, None),
+    }
+    assert len(others | {first}) == 5 and len(counted) == 5
+    assert Image.open(first).size == (32, 24) and Image.open(first).format == "JPEG"
+    assert outputs.cached(job, "edited.png") == stored and len(counted) == 5  # the stored PNG as it is: no conversion
+
+
+def test_the_cache_keeps_the_most_recently_asked_files_only(stored: Path, counted: list[object]) -> None:
+    job = stored.parent
+    sizes = [(16 * k, 12 * k) for k in range(1, outputs.CACHE_FILES_PER_JOB + 4)]
+    for i, size in enumerate(sizes):
+        made = outputs.cached(job, "edited.png", "jpeg", None, size)
+        os.utime(made, (1_000 + i, 1_000 + i))  # distinct times: a file system's clock may not tell quick writes apart
+    kept = sorted((job / "cache").iterdir())
+    assert len(kept) == outputs.CACHE_FILES_PER_JOB
+    assert not (job / "cache" / "edited-16x12-jpeg-d.jpeg").exists()  # the least recently asked for went first
+
+
+def test_an_unwritable_cache_answers_the_conversion_uncached(stored: Path, counted: list[object]) -> None:
+    (stored.parent / "cache").write_bytes(b"not a folder")  # the cache cannot be made
+    answer = outputs.cached(stored.parent, "edited.png", "webp", None, (32, 24))
+    assert isinstance(answer, bytes) and Image.open(io.BytesIO(answer)).size == (32, 24)

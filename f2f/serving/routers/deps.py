@@ -1,4 +1,5 @@
-"""What routes take through FastAPI's dependencies: the caller (its API key's name) and the edit service."""
+"""What routes take through FastAPI's dependencies: the caller (its API key's name), the edit service, and the
+ingress's HTTP args (public base URL, output bound)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from f2f.serving.auth import caller_of
+from f2f.serving.ingress_args import IngressArgs
 from f2f.serving.service import EditService
 
 _BEARER = HTTPBearer(auto_error=False, description="An API key (`f2f keys new`); not needed when auth.required is false.")
@@ -17,6 +19,10 @@ def _service(request: Request) -> EditService:
     return request.app.state.service
 
 
+def _http_args(request: Request) -> IngressArgs:
+    return request.app.state.http_args
+
+
 async def _caller(request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)] = None) -> str:
     """The API key name of the request (Unauthenticated -> 401); `anonymous` when auth is off."""
     return caller_of(request.headers.get("authorization"), request.app.state.service.ring)
@@ -24,3 +30,4 @@ async def _caller(request: Request, _: Annotated[HTTPAuthorizationCredentials | 
 
 Service = Annotated[EditService, Depends(_service)]
 Caller = Annotated[str, Depends(_caller)]
+HttpArgs = Annotated[IngressArgs, Depends(_http_args)]

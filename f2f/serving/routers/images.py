@@ -11,8 +11,11 @@ Rules of `POST /v1/images/edits` (multipart, as OpenAI's SDKs and curl send it):
 - `size` (`auto`, or WIDTHxHEIGHT at the source's aspect ratio),
   `output_format` (png, jpeg, webp) and `output_compression` are honoured
   (`f2f.serving.outputs`), or refused before any work with the sizes this
-  server makes; `response_format` is `b64_json` (default) or `url` (the job's
-  `/image` route with the same format and size, kept for `jobs.ttl_s`).
+  server makes (at most `max_output_pixels`); `response_format` is
+  `b64_json` (default) or `url`: the job's `/image` route with the same
+  format and size, kept for `jobs.ttl_s`, under the app's `public_base_url`
+  (never the request's `Host`); without that arg, `url` is a 400 naming
+  `response_format`, before any work (`f2f.serving.ingress_args`).
 - `quality` (only `auto`), `background` (`auto` or `opaque`: the edit is an
   opaque photo) and `input_fidelity` (only `high`: the edit keeps the source
   but for what the prompt changes) are accepted where they describe what
@@ -42,9 +45,10 @@ from f2f.errors import InvalidInput
 from f2f.request import CheckedEdit
 from f2f.serving import outputs
 from f2f.serving.errors import JobFailed, ModelNotFound
+from f2f.serving.ingress_args import IngressArgs, public_url, url_response_refusal
 from f2f.serving.jobs import JobRecord, JobStore
 from f2f.serving.protocol import EditOptions, F2FExtension, ImageData, ImagesResponse, JobError, ModelCard, ModelList
-from f2f.serving.routers.deps import Caller, Service
+from f2f.serving.routers.deps import Caller, HttpArgs, Service
 from f2f.serving.routers.parsing import form_fields, validated
 
 router = APIRouter(tags=["openai"])
@@ -76,11 +80,11 @@ async def get_model(model: str, _: Caller, service: Service) -> ModelCard:
 
 
 @router.post("/v1/images/edits")
-async def images_edits(request: Request, caller: Caller, service: Service) -> ImagesResponse:
+async def images_edits(request: Request, caller: Caller, service: Service, http_args: HttpArgs) -> ImagesResponse:
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         raise InvalidInput("content-type", request.headers.get("content-type"), "must be multipart/form-data")
     raw_image, mask, fields = await form_fields(request)
-    ask = _openai_fields(fields, service.config)
+    ask = _openai_fields(fields, service.config, http_args)
     options = validated(EditOptions, fields)
     with service.waits.hold(caller):  # a long wait: bounded per key and in all, taken before any job exists
         record, _ = await service.submit(
@@ -88,7 +92,7 @@ async def images_edits(request: Request, caller: Caller, service: Service) -> Im
             options,
             None,
             caller,
-            also=_size_fits(ask["size"]),
+            also=_size_fits(ask["size"], http_args.max_output_pixels),
             mask=None if mask is None else (mask, True),  # OpenAI's masks: a PNG with alpha, transparent = edit here
             gone=request.is_disconnected,
         )
@@ -97,8 +101,8 @@ async def images_edits(request: Request, caller: Caller, service: Service) -> Im
         record = await service.finished(record)
     if record.status != "succeeded" or record.result is None:
         raise JobFailed(record.error or JobError(message="the edit failed", code="edit_failed"))
-    size = outputs.check_size(ask["size"], tuple(record.result.source_size))  # type: ignore[arg-type]
-    data = [await _image(request, service.store, record, rank, ask, size) for rank in range(1, (options.n or 1) + 1)]
+    size = outputs.check_size(ask["size"], tuple(record.result.source_size), http_args.max_output_pixels)  # type: ignore[arg-type]
+    data = [await _image(request, http_args, service.store, record, rank, ask, size) for rank in range(1, (options.n or 1) + 1)]
     result = record.result
     extension = F2FExtension(
         id=record.id,
@@ -116,20 +120,22 @@ async def images_edits(request: Request, caller: Caller, service: Service) -> Im
     )
 
 
-def _size_fits(size: str | None) -> Callable[[CheckedEdit], None]:
+def _size_fits(size: str | None, max_pixels: int) -> Callable[[CheckedEdit], None]:
     """The check, before the job exists, that `size` is one this server makes for the checked source."""
 
     def check(checked: CheckedEdit) -> None:
-        outputs.check_size(size, checked.source.size)
+        outputs.check_size(size, checked.source.size, max_pixels)
 
     return check
 
 
-def _openai_fields(fields: dict[str, Any], config: F2FConfig) -> dict[str, Any]:
+def _openai_fields(fields: dict[str, Any], config: F2FConfig, http_args: IngressArgs) -> dict[str, Any]:
     """Take OpenAI's own fields out of `fields` (what is left are f2f's options), each checked."""
     response_format = fields.pop("response_format", "b64_json")
     if response_format not in ("b64_json", "url"):
         raise InvalidInput("response_format", response_format, "must be b64_json or url")
+    if response_format == "url" and http_args.public_base_url is None:
+        raise url_response_refusal()
     model = fields.pop("model", None)
     if model is not None and model not in served_models(config):
         raise ModelNotFound(model)
@@ -149,18 +155,26 @@ def _openai_fields(fields: dict[str, Any], config: F2FConfig) -> dict[str, Any]:
 
 
 async def _image(
-    request: Request, store: JobStore, record: JobRecord, rank: int, ask: dict[str, Any], size: tuple[int, int] | None
+    request: Request,
+    http_args: IngressArgs,
+    store: JobStore,
+    record: JobRecord,
+    rank: int,
+    ask: dict[str, Any],
+    size: tuple[int, int] | None,
 ) -> ImageData:
     assert record.result is not None
     caption = record.result.caption
     if ask["response_format"] == "url":
+        assert http_args.public_base_url is not None  # checked before the job existed
         query = {"output_format": ask["format"], "rank": rank}
         if ask["quality"] is not None:
             query["output_compression"] = ask["quality"]
         if size is not None:
             query["size"] = f"{size[0]}x{size[1]}"
-        url = request.url_for("edit_image", job_id=record.id).include_query_params(**query)
-        return ImageData(url=str(url), revised_prompt=caption)
+        route = request.app.url_path_for("edit_image", job_id=record.id)  # the route's path: no Host header in it
+        url = public_url(http_args.public_base_url, route, query)
+        return ImageData(url=url, revised_prompt=caption)
     path = store.path(record.id, "edited.png" if rank == 1 else f"ranked/{rank}.png")
     data = await asyncio.to_thread(outputs.encode, path, ask["format"], ask["quality"], size)
     return ImageData(b64_json=base64.b64encode(data).decode("ascii"), revised_prompt=caption)

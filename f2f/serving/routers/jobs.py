@@ -6,7 +6,9 @@
 - `GET /v1/edits/{id}`: the job: status, stage, progress, timings, result, error.
 - `GET /v1/edits/{id}/image | /collage | /video | /frames/{label}`: outputs
   (label 0 is the source, 1..N the candidate tiles). `/image` takes
-  `output_format`, `output_compression` and `size` (`f2f.serving.outputs`).
+  `output_format`, `output_compression` and `size` (`f2f.serving.outputs`:
+  at most the app's `max_output_pixels`; each conversion made once per job
+  and kept in its folder).
 - `POST /v1/edits/{id}/select` with `{"label": N}`: another frame of the
   chosen clip's path as the result (`f2f.serving.frames`); `/image` (rank
   1) then serves it.
@@ -31,7 +33,7 @@ from f2f.serving import frames, outputs
 from f2f.serving.errors import JobNotFinished, NoSuchOutput
 from f2f.serving.jobs import JobRecord, JobStore
 from f2f.serving.protocol import EditJSON, JobView, SelectRequest
-from f2f.serving.routers.deps import Caller, Service
+from f2f.serving.routers.deps import Caller, HttpArgs, Service
 from f2f.serving.routers.parsing import multipart_schema, read_submission
 
 router = APIRouter(prefix="/v1/edits", tags=["edits"])
@@ -95,6 +97,7 @@ async def edit_image(
     job_id: str,
     caller: Caller,
     service: Service,
+    http_args: HttpArgs,
     output_format: Annotated[str | None, Query(description="png (default), jpeg or webp.")] = None,
     output_compression: Annotated[int | None, Query(description="Quality 0-100 of a jpeg or webp.")] = None,
     size: Annotated[str | None, Query(description="auto, or WIDTHxHEIGHT at the source's aspect ratio.")] = None,
@@ -104,7 +107,7 @@ async def edit_image(
     record = await finished(service.store, job_id, caller)
     assert record.result is not None
     fmt, quality = outputs.check_format(output_format, output_compression)
-    resize = outputs.check_size(size, tuple(record.result.source_size))  # type: ignore[arg-type]
+    resize = outputs.check_size(size, tuple(record.result.source_size), http_args.max_output_pixels)  # type: ignore[arg-type]
     seeds = len(record.result.ranked_seeds)
     if not 1 <= rank <= seeds:
         raise InvalidInput("rank", rank, f"must be 1 (the edit) to {seeds} (the job's last seed)")
@@ -112,10 +115,12 @@ async def edit_image(
     path = service.store.path(job_id, served)
     if not path.is_file():
         raise NoSuchOutput(f"job {job_id} kept no image of rank {rank} (jobs made before ranking keep only the edit)")
-    data = await asyncio.to_thread(outputs.encode, path, fmt, quality, resize)
-    name = Path(served).stem if rank == 1 else f"rank{rank}"
-    disposition = f'attachment; filename="{job_id}-{name}.{fmt}"'
-    return Response(data, media_type=outputs.MEDIA_TYPES[fmt], headers={"Content-Disposition": disposition})
+    answer = await asyncio.to_thread(outputs.cached, service.store.job_dir(job_id), served, fmt, quality, resize)
+    filename = f"{job_id}-{Path(served).stem if rank == 1 else f'rank{rank}'}.{fmt}"
+    if isinstance(answer, Path):
+        return FileResponse(answer, media_type=outputs.MEDIA_TYPES[fmt], filename=filename)
+    disposition = f'attachment; filename="{filename}"'  # the cache could not be written: the bytes
+    return Response(answer, media_type=outputs.MEDIA_TYPES[fmt], headers={"Content-Disposition": disposition})
 
 
 def _file_route(name: str, filename: str, media: str) -> Any:

@@ -16,7 +16,8 @@ from f2f.serving.protocol import EditJSON, EditOptions
 M = TypeVar("M", bound=BaseModel)
 MASK_DESCRIPTION = (
     "Where the edit may happen, the image's size: a PNG with alpha (fully transparent = edit here, OpenAI's format) "
-    "or a one-channel PNG (white = edit here). Outside it, the result keeps the source's pixels."
+    "or a one-channel PNG or TIFF (white = edit here: L, 16-bit I;16, I 0-65535, F 0.0-1.0). Outside it, the result "
+    "keeps the source's pixels."
 )
 IMAGE_FIELDS = ("image", "image[]")  # OpenAI's SDKs send `image[]` for the array form
 
