@@ -12,6 +12,12 @@ from f2f.config import F2FConfig, load_config
 
 _EXIT_STATUS = pytest.StashKey[int]()
 
+# Every Ray that a test starts stays on 127.0.0.1 (tests/serve/harness.py says why). Ray reads the first of these
+# once, when it is imported, so it is set here, before any test module imports Ray; a multi-node test
+# (tests/serve/test_multinode.py) would otherwise bind this machine's interface address.
+for _key, _value in (("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0"), ("RAY_AUTH_MODE", "disabled"), ("RAY_USAGE_STATS_ENABLED", "0")):
+    os.environ.setdefault(_key, _value)
+
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     session.config.stash[_EXIT_STATUS] = int(exitstatus)
