@@ -27,7 +27,7 @@ import logging
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import TypeVar
+from typing import Any, TypeVar
 
 JOB_FIELD = "f2f_job_id"
 SERVE_LOGGER = "ray.serve"  # the one logger whose lines Serve writes to the replica's log file
@@ -51,9 +51,9 @@ def current_job() -> str | None:
 def job_logging(job_id: str) -> Iterator[None]:
     """Lines written inside name the job; handle calls made inside carry it as their Serve request id."""
     token = _job.set(job_id)
-    serve_context, previous = _serve_request_context()
+    serve_context, previous, app_name = _serve_request_context()
     if serve_context is not None:  # what a replica does for each request it serves (Serve's replica.py `_wrap_request`)
-        serve_context.set(dataclasses.replace(previous, request_id=job_id))
+        serve_context.set(dataclasses.replace(previous, request_id=job_id, app_name=app_name))
     try:
         yield
     finally:
@@ -116,13 +116,14 @@ def _in_replica() -> bool:
     return True
 
 
-def _serve_request_context() -> tuple[ContextVar | None, object]:
-    """Serve's request-context variable and its value here; (None, None) without Ray."""
+def _serve_request_context() -> tuple[ContextVar | None, Any, str]:
+    """Serve's request-context variable, its value here, and this replica's application; (None, None, "") without Ray."""
     try:
         from ray.serve import context
     except ImportError:
-        return None, None
-    return context._serve_request_context, context._get_serve_request_context()
+        return None, None, ""
+    current, replica = context._get_serve_request_context(), context._get_internal_replica_context()
+    return context._serve_request_context, current, current.app_name or (replica.app_name if replica else "")
 
 
 def _serve_request_id() -> str | None:
