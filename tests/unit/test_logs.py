@@ -108,3 +108,35 @@ def test_outside_a_replica_logging_is_left_as_it_is() -> None:
     with logs.job_logging("f" * 32):
         assert logs.current_job() == "f" * 32
     assert logs.current_job() is None
+
+
+# --- the Serve config files turn JSON logs on, and `f2f serve` passes them to Serve ---------------------------------
+
+SERVE_FILES = sorted((Path(__file__).resolve().parents[2] / "serve").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SERVE_FILES, ids=lambda p: p.name)
+def test_every_serve_config_file_asks_for_json_logs_in_a_form_serve_accepts(path: Path) -> None:
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    schema = ServeDeploySchema.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    for app in schema.applications:
+        assert app.logging_config is not None and app.logging_config.encoding == "JSON", path.name
+
+
+def test_run_config_file_passes_each_applications_logging_config_to_serve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    from f2f.serving import app
+
+    runs: list[dict] = []
+    monkeypatch.setattr(app.serve, "start", lambda http_options: None)
+    monkeypatch.setattr(app.serve, "run", lambda target, **kwargs: runs.append(kwargs))
+    monkeypatch.setattr(app, "_import_builder", lambda path: lambda args: "the app")
+    apps = [{"import_path": "x:y", "name": "a", "logging_config": {"encoding": "JSON"}}, {"import_path": "x:y", "name": "b"}]
+    (tmp_path / "serve.yaml").write_text(yaml.safe_dump({"applications": apps}))
+    app.run_config_file(tmp_path / "serve.yaml")
+    assert [run["logging_config"] for run in runs] == [{"encoding": "JSON"}, None]
