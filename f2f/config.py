@@ -271,6 +271,12 @@ class VLMConfig(_Section):
         "(on a CPU, that share of the machine's free memory).",
     )
     tensor_parallel_size: int = Field(1, ge=1, le=16, description="vllm: GPUs the VLM is split across.")
+    engine_stats: bool = Field(
+        True,
+        description="vllm: the engine records its statistics (requests running and waiting, KV cache use, tokens, "
+        "latencies); in a Ray Serve replica they are exported as Ray metrics (ray_vllm_*, f2f.serving.metrics). "
+        "Off saves their small cost per engine step.",
+    )
     base_url: str | None = Field(None, description="openai: the endpoint, e.g. http://vllm:8000/v1.")
     model_name: str | None = Field(None, description="openai: the served model name; null asks the endpoint's /models.")
     api_key: SecretStr | None = Field(

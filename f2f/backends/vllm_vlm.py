@@ -16,6 +16,11 @@
   transformers' `generate`; every call is its own request (a unique id), so
   concurrent calls are batched by the engine;
 - dtype auto is bfloat16 on a GPU and float32 on a CPU;
+- with `vlm.engine_stats` the engine records its statistics; in a Ray worker
+  (a Serve replica) they go to Ray's metrics through vLLM's own
+  `RayPrometheusStatLogger` (as Ray Serve LLM does), since a
+  `prometheus_client` registry in a replica is not exported; elsewhere to
+  vLLM's default loggers;
 - the engine belongs to the event loop of its first `chat`: call it from one
   loop for its whole life (one `asyncio.run`, a Serve replica), not from a new
   `asyncio.run` per call.
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
@@ -86,7 +92,7 @@ class VllmVLM:
         args = AsyncEngineArgs(**{**engine_args(cfg, checkpoint, _cuda_available()), **(engine_kwargs or {})})
         # No local name for the engine: vLLM keeps this frame alive, and a local would keep the engine alive too.
         return cls(
-            AsyncLLM.from_engine_args(args),
+            AsyncLLM.from_engine_args(args, stat_loggers=stat_loggers(cfg)),
             AutoTokenizer.from_pretrained(checkpoint.path, local_files_only=True, trust_remote_code=False),
             checkpoint,
             max_model_len=args.max_model_len,
@@ -157,8 +163,22 @@ def engine_args(cfg: VLMConfig, checkpoint: Checkpoint, cuda_available: bool) ->
         "kv_cache_memory_bytes": None if cfg.kv_cache_memory_gib is None else int(cfg.kv_cache_memory_gib * 2**30),
         "limit_mm_per_prompt": {"image": MAX_IMAGES_PER_PROMPT, "video": 0},
         "mm_processor_kwargs": pixel_bounds(checkpoint, cfg.min_pixels, cfg.max_pixels),
-        "disable_log_stats": True,
+        "disable_log_stats": not cfg.engine_stats,
     }
+
+
+def stat_loggers(cfg: VLMConfig) -> list[Any] | None:
+    """vLLM's stat loggers beside its defaults: Ray's metrics in a Ray worker (its prometheus_client one is not exported)."""
+    if not cfg.engine_stats or not _in_ray():
+        return None
+    from vllm.v1.metrics.ray_wrappers import RayPrometheusStatLogger
+
+    return [RayPrometheusStatLogger]  # it takes the place of vLLM's own Prometheus logger
+
+
+def _in_ray() -> bool:
+    ray = sys.modules.get("ray")  # a Ray worker has imported it; nothing else needs to
+    return ray is not None and ray.is_initialized()
 
 
 def pixel_bounds(checkpoint: Checkpoint, min_pixels: int, max_pixels: int) -> dict[str, Any]:

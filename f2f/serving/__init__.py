@@ -13,7 +13,8 @@ Layout (one concern per file, as vLLM's OpenAI entrypoints split theirs):
   asked for), `frames` (a job's candidate frames and the caller's choice);
 - `jobs` (the job store: every state change of a job, the sweep), `broker`
   (the queue), `auth` (API keys), `remote` (the model protocols over
-  handles), `errors` (the one exception -> HTTP mapping) and `metrics`.
+  handles), `errors` (the one exception -> HTTP mapping), `metrics` and `logs`
+  (a job's id on every log line, in every replica).
 
 Importing this package (not its modules) imports no Ray.
 """

@@ -97,7 +97,7 @@ def run_config_file(path: str | Path, host: str | None = None, port: int | None 
 
     Reads `http_options` (all of them go to Ray's HTTP proxy: `host`, `port`, `keep_alive_timeout_s`,
     `request_timeout_s`, ...; `host` and `port` given here win) and `applications[]` (`name`,
-    `route_prefix`, `import_path`, `args`); other keys are left to Ray.
+    `route_prefix`, `import_path`, `args`, `logging_config`); other keys are left to Ray.
     """
     data = _read_serve_config(Path(path))
     http = dict(data.get("http_options") or {})
@@ -106,7 +106,8 @@ def run_config_file(path: str | Path, host: str | None = None, port: int | None 
     for app in data["applications"]:
         builder = _import_builder(app["import_path"])
         target = builder(app.get("args") or {}) if callable(builder) and not isinstance(builder, Application) else builder
-        serve.run(target, name=app.get("name", "default"), route_prefix=app.get("route_prefix", "/"), blocking=False)
+        name, prefix, logging = app.get("name", "default"), app.get("route_prefix", "/"), app.get("logging_config")
+        serve.run(target, name=name, route_prefix=prefix, logging_config=logging, blocking=False)
     return f"http://{host}:{port}"
 
 

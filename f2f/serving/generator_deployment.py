@@ -31,6 +31,7 @@ from f2f.errors import InvalidInput, ReplicaLost, unwrap
 from f2f.protocols import Frames, Progress
 from f2f.serving import metrics
 from f2f.serving.args import AppArgs, actor_options, replica_options
+from f2f.serving.logs import log_to_serve
 from f2f.serving.ranks import RankGroup
 
 FOLLOWER_GRACE_S = 60.0  # how long the other ranks may take to end after rank 0 did
@@ -45,6 +46,7 @@ class GeneratorDeployment:
     """
 
     def __init__(self, config: F2FConfig, rank_options: dict[str, float]) -> None:
+        log_to_serve(request_id_is_job=True)  # called by the edit worker only: a request's id is its job's
         self.ranks: RankGroup | None = None
         self.lost_rank: str | None = None  # set once another rank died: this replica is done for
         if config.generator.parallel.world_size > 1:

@@ -39,6 +39,7 @@ from f2f.serving.errors import BodyTooLarge, NotReady, error_response, install_e
 from f2f.serving.events import EventsClient
 from f2f.serving.ingress_args import IngressArgs
 from f2f.serving.jobs import JobStore
+from f2f.serving.logs import log_to_serve
 from f2f.serving.routers import health, images, jobs, web
 from f2f.serving.routers.docs import docs_router
 from f2f.serving.service import EditService
@@ -58,6 +59,7 @@ class Ingress:
         http: HTTPLimits | None = None,
         http_args: IngressArgs | None = None,
     ) -> None:
+        log_to_serve()
         self.worker = worker  # bound so that Serve deploys the worker with this app
         self.events = events
         self.config, self.jobs, self.limits, self.auth = config, jobs_args, limits, auth

@@ -75,6 +75,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from f2f.errors import F2FError
 from f2f.request import WIRE_NAME, CheckedEdit, EditSettings
 from f2f.result import write_atomic
+from f2f.serving.logs import job_fields
 from f2f.serving.protocol import JobError, JobProgress, JobResult, Selection
 
 logger = logging.getLogger("f2f.serving")
@@ -238,6 +239,7 @@ class JobStore:
                         existing = self._claim_key(f"{owner}\n{idempotency_key}", record.id)  # keys are per owner
                     if existing is None:
                         _touch(self.root / "queued" / record.id)
+                        logger.info("job %s created", record.id, extra=job_fields(record.id))
                         return record, True
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
@@ -391,6 +393,8 @@ class JobStore:
             return True
 
         record = self.update(job_id, take)
+        if taken:
+            logger.info("job %s claimed by worker %s (try %d)", job_id, worker, record.attempts, extra=job_fields(job_id))
         return record if taken else None
 
     def request_cancel(self, job_id: str) -> JobRecord:
@@ -475,9 +479,13 @@ class JobStore:
     ) -> JobRecord:
         """End a job (succeeded with its result and timings, failed or cancelled with its error); a finished job stays."""
 
+        ended = False
+
         def end(record: JobRecord) -> bool:
+            nonlocal ended
             if record.finished:
                 return False
+            ended = True
             record.status, record.error, record.stage, record.heartbeat_at = status, error, None, None
             if result is not None:
                 record.result = result
@@ -486,7 +494,11 @@ class JobStore:
                     record.progress = JobProgress(step=record.progress.total, total=record.progress.total)
             return True
 
-        return self.update(job_id, end)
+        record = self.update(job_id, end)
+        if ended:
+            code = f" ({record.error.code})" if record.error is not None else ""
+            logger.info("job %s %s%s", job_id, status, code, extra=job_fields(job_id))
+        return record
 
     def select(self, job_id: str, selection: Selection) -> JobRecord:
         """Record `selection` as the job's result frame; choosing the label already chosen changes nothing.
@@ -581,6 +593,7 @@ class JobStore:
                 continue
             if record.expires_at is not None and record.expires_at <= now:
                 shutil.rmtree(entry.path, ignore_errors=True)
+                logger.info("job %s expired: deleted", record.id, extra=job_fields(record.id))
                 removed += 1
         for entry in os.scandir(self.root / "keys"):
             with contextlib.suppress(OSError):
@@ -597,9 +610,11 @@ async def send(store: JobStore, queue: Any, job_id: str) -> bool:
     try:
         await asyncio.to_thread(queue.send, job_id)
     except Exception as exc:
-        logger.warning("the job queue refused job %s (%s: %s); it is sent again later", job_id, type(exc).__name__, exc)
+        refused = (job_id, type(exc).__name__, exc)
+        logger.warning("the job queue refused job %s (%s: %s); it is sent again later", *refused, extra=job_fields(job_id))
         return False
     await asyncio.to_thread(store.mark_sent, job_id)
+    logger.info("job %s sent to the queue", job_id, extra=job_fields(job_id))
     return True
 
 
@@ -609,7 +624,7 @@ async def sweep_once(store: JobStore, queue: Any, resend_after_s: float) -> None
     await asyncio.to_thread(store.sweep)
     for job_id in await asyncio.to_thread(store.stale_running):
         if (await asyncio.to_thread(store.requeue, job_id)).status == "queued":
-            logger.warning("job %s lost its worker; queued again", job_id)
+            logger.warning("job %s lost its worker; queued again", job_id, extra=job_fields(job_id))
             await send(store, queue, job_id)
     lost = await asyncio.to_thread(store.lost_workers)
     due = await asyncio.to_thread(store.queued if lost else partial(store.unsent, resend_after_s))

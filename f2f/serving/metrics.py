@@ -43,6 +43,29 @@ scrapes between updates.
 
 Metric objects are created on first use, once per process, so importing
 this module needs no Ray cluster.
+
+vLLM's engine statistics (`vlm.backend: vllm` with `vlm.engine_stats`, on by
+default) are vLLM's own metrics, not defined here: in a VLM replica vLLM's
+`RayPrometheusStatLogger` records them as Ray metrics (`f2f.backends.vllm_vlm`),
+with the name's `vllm:` made `vllm_`, labels `model_name` (the checkpoint's
+path), `engine` (0) and `ReplicaId`, and no Serve tags. The ones to watch:
+
+| metric (as exported) | type | what |
+|---|---|---|
+| `ray_vllm_num_requests_running`, `ray_vllm_num_requests_waiting` | gauge | chats in the engine's batch, and queued for it |
+| `ray_vllm_kv_cache_usage_perc` | gauge | share of the KV cache in use (1 = full: chats wait) |
+| `ray_vllm_num_preemptions_total` | counter | requests pushed out of the KV cache and recomputed |
+| `ray_vllm_prompt_tokens_total`, `ray_vllm_generation_tokens_total` | counter | tokens read (visual ones included), written |
+| `ray_vllm_request_success_total` | counter | chats finished, by `finished_reason` |
+| `ray_vllm_mm_cache_queries_total`, `ray_vllm_mm_cache_hits_total` | counter | image-processor cache lookups and hits |
+| `ray_vllm_time_to_first_token_seconds` | histogram | prompt read (prefill) until the first answer token |
+| `ray_vllm_e2e_request_latency_seconds` | histogram | one chat in the engine, end to end |
+| `ray_vllm_request_queue_time_seconds` | histogram | waiting for a place in the batch |
+
+vLLM's counters do not end in `_total`: Ray exports each as `<name>_total`
+and, while `RAY_EXPORT_COUNTER_AS_GAUGE` is on (Ray 2.60's default), a
+deprecated gauge under the bare name too; use the `_total` one. The other
+`ray_vllm_*` series are vLLM's (`vllm/v1/metrics/loggers.py`).
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ Rules:
   A mask (an "L" PIL image, pickled by Ray) is passed on as `mask`; without
   one the call is the old four-argument call.
 - An f2f error raised in a replica comes out as itself, not wrapped by Ray.
+- A call made inside `f2f.serving.logs.job_logging` (the worker runs every
+  job in it) carries the job's id as its Serve request id: the called
+  replica's log lines name the job.
 """
 
 from __future__ import annotations

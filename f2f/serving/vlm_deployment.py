@@ -17,12 +17,14 @@ from f2f.backends import load_vlm
 from f2f.config import F2FConfig
 from f2f.protocols import VLM, Message
 from f2f.serving.args import AppArgs, actor_options, replica_options
+from f2f.serving.logs import log_to_serve
 
 
 class VLMDeployment:
     """Serve deployment body: `chat` over the VLM that `config.vlm` describes."""
 
     def __init__(self, config: F2FConfig) -> None:
+        log_to_serve(request_id_is_job=True)  # called by the edit worker only: a request's id is its job's
         self.backend: VLM | None = load_vlm(config)
 
     @classmethod

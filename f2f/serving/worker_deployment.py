@@ -54,7 +54,7 @@ from f2f.pipeline import run_edit
 from f2f.protocols import CancelToken, Progress
 from f2f.request import CheckedEdit
 from f2f.result import EditResult, write_atomic, write_outputs
-from f2f.serving import metrics
+from f2f.serving import logs, metrics
 from f2f.serving.args import AppArgs, actor_options, replica_options
 from f2f.serving.broker import TASK_NAME, BrokerQueue, JobQueue, JobsArgs
 from f2f.serving.events import EventsClient
@@ -96,6 +96,7 @@ class EditWorker:
         self, vlm: Any, generator: Any, events: Any, config: F2FConfig, jobs: JobsArgs, max_concurrent_jobs: int = 1
     ) -> None:
         self.loop = asyncio.get_running_loop()  # Serve runs constructors on the replica's event loop
+        logs.log_to_serve()
         self.vlm, self.generator = RemoteVLM(vlm), RemoteGenerator(generator)
         self.config, self.jobs = config, jobs
         self.jobs_max_concurrent = max_concurrent_jobs
@@ -150,7 +151,7 @@ class EditWorker:
     @_task_handler(TASK_NAME)
     def run_job(self, job_id: str) -> str:
         """Celery's entry (a worker thread): run the job on the replica's event loop; its final status."""
-        return asyncio.run_coroutine_threadsafe(self.run(job_id), self.loop).result()
+        return asyncio.run_coroutine_threadsafe(logs.in_job(job_id, self.run(job_id)), self.loop).result()
 
     async def check_health(self) -> None:
         """Serve's replica health check: raise if the queue consumer stopped, or if it takes no job while it has a

@@ -123,6 +123,8 @@ def vllm_vlm(model: Path) -> Iterator[VllmVLM]:
     with pytest.MonkeyPatch.context() as env:
         for key, value in vllm_env().items():
             env.setenv(key, value)
+        # As in a Serve replica: the engine's statistics go to Ray's metrics (recorded, then dropped: no Ray cluster here).
+        env.setattr("f2f.backends.vllm_vlm._in_ray", lambda: True)
         vlm = VllmVLM.from_config(cfg, engine_kwargs=IN_PROCESS_ENGINE)
         yield vlm
         vlm.close()
@@ -285,6 +287,35 @@ def test_vllm_counts_prompt_tokens_as_its_engine_does(backend, loop):
         return len(final.prompt_token_ids)
 
     assert loop.run(prompt_length()) == n_tokens
+
+
+def test_vllm_records_engine_statistics_for_rays_metrics(backend, loop):
+    """In a Ray worker the engine's statistics go to vLLM's Ray stat logger (exported as ray_vllm_*), which replaces
+    its prometheus_client one (never exported from a replica); a chat's prompt and answer tokens reach it."""
+    name, vlm = backend
+    if engine_and_variant(name)[0] != "vllm":
+        pytest.skip("vLLM only")
+    from vllm.v1.metrics.loggers import PrometheusStatLogger
+    from vllm.v1.metrics.ray_wrappers import RayPrometheusStatLogger
+
+    loggers = vlm.engine.logger_manager.stat_loggers
+    prometheus = [stat_logger for stat_logger in loggers if isinstance(stat_logger, PrometheusStatLogger)]
+    assert [type(stat_logger) for stat_logger in prometheus] == [RayPrometheusStatLogger]
+    ray_logger, tokens = prometheus[0], {"prompt": 0, "generation": 0}
+
+    def counting(scheduler_stats, iteration_stats, *args, **kwargs):
+        if iteration_stats is not None:
+            tokens["prompt"] += iteration_stats.num_prompt_tokens
+            tokens["generation"] += iteration_stats.num_generation_tokens
+        return RayPrometheusStatLogger.record(ray_logger, scheduler_stats, iteration_stats, *args, **kwargs)
+
+    ray_logger.record = counting
+    try:
+        ask(loop, vlm, selection_conversation(), max_tokens=4)
+        loop.run(asyncio.sleep(0.5))  # the engine's output loop records an iteration after handing out its tokens
+    finally:
+        del ray_logger.record
+    assert tokens["prompt"] > 0 and 1 <= tokens["generation"] <= 4, tokens
 
 
 def test_the_openai_backend_sends_the_key_and_a_wrong_one_is_refused(backend, loop):
@@ -485,3 +516,19 @@ def test_vllm_engine_args_follow_the_config(tmp_path):
     assert qwen3["mm_processor_kwargs"] == {"size": {"shortest_edge": tiny.min_pixels, "longest_edge": tiny.max_pixels}}
     default = engine_args(load_config().vlm.model_copy(update={"model_path": tmp_path}), checkpoint, cuda_available=True)
     assert default["kv_cache_memory_bytes"] is None and default["enforce_eager"] is False and default["dtype"] == "bfloat16"
+    assert default["disable_log_stats"] is False
+    quiet = engine_args(tiny.model_copy(update={"engine_stats": False}), checkpoint, cuda_available=False)
+    assert quiet["disable_log_stats"] is True
+
+
+def test_vllm_stat_loggers_are_rays_only_inside_ray_and_with_engine_stats(monkeypatch):
+    from f2f.backends import vllm_vlm
+
+    pytest.importorskip("vllm")
+    from vllm.v1.metrics.ray_wrappers import RayPrometheusStatLogger
+
+    monkeypatch.setattr(vllm_vlm, "_in_ray", lambda: False)
+    assert vllm_vlm.stat_loggers(VLMConfig()) is None  # vLLM's defaults
+    monkeypatch.setattr(vllm_vlm, "_in_ray", lambda: True)
+    assert vllm_vlm.stat_loggers(VLMConfig()) == [RayPrometheusStatLogger]
+    assert vllm_vlm.stat_loggers(VLMConfig(engine_stats=False)) is None

@@ -31,10 +31,13 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_app(
-    args: dict[str, Any], metrics_port: int | None = None, system_config: dict[str, Any] | None = None
+    args: dict[str, Any],
+    metrics_port: int | None = None,
+    system_config: dict[str, Any] | None = None,
+    logging_config: dict[str, Any] | None = None,
 ) -> Iterator[str]:
     """The application built from `args` at http://127.0.0.1:<port>, on a Ray started with the loopback settings
-    (and `system_config`, Ray's `_system_config`)."""
+    (and `system_config`, Ray's `_system_config`); `logging_config`: the application's, as a Serve config gives it."""
     pytest.importorskip("ray")
     pytest.importorskip("diffusers")
     pytest.importorskip("transformers")
@@ -55,7 +58,7 @@ def running_app(
         try:
             serve.start(http_options={"host": "127.0.0.1", "port": port})
             started = time.perf_counter()
-            serve.run(build_app(args), name="f2f")
+            serve.run(build_app(args), name="f2f", logging_config=logging_config)
             print(f"\nserve.run (tiny checkpoints built, replicas loaded): {time.perf_counter() - started:.1f} s")
             yield f"http://127.0.0.1:{port}"
         finally:
