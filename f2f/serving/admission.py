@@ -7,13 +7,13 @@ Rules:
   `max_ongoing_requests` is that plus `PROBE_ROOM`, so that Serve hands the
   replica every request and this replica answers overload itself.
 - `InFlightLimit` (ASGI middleware, outermost): a request over
-  `max_in_flight` is answered at once with a typed 503 `overloaded` and
+  `ingress_max_ongoing_requests` is answered at once with a typed 503 `overloaded` and
   `Retry-After`, before its body is read. `/healthz` and `/readyz` are never
   refused and do not count: a probe must not fail because clients are busy.
 - `WaitSlots`: the requests that wait for an edit (the synchronous OpenAI
   route, job event streams) hold a slot for as long as they wait. One more
-  than `max_waiting_per_key` for a key is a typed 429 `too_many_waiting`;
-  one more than `max_waiting` in all is a typed 503 `too_many_waiting`; both
+  than `max_waiting_requests_per_key` for a key is a typed 429
+  `too_many_waiting`; one more than `max_waiting_requests` in all is a typed 503 `too_many_waiting`; both
   with `Retry-After`, and both before any job is created, so one caller can
   neither exhaust the replica nor leave a job behind a refused wait.
 - The bounds are per ingress replica: with N replicas a key may hold N times
@@ -25,23 +25,13 @@ from __future__ import annotations
 import contextlib
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from f2f.errors import F2FError
+from f2f.serving.ingress_args import IngressArgs
 
 PROBE_ROOM = 16  # requests over the in-flight bound that Serve still hands a replica: its probes, and typed 503s
 PROBES = frozenset({"/healthz", "/readyz"})
-
-
-@dataclass(frozen=True)
-class HTTPLimits:
-    """The bounds of one ingress replica (from the app args: `f2f.serving.args.http_limits`)."""
-
-    max_in_flight: int = 1000
-    max_waiting: int = 500
-    max_waiting_per_key: int = 32
-    retry_after_s: int = 10
 
 
 class TooManyWaiting(F2FError):
@@ -67,7 +57,7 @@ class Overloaded(F2FError):
 class WaitSlots:
     """The long waits this replica holds, per API key and in all (one event loop: no lock needed)."""
 
-    def __init__(self, limits: HTTPLimits) -> None:
+    def __init__(self, limits: IngressArgs) -> None:
         self.limits = limits
         self.held: Counter[str] = Counter()
 
@@ -78,15 +68,15 @@ class WaitSlots:
     def take(self, owner: str) -> Callable[[], None]:
         """A slot for `owner`, or TooManyWaiting; the returned function gives it back (once, however often called)."""
         limits = self.limits
-        if self.held[owner] >= limits.max_waiting_per_key:
+        if self.held[owner] >= limits.max_waiting_requests_per_key:
             message = (
-                f"this API key holds {limits.max_waiting_per_key} waiting requests (synchronous edits and event streams), "
-                "the most it may at once (max_waiting_requests_per_key); retry later, or poll GET /v1/edits/{id}"
+                f"this API key holds {limits.max_waiting_requests_per_key} waiting requests (synchronous edits and event "
+                "streams), the most it may at once (max_waiting_requests_per_key); retry later, or poll GET /v1/edits/{id}"
             )
             raise TooManyWaiting(message, limits.retry_after_s, per_key=True)
-        if self.total >= limits.max_waiting:
+        if self.total >= limits.max_waiting_requests:
             message = (
-                f"this server holds {limits.max_waiting} waiting requests (synchronous edits and event streams), "
+                f"this server holds {limits.max_waiting_requests} waiting requests (synchronous edits and event streams), "
                 "the most it takes at once (max_waiting_requests); retry later, or poll GET /v1/edits/{id}"
             )
             raise TooManyWaiting(message, limits.retry_after_s, per_key=False)
@@ -113,19 +103,19 @@ class WaitSlots:
 
 
 class InFlightLimit:
-    """ASGI middleware: a typed 503 `overloaded` for a request over `max_in_flight` (probes excepted)."""
+    """ASGI middleware: a typed 503 `overloaded` for a request over `ingress_max_ongoing_requests` (probes excepted)."""
 
-    def __init__(self, app: Any, limits: HTTPLimits) -> None:
+    def __init__(self, app: Any, limits: IngressArgs) -> None:
         self.app, self.limits = app, limits
         self.in_flight = 0
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope.get("path") in PROBES:
             return await self.app(scope, receive, send)
-        if self.in_flight >= self.limits.max_in_flight:
+        if self.in_flight >= self.limits.ingress_max_ongoing_requests:
             from f2f.serving.errors import error_response
 
-            response = error_response(Overloaded(self.limits.max_in_flight, self.limits.retry_after_s))
+            response = error_response(Overloaded(self.limits.ingress_max_ongoing_requests, self.limits.retry_after_s))
             return await response(scope, receive, send)
         self.in_flight += 1
         try:

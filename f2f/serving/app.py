@@ -38,7 +38,7 @@ from ray.serve import Application
 from f2f.backends import prepare_models
 from f2f.config import F2FConfig, config_from_dict, invalid_config_from
 from f2f.errors import InvalidConfig
-from f2f.serving.args import AppArgs, http_limits, request_limits
+from f2f.serving.args import AppArgs, request_limits
 from f2f.serving.auth import KeyRing
 from f2f.serving.broker import broker_settings, task_processor_config
 from f2f.serving.events import JobEvents
@@ -85,7 +85,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     ingress = serve.deployment(serve.ingress()(Ingress), **Ingress.deployment_options(parsed))
     models = (vlm.bind(config), generator.bind(config, rank_options))
     bound_worker = worker.bind(*models, events, config, parsed.jobs, parsed.worker_max_concurrent_jobs)
-    limits = (request_limits(parsed), parsed.auth, http_limits(parsed), IngressArgs.of(parsed))
+    limits = (request_limits(parsed), parsed.auth, IngressArgs.of(parsed))
     return ingress.bind(bound_worker, events, config, parsed.jobs, *limits)
 
 

@@ -16,7 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from f2f.errors import InvalidConfig
 from f2f.request import RequestLimits
-from f2f.serving.admission import HTTPLimits
 from f2f.serving.auth import AuthArgs
 from f2f.serving.broker import JobsArgs
 from f2f.serving.ingress_args import DEFAULT_MAX_OUTPUT_PIXELS, DocsSwitch, PublicBaseURL
@@ -174,16 +173,6 @@ class AppArgs(BaseModel):
 def request_limits(args: AppArgs) -> RequestLimits:
     """The most one request may ask for, from the args."""
     return RequestLimits(max_n=args.max_n, max_num_frames=args.max_num_frames, max_steps=args.max_steps)
-
-
-def http_limits(args: AppArgs) -> HTTPLimits:
-    """What one ingress replica takes on at once, from the args (`f2f.serving.admission`)."""
-    return HTTPLimits(
-        max_in_flight=args.ingress_max_ongoing_requests,
-        max_waiting=args.max_waiting_requests,
-        max_waiting_per_key=args.max_waiting_requests_per_key,
-        retry_after_s=args.jobs.retry_after_s,
-    )
 
 
 def replica_options(replicas: Replicas) -> dict[str, Any]:

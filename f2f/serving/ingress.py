@@ -31,7 +31,7 @@ from fastapi import FastAPI
 
 from f2f.config import F2FConfig
 from f2f.request import RequestLimits
-from f2f.serving.admission import PROBE_ROOM, HTTPLimits, InFlightLimit
+from f2f.serving.admission import PROBE_ROOM, InFlightLimit
 from f2f.serving.args import AppArgs, actor_options, replica_options
 from f2f.serving.auth import AuthArgs
 from f2f.serving.broker import BrokerQueue, JobQueue, JobsArgs
@@ -56,15 +56,13 @@ class Ingress:
         jobs_args: JobsArgs,
         limits: RequestLimits,
         auth: AuthArgs,
-        http: HTTPLimits | None = None,
-        http_args: IngressArgs | None = None,
+        http: IngressArgs | None = None,
     ) -> None:
         log_to_serve()
         self.worker = worker  # bound so that Serve deploys the worker with this app
         self.events = events
         self.config, self.jobs, self.limits, self.auth = config, jobs_args, limits, auth
-        self.http = http or HTTPLimits(retry_after_s=jobs_args.retry_after_s)
-        self.http_args = http_args or IngressArgs()
+        self.http = http or IngressArgs(retry_after_s=jobs_args.retry_after_s)
 
     @classmethod
     def deployment_options(cls, args: AppArgs) -> dict[str, Any]:
@@ -85,7 +83,7 @@ class Ingress:
         events = EventsClient(self.events, asyncio.get_running_loop())
         queue, broker = JobQueue(self.jobs, store_dir), BrokerQueue.of(self.jobs, store_dir)
         service = EditService(store, queue, self.config, self.jobs, self.limits, self.auth, events, self.http, broker)
-        return make_api(service, serve_ready, self.http_args)
+        return make_api(service, serve_ready)
 
 
 async def serve_ready() -> None:
@@ -102,9 +100,10 @@ async def serve_ready() -> None:
         raise NotReady(f"not ready: {', '.join(unhealthy)}")
 
 
-def make_api(service: EditService, ready: Callable[[], Awaitable[None]], http_args: IngressArgs | None = None) -> FastAPI:
-    """The FastAPI app over an edit service; `ready` raises NotReady while the application is not."""
-    http_args = http_args or IngressArgs()
+def make_api(service: EditService, ready: Callable[[], Awaitable[None]]) -> FastAPI:
+    """The FastAPI app over an edit service (its `http`: the ingress's HTTP args); `ready` raises NotReady while the
+    application is not."""
+    http_args = service.http
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -122,7 +121,7 @@ def make_api(service: EditService, ready: Callable[[], Awaitable[None]], http_ar
     )
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=service.jobs.max_body_bytes)  # type: ignore[arg-type]
-    app.add_middleware(InFlightLimit, limits=service.waits.limits)  # type: ignore[arg-type]  # outermost: added last
+    app.add_middleware(InFlightLimit, limits=http_args)  # type: ignore[arg-type]  # outermost: added last
     app.state.service, app.state.ready, app.state.http_args = service, ready, http_args
     for router in (health.router, jobs.router, images.router, web.router, *([docs_router()] if http_args.docs else [])):
         app.include_router(router)

@@ -1,5 +1,6 @@
 """What only the ingress's HTTP side needs from the app's args: the public base URL of the links it hands out,
-its docs page, and the largest output image it makes.
+its docs page, the largest output image it makes, and what one replica takes on at once
+(`f2f.serving.admission`).
 
 Rules:
 
@@ -71,11 +72,17 @@ class IngressArgs(BaseModel):
     public_base_url: PublicBaseURL | None = Field(None, description="Base of the URLs handed out (response_format=url).")
     docs: DocsSwitch = Field(False, description="Serve Swagger UI at /docs from this server's own files.")
     max_output_pixels: int = Field(DEFAULT_MAX_OUTPUT_PIXELS, ge=256, description="Largest output size (WIDTH x HEIGHT).")
+    # What one replica takes on at once (f2f.serving.admission); AppArgs checks their ranges.
+    ingress_max_ongoing_requests: int = Field(1000, description="Requests in flight at once; one more is a typed 503.")
+    max_waiting_requests: int = Field(500, description="Long waits held at once, all keys; one more is a typed 503.")
+    max_waiting_requests_per_key: int = Field(32, description="Long waits one API key holds at once; one more is a 429.")
+    retry_after_s: int = Field(10, ge=1, description="Retry-After of those answers (the app's jobs.retry_after_s).")
 
     @classmethod
     def of(cls, args: Any) -> IngressArgs:
-        """The fields of the same names of `args` (an `AppArgs`)."""
-        return cls(**{name: getattr(args, name) for name in cls.model_fields})
+        """The fields of the same names of `args` (an `AppArgs`), and `retry_after_s` from its `jobs`."""
+        names = set(cls.model_fields) - {"retry_after_s"}
+        return cls(**{name: getattr(args, name) for name in names}, retry_after_s=args.jobs.retry_after_s)
 
 
 def url_response_refusal() -> InvalidInput:

@@ -32,11 +32,12 @@ from typing import Any
 from f2f.config import F2FConfig
 from f2f.request import CheckedEdit, RequestLimits, check_edit
 from f2f.serving import metrics
-from f2f.serving.admission import HTTPLimits, WaitSlots
+from f2f.serving.admission import WaitSlots
 from f2f.serving.auth import AuthArgs, KeyRing, TooManyJobs
 from f2f.serving.broker import BrokerQueue, JobsArgs
 from f2f.serving.errors import ClientGone, RetryLater
 from f2f.serving.events import EventsClient
+from f2f.serving.ingress_args import IngressArgs
 from f2f.serving.jobs import EditRequest, JobNotFound, JobRecord, JobStore, StorageFull, fingerprint, send, sweep_forever
 from f2f.serving.protocol import EditOptions, JobView
 
@@ -59,12 +60,13 @@ class EditService:
         limits: RequestLimits,
         auth: AuthArgs,
         events: EventsClient | None = None,
-        http: HTTPLimits | None = None,
+        http: IngressArgs | None = None,
         broker: BrokerQueue | None = None,
     ) -> None:
         self.store, self.queue, self.config, self.jobs, self.limits, self.auth = store, queue, config, jobs, limits, auth
         self.events, self.broker = events, broker
-        self.waits = WaitSlots(http or HTTPLimits(retry_after_s=jobs.retry_after_s))
+        self.http = http or IngressArgs(retry_after_s=jobs.retry_after_s)  # the ingress's HTTP args, bounds included
+        self.waits = WaitSlots(self.http)
         self.ring = KeyRing(auth.keys_file) if auth.required and auth.keys_file else None
         if events is not None:
             store.on_change = events.publish_record

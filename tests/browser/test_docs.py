@@ -32,8 +32,8 @@ def docs_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("docs")
     jobs = JobsArgs(dir=folder / "jobs")
     store = JobStore(jobs.store_dir(folder), jobs.ttl_s, jobs.lease_s)
-    service = EditService(store, [], F2FConfig(), jobs, RequestLimits(), AuthArgs(required=False))
-    app = make_api(service, None, IngressArgs(docs=True))  # type: ignore[arg-type]
+    service = EditService(store, [], F2FConfig(), jobs, RequestLimits(), AuthArgs(required=False), http=IngressArgs(docs=True))
+    app = make_api(service, None)  # type: ignore[arg-type]
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

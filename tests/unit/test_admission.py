@@ -20,11 +20,12 @@ pytest.importorskip("celery")
 
 from f2f.config import F2FConfig  # noqa: E402
 from f2f.request import RequestLimits  # noqa: E402
-from f2f.serving.admission import HTTPLimits, TooManyWaiting, WaitSlots  # noqa: E402
+from f2f.serving.admission import TooManyWaiting, WaitSlots  # noqa: E402
 from f2f.serving.auth import AuthArgs  # noqa: E402
 from f2f.serving.broker import BrokerQueue, JobQueue, JobsArgs, task_processor_config  # noqa: E402
 from f2f.serving.errors import ClientGone  # noqa: E402
 from f2f.serving.ingress import make_api  # noqa: E402
+from f2f.serving.ingress_args import IngressArgs  # noqa: E402
 from f2f.serving.jobs import JobStore  # noqa: E402
 from f2f.serving.protocol import EditOptions  # noqa: E402
 from f2f.serving.scaling import RUNNING_JOBS, JobQueuePolicy  # noqa: E402
@@ -42,7 +43,7 @@ class RecordingQueue:
         self.sent.append(job_id)
 
 
-def _service(tmp_path: Path, http: HTTPLimits | None = None) -> EditService:
+def _service(tmp_path: Path, http: IngressArgs | None = None) -> EditService:
     jobs = JobsArgs(dir=tmp_path / "jobs", retry_after_s=9)
     store = JobStore(jobs.store_dir(tmp_path), jobs.ttl_s, jobs.lease_s)
     limits = RequestLimits(max_n=4, max_num_frames=49, max_steps=100)
@@ -53,7 +54,7 @@ def _service(tmp_path: Path, http: HTTPLimits | None = None) -> EditService:
 
 
 def test_wait_slots_bound_a_key_and_the_replica_and_come_back_once() -> None:
-    slots = WaitSlots(HTTPLimits(max_waiting=3, max_waiting_per_key=2, retry_after_s=5))
+    slots = WaitSlots(IngressArgs(max_waiting_requests=3, max_waiting_requests_per_key=2, retry_after_s=5))
     releases = [slots.take("alice"), slots.take("alice")]
     with pytest.raises(TooManyWaiting) as per_key:
         slots.take("alice")
@@ -74,7 +75,10 @@ def test_wait_slots_bound_a_key_and_the_replica_and_come_back_once() -> None:
 
 
 def test_a_refused_wait_is_typed_429_or_503_with_retry_after(tmp_path: Path) -> None:
-    service = _service(tmp_path, HTTPLimits(max_in_flight=100, max_waiting=2, max_waiting_per_key=1, retry_after_s=9))
+    service = _service(
+        tmp_path,
+        IngressArgs(ingress_max_ongoing_requests=100, max_waiting_requests=2, max_waiting_requests_per_key=1, retry_after_s=9),
+    )
     app = make_api(service, _ready)
     service.waits.take("anonymous")  # the one slot of the (only) key is held
 
@@ -100,7 +104,10 @@ async def _ready() -> None:
 
 
 def test_requests_over_the_in_flight_bound_are_a_typed_503_and_probes_pass(tmp_path: Path) -> None:
-    service = _service(tmp_path, HTTPLimits(max_in_flight=2, max_waiting=1, max_waiting_per_key=1, retry_after_s=9))
+    service = _service(
+        tmp_path,
+        IngressArgs(ingress_max_ongoing_requests=2, max_waiting_requests=1, max_waiting_requests_per_key=1, retry_after_s=9),
+    )
     over, probe = asyncio.run(_with_held_requests(make_api(service, _ready), 2))
     assert over.status_code == 503 and over.headers["retry-after"] == "9"
     assert over.json()["error"]["code"] == "overloaded"

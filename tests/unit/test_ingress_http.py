@@ -95,8 +95,8 @@ def _app(tmp_path: Path, http: IngressArgs | None = None) -> tuple[Any, JobStore
     store = JobStore(jobs.store_dir(tmp_path), jobs.ttl_s, jobs.lease_s)
     worker = InstantWorker()
     worker.store = store
-    service = EditService(store, worker, F2FConfig(), jobs, RequestLimits(), AuthArgs(required=False))
-    return make_api(service, None, http), store, worker  # type: ignore[arg-type]
+    service = EditService(store, worker, F2FConfig(), jobs, RequestLimits(), AuthArgs(required=False), http=http)
+    return make_api(service, None), store, worker  # type: ignore[arg-type]
 
 
 def _calls(app: Any, *calls: tuple[str, str], **kwargs: Any) -> list[httpx.Response]:
