@@ -12,6 +12,18 @@ Rules:
 - The replica touches its file in the store (`workers/<id>`) every
   `heartbeat_s`; once it has been silent for `lease_s`, the ingress sends
   every waiting job again (a message it took but never claimed is not lost).
+- Scaling: each replica reports the jobs it holds (`record_autoscaling_stats`:
+  `running_jobs`); the replica count follows the broker's queue plus those
+  (`f2f.serving.scaling.JobQueuePolicy`).
+- Health: Serve asks every `HEALTH_CHECK_PERIOD_S`; a replica whose consumer
+  thread died, or that took no message for `jobs.stalled_after_s` with a free
+  slot while messages waited on the broker at every look (`ConsumerWatch`),
+  fails it and Serve replaces it.
+- Stopping (a rollout, a downscale, a drained node): `consumer_class`'s
+  `__del__` hands every running job back to the queue (queued again, its
+  attempt not counted, its message sent again) before the consumer stops,
+  and sends back any message that arrives meanwhile; a job waiting to be
+  tried again goes back too. A replica killed outright still has the lease.
 - Every change of a job record this worker writes is pushed to the events
   hub (`f2f.serving.events`), which wakes the requests waiting for it.
 - The stored source was checked by the ingress: it is loaded and run as it
@@ -107,7 +119,7 @@ class EditWorker:
         self.lost_replica = _lost_replica_errors()
         store_dir = jobs.store_dir(config.cache_dir)
         self.queue, self.broker = JobQueue(jobs, store_dir), BrokerQueue.of(jobs, store_dir)
-        self.running: dict[str, asyncio.Task[EditResult]] = {}  # job id -> its edit, while an attempt runs
+        self.running: dict[str, tuple[asyncio.Task[EditResult], CancelToken]] = {}  # job id -> its edit, while it runs
         self.handing_back: set[str] = set()
         self.draining = False
         self.busy = 0  # jobs taken from the queue and not done (running, or waiting to try again)
@@ -182,7 +194,9 @@ class EditWorker:
         jobs = list(self.running)
         for job_id in jobs:
             self.handing_back.add(job_id)
-            self.running[job_id].cancel()
+            task, cancel = self.running[job_id]
+            cancel.cancel()  # a running video stops at its next denoising step
+            task.cancel()
         while self.running:
             await asyncio.sleep(0.05)
         if jobs:
@@ -210,6 +224,8 @@ class EditWorker:
             if status != "retry":
                 return status
             await asyncio.sleep(min(LOST_REPLICA_BACKOFF_S * 2.0 ** (record.attempts - 1), 30.0))
+            if self.draining:  # stopping while it waited to try again: another replica tries
+                return await self._hand_back(job_id)
             record = await asyncio.to_thread(self.store.next_attempt, job_id)
 
     async def _attempt(self, record: JobRecord) -> str:
@@ -217,7 +233,7 @@ class EditWorker:
         job_id, cancel = record.id, CancelToken()
         watcher = _JobWatcher(self.store, job_id, cancel, self.jobs)
         task = asyncio.create_task(self._edit(record, watcher, cancel))
-        self.running[job_id] = task
+        self.running[job_id] = (task, cancel)
         watch = asyncio.create_task(watcher.watch(task))
         try:
             with metrics.in_flight():

@@ -22,3 +22,9 @@ def tokens(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
     path = tmp_path_factory.mktemp("auth") / "keys.yaml"
     return {"path": str(path), "alice": add_key(path, "alice"), "bob": add_key(path, "bob")}
+
+
+@pytest.fixture(scope="module")
+def jobs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The module's job store folder (records, sources, outputs, the file-system broker)."""
+    return tmp_path_factory.mktemp("jobs")

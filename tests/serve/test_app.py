@@ -36,11 +36,6 @@ PUBLIC = "https://f2f.example.com"  # the app's public_base_url (given with a tr
 
 
 @pytest.fixture(scope="module")
-def jobs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("jobs")
-
-
-@pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory, jobs_dir: Path) -> Iterator[str]:
     args = {
         "config": {"profile": "tiny", "cache_dir": str(tmp_path_factory.mktemp("f2f-cache")), "seed": 3},

@@ -29,11 +29,6 @@ PER_KEY, IN_ALL, IN_FLIGHT = HELD_STREAMS + HELD_SYNC, 40, 60
 
 
 @pytest.fixture(scope="module")
-def jobs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("jobs")
-
-
-@pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory, tokens: dict[str, str], jobs_dir: Path) -> Iterator[str]:
     args = {
         "config": {"profile": "tiny", "cache_dir": str(tmp_path_factory.mktemp("f2f-cache")), "seed": 3},

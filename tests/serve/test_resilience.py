@@ -75,11 +75,6 @@ def redis_url(redis_server: RedisServer) -> str:
 
 
 @pytest.fixture(scope="module")
-def jobs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("jobs")
-
-
-@pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory, redis_url: str, jobs_dir: Path) -> Iterator[str]:
     args = {
         "config": {"profile": "tiny", "cache_dir": str(tmp_path_factory.mktemp("f2f-cache")), "seed": 3},
