@@ -61,8 +61,18 @@ EXPECTED: dict[str, dict[str, Any]] = {
 }
 
 
+class _NoDuplicateKeys(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+        twice = sorted({str(key) for key in keys if keys.count(key) > 1})
+        assert not twice, f"key(s) given twice in one mapping: {twice} ({node.start_mark})"
+        return super().construct_mapping(node, deep=deep)
+
+
 def _load(path: Path) -> dict[str, Any]:
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data = yaml.load(path.read_text(encoding="utf-8"), Loader=_NoDuplicateKeys)
     assert isinstance(data, dict) and data.get("applications"), f"{path.name}: no applications"
     return data
 
