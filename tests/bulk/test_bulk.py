@@ -218,7 +218,10 @@ def test_the_same_job_through_ray_job_submit(head: dict[str, str], config_file: 
 
 def test_an_item_over_its_timeout_fails_and_the_run_goes_on(head: dict[str, str], config_file: Path, tmp_path: Path) -> None:
     rows = _posedit(2)
-    rows[0]["options"] = {"steps": 1000, "num_frames": 193}  # minutes on a 2-core CPU: well over the timeout
+    # Four videos of 193 frames x 1000 steps: about 60 s on a 2-core Xeon (2026-12-06), three times the timeout. One
+    # such video alone took 16 s there: under the timeout, so the item succeeded and the test failed on that machine.
+    rows[0]["seeds"] = [1, 2, 3, 4]
+    rows[0]["options"] = {"steps": 1000, "num_frames": 193}
     path = tmp_path / "m.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
