@@ -401,7 +401,12 @@ def keys_new(name: str, keys_file: Path) -> None:
     """Add key NAME to the keys file (created if missing, mode 0600) and print its token: the only time it is shown."""
     from f2f.serving.auth import add_key
 
-    token = add_key(keys_file, name)
+    if not keys_file.parent.is_dir():
+        raise InvalidConfig("--file", str(keys_file), f"its folder {keys_file.parent} is missing; create it first")
+    try:
+        token = add_key(keys_file, name)
+    except OSError as exc:
+        raise InvalidConfig("--file", str(keys_file), f"cannot write it ({exc.strerror})") from None
     click.echo(f"added key {name!r} to {keys_file}; its token (shown once, store it now):", err=True)
     click.echo(token)
 

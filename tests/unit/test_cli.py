@@ -240,3 +240,12 @@ def test_align_bad_input_exits_2_with_one_clear_line(runner, tmp_path, drifted, 
     assert result.exit_code == 2, result.output
     assert phrase in result.output and "Traceback" not in result.output
     assert not (tmp_path / "aligned.png").exists() and not (tmp_path / "aligned.gif").exists()
+
+
+def test_keys_new_in_a_missing_folder_says_so_in_one_line(runner, tmp_path):
+    path = tmp_path / "missing" / "dir" / "keys.yaml"
+    result = runner.invoke(cli.main, ["keys", "new", "a", "--file", str(path)])
+    assert result.exit_code == cli.EXIT_USAGE, result.output
+    assert f"--file: its folder {path.parent} is missing" in result.output and str(path) in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert not path.parent.exists()
