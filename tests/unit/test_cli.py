@@ -249,3 +249,51 @@ def test_keys_new_in_a_missing_folder_says_so_in_one_line(runner, tmp_path):
     assert f"--file: its folder {path.parent} is missing" in result.output and str(path) in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
     assert not path.parent.exists()
+
+
+def test_eval_asked_for_clip_without_a_clip_folder_says_so_in_one_line(runner, tmp_path):
+    result = runner.invoke(
+        cli.main, ["eval", str(tmp_path), "--edits", str(tmp_path), "--out", str(tmp_path / "o"), "--metrics", "clip"]
+    )
+    assert result.exit_code == cli.EXIT_USAGE, result.output
+    assert "--clip: --metrics clip needs --clip DIR, a staged CLIP checkpoint folder" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def _not_clip(folder: Path) -> Path:
+    """A folder shaped like a checkpoint, but of another model."""
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "qwen2_vl"}))
+    for name in ("model.safetensors", "preprocessor_config.json", "tokenizer.json"):
+        (folder / name).write_text("{}")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("folder", "phrase"),
+    [
+        (lambda tmp: tmp / "nowhere", "folder missing"),
+        (lambda tmp: tmp, "missing config.json, model.safetensors or pytorch_model.bin, preprocessor_config.json"),
+        (lambda tmp: _not_clip(tmp / "qwen"), "is not a CLIP checkpoint: its config.json has model_type 'qwen2_vl'"),
+    ],
+    ids=["missing", "empty", "another-model"],
+)
+def test_eval_with_a_clip_folder_that_is_not_clip_says_what_is_missing(runner, tmp_path, folder, phrase):
+    clip = folder(tmp_path)
+    args = [
+        "eval",
+        str(tmp_path),
+        "--edits",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "o"),
+        "--metrics",
+        "clip",
+        "--clip",
+        str(clip),
+    ]
+    result = runner.invoke(cli.main, args)
+    assert result.exit_code == cli.EXIT_USAGE, result.output
+    assert result.output.startswith("f2f: error: --clip: ") and phrase in result.output
+    assert str(clip) in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
