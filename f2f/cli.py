@@ -36,6 +36,7 @@ from f2f.protocols import Progress
 from f2f.request import check_edit
 from f2f.result import write_atomic, write_outputs
 from f2f.serving import RAY_LOOPBACK_ENV
+from f2f.serving.serve_file import http_address, read_serve_config
 
 
 @click.group(cls=F2FGroup)
@@ -303,8 +304,13 @@ def serve_command(config: Path | None, host: str | None, port: int | None, metri
     for key, value in RAY_LOOPBACK_ENV.items():
         os.environ.setdefault(key, value)  # read by Ray when it starts, and by every Ray process
     force_offline()
+    # 1. Check the addresses before Ray starts: a port in use is one line, not Ray's traceback
+    http_host, http_port = http_address(read_serve_config(path), host, port)
+    port_field = "--port" if port else f"{path}: http_options.port"
+    host_field = "--host" if host else f"{path}: http_options.host"
+    _check_port_free(http_host, http_port, port_field, fix="--port", host_field=host_field)
     if metrics_port:
-        _check_port_free(metrics_port, "--metrics-port")
+        _check_port_free("127.0.0.1", metrics_port, "--metrics-port", fix="--metrics-port, or 0 to let Ray pick")
     import ray
     from ray import serve
 
@@ -313,6 +319,7 @@ def serve_command(config: Path | None, host: str | None, port: int | None, metri
     def stop(signum: int, _: Any) -> None:
         raise KeyboardInterrupt  # SIGTERM (Kubernetes, scripts: background jobs ignore SIGINT) stops it like Ctrl-C
 
+    # 2. Start Ray and the applications; serve until Ctrl-C or SIGTERM
     started = time.perf_counter()
     ray.init(include_dashboard=False, configure_logging=False, _metrics_export_port=metrics_port or None)
     signal.signal(signal.SIGTERM, stop)  # after ray.init, which installs its own
@@ -330,15 +337,20 @@ def serve_command(config: Path | None, host: str | None, port: int | None, metri
         ray.shutdown()
 
 
-def _check_port_free(port: int, option: str) -> None:
+def _check_port_free(host: str, port: int, field: str, fix: str, host_field: str = "host") -> None:
+    """InvalidConfig naming `field` and the flag that fixes it when `host:port` cannot be bound now."""
+    import errno
     import socket
 
-    with socket.socket() as sock:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do: a port in TIME_WAIT is free
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((host, port))
         except OSError as exc:
-            rule = f"the port is in use ({exc.strerror}); give another, or 0 to let Ray pick"
-            raise InvalidConfig(option, port, rule) from None
+            if exc.errno != errno.EADDRINUSE:
+                raise InvalidConfig(host_field, host, f"cannot listen there ({exc.strerror or exc})") from None
+            rule = f"the port is in use on {host} ({exc.strerror}); give another with {fix}"
+            raise InvalidConfig(field, port, rule) from None
 
 
 @main.command("submit")

@@ -297,3 +297,30 @@ def test_eval_with_a_clip_folder_that_is_not_clip_says_what_is_missing(runner, t
     assert result.output.startswith("f2f: error: --clip: ") and phrase in result.output
     assert str(clip) in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("where", ["flag", "file"])
+def test_serve_refuses_a_port_in_use_in_one_line_before_ray_starts(runner, monkeypatch, tmp_path, where):
+    import socket
+
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("f2f serve needs Ray")
+    import ray
+
+    monkeypatch.setattr(ray, "init", lambda *args, **kwargs: pytest.fail("Ray started"))
+    for key in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED"):
+        monkeypatch.setenv(key, os.environ.get(key, "0"))  # f2f serve sets these; undone after the test
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "serve.yaml"
+        config.write_text(yaml.safe_dump({"http_options": {"port": port}, "applications": [{"import_path": "x:y"}]}))
+        args = ["--port", str(port)] if where == "flag" else [str(config)]
+        result = runner.invoke(cli.main, ["serve", *args, "--metrics-port", "0"])
+    assert result.exit_code == cli.EXIT_USAGE, result.output
+    field = "--port" if where == "flag" else f"{config}: http_options.port"
+    assert (
+        f"{field}: the port is in use on 127.0.0.1" in result.output and f"give another with --port (got {port})" in result.output
+    )
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
