@@ -86,8 +86,25 @@ def prepare_models(config: F2FConfig) -> None:
             "or set generator.model_path and vlm.model_path in the config"
         )
     if config.profile and config.models_dir:
+        check_models_dir(config)
         ensure_tiny_checkpoints(config.models_dir, config.profile)
         check_profile_folder(config.models_dir, config.profile)
+
+
+def check_models_dir(config: F2FConfig) -> None:
+    """f2f creates folders only under cache_dir: a models_dir elsewhere that does not exist is a typo, not a new folder.
+
+    (Into an existing one, a tiny profile's checkpoints are built on first use; `f2f models make-tiny DIR` and
+    `f2f models stage DIR` create DIR.)
+    """
+    folder = config.models_dir
+    if folder is None or folder.is_dir() or folder.resolve().is_relative_to(config.cache_dir.resolve()):
+        return
+    rule = (
+        f"folder missing: give an existing folder (`f2f models make-tiny DIR` or `f2f models stage DIR` make one), "
+        f"or leave --models out for a tiny profile (built in {config.cache_dir / 'tiny'})"
+    )
+    raise InvalidConfig("models_dir", str(folder), rule)
 
 
 def load_generator(config: F2FConfig, parallel: ParallelGroups | None = None) -> LoadedVideoGenerator:

@@ -324,3 +324,28 @@ def test_serve_refuses_a_port_in_use_in_one_line_before_ray_starts(runner, monke
         f"{field}: the port is in use on 127.0.0.1" in result.output and f"give another with --port (got {port})" in result.output
     )
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_a_models_folder_that_does_not_exist_is_a_typo_not_a_new_folder(runner, tmp_path, monkeypatch):
+    from f2f import backends
+
+    built: list[Path] = []
+    monkeypatch.setattr(backends, "_build_tiny", lambda ckpt, folder, seed: built.append(folder) or folder.mkdir(parents=True))
+    typo = tmp_path / "modles"
+    args = ["edit", str(SAMPLE), "make it red", "--profile", "tiny", "--models", str(typo), "--out", str(tmp_path / "o")]
+    result = runner.invoke(cli.main, args)
+    assert result.exit_code == cli.EXIT_USAGE, result.output
+    assert "models_dir: folder missing: give an existing folder" in result.output and str(typo) in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 2  # "loading models", the error
+    assert not typo.exists() and built == []
+
+
+def test_a_tiny_profile_builds_under_the_cache_dir_even_when_it_is_new(tmp_path):
+    from f2f.backends import check_models_dir
+    from f2f.config import load_config
+
+    check_models_dir(load_config(overrides={"profile": "tiny", "cache_dir": str(tmp_path / "new")}))  # cache_dir/tiny
+    given = load_config(overrides={"profile": "tiny", "cache_dir": str(tmp_path), "models_dir": str(tmp_path / "a" / "b")})
+    check_models_dir(given)  # under cache_dir: f2f's own
+    (tmp_path / "real").mkdir()
+    check_models_dir(load_config(overrides={"profile": "tiny", "models_dir": str(tmp_path / "real")}))
