@@ -232,18 +232,42 @@ _checkpoint_option = click.option(
 
 @models_group.command("verify")
 @click.argument("models_dir", type=click.Path(path_type=Path))
-@click.option("--profile", help="Verify only this profile's checkpoints (default: every real checkpoint).")
+@click.option(
+    "--profile", help="Verify this profile's checkpoints, each folder required (default: every folder MODELS_DIR holds)."
+)
 @_checkpoint_option
 def models_verify(models_dir: Path, profile: str | None, checkpoint: str | None) -> None:
-    """Check staged checkpoints in MODELS_DIR: missing, extra and mismatched files (sha256)."""
+    """Check the checkpoints in MODELS_DIR: missing, extra and mismatched files (sha256).
+
+    Staged checkpoints are checked against the catalogue (and their manifest), tiny ones against what
+    `f2f models make-tiny` wrote. Exit status 1 when one is not ok.
+    """
     reports = [
         verify_folder(models_dir / ckpt.dir, ckpt, progress=lambda m: click.echo(m, err=True))
-        for ckpt in _real_checkpoints(profile, checkpoint)
+        for ckpt in _checkpoints_to_verify(models_dir, profile, checkpoint)
     ]
     for report in reports:
         click.echo("\n".join(report.lines()))
     if not all(r.ok for r in reports):
         sys.exit(1)
+
+
+def _checkpoints_to_verify(models_dir: Path, profile: str | None, checkpoint: str | None) -> list[Checkpoint]:
+    """The one checkpoint, the profile's, or else every catalogue checkpoint whose folder MODELS_DIR holds."""
+    if not models_dir.is_dir():
+        raise InvalidConfig("models_dir", str(models_dir), "folder missing")
+    catalogue = load_catalogue()
+    if checkpoint is not None:
+        if checkpoint not in catalogue.checkpoints:
+            raise InvalidConfig("--checkpoint", checkpoint, f"unknown checkpoint; known: {', '.join(catalogue.checkpoints)}")
+        return [catalogue.checkpoints[checkpoint]]
+    if profile is not None:
+        return list(catalogue.checkpoints_of(profile).values())
+    present = [c for c in catalogue.checkpoints.values() if (models_dir / c.dir).is_dir()]
+    if not present:
+        rule = "holds no checkpoint folder of the catalogue (`f2f models list`); --profile P lists what P needs"
+        raise InvalidConfig("models_dir", str(models_dir), rule)
+    return present
 
 
 @models_group.command("stage")

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from f2f.catalogue import Checkpoint, check_profile_folder, load_catalogue
+from f2f.catalogue import Checkpoint, check_profile_folder, load_catalogue, write_manifest
 from f2f.config import F2FConfig
 from f2f.errors import BackendNotConfigured, InvalidConfig
 from f2f.protocols import VLM, LoadedVideoGenerator
@@ -173,6 +173,7 @@ def _build_tiny(ckpt: Checkpoint, folder: Path, seed: int) -> Path:
     scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         _tiny_builder(ckpt.tiny)(scratch / "ckpt", seed)
+        write_manifest(scratch / "ckpt", tiny=ckpt.tiny, seed=seed)  # what `f2f models verify` checks the folder against
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(scratch / "ckpt", folder)
