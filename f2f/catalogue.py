@@ -128,6 +128,7 @@ class Report:
     """What `verify_folder` found in one checkpoint folder."""
 
     folder: Path
+    folder_missing: bool = False
     missing: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)  # "path: why"
@@ -135,9 +136,11 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.mismatched)
+        return not (self.folder_missing or self.missing or self.mismatched)
 
     def lines(self) -> list[str]:
+        if self.folder_missing:
+            return [f"{self.folder}: NOT OK: folder missing"]
         out = [f"{self.folder}: {'ok' if self.ok else 'NOT OK'}"]
         out += [f"  missing    {p}" for p in self.missing]
         out += [f"  mismatched {p}" for p in self.mismatched]
@@ -178,21 +181,27 @@ def verify_folder(
 ) -> Report:
     """Compare a staged folder with the catalogue entry (and the folder's manifest).
 
-    Missing files and mismatches (size, or sha256 with `hashes`) make the
-    report not ok; extra files and files whose hash nobody published are
-    listed but allowed.
+    A tiny checkpoint is compared with the manifest its builder wrote (what
+    `f2f models make-tiny` made: every file, its size and sha256). Missing
+    files and mismatches (size, or sha256 with `hashes`) make the report not
+    ok; extra files and files whose hash nobody published are listed but allowed.
     """
     report = Report(folder)
     if not folder.is_dir():
-        report.missing = sorted(ckpt.files) or ["(the folder itself)"]
+        report.folder_missing = True
         return report
     on_disk, manifest = _files_on_disk(folder), _manifest(folder)
-    report.extra = sorted(on_disk - set(ckpt.files))
-    for name, entry in sorted(ckpt.files.items()):
+    if ckpt.tiny and not (folder / MANIFEST).is_file():
+        report.missing = [f"{MANIFEST} (what `f2f models make-tiny` writes; build the folder again with it)"]
+        return report
+    expected = manifest if ckpt.tiny else ckpt.files
+    report.extra = sorted(on_disk - set(expected))
+    for name, entry in sorted(expected.items()):
         if name not in on_disk:
             report.missing.append(name)
             continue
-        problem = _check_file(folder / name, entry, manifest.get(name), hashes, progress)
+        staged = None if ckpt.tiny else manifest.get(name)
+        problem = _check_file(folder / name, entry, staged, hashes, progress)
         if problem == "unverified":
             report.unverified.append(name)
         elif problem:
@@ -227,7 +236,11 @@ def check_profile_folder(models_dir: Path, profile: str) -> dict[str, Path]:
         if ckpt.tiny is None:
             report = verify_folder(folder, ckpt, hashes=False)
             if not report.ok:
-                problems = "; ".join([*(f"missing {m}" for m in report.missing[:5]), *report.mismatched[:5]])
+                problems = "; ".join(
+                    ["folder missing"]
+                    if report.folder_missing
+                    else [*(f"missing {m}" for m in report.missing[:5]), *report.mismatched[:5]]
+                )
                 what = f"{ckpt.repo}@{(ckpt.revision or '?')[:12]}"
                 rule = f"{folder.name} is not a complete {what} checkpoint ({problems}); see `f2f models verify`"
                 raise InvalidConfig("models_dir", str(folder), rule)
@@ -250,14 +263,17 @@ def stage_checkpoint(ckpt: Checkpoint, folder: Path, download: Callable[..., Any
         download = _hub_download()
     folder.mkdir(parents=True, exist_ok=True)
     download(repo_id=ckpt.repo, revision=ckpt.revision, local_dir=folder, allow_patterns=sorted(ckpt.files))
-    files = {
-        name: {"size": (folder / name).stat().st_size, "sha256": sha256_of(folder / name)}
-        for name in sorted(ckpt.files)
-        if (folder / name).is_file()
-    }
-    manifest = {"repo": ckpt.repo, "revision": ckpt.revision, "files": files}
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    write_manifest(
+        folder, [name for name in sorted(ckpt.files) if (folder / name).is_file()], repo=ckpt.repo, revision=ckpt.revision
+    )
     return verify_folder(folder, ckpt)
+
+
+def write_manifest(folder: Path, names: list[str] | None = None, **about: Any) -> None:
+    """Write `f2f-manifest.json`: `about` and the size and sha256 of `names` (default: every file in `folder`)."""
+    names = sorted(_files_on_disk(folder)) if names is None else names
+    files = {name: {"size": (folder / name).stat().st_size, "sha256": sha256_of(folder / name)} for name in names}
+    (folder / MANIFEST).write_text(json.dumps({**about, "files": files}, indent=2) + "\n")
 
 
 def _hub_download() -> Callable[..., Any]:

@@ -36,6 +36,7 @@ from f2f.protocols import Progress
 from f2f.request import check_edit
 from f2f.result import write_atomic, write_outputs
 from f2f.serving import RAY_LOOPBACK_ENV
+from f2f.serving.serve_file import http_address, read_serve_config
 
 
 @click.group(cls=F2FGroup)
@@ -231,18 +232,42 @@ _checkpoint_option = click.option(
 
 @models_group.command("verify")
 @click.argument("models_dir", type=click.Path(path_type=Path))
-@click.option("--profile", help="Verify only this profile's checkpoints (default: every real checkpoint).")
+@click.option(
+    "--profile", help="Verify this profile's checkpoints, each folder required (default: every folder MODELS_DIR holds)."
+)
 @_checkpoint_option
 def models_verify(models_dir: Path, profile: str | None, checkpoint: str | None) -> None:
-    """Check staged checkpoints in MODELS_DIR: missing, extra and mismatched files (sha256)."""
+    """Check the checkpoints in MODELS_DIR: missing, extra and mismatched files (sha256).
+
+    Staged checkpoints are checked against the catalogue (and their manifest), tiny ones against what
+    `f2f models make-tiny` wrote. Exit status 1 when one is not ok.
+    """
     reports = [
         verify_folder(models_dir / ckpt.dir, ckpt, progress=lambda m: click.echo(m, err=True))
-        for ckpt in _real_checkpoints(profile, checkpoint)
+        for ckpt in _checkpoints_to_verify(models_dir, profile, checkpoint)
     ]
     for report in reports:
         click.echo("\n".join(report.lines()))
     if not all(r.ok for r in reports):
         sys.exit(1)
+
+
+def _checkpoints_to_verify(models_dir: Path, profile: str | None, checkpoint: str | None) -> list[Checkpoint]:
+    """The one checkpoint, the profile's, or else every catalogue checkpoint whose folder MODELS_DIR holds."""
+    if not models_dir.is_dir():
+        raise InvalidConfig("models_dir", str(models_dir), "folder missing")
+    catalogue = load_catalogue()
+    if checkpoint is not None:
+        if checkpoint not in catalogue.checkpoints:
+            raise InvalidConfig("--checkpoint", checkpoint, f"unknown checkpoint; known: {', '.join(catalogue.checkpoints)}")
+        return [catalogue.checkpoints[checkpoint]]
+    if profile is not None:
+        return list(catalogue.checkpoints_of(profile).values())
+    present = [c for c in catalogue.checkpoints.values() if (models_dir / c.dir).is_dir()]
+    if not present:
+        rule = "holds no checkpoint folder of the catalogue (`f2f models list`); --profile P lists what P needs"
+        raise InvalidConfig("models_dir", str(models_dir), rule)
+    return present
 
 
 @models_group.command("stage")
@@ -303,8 +328,13 @@ def serve_command(config: Path | None, host: str | None, port: int | None, metri
     for key, value in RAY_LOOPBACK_ENV.items():
         os.environ.setdefault(key, value)  # read by Ray when it starts, and by every Ray process
     force_offline()
+    # 1. Check the addresses before Ray starts: a port in use is one line, not Ray's traceback
+    http_host, http_port = http_address(read_serve_config(path), host, port)
+    port_field = "--port" if port else f"{path}: http_options.port"
+    host_field = "--host" if host else f"{path}: http_options.host"
+    _check_port_free(http_host, http_port, port_field, fix="--port", host_field=host_field)
     if metrics_port:
-        _check_port_free(metrics_port, "--metrics-port")
+        _check_port_free("127.0.0.1", metrics_port, "--metrics-port", fix="--metrics-port, or 0 to let Ray pick")
     import ray
     from ray import serve
 
@@ -313,6 +343,7 @@ def serve_command(config: Path | None, host: str | None, port: int | None, metri
     def stop(signum: int, _: Any) -> None:
         raise KeyboardInterrupt  # SIGTERM (Kubernetes, scripts: background jobs ignore SIGINT) stops it like Ctrl-C
 
+    # 2. Start Ray and the applications; serve until Ctrl-C or SIGTERM
     started = time.perf_counter()
     ray.init(include_dashboard=False, configure_logging=False, _metrics_export_port=metrics_port or None)
     signal.signal(signal.SIGTERM, stop)  # after ray.init, which installs its own
@@ -330,15 +361,20 @@ def serve_command(config: Path | None, host: str | None, port: int | None, metri
         ray.shutdown()
 
 
-def _check_port_free(port: int, option: str) -> None:
+def _check_port_free(host: str, port: int, field: str, fix: str, host_field: str = "host") -> None:
+    """InvalidConfig naming `field` and the flag that fixes it when `host:port` cannot be bound now."""
+    import errno
     import socket
 
-    with socket.socket() as sock:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do: a port in TIME_WAIT is free
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((host, port))
         except OSError as exc:
-            rule = f"the port is in use ({exc.strerror}); give another, or 0 to let Ray pick"
-            raise InvalidConfig(option, port, rule) from None
+            if exc.errno != errno.EADDRINUSE:
+                raise InvalidConfig(host_field, host, f"cannot listen there ({exc.strerror or exc})") from None
+            rule = f"the port is in use on {host} ({exc.strerror}); give another with {fix}"
+            raise InvalidConfig(field, port, rule) from None
 
 
 @main.command("submit")
@@ -401,7 +437,12 @@ def keys_new(name: str, keys_file: Path) -> None:
     """Add key NAME to the keys file (created if missing, mode 0600) and print its token: the only time it is shown."""
     from f2f.serving.auth import add_key
 
-    token = add_key(keys_file, name)
+    if not keys_file.parent.is_dir():
+        raise InvalidConfig("--file", str(keys_file), f"its folder {keys_file.parent} is missing; create it first")
+    try:
+        token = add_key(keys_file, name)
+    except OSError as exc:
+        raise InvalidConfig("--file", str(keys_file), f"cannot write it ({exc.strerror})") from None
     click.echo(f"added key {name!r} to {keys_file}; its token (shown once, store it now):", err=True)
     click.echo(token)
 

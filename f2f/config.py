@@ -374,7 +374,9 @@ class F2FConfig(_Section):
         None, description="A profile of the model catalogue (`f2f models list`): its checkpoints and config values, under yours."
     )
     models_dir: Path | None = Field(
-        None, description="Folder of the profile's staged checkpoints; tiny profiles default to cache_dir/tiny."
+        None,
+        description="Folder of the profile's staged checkpoints (must exist unless under cache_dir); tiny profiles default to "
+        "cache_dir/tiny.",
     )
     cache_dir: Path = Field(
         default_factory=lambda: Path.home() / ".cache" / "f2f",

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from f2f.catalogue import Checkpoint, check_profile_folder, load_catalogue
+from f2f.catalogue import Checkpoint, check_profile_folder, load_catalogue, write_manifest
 from f2f.config import F2FConfig
 from f2f.errors import BackendNotConfigured, InvalidConfig
 from f2f.protocols import VLM, LoadedVideoGenerator
@@ -86,8 +86,25 @@ def prepare_models(config: F2FConfig) -> None:
             "or set generator.model_path and vlm.model_path in the config"
         )
     if config.profile and config.models_dir:
+        check_models_dir(config)
         ensure_tiny_checkpoints(config.models_dir, config.profile)
         check_profile_folder(config.models_dir, config.profile)
+
+
+def check_models_dir(config: F2FConfig) -> None:
+    """f2f creates folders only under cache_dir: a models_dir elsewhere that does not exist is a typo, not a new folder.
+
+    (Into an existing one, a tiny profile's checkpoints are built on first use; `f2f models make-tiny DIR` and
+    `f2f models stage DIR` create DIR.)
+    """
+    folder = config.models_dir
+    if folder is None or folder.is_dir() or folder.resolve().is_relative_to(config.cache_dir.resolve()):
+        return
+    rule = (
+        f"folder missing: give an existing folder (`f2f models make-tiny DIR` or `f2f models stage DIR` make one), "
+        f"or leave --models out for a tiny profile (built in {config.cache_dir / 'tiny'})"
+    )
+    raise InvalidConfig("models_dir", str(folder), rule)
 
 
 def load_generator(config: F2FConfig, parallel: ParallelGroups | None = None) -> LoadedVideoGenerator:
@@ -156,6 +173,7 @@ def _build_tiny(ckpt: Checkpoint, folder: Path, seed: int) -> Path:
     scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         _tiny_builder(ckpt.tiny)(scratch / "ckpt", seed)
+        write_manifest(scratch / "ckpt", tiny=ckpt.tiny, seed=seed)  # what `f2f models verify` checks the folder against
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(scratch / "ckpt", folder)

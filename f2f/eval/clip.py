@@ -12,6 +12,7 @@ before loading; nothing is downloaded. Needs transformers and torch (`pip instal
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from PIL import Image
@@ -20,6 +21,16 @@ from f2f.errors import InvalidInput
 
 CATALOGUE_NAME = "clip-vit-base-patch32"
 CLIPSCORE_WEIGHT = 2.5
+STAGE = f"f2f models stage DIR --checkpoint {CATALOGUE_NAME}"
+
+
+# What CLIPModel, CLIPTokenizer and CLIPImageProcessor read: each entry is satisfied by any one of its files
+NEEDED = (
+    ("config.json",),
+    ("model.safetensors", "pytorch_model.bin"),
+    ("preprocessor_config.json",),
+    ("tokenizer.json", "vocab.json"),
+)
 
 
 def check_folder(folder: Path) -> None:
@@ -27,14 +38,31 @@ def check_folder(folder: Path) -> None:
     from f2f.catalogue import load_catalogue, verify_folder
 
     ckpt = load_catalogue().checkpoints[CATALOGUE_NAME]
-    stage = f"f2f models stage DIR --checkpoint {CATALOGUE_NAME}"
-    if not (folder / "config.json").is_file():
-        raise InvalidInput("--clip", str(folder), f"must be a staged CLIP checkpoint folder with config.json (`{stage}`)")
+    stage = STAGE
+    if not folder.is_dir():
+        raise InvalidInput("--clip", str(folder), f"folder missing: give a staged CLIP checkpoint folder (`{stage}`)")
+    missing = [" or ".join(names) for names in NEEDED if not any((folder / n).is_file() for n in names)]
+    if missing:
+        rule = "must be a staged CLIP checkpoint folder with config.json, weights, a tokenizer and preprocessor_config.json"
+        raise InvalidInput("--clip", str(folder), f"{rule}; missing {', '.join(missing)} (`{stage}`)")
+    model_type = _model_type(folder / "config.json")
+    if model_type != "clip":
+        rule = f"is not a CLIP checkpoint: its config.json has model_type {model_type!r}, not 'clip' (`{stage}`)"
+        raise InvalidInput("--clip", str(folder), rule)
     if (folder / "f2f-manifest.json").is_file():  # staged by f2f: every catalogue file must be there
         report = verify_folder(folder, ckpt, hashes=False)
         if not report.ok:
             problems = "; ".join([*(f"missing {m}" for m in report.missing[:5]), *report.mismatched[:5]])
             raise InvalidInput("--clip", str(folder), f"is not a complete {ckpt.repo} checkpoint ({problems}); see `{stage}`")
+
+
+def _model_type(config: Path) -> object:
+    """config.json's model_type; None when the file is no JSON object."""
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return data.get("model_type") if isinstance(data, dict) else None
 
 
 class ClipScorer:

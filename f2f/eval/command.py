@@ -36,7 +36,10 @@ _config_option = click.option("--config", "config_path", type=click.Path(dir_oka
     "--edits", type=click.Path(path_type=Path), help="The edits of a PosEdit or TEdBench folder, named after the items."
 )
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
-@click.option("--metrics", default="lpips,pose,clip", show_default=True, help="Comma-separated: lpips, pose, clip.")
+@click.option(
+    "--metrics",
+    help="Comma-separated: lpips, pose, clip (clip needs --clip). Default: all three; without --clip, clip is 'not staged'.",
+)
 @click.option("--clip", "clip_dir", type=click.Path(path_type=Path), help="A staged CLIP checkpoint folder (f2f models stage).")
 @click.option("--size", type=click.IntRange(32, 2048), help="Protocol: resize to SIZE x SIZE (default 512).")
 @click.option("--resample", type=click.Choice(["bicubic", "bilinear", "lanczos", "nearest"]), help="Protocol: resampling.")
@@ -47,7 +50,7 @@ def run_command(
     dataset: Path,
     edits: Path | None,
     out_dir: Path,
-    metrics: str,
+    metrics: str | None,
     clip_dir: Path | None,
     size: int | None,
     resample: str | None,
@@ -56,15 +59,24 @@ def run_command(
     config_path: Path | None,
 ) -> None:
     """Evaluate the edits of DATASET; write metrics.json, items.csv, metrics.md and plots into OUT."""
+    from f2f.eval.clip import STAGE as STAGE_CLIP
+    from f2f.eval.clip import check_folder as check_clip_folder
     from f2f.eval.dataset import load_dataset
     from f2f.eval.harness import METRICS, Scorer, evaluate
     from f2f.eval.protocol import EvalProtocol
     from f2f.eval.report import write_report
 
     # 1. Check the arguments and read the dataset (bad rows are kept as problems)
-    chosen = tuple(m.strip() for m in metrics.split(",") if m.strip())
+    chosen = tuple(m.strip() for m in (",".join(METRICS) if metrics is None else metrics).split(",") if m.strip())
     if not chosen or set(chosen) - set(METRICS):
         raise InvalidInput("--metrics", metrics, f"must be a comma-separated subset of {', '.join(METRICS)}")
+    if "clip" in chosen and clip_dir is None:
+        if metrics is not None:  # asked for by name: never an empty CLIP column without a word
+            rule = f"--metrics {metrics} needs --clip DIR, a staged CLIP checkpoint folder (`{STAGE_CLIP}`)"
+            raise InvalidInput("--clip", None, rule)
+        click.echo(f"clip: not staged, skipped (give --clip DIR; `{STAGE_CLIP}`)", err=True)
+    if "clip" in chosen and clip_dir is not None:
+        check_clip_folder(clip_dir)
     given = {"size": size, "resample": resample, "lpips_input": lpips_input}
     protocol = EvalProtocol(**{k: v for k, v in given.items() if v is not None})
     data = load_dataset(dataset, edits)

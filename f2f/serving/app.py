@@ -30,7 +30,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 from ray import serve
 from ray.serve import Application
@@ -45,6 +44,7 @@ from f2f.serving.events import JobEvents
 from f2f.serving.generator_deployment import GeneratorDeployment
 from f2f.serving.ingress import Ingress
 from f2f.serving.ingress_args import IngressArgs
+from f2f.serving.serve_file import http_address, read_serve_config
 from f2f.serving.vlm_deployment import VLMDeployment
 from f2f.serving.worker_deployment import EditWorker, consumer_class
 
@@ -99,9 +99,9 @@ def run_config_file(path: str | Path, host: str | None = None, port: int | None 
     `request_timeout_s`, ...; `host` and `port` given here win) and `applications[]` (`name`,
     `route_prefix`, `import_path`, `args`, `logging_config`); other keys are left to Ray.
     """
-    data = _read_serve_config(Path(path))
+    data = read_serve_config(Path(path))
     http = dict(data.get("http_options") or {})
-    host, port = host or http.get("host", "127.0.0.1"), port or http.get("port", 8000)
+    host, port = http_address(data, host, port)
     serve.start(http_options={**http, "host": host, "port": port})
     for app in data["applications"]:
         builder = _import_builder(app["import_path"])
@@ -109,18 +109,6 @@ def run_config_file(path: str | Path, host: str | None = None, port: int | None 
         name, prefix, logging = app.get("name", "default"), app.get("route_prefix", "/"), app.get("logging_config")
         serve.run(target, name=name, route_prefix=prefix, logging_config=logging, blocking=False)
     return f"http://{host}:{port}"
-
-
-def _read_serve_config(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InvalidConfig("config", str(path), f"cannot read the Serve config file ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise InvalidConfig("config", str(path), f"not valid YAML ({exc})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("applications"), list) or not data["applications"]:
-        raise InvalidConfig("applications", str(path), "a Serve config file needs a non-empty `applications` list")
-    return data
 
 
 def _import_builder(import_path: str) -> Any:

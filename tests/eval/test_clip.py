@@ -70,6 +70,6 @@ def test_the_clip_checkpoint_is_in_the_catalogue_and_staged_like_the_others(tmp_
     listed = runner.invoke(cli.main, ["models", "list"])
     assert "metric checkpoint clip-vit-base-patch32" in listed.output and "openai/clip-vit-base-patch32@" in listed.output
     verify = runner.invoke(cli.main, ["models", "verify", str(tmp_path), "--checkpoint", "clip-vit-base-patch32"])
-    assert verify.exit_code == 1 and "missing    model.safetensors" in verify.output
+    assert verify.exit_code == 1 and f"{tmp_path / 'clip-vit-base-patch32'}: NOT OK: folder missing" in verify.output
     unknown = runner.invoke(cli.main, ["models", "stage", str(tmp_path), "--checkpoint", "clip-vit-huge"])
     assert unknown.exit_code == 2 and "--checkpoint: unknown checkpoint" in unknown.output

@@ -47,7 +47,7 @@ def manifest(tmp_path, posedit):
 
 
 def test_bad_rows_are_listed_and_the_rest_is_evaluated(manifest, tmp_path):
-    result = _invoke(manifest, "--out", tmp_path / "out", "--metrics", "lpips,pose,clip", "--size", "256")
+    result = _invoke(manifest, "--out", tmp_path / "out", "--size", "256")  # the default metrics: lpips, pose, clip
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "out" / "metrics.json").read_text())
     rows = {r["id"]: r for r in data["items"]}
@@ -67,7 +67,8 @@ def test_bad_rows_are_listed_and_the_rest_is_evaluated(manifest, tmp_path):
     assert rows["frames"]["target_lpips"] == pytest.approx(0, abs=1e-6)  # identical inputs: exactly 0
     assert (rows["frames"]["pose_error"], rows["frames"]["pose_pck"], rows["frames"]["pose_pck_moved"]) == (0.0, 1.0, 1.0)
     assert rows["frames"]["pose_pck_source"] < 1.0  # the baseline: the source's pose is not the target's
-    # CLIP was asked for but is not staged: never a number
+    # CLIP is a default metric but not staged: never a number, and a line on stderr says so
+    assert "clip: not staged, skipped (give --clip DIR" in result.output
     assert data["clip"] == "not staged" and data["summary"]["clip_text"] is None
     markdown = (tmp_path / "out" / "metrics.md").read_text()
     assert "| not staged | not staged | not staged |" in markdown and "- wide: size mismatch" in markdown

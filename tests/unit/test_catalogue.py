@@ -117,6 +117,8 @@ def test_stage_downloads_the_pinned_files_and_writes_the_manifest(fake_catalogue
 
 
 def test_profile_preflight_names_the_folder_and_the_problem(fake_catalogue, tmp_path):
+    with pytest.raises(InvalidConfig, match=r"Gen is not a complete org/gen@aaaaaaaaaaaa checkpoint \(folder missing\)"):
+        cat.check_profile_folder(tmp_path, "real")
     stage_fake(tmp_path / "Gen", {k: v for k, v in FILES.items() if k != "config.json"})
     with pytest.raises(InvalidConfig) as info:
         cat.check_profile_folder(tmp_path, "real")
@@ -160,6 +162,45 @@ def test_cli_verify_exit_codes(fake_catalogue, tmp_path):
     (tmp_path / "Gen" / "weights" / "model.safetensors").write_bytes(b"\x01" * 4096)
     bad = runner.invoke(cli.main, ["models", "verify", str(tmp_path), "--profile", "real"])
     assert bad.exit_code == 1 and "mismatched weights/model.safetensors" in bad.output
+
+
+def test_cli_verify_checks_a_tiny_folder_against_what_its_builder_wrote(fake_catalogue, tmp_path, monkeypatch):
+    from f2f import backends
+
+    def builder(folder, seed):  # stands in for a tiny builder (torch): a few files
+        stage_fake(folder, {"config.json": b"{}", "model.safetensors": bytes([seed]) * 64})
+
+    monkeypatch.setattr(backends, "_tiny_builder", lambda kind: builder)
+    monkeypatch.setattr(backends, "load_catalogue", lambda: fake_catalogue)
+    backends.make_tiny(tmp_path, names=["tiny-vlm"])
+    runner = CliRunner()
+    fresh = runner.invoke(cli.main, ["models", "verify", str(tmp_path)])  # what the folder holds: tiny-vlm
+    assert fresh.exit_code == 0, fresh.output
+    assert [line for line in fresh.output.splitlines() if not line.startswith("sha256 ")] == [f"{tmp_path / 'tiny-vlm'}: ok"]
+    one = runner.invoke(cli.main, ["models", "verify", str(tmp_path), "--checkpoint", "tiny-vlm"])
+    assert one.exit_code == 0 and "extra" not in one.output
+    profile = runner.invoke(cli.main, ["models", "verify", str(tmp_path), "--profile", "real"])  # Gen is not there
+    assert profile.exit_code == 1 and f"{tmp_path / 'Gen'}: NOT OK: folder missing" in profile.output
+    assert f"{tmp_path / 'tiny-vlm'}: ok" in profile.output
+    (tmp_path / "tiny-vlm" / "model.safetensors").write_bytes(b"\x01" * 64)
+    (tmp_path / "tiny-vlm" / "config.json").unlink()
+    broken = runner.invoke(cli.main, ["models", "verify", str(tmp_path)])
+    assert broken.exit_code == 1 and "missing    config.json" in broken.output
+    assert "mismatched model.safetensors: sha256" in broken.output
+    (tmp_path / "tiny-vlm" / cat.MANIFEST).unlink()
+    unknown = runner.invoke(cli.main, ["models", "verify", str(tmp_path)])
+    assert unknown.exit_code == 1 and f"missing    {cat.MANIFEST} (what `f2f models make-tiny` writes" in unknown.output
+
+
+def test_cli_verify_of_a_missing_or_empty_folder_is_one_line(fake_catalogue, tmp_path):
+    runner = CliRunner()
+    missing = runner.invoke(cli.main, ["models", "verify", str(tmp_path / "nowhere")])
+    assert (
+        missing.exit_code == cli.EXIT_USAGE
+        and missing.output == f"f2f: error: models_dir: folder missing (got '{tmp_path / 'nowhere'}')\n"
+    )
+    empty = runner.invoke(cli.main, ["models", "verify", str(tmp_path)])
+    assert empty.exit_code == cli.EXIT_USAGE and "models_dir: holds no checkpoint folder of the catalogue" in empty.output
 
 
 def test_cli_list_shows_profiles():

@@ -240,3 +240,112 @@ def test_align_bad_input_exits_2_with_one_clear_line(runner, tmp_path, drifted, 
     assert result.exit_code == 2, result.output
     assert phrase in result.output and "Traceback" not in result.output
     assert not (tmp_path / "aligned.png").exists() and not (tmp_path / "aligned.gif").exists()
+
+
+def test_keys_new_in_a_missing_folder_says_so_in_one_line(runner, tmp_path):
+    path = tmp_path / "missing" / "dir" / "keys.yaml"
+    result = runner.invoke(cli.main, ["keys", "new", "a", "--file", str(path)])
+    assert result.exit_code == cli.EXIT_USAGE, result.output
+    assert f"--file: its folder {path.parent} is missing" in result.output and str(path) in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert not path.parent.exists()
+
+
+def test_eval_asked_for_clip_without_a_clip_folder_says_so_in_one_line(runner, tmp_path):
+    result = runner.invoke(
+        cli.main, ["eval", str(tmp_path), "--edits", str(tmp_path), "--out", str(tmp_path / "o"), "--metrics", "clip"]
+    )
+    assert result.exit_code == cli.EXIT_USAGE, result.output
+    assert "--clip: --metrics clip needs --clip DIR, a staged CLIP checkpoint folder" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def _not_clip(folder: Path) -> Path:
+    """A folder shaped like a checkpoint, but of another model."""
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "qwen2_vl"}))
+    for name in ("model.safetensors", "preprocessor_config.json", "tokenizer.json"):
+        (folder / name).write_text("{}")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("folder", "phrase"),
+    [
+        (lambda tmp: tmp / "nowhere", "folder missing"),
+        (lambda tmp: tmp, "missing config.json, model.safetensors or pytorch_model.bin, preprocessor_config.json"),
+        (lambda tmp: _not_clip(tmp / "qwen"), "is not a CLIP checkpoint: its config.json has model_type 'qwen2_vl'"),
+    ],
+    ids=["missing", "empty", "another-model"],
+)
+def test_eval_with_a_clip_folder_that_is_not_clip_says_what_is_missing(runner, tmp_path, folder, phrase):
+    clip = folder(tmp_path)
+    args = [
+        "eval",
+        str(tmp_path),
+        "--edits",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "o"),
+        "--metrics",
+        "clip",
+        "--clip",
+        str(clip),
+    ]
+    result = runner.invoke(cli.main, args)
+    assert result.exit_code == cli.EXIT_USAGE, result.output
+    assert result.output.startswith("f2f: error: --clip: ") and phrase in result.output
+    assert str(clip) in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("where", ["flag", "file"])
+def test_serve_refuses_a_port_in_use_in_one_line_before_ray_starts(runner, monkeypatch, tmp_path, where):
+    import socket
+
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("f2f serve needs Ray")
+    import ray
+
+    monkeypatch.setattr(ray, "init", lambda *args, **kwargs: pytest.fail("Ray started"))
+    for key in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED"):
+        monkeypatch.setenv(key, os.environ.get(key, "0"))  # f2f serve sets these; undone after the test
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "serve.yaml"
+        config.write_text(yaml.safe_dump({"http_options": {"port": port}, "applications": [{"import_path": "x:y"}]}))
+        args = ["--port", str(port)] if where == "flag" else [str(config)]
+        result = runner.invoke(cli.main, ["serve", *args, "--metrics-port", "0"])
+    assert result.exit_code == cli.EXIT_USAGE, result.output
+    field = "--port" if where == "flag" else f"{config}: http_options.port"
+    assert (
+        f"{field}: the port is in use on 127.0.0.1" in result.output and f"give another with --port (got {port})" in result.output
+    )
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_a_models_folder_that_does_not_exist_is_a_typo_not_a_new_folder(runner, tmp_path, monkeypatch):
+    from f2f import backends
+
+    built: list[Path] = []
+    monkeypatch.setattr(backends, "_build_tiny", lambda ckpt, folder, seed: built.append(folder) or folder.mkdir(parents=True))
+    typo = tmp_path / "modles"
+    args = ["edit", str(SAMPLE), "make it red", "--profile", "tiny", "--models", str(typo), "--out", str(tmp_path / "o")]
+    result = runner.invoke(cli.main, args)
+    assert result.exit_code == cli.EXIT_USAGE, result.output
+    assert "models_dir: folder missing: give an existing folder" in result.output and str(typo) in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 2  # "loading models", the error
+    assert not typo.exists() and built == []
+
+
+def test_a_tiny_profile_builds_under_the_cache_dir_even_when_it_is_new(tmp_path):
+    from f2f.backends import check_models_dir
+    from f2f.config import load_config
+
+    check_models_dir(load_config(overrides={"profile": "tiny", "cache_dir": str(tmp_path / "new")}))  # cache_dir/tiny
+    given = load_config(overrides={"profile": "tiny", "cache_dir": str(tmp_path), "models_dir": str(tmp_path / "a" / "b")})
+    check_models_dir(given)  # under cache_dir: f2f's own
+    (tmp_path / "real").mkdir()
+    check_models_dir(load_config(overrides={"profile": "tiny", "models_dir": str(tmp_path / "real")}))
