@@ -1,9 +1,10 @@
 """`f2f bulk MANIFEST --out DIR` (also `python -m f2f.bulk`, the Ray job entry point) and `f2f bulk from-posedit`.
 
-Order of a run: read and check the manifest (bad rows are listed; with
-`--strict` any bad row stops it here), claim the output folder and read its
+Order of a run: load the config, read the manifest and check every row by
+the edit's own rules (bad rows are listed and never run; with `--strict`
+any bad row stops it here), claim the output folder and read its
 journal (a rerun with nothing left to do writes the reports and stops here,
-with no model loaded and no Ray started), load the config and the models (a
+with no model loaded and no Ray started), load the models (a
 profile's folder is checked first), join or start Ray, start the actor
 pools, edit what is not done yet, then write
 index.jsonl, summary.json and report.html (also when interrupted: Ctrl-C
@@ -65,13 +66,13 @@ def run_command(
     """Edit every row of MANIFEST into OUT (items/<id>/, index.jsonl, summary.json, report.html)."""
     from f2f.config import load_config
 
-    # 1. The manifest, checked before any work
-    parsed = read_manifest(manifest, input_root)
+    # 1. The config, and the manifest checked by the edit's own rules before any work
+    config = load_config(config_path, {k: v for k, v in {"profile": profile, "models_dir": models_dir}.items() if v is not None})
+    parsed = read_manifest(manifest, input_root, config)
     for error in parsed.errors:
         click.echo(f"f2f: bad row: {error}", err=True)
     if parsed.errors and strict:
         raise ManifestError(f"manifest: {len(parsed.errors)} bad rows (--strict); nothing was run")
-    config = load_config(config_path, {k: v for k, v in {"profile": profile, "models_dir": models_dir}.items() if v is not None})
     # 2. The output folder and what is left to do: a rerun with nothing left loads no model and starts no Ray
     from f2f.bulk import runner
 
@@ -80,8 +81,9 @@ def run_command(
     if not work.todo:
         data = _write_reports(out, parsed, config, elapsed_s=0.0, finished=0)
         click.echo(
-            f"bulk: nothing to do: all {work.skipped} items are done (succeeded, or failed more than --max-retries "
-            f"{max_retries} times); {json.dumps(data['by_status'])}; report: {out_dir / 'report.html'}",
+            f"bulk: nothing to do: all {work.skipped} items finished earlier (succeeded, or failed more than "
+            f"--max-retries {max_retries} times), {len(parsed.errors)} bad rows; {json.dumps(data['by_status'])}; "
+            f"report: {out_dir / 'report.html'}",
             err=True,
         )
         return

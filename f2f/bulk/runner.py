@@ -46,7 +46,7 @@ from f2f.config import F2FConfig, VideoConfig
 from f2f.errors import EditCancelled, F2FError, unwrap
 from f2f.pipeline import run_edit
 from f2f.protocols import CancelToken, Frames, Message, ProgressCallback
-from f2f.request import EditSettings, check_edit, settings_from
+from f2f.request import check_edit
 from f2f.result import EditResult, write_outputs
 from f2f.serving import RAY_LOOPBACK_ENV
 
@@ -336,7 +336,7 @@ async def _edit_item(
     for retry in range(2):  # a lost actor gets one more try in this run
         attempts += 1
         try:
-            settings = item_settings(item)
+            settings = item.settings()
             request = await asyncio.to_thread(check_edit, item.image, item.prompt, config, settings, None, "prompt", item.mask)
             await asyncio.to_thread(_thumbnail, request.source, out.root / "thumbs" / f"{item.id}-source.jpg")
             result = await run_edit(request, vlm=vlm, generator=generator, keep_frames=item.options.video)
@@ -355,14 +355,6 @@ async def _edit_item(
             reason = f"error: {type(cause).__name__}: {str(cause)[:300]}"
         return Outcome(item.id, key, item.row, "failed", attempts, reason=reason, finished_at=time.time())
     raise AssertionError("unreachable")
-
-
-def item_settings(item: Item) -> EditSettings:
-    """A row's settings; `check_edit` then checks them against the run's config (InvalidInput names the field)."""
-    options = item.options
-    return settings_from(
-        {"seeds": item.seeds, "num_frames": options.num_frames, "steps": options.steps, "guidance": options.guidance}
-    )
 
 
 def _succeeded(item: Item, key: str, attempts: int, result: EditResult) -> Outcome:

@@ -76,10 +76,11 @@ def _posedit(n: int) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Four real PosEdit rows (one wants its video), an unreadable image, and three bad rows."""
+    """Four real PosEdit rows (one wants its video), an image corrupt behind a good header, and three bad rows."""
     folder = tmp_path_factory.mktemp("manifest")
-    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     rows = _posedit(4)
+    whole = Path(rows[0]["image"]).read_bytes()
+    (folder / "broken.png").write_bytes(whole[: len(whole) // 2])  # the check reads headers: it fails when decoded
     rows[1]["options"] = {"video": True}
     rows += [
         {"id": "broken", "image": "broken.png", "prompt": "make it red"},  # fails when edited, not before
@@ -195,7 +196,7 @@ def test_an_interrupted_run_resumes_without_redoing_work(head: dict[str, str], c
     nowhere = {**head, "RAY_ADDRESS": f"127.0.0.1:{_free_port()}"}
     again = _bulk(nowhere, str(path), "--out", str(out), "--config", str(config_file), timeout=60)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "nothing to do: all 8 items are done" in again.stderr and "actors" not in again.stderr
+    assert "nothing to do: all 8 items finished earlier" in again.stderr and "actors" not in again.stderr
     assert len(_journal(out)) == len(journal)  # nothing recorded
     assert json.loads((out / "summary.json").read_text())["by_status"] == {"succeeded": 8}
 
