@@ -14,6 +14,9 @@ field, the path or ``"<N bytes>"``, and the rule):
    half-grey picture);
 6. it is converted by `to_rgb`.
 
+`probe_image` applies rules 1-4 only, from the header, and returns the
+upright size: the cheap check of an image that is decoded later.
+
 Rules of `to_rgb` (the input image is never changed):
 
 * the EXIF orientation is applied first (a phone photo comes out upright);
@@ -72,6 +75,21 @@ def open_image(source: ImageSource, limits: InputConfig | None = None, field: st
     stream, value = _open_stream(source, field)
     with stream:
         return _decode(stream, limits, field, value)
+
+
+def probe_image(source: ImageSource, limits: InputConfig | None = None, field: str = "image") -> tuple[int, int]:
+    """Rules 1-4 of `open_image` from the header alone (no pixel is decoded): the upright (EXIF-oriented) size.
+
+    A path is read up to its header only. The orientation comes from EXIF found in the header (a PNG's eXIf
+    chunk after its pixels is not read).
+    """
+    limits = limits or InputConfig()
+    stream, value = _open_stream(source, field)
+    with stream, _open_header(stream, limits, field, value) as img:
+        _check_format(img, limits, field, value)
+        _check_size(img, limits, field, value)
+        turned = "exif" in img.info and img.getexif().get(ORIENTATION_TAG) in (5, 6, 7, 8)  # a quarter turn
+        return (img.height, img.width) if turned else img.size
 
 
 def _open_stream(source: ImageSource, field: str) -> tuple[BinaryIO, str]:

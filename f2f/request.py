@@ -21,6 +21,10 @@ Rules:
   image's size; in `mask_mode` latent, a video family that keeps latents
   outside a mask). Every failure is an `InvalidInput` naming the caller's
   field, the value and the rule.
+- `check_edit_ahead` applies the same rules, in the same order, to work
+  checked long before it runs (a bulk manifest's rows, before any model
+  loads): the image up to its header only (`f2f.imageio.probe_image`), so
+  it is decoded once, when the edit runs.
 - `CheckedEdit.config` is the server's config with the caller's settings, and
   `CheckedEdit.seeds` the seeds the videos use (given, or counted up from
   `seed`, or drawn at random): the request is complete, nothing is guessed later.
@@ -44,7 +48,7 @@ from pydantic_core import PydanticCustomError
 from f2f.backends.i2v import family_named
 from f2f.config import F2FConfig, invalid_config_from, nested
 from f2f.errors import InvalidImage, InvalidInput
-from f2f.imageio import ensure_rgb, open_image
+from f2f.imageio import ensure_rgb, open_image, probe_image
 from f2f.masks import read_mask
 
 SEED_LIMIT = 2**32
@@ -176,15 +180,45 @@ def check_edit(
     """
     started = time.perf_counter()
     settings = settings or EditSettings()
-    _check_combination(settings)
-    if limits is not None:
-        _check_limits(settings, limits)
-    run_config = _run_config(config, settings)
+    run_config = _checked_settings(config, settings, limits)
     source = _source(image, run_config)
     text = _text(text, run_config, text_field)
     seeds = _seeds(settings, run_config)
     area = None if mask is None else _mask(mask, source.size, mask_needs_alpha, run_config)
     return CheckedEdit(source, text, seeds, settings, run_config, time.perf_counter() - started, area)
+
+
+def check_edit_ahead(
+    image: bytes | str | Path,
+    text: str,
+    config: F2FConfig,
+    settings: EditSettings | None = None,
+    limits: RequestLimits | None = None,
+    text_field: str = "text",
+    mask: bytes | str | Path | None = None,
+) -> F2FConfig:
+    """`check_edit`'s rules, in its order, for work checked long before it runs (a bulk row, before any model loads).
+
+    The image is read up to its header only (`f2f.imageio.probe_image`: the file, its format, its size; the
+    mask is checked against the upright size); `check_edit` decodes it when the edit runs, so a body that is
+    corrupt behind a good header fails only then. A mask is read in full: its rules need its pixels.
+    The run's config for these settings, or InvalidInput naming the caller's field.
+    """
+    settings = settings or EditSettings()
+    run_config = _checked_settings(config, settings, limits)
+    size = probe_image(image, run_config.input)
+    _text(text, run_config, text_field)
+    if mask is not None:
+        _mask(mask, size, False, run_config)
+    return run_config
+
+
+def _checked_settings(config: F2FConfig, settings: EditSettings, limits: RequestLimits | None) -> F2FConfig:
+    """The combination rules, the server's limits and the config's own rules: the run's config."""
+    _check_combination(settings)
+    if limits is not None:
+        _check_limits(settings, limits)
+    return _run_config(config, settings)
 
 
 def _check_combination(settings: EditSettings) -> None:

@@ -1,9 +1,10 @@
 """`f2f bulk MANIFEST --out DIR` (also `python -m f2f.bulk`, the Ray job entry point) and `f2f bulk from-posedit`.
 
-Order of a run: read and check the manifest (bad rows are listed; with
-`--strict` any bad row stops it here), claim the output folder and read its
+Order of a run: load the config, read the manifest and check every row by
+the edit's own rules (bad rows are listed and never run; with `--strict`
+any bad row stops it here), claim the output folder and read its
 journal (a rerun with nothing left to do writes the reports and stops here,
-with no model loaded and no Ray started), load the config and the models (a
+with no model loaded and no Ray started), load the models (a
 profile's folder is checked first), join or start Ray, start the actor
 pools, edit what is not done yet, then write
 index.jsonl, summary.json and report.html (also when interrupted: Ctrl-C
@@ -26,7 +27,7 @@ from f2f.cli_group import EXIT_INTERRUPTED, RunByDefault
 
 if TYPE_CHECKING:
     from f2f.bulk.manifest import Manifest
-    from f2f.bulk.runner import OutputFolder
+    from f2f.bulk.runner import OutputFolder, RunStats
     from f2f.config import F2FConfig
 
 PROGRESS_EVERY_S = 10.0
@@ -65,23 +66,24 @@ def run_command(
     """Edit every row of MANIFEST into OUT (items/<id>/, index.jsonl, summary.json, report.html)."""
     from f2f.config import load_config
 
-    # 1. The manifest, checked before any work
-    parsed = read_manifest(manifest, input_root)
+    # 1. The config, and the manifest checked by the edit's own rules before any work
+    config = load_config(config_path, {k: v for k, v in {"profile": profile, "models_dir": models_dir}.items() if v is not None})
+    parsed = read_manifest(manifest, input_root, config)
     for error in parsed.errors:
         click.echo(f"f2f: bad row: {error}", err=True)
     if parsed.errors and strict:
         raise ManifestError(f"manifest: {len(parsed.errors)} bad rows (--strict); nothing was run")
-    config = load_config(config_path, {k: v for k, v in {"profile": profile, "models_dir": models_dir}.items() if v is not None})
     # 2. The output folder and what is left to do: a rerun with nothing left loads no model and starts no Ray
     from f2f.bulk import runner
 
     out = runner.OutputFolder(out_dir, parsed)
     work = runner.plan_items(parsed.items, out, config, max_retries)
     if not work.todo:
-        data = _write_reports(out, parsed, config, elapsed_s=0.0, finished=0)
+        data = _write_reports(out, parsed, config, elapsed_s=0.0, stats=None)
         click.echo(
-            f"bulk: nothing to do: all {work.skipped} items are done (succeeded, or failed more than --max-retries "
-            f"{max_retries} times); {json.dumps(data['by_status'])}; report: {out_dir / 'report.html'}",
+            f"bulk: nothing to do: all {work.skipped} items finished earlier (succeeded, failed more than --max-retries "
+            f"{max_retries} times, or can only fail), {len(parsed.errors)} bad rows; {json.dumps(data['by_status'])}; "
+            f"report: {out_dir / 'report.html'}",
             err=True,
         )
         return
@@ -118,15 +120,16 @@ def run_command(
     except KeyboardInterrupt:
         click.echo("\nbulk: interrupted; finished items are kept, rerun the same command to go on", err=True)
     finally:
-        finished = (stats.succeeded + stats.failed) if stats else progress.finished
-        data = _write_reports(out, parsed, config, time.monotonic() - started, finished)
+        data = _write_reports(out, parsed, config, time.monotonic() - started, stats or progress.stats)
         click.echo(f"bulk: {json.dumps(data['by_status'])}; report: {out_dir / 'report.html'}", err=True)
     if stats is None:
         sys.exit(EXIT_INTERRUPTED)
 
 
-def _write_reports(out: OutputFolder, parsed: Manifest, config: F2FConfig, elapsed_s: float, finished: int) -> dict[str, Any]:
-    """index.jsonl, summary.json and report.html from the journal (the truth on disk); the summary."""
+def _write_reports(
+    out: OutputFolder, parsed: Manifest, config: F2FConfig, elapsed_s: float, stats: RunStats | None
+) -> dict[str, Any]:
+    """index.jsonl, summary.json and report.html from the journal (the truth on disk) and this run's counts; the summary."""
     from f2f.bulk import runner
     from f2f.bulk.report import index_rows, summary, write_reports
 
@@ -135,37 +138,48 @@ def _write_reports(out: OutputFolder, parsed: Manifest, config: F2FConfig, elaps
     keys = {item.id: item.key(settings) for item in parsed.items}
     by_id = {item_id: journal[key] for item_id, key in keys.items() if key in journal}
     rows = index_rows(parsed.items, parsed.errors, by_id)
-    data = summary(rows, elapsed_s, finished)
+    data = summary(rows, elapsed_s, stats.succeeded if stats else 0, stats.failed if stats else 0)
     write_reports(out.root, rows, data)
     return data
 
 
 class _Progress:
-    """A live bar on a terminal; a line every PROGRESS_EVERY_S seconds otherwise (Ray job logs)."""
+    """A live bar on a terminal; a line every PROGRESS_EVERY_S seconds otherwise (Ray job logs).
+
+    Failed items are counted as failed, not as edited; the rate counts the items edited in this run.
+    """
 
     def __init__(self) -> None:
         self.tty = sys.stderr.isatty()
         self.last_line = 0.0
-        self.finished = 0
+        self.stats: RunStats | None = None  # the run's counts, also when it is interrupted
 
-    def __call__(self, stats: Any, outcome: Any) -> None:
-        if outcome is not None:
-            self.finished += 1
-            if outcome.status == "failed":
-                click.echo(f"\nbulk: {outcome.id} failed: {outcome.reason}", err=True)
-        elapsed = time.monotonic() - stats.started
-        rate = (stats.succeeded + stats.failed) / elapsed * 60 if elapsed > 0 else 0.0
-        left = stats.total - stats.done
-        eta = f"{left / rate:.1f} min" if rate > 0 else "?"
-        text = f"{stats.done}/{stats.total} done ({stats.skipped} earlier), {stats.failed} failed, {rate:.1f}/min, ETA {eta}"
+    def __call__(self, stats: RunStats, outcome: Any) -> None:
+        self.stats = stats
+        if outcome is not None and outcome.status == "failed":
+            click.echo(f"\nbulk: {outcome.id} failed: {outcome.reason}", err=True)
         now = time.monotonic()
         if self.tty:
             width = 30
-            filled = int(width * stats.done / max(stats.total, 1))
-            click.echo(f"\r[{'#' * filled}{'.' * (width - filled)}] {text}", err=True, nl=stats.done == stats.total)
-        elif now - self.last_line >= PROGRESS_EVERY_S or stats.done == stats.total:
-            click.echo(f"bulk: {text}", err=True)
+            filled = int(width * stats.finished / max(stats.total, 1))
+            click.echo(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.line(stats, now)}", err=True, nl=_over(stats))
+        elif now - self.last_line >= PROGRESS_EVERY_S or _over(stats):
+            click.echo(f"bulk: {self.line(stats, now)}", err=True)
             self.last_line = now
+
+    @staticmethod
+    def line(stats: RunStats, now: float) -> str:
+        """`12/20 finished: 9 edited, 1 failed, 2 earlier; 4.5 edits/min, ETA 1.8 min` (the ETA from every finished item)."""
+        minutes = (now - stats.started) / 60
+        edit_rate = stats.succeeded / minutes if minutes > 0 else 0.0
+        finish_rate = (stats.succeeded + stats.failed) / minutes if minutes > 0 else 0.0
+        eta = f"{(stats.total - stats.finished) / finish_rate:.1f} min" if finish_rate > 0 else "?"
+        counts = f"{stats.succeeded} edited, {stats.failed} failed, {stats.skipped} earlier"
+        return f"{stats.finished}/{stats.total} finished: {counts}; {edit_rate:.1f} edits/min, ETA {eta}"
+
+
+def _over(stats: RunStats) -> bool:
+    return stats.finished == stats.total
 
 
 @main.command("from-posedit")

@@ -15,6 +15,11 @@ Rules:
   optional. Unknown keys, bad values, a missing image file and an id used
   twice make the row bad: `RowError` names the row number (1-based, the
   header of a CSV is row 0), the field and the rule.
+- Given the run's config, every row is also checked by the rules of the edit
+  itself (`f2f.request.check_edit_ahead`, before any model loads): seeds,
+  options against the profile's frame rules, the prompt, the image up to
+  its header (a file that is not an accepted image), the mask (format, size,
+  modes). A row that breaks one is bad, as above: it can only fail.
 - `Item.key` says what the work is: the image's content hash, the prompt,
   the seeds and options, and the settings of the run; the same key is the
   same finished work, whatever the row's id or position.
@@ -29,15 +34,20 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from f2f.errors import F2FError, InvalidInput
 
+if TYPE_CHECKING:
+    from f2f.config import F2FConfig
+    from f2f.request import EditSettings
+
 ITEM_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 CSV_OPTIONS = ("num_frames", "steps", "guidance", "video")
+SETTING_FIELD = {"num_frames": "options.num_frames", "steps": "options.steps", "guidance": "options.guidance"}
 
 
 class ManifestError(F2FError):
@@ -103,6 +113,15 @@ class Item:
     mask: Path | None = None
     mask_sha256: str | None = None
 
+    def settings(self) -> EditSettings:
+        """The row's edit settings (InvalidInput names the field); `check_edit` checks them against the run's config."""
+        from f2f.request import settings_from
+
+        options = self.options
+        return settings_from(
+            {"seeds": self.seeds, "num_frames": options.num_frames, "steps": options.steps, "guidance": options.guidance}
+        )
+
     def key(self, settings: dict[str, Any]) -> str:
         """What makes two runs the same work: image content, prompt, seeds, options and the run's settings."""
         payload = {
@@ -124,8 +143,11 @@ class Manifest:
     errors: list[RowError]
 
 
-def read_manifest(path: Path, input_root: Path | None = None) -> Manifest:
-    """The valid items and the bad rows of a manifest; ManifestError if the file itself is unusable."""
+def read_manifest(path: Path, input_root: Path | None = None, config: F2FConfig | None = None) -> Manifest:
+    """The valid items and the bad rows of a manifest (by the edit's rules too, given the run's `config`).
+
+    ManifestError if the file itself is unusable.
+    """
     kind = FORMATS.get(path.suffix.lower())
     if kind is None:
         raise ManifestError(f"manifest: must be a .jsonl or .csv file (got {path.name!r})")
@@ -147,6 +169,8 @@ def read_manifest(path: Path, input_root: Path | None = None) -> Manifest:
             errors.append(raw)
             continue
         item = _item(number, raw, root)
+        if isinstance(item, Item) and config is not None:
+            item = check_item(item, config) or item
         if isinstance(item, RowError):
             errors.append(item)
         elif item.id in seen:
@@ -218,6 +242,17 @@ def _item(number: int, raw: dict[str, Any], root: Path) -> Item | RowError:
     (image, digest), (mask, mask_digest) = files["image"], files.get("mask", (None, None))
     item_id = row.id or f"{number:05d}-{_safe(image.stem)}"
     return Item(number, item_id, image, row.prompt, row.seeds, row.options, digest, mask, mask_digest)
+
+
+def check_item(item: Item, config: F2FConfig) -> RowError | None:
+    """The rule of the edit itself that the row breaks under the run's `config` (the module's rules), or None."""
+    from f2f.request import check_edit_ahead
+
+    try:
+        check_edit_ahead(item.image, item.prompt, config, item.settings(), None, "prompt", item.mask)
+    except InvalidInput as exc:
+        return RowError(item.row, SETTING_FIELD.get(exc.field, exc.field), f"{exc.rule} (got {exc.value!r:.80})")
+    return None
 
 
 def _safe(stem: str) -> str:

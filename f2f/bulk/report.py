@@ -6,8 +6,10 @@ Rules:
   `status` (succeeded, failed, invalid: a bad row, pending: not run yet),
   `reason`, `edit_status`, `caption`, `selected_frame`, `seed`, `attempts`,
   `timings_s`, `paths` (relative to DIR).
-- `summary.json`: counts by status and by edit status, this run's items per
-  minute, and per stage the median and mean seconds over succeeded items.
+- `summary.json`: counts by status and by edit status; this run's items
+  that succeeded and failed, and its rate (`items_per_minute`: items edited,
+  failed ones not counted: a run whose items all fail at once edits 0 a
+  minute); per stage the median and mean seconds over succeeded items.
 - `report.html`: one self-contained page (inline CSS, no scripts, nothing
   fetched) listing every row: source | collage | edited thumbnails (JPEG
   files in `thumbs/`, lazily loaded so thousands of rows stay light),
@@ -50,7 +52,8 @@ def index_rows(items: list[Item], errors: list[RowError], journal_by_id: dict[st
     return sorted(rows, key=lambda r: r["row"])
 
 
-def summary(rows: list[dict[str, Any]], run_seconds: float, run_finished: int) -> dict[str, Any]:
+def summary(rows: list[dict[str, Any]], run_seconds: float, run_succeeded: int, run_failed: int = 0) -> dict[str, Any]:
+    """The counts of the whole folder (`rows`) and of this run (its seconds, its items that succeeded and failed)."""
     counts: dict[str, int] = {}
     edits: dict[str, int] = {}
     for row in rows:
@@ -67,9 +70,11 @@ def summary(rows: list[dict[str, Any]], run_seconds: float, run_finished: int) -
         "by_status": counts,
         "by_edit_status": edits,
         "this_run": {
-            "finished": run_finished,
+            "finished": run_succeeded + run_failed,
+            "succeeded": run_succeeded,
+            "failed": run_failed,
             "seconds": round(run_seconds, 1),
-            "items_per_minute": round(60 * run_finished / run_seconds, 2) if run_seconds > 0 else None,
+            "items_per_minute": round(60 * run_succeeded / run_seconds, 2) if run_seconds > 0 else None,
         },
         "stage_seconds": stages,
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -21,7 +21,10 @@ Rules:
 - Resume: `journal.jsonl` gets one line per finished attempt, written and
   fsynced after the item's files. A rerun skips items whose key (image
   content, prompt, seeds, options, run settings) succeeded, and tries failed
-  ones again while they have had at most `max_retries` retries. An
+  ones again while they have had at most `max_retries` retries, except those
+  that can only fail again (`retry` false: the row's own data broke a rule
+  of the edit, an `InvalidInput` such as an image corrupt behind a good
+  header; the manifest's check finds the others before any work). An
   interrupted run loses only the items in flight.
 - The output folder belongs to one manifest (`bulk.json` holds its hash): a
   different manifest is refused before any work starts.
@@ -43,10 +46,10 @@ from PIL import Image
 
 from f2f.bulk.manifest import Item, Manifest, ManifestError
 from f2f.config import F2FConfig, VideoConfig
-from f2f.errors import EditCancelled, F2FError, unwrap
+from f2f.errors import EditCancelled, F2FError, InvalidInput, unwrap
 from f2f.pipeline import run_edit
 from f2f.protocols import CancelToken, Frames, Message, ProgressCallback
-from f2f.request import EditSettings, check_edit, settings_from
+from f2f.request import check_edit
 from f2f.result import EditResult, write_outputs
 from f2f.serving import RAY_LOOPBACK_ENV
 
@@ -89,6 +92,7 @@ class Outcome:
     seed: int | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
     finished_at: float = 0.0
+    retry: bool = True  # False: it can only fail again (the row's own data broke a rule of the edit)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -264,7 +268,8 @@ class RunStats:
     started: float = field(default_factory=time.monotonic)
 
     @property
-    def done(self) -> int:
+    def finished(self) -> int:
+        """Items with an outcome: done earlier (skipped), or succeeded or failed in this run."""
         return self.skipped + self.succeeded + self.failed
 
 
@@ -282,16 +287,21 @@ class Plan:
 
 
 def plan_items(items: list[Item], out: OutputFolder, config: F2FConfig, max_retries: int) -> Plan:
-    """The items not done yet, from the journal: not succeeded, and failed at most `max_retries` times before."""
+    """The items not done yet, from the journal: not succeeded, failed at most `max_retries` times, and worth a retry."""
     settings = run_settings(config)
     journal = out.journal()
     todo: list[tuple[Item, str, int]] = []
     for item in items:
         key = item.key(settings)
         previous = journal.get(key)
-        if not previous or (previous["status"] != "succeeded" and previous["attempts"] <= max_retries):
+        if not previous or _retry(previous, max_retries):
             todo.append((item, key, previous["attempts"] if previous else 0))
     return Plan(todo, len(items) - len(todo))
+
+
+def _retry(previous: dict[str, Any], max_retries: int) -> bool:
+    """A failed attempt is tried again unless it can only fail again or had its retries (journals before `retry`: True)."""
+    return previous["status"] != "succeeded" and previous.get("retry", True) and previous["attempts"] <= max_retries
 
 
 async def run_items(
@@ -333,36 +343,30 @@ async def _edit_item(
     from ray.exceptions import RayActorError
 
     folder = out.item_dir(item.id)
-    for retry in range(2):  # a lost actor gets one more try in this run
+    retry = True
+    for lost in range(2):  # a lost actor gets one more try in this run
         attempts += 1
         try:
-            settings = item_settings(item)
+            settings = item.settings()
             request = await asyncio.to_thread(check_edit, item.image, item.prompt, config, settings, None, "prompt", item.mask)
             await asyncio.to_thread(_thumbnail, request.source, out.root / "thumbs" / f"{item.id}-source.jpg")
             result = await run_edit(request, vlm=vlm, generator=generator, keep_frames=item.options.video)
             await asyncio.to_thread(_write_item, result, folder, out.root, item, request.config)
             return _succeeded(item, key, attempts, result)
         except RayActorError as exc:
-            if retry == 0:
+            if lost == 0:
                 continue
             reason = f"actor_lost: a model actor died twice ({type(exc).__name__}; out of memory?)"
         except TimeoutError:
             reason = f"timeout: its videos took longer than {generator.timeout_s:g} s on a generator"
         except (F2FError, EditCancelled) as exc:
             reason = f"{exc.code}: {unwrap(exc)}"
+            retry = not isinstance(unwrap(exc), InvalidInput)  # the row's own data broke a rule: it can only fail again
         except Exception as exc:  # a model or library error: the item fails, the run goes on
             cause = unwrap(exc)
             reason = f"error: {type(cause).__name__}: {str(cause)[:300]}"
-        return Outcome(item.id, key, item.row, "failed", attempts, reason=reason, finished_at=time.time())
+        return Outcome(item.id, key, item.row, "failed", attempts, reason=reason, finished_at=time.time(), retry=retry)
     raise AssertionError("unreachable")
-
-
-def item_settings(item: Item) -> EditSettings:
-    """A row's settings; `check_edit` then checks them against the run's config (InvalidInput names the field)."""
-    options = item.options
-    return settings_from(
-        {"seeds": item.seeds, "num_frames": options.num_frames, "steps": options.steps, "guidance": options.guidance}
-    )
 
 
 def _succeeded(item: Item, key: str, attempts: int, result: EditResult) -> Outcome:

@@ -7,11 +7,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from f2f.bulk.manifest import ITEM_ID, Item, ManifestError, RowError, RowOptions, posedit_manifest, read_manifest
-from f2f.errors import F2FError, InvalidInput
+from f2f.config import F2FConfig, load_config
+from f2f.errors import F2FError, InvalidImage, InvalidInput
+from f2f.imageio import open_image
 
 POSEDIT = Path(__file__).resolve().parents[3] / "shared" / "data" / "posedit"
 SETTINGS: dict[str, Any] = {"model": "m-1", "width": 96, "height": 64}
@@ -662,3 +665,112 @@ def test_a_mask_column_is_a_file_beside_the_image_and_part_of_the_items_key(tmp_
 def test_a_mask_that_cannot_be_read_is_a_row_error_naming_mask(tmp_path: Path) -> None:
     error = one_row_error(tmp_path, {"image": "a.png", "prompt": "walk", "mask": "missing.png"})
     assert error.field == "mask" and "cannot read" in error.message
+
+
+# --- rows checked by the edit's own rules, given the run's config -----------------------------------
+
+TINY = load_config(None, {"profile": "tiny"})  # a cogvideox-style profile: 8k + 1 frames, PNG, JPEG and WebP
+
+
+def checked_error(tmp_path: Path, row: dict[str, Any], config: F2FConfig = TINY) -> RowError:
+    """The error of a bad row placed after a good one, read with the run's config; the good row still comes back."""
+    png(tmp_path / "a.png")
+    manifest = read_manifest(jsonl(tmp_path / "m.jsonl", [{"image": "a.png", "prompt": "good"}, row]), config=config)
+    assert [item.row for item in manifest.items] == [1]
+    assert len(manifest.errors) == 1, manifest.errors
+    assert manifest.errors[0].row == 2
+    return manifest.errors[0]
+
+
+@pytest.mark.parametrize(("seeds", "field"), [([-1], "seeds.0"), ([1, 2**32], "seeds.1")])
+def test_a_seed_out_of_the_edits_range_is_a_row_error_naming_it(tmp_path: Path, seeds: list[int], field: str) -> None:
+    error = checked_error(tmp_path, {"image": "a.png", "prompt": "walk", "seeds": seeds})
+    assert error.field == field and f"(got {seeds[-1]})" in error.message
+    assert str(error).startswith(f"row 2: {field}: Input should be")
+
+
+def test_num_frames_off_the_profiles_frame_rule_is_a_row_error_naming_the_option(tmp_path: Path) -> None:
+    error = checked_error(tmp_path, {"image": "a.png", "prompt": "walk", "options": {"num_frames": 10}})
+    assert error.field == "options.num_frames"
+    assert "8k + 1 frames (9, 17, 25" in error.message and error.message.endswith("(got 10)")
+
+
+def test_options_within_the_profiles_rules_and_seeds_within_range_pass(tmp_path: Path) -> None:
+    png(tmp_path / "a.png")
+    row = {"image": "a.png", "prompt": "walk", "seeds": [0, 2**32 - 1], "options": {"num_frames": 17, "steps": 3}}
+    assert read_manifest(jsonl(tmp_path / "m.jsonl", [row]), config=TINY).errors == []
+
+
+def test_a_prompt_of_spaces_is_a_row_error_on_prompt(tmp_path: Path) -> None:
+    error = checked_error(tmp_path, {"image": "a.png", "prompt": "   "})
+    assert error.field == "prompt" and "must not be empty" in error.message
+
+
+def test_a_text_file_given_as_the_image_is_a_row_error_naming_its_path(tmp_path: Path) -> None:
+    (tmp_path / "notes.png").write_text("not an image\n")
+    error = checked_error(tmp_path, {"image": "notes.png", "prompt": "walk"})
+    assert error.field == "image" and error.message == f"not a readable image (got {str(tmp_path / 'notes.png')!r})"
+
+
+def test_an_image_of_a_format_the_run_refuses_is_a_row_error(tmp_path: Path) -> None:
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "a.bmp")
+    error = checked_error(tmp_path, {"image": "a.bmp", "prompt": "walk"})
+    assert error.field == "image" and "format BMP is not accepted" in error.message
+
+
+def test_an_image_over_the_runs_pixel_limit_is_a_row_error(tmp_path: Path) -> None:
+    config = TINY.model_copy(update={"input": TINY.input.model_copy(update={"max_image_pixels": 60})})
+    png(tmp_path / "a.png")  # 8x8 = 64 pixels, and the good row's too: both rows are bad
+    manifest = read_manifest(jsonl(tmp_path / "m.jsonl", [{"image": "a.png", "prompt": "walk"}]), config=config)
+    assert [(e.row, e.field) for e in manifest.errors] == [(1, "image")] and "input.max_image_pixels" in manifest.errors[
+        0
+    ].message
+
+
+def test_the_image_is_checked_up_to_its_header_only(tmp_path: Path) -> None:
+    """A body corrupt behind a good header is found when the edit decodes it: images are decoded once."""
+    noise = np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "whole.png")
+    data = (tmp_path / "whole.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])  # a good header, half the pixels
+    with pytest.raises(InvalidImage, match="truncated or corrupt"):
+        open_image(tmp_path / "cut.png")  # what the edit finds when it decodes it
+    manifest = read_manifest(jsonl(tmp_path / "m.jsonl", [{"image": "cut.png", "prompt": "walk"}]), config=TINY)
+    assert manifest.errors == [] and len(manifest.items) == 1
+
+
+def test_a_mask_of_another_size_than_the_image_is_a_row_error(tmp_path: Path) -> None:
+    Image.new("L", (4, 4), 255).save(tmp_path / "small-mask.png")
+    error = checked_error(tmp_path, {"image": "a.png", "prompt": "walk", "mask": "small-mask.png"})
+    assert error.field == "mask" and "must be the image's size, 8x8" in error.message
+
+
+def test_a_mask_that_is_not_an_image_is_a_row_error(tmp_path: Path) -> None:
+    (tmp_path / "mask.png").write_text("not a mask\n")
+    error = checked_error(tmp_path, {"image": "a.png", "prompt": "walk", "mask": "mask.png"})
+    assert error.field == "mask" and "PNG, WebP or TIFF" in error.message
+
+
+def test_a_mask_marking_nothing_is_a_row_error(tmp_path: Path) -> None:
+    Image.new("L", (8, 8), 0).save(tmp_path / "black.png")
+    error = checked_error(tmp_path, {"image": "a.png", "prompt": "walk", "mask": "black.png"})
+    assert error.field == "mask" and "marks nothing to edit" in error.message
+
+
+def test_a_mask_is_checked_against_the_upright_image(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 8x4, shown turned a quarter: 4x8
+    Image.new("RGB", (8, 4), "red").save(tmp_path / "turned.jpg", exif=exif)
+    mask = Image.new("L", (4, 8), 0)
+    mask.paste(255, (0, 0, 4, 4))
+    mask.save(tmp_path / "upright-mask.png")
+    png(tmp_path / "a.png")
+    row = {"image": "turned.jpg", "prompt": "walk", "mask": "upright-mask.png"}
+    assert read_manifest(jsonl(tmp_path / "m.jsonl", [row]), config=TINY).errors == []
+
+
+def test_a_row_the_edits_rules_refuse_does_not_claim_its_id(tmp_path: Path) -> None:
+    png(tmp_path / "a.png")
+    rows = [{"id": "x", "image": "a.png", "prompt": "walk", "seeds": [-1]}, {"id": "x", "image": "a.png", "prompt": "run"}]
+    manifest = read_manifest(jsonl(tmp_path / "m.jsonl", rows), config=TINY)
+    assert [(e.row, e.field) for e in manifest.errors] == [(1, "seeds.0")] and [i.row for i in manifest.items] == [2]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -16,6 +17,7 @@ from f2f.request import (
     EditSettings,
     RequestLimits,
     check_edit,
+    check_edit_ahead,
     settings_from,
 )
 
@@ -80,6 +82,48 @@ def test_the_image_is_checked_once_by_its_rules(small_config: F2FConfig) -> None
     for image in (_png((40, 30)), Image.new("RGB", (40, 30))):
         with pytest.raises(InvalidImage, match="max_image_pixels"):
             check_edit(image, "make it red", tight)
+
+
+def _mask_png(size: tuple[int, int], value: int = 255, edit_box: tuple[int, int, int, int] | None = None) -> bytes:
+    mask = Image.new("L", size, value)
+    if edit_box:
+        mask.paste(255, edit_box)
+    buffer = io.BytesIO()
+    mask.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("image", "text", "settings", "mask", "field"),
+    [
+        (_png(), "make it red", EditSettings(seed=1, seeds=[1]), None, "seeds"),
+        (_png(), "make it red", EditSettings(num_frames=10), None, "num_frames"),
+        (_png(), "   ", None, None, "text"),
+        (b"not an image", "make it red", None, None, "image"),
+        (_png(), "make it red", None, b"not a mask", "mask"),
+        (_png(), "make it red", None, _mask_png((30, 40), 0, (0, 0, 10, 10)), "mask"),  # another size
+        (_png(), "make it red", None, _mask_png((40, 30), 0), "mask"),  # marks nothing
+    ],
+)
+def test_the_check_ahead_refuses_what_the_edits_check_refuses_with_the_same_error(
+    small_config: F2FConfig, image: bytes, text: str, settings: EditSettings | None, mask: bytes | None, field: str
+) -> None:
+    errors = []
+    for check in (check_edit, check_edit_ahead):
+        with pytest.raises(InvalidInput) as info:
+            check(image, text, small_config, settings, mask=mask)
+        errors.append((type(info.value), info.value.field, info.value.rule, info.value.value))
+    assert errors[0] == errors[1] and errors[0][1] == field
+
+
+def test_the_check_ahead_reads_the_image_up_to_its_header_and_gives_the_run_config(small_config: F2FConfig) -> None:
+    noise = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(noise, format="PNG")
+    cut = noise.getvalue()[: len(noise.getvalue()) // 2]  # a good header, half the pixels
+    with pytest.raises(InvalidImage, match="truncated or corrupt"):
+        check_edit(cut, "make it red", small_config)
+    config = check_edit_ahead(cut, "make it red", small_config, EditSettings(steps=1), mask=_mask_png((40, 30), 0, (0, 0, 5, 5)))
+    assert config.video.num_inference_steps == 1
 
 
 @pytest.mark.parametrize("seeds", [[], [-1], [2**32], ["1"], [True]])
