@@ -16,6 +16,8 @@ Rules:
   `too_many_waiting`; one more than `max_waiting_requests` in all is a typed 503 `too_many_waiting`; both
   with `Retry-After`, and both before any job is created, so one caller can
   neither exhaust the replica nor leave a job behind a refused wait.
+- With API keys off (`auth.required: false`) every caller is the same
+  `anonymous`: only the bound in all applies.
 - The bounds are per ingress replica: with N replicas a key may hold N times
   as many waits (requests are spread over the replicas by Serve's router).
 """
@@ -57,8 +59,8 @@ class Overloaded(F2FError):
 class WaitSlots:
     """The long waits this replica holds, per API key and in all (one event loop: no lock needed)."""
 
-    def __init__(self, limits: IngressArgs) -> None:
-        self.limits = limits
+    def __init__(self, limits: IngressArgs, per_key: bool = True) -> None:
+        self.limits, self.per_key = limits, per_key  # per_key False: API keys are off, every caller is one
         self.held: Counter[str] = Counter()
 
     @property
@@ -68,7 +70,7 @@ class WaitSlots:
     def take(self, owner: str) -> Callable[[], None]:
         """A slot for `owner`, or TooManyWaiting; the returned function gives it back (once, however often called)."""
         limits = self.limits
-        if self.held[owner] >= limits.max_waiting_requests_per_key:
+        if self.per_key and self.held[owner] >= limits.max_waiting_requests_per_key:
             message = (
                 f"this API key holds {limits.max_waiting_requests_per_key} waiting requests (synchronous edits and event "
                 "streams), the most it may at once (max_waiting_requests_per_key); retry later, or poll GET /v1/edits/{id}"

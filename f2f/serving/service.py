@@ -66,7 +66,7 @@ class EditService:
         self.store, self.queue, self.config, self.jobs, self.limits, self.auth = store, queue, config, jobs, limits, auth
         self.events, self.broker = events, broker
         self.http = http or IngressArgs(retry_after_s=jobs.retry_after_s)  # the ingress's HTTP args, bounds included
-        self.waits = WaitSlots(self.http)
+        self.waits = WaitSlots(self.http, per_key=auth.required)
         self.ring = KeyRing(auth.keys_file) if auth.required and auth.keys_file else None
         if events is not None:
             store.on_change = events.publish_record

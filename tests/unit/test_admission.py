@@ -43,11 +43,12 @@ class RecordingQueue:
         self.sent.append(job_id)
 
 
-def _service(tmp_path: Path, http: IngressArgs | None = None) -> EditService:
+def _service(tmp_path: Path, http: IngressArgs | None = None, auth: AuthArgs | None = None) -> EditService:
     jobs = JobsArgs(dir=tmp_path / "jobs", retry_after_s=9)
     store = JobStore(jobs.store_dir(tmp_path), jobs.ttl_s, jobs.lease_s)
     limits = RequestLimits(max_n=4, max_num_frames=49, max_steps=100)
-    return EditService(store, RecordingQueue(), F2FConfig(), jobs, limits, AuthArgs(required=False), http=http)
+    auth = auth or AuthArgs(required=False)
+    return EditService(store, RecordingQueue(), F2FConfig(), jobs, limits, auth, http=http)
 
 
 # --- long waits ---------------------------------------------------------------------------------
@@ -74,19 +75,32 @@ def test_wait_slots_bound_a_key_and_the_replica_and_come_back_once() -> None:
     assert slots.total == 0 and not slots.held
 
 
+def test_with_api_keys_off_every_caller_is_one_and_only_the_bound_in_all_applies() -> None:
+    slots = WaitSlots(IngressArgs(max_waiting_requests=3, max_waiting_requests_per_key=1), per_key=False)
+    for _ in range(3):
+        slots.take("anonymous")
+    with pytest.raises(TooManyWaiting) as in_all:
+        slots.take("anonymous")
+    assert not in_all.value.per_key
+
+
 def test_a_refused_wait_is_typed_429_or_503_with_retry_after(tmp_path: Path) -> None:
-    service = _service(
-        tmp_path,
-        IngressArgs(ingress_max_ongoing_requests=100, max_waiting_requests=2, max_waiting_requests_per_key=1, retry_after_s=9),
+    from f2f.serving.auth import add_key
+
+    token = add_key(tmp_path / "keys.yaml", "alice")
+    bounds = IngressArgs(
+        ingress_max_ongoing_requests=100, max_waiting_requests=2, max_waiting_requests_per_key=1, retry_after_s=9
     )
+    service = _service(tmp_path, bounds, AuthArgs(keys_file=tmp_path / "keys.yaml"))
     app = make_api(service, _ready)
-    service.waits.take("anonymous")  # the one slot of the (only) key is held
+    service.waits.take("alice")  # alice's one slot is held
 
     async def edit() -> httpx.Response:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             files = {"image": ("s.png", SAMPLE.read_bytes(), "image/png")}
-            return await client.post("/v1/images/edits", data={"prompt": "x"}, files=files)
+            headers = {"Authorization": f"Bearer {token}"}
+            return await client.post("/v1/images/edits", data={"prompt": "x"}, files=files, headers=headers)
 
     response = asyncio.run(edit())
     assert response.status_code == 429 and response.headers["retry-after"] == "9"
