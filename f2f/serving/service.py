@@ -15,6 +15,8 @@ Rules:
 - `changed`, `finished` and `events` wait for a job's next change: pushed by
   the events hub when there is one, else (and at the latest) after
   `jobs.poll_interval_s`, and then read from the store, which is the record.
+  The requests of one replica waiting on the same job share that wait and
+  that read (200 streams on one job: one hub call and one read per change).
 - `run_background` runs, per ingress replica, the store's sweep every
   `jobs.sweep_interval_s` and the queue gauges every few seconds.
 """
@@ -67,6 +69,7 @@ class EditService:
         self.events, self.broker = events, broker
         self.http = http or IngressArgs(retry_after_s=jobs.retry_after_s)  # the ingress's HTTP args, bounds included
         self.waits = WaitSlots(self.http, per_key=auth.required)
+        self._waits: dict[tuple[str, float], asyncio.Future[JobRecord]] = {}  # (job, version) -> its next version
         self.ring = KeyRing(auth.keys_file) if auth.required and auth.keys_file else None
         if events is not None:
             store.on_change = events.publish_record
@@ -114,12 +117,28 @@ class EditService:
         return record, created
 
     async def changed(self, record: JobRecord) -> JobRecord:
-        """The job once it changed after `record` (or `jobs.poll_interval_s` passed); JobNotFound once it is gone."""
-        if self.events is not None:
-            await self.events.wait(record.id, record.updated_at, self.jobs.poll_interval_s)
-        else:
-            await asyncio.sleep(self.jobs.poll_interval_s)
-        return await asyncio.to_thread(self.store.get, record.id)
+        """The job once it changed after `record` (or `jobs.poll_interval_s` passed); JobNotFound once it is gone.
+
+        Requests of this replica that wait on the same version of the same job share one wait and one read.
+        """
+        key = (record.id, record.updated_at)
+        shared = self._waits.get(key)
+        if shared is None:
+            shared = self._waits[key] = asyncio.ensure_future(self._next_version(key))
+        return await asyncio.shield(shared)  # one waiter that goes away does not cancel the others' wait
+
+    async def _next_version(self, key: tuple[str, float]) -> JobRecord:
+        job_id, version = key
+        try:
+            if self.events is not None:
+                await self.events.wait(job_id, version, self.jobs.poll_interval_s)
+            else:
+                await asyncio.sleep(self.jobs.poll_interval_s)
+            return await asyncio.to_thread(self.store.get, job_id)
+        finally:
+            # Forgotten before the result is handed out: a waiter that gets the same version back (nothing changed
+            # within poll_interval_s) must start a new wait, never find this finished one and spin on it.
+            del self._waits[key]
 
     async def finished(self, record: JobRecord) -> JobRecord:
         """The job once it finished."""

@@ -271,3 +271,23 @@ def test_a_broker_password_comes_from_the_environment_url_encoded_and_only_where
     monkeypatch.setenv("REDIS_PASSWORD", "p@ss/w:rd")
     assert expand_url(jobs.broker_url) == "redis://:p%40ss%2Fw%3Ard@f2f-redis:6379/0"
     assert task_processor_config(jobs, tmp_path).adapter_config.broker_url == expand_url(jobs.broker_url)
+
+
+def test_waiters_on_one_job_share_one_read_and_a_quiet_job_is_waited_on_again(tmp_path: Path) -> None:
+    """Many requests waiting on one job read it once per change; when nothing changed within the poll interval
+    the next wait is a new one (a finished shared wait found again would return at once, forever)."""
+    service = _service(tmp_path)
+    record, _ = asyncio.run(service.submit(SAMPLE.read_bytes(), EditOptions(prompt="x"), None, "anonymous"))
+    reads = []
+    real_get = service.store.get
+    service.store.get = lambda job_id: reads.append(job_id) or real_get(job_id)  # type: ignore[method-assign]
+
+    async def wait_many() -> list[Any]:
+        first = await asyncio.gather(*(service.changed(record) for _ in range(50)))
+        again = await service.changed(first[0])  # nothing changed since: a new wait
+        once_more = await service.changed(again)  # the same version again: a new wait again, not the last one reused
+        return [*first, again, once_more]
+
+    waited = asyncio.run(asyncio.wait_for(wait_many(), 10))
+    assert len(reads) == 3  # 50 waiters, one read; then one wait and read each
+    assert len({r.updated_at for r in waited}) == 1 and not service._waits
