@@ -15,6 +15,8 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
+from succeeded_jobs import job_result  # noqa: E402
+
 from f2f.config import F2FConfig  # noqa: E402
 from f2f.errors import InvalidInput  # noqa: E402
 from f2f.request import RequestLimits  # noqa: E402
@@ -30,20 +32,7 @@ CANDIDATES = [4, 8, 12]
 
 
 def _result(job_id: str) -> JobResult:
-    return JobResult(
-        status="edited",
-        caption="the sun sets",
-        caption_fallback=False,
-        seed=1,
-        selected_label=2,
-        selected_frame=8,
-        candidate_frames=CANDIDATES,
-        letterbox_box=[0, 0, 96, 64],
-        source_size=[96, 64],
-        has_video=False,
-        has_frames=True,
-        frames=frame_links(job_id, CANDIDATES),
-    )
+    return job_result(job_id, CANDIDATES, (96, 64), selected_label=2)
 
 
 def _succeeded(store: JobStore) -> JobRecord:

@@ -21,6 +21,8 @@ from PIL import Image
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
+from succeeded_jobs import job_result  # noqa: E402
+
 from f2f.config import F2FConfig  # noqa: E402
 from f2f.errors import InvalidConfig  # noqa: E402
 from f2f.request import RequestLimits  # noqa: E402
@@ -28,7 +30,6 @@ from f2f.serving import outputs  # noqa: E402
 from f2f.serving.app import parse_args  # noqa: E402
 from f2f.serving.auth import AuthArgs  # noqa: E402
 from f2f.serving.broker import JobsArgs  # noqa: E402
-from f2f.serving.frames import frame_links  # noqa: E402
 from f2f.serving.ingress import make_api  # noqa: E402
 from f2f.serving.ingress_args import IngressArgs  # noqa: E402
 from f2f.serving.jobs import EditRequest, JobRecord, JobStore  # noqa: E402
@@ -48,21 +49,8 @@ def _png(color: tuple[int, int, int]) -> bytes:
 
 
 def _result(job_id: str) -> JobResult:
-    return JobResult(
-        status="edited",
-        caption="the sun sets",
-        caption_fallback=False,
-        seed=1,
-        selected_label=1,
-        selected_frame=4,
-        candidate_frames=CANDIDATES,
-        letterbox_box=[0, 0, 64, 48],
-        source_size=list(SOURCE_SIZE),
-        ranking=RankingView(rule="vlm", order=[1, 2], answers=[], orders_asked=[]),
-        has_video=False,
-        has_frames=True,
-        frames=frame_links(job_id, CANDIDATES),
-    )
+    ranking = RankingView(rule="vlm", order=[1, 2], answers=[], orders_asked=[])
+    return job_result(job_id, CANDIDATES, SOURCE_SIZE, selected_label=1, ranking=ranking)
 
 
 def _run_job(store: JobStore, job_id: str) -> JobRecord:
