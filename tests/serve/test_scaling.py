@@ -8,6 +8,7 @@ would time the tests out, so every job here that finishes was handed on without 
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -94,6 +95,35 @@ class ReplicaLog:
         return max((sample[column] for sample in self.samples), default=0)
 
 
+class StatusLog:
+    """The statuses each job goes through, polled on a thread (a job handed back goes running -> queued -> running)."""
+
+    def __init__(self, base_url: str, ids: list[str]) -> None:
+        self.base_url, self.ids = base_url, ids
+        self.changes: dict[str, list[str]] = {job_id: [] for job_id in ids}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            for job_id in self.ids:
+                status = httpx.get(f"{self.base_url}/v1/edits/{job_id}", timeout=10).json()["status"]
+                if not self.changes[job_id] or self.changes[job_id][-1] != status:
+                    self.changes[job_id].append(status)
+
+    def went_back(self, job_id: str) -> bool:
+        seen = self.changes[job_id]
+        return any(a == "running" and b == "queued" for a, b in itertools.pairwise(seen))
+
+    def __enter__(self) -> StatusLog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
 def _eventually(condition: Any, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -103,7 +133,7 @@ def _eventually(condition: Any, timeout_s: float, what: str) -> None:
 
 def test_workers_and_generators_follow_the_backlog_and_generators_scale_to_zero(base_url: str) -> None:
     with ReplicaLog() as log:
-        ids = [submit(base_url, {"prompt": f"backlog {i}", "steps": "60"}).json()["id"] for i in range(8)]
+        ids = [submit(base_url, {"prompt": f"backlog {i}", "steps": "150"}).json()["id"] for i in range(8)]
         jobs = [wait_for(base_url, job_id, timeout_s=300) for job_id in ids]
         assert [job["status"] for job in jobs] == ["succeeded"] * len(ids)
         _eventually(lambda: _replicas("Generator") == 0, 120, "the generators to scale to zero")
@@ -149,14 +179,17 @@ def test_a_rollout_hands_running_jobs_back_and_loses_delays_or_repeats_nothing(b
 
     from f2f.serving.app import build_app
 
-    ids = [submit(base_url, {"prompt": f"across a rollout {i}", "steps": "150"}).json()["id"] for i in range(3)]
+    ids = [submit(base_url, {"prompt": f"across a rollout {i}", "steps": "1000"}).json()["id"] for i in range(3)]
     wait_for(base_url, ids[0], lambda job: job["status"] == "running" and (job.get("progress") or {}).get("step", 0) > 3)
     before = _worker_actors()
     started = time.monotonic()
-    # A changed worker config: every worker replica is replaced while jobs run and wait.
-    serve.run(build_app(_args(*paths, worker_max_concurrent_jobs=2)), name="f2f")
-    jobs = [wait_for(base_url, job_id, timeout_s=240) for job_id in ids]
+    with StatusLog(base_url, ids) as statuses:
+        # A changed worker config: every worker replica is replaced while jobs run and wait.
+        serve.run(build_app(_args(*paths, worker_max_concurrent_jobs=2)), name="f2f")
+        jobs = [wait_for(base_url, job_id, timeout_s=240) for job_id in ids]
     took_s = time.monotonic() - started
+    print(f"\nstatuses across the rollout: {statuses.changes}")
+    assert any(statuses.went_back(job_id) for job_id in ids), "no running job was handed back to the queue"
     assert not (_worker_actors() & before), "the rollout replaced no worker"
     assert [job["status"] for job in jobs] == ["succeeded"] * len(ids)
     assert [job["attempts"] for job in jobs] == [1] * len(ids)  # handed back uncounted; none failed or ran twice
