@@ -377,33 +377,52 @@ def _check_port_free(host: str, port: int, field: str, fix: str, host_field: str
             raise InvalidConfig(field, port, rule) from None
 
 
+_URL_OPTION = click.option("--url", default="http://127.0.0.1:8000", show_default=True, help="The f2f service.")
+_KEY_OPTION = click.option("--api-key", envvar="F2F_API_KEY", help="The service's API key (default: $F2F_API_KEY).")
+
+
 @main.command("submit")
 @click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("text")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the outputs.")
-@click.option("--url", default="http://127.0.0.1:8000", show_default=True, help="The f2f service.")
+@_URL_OPTION
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="Seed of the first video (default: the server's).")
+@click.option("--seeds", help="Seeds of the videos, comma-separated (one video each; instead of --seed and --n).")
 @click.option("--n", "n", type=click.IntRange(1), help="Videos (seeds) to try (default: the server's).")
 @click.option("--steps", type=click.IntRange(1), help="Denoising steps per video (default: the server's).")
+@click.option("--num-frames", type=click.IntRange(2), help="Frames per video (default: the server's).")
+@click.option("--guidance", type=float, help="Classifier-free guidance scale (default: the server's).")
+@click.option(
+    "--mask",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Where the edit may happen: a PNG with alpha (transparent = edit) or one channel (white = edit), IMAGE's size.",
+)
+@click.option("--mask-mode", type=click.Choice(["latent", "composite"]), help="With --mask (default: the server's).")
+@click.option("--output-format", type=click.Choice(["png", "jpeg", "webp"]), help="Format of OUT/edited.* (default: png).")
+@click.option("--size", help="Size of OUT/edited.*: WIDTHxHEIGHT at the source's aspect ratio (default: the source's).")
 @click.option("--video/--no-video", default=True, show_default=True, help="Keep and download the chosen clip.")
-@click.option("--api-key", envvar="F2F_API_KEY", help="The service's API key (default: $F2F_API_KEY).")
+@_KEY_OPTION
 def submit_command(
     image: Path,
     text: str,
     out_dir: Path,
     url: str,
-    seed: int | None,
-    n: int | None,
-    steps: int | None,
     video: bool,
     api_key: str | None,
+    mask: Path | None,
+    output_format: str | None,
+    size: str | None,
+    **options: Any,
 ) -> None:
-    """Edit IMAGE as TEXT asks on a running service: submit, follow the progress, write the outputs to OUT."""
+    """Edit IMAGE as TEXT asks on a running service: submit, follow the progress, write the outputs to OUT.
+
+    OUT gets what `f2f edit` writes (edited image, collage.png, video.mp4, result.json) and job.json, the job.
+    """
     from f2f.client import Client, ServiceError
 
     client = Client(url, api_key=api_key)
     printer = _Printer()
-    job = client.submit(image, text, seed=seed, n=n, steps=steps, return_video=video)
+    job = client.submit(image, text, mask=mask, return_video=video, **options)
     printer.say(f"submitted job {job['id']}")
 
     def on_event(name: str, data: dict[str, Any]) -> None:
@@ -416,13 +435,72 @@ def submit_command(
     if job["status"] != "succeeded":
         error = job.get("error") or {}
         raise ServiceError(f"the edit {job['status']}: {error.get('message', 'no reason given')}", error.get("code"))
-    for path in client.download(job, out_dir):
+    for path in client.download(job, out_dir, output_format, size):
         click.echo(f"wrote {path}")
     result = job["result"]
     click.echo(f"status: {result['status']}  frame: {result['selected_frame']}  seed: {result['seed']}")
     click.echo(
         f"caption: {result['caption']}" + ("  (fallback: the VLM's caption was unusable)" if result["caption_fallback"] else "")
     )
+
+
+@main.group("jobs")
+def jobs_group() -> None:
+    """Your jobs on a running service: list them, show one, cancel one, select another frame of one."""
+
+
+@jobs_group.command("list")
+@click.option("--status", type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled"]), help="Only these.")
+@click.option("--limit", type=click.IntRange(1, 100), default=20, show_default=True, help="Jobs per page.")
+@click.option("--after", help="The last id of the previous page: list the jobs older than it.")
+@_URL_OPTION
+@_KEY_OPTION
+def jobs_list(status: str | None, limit: int, after: str | None, url: str, api_key: str | None) -> None:
+    """Your jobs, newest first: id, status, when made (UTC), prompt."""
+    from f2f.client import Client
+
+    page = Client(url, api_key=api_key).jobs(status, after, limit)
+    for job in page["data"]:
+        made = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(job["created_at"]))
+        click.echo(f"{job['id']}  {job['status']:<9}  {made}  {job['prompt']}")
+    if page["has_more"]:
+        click.echo(f"more: f2f jobs list --after {page['last_id']}", err=True)
+
+
+@jobs_group.command("show")
+@click.argument("job_id")
+@_URL_OPTION
+@_KEY_OPTION
+def jobs_show(job_id: str, url: str, api_key: str | None) -> None:
+    """The job JOB_ID as the API shows it (JSON)."""
+    from f2f.client import Client
+
+    click.echo(json.dumps(Client(url, api_key=api_key).job(job_id), indent=2))
+
+
+@jobs_group.command("cancel")
+@click.argument("job_id")
+@_URL_OPTION
+@_KEY_OPTION
+def jobs_cancel(job_id: str, url: str, api_key: str | None) -> None:
+    """Cancel JOB_ID: a queued job at once, a running one at its next stage or denoising step."""
+    from f2f.client import Client
+
+    job = Client(url, api_key=api_key).cancel(job_id)
+    click.echo(f"job {job_id}: {job['status']}" + (" (cancel requested)" if job["status"] == "running" else ""))
+
+
+@jobs_group.command("select")
+@click.argument("job_id")
+@click.argument("label", type=click.IntRange(0))
+@_URL_OPTION
+@_KEY_OPTION
+def jobs_select(job_id: str, label: int, url: str, api_key: str | None) -> None:
+    """Make frame LABEL of a succeeded job's chosen clip its result (0 is the source, 1..N the collage's tiles)."""
+    from f2f.client import Client
+
+    selection = Client(url, api_key=api_key).select(job_id, label)["selection"]
+    click.echo(f"job {job_id}: label {selection['label']} (frame {selection['frame']}) is now its result")
 
 
 @main.group("keys")

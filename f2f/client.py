@@ -7,9 +7,12 @@ Rules:
 - `follow` reads `GET /v1/edits/{id}/events` (server-sent events) and hands
   each event to a callback until the server sends `done`; it returns the
   finished job.
-- `download` writes the job's outputs as `f2f edit` names them: edited.png,
-  collage.png, video.mp4 (if kept), and result.json (the job as the API
-  shows it).
+- `download` writes the job's outputs as `f2f edit` names them: edited.png
+  (or another format and size the service converts it to), collage.png,
+  video.mp4 (if kept) and result.json (the edit's, the same file `f2f edit`
+  writes), and job.json: the job as the API shows it.
+- `jobs`, `cancel` and `select` wrap `GET /v1/edits`, `DELETE` and
+  `POST .../select`.
 - An HTTP error becomes `ServiceError` carrying the server's typed error
   (message, code, param); a server that cannot be reached, `ServiceError`
   with code `unreachable`.
@@ -20,6 +23,7 @@ from __future__ import annotations
 import json
 import mimetypes
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -48,15 +52,30 @@ class Client:
         self.timeout_s = timeout_s
         self.auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
-    def submit(self, image: Path, prompt: str, **options: Any) -> dict[str, Any]:
+    def submit(self, image: Path, prompt: str, mask: Path | None = None, **options: Any) -> dict[str, Any]:
         """Queue an edit; the job (status queued or running). Options: seed, seeds, n, steps, ... (None: left out)."""
         fields = {"prompt": prompt, **{k: _form_value(v) for k, v in options.items() if v is not None}}
-        body, content_type = _multipart(fields, image)
+        files = {"image": image, **({"mask": mask} if mask is not None else {})}
+        body, content_type = _multipart(fields, files)
         headers = {"Content-Type": content_type, "Idempotency-Key": uuid.uuid4().hex}
         return json.loads(self._request("POST", "/v1/edits", body, headers))
 
     def job(self, job_id: str) -> dict[str, Any]:
         return json.loads(self._request("GET", f"/v1/edits/{job_id}"))
+
+    def jobs(self, status: str | None = None, after: str | None = None, limit: int | None = None) -> dict[str, Any]:
+        """A page of the caller's jobs, newest first (`data`, `has_more`, `last_id`: the next page's `after`)."""
+        query = urllib.parse.urlencode({k: v for k, v in {"status": status, "after": after, "limit": limit}.items() if v})
+        return json.loads(self._request("GET", "/v1/edits" + (f"?{query}" if query else "")))
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Ask for the job to stop (a queued one at once, a running one at its next step); the job."""
+        return json.loads(self._request("DELETE", f"/v1/edits/{job_id}"))
+
+    def select(self, job_id: str, label: int) -> dict[str, Any]:
+        """Make frame `label` of the chosen clip's path the job's result; the job."""
+        body = json.dumps({"label": label}).encode()
+        return json.loads(self._request("POST", f"/v1/edits/{job_id}/select", body, {"Content-Type": "application/json"}))
 
     def follow(self, job_id: str, on_event: EventCallback | None = None) -> dict[str, Any]:
         """Every event of the job until it finishes; the finished job."""
@@ -67,18 +86,26 @@ class Client:
                 return data
         return self.job(job_id)  # the stream ended early (a proxy cut it): ask once more
 
-    def download(self, job: dict[str, Any], out_dir: Path) -> list[Path]:
-        """Write the outputs of a succeeded job into `out_dir`; the files written."""
+    def download(
+        self, job: dict[str, Any], out_dir: Path, output_format: str | None = None, size: str | None = None
+    ) -> list[Path]:
+        """Write the outputs of a succeeded job into `out_dir`; the files written.
+
+        `output_format` (png, jpeg, webp) and `size` (WIDTHxHEIGHT) ask the service for the edited image so.
+        """
         out_dir.mkdir(parents=True, exist_ok=True)
+        query = urllib.parse.urlencode({k: v for k, v in {"output_format": output_format, "size": size}.items() if v})
+        image = ("image", f"edited.{output_format or 'png'}", f"?{query}" if query else "")
+        files = (image, ("collage", "collage.png", ""), ("video", "video.mp4", ""), ("result", "result.json", ""))
         written = []
-        for link, filename in (("image", "edited.png"), ("collage", "collage.png"), ("video", "video.mp4")):
+        for link, filename, params in files:
             if link in job["links"]:
                 path = out_dir / filename
-                path.write_bytes(self._request("GET", job["links"][link]))
+                path.write_bytes(self._request("GET", job["links"][link] + params))
                 written.append(path)
-        result = out_dir / "result.json"
-        result.write_text(json.dumps(job, indent=2) + "\n", encoding="utf-8")
-        return [*written, result]
+        record = out_dir / "job.json"
+        record.write_text(json.dumps(job, indent=2) + "\n", encoding="utf-8")
+        return [*written, record]
 
     def _events(self, job_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
         headers = {"Accept": "text/event-stream", **self.auth}
@@ -125,13 +152,16 @@ def _form_value(value: Any) -> str:
     return str(value)
 
 
-def _multipart(fields: dict[str, str], image: Path) -> tuple[bytes, str]:
+def _multipart(fields: dict[str, str], files: dict[str, Path]) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
     parts = []
     for name, value in fields.items():
         parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
-    media = mimetypes.guess_type(image.name)[0] or "application/octet-stream"
-    filename = image.name.replace('"', "%22")
-    head = f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{filename}"\r\nContent-Type: {media}\r\n\r\n'
-    parts += [head.encode(), image.read_bytes(), f"\r\n--{boundary}--\r\n".encode()]
+    for name, file in files.items():
+        media = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+        filename = file.name.replace('"', "%22")
+        disposition = f'form-data; name="{name}"; filename="{filename}"'
+        head = f"--{boundary}\r\nContent-Disposition: {disposition}\r\nContent-Type: {media}\r\n\r\n"
+        parts += [head.encode(), file.read_bytes(), b"\r\n"]
+    parts.append(f"--{boundary}--\r\n".encode())
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"

@@ -10,6 +10,7 @@ Layout under `root` (every file written atomically: a temporary file, then a ren
     queued/<id>, running/<id> empty markers: queue depth and age without reading records
     workers/<worker id>       empty, touched by each edit-worker replica while it lives
     keys/<sha256 of Idempotency-Key>   the id of the job that key created
+    owners/<sha256 of owner>/<created µs>-<id>   empty: each owner's jobs, newest last by name
 
 Rules:
 
@@ -34,7 +35,9 @@ Rules:
   same (same fingerprint), else `IdempotencyConflict`. Keys are per owner
   (API key): two callers' keys never meet.
 - Ownership: a job belongs to the API key that made it (`owner`);
-  `get_for` answers JobNotFound for anyone else's job.
+  `get_for` answers JobNotFound for anyone else's job. `list_for` pages
+  through one owner's jobs, newest first, from that owner's index: it reads
+  that owner's records only, never every job.
 - Sending: `sent_at` is when the job's message last went to the queue (None:
   never, the broker was down). `unsent` lists queued jobs never sent or sent
   longer ago than a given time: the service sends them again, since a broker
@@ -190,6 +193,8 @@ class JobStore:
         self.on_change = on_change  # told of every record change once it is written (the service pushes it to waiters)
         for sub in ("jobs", "queued", "running", "keys", "workers"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        if not (self.root / "owners").is_dir():
+            self._index_owners()
 
     # --- paths ----------------------------------------------------------------------------------
 
@@ -238,6 +243,8 @@ class JobStore:
                     if idempotency_key is not None:
                         existing = self._claim_key(f"{owner}\n{idempotency_key}", record.id)  # keys are per owner
                     if existing is None:
+                        self._owner_dir(owner).mkdir(exist_ok=True)
+                        _touch(self._owner_dir(owner) / _owner_entry(record))
                         _touch(self.root / "queued" / record.id)
                         logger.info("job %s created", record.id, extra=job_fields(record.id))
                         return record, True
@@ -300,6 +307,43 @@ class JobStore:
         if record.owner != owner:
             raise JobNotFound(f"unknown or expired job id {job_id!r}")
         return record
+
+    def list_for(
+        self, owner: str, status: JobStatus | None = None, after: str | None = None, limit: int = 20
+    ) -> tuple[list[JobRecord], bool]:
+        """Up to `limit` of `owner`'s live jobs, newest first, with `status` if given, and older than job `after`
+        (the last of the previous page); and whether there are more. JobNotFound if `after` is no job of `owner`'s."""
+        folder = self._owner_dir(owner)
+        entries = sorted((entry.name for entry in os.scandir(folder)), reverse=True) if folder.is_dir() else []
+        if after is not None:
+            self.job_dir(after)  # a malformed id never reaches a path
+            cursor = next((i for i, name in enumerate(entries) if name.endswith(f"-{after}")), None)
+            if cursor is None:
+                raise JobNotFound(f"unknown or expired job id {after!r}")
+            entries = entries[cursor + 1 :]
+        page: list[JobRecord] = []
+        for name in entries:
+            try:
+                record = self.get(name.rpartition("-")[2])
+            except JobNotFound:
+                continue  # expired, not yet swept
+            if status is None or record.status == status:
+                if len(page) == limit:
+                    return page, True
+                page.append(record)
+        return page, False
+
+    def _owner_dir(self, owner: str) -> Path:
+        return self.root / "owners" / hashlib.sha256(owner.encode()).hexdigest()
+
+    def _index_owners(self) -> None:
+        """Index the jobs of a store made before owners/ existed (once, when a new version first opens it)."""
+        for entry in os.scandir(self.root / "jobs"):
+            with contextlib.suppress(OSError, ValueError):
+                record = JobRecord.model_validate_json(Path(entry.path, "job.json").read_bytes())
+                self._owner_dir(record.owner).mkdir(parents=True, exist_ok=True)
+                _touch(self._owner_dir(record.owner) / _owner_entry(record))
+        (self.root / "owners").mkdir(exist_ok=True)
 
     def active_jobs(self, owner: str) -> int:
         """Jobs of `owner` queued or running."""
@@ -599,6 +643,11 @@ class JobStore:
             with contextlib.suppress(OSError):
                 if not (self.root / "jobs" / Path(entry.path).read_text().strip()).exists():
                     os.unlink(entry.path)
+        for owner in os.scandir(self.root / "owners"):
+            for entry in os.scandir(owner.path):
+                if not (self.root / "jobs" / entry.name.rpartition("-")[2]).exists():
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
         return removed
 
 
@@ -653,6 +702,11 @@ def fingerprint(*parts: bytes | str | dict[str, Any]) -> str:
         data = data.encode() if isinstance(data, str) else data
         digest.update(len(data).to_bytes(8, "big") + data)
     return digest.hexdigest()
+
+
+def _owner_entry(record: JobRecord) -> str:
+    """The name of the job's entry in its owner's index: sorts by creation time."""
+    return f"{round(record.created_at * 1e6):020d}-{record.id}"
 
 
 def _dump(record: JobRecord) -> bytes:

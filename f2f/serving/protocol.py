@@ -201,13 +201,29 @@ class JobView(BaseModel):
         base = f"/v1/edits/{record.id}"
         links = {"self": base, "events": f"{base}/events"}
         if record.status == "succeeded" and record.result is not None:
-            links |= {"image": f"{base}/image", "collage": f"{base}/collage"}
+            links |= {"image": f"{base}/image", "collage": f"{base}/collage", "result": f"{base}/result"}
             if record.result.has_video:
                 links["video"] = f"{base}/video"
             if record.result.has_frames:
                 links["frames"] = f"{base}/frames/{{label}}"
         data = record.model_dump(exclude={"request", "fingerprint", "updated_at", "worker", "heartbeat_at", "sent_at", "owner"})
         return cls(**data, prompt=record.request.prompt, seeds=record.request.seeds, links=links)
+
+
+class JobList(BaseModel):
+    """A page of the caller's jobs, newest first (OpenAI's list shape): `after=<last_id>` asks for the next one."""
+
+    object: Literal["list"] = "list"
+    data: list[JobView]
+    first_id: str | None = Field(description="The id of the page's first (newest) job; null on an empty page.")
+    last_id: str | None = Field(description="The id of the page's last job: the `after` of the next page.")
+    has_more: bool = Field(description="Older jobs follow this page.")
+
+    @classmethod
+    def of(cls, records: list[JobRecord], has_more: bool) -> JobList:
+        data = [JobView.of(record) for record in records]
+        ids = [view.id for view in data] or [None]
+        return cls(data=data, first_id=ids[0], last_id=ids[-1], has_more=has_more)
 
 
 class F2FExtension(BaseModel):

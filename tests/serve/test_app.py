@@ -608,20 +608,54 @@ def test_unknown_route_is_a_typed_404(base_url: str) -> None:
 # --- the client: f2f submit ---------------------------------------------------------------------
 
 
-def test_f2f_submit_follows_the_job_and_writes_its_outputs(base_url: str, tmp_path: Path) -> None:
+def test_f2f_submit_follows_the_job_and_writes_what_f2f_edit_writes(base_url: str, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
     from f2f import cli
 
+    mask = tmp_path / "mask.png"
+    half = Image.new("L", (640, 480), 0)
+    half.paste(255, (0, 0, 320, 480))
+    half.save(mask)
     out = tmp_path / "out"
-    args = ["submit", str(SAMPLE), "make the sun set", "--url", base_url, "--seed", "4", "--out", str(out)]
-    result = CliRunner().invoke(cli.main, args)
+    options = ["--seeds", "4,5", "--num-frames", "9", "--steps", "2", "--guidance", "2.5", "--mask", str(mask)]
+    outputs = ["--output-format", "webp", "--size", "320x240", "--out", str(out)]
+    result = CliRunner().invoke(cli.main, ["submit", str(SAMPLE), "make the sun set", "--url", base_url, *options, *outputs])
     assert result.exit_code == 0, result.output
     assert "generate step" in result.output and "status: " in result.output
-    assert sorted(p.name for p in out.iterdir()) == ["collage.png", "edited.png", "result.json", "video.mp4"]
-    job = json.loads((out / "result.json").read_text())
-    assert job["status"] == "succeeded" and job["result"]["seed"] == 4
-    assert Image.open(out / "edited.png").size == (640, 480)
+    names = ["collage.png", "edited.webp", "job.json", "result.json", "video.mp4"]
+    assert sorted(p.name for p in out.iterdir()) == names
+    edit = json.loads((out / "result.json").read_text())  # the shape `f2f edit` writes: the edit at the top
+    assert edit["text"] == "make the sun set" and edit["seed"] in (4, 5) and "status" in edit and "links" not in edit
+    assert max(edit["candidate_frames"]) < 9 and edit["mask"]["area"] == 0.5
+    job = json.loads((out / "job.json").read_text())  # the job as the API shows it
+    assert job["status"] == "succeeded" and job["seeds"] == [4, 5] and job["result"]["seed"] == edit["seed"]
+    with Image.open(out / "edited.webp") as edited:
+        assert (edited.format, edited.size) == ("WEBP", (320, 240))
+
+
+def test_f2f_jobs_lists_shows_cancels_and_selects(base_url: str) -> None:
+    from click.testing import CliRunner
+
+    from f2f import cli
+
+    def f2f(*args: str) -> Any:
+        result = CliRunner().invoke(cli.main, [*args, "--url", base_url])
+        assert result.exit_code == 0, result.output
+        return result
+
+    done = wait_for(base_url, submit(base_url, {"prompt": "make it blue"}).json()["id"])
+    running = submit(base_url, {"prompt": "make it red", **LONG}).json()["id"]
+    newest = f2f("jobs", "list", "--limit", "1").output  # newest first, one a page
+    assert running in newest and done["id"] not in newest and f"more: f2f jobs list --after {running}" in newest
+    assert done["id"] in f2f("jobs", "list", "--limit", "1", "--after", running).output
+    assert running not in f2f("jobs", "list", "--status", "succeeded").output
+    assert json.loads(f2f("jobs", "show", done["id"]).output)["status"] == "succeeded"
+    assert f"job {running}: " in f2f("jobs", "cancel", running).output
+    assert wait_for(base_url, running)["status"] == "cancelled"
+    assert "label 0 (frame 0) is now its result" in f2f("jobs", "select", done["id"], "0").output
+    refused = CliRunner().invoke(cli.main, ["jobs", "cancel", done["id"], "--url", base_url])
+    assert refused.exit_code == cli.EXIT_USAGE and "already finished" in refused.output and "Traceback" not in refused.output
 
 
 def test_f2f_submit_reports_a_refused_edit_in_one_line(base_url: str, tmp_path: Path) -> None:

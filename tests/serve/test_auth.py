@@ -104,3 +104,20 @@ def test_the_openai_sdk_and_f2f_submit_send_the_key(base_url: str, tokens: dict[
     assert CliRunner().invoke(cli.main, args, env={"F2F_API_KEY": tokens["alice"]}).exit_code == 0
     refused = CliRunner().invoke(cli.main, args, env={"F2F_API_KEY": "f2f_wrong"})
     assert refused.exit_code == cli.EXIT_USAGE and "401: the API key is not valid" in refused.output
+
+
+def test_each_key_lists_only_its_own_jobs(base_url: str, tokens: dict[str, str]) -> None:
+    from click.testing import CliRunner
+
+    from f2f import cli
+
+    mine = {name: submit(base_url, {"prompt": name}, headers=_as(tokens[name])).json()["id"] for name in ("alice", "bob")}
+    for name, job_id in mine.items():
+        wait_for(base_url, job_id, headers=_as(tokens[name]))
+    for name, other in (("alice", "bob"), ("bob", "alice")):
+        listed = httpx.get(f"{base_url}/v1/edits", params={"limit": 100}, headers=_as(tokens[name])).json()
+        ids = {job["id"] for job in listed["data"]}
+        assert mine[name] in ids and mine[other] not in ids
+        result = CliRunner().invoke(cli.main, ["jobs", "list", "--url", base_url], env={"F2F_API_KEY": tokens[name]})
+        assert result.exit_code == 0 and mine[name] in result.output and mine[other] not in result.output
+    assert httpx.get(f"{base_url}/v1/edits").status_code == 401

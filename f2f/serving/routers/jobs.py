@@ -3,9 +3,13 @@
 - `POST /v1/edits`: multipart (`image` file + fields) or JSON (`image` as
   base64) with `prompt` and options -> 202 and the job (`Location` header).
   An `Idempotency-Key` header makes a retried request return the same job.
+- `GET /v1/edits?status=&after=&limit=`: the caller's jobs, newest first, a
+  page at a time (OpenAI's list shape: `data`, `has_more`, `last_id` as the
+  next page's `after`); never another key's.
 - `GET /v1/edits/{id}`: the job: status, stage, progress, timings, result, error.
-- `GET /v1/edits/{id}/image | /collage | /video | /frames/{label}`: outputs
-  (label 0 is the source, 1..N the candidate tiles). `/image` takes
+- `GET /v1/edits/{id}/image | /collage | /video | /result | /frames/{label}`: outputs
+  (`/result`: the edit's result.json, as `f2f edit` writes it;
+  label 0 is the source, 1..N the candidate tiles). `/image` takes
   `output_format`, `output_compression` and `size` (`f2f.serving.outputs`:
   at most the app's `max_output_pixels`; each conversion made once per job
   and kept in its folder).
@@ -31,13 +35,17 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from f2f.errors import InvalidInput
 from f2f.serving import frames, outputs
 from f2f.serving.errors import JobNotFinished, NoSuchOutput
-from f2f.serving.jobs import JobRecord, JobStore
-from f2f.serving.protocol import EditJSON, JobView, SelectRequest
+from f2f.serving.jobs import JobNotFound, JobRecord, JobStatus, JobStore
+from f2f.serving.protocol import EditJSON, JobList, JobView, SelectRequest
 from f2f.serving.routers.deps import Caller, HttpArgs, Service
 from f2f.serving.routers.parsing import multipart_schema, read_submission
 
 router = APIRouter(prefix="/v1/edits", tags=["edits"])
-FILE_OUTPUTS = (("collage", "collage.png", "image/png"), ("video", "video.mp4", "video/mp4"))
+FILE_OUTPUTS = (
+    ("collage", "collage.png", "image/png"),
+    ("video", "video.mp4", "video/mp4"),
+    ("result", "result.json", "application/json"),
+)
 
 
 @router.post(
@@ -70,6 +78,22 @@ async def create_edit(
     if not created:
         headers["Idempotent-Replayed"] = "true"
     return JSONResponse(view.model_dump(mode="json"), status_code=202, headers=headers)
+
+
+@router.get("")
+async def list_edits(
+    caller: Caller,
+    service: Service,
+    status: Annotated[JobStatus | None, Query(description="Only jobs with this status.")] = None,
+    after: Annotated[str | None, Query(description="The `last_id` of the previous page: the jobs older than it.")] = None,
+    limit: Annotated[int, Query(ge=1, le=100, description="Jobs per page, 1 to 100.")] = 20,
+) -> JobList:
+    """The caller's jobs, newest first."""
+    try:
+        records, more = await asyncio.to_thread(service.store.list_for, caller, status, after, limit)
+    except JobNotFound:
+        raise InvalidInput("after", after, "must be the id of one of your live jobs (the previous page's last_id)") from None
+    return JobList.of(records, more)
 
 
 @router.get("/{job_id}")
