@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 
 import pytest
 from PIL import Image
+from s3_server import CREDENTIALS as S3_CREDENTIALS
+from s3_server import S3Server
+from s3_server import available as s3_available
 
 from f2f.config import F2FConfig, load_config
 
@@ -54,3 +58,28 @@ def square_image() -> Image.Image:
     image.paste((30, 30, 200), (0, 20, 20, 40))
     image.paste((220, 220, 220), (20, 20, 40, 40))
     return image
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """An S3-protocol server on a free loopback port (moto's server mode); fails under CI when moto is missing."""
+    if not s3_available():
+        if os.environ.get("CI"):
+            pytest.fail("moto[server] is missing: make installs it with the test extra")
+        pytest.skip("moto[server] is not installed (pip install 'moto[server]')")
+    server = S3Server()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_endpoint(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The server's endpoint, emptied, with test credentials in the environment (boto3's standard chain reads them)."""
+    s3_server.reset()
+    for name, value in S3_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    return s3_server.url
