@@ -27,7 +27,8 @@ from f2f.backends import build_backends, force_offline, make_tiny
 from f2f.bulk.command import main as bulk_command
 from f2f.catalogue import Checkpoint, load_catalogue, stage_checkpoint, verify_folder
 from f2f.cli_group import EXIT_INTERRUPTED, EXIT_USAGE, F2FGroup  # noqa: F401  (the exit statuses are part of this module's interface)
-from f2f.config import config_to_yaml, load_config, nested
+from f2f.config import config_to_yaml, describe_text, load_config, nested, suggest_key
+from f2f.config import describe as describe_config
 from f2f.errors import InvalidConfig, InvalidImage, InvalidInput
 from f2f.eval.command import main as eval_command
 from f2f.imageio import open_image
@@ -190,9 +191,29 @@ def config_group() -> None:
 @click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @_profile_option
 @_models_option
-def config_show(file: Path | None, profile: str | None, models_dir: Path | None) -> None:
+@click.option(
+    "--describe",
+    is_flag=True,
+    help="Every key with its type, allowed values, limits, default (and value here, where it differs) and description.",
+)
+def config_show(file: Path | None, profile: str | None, models_dir: Path | None, describe: bool) -> None:
     """Print the effective config: the defaults, the profile's values, FILE, then the flags."""
-    click.echo(config_to_yaml(load_config(file, _overrides(profile=profile, models_dir=models_dir))), nl=False)
+    config = load_config(file, _overrides(profile=profile, models_dir=models_dir))
+    click.echo(describe_text(describe_config(), config) if describe else config_to_yaml(config), nl=False)
+
+
+@config_group.command("explain")
+@click.argument("key", required=False)
+def config_explain(key: str | None) -> None:
+    """Describe KEY (dotted: generator.vae_tiling; a section: each of its keys), or every key: type, default, rule."""
+    docs = describe_config()
+    if key is not None:
+        docs = [d for d in docs if d.key == key or d.key.startswith((f"{key}.", f"{key}[]."))]
+    if not docs:
+        match = suggest_key(key)
+        hint = f"did you mean {match}?" if match else "`f2f config explain` lists every key"
+        raise InvalidConfig("KEY", key, f"unknown config key ({hint})")
+    click.echo(describe_text(docs), nl=False)
 
 
 @main.group("models")

@@ -37,3 +37,11 @@ class RunByDefault(F2FGroup):
         if args and args[0] not in self.commands and not args[0].startswith("-"):
             args = ["run", *args]
         return super().resolve_command(ctx, args)
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """`f2f bulk --help` lists the options of `run`, which `f2f bulk MANIFEST ...` runs, with the group's own."""
+        options = [p for p in (*self.commands["run"].params, *self.get_params(ctx)) if isinstance(p, click.Option)]
+        records = [record for option in options if (record := option.get_help_record(ctx)) is not None]
+        with formatter.section("Options"):
+            formatter.write_dl(records)
+        self.format_commands(ctx, formatter)

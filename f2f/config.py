@@ -1,9 +1,11 @@
 """The one configuration tree of f2f.
 
-Every field has a description and units in its name where it has units.
-Unknown keys are rejected at every level. Defaults are the settings of the
-Frame2Frame paper (every 4th frame a candidate, one seed); the video settings
-are the generator's own (its profile's, else its family's: `VideoConfig`).
+Every field has a description and units in its name where it has units
+(`f2f config show --describe` prints them from the schema: `describe`).
+Unknown keys are rejected at every level, naming the closest real key.
+Defaults are the settings of the Frame2Frame paper (every 4th frame a
+candidate, one seed); the video settings are the generator's own (its
+profile's, else its family's: `VideoConfig`).
 
 Build it once (`load_config`) and pass it down; nothing else in the package
 reads files or environment variables for configuration.
@@ -11,11 +13,18 @@ reads files or environment variables for configuration.
 
 from __future__ import annotations
 
+import difflib
+import inspect
+import json
+import textwrap
+import types
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_core import to_jsonable_python
 
 from f2f.errors import InvalidConfig
 
@@ -317,7 +326,13 @@ class MaskConfig(_Section):
     """
 
     mode: Literal["latent", "composite"] = Field("latent", description="latent (kept while generating) or composite.")
-    strength: float = Field(1.0, gt=0, le=1, description="How hard latents outside the mask are pulled to the source's.")
+    strength: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="mode latent: how hard the latents outside the mask are pulled to the source's at each step "
+        "(1: replaced by them; less lets the edit reach further into the kept area).",
+    )
     dilate_px: int = Field(8, ge=0, le=256, description="Canvas pixels the mask grows by before it reaches the latents.")
     feather_px: int = Field(8, ge=0, le=256, description="Width of the ramp between the edit and the kept source, pixels.")
 
@@ -422,8 +437,160 @@ def invalid_config_from(exc: ValidationError, origin: str) -> InvalidConfig:
     raised = err.get("ctx", {}).get("error")
     if isinstance(raised, InvalidConfig):  # a model validator naming its own field
         return InvalidConfig(origin + ".".join([*loc, raised.field]), raised.value, raised.rule)
-    rule = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+    rule = _unknown_key_rule(err["loc"]) if err["type"] == "extra_forbidden" else err["msg"]
     return InvalidConfig(origin + (".".join(loc) or "config"), err.get("input"), rule)
+
+
+def _unknown_key_rule(loc: tuple[str | int, ...]) -> str:
+    """`unknown key`, with the closest real key (in the same section, else anywhere), else the section's keys."""
+    parts: list[str] = []
+    for part in loc:  # generator.lora.0.path is generator.lora[].path, as `describe` names it
+        if isinstance(part, int):
+            parts[-1] += "[]"
+        else:
+            parts.append(part)
+    key = ".".join(parts)
+    match = suggest_key(key)
+    if match:
+        return f"unknown key (did you mean {match}?)"
+    parent = key.rpartition(".")[0]
+    known = [doc.key.rpartition(".")[2] for doc in describe() if doc.key.rpartition(".")[0] == parent]
+    return f"unknown key; known here: {', '.join(known)}"
+
+
+def suggest_key(key: str) -> str | None:
+    """The real dotted key that `key` most likely meant: in its own section first, else anywhere; None if none is close."""
+    keys = [doc.key for doc in describe()]
+    parent = key.rpartition(".")[0]
+    return _closest(key, [k for k in keys if k.rpartition(".")[0] == parent], 0.6) or _closest(key, keys, 0.75)
+
+
+def _closest(key: str, keys: list[str], cutoff: float) -> str | None:
+    """Compared by the last dotted part: a key with a word that starts with it (`steps`: `num_inference_steps`), else
+    difflib's closest at `cutoff` or better (a stricter one for keys of other sections)."""
+    leaf = key.rpartition(".")[2].lower()
+    by_leaf: dict[str, str] = {}
+    for candidate in keys:
+        by_leaf.setdefault(candidate.rpartition(".")[2], candidate)
+    words = [k for k in by_leaf if len(leaf) >= 3 and any(w.startswith(leaf) for w in k.split("_"))]
+    close = words or difflib.get_close_matches(leaf, list(by_leaf), n=3, cutoff=cutoff)
+    if not close:
+        return None
+    return by_leaf[max(close, key=lambda k: difflib.SequenceMatcher(None, leaf, k).ratio())]
+
+
+# --- the schema as documentation (`f2f config show --describe`, `f2f config explain`) ---------------
+
+
+@dataclass(frozen=True)
+class FieldDoc:
+    """One key of the config tree as the schema states it."""
+
+    key: str  # dotted: generator.speed.cache; the fields of a list's entries: generator.lora[].path
+    kind: str  # section, or the type: int, float | null, list of str, ...
+    description: str
+    default: Any = None  # `REQUIRED` when there is none; None for a section
+    choices: tuple[Any, ...] = ()  # the allowed values, when they are a list
+    limits: tuple[str, ...] = ()  # >= 16, <= 1000, matches ^...$
+
+
+REQUIRED = "required"
+
+
+def describe(model: type[BaseModel] = F2FConfig, prefix: str = "") -> list[FieldDoc]:
+    """Every key under `model`, sections first then their fields, in the order the code declares them."""
+    docs = []
+    for name, info in model.model_fields.items():
+        key = prefix + name
+        section = _section_model(info.annotation)
+        if section is not None:
+            listed = get_origin(info.annotation) is tuple
+            if listed:  # the list's own description; each entry's fields follow as key[].field
+                docs.append(FieldDoc(key, f"list of {name} entries", info.description or "", info.get_default()))
+            else:  # a section's docstring says more than its field's one line
+                docs.append(FieldDoc(key, "section", inspect.getdoc(section) or info.description or ""))
+            docs += describe(section, key + ("[]." if listed else "."))
+            continue
+        kind, choices = _type_text(info.annotation)
+        default = REQUIRED if info.is_required() else info.get_default(call_default_factory=True)
+        docs.append(FieldDoc(key, kind, info.description or "", default, choices, _limits(info.metadata)))
+    return docs
+
+
+def describe_text(docs: list[FieldDoc], config: F2FConfig | None = None) -> str:
+    """`docs` as text: per key, its type, allowed values, limits and default (and its value in `config` where that
+    differs), then its description."""
+    blocks = []
+    for doc in docs:
+        facts = [doc.kind]
+        if doc.choices:
+            facts.append("one of " + ", ".join(_shown(c) for c in doc.choices))
+        facts += doc.limits
+        head = f"{doc.key}: {', '.join(facts)}"
+        if doc.kind != "section":
+            head += f"; default {_shown(doc.default)}"
+            value = _value_at(config, doc.key) if config is not None and "[]" not in doc.key else doc.default
+            if to_jsonable_python(value) != to_jsonable_python(doc.default):
+                head += f" (here: {_shown(value)})"
+        text = textwrap.fill(" ".join(doc.description.split()), 110, initial_indent="    ", subsequent_indent="    ")
+        blocks.append(f"{head}\n{text}")
+    return "\n".join(blocks) + "\n"
+
+
+def _value_at(config: BaseModel, key: str) -> Any:
+    value: Any = config
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _shown(value: Any) -> str:
+    """A value as YAML writes it: null, true, [PNG, JPEG], a string bare."""
+    value = to_jsonable_python(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The model a field holds (itself, or the entries of a tuple of them); None for a plain value."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) is tuple:
+        return next(filter(None, (_section_model(a) for a in get_args(annotation) if a is not ...)), None)
+    return None
+
+
+_TYPE_NAMES = {bool: "bool", int: "int", float: "float", str: "str", Path: "path", SecretStr: "secret", type(None): "null"}
+
+
+def _type_text(annotation: Any) -> tuple[str, tuple[Any, ...]]:
+    """The type as words (`int | null`, `list of 3 int`) and the allowed values when the type lists them."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Literal:
+        return " | ".join(dict.fromkeys(_TYPE_NAMES[type(a)] for a in args)), args
+    if origin in (Union, types.UnionType):
+        parts = [_type_text(a) for a in args]
+        kind = " | ".join(dict.fromkeys(text for text, _ in parts))
+        if not any(choices for _, choices in parts):
+            return kind, ()
+        enumerable = {bool: (True, False), type(None): (None,)}
+        return kind, tuple(v for a, (_, choices) in zip(args, parts, strict=True) for v in choices or enumerable.get(a, ()))
+    if origin is tuple:
+        inner = _type_text(args[0])[0]
+        return (f"list of {inner}", ()) if args[-1] is ... else (f"list of {len(args)} {inner}", ())
+    return _TYPE_NAMES.get(annotation, getattr(annotation, "__name__", str(annotation))), ()
+
+
+_LIMITS = {"ge": ">= {}", "gt": "> {}", "le": "<= {}", "lt": "< {}", "min_length": "{} or more entries", "pattern": "matches {}"}
+
+
+def _limits(metadata: list[Any]) -> tuple[str, ...]:
+    return tuple(
+        text.format(getattr(m, attr)) for m in metadata for attr, text in _LIMITS.items() if getattr(m, attr, None) is not None
+    )
 
 
 def config_from_dict(data: dict[str, Any], origin: str = "") -> F2FConfig:

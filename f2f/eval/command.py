@@ -80,6 +80,8 @@ def run_command(
     given = {"size": size, "resample": resample, "lpips_input": lpips_input}
     protocol = EvalProtocol(**{k: v for k, v in given.items() if v is not None})
     data = load_dataset(dataset, edits)
+    for problem in data.problems:  # of no one item (stray files in EDITS): said now, kept in metrics.json
+        click.echo(f"f2f: problem: {problem}", err=True)
     # 2. Load the metric models (missing weights: an error naming the file and the install command)
     started = time.perf_counter()
     scorer = Scorer(protocol, _weights_dir(weights, config_path), chosen, clip_dir)
@@ -92,12 +94,16 @@ def run_command(
         "metrics": list(chosen),
         "protocol": protocol.model_dump(),
         "seconds": round(time.perf_counter() - started, 1),
+        "problems": data.problems,
     }
     for path in write_report(out_dir, evaluation, meta):
         click.echo(f"wrote {path}")
     summary = evaluation.summary()
     shown = ", ".join(f"{k} {summary[k]:.3f}" for k in ("source_lpips", "target_lpips", "pose_pck") if summary.get(k) is not None)
-    click.echo(f"{summary['evaluated']}/{summary['items']} items evaluated, {summary['problems']} problems; {shown}")
+    problems = summary["problems"] + len(data.problems)
+    click.echo(
+        f"{summary['evaluated']}/{summary['items']} items evaluated, {problems} problem{'' if problems == 1 else 's'}; {shown}"
+    )
 
 
 def _progress():

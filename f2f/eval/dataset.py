@@ -20,12 +20,15 @@ else the candidate frames of the `video.mp4` beside it (`f2f bulk` with
 `"video": true`), read with its result.json (f2f.eval.frames).
 
 Problems (a missing edit, a failed bulk item, a manifest row without a
-source) are kept per row as `problems`; the rest is still evaluated.
+source) are kept per row as `problems`; the rest is still evaluated. What
+belongs to no row (files in EDITS that match no item, e.g. misnamed edits)
+is a problem of the dataset: `Dataset.problems`.
 """
 
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 import re
 from dataclasses import dataclass, field
@@ -34,6 +37,7 @@ from pathlib import Path
 from f2f.errors import InvalidInput
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+STRAY_NAMES_SHOWN = 5
 _FRAME = re.compile(r"^frame_(\d+)\.png$")
 
 
@@ -53,6 +57,7 @@ class Item:
 class Dataset:
     layout: str  # posedit, tedbench, bulk, manifest
     items: list[Item]
+    problems: list[str] = field(default_factory=list)  # of no one item: files in EDITS that match no item
 
 
 def load_dataset(path: Path, edits: Path | None = None) -> Dataset:
@@ -73,8 +78,8 @@ def load_dataset(path: Path, edits: Path | None = None) -> Dataset:
     if layout in ("posedit", "tedbench"):
         if edits is None:
             raise InvalidInput("--edits", None, f"a {layout} folder needs --edits: a folder of edits named after its items")
-        _attach_edits(items, edits)
-    elif edits is not None:
+        return Dataset(layout, items, _attach_edits(items, edits))
+    if edits is not None:
         raise InvalidInput("--edits", str(edits), f"a {layout} already names its edits; leave --edits out")
     return Dataset(layout, items)
 
@@ -165,7 +170,8 @@ def _frames(folder: Path) -> dict[int, Path]:
     return {int(m.group(1)): p for p in sorted(folder.iterdir()) if (m := _FRAME.match(p.name))}
 
 
-def _attach_edits(items: list[Item], edits: Path) -> None:
+def _attach_edits(items: list[Item], edits: Path) -> list[str]:
+    """Each item's edit from EDITS (problems on the item when missing); the dataset's problems: EDITS's stray files."""
     if not edits.is_dir():
         raise InvalidInput("--edits", str(edits), "must be a folder of edits")
     bulk = {row.get("id"): row for row in _bulk_rows(edits)} if (edits / "index.jsonl").is_file() else None
@@ -190,6 +196,34 @@ def _attach_edits(items: list[Item], edits: Path) -> None:
             _kept_path(item)
         else:
             item.problems.append(f"no edit: no {item.id}.png/.jpg/.webp nor {item.id}/edited.png in {edits}")
+    return [] if bulk is not None else _stray_files(edits, [item.id for item in items])
+
+
+def _stray_files(edits: Path, ids: list[str]) -> list[str]:
+    """EDITS's files and folders that can be no item's edit (hidden ones aside): one problem naming a few."""
+    known = set(ids)
+    stray = [
+        p
+        for p in sorted(edits.iterdir())
+        if not p.name.startswith(".")
+        and not (p.is_dir() and p.name in known)
+        and not (p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and p.stem in known)
+    ]
+    if not stray:
+        return []
+    shown = []
+    for p in stray[:STRAY_NAMES_SHOWN]:
+        close = difflib.get_close_matches(p.stem if p.is_file() else p.name, ids, n=1, cutoff=0.8)
+        shown.append(p.name + (f" (item {close[0]}?)" if close else ""))
+    more = f", and {len(stray) - len(shown)} more" if len(stray) > len(shown) else ""
+    return [
+        f"stray edits: {_count(len(stray), 'file')} in {edits} match no item and were not evaluated: {', '.join(shown)}{more} "
+        "(an item's edit is ITEM.png/.jpg/.webp or ITEM/edited.png)"
+    ]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 _MANIFEST_KEYS = {"id", "source", "edit", "target", "text"}
