@@ -438,6 +438,8 @@ def invalid_config_from(exc: ValidationError, origin: str) -> InvalidConfig:
     if isinstance(raised, InvalidConfig):  # a model validator naming its own field
         return InvalidConfig(origin + ".".join([*loc, raised.field]), raised.value, raised.rule)
     rule = _unknown_key_rule(err["loc"]) if err["type"] == "extra_forbidden" else err["msg"]
+    if isinstance(err.get("input"), bool) and err["type"] == "literal_error" and "'off'" in rule:
+        rule += "; YAML reads a bare off, on, yes or no as false or true: write 'off' in quotes"
     return InvalidConfig(origin + (".".join(loc) or "config"), err.get("input"), rule)
 
 

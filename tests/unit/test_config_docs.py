@@ -4,6 +4,8 @@ options."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
@@ -104,3 +106,14 @@ def test_bulk_and_eval_help_show_the_run_options(command, options, subcommands):
     listed = [line.split()[0] for line in result.output.splitlines() if line.startswith("  -")]
     assert set(options) <= set(listed) and "--help" in listed
     assert all(f"  {name} " in result.output for name in subcommands)
+
+
+def test_a_bare_off_in_yaml_is_refused_with_the_quoting_hint(tmp_path: Path) -> None:
+    config = tmp_path / "f2f.yaml"
+    config.write_text("align:\n  mode: off\n")  # YAML 1.1: a bare off is false
+    with pytest.raises(InvalidConfig) as info:
+        load_config(config)
+    assert info.value.field.endswith("align.mode") and info.value.value is False
+    assert "write 'off' in quotes" in info.value.rule
+    config.write_text("align:\n  mode: 'off'\n")
+    assert load_config(config).align.mode == "off"
