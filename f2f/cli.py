@@ -381,7 +381,7 @@ def _serve(path: Path, host: str | None, port: int | None, metrics_port: int, ve
 
 def _in_own_session(server: Callable[[], None]) -> int:
     """Run `server` in a child process in a new session (so it, and the Ray processes it starts, are in no
-    process group of ours), forward SIGINT and SIGTERM to it as SIGTERM, wait; its exit status.
+    process group of ours), forward each SIGINT and SIGTERM to it as SIGTERM, wait; its exit status.
 
     Ray blocks SIGINT in the processes it starts (the GCS, the raylet, ...) but not SIGTERM: sent to the whole
     group, SIGTERM killed them at once, the replicas went without their graceful stop, and `serve.shutdown`
@@ -414,7 +414,8 @@ def _in_own_session(server: Callable[[], None]) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, forward)
     _, status = os.waitpid(child, 0)  # retried after each forward (PEP 475)
-    return os.waitstatus_to_exitcode(status)
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code  # killed by signal N: 128 + N, as a shell says it
 
 
 def _terminate_with(parent: int) -> None:
