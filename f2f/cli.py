@@ -362,7 +362,7 @@ def _serve(path: Path, host: str | None, port: int | None, metrics_port: int, ve
         raise KeyboardInterrupt  # `f2f serve` forwards Ctrl-C and SIGTERM as SIGTERM (`_in_own_session`)
 
     started = time.perf_counter()
-    runtime_env = quiet.ray_runtime_env(verbose)
+    runtime_env = quiet.ray_runtime_env(verbose, celery_consumers=True)  # the edit worker's queue consumer
     ray.init(include_dashboard=False, configure_logging=False, _metrics_export_port=metrics_port or None, runtime_env=runtime_env)
     signal.signal(signal.SIGTERM, stop)  # after ray.init, which installs its own
     try:

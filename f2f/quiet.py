@@ -6,10 +6,10 @@ Each switch is the library's own, never a filter on its text:
   (their logging modules' `set_verbosity_error` and `disable_progress_bar`);
 - every worker process of the Ray that `f2f serve` or `f2f bulk` starts or joins (replicas, actors), through
   the job's runtime environment: tqdm's own `TQDM_DISABLE` (every progress bar the model libraries draw
-  while they load or write weights), their verbosity variables, and `ray_worker_setup` run at each worker's
-  start (Ray's `worker_process_setup_hook`): Celery's consumer in the edit worker prints no banner (what
-  `celery worker --quiet` sets, through the `celeryd_init` signal Celery sends before it prints it) and no
-  warning about running as root (its `SecurityWarning`, ignored by category);
+  while they load or write weights) and their verbosity variables; for `f2f serve`, also `ray_worker_setup`
+  at each worker's start (Ray's `worker_process_setup_hook`): Celery's consumer in the edit worker prints no
+  banner (what `celery worker --quiet` sets, through the `celeryd_init` signal Celery sends before it prints
+  it) and no warning about running as root (its `SecurityWarning`, ignored by category);
 - the lines Ray forwards from its workers to the driver carry no colour codes when stderr is not a terminal
   (Ray's `RAY_COLOR_PREFIX`).
 """
@@ -42,11 +42,15 @@ def model_libraries(verbose: bool = False) -> None:
                 library_logging.disable_progress_bar()
 
 
-def ray_runtime_env(verbose: bool = False) -> dict[str, Any]:
-    """The runtime environment of f2f's Ray job (`ray.init(runtime_env=...)`): its workers quiet, or as Ray has them."""
+def ray_runtime_env(verbose: bool = False, celery_consumers: bool = False) -> dict[str, Any]:
+    """The runtime environment of f2f's Ray job (`ray.init(runtime_env=...)`): its workers quiet, or (verbose) as
+    Ray has them. `celery_consumers`: some run Celery's (`f2f serve`), set up quiet by `ray_worker_setup`."""
     if verbose:
         return {}
-    return {"env_vars": dict(QUIET_WORKER_ENV), "worker_process_setup_hook": f"{__name__}.ray_worker_setup"}
+    env: dict[str, Any] = {"env_vars": dict(QUIET_WORKER_ENV)}
+    if celery_consumers:
+        env["worker_process_setup_hook"] = f"{__name__}.ray_worker_setup"
+    return env
 
 
 def ray_driver(verbose: bool = False) -> None:

@@ -68,11 +68,12 @@ def test_a_ray_worker_set_up_quiet_starts_celerys_consumer_without_banner_or_roo
 
 
 def test_the_quiet_runtime_env_is_what_each_worker_reads_at_its_start():
-    env = quiet.ray_runtime_env()
+    env = quiet.ray_runtime_env(celery_consumers=True)
     assert env["env_vars"]["TQDM_DISABLE"] == "1"  # tqdm's own switch: every bar the model libraries draw
     module, _, name = env["worker_process_setup_hook"].rpartition(".")
     assert getattr(importlib.import_module(module), name) is quiet.ray_worker_setup
-    assert quiet.ray_runtime_env(verbose=True) == {}  # --verbose: the workers as Ray has them
+    assert "worker_process_setup_hook" not in quiet.ray_runtime_env()  # bulk's workers run no Celery
+    assert quiet.ray_runtime_env(verbose=True, celery_consumers=True) == {}  # --verbose: the workers as Ray has them
 
 
 @pytest.mark.parametrize("address", [None, "ray://head:10001"])
