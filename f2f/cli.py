@@ -11,17 +11,19 @@ import asyncio
 import importlib
 import importlib.util
 import json
-import logging
 import os
 import signal
 import sys
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 from PIL import Image
 
+from f2f import quiet
 from f2f.align import align
 from f2f.backends import build_backends, force_offline, make_tiny
 from f2f.bulk.command import main as bulk_command
@@ -29,7 +31,7 @@ from f2f.catalogue import Checkpoint, load_catalogue, stage_checkpoint, verify_f
 from f2f.cli_group import EXIT_INTERRUPTED, EXIT_USAGE, F2FGroup  # noqa: F401  (the exit statuses are part of this module's interface)
 from f2f.config import config_to_yaml, describe_text, load_config, nested, suggest_key
 from f2f.config import describe as describe_config
-from f2f.errors import InvalidConfig, InvalidImage, InvalidInput
+from f2f.errors import F2FError, InvalidConfig, InvalidImage, InvalidInput
 from f2f.eval.command import main as eval_command
 from f2f.imageio import open_image
 from f2f.pipeline import run_edit
@@ -157,12 +159,7 @@ def _at_size(image: Image.Image, size: tuple[int, int]) -> Image.Image:
 
 def _quiet_model_libraries() -> None:
     """Warnings and errors only from the model libraries: the CLI prints its own progress."""
-    logging.getLogger("vllm").setLevel(logging.WARNING)
-    for name in ("transformers", "diffusers"):
-        if importlib.util.find_spec(name) is not None:
-            library_logging = importlib.import_module(f"{name}.utils.logging")
-            library_logging.set_verbosity_error()
-            library_logging.disable_progress_bar()
+    quiet.model_libraries()
 
 
 class _Printer:
@@ -240,8 +237,10 @@ def models_list() -> None:
 @models_group.command("make-tiny")
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1), help="Seed of the random weights.")
-def models_make_tiny(out_dir: Path, seed: int) -> None:
+@click.option("--verbose", is_flag=True, help="Let transformers and diffusers print their warnings and progress bars.")
+def models_make_tiny(out_dir: Path, seed: int, verbose: bool) -> None:
     """Write random-weight tiny checkpoints of the real architectures into OUT_DIR."""
+    quiet.model_libraries(verbose)
     for name, path in make_tiny(out_dir, seed).items():
         click.echo(f"{name}: {path}")
 
@@ -328,7 +327,12 @@ METRICS_PORT = 8080  # Ray's metrics export port, as KubeRay sets it (observabil
 @main.command("serve")
 @click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--host", help="Bind address (overrides the file's http_options.host).")
-@click.option("--port", type=click.IntRange(1, 65535), help="HTTP port (overrides the file's http_options.port).")
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    envvar="F2F_PORT",
+    help="HTTP port (overrides the file's http_options.port). Also $F2F_PORT; the flag wins over it.",
+)
 @click.option(
     "--metrics-port",
     type=click.IntRange(0, 65535),
@@ -337,11 +341,14 @@ METRICS_PORT = 8080  # Ray's metrics export port, as KubeRay sets it (observabil
     envvar="F2F_METRICS_PORT",
     help="Port of Ray's Prometheus metrics (/metrics); 0 lets Ray pick one. Also $F2F_METRICS_PORT.",
 )
-def serve_command(config: Path | None, host: str | None, port: int | None, metrics_port: int) -> None:
+@click.option("--verbose", is_flag=True, help="Let Ray's workers, Celery and the model libraries print banners and bars.")
+def serve_command(config: Path | None, host: str | None, port: int | None, metrics_port: int, verbose: bool) -> None:
     """Run the HTTP API from a Serve config file (default: serve/local.yaml, the tiny profile) until Ctrl-C or SIGTERM.
 
     Starts a local Ray if none is running, on loopback only (single node, no token auth, no usage stats), with
-    its metrics on --metrics-port; prints the HTTP and the metrics URLs.
+    its metrics on --metrics-port; prints the HTTP and the metrics URLs. The server runs in a session of its
+    own: Ctrl-C, or a SIGTERM to this command's process group, reaches this process only, which stops the
+    server gracefully (Ray's processes would otherwise die at once and leave Serve waiting for them).
     """
     path = config or LOCAL_SERVE_CONFIG
     if importlib.util.find_spec("ray") is None:
@@ -351,22 +358,33 @@ def serve_command(config: Path | None, host: str | None, port: int | None, metri
     force_offline()
     # 1. Check the addresses before Ray starts: a port in use is one line, not Ray's traceback
     http_host, http_port = http_address(read_serve_config(path), host, port)
-    port_field = "--port" if port else f"{path}: http_options.port"
+    from_env = click.get_current_context().get_parameter_source("port") == click.core.ParameterSource.ENVIRONMENT
+    port_field = ("F2F_PORT" if from_env else "--port") if port else f"{path}: http_options.port"
     host_field = "--host" if host else f"{path}: http_options.host"
     _check_port_free(http_host, http_port, port_field, fix="--port", host_field=host_field)
     if metrics_port:
         _check_port_free("127.0.0.1", metrics_port, "--metrics-port", fix="--metrics-port, or 0 to let Ray pick")
+    # 2. Serve in a session of our own until this process is told to stop
+    quiet.model_libraries(verbose)  # the app builder may write tiny checkpoints here
+    quiet.ray_driver(verbose)
+    status = _in_own_session(lambda: _serve(path, host, port, metrics_port, verbose))
+    if status:
+        sys.exit(status)
+
+
+def _serve(path: Path, host: str | None, port: int | None, metrics_port: int, verbose: bool) -> None:
+    """Start Ray and the applications; serve until SIGTERM, then stop Serve and Ray."""
     import ray
     from ray import serve
 
     from f2f.serving.app import run_config_file
 
     def stop(signum: int, _: Any) -> None:
-        raise KeyboardInterrupt  # SIGTERM (Kubernetes, scripts: background jobs ignore SIGINT) stops it like Ctrl-C
+        raise KeyboardInterrupt  # `f2f serve` forwards Ctrl-C and SIGTERM as SIGTERM (`_in_own_session`)
 
-    # 2. Start Ray and the applications; serve until Ctrl-C or SIGTERM
     started = time.perf_counter()
-    ray.init(include_dashboard=False, configure_logging=False, _metrics_export_port=metrics_port or None)
+    runtime_env = quiet.ray_runtime_env(verbose, celery_consumers=True)  # the edit worker's queue consumer
+    ray.init(include_dashboard=False, configure_logging=False, _metrics_export_port=metrics_port or None, runtime_env=runtime_env)
     signal.signal(signal.SIGTERM, stop)  # after ray.init, which installs its own
     try:
         url = run_config_file(path, host=host, port=port)
@@ -380,6 +398,55 @@ def serve_command(config: Path | None, host: str | None, port: int | None, metri
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+def _in_own_session(server: Callable[[], None]) -> int:
+    """Run `server` in a child process in a new session (so it, and the Ray processes it starts, are in no
+    process group of ours), forward each SIGINT and SIGTERM to it as SIGTERM, wait; its exit status.
+
+    Ray blocks SIGINT in the processes it starts (the GCS, the raylet, ...) but not SIGTERM: sent to the whole
+    group, SIGTERM killed them at once, the replicas went without their graceful stop, and `serve.shutdown`
+    waited its 30 s for a controller that was gone. The child gets SIGTERM when this process dies (Linux).
+    """
+    parent = os.getpid()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    child = os.fork()
+    if child == 0:
+        status = 0
+        try:
+            os.setsid()
+            _terminate_with(parent)
+            server()
+        except F2FError as exc:
+            click.echo(f"f2f: error: {exc}", err=True)
+            status = EXIT_USAGE
+        except BaseException:
+            traceback.print_exc()
+            status = 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)  # never back into the caller's stack: it belongs to the parent
+
+    def forward(signum: int, _: Any) -> None:
+        os.kill(child, signal.SIGTERM)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, forward)
+    _, status = os.waitpid(child, 0)  # retried after each forward (PEP 475)
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code  # killed by signal N: 128 + N, as a shell says it
+
+
+def _terminate_with(parent: int) -> None:
+    """SIGTERM this process when `parent` exits, killed or not (Linux's PR_SET_PDEATHSIG); exit if it is gone."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(0)
 
 
 def _check_port_free(host: str, port: int, field: str, fix: str, host_field: str = "host") -> None:

@@ -50,6 +50,7 @@ def main() -> None:
 @click.option("--item-timeout", type=click.FloatRange(min=1), help="Seconds an item's videos may take on a generator.")
 @click.option("--generators", type=click.IntRange(1), help="Generator actors (default: from the cluster's GPUs).")
 @click.option("--vlms", type=click.IntRange(1), help="VLM actors (default 1).")
+@click.option("--verbose", is_flag=True, help="Let Ray's actors and the model libraries print their progress bars.")
 def run_command(
     manifest: Path,
     out_dir: Path,
@@ -62,6 +63,7 @@ def run_command(
     item_timeout: float | None,
     generators: int | None,
     vlms: int | None,
+    verbose: bool,
 ) -> None:
     """Edit every row of MANIFEST into OUT (items/<id>/, index.jsonl, summary.json, report.html)."""
     from f2f.config import load_config
@@ -88,11 +90,13 @@ def run_command(
         )
         return
     # 3. The models, Ray and the actors
+    from f2f import quiet
     from f2f.backends import force_offline, prepare_models
 
+    quiet.model_libraries(verbose)
     prepare_models(config)
     force_offline()
-    runner.connect_ray()
+    runner.connect_ray(verbose)
     import ray
 
     resources = runner.Resources.for_cluster(ray.cluster_resources().get("GPU", 0), vlms, generators)

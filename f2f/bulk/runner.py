@@ -182,21 +182,26 @@ async def _result(ref: Any) -> Any:
     return await ref
 
 
-def connect_ray() -> None:
-    """Join RAY_ADDRESS or a cluster running here; else start one on loopback."""
+def connect_ray(verbose: bool = False) -> None:
+    """Join RAY_ADDRESS or a cluster running here; else start one on loopback. The job's actors print no
+    progress bars and the driver no colour codes off a terminal, unless `verbose` (`f2f.quiet`)."""
     import ray
+
+    from f2f import quiet
 
     if ray.is_initialized():
         return
+    quiet.ray_driver(verbose)
+    runtime_env = quiet.ray_runtime_env(verbose)
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], configure_logging=False)
+        ray.init(address=os.environ["RAY_ADDRESS"], configure_logging=False, runtime_env=runtime_env)
         return
     for key, value in RAY_LOOPBACK_ENV.items():
         os.environ.setdefault(key, value)
     try:
-        ray.init(address="auto", configure_logging=False)
+        ray.init(address="auto", configure_logging=False, runtime_env=runtime_env)
     except ConnectionError:
-        ray.init(include_dashboard=False, configure_logging=False)
+        ray.init(include_dashboard=False, configure_logging=False, runtime_env=runtime_env)
 
 
 def start_actors(config: F2FConfig, resources: Resources) -> tuple[list[Any], list[Any]]:

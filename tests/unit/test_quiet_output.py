@@ -1,0 +1,102 @@
+"""Third-party output is off unless --verbose: the model libraries' progress bars in `f2f models make-tiny`,
+Celery's banner and root warning in the edit worker's consumer, Ray's colour codes and its workers' progress
+bars in `f2f bulk` (f2f.quiet). Ray itself is never started here."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import os
+import sys
+import warnings
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from f2f import cli, quiet
+
+PROGRESS_BAR = "Writing model shards"  # transformers' bar while it saves a checkpoint (tiny ones included)
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_make_tiny_draws_the_libraries_progress_bars_only_when_verbose(runner, tmp_path, verbose):
+    pytest.importorskip("transformers")
+    pytest.importorskip("diffusers")
+    args = ["models", "make-tiny", str(tmp_path / "models")] + (["--verbose"] if verbose else [])
+    try:
+        result = runner.invoke(cli.main, args)
+    finally:
+        quiet.model_libraries()  # the libraries' switches are process-wide: leave them as the CLI does
+    assert result.exit_code == 0, result.output
+    assert "tiny-qwen2-vl: " in result.output  # its own lines, either way
+    assert (PROGRESS_BAR in result.output) is verbose, result.output[-2000:]
+
+
+@pytest.fixture
+def celery_app() -> Any:
+    celery = pytest.importorskip("celery")
+    from celery.signals import celeryd_init
+
+    yield celery.Celery("quiet-test", broker="memory://")
+    celeryd_init.disconnect(quiet._no_banner)  # connected by ray_worker_setup in this process only for the test
+
+
+@pytest.mark.parametrize("set_up", [True, False])
+def test_a_ray_worker_set_up_quiet_starts_celerys_consumer_without_banner_or_root_warning(celery_app, set_up):
+    """What a quiet job's worker process runs first (Ray's worker_process_setup_hook), then a Celery worker as Ray's
+    consumer makes it (`worker_main(["worker", ...])`: no --quiet). Without the set-up, Celery prints its banner
+    (`quiet` False) and, as root (a container), warns about it."""
+    from celery.exceptions import SecurityWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if set_up:
+            quiet.ray_worker_setup()
+        worker = celery_app.Worker(hostname="quiet-test@here", pool="solo", quiet=False)
+    root_warnings = [w for w in caught if issubclass(w.category, SecurityWarning)]
+    assert worker.quiet is set_up  # Celery's on_start prints the banner unless quiet
+    if set_up:
+        assert root_warnings == []
+    elif os.geteuid() == 0:
+        assert root_warnings, "Celery warns a root worker: the check above would not see it go"
+
+
+def test_the_quiet_runtime_env_is_what_each_worker_reads_at_its_start():
+    env = quiet.ray_runtime_env(celery_consumers=True)
+    assert env["env_vars"]["TQDM_DISABLE"] == "1"  # tqdm's own switch: every bar the model libraries draw
+    module, _, name = env["worker_process_setup_hook"].rpartition(".")
+    assert getattr(importlib.import_module(module), name) is quiet.ray_worker_setup
+    assert "worker_process_setup_hook" not in quiet.ray_runtime_env()  # bulk's workers run no Celery
+    assert quiet.ray_runtime_env(verbose=True, celery_consumers=True) == {}  # --verbose: the workers as Ray has them
+
+
+@pytest.mark.parametrize("address", [None, "ray://head:10001"])
+@pytest.mark.parametrize("verbose", [False, True])
+def test_bulk_starts_or_joins_ray_with_quiet_workers_unless_verbose(monkeypatch, address, verbose):
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("f2f bulk needs Ray")
+    import ray
+
+    from f2f.bulk import runner
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.delenv("RAY_COLOR_PREFIX", raising=False)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # the output is no terminal (a log file, `ray job logs`)
+    for key in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED"):
+        monkeypatch.setenv(key, os.environ.get(key, "0"))  # connect_ray sets these; undone after the test
+    if address:
+        monkeypatch.setenv("RAY_ADDRESS", address)
+    else:
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    runner.connect_ray(verbose)
+    assert len(calls) == 1 and calls[0]["runtime_env"] == quiet.ray_runtime_env(verbose)
+    # Ray's forwarded lines lose their colour codes off a terminal, unless verbose
+    assert (os.environ.get("RAY_COLOR_PREFIX") == "0") is not verbose
