@@ -814,7 +814,9 @@ def _unreadable(job_id: str, exc: ValueError, retry_after_s: int) -> JobUnreadab
     first = str(exc).splitlines()[:3]
     logger.error("job %s: its record cannot be read by this version: %s", job_id, " ".join(first), extra=job_fields(job_id))
     metrics.record_unreadable_record()
-    message = f"job {job_id}'s record cannot be read by this server's version (another version wrote it); retry later"
+    message = (
+        f"job {job_id}'s record cannot be read by this server's version (another version wrote it, or it is damaged); retry later"
+    )
     return JobUnreadable(message, retry_after_s)
 
 

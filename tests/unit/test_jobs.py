@@ -961,6 +961,47 @@ def test_a_read_only_volume_is_store_unavailable_with_retry_after(
     assert store.get(record.id) == record and job_dirs(store) == [record.id]
 
 
+READ_ONLY_SCRIPT = """
+import os, subprocess, sys
+from f2f.serving.jobs import EditRequest, JobStore, Lease, StoreUnavailable
+root = sys.argv[1]
+os.makedirs(root, exist_ok=True)
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", root], check=True)
+store = JobStore(root, ttl_s=60)
+request = EditRequest(prompt="p", seeds=[1])
+waiting, _ = store.create(b"s", request, "fp")
+running, _ = store.create(b"s", request, "fp")
+lease = Lease.of(store.claim(running.id, "w1"))
+subprocess.run(["mount", "-o", "remount,ro", root], check=True)
+calls = {
+    "create": lambda: store.create(b"s", request, "fp"),
+    "cancel": lambda: store.request_cancel(waiting.id),
+    "heartbeat": lambda: store.heartbeat(lease),
+    "finish": lambda: store.finish(lease, "succeeded", None),
+}
+for name, call in calls.items():
+    try:
+        call()
+        print(name, "written")
+    except StoreUnavailable as exc:
+        print(name, exc.code)
+print("read", store.get(waiting.id).status, store.get(running.id).status, store.sweep(), store.stale_running())
+"""
+
+
+def test_a_really_read_only_volume_is_store_unavailable_and_reads_go_on(tmp_path: Path) -> None:
+    """A real EROFS: a tmpfs remounted read-only in a private user and mount namespace (no root needed)."""
+    unshare = shutil.which("unshare")
+    probe = unshare and subprocess.run([unshare, "--user", "--map-root-user", "--mount", "true"], capture_output=True)
+    if not probe or probe.returncode != 0:
+        pytest.skip("unprivileged user and mount namespaces are not available here (unshare)")
+    command = [unshare, "--user", "--map-root-user", "--mount", sys.executable, "-c", READ_ONLY_SCRIPT, str(tmp_path / "v")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    written = ["create store_unavailable", "cancel store_unavailable", "heartbeat store_unavailable", "finish store_unavailable"]
+    assert done.stdout.splitlines() == [*written, "read queued running 0 []"]
+
+
 # --- fingerprint ----------------------------------------------------------------------------------
 
 BASE_PARTS: tuple[Any, ...] = (b"image bytes", "prompt", {"seeds": [1, 2], "num_frames": 17})
