@@ -696,7 +696,7 @@ class JobStore:
         """Workers not heard from for `lease_s`; each is listed once (then forgotten), by one caller only."""
         lost, now = [], time.time()
         for entry in os.scandir(self.root / "workers"):
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):  # gone, or a read-only volume: listed once it can be forgotten
                 if now - entry.stat().st_mtime >= self.lease_s:
                     os.unlink(entry.path)
                     lost.append(entry.name)
