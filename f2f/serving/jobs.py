@@ -34,13 +34,14 @@ Rules:
   `finish`) and is refused with `LeaseLost`, changing nothing, unless the
   job is still running, by that worker, at that attempt: a worker paused
   past its lease, whose job was queued again or taken over (attempt n + 1),
-  or finished, can no longer change it. A Redis store checks the same three
-  fields in one script.
+  or finished, can no longer change it. The worker is part of the token
+  because a hand-back does not count its attempt: the next claim reuses the
+  number. A Redis store checks the same three fields in one script.
 - Outputs are written per attempt (`outputs_dir`: attempts/<n>-<worker>/)
   and become the job's only by its fenced `finish`: under the job's lock,
   what earlier attempts left in the job's folder is removed, a succeeded
   attempt's files are moved in (renames; moved back if the record cannot
-  be written), the attempts/ folder is removed, and the record is written.
+  be written) and the record is written; then the attempts/ folder goes.
   `path` and `output` answer the promoted files; a stale attempt's files
   never become the job's.
 - Unreadable records: one this version cannot parse (an unknown field,
