@@ -19,6 +19,7 @@ from f2f.protocols import CancelToken, Progress
 from f2f.serving import jobs, worker_deployment
 from f2f.serving.broker import JobsArgs
 from f2f.serving.jobs import EditRequest, JobRecord, JobStore, Lease, LeaseLost, StorageFull
+from f2f.serving.protocol import JobError
 from f2f.serving.worker_deployment import LEASE_LOST, ConsumerWatch, EditWorker, _JobWatcher
 
 
@@ -180,3 +181,21 @@ def test_a_worker_whose_job_was_taken_over_stops_and_changes_nothing(
     assert (status, lost) == (LEASE_LOST, ["lost"])
     assert worker.store.get(record.id) == taken[0]
     assert sorted(os.listdir(worker.store.job_dir(record.id))) == [".lock", "job.json", "source.png"]
+
+
+def test_a_finish_the_store_cannot_write_is_tried_again(worker: EditWorker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A volume failing for a moment when the job ends: the end is written once it recovers, not left to the lease."""
+    _worker_for_jobs(worker, FAST)
+    record, lease = _claimed(worker.store)
+    real_write, failed = jobs._atomic_write, []
+
+    def flaky(path: Path, data: bytes) -> None:
+        if len(failed) < 2:
+            failed.append(path.name)
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        real_write(path, data)
+
+    monkeypatch.setattr(jobs, "_atomic_write", flaky)
+    error = JobError(message="the edit failed; see the server log", code="edit_failed")
+    assert asyncio.run(worker._finish(lease, "failed", error)) == "failed"
+    assert failed == ["job.json", "job.json"] and worker.store.get(record.id).status == "failed"
