@@ -18,6 +18,8 @@ Body, always: `{"error": {"message", "type", "param", "code"}}`; never a traceba
 | `JobNotFinished` (output of an unfinished job, cancel of a finished one) | 409 | invalid_request_error | null |
 | `IdempotencyConflict` (a key reused with another request) | 409 | invalid_request_error | null |
 | `RetryLater` (the queue is full: `overloaded`; the job volume is: `storage_full`) | 503 + `Retry-After` | server_error | null |
+| `StoreUnavailable` (read-only, failing: `store_unavailable`; full: `storage_full`) | 503 + `Retry-After` | server_error | null |
+| `JobUnreadable` (a job record this version cannot parse: `job_unreadable`) | 503 + `Retry-After` | server_error | null |
 | `JobFailed` (a synchronous edit's job failed) | 400 bad input; 503 `_TRANSIENT` codes; else 500 | the job's | null |
 | `EditCancelled`, `NotReady` (a deployment is not healthy) | 503 | server_error | null |
 | `BackendNotConfigured` | 503 | server_error | null |
@@ -28,7 +30,11 @@ Choices: validation is 400, as the OpenAI API answers (not FastAPI's 422);
 an image over `input.max_image_pixels` is 400 like every other image rule
 (no message parsing to tell it apart; a body-size limit, 413, belongs to
 the proxy); a cancelled edit is 503 because the server stopped it, the
-client may still be listening. Errors name fields by their wire names
+client may still be listening. A job record this version cannot parse is
+503, not 404: the job exists (a newer version wrote it during a rolling
+upgrade, and a replica of that version, or this one once upgraded, reads
+it), and a 404 would tell the caller its job is gone. A store error is
+logged (a warning) where it is answered. Errors name fields by their wire names
 (`f2f.request.check_edit` is told them).
 """
 
@@ -45,7 +51,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from f2f.errors import BackendNotConfigured, EditCancelled, F2FError, InvalidInput, VLMEndpointError
 from f2f.serving.admission import Overloaded, TooManyWaiting
 from f2f.serving.auth import TooManyJobs, Unauthenticated
-from f2f.serving.jobs import IdempotencyConflict, JobNotFound
+from f2f.serving.jobs import IdempotencyConflict, JobNotFound, StoreUnavailable
 from f2f.serving.protocol import ErrorInfo, ErrorResponse, JobError
 
 logger = logging.getLogger("f2f.serving")
@@ -121,7 +127,7 @@ def error_response(exc: BaseException) -> JSONResponse:
         exc = exc.exceptions[0]
     status, info = _classify(exc)
     headers = None
-    if isinstance(exc, (RetryLater, TooManyJobs, TooManyWaiting, Overloaded)):
+    if isinstance(exc, (RetryLater, TooManyJobs, TooManyWaiting, Overloaded, StoreUnavailable)):
         headers = {"Retry-After": str(exc.retry_after_s)}
     elif isinstance(exc, Unauthenticated):
         headers = {"WWW-Authenticate": "Bearer"}
@@ -155,6 +161,9 @@ def _classify(exc: BaseException) -> tuple[int, ErrorInfo]:
         status = 400 if error.type == "invalid_request_error" else 503 if error.code in _TRANSIENT else 500
         return status, ErrorInfo(message=error.message, type=error.type, code=exc.code)
     if isinstance(exc, (EditCancelled, BackendNotConfigured, NotReady, RetryLater)):
+        return 503, ErrorInfo(message=str(exc), type="server_error", code=exc.code)
+    if isinstance(exc, StoreUnavailable):
+        logger.warning("the job store failed a request: %s", exc)
         return 503, ErrorInfo(message=str(exc), type="server_error", code=exc.code)
     if isinstance(exc, VLMEndpointError):
         return 502, ErrorInfo(message=f"the VLM endpoint failed: {exc}", type="server_error", code=exc.code)

@@ -7,6 +7,7 @@ Layout under `root` (every file written atomically: a temporary file, then a ren
     jobs/<id>/mask.png        the validated mask ("L", 255 = edit here), when the caller sent one
     jobs/<id>/edited.png, collage.png, video.mp4, candidates/frame_NNN.png   outputs
                               (candidates/: every tile of the chosen clip, at the source's size)
+    jobs/<id>/attempts/<n>-<worker>/   what attempt n (by that worker) writes, until its finish promotes it
     queued/<id>, running/<id> empty markers: queue depth and age without reading records
     workers/<worker id>       empty, touched by each edit-worker replica while it lives
     keys/<sha256 of Idempotency-Key>   the id of the job that key created
@@ -28,6 +29,31 @@ Rules:
   running with a heartbeat older than `lease_s`) and refreshes the heartbeat
   while it works. A running job whose heartbeat went stale lost its worker:
   `stale_running` finds it, and the service queues it again.
+- Fencing: a claim's record names the attempt (`attempts`), the token of
+  that try (`Lease.of`). Every write of the attempt carries its lease
+  (`heartbeat` and its progress, `outputs_dir`, `next_attempt`, `hand_back`,
+  `finish`) and is refused with `LeaseLost`, changing nothing, unless the
+  job is still running, by that worker, at that attempt: a worker paused
+  past its lease, whose job was queued again or taken over (attempt n + 1),
+  or finished, can no longer change it. The worker is part of the token
+  because a hand-back does not count its attempt: the next claim reuses the
+  number. A Redis store checks the same three fields in one script.
+- Outputs are written per attempt (`outputs_dir`: attempts/<n>-<worker>/)
+  and become the job's only by its fenced `finish`: under the job's lock,
+  what earlier attempts left in the job's folder is removed, a succeeded
+  attempt's files are moved in (renames; moved back if the record cannot
+  be written) and the record is written; then the attempts/ folder goes.
+  `path` and `output` answer the promoted files; a stale attempt's files
+  never become the job's.
+- Unreadable records: one this version cannot parse (an unknown field,
+  written by a newer version during a rolling upgrade, or a damaged file)
+  is `JobUnreadable` (logged with the job id, counted in
+  `f2f_job_records_unreadable_total`); the sweep and its queries skip it,
+  the routes answer a typed 503 with Retry-After (the job exists, it is not
+  unknown: a newer replica can read it).
+- A read-only or failing volume: a write that fails with an OSError is
+  `StoreUnavailable` (a full one `StorageFull`), a typed 503 with
+  Retry-After (`retry_after_s`), never an internal error.
 - Expiry: a finished job expires `ttl_s` after it finished. An expired job
   answers "unknown or expired" at once and is deleted by `sweep`.
 - Idempotency: the first request with a key creates the job and the key
@@ -48,6 +74,8 @@ Rules:
   worker may have taken waiting jobs' messages with it (between taking a
   message and claiming its job): the service sends every queued job again.
 - A full volume: `create` raises StorageFull and leaves nothing behind.
+- A finished job's record never changes again but for `selection`
+  (`update` refuses any other change).
 - Admission: `create` runs the caller's check (the queue bound, a key's job
   cap) and queues the job under one exclusive `flock` on `.queue.lock`, so
   concurrent requests, from one ingress replica or several, never pass a
@@ -71,7 +99,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -85,7 +113,11 @@ logger = logging.getLogger("f2f.serving")
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 FINISHED: tuple[JobStatus, ...] = ("succeeded", "failed", "cancelled")
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
-_JOB_FILES = ("job.json", ".lock", "source.png", "mask.png")  # the store's own files in a job's folder; the rest are outputs
+WORKER_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")  # a worker id names its attempts' folders
+ATTEMPTS = "attempts"
+RETRY_AFTER_S = 10  # Retry-After of a store error, unless the store is told the app's (`jobs.retry_after_s`)
+# the store's own files in a job's folder, and the attempts' folders; the rest are the job's outputs
+_JOB_FILES = ("job.json", ".lock", "source.png", "mask.png", ATTEMPTS)
 
 
 class JobNotFound(F2FError):
@@ -100,24 +132,67 @@ class IdempotencyConflict(F2FError):
     code = "idempotency_key_reused"
 
 
-class StorageFull(F2FError):
+class LeaseLost(F2FError):
+    """A write of an attempt at a job that is no longer that attempt's: the job was queued again, taken over by a
+    newer attempt, or finished. Nothing was changed."""
+
+    code = "lease_lost"
+
+
+class StoreUnavailable(F2FError):
+    """The job store cannot be written or read now (a read-only or failing volume); worth a retry later."""
+
+    code = "store_unavailable"
+
+    def __init__(self, message: str, retry_after_s: int = RETRY_AFTER_S) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class StorageFull(StoreUnavailable):
     """The job store's volume has no space (or quota) left."""
 
     code = "storage_full"
+
+
+class JobUnreadable(StoreUnavailable):
+    """A job record this version cannot parse: written by another (newer) version, or damaged."""
+
+    code = "job_unreadable"
+
+
+class Lease(NamedTuple):
+    """A worker's hold on one attempt at a running job: the fencing token every write of that attempt carries."""
+
+    job_id: str
+    worker: str
+    attempt: int
+
+    @classmethod
+    def of(cls, record: JobRecord) -> Lease:
+        """The lease of the record that `claim` or `next_attempt` returned."""
+        if record.worker is None:
+            raise ValueError(f"job {record.id} is not held by a worker ({record.status})")
+        return cls(record.id, record.worker, record.attempts)
+
+    def holds(self, record: JobRecord) -> bool:
+        """Whether the job is still this attempt's: running, by this worker, at this attempt."""
+        return record.status == "running" and record.worker == self.worker and record.attempts == self.attempt
 
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 @contextlib.contextmanager
-def no_space_as_storage_full(what: str) -> Iterator[None]:
+def no_space_as_storage_full(what: str, retry_after_s: int = RETRY_AFTER_S) -> Iterator[None]:
     """Raise StorageFull, naming `what` could not be written, for an OSError that means the volume is full."""
     try:
         yield
     except OSError as exc:
         if exc.errno not in NO_SPACE:
             raise
-        raise StorageFull(f"the job volume is full: {what} could not be written ({os.strerror(exc.errno)})") from exc
+        message = f"the job volume is full: {what} could not be written ({os.strerror(exc.errno)})"
+        raise StorageFull(message, retry_after_s) from exc
 
 
 class EditRequest(BaseModel):
@@ -190,6 +265,7 @@ class JobStore:
         self.root = Path(root)
         self.ttl_s = ttl_s
         self.lease_s = lease_s
+        self.retry_after_s = RETRY_AFTER_S  # of StoreUnavailable (the service sets the app's `jobs.retry_after_s`)
         self.on_change = on_change  # told of every record change once it is written (the service pushes it to waiters)
         for sub in ("jobs", "queued", "running", "keys", "workers"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -230,7 +306,7 @@ class JobStore:
         )
         folder = self.root / "jobs" / record.id
         try:
-            with no_space_as_storage_full("a new job"):
+            with self._storage("a new job"):
                 folder.mkdir()
                 _atomic_write(folder / "source.png", source_png)
                 if mask_png is not None:
@@ -292,11 +368,19 @@ class JobStore:
             written.unlink(missing_ok=True)
 
     def get(self, job_id: str) -> JobRecord:
-        """The record; JobNotFound if unknown or expired."""
+        """The record; JobNotFound if unknown or expired, JobUnreadable (reported) if this version cannot parse it."""
         try:
-            record = JobRecord.model_validate_json((self.job_dir(job_id) / "job.json").read_bytes())
+            data = (self.job_dir(job_id) / "job.json").read_bytes()
         except FileNotFoundError:
             raise JobNotFound(f"unknown or expired job id {job_id!r}") from None
+        except OSError as exc:
+            raise StoreUnavailable(
+                f"the job store cannot read job {job_id} ({exc.strerror or exc}); retry later", self.retry_after_s
+            ) from exc
+        try:
+            record = JobRecord.model_validate_json(data)
+        except ValueError as exc:
+            raise _unreadable(job_id, exc, self.retry_after_s) from None
         if record.expires_at is not None and record.expires_at <= time.time():
             raise JobNotFound(f"unknown or expired job id {job_id!r}")
         return record
@@ -350,19 +434,23 @@ class JobStore:
         count = 0
         for sub in ("queued", "running"):
             for entry in os.scandir(self.root / sub):
-                with contextlib.suppress(JobNotFound, OSError, ValueError):
+                with contextlib.suppress(JobNotFound, StoreUnavailable):
                     count += self.get(entry.name).owner == owner
         return count
 
-    def remove_outputs(self, job_id: str) -> None:
-        """Delete what a worker wrote into the job's folder: all but the record, its lock and the source."""
-        for entry in os.scandir(self.job_dir(job_id)):
-            if entry.name in _JOB_FILES:
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path, ignore_errors=True)
-            else:
-                Path(entry.path).unlink(missing_ok=True)
+    def outputs_dir(self, lease: Lease) -> Path:
+        """The folder the attempt writes its outputs into (made, empty at first); LeaseLost if the job is not its.
+
+        Its files become the job's only by the attempt's `finish`.
+        """
+        with self._storage(f"the outputs folder of job {lease.job_id}"), self._locked(lease.job_id) as record:
+            _hold(record, lease)
+            folder = self._attempt_path(lease)
+            folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def _attempt_path(self, lease: Lease) -> Path:
+        return self.job_dir(lease.job_id) / ATTEMPTS / f"{lease.attempt}-{lease.worker}"
 
     def output(self, job_id: str, name: str) -> Path | None:
         """The path of an output file of a live job, or None if it has no such file."""
@@ -385,12 +473,33 @@ class JobStore:
         finally:
             os.close(lock)
 
+    @contextlib.contextmanager
+    def _storage(self, what: str) -> Iterator[None]:
+        """Raise StorageFull for a full volume and StoreUnavailable for any other OSError (read-only, I/O error)."""
+        try:
+            with no_space_as_storage_full(what, self.retry_after_s):
+                yield
+        except OSError as exc:
+            raise StoreUnavailable(
+                f"the job store cannot write {what} ({exc.strerror or exc}); retry later", self.retry_after_s
+            ) from exc
+
     def update(self, job_id: str, change: Callable[[JobRecord], bool | None]) -> JobRecord:
-        """Apply `change` to the record under the job's lock; it returns False to leave the record as it was."""
+        """Apply `change` to the record under the job's lock; it returns False to leave the record as it was.
+
+        A finished job's record may change only in `selection`; an OSError writing it is StoreUnavailable.
+        """
+        with self._storage(f"job {job_id}"):
+            return self._update(job_id, change)
+
+    def _update(self, job_id: str, change: Callable[[JobRecord], bool | None]) -> JobRecord:
         with self._locked(job_id) as record:
             before = record.status
+            final = record.model_dump(exclude={"selection", "updated_at"}) if record.finished else None
             if change(record) is False:
                 return record
+            if final is not None and record.model_dump(exclude={"selection", "updated_at"}) != final:
+                raise RuntimeError(f"job {job_id} finished ({before}); its record changes only in `selection`")
             record.updated_at = time.time()
             if record.finished and record.finished_at is None:
                 record.finished_at = record.updated_at
@@ -414,8 +523,11 @@ class JobStore:
     def claim(self, job_id: str, worker: str, max_attempts: int | None = None) -> JobRecord | None:
         """Start (or take over) the job for `worker`; None if it finished or another live worker holds it.
 
-        A job already tried `max_attempts` times (its workers were lost each time) fails instead.
+        A job already tried `max_attempts` times (its workers were lost each time) fails instead. The record
+        returned is the attempt's: `Lease.of(record)` is its fencing token.
         """
+        if not WORKER_ID.fullmatch(worker):
+            raise ValueError(f"worker id {worker[:64]!r} must be 1 to 64 letters, digits, '_' or '-'")
         taken = False
 
         def take(record: JobRecord) -> bool:
@@ -467,27 +579,27 @@ class JobStore:
 
         return self.update(job_id, back)
 
-    def hand_back(self, job_id: str, worker: str) -> JobRecord:
-        """Put a job that `worker` runs back in the queue, its attempt not counted: the worker is stopping, the edit
-        did not fail. A job another worker took over meanwhile (this one's lease lapsed) is left as it is."""
+    def hand_back(self, lease: Lease) -> JobRecord:
+        """Put the attempt's job back in the queue, its attempt not counted: the worker is stopping, the edit did
+        not fail. LeaseLost if the job is no longer the attempt's (queued again, taken over or finished)."""
 
-        def back(record: JobRecord) -> bool:
-            if record.status != "running" or record.worker != worker:
-                return False
+        def back(record: JobRecord) -> None:
+            _hold(record, lease)
             record.status, record.worker, record.heartbeat_at, record.stage, record.progress = "queued", None, None, None, None
             record.attempts, record.sent_at = max(0, record.attempts - 1), None
-            return True
 
-        return self.update(job_id, back)
+        return self.update(lease.job_id, back)
 
-    def next_attempt(self, job_id: str) -> JobRecord:
-        """Count another try of a running job (its model replica was lost), from the start."""
+    def next_attempt(self, lease: Lease) -> JobRecord:
+        """Count another try of the attempt's job (its model replica was lost), from the start: the record returned
+        is the new attempt's (`Lease.of`). LeaseLost if the job is no longer the attempt's."""
 
         def again(record: JobRecord) -> None:
+            _hold(record, lease)
             record.attempts += 1
             record.stage, record.progress = None, None
 
-        return self.update(job_id, again)
+        return self.update(lease.job_id, again)
 
     def cancel_if_requested(self, job_id: str) -> JobRecord:
         """Finish a job whose cancel came while no worker held it."""
@@ -501,48 +613,69 @@ class JobStore:
 
         return self.update(job_id, cancel)
 
-    def heartbeat(self, job_id: str, stage: str | None = None, step: int | None = None, total: int | None = None) -> JobRecord:
-        """Refresh a running job's lease, with the stage (and denoising step of all steps) it reached."""
+    def heartbeat(self, lease: Lease, stage: str | None = None, step: int | None = None, total: int | None = None) -> JobRecord:
+        """Refresh the attempt's lease, with the stage (and denoising step of all steps) it reached; LeaseLost, and
+        nothing written, if the job is no longer the attempt's."""
 
         def beat(record: JobRecord) -> None:
+            _hold(record, lease)
             record.heartbeat_at = time.time()
             if stage is not None:
                 record.stage = stage
                 if step is not None and total is not None:
                     record.progress = JobProgress(step=step, total=total)
 
-        return self.update(job_id, beat)
+        return self.update(lease.job_id, beat)
 
     def finish(
         self,
-        job_id: str,
+        lease: Lease,
         status: JobStatus,
         error: JobError | None,
         result: JobResult | None = None,
         timings_s: dict[str, float] | None = None,
     ) -> JobRecord:
-        """End a job (succeeded with its result and timings, failed or cancelled with its error); a finished job stays."""
+        """End the attempt's job (succeeded with its result and timings, failed or cancelled with its error) and
+        make a succeeded attempt's outputs the job's (`_promote`); LeaseLost, and nothing changed, if the job is no
+        longer the attempt's (it may have finished already)."""
+        job_id, moved = lease.job_id, []
 
-        ended = False
-
-        def end(record: JobRecord) -> bool:
-            nonlocal ended
-            if record.finished:
-                return False
-            ended = True
+        def end(record: JobRecord) -> None:
+            _hold(record, lease)
+            moved.extend(self._promote(lease, status == "succeeded"))
             record.status, record.error, record.stage, record.heartbeat_at = status, error, None, None
             if result is not None:
                 record.result = result
                 record.timings_s = {k: round(v, 4) for k, v in (timings_s or {}).items()}
                 if record.progress is not None:  # the latest step written; a finished video did all
                     record.progress = JobProgress(step=record.progress.total, total=record.progress.total)
-            return True
 
-        record = self.update(job_id, end)
-        if ended:
-            code = f" ({record.error.code})" if record.error is not None else ""
-            logger.info("job %s %s%s", job_id, status, code, extra=job_fields(job_id))
+        try:
+            record = self.update(job_id, end)
+        except StoreUnavailable:
+            _move_back(moved, self._attempt_path(lease))  # the record still says running: its outputs are the attempt's
+            raise
+        shutil.rmtree(self.job_dir(job_id) / ATTEMPTS, ignore_errors=True)  # every attempt's folder: none is needed now
+        code = f" ({record.error.code})" if record.error is not None else ""
+        logger.info("job %s %s%s", job_id, status, code, extra=job_fields(job_id))
         return record
+
+    def _promote(self, lease: Lease, keep: bool) -> list[Path]:
+        """Under the job's lock: remove what earlier attempts left in the job's folder and move the attempt's outputs
+        in if `keep` (a succeeded attempt); the paths moved in."""
+        folder, attempt, moved = self.job_dir(lease.job_id), self._attempt_path(lease), []
+        for entry in os.scandir(folder):
+            if entry.name not in _JOB_FILES:
+                _remove(Path(entry.path))
+        try:
+            if keep and attempt.is_dir():
+                for entry in os.scandir(attempt):
+                    os.replace(entry.path, folder / entry.name)
+                    moved.append(folder / entry.name)
+        except OSError:
+            _move_back(moved, attempt)
+            raise
+        return moved
 
     def select(self, job_id: str, selection: Selection) -> JobRecord:
         """Record `selection` as the job's result frame; choosing the label already chosen changes nothing.
@@ -587,7 +720,7 @@ class JobStore:
         """
         due, now = [], time.time()
         for entry in os.scandir(self.root / "queued"):
-            with contextlib.suppress(JobNotFound, OSError, ValueError):
+            with contextlib.suppress(JobNotFound, StoreUnavailable):
                 record = self.get(entry.name)
                 if record.status != "queued":
                     continue
@@ -608,7 +741,7 @@ class JobStore:
         """Workers not heard from for `lease_s`; each is listed once (then forgotten), by one caller only."""
         lost, now = [], time.time()
         for entry in os.scandir(self.root / "workers"):
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):  # gone, or a read-only volume: listed once it can be forgotten
                 if now - entry.stat().st_mtime >= self.lease_s:
                     os.unlink(entry.path)
                     lost.append(entry.name)
@@ -620,7 +753,7 @@ class JobStore:
         for entry in os.scandir(self.root / "running"):
             try:
                 record = self.get(entry.name)
-            except JobNotFound:
+            except (JobNotFound, StoreUnavailable):  # an unreadable record is reported by `get` and skipped
                 continue
             heartbeat = record.heartbeat_at or record.updated_at
             if record.status == "running" and time.time() - heartbeat >= self.lease_s:
@@ -633,7 +766,10 @@ class JobStore:
         for entry in os.scandir(self.root / "jobs"):
             try:
                 record = JobRecord.model_validate_json(Path(entry.path, "job.json").read_bytes())
-            except (OSError, ValueError):
+            except OSError:
+                continue
+            except ValueError as exc:
+                _unreadable(entry.name, exc, self.retry_after_s)  # reported; the sweep goes on
                 continue
             if record.expires_at is not None and record.expires_at <= now:
                 shutil.rmtree(entry.path, ignore_errors=True)
@@ -715,6 +851,42 @@ def _dump(record: JobRecord) -> bytes:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     write_atomic(path, lambda f: f.write(data))
+
+
+def _hold(record: JobRecord, lease: Lease) -> None:
+    """Raise LeaseLost unless the job is still the attempt's (`Lease.holds`)."""
+    if not lease.holds(record):
+        raise LeaseLost(
+            f"job {lease.job_id}: attempt {lease.attempt} of worker {lease.worker} lost its lease (the job is "
+            f"{record.status}, attempt {record.attempts} of worker {record.worker})"
+        )
+
+
+def _unreadable(job_id: str, exc: ValueError, retry_after_s: int) -> JobUnreadable:
+    """Report a record this version cannot parse (log, metric); the error to raise for it."""
+    from f2f.serving import metrics
+
+    first = str(exc).splitlines()[:3]
+    logger.error("job %s: its record cannot be read by this version: %s", job_id, " ".join(first), extra=job_fields(job_id))
+    metrics.record_unreadable_record()
+    message = (
+        f"job {job_id}'s record cannot be read by this server's version (another version wrote it, or it is damaged); retry later"
+    )
+    return JobUnreadable(message, retry_after_s)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _move_back(moved: list[Path], attempt: Path) -> None:
+    """Undo a promotion whose record could not be written: the files go back to the attempt's folder."""
+    for path in moved:
+        with contextlib.suppress(OSError):
+            os.replace(path, attempt / path.name)
 
 
 def _unlink_if_same(path: Path, content: bytes) -> None:

@@ -10,6 +10,8 @@
 | `ray_f2f_queue_depth` | gauge | (none of ours) | jobs waiting for a worker (the job store's count, shared by every replica) |
 | `ray_f2f_queue_oldest_age_seconds` | gauge | (none of ours) | how long the oldest waiting job has waited |
 | `ray_f2f_broker_queue_length` | gauge | (none of ours) | job messages on the broker no worker took yet (workers scale on it) |
+| `ray_f2f_job_records_unreadable_total` | counter | (none of ours) | reads of a job record this version cannot parse |
+| `ray_f2f_leases_lost_total` | counter | (none of ours) | attempts stopped: their job was no longer theirs |
 
 Ray Serve adds its own tags (application, deployment, replica) and exports
 every metric with a `ray_` prefix on the node's metrics export port, a few
@@ -26,6 +28,14 @@ client's mistake and is not counted.
 Fallbacks: `caption` when the caption answer was unusable and the edit text
 was used, `selection` once per clip whose selection answer could not be
 parsed (so one edit with n seeds adds at most n).
+
+Unreadable records: a record written by a newer version during a rolling
+upgrade (or a damaged file) is counted at each read that meets it (every
+sweep pass, every request for the job), so a rate that stays above zero
+after an upgrade finished names a record to look at; the log line has its
+id. Lost leases: a worker paused or cut off from the store past `lease_s`
+whose job another worker took; a few during an outage are expected, a
+steady rate means `lease_s` is too short for the heartbeats to get through.
 
 Labels take values from the fixed sets above only: never a prompt, a
 caption, a seed or a request id. Other timings of `EditResult.timings_s`
@@ -97,6 +107,8 @@ DENOISE_STEP_SECONDS = "f2f_denoise_step_seconds"
 QUEUE_DEPTH = "f2f_queue_depth"
 QUEUE_OLDEST_AGE = "f2f_queue_oldest_age_seconds"
 BROKER_QUEUE_LENGTH = "f2f_broker_queue_length"
+UNREADABLE_RECORDS_TOTAL = "f2f_job_records_unreadable_total"
+LEASES_LOST_TOTAL = "f2f_leases_lost_total"
 
 
 @cache
@@ -129,6 +141,12 @@ def _metrics() -> dict[str, Any]:
         QUEUE_OLDEST_AGE: metrics.Gauge(QUEUE_OLDEST_AGE, description="Seconds the oldest waiting edit job has waited."),
         BROKER_QUEUE_LENGTH: metrics.Gauge(
             BROKER_QUEUE_LENGTH, description="Job messages waiting on the broker, not yet taken by an edit worker."
+        ),
+        UNREADABLE_RECORDS_TOTAL: metrics.Counter(
+            UNREADABLE_RECORDS_TOTAL, description="Reads of a job record this version cannot parse (logged with its id)."
+        ),
+        LEASES_LOST_TOTAL: metrics.Counter(
+            LEASES_LOST_TOTAL, description="Attempts stopped by their worker because the job was no longer theirs."
         ),
     }
 
@@ -213,3 +231,13 @@ def record_queue(depth: int, oldest_age_s: float) -> None:
 def record_broker_queue(length: int) -> None:
     """Set the broker gauge: job messages waiting on the broker."""
     _metrics()[BROKER_QUEUE_LENGTH].set(length)
+
+
+def record_unreadable_record() -> None:
+    """Count one read of a job record this version cannot parse."""
+    _metrics()[UNREADABLE_RECORDS_TOTAL].inc()
+
+
+def record_lease_lost() -> None:
+    """Count one attempt stopped because its job was no longer its worker's."""
+    _metrics()[LEASES_LOST_TOTAL].inc()

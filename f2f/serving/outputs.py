@@ -15,8 +15,8 @@ Rules:
   job, stored file, size, format and quality (`cached`): the first request
   writes it (atomically) to the job's `cache/` folder, later ones are
   answered from that file. The folder goes with the job (expiry deletes the
-  job's folder; a retried job's outputs, the cache included, are removed
-  before it runs again) and keeps at most `CACHE_FILES_PER_JOB` files, the
+  job's folder; what an earlier attempt left, the cache included, is
+  removed by the finish that makes an attempt's outputs the job's) and keeps at most `CACHE_FILES_PER_JOB` files, the
   least recently asked for removed first, so that no caller fills the volume
   by asking for many sizes. Where the cache cannot be written (a full or
   read-only volume) the conversion is answered uncached.

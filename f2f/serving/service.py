@@ -7,7 +7,8 @@ Rules:
   the queue bound (`jobs.max_queued`: 503 with Retry-After) and a key's job
   cap (`auth.max_active_jobs_per_key`: 429) are checked, so concurrent
   requests never pass them together; a full volume is a 503 and nothing is
-  stored. The job is then sent to the queue; if the broker is down it is
+  stored, as is a read-only or failing one (`StoreUnavailable`: 503 with
+  Retry-After, `f2f.serving.errors`). The job is then sent to the queue; if the broker is down it is
   still accepted, and the sweep sends it.
 - The source is stored as it was checked (RGB, PNG at compression level 1:
   lossless and quick), and a mask beside it ("L", 255 = edit here); the
@@ -17,6 +18,9 @@ Rules:
   `jobs.poll_interval_s`, and then read from the store, which is the record.
   The requests of one replica waiting on the same job share that wait and
   that read (200 streams on one job: one hub call and one read per change).
+  A stream goes on waiting through a record it cannot read (a store error,
+  or a record from a newer version): its headers are sent, so a 503 can no
+  longer be answered.
 - `run_background` runs, per ingress replica, the store's sweep every
   `jobs.sweep_interval_s` and the queue gauges every few seconds.
 """
@@ -40,7 +44,17 @@ from f2f.serving.broker import BrokerQueue, JobsArgs
 from f2f.serving.errors import ClientGone, RetryLater
 from f2f.serving.events import EventsClient
 from f2f.serving.ingress_args import IngressArgs
-from f2f.serving.jobs import EditRequest, JobNotFound, JobRecord, JobStore, StorageFull, fingerprint, send, sweep_forever
+from f2f.serving.jobs import (
+    EditRequest,
+    JobNotFound,
+    JobRecord,
+    JobStore,
+    StorageFull,
+    StoreUnavailable,
+    fingerprint,
+    send,
+    sweep_forever,
+)
 from f2f.serving.protocol import EditOptions, JobView
 
 logger = logging.getLogger("f2f.serving")
@@ -71,6 +85,7 @@ class EditService:
         self.waits = WaitSlots(self.http, per_key=auth.required)
         self._waits: dict[tuple[str, float], asyncio.Future[JobRecord]] = {}  # (job, version) -> its next version
         self.ring = KeyRing(auth.keys_file) if auth.required and auth.keys_file else None
+        store.retry_after_s = jobs.retry_after_s  # of a store error's 503
         if events is not None:
             store.on_change = events.publish_record
 
@@ -169,6 +184,8 @@ class EditService:
                 record = await self.changed(record)
             except JobNotFound:
                 return
+            except StoreUnavailable as exc:
+                logger.warning("job %s: its events wait through a store error (%s)", record.id, exc)
 
     def run_background(self) -> list[asyncio.Task[None]]:
         """The sweep and the queue gauges, as tasks of the running loop (the caller cancels them)."""

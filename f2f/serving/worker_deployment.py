@@ -9,6 +9,15 @@ Rules:
 - A job runs only if this worker claims it in the job store (queued, or
   running under a lost worker's stale lease): a message delivered twice, or
   a job already finished or cancelled, is skipped, never run twice.
+- Fencing: the claim's attempt is the lease (`f2f.serving.jobs.Lease`) that
+  every write of the attempt carries: heartbeats and progress, the outputs
+  (written into the attempt's own folder), a retry's next attempt, a
+  hand-back and the finish, which alone makes the outputs the job's. Once
+  the job is no longer the attempt's (this replica was paused or cut off
+  past `lease_s` and the job was queued again or taken over), the store
+  refuses them (`LeaseLost`): the watcher stops the edit as a cancel
+  request does, the attempt ends without touching the job, and
+  `f2f_leases_lost_total` counts it.
 - The replica touches its file in the store (`workers/<id>`) every
   `heartbeat_s`; once it has been silent for `lease_s`, the ingress sends
   every waiting job again (a message it took but never claimed is not lost).
@@ -31,7 +40,9 @@ Rules:
 - While it runs: stage and denoising progress go to the job record, the
   lease is refreshed every `heartbeat_s`, and a cancel request (DELETE) is
   noticed within `poll_interval_s` and stops the edit (a running video at
-  its next denoising step).
+  its next denoising step). A heartbeat or read that fails (a full,
+  read-only or failing volume) is logged and tried again at the next poll;
+  the watcher never ends before the edit.
 - A model replica lost mid-job (Ray actor errors, or a split generator
   that lost a rank) is retried after a back-off (5 s, then doubling), up to
   `max_attempts` tries in all; bad input is `failed` with the
@@ -42,19 +53,22 @@ Rules:
 - Outputs are written as `f2f edit` writes them (edited.png, collage.png,
   result.json, candidates/ always: the caller may select another frame of
   the path, `f2f.serving.frames`; video.mp4 with `return_video`;
-  ranked/<k>.png, the k-th best seed's edit, with several seeds), before
-  the record says `succeeded`. If the volume fills
-  up meanwhile, the outputs written so far are removed and the job fails
-  with `storage_full`; if not even the record can be written, the job stays
-  running, its lease lapses and it is queued again.
+  ranked/<k>.png, the k-th best seed's edit, with several seeds) into the
+  attempt's folder, and made the job's by the finish that says
+  `succeeded`. If the volume fills up meanwhile, the outputs written so far
+  are removed and the job fails with `storage_full`. A finish the store
+  cannot write is tried again every `heartbeat_s` for `lease_s`; after
+  that the job stays running, its lease lapses and it is queued again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +85,17 @@ from f2f.serving.args import AppArgs, actor_options, replica_options
 from f2f.serving.broker import TASK_NAME, BrokerQueue, JobQueue, JobsArgs
 from f2f.serving.events import EventsClient
 from f2f.serving.frames import frame_links
-from f2f.serving.jobs import JobRecord, JobStore, StorageFull, no_space_as_storage_full, send
+from f2f.serving.jobs import (
+    JobNotFound,
+    JobRecord,
+    JobStore,
+    Lease,
+    LeaseLost,
+    StorageFull,
+    StoreUnavailable,
+    no_space_as_storage_full,
+    send,
+)
 from f2f.serving.protocol import AlignmentView, JobError, JobResult, RankingView
 from f2f.serving.remote import RemoteGenerator, RemoteVLM
 from f2f.serving.scaling import POLICY_PATH, RUNNING_JOBS
@@ -83,6 +107,7 @@ LOST_REPLICA_BACKOFF_S = 5.0
 FAST_PNG = 1  # zlib level of the outputs: a caller waits for them (f2f.result.write_outputs)
 HEALTH_CHECK_PERIOD_S = 5.0  # how often Serve asks a worker replica whether its consumer still takes jobs
 HANDED_BACK = "handed back"
+LEASE_LOST = "lease lost"
 
 
 def _lost_replica_errors() -> tuple[type[BaseException], ...]:
@@ -219,66 +244,78 @@ class EditWorker:
         if record is None:
             current = await asyncio.to_thread(self.store.cancel_if_requested, job_id)
             return f"skipped ({current.status})"
-        while True:
-            status = await self._attempt(record)
-            if status != "retry":
-                return status
-            await asyncio.sleep(min(LOST_REPLICA_BACKOFF_S * 2.0 ** (record.attempts - 1), 30.0))
-            if self.draining:  # stopping while it waited to try again: another replica tries
-                return await self._hand_back(job_id)
-            record = await asyncio.to_thread(self.store.next_attempt, job_id)
+        lease = Lease.of(record)
+        try:
+            while True:
+                status = await self._attempt(record, lease)
+                if status != "retry":
+                    return status
+                await asyncio.sleep(min(LOST_REPLICA_BACKOFF_S * 2.0 ** (record.attempts - 1), 30.0))
+                if self.draining:  # stopping while it waited to try again: another replica tries
+                    return await self._hand_back(lease)
+                record = await asyncio.to_thread(self.store.next_attempt, lease)
+                lease = Lease.of(record)
+        except LeaseLost as exc:
+            return _lease_lost(exc)
 
-    async def _attempt(self, record: JobRecord) -> str:
-        """One try at the job: 'succeeded', 'failed', 'cancelled', or 'retry'."""
+    async def _attempt(self, record: JobRecord, lease: Lease) -> str:
+        """One try at the job: 'succeeded', 'failed', 'cancelled', 'retry', or LEASE_LOST (nothing written)."""
         job_id, cancel = record.id, CancelToken()
-        watcher = _JobWatcher(self.store, job_id, cancel, self.jobs)
+        watcher = _JobWatcher(self.store, lease, cancel, self.jobs)
         task = asyncio.create_task(self._edit(record, watcher, cancel))
         self.running[job_id] = (task, cancel)
         watch = asyncio.create_task(watcher.watch(task))
         try:
-            with metrics.in_flight():
-                result = await task
-            await asyncio.to_thread(self._write_outputs, record, result)
+            try:
+                with metrics.in_flight():
+                    result = await task
+            finally:
+                await asyncio.wait({watch})  # it ends once the task is done: no heartbeat of this attempt comes later
+            if watcher.lost is not None:
+                raise watcher.lost
+            folder = await asyncio.to_thread(self._write_outputs, lease, record, result)
+        except LeaseLost:
+            raise
         except (EditCancelled, asyncio.CancelledError):
+            if watcher.lost is not None:
+                raise watcher.lost from None
             if job_id in self.handing_back:
-                return await self._hand_back(job_id)
+                return await self._hand_back(lease)
             if not cancel.cancelled:
                 raise  # the replica is stopping without a drain: the lease runs out and the job is queued again
             cancelled = JobError(message="the edit was cancelled by request", code="cancelled")
-            return await self._finish(job_id, "cancelled", cancelled)
+            return await self._finish(lease, "cancelled", cancelled)
         except self.lost_replica as exc:
             if record.attempts < self.jobs.max_attempts:
                 logger.warning("job %s: a model replica was lost (%s); trying again", job_id, type(unwrap(exc)).__name__)
                 return "retry"
             metrics.record_error()
             message = f"a model replica was lost in each of {record.attempts} tries ({type(unwrap(exc)).__name__})"
-            return await self._finish(job_id, "failed", JobError(message=message, code="replica_lost"))
+            return await self._finish(lease, "failed", JobError(message=message, code="replica_lost"))
         except InvalidInput as exc:
             message = str(unwrap(exc))
-            return await self._finish(job_id, "failed", JobError(message=message, type="invalid_request_error", code=exc.code))
+            return await self._finish(lease, "failed", JobError(message=message, type="invalid_request_error", code=exc.code))
         except F2FError as exc:
             message = str(unwrap(exc))
             logger.warning("job %s failed: %s", job_id, message)
             metrics.record_error()
-            return await self._finish(job_id, "failed", JobError(message=message, code=exc.code))
+            return await self._finish(lease, "failed", JobError(message=message, code=exc.code))
         except Exception:
             logger.exception("job %s failed", job_id)
             metrics.record_error()
             return await self._finish(
-                job_id, "failed", JobError(message="the edit failed; see the server log", code="edit_failed")
+                lease, "failed", JobError(message="the edit failed; see the server log", code="edit_failed")
             )
         finally:
-            await asyncio.wait({watch})  # it ends once the task is done
             self.running.pop(job_id, None)
         metrics.record_edit(result)
-        return await self._finish(job_id, "succeeded", None, result)
+        return await self._finish(lease, "succeeded", None, result, folder)
 
-    async def _hand_back(self, job_id: str) -> str:
+    async def _hand_back(self, lease: Lease) -> str:
         """Put a job this stopping replica was running back in the queue (its attempt not counted), and send it."""
-        self.handing_back.discard(job_id)
-        record = await asyncio.to_thread(self.store.hand_back, job_id, self.worker_id)
-        if record.status == "queued":
-            await send(self.store, self.queue, job_id)  # if the broker is down, the ingress's sweep sends it
+        self.handing_back.discard(lease.job_id)
+        await asyncio.to_thread(self.store.hand_back, lease)
+        await send(self.store, self.queue, lease.job_id)  # if the broker is down, the ingress's sweep sends it
         return HANDED_BACK
 
     async def _edit(self, record: JobRecord, watcher: _JobWatcher, cancel: CancelToken) -> EditResult:
@@ -304,21 +341,36 @@ class EditWorker:
         load_s = time.perf_counter() - started
         return CheckedEdit.of_record(source, request.prompt, request.seeds, request.settings(), self.config, load_s, mask)
 
-    def _write_outputs(self, record: JobRecord, result: EditResult) -> None:
-        request, folder = record.request, self.store.job_dir(record.id)
-        fps = self.config.video.fps if request.return_video else None
+    def _write_outputs(self, lease: Lease, record: JobRecord, result: EditResult) -> Path:
+        """The attempt's outputs, written into its own folder (the store's `outputs_dir`); that folder."""
+        folder = self.store.outputs_dir(lease)
+        fps = self.config.video.fps if record.request.return_video else None
         try:
             with no_space_as_storage_full(f"the outputs of job {record.id}"):
                 write_outputs(result, folder, save_frames=True, video_fps=fps, png_level=FAST_PNG)
                 _write_ranked(result, folder)
         except StorageFull:
-            self.store.remove_outputs(record.id)  # no half-written result, and the space back for the record
+            shutil.rmtree(folder, ignore_errors=True)  # no half-written result, and the space back for the record
             raise
+        return folder
 
-    async def _finish(self, job_id: str, status: str, error: JobError | None, result: EditResult | None = None) -> str:
-        job_result = None if result is None else _job_result(job_id, result, self.store.job_dir(job_id))
+    async def _finish(
+        self, lease: Lease, status: str, error: JobError | None, result: EditResult | None = None, folder: Path | None = None
+    ) -> str:
+        """End the attempt (a succeeded one with the outputs in `folder`); a store error is tried again every
+        `heartbeat_s` for `lease_s`, then raised (the lease lapses and the job is queued again)."""
+        job_result = None if result is None or folder is None else _job_result(lease.job_id, result, folder)
         timings = None if result is None else result.timings_s
-        return (await asyncio.to_thread(self.store.finish, job_id, status, error, job_result, timings)).status  # type: ignore[arg-type]
+        end = partial(self.store.finish, lease, status, error, job_result, timings)
+        give_up_at = time.monotonic() + self.jobs.lease_s
+        while True:
+            try:
+                return (await asyncio.to_thread(end)).status
+            except StoreUnavailable as exc:
+                if time.monotonic() >= give_up_at:
+                    raise
+                logger.warning("job %s: its end (%s) could not be written (%s); trying again", lease.job_id, status, exc)
+                await asyncio.sleep(self.jobs.heartbeat_s)
 
 
 def consumer_class(queue: Any) -> type:
@@ -412,13 +464,22 @@ def _job_result(job_id: str, result: EditResult, folder: Path) -> JobResult:
     )
 
 
-class _JobWatcher:
-    """Carries progress to the job record, refreshes the lease, and notices a cancel request."""
+def _lease_lost(exc: LeaseLost) -> str:
+    """Log and count an attempt stopped because its job is no longer its worker's."""
+    logger.warning("%s; this worker stopped its attempt and leaves the job as it is", exc)
+    metrics.record_lease_lost()
+    return LEASE_LOST
 
-    def __init__(self, store: JobStore, job_id: str, cancel: CancelToken, jobs: JobsArgs) -> None:
-        self.store, self.job_id, self.cancel, self.jobs = store, job_id, cancel, jobs
+
+class _JobWatcher:
+    """Carries progress to the job record, refreshes the lease, notices a cancel request, and stops the edit once
+    the lease is lost (`lost`: why)."""
+
+    def __init__(self, store: JobStore, lease: Lease, cancel: CancelToken, jobs: JobsArgs) -> None:
+        self.store, self.lease, self.cancel, self.jobs = store, lease, cancel, jobs
         self.latest: Progress | None = None
         self.changed = asyncio.Event()
+        self.lost: LeaseLost | None = None
 
     def on_progress(self, event: Progress) -> None:
         """The pipeline's progress callback (event loop thread): keep the latest, wake the writer."""
@@ -426,7 +487,8 @@ class _JobWatcher:
         self.changed.set()
 
     async def watch(self, task: asyncio.Task[Any]) -> None:
-        """Until `task` is done: write progress as it comes, a heartbeat at least every heartbeat_s, stop `task` on cancel.
+        """Until `task` is done: write progress as it comes, a heartbeat at least every heartbeat_s, stop `task` on
+        cancel or once the lease is lost. A store error is logged and the write tried again at the next poll.
 
         It ends by itself (no `wait_for`: on Python 3.11 that can swallow a cancellation).
         """
@@ -437,13 +499,41 @@ class _JobWatcher:
             waiter.cancel()
             self.changed.clear()
             since_beat += self.jobs.poll_interval_s
-            event, self.latest = self.latest, None
-            if event is None and since_beat < self.jobs.heartbeat_s:
-                record = await asyncio.to_thread(self.store.get, self.job_id)
-            else:
-                stage, step, total = (event.stage, event.step, event.total) if event is not None else (None, None, None)
-                record = await asyncio.to_thread(self.store.heartbeat, self.job_id, stage, step, total)
+            if task.done():
+                return
+            event = self.latest
+            beat = event is not None or since_beat >= self.jobs.heartbeat_s
+            try:
+                record = await asyncio.to_thread(partial(self._beat, event) if beat else self._read)
+            except (LeaseLost, JobNotFound) as exc:
+                self.lost = exc if isinstance(exc, LeaseLost) else LeaseLost(f"job {self.lease.job_id}: {exc}")
+                self._stop(task)
+                return
+            except (StoreUnavailable, OSError) as exc:  # a full, read-only or failing volume: tried again at the next poll
+                logger.warning("job %s: its record could not be written or read (%s); trying again", self.lease.job_id, exc)
+                continue
+            except Exception:
+                logger.exception("job %s: its record could not be written or read; trying again", self.lease.job_id)
+                continue
+            if beat:
                 since_beat = 0.0
+                if self.latest is event:
+                    self.latest = None  # written; an event that came meanwhile is written at the next poll
             if record.cancel_requested and not self.cancel.cancelled:
-                self.cancel.cancel()
-                task.cancel()
+                self._stop(task)
+
+    def _beat(self, event: Progress | None) -> JobRecord:
+        """Refresh the lease, with the latest progress if any (a thread)."""
+        stage, step, total = (event.stage, event.step, event.total) if event is not None else (None, None, None)
+        return self.store.heartbeat(self.lease, stage, step, total)
+
+    def _read(self) -> JobRecord:
+        """The record, if the job is still the attempt's (a thread); LeaseLost if not."""
+        record = self.store.get(self.lease.job_id)
+        if not self.lease.holds(record):
+            raise LeaseLost(f"job {self.lease.job_id} is {record.status} at attempt {record.attempts}: not this attempt's")
+        return record
+
+    def _stop(self, task: asyncio.Task[Any]) -> None:
+        self.cancel.cancel()
+        task.cancel()

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 pytest.importorskip("ray")
 httpx = pytest.importorskip("httpx")
 
-from harness import SAMPLE, error_of, free_port, kill_replica, running_app, submit, wait_for  # noqa: E402
+from harness import FINISHED, SAMPLE, error_of, free_port, kill_replica, replica_pid, running_app, submit, wait_for  # noqa: E402
 
 LONG = {"steps": "1000"}  # long enough to act on a job mid-video (400 steps took under 2 s on a 2-core Xeon)
 # Two videos of 49 frames x 1000 steps: about 10 s on a 2-core Xeon (2026-12-06), five times the 2 s after which the
@@ -202,6 +204,35 @@ def test_a_client_that_hangs_up_on_a_synchronous_edit_still_gets_its_job(base_ur
     (job_id,) = set(os.listdir(jobs_dir / "jobs")) - before
     job = wait_for(base_url, job_id, timeout_s=180)
     assert job["status"] == "succeeded" and httpx.get(f"{base_url}/v1/edits/{job_id}/image").status_code == 200
+
+
+def test_a_worker_paused_past_its_lease_cannot_change_its_job_once_resumed(base_url: str, jobs_dir: Path) -> None:
+    """SIGSTOP of the worker mid-edit until the sweep queued its job again (lease 4 s), then SIGCONT: the resumed
+    attempt is refused every write (fenced), stops, and the job runs again as attempt 2. Before fencing, the resumed
+    attempt's heartbeats wrote progress into the queued record and its finish made the job succeed at attempt 1."""
+    deadline = time.monotonic() + 120
+    while httpx.get(f"{base_url}/readyz", timeout=10).status_code != 200:  # replicas killed above are replaced first
+        assert time.monotonic() < deadline, "the application did not become ready again"
+        time.sleep(0.5)
+    job_id = submit(base_url, {"prompt": "make it stormy", **LONG}).json()["id"]
+    wait_for(base_url, job_id, lambda job: job["progress"] is not None, timeout_s=60)
+    worker = replica_pid("EditWorker")
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        wait_for(base_url, job_id, lambda job: job["status"] == "queued", timeout_s=60)  # the lease lapsed
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    seen: list[dict[str, Any]] = []
+    job = wait_for(base_url, job_id, lambda job: seen.append(job) or job["status"] in FINISHED, timeout_s=180)
+    assert (job["status"], job["attempts"]) == ("succeeded", 2), job["error"]
+    back_in_queue = [state for state in seen if state["status"] == "queued"]
+    assert all(state["stage"] is None and state["progress"] is None for state in back_in_queue), back_in_queue
+    assert all(state["attempts"] == 2 for state in seen if state["status"] == "running"), seen
+    time.sleep(2 * 0.5)  # two sweeps (sweep_interval_s 0.5) and heartbeats of any late writer: the record stays
+    assert httpx.get(f"{base_url}/v1/edits/{job_id}").json() == job
+    folder = jobs_dir / "jobs" / job_id
+    assert (folder / "edited.png").is_file() and not (folder / "attempts").exists()
+    assert httpx.get(f"{base_url}/v1/edits/{job_id}/image").status_code == 200
 
 
 def test_a_redis_crash_loses_no_accepted_job(base_url: str, redis_server: RedisServer) -> None:

@@ -26,7 +26,7 @@ from f2f.serving.broker import BrokerQueue, JobQueue, JobsArgs, task_processor_c
 from f2f.serving.errors import ClientGone  # noqa: E402
 from f2f.serving.ingress import make_api  # noqa: E402
 from f2f.serving.ingress_args import IngressArgs  # noqa: E402
-from f2f.serving.jobs import JobStore  # noqa: E402
+from f2f.serving.jobs import JobStore, Lease, LeaseLost  # noqa: E402
 from f2f.serving.protocol import EditOptions  # noqa: E402
 from f2f.serving.scaling import RUNNING_JOBS, JobQueuePolicy  # noqa: E402
 from f2f.serving.service import EditService  # noqa: E402
@@ -247,12 +247,14 @@ def test_a_stopping_worker_hands_its_job_back_uncounted_and_never_anothers(tmp_p
     service = _service(tmp_path)
     record, _ = asyncio.run(service.submit(SAMPLE.read_bytes(), EditOptions(prompt="x"), None, "anonymous"))
     store = service.store
-    assert store.claim(record.id, "w1").attempts == 1
-    back = store.hand_back(record.id, "w1")
+    first = Lease.of(store.claim(record.id, "w1"))
+    assert first.attempt == 1
+    back = store.hand_back(first)
     assert (back.status, back.attempts, back.worker, back.sent_at) == ("queued", 0, None, None)
     assert (tmp_path / "jobs" / "queued" / record.id).exists()
-    store.claim(record.id, "w2")
-    assert store.hand_back(record.id, "w1").status == "running"  # w2 holds it now: w1 changes nothing
+    assert Lease.of(store.claim(record.id, "w2")).attempt == 1  # the attempt handed back was not counted
+    with pytest.raises(LeaseLost):  # w2 holds it now, at the same attempt number: w1 changes nothing
+        store.hand_back(first)
     assert store.get(record.id).worker == "w2"
 
 

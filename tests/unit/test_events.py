@@ -18,7 +18,7 @@ from f2f.request import RequestLimits
 from f2f.serving.auth import AuthArgs
 from f2f.serving.broker import JobsArgs
 from f2f.serving.events import EventsClient, JobEvents
-from f2f.serving.jobs import EditRequest, JobStore
+from f2f.serving.jobs import EditRequest, JobStore, Lease
 from f2f.serving.service import EditService
 
 
@@ -102,8 +102,8 @@ def test_a_waiting_request_is_woken_by_each_change_not_by_the_next_poll(tmp_path
         record, _ = store.create(b"png", EditRequest(prompt="p", seeds=[1]), "fp")
         waiting = asyncio.ensure_future(service.finished(record))
         await asyncio.sleep(0.05)
-        await asyncio.to_thread(worker_store.claim, record.id, "w1")
-        await asyncio.to_thread(worker_store.finish, record.id, "cancelled", None)
+        claimed = await asyncio.to_thread(worker_store.claim, record.id, "w1")
+        await asyncio.to_thread(worker_store.finish, Lease.of(claimed), "cancelled", None)
         return (await asyncio.wait_for(waiting, 20)).status
 
     assert asyncio.run(scenario()) == "cancelled"

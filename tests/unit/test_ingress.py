@@ -130,3 +130,79 @@ def test_a_lost_worker_makes_the_sweep_send_every_waiting_job_again(tmp_path: Pa
     assert queue.sent == [record.id]
     asyncio.run(sweep_once(store, queue, jobs.resend_after_s))
     assert queue.sent == [record.id]  # once per lost worker
+
+
+# --- a failing job store ----------------------------------------------------------------------------
+
+
+def _store_app(tmp_path: Path) -> tuple[Any, JobStore]:
+    jobs = JobsArgs(dir=tmp_path / "jobs", retry_after_s=7)
+    store = JobStore(jobs.store_dir(tmp_path), jobs.ttl_s, jobs.lease_s)
+    service = EditService(store, RecordingQueue(), F2FConfig(), jobs, RequestLimits(), AuthArgs(required=False))
+    return make_api(service, _ready), store
+
+
+async def _request(app: Any, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        return await client.request(method, path, timeout=60, **kwargs)
+
+
+def _assert_retry_later(response: httpx.Response, code: str) -> dict[str, Any]:
+    assert response.status_code == 503, response.text[:300]
+    assert response.headers["retry-after"] == "7"  # the app's jobs.retry_after_s
+    error = _error(response)
+    assert (error["type"], error["code"]) == ("server_error", code)
+    return error
+
+
+READ_ONLY_CALLS = [
+    pytest.param("POST", "/v1/edits", {"json": {"image": IMAGE, "prompt": "make it rain"}}, id="post-edits"),
+    pytest.param(
+        "POST",
+        "/v1/images/edits",
+        {"data": {"prompt": "make it rain"}, "files": {"image": ("s.png", SAMPLE.read_bytes(), "image/png")}},
+        id="post-images-edits",
+    ),
+    pytest.param("DELETE", "/v1/edits/{id}", {}, id="delete"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs"), READ_ONLY_CALLS)
+def test_a_read_only_job_store_is_a_typed_503_with_retry_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str, path: str, kwargs: dict[str, Any]
+) -> None:
+    from errno import EROFS
+    from os import strerror
+
+    from f2f.serving import jobs
+
+    app, store = _store_app(tmp_path)
+    waiting = asyncio.run(_post(app, {"prompt": "waits"})).json()["id"]
+
+    def read_only(target: Path, data: bytes) -> None:
+        raise OSError(EROFS, strerror(EROFS), str(target))
+
+    monkeypatch.setattr(jobs, "_atomic_write", read_only)
+    response = asyncio.run(_request(app, method, path.format(id=waiting), **kwargs))
+    error = _assert_retry_later(response, "store_unavailable")
+    assert "Read-only file system" in error["message"]
+    assert [entry.name for entry in (store.root / "jobs").iterdir()] == [waiting]  # nothing half-made
+    assert store.get(waiting).status == "queued"
+
+
+@pytest.mark.parametrize("route", ["/v1/edits/{id}", "/v1/edits/{id}/events"])
+def test_a_job_whose_record_this_version_cannot_parse_is_a_typed_503(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, route: str
+) -> None:
+    """Not a 404 (the job exists: a newer version wrote it) and not a 500."""
+    from f2f.serving import metrics
+
+    monkeypatch.setattr(metrics, "record_unreadable_record", lambda: None)
+    app, store = _store_app(tmp_path)
+    job_id = asyncio.run(_post(app, {"prompt": "rewritten by a newer version"})).json()["id"]
+    record = store.path(job_id, "job.json")
+    record.write_text(json.dumps({**json.loads(record.read_bytes()), "priority": 5}))
+    response = asyncio.run(_request(app, "GET", route.format(id=job_id)))
+    error = _assert_retry_later(response, "job_unreadable")
+    assert job_id in error["message"]

@@ -32,7 +32,7 @@ from f2f.serving.auth import AuthArgs  # noqa: E402
 from f2f.serving.broker import JobsArgs  # noqa: E402
 from f2f.serving.ingress import make_api  # noqa: E402
 from f2f.serving.ingress_args import IngressArgs  # noqa: E402
-from f2f.serving.jobs import EditRequest, JobRecord, JobStore  # noqa: E402
+from f2f.serving.jobs import EditRequest, JobRecord, JobStore, Lease  # noqa: E402
 from f2f.serving.protocol import JobResult, RankingView  # noqa: E402
 from f2f.serving.service import EditService  # noqa: E402
 
@@ -55,14 +55,17 @@ def _result(job_id: str) -> JobResult:
 
 def _run_job(store: JobStore, job_id: str) -> JobRecord:
     """What an edit worker leaves: the edit, the second seed's edit, the candidate frames, the record succeeded."""
-    folder = store.job_dir(job_id)
+    claimed = store.claim(job_id, "w1")
+    assert claimed is not None
+    lease = Lease.of(claimed)
+    folder = store.outputs_dir(lease)
     (folder / "edited.png").write_bytes(_png((250, 0, 0)))
     (folder / "ranked").mkdir()
     (folder / "ranked" / "2.png").write_bytes(_png((0, 250, 0)))
     (folder / "candidates").mkdir()
     for frame in CANDIDATES:
         (folder / "candidates" / f"frame_{frame:03d}.png").write_bytes(_png((0, 0, frame * 30)))
-    return store.finish(job_id, "succeeded", None, _result(job_id), {"total": 1.0})
+    return store.finish(lease, "succeeded", None, _result(job_id), {"total": 1.0})
 
 
 class InstantWorker:

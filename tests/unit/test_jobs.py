@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import stat
@@ -17,8 +18,21 @@ from typing import Any
 
 import pytest
 
-from f2f.serving import jobs
-from f2f.serving.jobs import EditRequest, IdempotencyConflict, JobNotFound, JobRecord, JobStore, StorageFull, fingerprint
+from f2f.serving import jobs, metrics
+from f2f.serving.jobs import (
+    EditRequest,
+    IdempotencyConflict,
+    JobNotFound,
+    JobRecord,
+    JobStore,
+    JobUnreadable,
+    Lease,
+    LeaseLost,
+    StorageFull,
+    StoreUnavailable,
+    fingerprint,
+)
+from f2f.serving.protocol import JobError, Selection
 
 SOURCE = b"\x89PNG\r\n\x1a\n not really a png, but the store keeps bytes as they are"
 TTL_S = 3600.0
@@ -423,8 +437,8 @@ def test_finished_at_is_set_only_once(store: JobStore, request_: EditRequest) ->
     store.claim(record.id, "w1")
     done = store.update(record.id, finish("succeeded"))
     time.sleep(0.01)
-    later = store.update(record.id, lambda current: current.timings_s.update(total=1.5))
-    assert later.timings_s == {"total": 1.5}
+    later = store.select(record.id, Selection(label=0, frame=0, by="alice", at=1.0))
+    assert later.selection is not None
     assert later.updated_at > done.updated_at
     assert (later.finished_at, later.expires_at) == (done.finished_at, done.expires_at)
 
@@ -656,8 +670,10 @@ def test_other_write_errors_are_not_storage_full(store: JobStore, request_: Edit
         raise PermissionError(errno.EACCES, "Permission denied", str(path))
 
     monkeypatch.setattr(jobs, "_atomic_write", denied)
-    with pytest.raises(PermissionError):
+    with pytest.raises(StoreUnavailable) as refused:
         store.create(SOURCE, request_, "fp-1")
+    assert not isinstance(refused.value, StorageFull) and refused.value.code == "store_unavailable"
+    assert "Permission denied" in str(refused.value)
     assert job_dirs(store) == []
 
 
@@ -697,6 +713,293 @@ def test_a_really_full_tmpfs_is_storage_full_and_nothing_is_left(tmp_path: Path)
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["storage_full [] []", "then queued True"]
+
+
+# --- fenced leases ----------------------------------------------------------------------------------
+
+
+def claimed(store: JobStore, job_id: str, worker: str = "w1") -> Lease:
+    record = store.claim(job_id, worker)
+    assert record is not None
+    return Lease.of(record)
+
+
+def taken_over(store: JobStore, job_id: str) -> Lease:
+    """What happens to a job whose worker went silent: the sweep queues it again and another worker claims it."""
+    store.requeue(job_id)
+    return claimed(store, job_id, "w2")
+
+
+def record_bytes(store: JobStore, job_id: str) -> bytes:
+    return store.path(job_id, "job.json").read_bytes()
+
+
+FENCED_WRITES = [  # every write of an attempt: each carries the attempt's lease
+    pytest.param(lambda s, lease: s.heartbeat(lease), id="heartbeat"),
+    pytest.param(lambda s, lease: s.heartbeat(lease, "generate", 3, 10), id="progress"),
+    pytest.param(lambda s, lease: s.outputs_dir(lease), id="outputs"),
+    pytest.param(lambda s, lease: s.next_attempt(lease), id="next_attempt"),
+    pytest.param(lambda s, lease: s.hand_back(lease), id="hand_back"),
+    pytest.param(lambda s, lease: s.finish(lease, "succeeded", None), id="finish_succeeded"),
+    pytest.param(lambda s, lease: s.finish(lease, "failed", JobError(message="m", code="c")), id="finish_failed"),
+]
+
+
+def test_a_claim_is_the_attempts_lease(store: JobStore, request_: EditRequest) -> None:
+    record = new_job(store, request_)
+    assert claimed(store, record.id) == Lease(record.id, "w1", 1)
+    assert taken_over(store, record.id) == Lease(record.id, "w2", 2)
+
+
+@pytest.mark.parametrize("write", FENCED_WRITES)
+def test_a_write_of_an_attempt_whose_job_was_taken_over_is_refused_and_changes_nothing(
+    store: JobStore, request_: EditRequest, write: Callable[[JobStore, Lease], Any]
+) -> None:
+    record = new_job(store, request_)
+    stale = claimed(store, record.id)
+    taken_over(store, record.id)
+    before = record_bytes(store, record.id)
+    with pytest.raises(LeaseLost, match=f"job {record.id}: attempt 1 of worker w1 lost its lease"):
+        write(store, stale)
+    assert record_bytes(store, record.id) == before
+    assert not (store.job_dir(record.id) / jobs.ATTEMPTS / "1-w1").exists()
+
+
+@pytest.mark.parametrize("write", FENCED_WRITES)
+def test_a_write_of_an_attempt_whose_job_was_queued_again_is_refused(
+    store: JobStore, request_: EditRequest, write: Callable[[JobStore, Lease], Any]
+) -> None:
+    """Queued again by the sweep and not yet claimed: the job is at the same attempt number, but not running."""
+    record = new_job(store, request_)
+    stale = claimed(store, record.id)
+    store.requeue(record.id)
+    before = record_bytes(store, record.id)
+    with pytest.raises(LeaseLost):
+        write(store, stale)
+    assert record_bytes(store, record.id) == before and store.get(record.id).status == "queued"
+
+
+@pytest.mark.parametrize("write", FENCED_WRITES)
+@pytest.mark.parametrize("ended", ["succeeded", "cancelled"])
+def test_a_finished_jobs_record_never_changes_again(
+    store: JobStore, request_: EditRequest, write: Callable[[JobStore, Lease], Any], ended: str
+) -> None:
+    """Not by its own attempt's late writes (a duplicate finish included), nor by any other store call."""
+    record = new_job(store, request_)
+    lease = claimed(store, record.id)
+    store.finish(lease, ended, None)  # type: ignore[arg-type]
+    before = record_bytes(store, record.id)
+    with pytest.raises(LeaseLost):
+        write(store, lease)
+    for change in (store.requeue, store.request_cancel, store.cancel_if_requested, store.mark_sent):
+        change(record.id)
+    assert store.claim(record.id, "w3") is None
+    assert record_bytes(store, record.id) == before
+
+
+def test_a_finished_record_changes_only_in_its_selection(store: JobStore, request_: EditRequest) -> None:
+    record = new_job(store, request_)
+    lease = claimed(store, record.id)
+    done = store.finish(lease, "succeeded", None)
+    with pytest.raises(RuntimeError, match="changes only in `selection`"):
+        store.update(record.id, lambda current: current.timings_s.update(total=1.5))
+    chosen = store.select(record.id, Selection(label=0, frame=0, by="alice", at=1.0))
+    assert chosen.selection is not None and chosen.model_dump(exclude={"selection", "updated_at"}) == done.model_dump(
+        exclude={"selection", "updated_at"}
+    )
+
+
+def test_a_heartbeat_of_the_holding_attempt_refreshes_its_lease_and_writes_progress(
+    store: JobStore, request_: EditRequest
+) -> None:
+    record = new_job(store, request_)
+    lease = claimed(store, record.id)
+    beaten = store.heartbeat(lease, "generate", 3, 10)
+    assert (beaten.stage, beaten.progress.step if beaten.progress else None) == ("generate", 3)
+    assert Lease.of(store.next_attempt(lease)) == Lease(record.id, "w1", 2)
+    with pytest.raises(LeaseLost):  # the retry is attempt 2: attempt 1's lease is spent
+        store.heartbeat(lease)
+
+
+def test_outputs_become_the_jobs_only_by_its_attempts_finish(store: JobStore, request_: EditRequest) -> None:
+    record = new_job(store, request_)
+    lease = claimed(store, record.id)
+    folder = store.outputs_dir(lease)
+    (folder / "edited.png").write_bytes(b"the edit")
+    (folder / "candidates").mkdir()
+    (folder / "candidates" / "frame_004.png").write_bytes(b"a frame")
+    assert store.output(record.id, "edited.png") is None  # written, not the job's yet
+    store.finish(lease, "succeeded", None)
+    edited = store.output(record.id, "edited.png")
+    assert edited == store.path(record.id, "edited.png") and edited.read_bytes() == b"the edit"
+    assert store.path(record.id, "candidates/frame_004.png").read_bytes() == b"a frame"
+    assert sorted(p.name for p in store.job_dir(record.id).iterdir()) == [
+        ".lock",
+        "candidates",
+        "edited.png",
+        "job.json",
+        "source.png",
+    ]
+
+
+def test_a_stale_attempts_outputs_never_become_the_jobs(store: JobStore, request_: EditRequest) -> None:
+    """Attempt 1 was paused past its lease; attempt 2 ran and finished; attempt 1 resumes and writes on."""
+    record = new_job(store, request_)
+    stale = claimed(store, record.id)
+    stale_folder = store.outputs_dir(stale)
+    (stale_folder / "edited.png").write_bytes(b"attempt 1")
+    (store.job_dir(record.id) / "collage.png").write_bytes(b"left by a finish that never wrote its record")
+    fresh = taken_over(store, record.id)
+    (store.outputs_dir(fresh) / "edited.png").write_bytes(b"attempt 2")
+    done = store.finish(fresh, "succeeded", None)
+    stale_folder.mkdir(parents=True, exist_ok=True)  # the stale worker goes on writing where it wrote
+    (stale_folder / "edited.png").write_bytes(b"attempt 1, later")
+    with pytest.raises(LeaseLost):
+        store.finish(stale, "succeeded", None)
+    assert store.path(record.id, "edited.png").read_bytes() == b"attempt 2"
+    assert store.output(record.id, "collage.png") is None  # not attempt 2's: removed by its finish
+    assert store.get(record.id) == done
+
+
+def test_a_failed_attempts_outputs_are_dropped(store: JobStore, request_: EditRequest) -> None:
+    record = new_job(store, request_)
+    lease = claimed(store, record.id)
+    (store.outputs_dir(lease) / "edited.png").write_bytes(b"half an edit")
+    store.finish(lease, "failed", JobError(message="m", code="c"))
+    assert store.output(record.id, "edited.png") is None
+    assert not (store.job_dir(record.id) / jobs.ATTEMPTS).exists()
+
+
+def test_a_finish_whose_record_cannot_be_written_keeps_the_outputs_the_attempts(
+    store: JobStore, request_: EditRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The files are moved back: the record still says running, and a retry of the finish promotes them."""
+    record = new_job(store, request_)
+    lease = claimed(store, record.id)
+    (store.outputs_dir(lease) / "edited.png").write_bytes(b"the edit")
+    real_write = jobs._atomic_write
+
+    def full(path: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(jobs, "_atomic_write", full)
+    with pytest.raises(StorageFull):
+        store.finish(lease, "succeeded", None)
+    assert store.get(record.id).status == "running" and store.output(record.id, "edited.png") is None
+    monkeypatch.setattr(jobs, "_atomic_write", real_write)
+    assert store.finish(lease, "succeeded", None).status == "succeeded"
+    assert store.path(record.id, "edited.png").read_bytes() == b"the edit"
+
+
+def test_a_worker_id_that_cannot_name_a_folder_is_refused(store: JobStore, request_: EditRequest) -> None:
+    record = new_job(store, request_)
+    with pytest.raises(ValueError, match=r"worker id '\.\./w1' must be"):
+        store.claim(record.id, "../w1")
+    assert store.get(record.id).status == "queued"
+
+
+# --- records this version cannot read, and a failing volume -----------------------------------------
+
+
+def newer_record(store: JobStore, request_: EditRequest, running: bool = False) -> JobRecord:
+    """A job (queued, or running) whose record a newer version rewrote with a field this one does not know."""
+    record = new_job(store, request_)
+    if running:
+        store.claim(record.id, "w1")
+    data = json.loads(record_bytes(store, record.id))
+    store.path(record.id, "job.json").write_text(json.dumps({**data, "priority": 5}))
+    return record
+
+
+@pytest.fixture
+def unreadable(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The reports of `f2f_job_records_unreadable_total`."""
+    counted: list[str] = []
+    monkeypatch.setattr(metrics, "record_unreadable_record", lambda: counted.append("unreadable"))
+    return counted
+
+
+def test_a_record_this_version_cannot_parse_is_reported_and_typed(
+    store: JobStore, request_: EditRequest, unreadable: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    record = newer_record(store, request_)
+    with caplog.at_level("ERROR", logger="f2f.serving"), pytest.raises(JobUnreadable) as refused:
+        store.get(record.id)
+    assert refused.value.code == "job_unreadable" and refused.value.retry_after_s == store.retry_after_s
+    assert unreadable == ["unreadable"]
+    assert any(record.id in r.getMessage() and "priority" in r.getMessage() for r in caplog.records)
+
+
+def test_the_sweep_goes_on_past_a_record_it_cannot_parse(tmp_path: Path, request_: EditRequest, unreadable: list[str]) -> None:
+    store = JobStore(tmp_path, ttl_s=TINY_S, lease_s=TINY_S)
+    newer = newer_record(store, request_, running=True)
+    stale, expired = new_job(store, request_), new_job(store, request_)
+    store.claim(stale.id, "w1")
+    store.request_cancel(expired.id)
+    sleep_past_tiny()
+    assert store.stale_running() == [stale.id]
+    assert store.unsent(resend_after_s=TTL_S, grace_s=0.0) == []  # the one queued job that is readable was cancelled
+    assert store.sweep() == 1 and not store.job_dir(expired.id).exists()
+    assert store.job_dir(newer.id).exists() and unreadable == ["unreadable"] * 2  # one read by stale_running, one by sweep
+
+
+def test_a_read_only_volume_is_store_unavailable_with_retry_after(
+    store: JobStore, request_: EditRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = new_job(store, request_)
+    store.retry_after_s = 7
+
+    def read_only(path: Path, data: bytes) -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    monkeypatch.setattr(jobs, "_atomic_write", read_only)
+    for call in (lambda: store.create(SOURCE, request_, "fp-2"), lambda: store.request_cancel(record.id)):
+        with pytest.raises(StoreUnavailable) as refused:
+            call()
+        assert (refused.value.code, refused.value.retry_after_s) == ("store_unavailable", 7)
+        assert "Read-only file system" in str(refused.value)
+    assert store.get(record.id) == record and job_dirs(store) == [record.id]
+
+
+READ_ONLY_SCRIPT = """
+import os, subprocess, sys
+from f2f.serving.jobs import EditRequest, JobStore, Lease, StoreUnavailable
+root = sys.argv[1]
+os.makedirs(root, exist_ok=True)
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", root], check=True)
+store = JobStore(root, ttl_s=60)
+request = EditRequest(prompt="p", seeds=[1])
+waiting, _ = store.create(b"s", request, "fp")
+running, _ = store.create(b"s", request, "fp")
+lease = Lease.of(store.claim(running.id, "w1"))
+subprocess.run(["mount", "-o", "remount,ro", root], check=True)
+calls = {
+    "create": lambda: store.create(b"s", request, "fp"),
+    "cancel": lambda: store.request_cancel(waiting.id),
+    "heartbeat": lambda: store.heartbeat(lease),
+    "finish": lambda: store.finish(lease, "succeeded", None),
+}
+for name, call in calls.items():
+    try:
+        call()
+        print(name, "written")
+    except StoreUnavailable as exc:
+        print(name, exc.code)
+print("read", store.get(waiting.id).status, store.get(running.id).status, store.sweep(), store.stale_running())
+"""
+
+
+def test_a_really_read_only_volume_is_store_unavailable_and_reads_go_on(tmp_path: Path) -> None:
+    """A real EROFS: a tmpfs remounted read-only in a private user and mount namespace (no root needed)."""
+    unshare = shutil.which("unshare")
+    probe = unshare and subprocess.run([unshare, "--user", "--map-root-user", "--mount", "true"], capture_output=True)
+    if not probe or probe.returncode != 0:
+        pytest.skip("unprivileged user and mount namespaces are not available here (unshare)")
+    command = [unshare, "--user", "--map-root-user", "--mount", sys.executable, "-c", READ_ONLY_SCRIPT, str(tmp_path / "v")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    written = ["create store_unavailable", "cancel store_unavailable", "heartbeat store_unavailable", "finish store_unavailable"]
+    assert done.stdout.splitlines() == [*written, "read queued running 0 []"]
 
 
 # --- fingerprint ----------------------------------------------------------------------------------
