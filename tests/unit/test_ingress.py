@@ -175,7 +175,7 @@ def test_a_read_only_job_store_is_a_typed_503_with_retry_after(
     from errno import EROFS
     from os import strerror
 
-    from f2f.serving import jobs
+    from f2f.serving.jobs import file_store as jobs
 
     app, store = _store_app(tmp_path)
     waiting = asyncio.run(_post(app, {"prompt": "waits"})).json()["id"]

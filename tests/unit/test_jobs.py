@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
-from f2f.serving import jobs, metrics
+from f2f.serving import metrics
 from f2f.serving.jobs import (
+    JOB_ID,
     EditRequest,
     IdempotencyConflict,
     JobNotFound,
@@ -32,6 +33,8 @@ from f2f.serving.jobs import (
     StoreUnavailable,
     fingerprint,
 )
+from f2f.serving.jobs import file_store as jobs
+from f2f.serving.jobs.base import ATTEMPTS
 from f2f.serving.protocol import JobError, Selection
 
 SOURCE = b"\x89PNG\r\n\x1a\n not really a png, but the store keeps bytes as they are"
@@ -83,7 +86,7 @@ def finish(status: str) -> Callable[[JobRecord], bool]:
 def test_create_returns_a_new_queued_record(store: JobStore, request_: EditRequest) -> None:
     record, created = store.create(SOURCE, request_, "fp-1")
     assert created is True
-    assert jobs.JOB_ID.match(record.id) and len(record.id) == 32
+    assert JOB_ID.match(record.id) and len(record.id) == 32
     assert (record.status, record.attempts, record.worker, record.fingerprint) == ("queued", 0, None, "fp-1")
     assert record.finished is False and record.finished_at is None and record.expires_at is None
 
@@ -762,7 +765,7 @@ def test_a_write_of_an_attempt_whose_job_was_taken_over_is_refused_and_changes_n
     with pytest.raises(LeaseLost, match=f"job {record.id}: attempt 1 of worker w1 lost its lease"):
         write(store, stale)
     assert record_bytes(store, record.id) == before
-    assert not (store.job_dir(record.id) / jobs.ATTEMPTS / "1-w1").exists()
+    assert not (store.job_dir(record.id) / ATTEMPTS / "1-w1").exists()
 
 
 @pytest.mark.parametrize("write", FENCED_WRITES)
@@ -867,7 +870,7 @@ def test_a_failed_attempts_outputs_are_dropped(store: JobStore, request_: EditRe
     (store.outputs_dir(lease) / "edited.png").write_bytes(b"half an edit")
     store.finish(lease, "failed", JobError(message="m", code="c"))
     assert store.output(record.id, "edited.png") is None
-    assert not (store.job_dir(record.id) / jobs.ATTEMPTS).exists()
+    assert not (store.job_dir(record.id) / ATTEMPTS).exists()
 
 
 def test_a_finish_whose_record_cannot_be_written_keeps_the_outputs_the_attempts(
