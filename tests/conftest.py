@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from PIL import Image
+from redis_server import RedisServer
 from s3_server import CREDENTIALS as S3_CREDENTIALS
 from s3_server import S3Server
 from s3_server import available as s3_available
@@ -83,3 +84,19 @@ def s3_endpoint(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     return s3_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A `redis-server` on a free loopback port for the whole session (each test uses keys of its own); fails under
+    CI when the server is missing."""
+    server = RedisServer()
+    if server.binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is missing: .ci/run installs it")
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
