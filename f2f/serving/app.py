@@ -44,6 +44,7 @@ from f2f.serving.events import JobEvents
 from f2f.serving.generator_deployment import GeneratorDeployment
 from f2f.serving.ingress import Ingress
 from f2f.serving.ingress_args import IngressArgs
+from f2f.serving.jobs import check_store
 from f2f.serving.serve_file import http_address, read_serve_config
 from f2f.serving.vlm_deployment import VLMDeployment
 from f2f.serving.worker_deployment import EditWorker, consumer_class
@@ -73,6 +74,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     if world > 1 and parsed.generator_num_gpus not in (0, 1):
         rule = f"must be 1 (or 0 on CPUs) when generator.parallel splits a video over {world} GPUs: each rank takes a GPU"
         raise InvalidConfig("generator_num_gpus", parsed.generator_num_gpus, rule)
+    check_store(parsed.jobs)  # an unreachable Redis is one line now, not a replica that fails to start
     prepare_models(config)
     store_dir = parsed.jobs.store_dir(config.cache_dir)
     queue = task_processor_config(parsed.jobs, store_dir)

@@ -51,7 +51,7 @@ import uuid
 from pathlib import Path
 from queue import Empty
 from time import monotonic
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 from kombu.transport import TRANSPORT_ALIASES, filesystem
@@ -111,6 +111,19 @@ class JobsArgs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     dir: Path | None = Field(None, description="Job records and results (default: <config.cache_dir>/jobs).")
+    store: Literal["file", "redis"] = Field(
+        "file",
+        description="Where job records live: file (in `dir`: one machine, or a volume every node mounts) or redis "
+        "(`redis_url`: any cluster; the job's files stay in `dir`).",
+    )
+    redis_url: str | None = Field(
+        None,
+        description="The job store's Redis when `store` is redis, e.g. redis://:${REDIS_PASSWORD}@f2f-redis:6379/1 "
+        "(`${NAME}` as in broker_url).",
+    )
+    redis_prefix: str = Field(
+        "f2f", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Prefix of the job store's Redis keys: one per deployment."
+    )
     ttl_s: float = Field(86_400.0, gt=0, description="Seconds a finished job and its files are kept.")
     max_queued: int = Field(64, ge=1, le=1_000_000, description="Jobs that may wait for a worker; one more is answered 503.")
     retry_after_s: int = Field(10, ge=1, description="Retry-After (seconds) of a 503 when the queue is full.")
@@ -147,6 +160,10 @@ class JobsArgs(BaseModel):
     def _heartbeat_within_lease(self) -> JobsArgs:
         if self.heartbeat_s >= self.lease_s:
             raise InvalidConfig("heartbeat_s", self.heartbeat_s, f"must be shorter than lease_s ({self.lease_s})")
+        if self.store == "redis" and not self.redis_url:
+            raise InvalidConfig("redis_url", self.redis_url, "is needed when jobs.store is redis (redis://host:6379/1)")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise InvalidConfig("redis_url", self.redis_url, "must be a redis://, rediss:// or unix:// URL")
         return self
 
     def store_dir(self, cache_dir: Path) -> Path:

@@ -32,7 +32,7 @@ import time
 
 from f2f.errors import InvalidInput
 from f2f.serving.errors import JobNotFinished, NoSuchOutput
-from f2f.serving.jobs import JobRecord, JobStore
+from f2f.serving.jobs import JobRecord, StoreBase
 from f2f.serving.protocol import CandidateFrame, JobResult, Selection
 
 EDITED = "edited.png"
@@ -59,7 +59,7 @@ def result_file(record: JobRecord) -> str:
     return frame_file(record.selection.label, record.result)
 
 
-def select(store: JobStore, job_id: str, label: int, who: str) -> JobRecord:
+def select(store: StoreBase, job_id: str, label: int, who: str) -> JobRecord:
     """Record `who`'s choice of frame `label` as the result of their succeeded job, by the rules above."""
     record = store.get_for(job_id, who)
     if record.status != "succeeded" or record.result is None:

@@ -38,7 +38,7 @@ from f2f.serving.broker import BrokerQueue, JobQueue, JobsArgs
 from f2f.serving.errors import BodyTooLarge, NotReady, error_response, install_error_handlers
 from f2f.serving.events import EventsClient
 from f2f.serving.ingress_args import IngressArgs
-from f2f.serving.jobs import JobStore
+from f2f.serving.jobs import open_store
 from f2f.serving.logs import log_to_serve
 from f2f.serving.routers import health, images, jobs, web
 from f2f.serving.routers.docs import docs_router
@@ -82,7 +82,7 @@ class Ingress:
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         store_dir = self.jobs.store_dir(self.config.cache_dir)
-        store = JobStore(store_dir, self.jobs.ttl_s, self.jobs.lease_s)
+        store = open_store(self.jobs, self.config.cache_dir)
         events = EventsClient(self.events, asyncio.get_running_loop())
         queue, broker = JobQueue(self.jobs, store_dir), BrokerQueue.of(self.jobs, store_dir)
         service = EditService(store, queue, self.config, self.jobs, self.limits, self.auth, events, self.http, broker)

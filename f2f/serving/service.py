@@ -48,8 +48,8 @@ from f2f.serving.jobs import (
     EditRequest,
     JobNotFound,
     JobRecord,
-    JobStore,
     StorageFull,
+    StoreBase,
     StoreUnavailable,
     fingerprint,
     send,
@@ -69,7 +69,7 @@ class EditService:
 
     def __init__(
         self,
-        store: JobStore,
+        store: StoreBase,
         queue: Any,
         config: F2FConfig,
         jobs: JobsArgs,
@@ -222,7 +222,7 @@ def _sse(event: str, data: Any) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-async def _queue_gauges_forever(store: JobStore, broker: BrokerQueue | None) -> None:
+async def _queue_gauges_forever(store: StoreBase, broker: BrokerQueue | None) -> None:
     """Set the queue gauges every `metrics.gauge_refresh_s()`, changed or not (Ray drops a gauge not set again):
     the job store's queue, and the messages waiting on the broker (left unset while the broker cannot be read)."""
     every_s = metrics.gauge_refresh_s()

@@ -88,12 +88,13 @@ from f2f.serving.frames import frame_links
 from f2f.serving.jobs import (
     JobNotFound,
     JobRecord,
-    JobStore,
     Lease,
     LeaseLost,
     StorageFull,
+    StoreBase,
     StoreUnavailable,
     no_space_as_storage_full,
+    open_store,
     send,
 )
 from f2f.serving.protocol import AlignmentView, JobError, JobResult, RankingView
@@ -137,7 +138,7 @@ class EditWorker:
         self.vlm, self.generator = RemoteVLM(vlm), RemoteGenerator(generator)
         self.config, self.jobs = config, jobs
         self.jobs_max_concurrent = max_concurrent_jobs
-        self.store = JobStore(jobs.store_dir(config.cache_dir), jobs.ttl_s, jobs.lease_s)
+        self.store = open_store(jobs, config.cache_dir)
         if events is not None:
             self.store.on_change = EventsClient(events, self.loop).publish_record
         self.worker_id = uuid.uuid4().hex[:12]
@@ -157,7 +158,7 @@ class EditWorker:
         while True:
             try:
                 await asyncio.to_thread(self.store.worker_alive, self.worker_id)
-            except OSError as exc:
+            except (OSError, StoreUnavailable) as exc:
                 logger.warning("could not record that this worker is alive (%s)", exc)
             await asyncio.sleep(self.jobs.heartbeat_s)
 
@@ -475,7 +476,7 @@ class _JobWatcher:
     """Carries progress to the job record, refreshes the lease, notices a cancel request, and stops the edit once
     the lease is lost (`lost`: why)."""
 
-    def __init__(self, store: JobStore, lease: Lease, cancel: CancelToken, jobs: JobsArgs) -> None:
+    def __init__(self, store: StoreBase, lease: Lease, cancel: CancelToken, jobs: JobsArgs) -> None:
         self.store, self.lease, self.cancel, self.jobs = store, lease, cancel, jobs
         self.latest: Progress | None = None
         self.changed = asyncio.Event()

@@ -22,6 +22,7 @@ from f2f.serving.jobs import (
     Lease,
     LeaseLost,
     StoreBase,
+    StoreUnavailable,
 )
 from f2f.serving.jobs.redis_store import RedisJobStore
 from f2f.serving.protocol import JobError, Selection
@@ -300,3 +301,56 @@ def test_a_record_this_version_cannot_read_is_reported_and_skipped(make_store: M
     time.sleep(SHORT_S * 1.5)
     assert store.stale_running() == [fine]  # the sweep's query goes on past it
     store.sweep()
+
+
+# --- choosing the store ---------------------------------------------------------------------------------------------
+
+
+def test_the_args_choose_the_store_and_a_redis_store_needs_its_url(tmp_path: Path, redis_url: str) -> None:
+    from f2f.errors import InvalidConfig
+    from f2f.serving.broker import JobsArgs
+    from f2f.serving.jobs import open_store
+
+    assert type(open_store(JobsArgs(dir=tmp_path / "jobs"), tmp_path)) is JobStore
+    store = open_store(JobsArgs(dir=tmp_path / "jobs", store="redis", redis_url=redis_url, retry_after_s=7), tmp_path)
+    assert isinstance(store, RedisJobStore) and store.retry_after_s == 7
+    from f2f.serving.app import parse_args
+
+    for jobs, rule in (
+        ({"store": "redis"}, "is needed when jobs.store is redis"),
+        ({"redis_url": "http://r"}, "must be a redis://"),
+    ):
+        with pytest.raises(InvalidConfig) as info:
+            parse_args({"jobs": jobs, "auth": {"required": False}})
+        assert info.value.field == "args.jobs.redis_url" and rule in info.value.rule
+
+
+def test_an_unreachable_redis_is_one_line_at_start_naming_the_field_and_the_url_as_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from redis_server import free_port
+
+    from f2f.errors import InvalidConfig
+    from f2f.serving.broker import JobsArgs
+    from f2f.serving.jobs import check_store
+
+    monkeypatch.setenv("F2F_TEST_PASSWORD", "s3cret")
+    url = f"redis://:${{F2F_TEST_PASSWORD}}@127.0.0.1:{free_port()}/1"  # nothing listens there
+    with pytest.raises(InvalidConfig) as info:
+        check_store(JobsArgs(store="redis", redis_url=url))
+    assert (info.value.field, info.value.value) == ("jobs.redis_url", url) and "Redis does not answer there" in info.value.rule
+    assert "s3cret" not in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_redis_store_that_goes_away_is_unavailable_not_an_internal_error(tmp_path: Path) -> None:
+    from redis_server import RedisServer
+
+    server = RedisServer()
+    server.start()
+    store = RedisJobStore(server.url, tmp_path / "files", TTL_S)
+    job_id = _create(store)
+    server.stop()
+    for call in (lambda: store.get(job_id), lambda: _create(store), lambda: store.request_cancel(job_id), store.queue_stats):
+        with pytest.raises(StoreUnavailable) as info:
+            call()
+        assert info.value.retry_after_s > 0

@@ -16,6 +16,7 @@ from f2f.serving.jobs.record import (
     JOB_ID,
     RETRY_AFTER_S,
     WORKER_ID,
+    EditRequest,
     JobError,
     JobNotFound,
     JobProgress,
@@ -50,7 +51,62 @@ class StoreBase:
         self.on_change = on_change  # told of every record change once it is written (the service pushes it to waiters)
         (self.root / "jobs").mkdir(parents=True, exist_ok=True)
 
+    # --- what each store implements: the service and the worker use only these and the moves below -----
+
+    def create(
+        self,
+        source_png: bytes,
+        request: EditRequest,
+        fingerprint: str,
+        idempotency_key: str | None = None,
+        owner: str = "anonymous",
+        admit: Callable[[], None] | None = None,
+        mask_png: bytes | None = None,
+    ) -> tuple[JobRecord, bool]:
+        """A new queued job of `owner` holding the source, or the job this owner's idempotency key made; True if new.
+        `admit` (the queue bound, a key's cap) passes for no two creates together; what it raises leaves nothing."""
+        raise NotImplementedError
+
     def get(self, job_id: str) -> JobRecord:
+        """The record; JobNotFound if unknown or expired, JobUnreadable (reported) if this version cannot parse it."""
+        raise NotImplementedError
+
+    def list_for(
+        self, owner: str, status: JobStatus | None = None, after: str | None = None, limit: int = 20
+    ) -> tuple[list[JobRecord], bool]:
+        """A page of `owner`'s live jobs, newest first, and whether more follow."""
+        raise NotImplementedError
+
+    def active_jobs(self, owner: str) -> int:
+        """Jobs of `owner` queued or running."""
+        raise NotImplementedError
+
+    def queue_stats(self) -> tuple[int, float]:
+        """Jobs waiting for a worker, and the age in seconds of the oldest (0 when none)."""
+        raise NotImplementedError
+
+    def unsent(self, resend_after_s: float, grace_s: float = 5.0) -> list[str]:
+        """Queued jobs never sent (after `grace_s`), or last sent over `resend_after_s` ago."""
+        raise NotImplementedError
+
+    def queued(self) -> list[str]:
+        """The ids of the jobs waiting for a worker."""
+        raise NotImplementedError
+
+    def worker_alive(self, worker: str) -> None:
+        """Record that the edit worker `worker` is alive now."""
+        raise NotImplementedError
+
+    def lost_workers(self) -> list[str]:
+        """Workers not heard from for `lease_s`; each listed once, by one caller only."""
+        raise NotImplementedError
+
+    def stale_running(self) -> list[str]:
+        """Running jobs whose worker stopped refreshing its lease."""
+        raise NotImplementedError
+
+    def sweep(self) -> int:
+        """Delete the expired jobs; how many."""
         raise NotImplementedError
 
     @contextlib.contextmanager
@@ -58,6 +114,8 @@ class StoreBase:
         """The record under the job's lock, and how to save it (the new record, and the status it had)."""
         raise NotImplementedError
         yield
+
+    # --- the record's moves and the job's files, the same in every store --------------------------------
 
     def job_dir(self, job_id: str) -> Path:
         if not JOB_ID.fullmatch(job_id):

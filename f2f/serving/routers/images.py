@@ -46,7 +46,7 @@ from f2f.request import CheckedEdit
 from f2f.serving import outputs
 from f2f.serving.errors import JobFailed, ModelNotFound
 from f2f.serving.ingress_args import IngressArgs, public_url, url_response_refusal
-from f2f.serving.jobs import JobRecord, JobStore
+from f2f.serving.jobs import JobRecord, StoreBase
 from f2f.serving.protocol import EditOptions, F2FExtension, ImageData, ImagesResponse, JobError, ModelCard, ModelList
 from f2f.serving.routers.deps import Caller, HttpArgs, Service
 from f2f.serving.routers.parsing import form_fields, validated
@@ -157,7 +157,7 @@ def _openai_fields(fields: dict[str, Any], config: F2FConfig, http_args: Ingress
 async def _image(
     request: Request,
     http_args: IngressArgs,
-    store: JobStore,
+    store: StoreBase,
     record: JobRecord,
     rank: int,
     ask: dict[str, Any],

@@ -35,7 +35,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from f2f.errors import InvalidInput
 from f2f.serving import frames, outputs
 from f2f.serving.errors import JobNotFinished, NoSuchOutput
-from f2f.serving.jobs import JobNotFound, JobRecord, JobStatus, JobStore
+from f2f.serving.jobs import JobNotFound, JobRecord, JobStatus, StoreBase
 from f2f.serving.protocol import EditJSON, JobList, JobView, SelectRequest
 from f2f.serving.routers.deps import Caller, HttpArgs, Service
 from f2f.serving.routers.parsing import multipart_schema, read_submission
@@ -199,7 +199,7 @@ class HeldStream(StreamingResponse):
             self.release()
 
 
-async def finished(store: JobStore, job_id: str, caller: str) -> JobRecord:
+async def finished(store: StoreBase, job_id: str, caller: str) -> JobRecord:
     """The caller's job, once it succeeded (JobNotFinished before)."""
     record = await asyncio.to_thread(store.get_for, job_id, caller)
     if record.status != "succeeded":
