@@ -1,7 +1,9 @@
-"""Jobs on a real Redis broker: backpressure, and replicas lost mid-job (real Ray Serve, real HTTP on 127.0.0.1).
+"""Jobs on a real Redis broker and the Redis job store: backpressure, replicas lost mid-job, a paused worker, Redis
+restarts (real Ray Serve, real HTTP on 127.0.0.1).
 
-A `redis-server` (Debian's package; `.ci/run` installs it) is started on a
-free loopback port for the module. The worker runs one job at a time and two
+Two `redis-server`s (Debian's package; `.ci/run` installs it) are started on
+free loopback ports for the module: the broker's, without persistence, and
+the job store's, append-only as deployed. The worker runs one job at a time and two
 may wait, so the queue fills quickly; leases are short, so a lost worker's job
 is queued again within seconds.
 """
@@ -9,9 +11,7 @@ is queued again within seconds.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +22,8 @@ import pytest
 pytest.importorskip("ray")
 httpx = pytest.importorskip("httpx")
 
-from harness import FINISHED, SAMPLE, error_of, free_port, kill_replica, replica_pid, running_app, submit, wait_for  # noqa: E402
+from harness import FINISHED, SAMPLE, error_of, kill_replica, replica_pid, running_app, submit, wait_for  # noqa: E402
+from redis_server import RedisServer  # noqa: E402
 
 LONG = {"steps": "1000"}  # long enough to act on a job mid-video (400 steps took under 2 s on a 2-core Xeon)
 # Two videos of 49 frames x 1000 steps: about 10 s on a 2-core Xeon (2026-12-06), five times the 2 s after which the
@@ -30,44 +31,20 @@ LONG = {"steps": "1000"}  # long enough to act on a job mid-video (400 steps too
 SYNC_LONG = {"steps": "1000", "num_frames": "49", "n": "2"}
 
 
-class RedisServer:
-    """A `redis-server` on a fixed loopback port without persistence: a restart loses every message it held."""
-
-    def __init__(self, binary: str) -> None:
-        self.binary, self.port = binary, free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        import redis
-
-        command = [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-        client, deadline = redis.Redis(host="127.0.0.1", port=self.port), time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()  # as a crash: nothing is saved
-            self.process.wait(10)
-            self.process = None
+def _redis(folder: Path | None = None) -> RedisServer:
+    server = RedisServer(folder)
+    if server.binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is missing: .ci/run installs it")
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    server.start()
+    return server
 
 
 @pytest.fixture(scope="module")
 def redis_server() -> Iterator[RedisServer]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is missing: .ci/run installs it")
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    server = RedisServer(binary)
-    server.start()
+    """The broker's Redis, without persistence: a restart loses every message it held."""
+    server = _redis()
     try:
         yield server
     finally:
@@ -80,7 +57,17 @@ def redis_url(redis_server: RedisServer) -> str:
 
 
 @pytest.fixture(scope="module")
-def base_url(tmp_path_factory: pytest.TempPathFactory, redis_url: str, jobs_dir: Path) -> Iterator[str]:
+def store_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """The job store's Redis, append-only as deployed (k8s/base/redis.yaml): a restart keeps the records."""
+    server = _redis(tmp_path_factory.mktemp("store-redis"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory: pytest.TempPathFactory, redis_url: str, store_redis: RedisServer, jobs_dir: Path) -> Iterator[str]:
     args = {
         "config": {"profile": "tiny", "cache_dir": str(tmp_path_factory.mktemp("f2f-cache")), "seed": 3},
         "worker_max_concurrent_jobs": 1,
@@ -88,6 +75,8 @@ def base_url(tmp_path_factory: pytest.TempPathFactory, redis_url: str, jobs_dir:
         "jobs": {
             "dir": str(jobs_dir),
             "broker_url": redis_url,
+            "store": "redis",  # every test here runs on the Redis job store (the file store: the other serve modules)
+            "redis_url": store_redis.url,
             "max_queued": 2,
             "retry_after_s": 7,
             "lease_s": 4,
@@ -250,3 +239,22 @@ def test_a_redis_crash_loses_no_accepted_job(base_url: str, redis_server: RedisS
     jobs = [wait_for(base_url, job_id, timeout_s=240) for job_id in (running, waiting, during)]
     assert [job["status"] for job in jobs] == ["succeeded"] * 3, [job["error"] for job in jobs]
     assert submit(base_url, {"prompt": "and after"}).status_code == 202
+
+
+def test_a_restart_of_the_stores_redis_loses_no_job_and_needs_no_restart(base_url: str, store_redis: RedisServer) -> None:
+    """The job store's Redis crashes (append-only, as deployed) with a job running: a submission meanwhile is a typed
+    503 with Retry-After, the running job's worker keeps trying its writes, and once Redis is back the job ends and
+    new ones run, without restarting anything."""
+    running = submit(base_url, {"prompt": "make it windy", **LONG}).json()["id"]
+    wait_for(base_url, running, lambda job: job["status"] == "running", timeout_s=60)
+    time.sleep(1.5)  # appendfsync everysec: what was written a second ago is on disk
+    store_redis.stop()
+    refused = submit(base_url, {"prompt": "while it is down"})
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "7", refused.text
+    assert error_of(refused)["code"] == "store_unavailable"
+    time.sleep(2)
+    store_redis.start()
+    job = wait_for(base_url, running, timeout_s=240)
+    assert job["status"] == "succeeded", job["error"]
+    after = submit(base_url, {"prompt": "and after"})
+    assert after.status_code == 202 and wait_for(base_url, after.json()["id"])["status"] == "succeeded"

@@ -8,6 +8,7 @@ from functools import partial
 from typing import Any
 
 from f2f.serving.jobs.base import StoreBase
+from f2f.serving.jobs.record import StoreUnavailable
 from f2f.serving.logs import job_fields
 
 logger = logging.getLogger("f2f.serving")
@@ -48,6 +49,8 @@ async def sweep_forever(store: StoreBase, queue: Any, every_s: float, resend_aft
     while True:
         try:
             await sweep_once(store, queue, resend_after_s)
+        except StoreUnavailable as exc:  # Redis or the volume is away for now: the next pass tries again
+            logger.warning("the job store sweep could not run: %s", exc)
         except Exception:
             logger.exception("the job store sweep failed")
         await asyncio.sleep(every_s)
