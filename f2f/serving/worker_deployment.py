@@ -68,9 +68,10 @@ import logging
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from PIL import Image
 
@@ -108,6 +109,7 @@ LOST_REPLICA_BACKOFF_S = 5.0
 FAST_PNG = 1  # zlib level of the outputs: a caller waits for them (f2f.result.write_outputs)
 HEALTH_CHECK_PERIOD_S = 5.0  # how often Serve asks a worker replica whether its consumer still takes jobs
 HANDED_BACK = "handed back"
+T = TypeVar("T")
 LEASE_LOST = "lease lost"
 
 
@@ -274,7 +276,8 @@ class EditWorker:
                 await asyncio.wait({watch})  # it ends once the task is done: no heartbeat of this attempt comes later
             if watcher.lost is not None:
                 raise watcher.lost
-            folder = await asyncio.to_thread(self._write_outputs, lease, record, result)
+            write = partial(self._write_outputs, lease, record, result)
+            folder = await self._retried(write, "its outputs", job_id, retry_full=False)
         except LeaseLost:
             raise
         except (EditCancelled, asyncio.CancelledError):
@@ -297,6 +300,8 @@ class EditWorker:
             message = str(unwrap(exc))
             return await self._finish(lease, "failed", JobError(message=message, type="invalid_request_error", code=exc.code))
         except F2FError as exc:
+            if isinstance(exc, StoreUnavailable) and not isinstance(exc, StorageFull):
+                raise  # the store stayed away for a whole lease: the lease lapses and the job is queued again
             message = str(unwrap(exc))
             logger.warning("job %s failed: %s", job_id, message)
             metrics.record_error()
@@ -358,19 +363,24 @@ class EditWorker:
     async def _finish(
         self, lease: Lease, status: str, error: JobError | None, result: EditResult | None = None, folder: Path | None = None
     ) -> str:
-        """End the attempt (a succeeded one with the outputs in `folder`); a store error is tried again every
-        `heartbeat_s` for `lease_s`, then raised (the lease lapses and the job is queued again)."""
+        """End the attempt (a succeeded one with the outputs in `folder`), its store errors tried again (`_retried`)."""
         job_result = None if result is None or folder is None else _job_result(lease.job_id, result, folder)
         timings = None if result is None else result.timings_s
         end = partial(self.store.finish, lease, status, error, job_result, timings)
+        return (await self._retried(end, f"its end ({status})", lease.job_id)).status
+
+    async def _retried(self, call: Callable[[], T], what: str, job_id: str, retry_full: bool = True) -> T:
+        """`call` on a thread, tried again every `heartbeat_s` for `lease_s` while the store is away (StoreUnavailable:
+        Redis restarting, a volume read-only for a while; a full one only if `retry_full`), then its error raised: the
+        job stays running, its lease lapses, and it is queued again. Never a job failed for a store's hiccup."""
         give_up_at = time.monotonic() + self.jobs.lease_s
         while True:
             try:
-                return (await asyncio.to_thread(end)).status
+                return await asyncio.to_thread(call)
             except StoreUnavailable as exc:
-                if time.monotonic() >= give_up_at:
+                if (isinstance(exc, StorageFull) and not retry_full) or time.monotonic() >= give_up_at:
                     raise
-                logger.warning("job %s: its end (%s) could not be written (%s); trying again", lease.job_id, status, exc)
+                logger.warning("job %s: %s could not be written (%s); trying again", job_id, what, exc)
                 await asyncio.sleep(self.jobs.heartbeat_s)
 
 

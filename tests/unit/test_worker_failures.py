@@ -18,7 +18,7 @@ from f2f.errors import F2FError, GeneratorOutOfMemory, unwrap
 from f2f.protocols import CancelToken, Progress
 from f2f.serving import worker_deployment
 from f2f.serving.broker import JobsArgs
-from f2f.serving.jobs import EditRequest, JobRecord, JobStore, Lease, LeaseLost, StorageFull
+from f2f.serving.jobs import EditRequest, JobRecord, JobStore, Lease, LeaseLost, StorageFull, StoreUnavailable
 from f2f.serving.jobs import file_store as jobs
 from f2f.serving.protocol import JobError
 from f2f.serving.worker_deployment import LEASE_LOST, ConsumerWatch, EditWorker, _JobWatcher
@@ -200,3 +200,34 @@ def test_a_finish_the_store_cannot_write_is_tried_again(worker: EditWorker, monk
     error = JobError(message="the edit failed; see the server log", code="edit_failed")
     assert asyncio.run(worker._finish(lease, "failed", error)) == "failed"
     assert failed == ["job.json", "job.json"] and worker.store.get(record.id).status == "failed"
+
+
+def test_a_store_away_for_a_moment_is_waited_for_and_one_away_for_a_lease_is_given_up() -> None:
+    """The outputs and the end of an edit that ends while the store is away (Redis restarting): tried again every
+    heartbeat, so the job is not failed for the store's hiccup (the restart test saw it fail with store_unavailable);
+    a full volume is not waited for where it fails the job (the outputs); a store away for a whole lease is raised."""
+    worker = _worker_for_jobs(object.__new__(EditWorker), JobsArgs(lease_s=0.5, heartbeat_s=0.05))
+    calls: list[int] = []
+
+    def away_twice() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise StoreUnavailable("the job store (Redis) failed on job j (ConnectionError); retry later")
+        return "written"
+
+    assert asyncio.run(worker._retried(away_twice, "its outputs", "j")) == "written" and len(calls) == 3
+
+    def full() -> None:
+        calls.append(1)
+        raise StorageFull("the job volume is full")
+
+    calls.clear()
+    with pytest.raises(StorageFull):
+        asyncio.run(worker._retried(full, "its outputs", "j", retry_full=False))
+    assert len(calls) == 1
+
+    def away() -> None:
+        raise StoreUnavailable("away")
+
+    with pytest.raises(StoreUnavailable):
+        asyncio.run(worker._retried(away, "its end", "j"))
