@@ -28,6 +28,7 @@ from f2f.serving.jobs.record import (
     StoreUnavailable,
     hold,
     no_space_as_storage_full,
+    unreadable,
 )
 from f2f.serving.logs import job_fields
 
@@ -114,6 +115,16 @@ class StoreBase:
         """The record under the job's lock, and how to save it (the new record, and the status it had)."""
         raise NotImplementedError
         yield
+
+    def _parse(self, job_id: str, data: bytes) -> JobRecord:
+        """A stored record; JobUnreadable (reported) if this version cannot parse it, JobNotFound once it expired."""
+        try:
+            record = JobRecord.model_validate_json(data)
+        except ValueError as exc:
+            raise unreadable(job_id, exc, self.retry_after_s) from None
+        if record.expires_at is not None and record.expires_at <= time.time():
+            raise JobNotFound(f"unknown or expired job id {job_id!r}")
+        return record
 
     # --- the record's moves and the job's files, the same in every store --------------------------------
 

@@ -216,13 +216,7 @@ class JobStore(StoreBase):
             raise StoreUnavailable(
                 f"the job store cannot read job {job_id} ({exc.strerror or exc}); retry later", self.retry_after_s
             ) from exc
-        try:
-            record = JobRecord.model_validate_json(data)
-        except ValueError as exc:
-            raise unreadable(job_id, exc, self.retry_after_s) from None
-        if record.expires_at is not None and record.expires_at <= time.time():
-            raise JobNotFound(f"unknown or expired job id {job_id!r}")
-        return record
+        return self._parse(job_id, data)
 
     def list_for(
         self, owner: str, status: JobStatus | None = None, after: str | None = None, limit: int = 20

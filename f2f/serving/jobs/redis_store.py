@@ -55,7 +55,6 @@ from f2f.serving.jobs.record import (
     JobStatus,
     StoreUnavailable,
     dump,
-    unreadable,
 )
 from f2f.serving.logs import job_fields
 
@@ -180,15 +179,6 @@ class RedisJobStore(StoreBase):
         if data is None:
             raise JobNotFound(f"unknown or expired job id {job_id!r}")
         return self._parse(job_id, data)
-
-    def _parse(self, job_id: str, data: bytes) -> JobRecord:
-        try:
-            record = JobRecord.model_validate_json(data)
-        except ValueError as exc:
-            raise unreadable(job_id, exc, self.retry_after_s) from None
-        if record.expires_at is not None and record.expires_at <= time.time():
-            raise JobNotFound(f"unknown or expired job id {job_id!r}")
-        return record
 
     def list_for(
         self, owner: str, status: JobStatus | None = None, after: str | None = None, limit: int = 20
