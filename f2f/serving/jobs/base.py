@@ -9,7 +9,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from f2f.serving.jobs.record import (
@@ -17,6 +17,7 @@ from f2f.serving.jobs.record import (
     RETRY_AFTER_S,
     WORKER_ID,
     EditRequest,
+    IdempotencyConflict,
     JobError,
     JobNotFound,
     JobProgress,
@@ -115,6 +116,28 @@ class StoreBase:
         """The record under the job's lock, and how to save it (the new record, and the status it had)."""
         raise NotImplementedError
         yield
+
+    def _stale(self, job_ids: Iterable[str]) -> list[str]:
+        """Of `job_ids` (running, by the store's index), those still running whose lease lapsed."""
+        stale = []
+        for job_id in job_ids:
+            try:
+                record = self.get(job_id)
+            except (JobNotFound, StoreUnavailable):  # an unreadable record is reported by `get` and skipped
+                continue
+            heartbeat = record.heartbeat_at or record.updated_at
+            if record.status == "running" and time.time() - heartbeat >= self.lease_s:
+                stale.append(record.id)
+        return stale
+
+    @staticmethod
+    def _replayed(existing: JobRecord, fingerprint: str) -> tuple[JobRecord, bool]:
+        """The job an idempotency key made, for the same request; IdempotencyConflict for another."""
+        if existing.fingerprint != fingerprint:
+            raise IdempotencyConflict(
+                f"Idempotency-Key was already used for job {existing.id} with a different request; use a new key"
+            )
+        return existing, False
 
     def _parse(self, job_id: str, data: bytes) -> JobRecord:
         """A stored record; JobUnreadable (reported) if this version cannot parse it, JobNotFound once it expired."""

@@ -99,7 +99,6 @@ from f2f.result import write_atomic
 from f2f.serving.jobs.base import Save, StoreBase
 from f2f.serving.jobs.record import (
     EditRequest,
-    IdempotencyConflict,
     JobNotFound,
     JobRecord,
     JobStatus,
@@ -167,11 +166,7 @@ class JobStore(StoreBase):
             shutil.rmtree(folder, ignore_errors=True)
             raise
         shutil.rmtree(folder, ignore_errors=True)
-        if existing.fingerprint != fingerprint:
-            raise IdempotencyConflict(
-                f"Idempotency-Key was already used for job {existing.id} with a different request; use a new key"
-            )
-        return existing, False
+        return self._replayed(existing, fingerprint)
 
     @contextlib.contextmanager
     def _queue_lock(self) -> Iterator[None]:
@@ -337,16 +332,7 @@ class JobStore(StoreBase):
 
     def stale_running(self) -> list[str]:
         """Running jobs whose worker stopped refreshing its lease."""
-        stale = []
-        for entry in os.scandir(self.root / "running"):
-            try:
-                record = self.get(entry.name)
-            except (JobNotFound, StoreUnavailable):  # an unreadable record is reported by `get` and skipped
-                continue
-            heartbeat = record.heartbeat_at or record.updated_at
-            if record.status == "running" and time.time() - heartbeat >= self.lease_s:
-                stale.append(record.id)
-        return stale
+        return self._stale(entry.name for entry in os.scandir(self.root / "running"))
 
     def sweep(self) -> int:
         """Delete expired jobs and the keys that name them; the number of jobs deleted."""

@@ -49,7 +49,6 @@ from typing import Any
 from f2f.serving.jobs.base import Save, StoreBase
 from f2f.serving.jobs.record import (
     EditRequest,
-    IdempotencyConflict,
     JobNotFound,
     JobRecord,
     JobStatus,
@@ -166,11 +165,7 @@ class RedisJobStore(StoreBase):
             shutil.rmtree(folder, ignore_errors=True)
             raise
         shutil.rmtree(folder, ignore_errors=True)
-        if existing.fingerprint != fingerprint:
-            raise IdempotencyConflict(
-                f"Idempotency-Key was already used for job {existing.id} with a different request; use a new key"
-            )
-        return existing, False
+        return self._replayed(existing, fingerprint)
 
     def get(self, job_id: str) -> JobRecord:
         """The record; JobNotFound if unknown or expired, JobUnreadable (reported) if this version cannot parse it."""
@@ -319,16 +314,7 @@ class RedisJobStore(StoreBase):
         """Running jobs whose worker stopped refreshing its lease."""
         with self._storage("the running jobs"):
             due = self.redis.zrangebyscore(self._key("running"), "-inf", time.time() - self.lease_s)
-        stale = []
-        for job_id in (d.decode() for d in due):
-            try:
-                record = self.get(job_id)
-            except (JobNotFound, StoreUnavailable):  # an unreadable record is reported by `get` and skipped
-                continue
-            heartbeat = record.heartbeat_at or record.updated_at
-            if record.status == "running" and time.time() - heartbeat >= self.lease_s:
-                stale.append(record.id)
-        return stale
+        return self._stale(d.decode() for d in due)
 
     def sweep(self) -> int:
         """Delete the jobs that expired (only those: a range of `expiry`), their files and index entries, and the
