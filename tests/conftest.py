@@ -86,6 +86,13 @@ def s3_endpoint(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
     return s3_server.url
 
 
+@pytest.fixture
+def s3_bucket(s3_server: S3Server, s3_endpoint: str) -> str:
+    """`s3_endpoint` with a bucket `f2f` made."""
+    s3_server.make_bucket("f2f")
+    return s3_endpoint
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A `redis-server` on a free loopback port for the whole session (each test uses keys of its own); fails under

@@ -45,6 +45,15 @@ class S3Server:
             self.process.wait(10)
             self.process = None
 
+    def make_bucket(self, name: str = "f2f") -> None:
+        import boto3
+
+        keys = {
+            "aws_access_key_id": CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        }
+        boto3.client("s3", endpoint_url=self.url, region_name="us-east-1", **keys).create_bucket(Bucket=name)
+
     def reset(self) -> None:
         """Forget every bucket and object."""
         request = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")

@@ -110,11 +110,14 @@ class JobsArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    dir: Path | None = Field(None, description="Job records and results (default: <config.cache_dir>/jobs).")
+    dir: Path | None = Field(
+        None,
+        description="The file store's records, the default `objects` folder (jobs/) and each node's scratch "
+        "(default: <config.cache_dir>/jobs).",
+    )
     store: Literal["file", "redis"] = Field(
         "file",
-        description="Where job records live: file (in `dir`: one machine, or a volume every node mounts) or redis "
-        "(`redis_url`: any cluster; the job's files stay in `dir`).",
+        description="Where job records live: file (in `dir`: one machine) or redis (`redis_url`: any cluster).",
     )
     redis_url: str | None = Field(
         None,
@@ -124,6 +127,21 @@ class JobsArgs(BaseModel):
     redis_prefix: str = Field(
         "f2f", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Prefix of the job store's Redis keys: one per deployment."
     )
+    objects: str | None = Field(
+        None,
+        description="Where sources and outputs live: s3://bucket/prefix (AWS S3, MinIO, Ceph; credentials from the "
+        "AWS environment: AWS_ACCESS_KEY_ID, web identity, ...) or a folder, file:///path (null: `dir`/jobs, one "
+        "machine). `${NAME}` as in broker_url.",
+    )
+    objects_endpoint_url: str | None = Field(
+        None, description="The S3 endpoint of MinIO or Ceph, e.g. http://f2f-minio:9000 (null: $AWS_ENDPOINT_URL, else AWS)."
+    )
+    downloads: Literal["stream", "redirect"] = Field(
+        "stream",
+        description="How outputs are downloaded: stream (through the ingress) or redirect (a 307 to a presigned URL of "
+        "the bucket, valid download_url_ttl_s; s3 objects only).",
+    )
+    download_url_ttl_s: int = Field(300, ge=10, le=604_800, description="Seconds a presigned download URL is valid.")
     ttl_s: float = Field(86_400.0, gt=0, description="Seconds a finished job and its files are kept.")
     max_queued: int = Field(64, ge=1, le=1_000_000, description="Jobs that may wait for a worker; one more is answered 503.")
     retry_after_s: int = Field(10, ge=1, description="Retry-After (seconds) of a 503 when the queue is full.")
@@ -164,6 +182,9 @@ class JobsArgs(BaseModel):
             raise InvalidConfig("redis_url", self.redis_url, "is needed when jobs.store is redis (redis://host:6379/1)")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise InvalidConfig("redis_url", self.redis_url, "must be a redis://, rediss:// or unix:// URL")
+        if self.downloads == "redirect" and not (self.objects or "").startswith("s3://"):
+            rule = "redirect needs objects in a bucket (jobs.objects: s3://bucket/prefix); a folder is streamed"
+            raise InvalidConfig("downloads", self.downloads, rule)
         return self
 
     def store_dir(self, cache_dir: Path) -> Path:

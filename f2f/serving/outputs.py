@@ -13,29 +13,26 @@ Rules:
   nothing made) is always served.
 - The stored outputs stay PNG; a conversion is made when asked for, once per
   job, stored file, size, format and quality (`cached`): the first request
-  writes it (atomically) to the job's `cache/` folder, later ones are
-  answered from that file. The folder goes with the job (expiry deletes the
-  job's folder; what an earlier attempt left, the cache included, is
-  removed by the finish that makes an attempt's outputs the job's) and keeps at most `CACHE_FILES_PER_JOB` files, the
-  least recently asked for removed first, so that no caller fills the volume
-  by asking for many sizes. Where the cache cannot be written (a full or
-  read-only volume) the conversion is answered uncached.
+  writes it (whole) to the job's objects under `cache/`, later ones are
+  answered from that object. The cache goes with the job (expiry deletes
+  the job's objects) and keeps at most `CACHE_FILES_PER_JOB` objects, the
+  least recently asked for removed first (in a bucket: the least recently
+  made), so that no caller fills the store by asking for many sizes. Where
+  the cache cannot be written (a full, read-only or unreachable store) the
+  conversion is answered uncached.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
-import os
 import re
-from pathlib import Path
 from typing import Literal
 
 from PIL import Image
 
 from f2f.errors import InvalidInput
-from f2f.result import write_atomic
+from f2f.serving.jobs import Objects, StoreUnavailable
 
 logger = logging.getLogger("f2f.serving")
 
@@ -88,12 +85,14 @@ def check_size(value: str | None, source_size: tuple[int, int], max_pixels: int 
     raise InvalidInput("size", value, rule)
 
 
-def encode(path: Path, fmt: OutputFormat = "png", compression: int | None = None, size: tuple[int, int] | None = None) -> bytes:
-    """The stored PNG at `path`, resized to `size` and encoded as `fmt` (a PNG as asked is read as it is)."""
+def encode(
+    stored: bytes, fmt: OutputFormat = "png", compression: int | None = None, size: tuple[int, int] | None = None
+) -> bytes:
+    """The stored PNG, resized to `size` and encoded as `fmt` (a PNG as asked is answered as it is)."""
     if fmt == "png" and size is None:
-        return path.read_bytes()
-    with Image.open(path) as stored:
-        image = stored.convert("RGB")
+        return stored
+    with Image.open(io.BytesIO(stored)) as image:
+        image = image.convert("RGB")
     if size is not None:
         image = image.resize(size, Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
@@ -103,27 +102,29 @@ def encode(path: Path, fmt: OutputFormat = "png", compression: int | None = None
 
 
 def cached(
-    job_dir: Path, served: str, fmt: OutputFormat = "png", compression: int | None = None, size: tuple[int, int] | None = None
-) -> Path | bytes:
-    """The file answering for the job's stored PNG `served` as asked: the stored file when asked as it is, else its
-    conversion in `cache/`, made by the first request (the bytes, uncached, if it cannot be written)."""
-    stored = job_dir / served
+    objects: Objects,
+    stored: str,
+    cache: str,
+    fmt: OutputFormat = "png",
+    compression: int | None = None,
+    size: tuple[int, int] | None = None,
+) -> str | bytes:
+    """The key of the object answering for the stored PNG `stored` as asked: `stored` when asked as it is, else the
+    conversion at `cache` (a key in the job's `cache/`, named by `cache_name`), made by the first request; the bytes,
+    uncached, if it cannot be written."""
     if fmt == "png" and size is None:
         return stored
-    path = job_dir / CACHE_DIR / cache_name(served, fmt, compression, size)
-    if path.is_file():
-        with contextlib.suppress(OSError):
-            os.utime(path)  # asked for again: the last to be evicted
-        return path
-    data = encode(stored, fmt, compression, size)
+    if objects.exists(cache):
+        objects.touch(cache)  # asked for again: the last to be evicted
+        return cache
+    data = encode(objects.get(stored), fmt, compression, size)
     try:
-        path.parent.mkdir(exist_ok=True)
-        _evict(path.parent, CACHE_FILES_PER_JOB - 1)
-        write_atomic(path, lambda f: f.write(data))
-    except OSError as exc:
-        logger.warning("cannot cache %s (%s); answered uncached", path, exc)
+        _evict(objects, cache.rpartition("/")[0], CACHE_FILES_PER_JOB - 1)
+        objects.put(cache, data, MEDIA_TYPES[fmt])
+    except StoreUnavailable as exc:
+        logger.warning("cannot cache %s (%s); answered uncached", cache, exc)
         return data
-    return path
+    return cache
 
 
 def cache_name(served: str, fmt: OutputFormat, compression: int | None, size: tuple[int, int] | None) -> str:
@@ -137,10 +138,8 @@ def cache_name(served: str, fmt: OutputFormat, compression: int | None, size: tu
     return f"{stem}-{dims}-{fmt}-{'d' if compression is None else compression}.{fmt}"
 
 
-def _evict(folder: Path, keep: int) -> None:
-    """Remove the least recently used files of `folder` (not others' writes in progress) until `keep` are left."""
-    entries = [e for e in os.scandir(folder) if not e.name.startswith(".") and e.is_file(follow_symlinks=False)]
-    entries.sort(key=lambda e: e.stat(follow_symlinks=False).st_mtime)
-    for entry in entries[: max(0, len(entries) - keep)]:
-        with contextlib.suppress(OSError):
-            os.unlink(entry.path)
+def _evict(objects: Objects, folder: str, keep: int) -> None:
+    """Remove the least recently used objects under `folder` until `keep` are left."""
+    found = objects.listing(folder)
+    for key, _ in found[: max(0, len(found) - keep)]:
+        objects.delete(key)

@@ -64,6 +64,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import shutil
 import time
@@ -87,6 +88,8 @@ from f2f.serving.broker import TASK_NAME, BrokerQueue, JobQueue, JobsArgs
 from f2f.serving.events import EventsClient
 from f2f.serving.frames import frame_links
 from f2f.serving.jobs import (
+    MASK,
+    SOURCE,
     JobNotFound,
     JobRecord,
     Lease,
@@ -276,8 +279,8 @@ class EditWorker:
                 await asyncio.wait({watch})  # it ends once the task is done: no heartbeat of this attempt comes later
             if watcher.lost is not None:
                 raise watcher.lost
-            write = partial(self._write_outputs, lease, record, result)
-            folder = await self._retried(write, "its outputs", job_id, retry_full=False)
+            write = partial(self._keep_outputs, lease, record, result)
+            kept = await self._retried(write, "its outputs", job_id, retry_full=False)
         except LeaseLost:
             raise
         except (EditCancelled, asyncio.CancelledError):
@@ -315,7 +318,7 @@ class EditWorker:
         finally:
             self.running.pop(job_id, None)
         metrics.record_edit(result)
-        return await self._finish(lease, "succeeded", None, result, folder)
+        return await self._finish(lease, "succeeded", None, result, kept)
 
     async def _hand_back(self, lease: Lease) -> str:
         """Put a job this stopping replica was running back in the queue (its attempt not counted), and send it."""
@@ -339,34 +342,35 @@ class EditWorker:
         """The job's request as the ingress checked it: its stored source (RGB PNG), mask ("L" PNG) and settings."""
         started = time.perf_counter()
         request, mask = record.request, None
-        with Image.open(self.store.path(record.id, "source.png")) as stored:
+        with Image.open(io.BytesIO(self.store.read(record.id, SOURCE))) as stored:
             source = stored.convert("RGB")
         if request.mask:
-            with Image.open(self.store.path(record.id, "mask.png")) as stored:
+            with Image.open(io.BytesIO(self.store.read(record.id, MASK))) as stored:
                 mask = stored.convert("L")
         load_s = time.perf_counter() - started
         return CheckedEdit.of_record(source, request.prompt, request.seeds, request.settings(), self.config, load_s, mask)
 
-    def _write_outputs(self, lease: Lease, record: JobRecord, result: EditResult) -> Path:
-        """The attempt's outputs, written into its own folder (the store's `outputs_dir`); that folder."""
+    def _keep_outputs(self, lease: Lease, record: JobRecord, result: EditResult) -> JobResult:
+        """The attempt's outputs, written into a local folder (the store's `outputs_dir`) and kept under the
+        attempt's prefix (`keep_outputs`); the job's result that names them."""
         folder = self.store.outputs_dir(lease)
         fps = self.config.video.fps if record.request.return_video else None
         try:
             with no_space_as_storage_full(f"the outputs of job {record.id}"):
                 write_outputs(result, folder, save_frames=True, video_fps=fps, png_level=FAST_PNG)
                 _write_ranked(result, folder)
-        except StorageFull:
+            kept = _job_result(lease.job_id, result, folder)
+            self.store.keep_outputs(lease, folder)
+        finally:
             shutil.rmtree(folder, ignore_errors=True)  # no half-written result, and the space back for the record
-            raise
-        return folder
+        return kept
 
     async def _finish(
-        self, lease: Lease, status: str, error: JobError | None, result: EditResult | None = None, folder: Path | None = None
+        self, lease: Lease, status: str, error: JobError | None, result: EditResult | None = None, kept: JobResult | None = None
     ) -> str:
-        """End the attempt (a succeeded one with the outputs in `folder`), its store errors tried again (`_retried`)."""
-        job_result = None if result is None or folder is None else _job_result(lease.job_id, result, folder)
+        """End the attempt (a succeeded one with its kept outputs' result), its store errors tried again (`_retried`)."""
         timings = None if result is None else result.timings_s
-        end = partial(self.store.finish, lease, status, error, job_result, timings)
+        end = partial(self.store.finish, lease, status, error, kept, timings)
         return (await self._retried(end, f"its end ({status})", lease.job_id)).status
 
     async def _retried(self, call: Callable[[], T], what: str, job_id: str, retry_full: bool = True) -> T:

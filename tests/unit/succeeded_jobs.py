@@ -1,10 +1,12 @@
-"""What the unit tests of the job routes share: the result an edit worker records for a succeeded job."""
+"""What the unit tests of the job routes share: the result an edit worker records for a succeeded job, and how it
+leaves one."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from f2f.serving.frames import frame_links
+from f2f.serving.jobs import JobRecord, Lease, StoreBase
 from f2f.serving.protocol import JobResult
 
 
@@ -25,3 +27,16 @@ def job_result(job_id: str, candidates: list[int], source_size: tuple[int, int],
         frames=frame_links(job_id, candidates),
         **more,
     )
+
+
+def run_job(store: StoreBase, job_id: str, outputs: dict[str, bytes], result: JobResult) -> JobRecord:
+    """What an edit worker does with a job: claim it, write and keep its `outputs` (name: bytes), finish it."""
+    claimed = store.claim(job_id, "w1")
+    assert claimed is not None
+    lease = Lease.of(claimed)
+    folder = store.outputs_dir(lease)
+    for name, data in outputs.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    store.keep_outputs(lease, folder)
+    return store.finish(lease, "succeeded", None, result, {"total": 1.0})

@@ -15,7 +15,7 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
-from succeeded_jobs import job_result  # noqa: E402
+from succeeded_jobs import job_result, run_job  # noqa: E402
 
 from f2f.config import F2FConfig  # noqa: E402
 from f2f.errors import InvalidInput  # noqa: E402
@@ -38,16 +38,8 @@ def _result(job_id: str) -> JobResult:
 def _succeeded(store: JobStore) -> JobRecord:
     """A job as the worker leaves it: edited.png, every candidate frame, the record succeeded."""
     record, _ = store.create(b"source-png", EditRequest(prompt="make the sun set", seeds=[1]), "fp")
-    folder = store.job_dir(record.id)
-    (folder / "edited.png").write_bytes(b"edited-png")
-    (folder / "candidates").mkdir()
-    for frame in CANDIDATES:
-        (folder / "candidates" / f"frame_{frame:03d}.png").write_bytes(f"frame-{frame}".encode())
-
-    def succeed(job: JobRecord) -> None:
-        job.status, job.result = "succeeded", _result(job.id)
-
-    return store.update(record.id, succeed)
+    frames = {f"candidates/frame_{frame:03d}.png": f"frame-{frame}".encode() for frame in CANDIDATES}
+    return run_job(store, record.id, {"edited.png": b"edited-png", **frames}, _result(record.id))
 
 
 def test_the_frames_listing_is_the_source_then_each_tile() -> None:

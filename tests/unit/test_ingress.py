@@ -201,7 +201,7 @@ def test_a_job_whose_record_this_version_cannot_parse_is_a_typed_503(
     monkeypatch.setattr(metrics, "record_unreadable_record", lambda: None)
     app, store = _store_app(tmp_path)
     job_id = asyncio.run(_post(app, {"prompt": "rewritten by a newer version"})).json()["id"]
-    record = store.path(job_id, "job.json")
+    record = store.job_dir(job_id) / "job.json"
     record.write_text(json.dumps({**json.loads(record.read_bytes()), "priority": 5}))
     response = asyncio.run(_request(app, "GET", route.format(id=job_id)))
     error = _assert_retry_later(response, "job_unreadable")

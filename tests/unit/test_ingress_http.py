@@ -21,7 +21,7 @@ from PIL import Image
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
-from succeeded_jobs import job_result  # noqa: E402
+from succeeded_jobs import job_result, run_job  # noqa: E402
 
 from f2f.config import F2FConfig  # noqa: E402
 from f2f.errors import InvalidConfig  # noqa: E402
@@ -32,7 +32,7 @@ from f2f.serving.auth import AuthArgs  # noqa: E402
 from f2f.serving.broker import JobsArgs  # noqa: E402
 from f2f.serving.ingress import make_api  # noqa: E402
 from f2f.serving.ingress_args import IngressArgs  # noqa: E402
-from f2f.serving.jobs import EditRequest, JobRecord, JobStore, Lease  # noqa: E402
+from f2f.serving.jobs import EditRequest, JobRecord, JobStore  # noqa: E402
 from f2f.serving.protocol import JobResult, RankingView  # noqa: E402
 from f2f.serving.service import EditService  # noqa: E402
 
@@ -55,17 +55,9 @@ def _result(job_id: str) -> JobResult:
 
 def _run_job(store: JobStore, job_id: str) -> JobRecord:
     """What an edit worker leaves: the edit, the second seed's edit, the candidate frames, the record succeeded."""
-    claimed = store.claim(job_id, "w1")
-    assert claimed is not None
-    lease = Lease.of(claimed)
-    folder = store.outputs_dir(lease)
-    (folder / "edited.png").write_bytes(_png((250, 0, 0)))
-    (folder / "ranked").mkdir()
-    (folder / "ranked" / "2.png").write_bytes(_png((0, 250, 0)))
-    (folder / "candidates").mkdir()
-    for frame in CANDIDATES:
-        (folder / "candidates" / f"frame_{frame:03d}.png").write_bytes(_png((0, 0, frame * 30)))
-    return store.finish(lease, "succeeded", None, _result(job_id), {"total": 1.0})
+    frames = {f"candidates/frame_{frame:03d}.png": _png((0, 0, frame * 30)) for frame in CANDIDATES}
+    outputs = {"edited.png": _png((250, 0, 0)), "ranked/2.png": _png((0, 250, 0)), **frames}
+    return run_job(store, job_id, outputs, _result(job_id))
 
 
 class InstantWorker:
@@ -308,8 +300,8 @@ def test_a_conversion_is_made_once_and_then_served_from_its_file(tmp_path: Path,
     assert Image.open(io.BytesIO(large.content)).size == (128, 96)
     assert Image.open(io.BytesIO(rank2.content)).getpixel((10, 10))[1] > 200  # the second seed's edit
     assert first.headers["content-disposition"] == f'attachment; filename="{job.id}-edited.jpeg"'
-    assert stored.content == store.path(job.id, "edited.png").read_bytes()
-    files = sorted(p.name for p in store.path(job.id, "cache").iterdir())
+    assert stored.content == store.objects.get(store.output_key(job, "edited.png") or "")
+    files = sorted(key.rpartition("/")[2] for key in store.objects.keys(store.key(job.id, "cache")))
     assert files == [
         "edited-128x96-jpeg-d.jpeg",
         "edited-32x24-jpeg-20.jpeg",

@@ -93,7 +93,7 @@ def test_create_returns_a_new_queued_record(store: JobStore, request_: EditReque
 
 def test_create_stores_the_source_bytes(store: JobStore, request_: EditRequest) -> None:
     record = new_job(store, request_)
-    assert store.path(record.id, "source.png").read_bytes() == SOURCE
+    assert store.read(record.id, "source.png") == SOURCE
 
 
 def test_get_reads_back_the_created_record(store: JobStore, request_: EditRequest) -> None:
@@ -125,10 +125,10 @@ def test_create_makes_distinct_ids(store: JobStore, request_: EditRequest) -> No
     assert job_dirs(store) == sorted(ids)
 
 
-def test_output_is_the_path_of_an_existing_file_else_none(store: JobStore, request_: EditRequest) -> None:
+def test_an_output_is_the_jobs_file_or_none_before_an_attempt_kept_its_own(store: JobStore, request_: EditRequest) -> None:
     record = new_job(store, request_)
-    assert store.output(record.id, "source.png") == store.path(record.id, "source.png")
-    assert store.output(record.id, "edited.png") is None
+    assert output(store, record.id, "source.png") == SOURCE
+    assert output(store, record.id, "edited.png") is None
 
 
 def test_stores_on_one_root_share_jobs(tmp_path: Path, request_: EditRequest) -> None:
@@ -143,7 +143,7 @@ def test_stores_on_one_root_share_jobs(tmp_path: Path, request_: EditRequest) ->
 
 JOB_CALLS = [  # every store call that takes a job id and reads or changes the job
     pytest.param(lambda s, i: s.get(i), id="get"),
-    pytest.param(lambda s, i: s.output(i, "source.png"), id="output"),
+    pytest.param(lambda s, i: output(s, i, "source.png"), id="output"),
     pytest.param(lambda s, i: s.claim(i, "w1"), id="claim"),
     pytest.param(lambda s, i: s.update(i, lambda r: None), id="update"),
     pytest.param(lambda s, i: s.request_cancel(i), id="request_cancel"),
@@ -156,7 +156,8 @@ JOB_CALLS = [  # every store call that takes a job id and reads or changes the j
     "call",
     [
         pytest.param(lambda s, i: s.job_dir(i), id="job_dir"),
-        pytest.param(lambda s, i: s.path(i, "source.png"), id="path"),
+        pytest.param(lambda s, i: s.key(i, "source.png"), id="key"),
+        pytest.param(lambda s, i: s.read(i, "source.png"), id="read"),
         *JOB_CALLS,
     ],
 )
@@ -393,10 +394,10 @@ def test_cancel_of_a_finished_job_changes_nothing(store: JobStore, request_: Edi
     record = new_job(store, request_)
     store.claim(record.id, "w1")
     store.update(record.id, finish("succeeded"))
-    job_json = store.path(record.id, "job.json").read_bytes()
+    job_json = (store.job_dir(record.id) / "job.json").read_bytes()
     after = store.request_cancel(record.id)
     assert (after.status, after.cancel_requested) == ("succeeded", False)
-    assert store.path(record.id, "job.json").read_bytes() == job_json
+    assert (store.job_dir(record.id) / "job.json").read_bytes() == job_json
 
 
 # --- update ---------------------------------------------------------------------------------------
@@ -404,7 +405,7 @@ def test_cancel_of_a_finished_job_changes_nothing(store: JobStore, request_: Edi
 
 def test_update_that_returns_false_leaves_job_json_untouched(store: JobStore, request_: EditRequest) -> None:
     record = new_job(store, request_)
-    job_json = store.path(record.id, "job.json").read_bytes()
+    job_json = (store.job_dir(record.id) / "job.json").read_bytes()
 
     def no_change(current: JobRecord) -> bool:
         current.stage = "caption"  # changed in memory, but the change says "leave it"
@@ -412,7 +413,7 @@ def test_update_that_returns_false_leaves_job_json_untouched(store: JobStore, re
 
     time.sleep(0.01)
     store.update(record.id, no_change)
-    assert store.path(record.id, "job.json").read_bytes() == job_json
+    assert (store.job_dir(record.id) / "job.json").read_bytes() == job_json
     assert store.get(record.id).updated_at == record.updated_at
     assert store.get(record.id).stage is None
 
@@ -465,7 +466,7 @@ def test_a_finished_job_expires_after_the_ttl(tmp_path: Path, request_: EditRequ
     with pytest.raises(JobNotFound):
         store.get(record.id)
     with pytest.raises(JobNotFound):
-        store.output(record.id, "source.png")
+        output(store, record.id, "source.png")
     with pytest.raises(JobNotFound):
         store.update(record.id, lambda current: None)
 
@@ -598,11 +599,11 @@ def test_requeue_of_a_job_that_is_not_running_changes_nothing(store: JobStore, r
         store.update(record.id, finish("succeeded"))
     elif state == "cancelled":
         store.request_cancel(record.id)
-    job_json = store.path(record.id, "job.json").read_bytes()
+    job_json = (store.job_dir(record.id) / "job.json").read_bytes()
     queued, running = markers(store, "queued"), markers(store, "running")
     after = store.requeue(record.id)
     assert after.status == state
-    assert store.path(record.id, "job.json").read_bytes() == job_json
+    assert (store.job_dir(record.id) / "job.json").read_bytes() == job_json
     assert (markers(store, "queued"), markers(store, "running")) == (queued, running)
 
 
@@ -633,9 +634,9 @@ def test_only_queued_jobs_are_ever_due(store: JobStore, request_: EditRequest) -
     store.claim(done.id, "w1")
     store.update(done.id, finish("succeeded"))
     assert store.unsent(TINY_S) == []
-    job_json = store.path(done.id, "job.json").read_bytes()
+    job_json = (store.job_dir(done.id) / "job.json").read_bytes()
     assert store.mark_sent(done.id).sent_at is None  # a finished job never changes
-    assert store.path(done.id, "job.json").read_bytes() == job_json
+    assert (store.job_dir(done.id) / "job.json").read_bytes() == job_json
 
 
 def test_a_requeued_job_is_due_to_be_sent_again(store: JobStore, request_: EditRequest) -> None:
@@ -733,14 +734,30 @@ def taken_over(store: JobStore, job_id: str) -> Lease:
     return claimed(store, job_id, "w2")
 
 
+def output(store: JobStore, job_id: str, name: str) -> bytes | None:
+    """The bytes of the job's output `name`; None if it has none."""
+    key = store.output_key(store.get(job_id), name)
+    return None if key is None or not store.objects.exists(key) else store.objects.get(key)
+
+
+def keep(store: JobStore, lease: Lease, files: dict[str, bytes]) -> None:
+    """An attempt writes `files` into its local folder and keeps them."""
+    folder = store.outputs_dir(lease)
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    store.keep_outputs(lease, folder)
+
+
 def record_bytes(store: JobStore, job_id: str) -> bytes:
-    return store.path(job_id, "job.json").read_bytes()
+    return (store.job_dir(job_id) / "job.json").read_bytes()
 
 
 FENCED_WRITES = [  # every write of an attempt: each carries the attempt's lease
     pytest.param(lambda s, lease: s.heartbeat(lease), id="heartbeat"),
     pytest.param(lambda s, lease: s.heartbeat(lease, "generate", 3, 10), id="progress"),
     pytest.param(lambda s, lease: s.outputs_dir(lease), id="outputs"),
+    pytest.param(lambda s, lease: s.keep_outputs(lease, s.root / "nothing"), id="keep_outputs"),
     pytest.param(lambda s, lease: s.next_attempt(lease), id="next_attempt"),
     pytest.param(lambda s, lease: s.hand_back(lease), id="hand_back"),
     pytest.param(lambda s, lease: s.finish(lease, "succeeded", None), id="finish_succeeded"),
@@ -765,7 +782,7 @@ def test_a_write_of_an_attempt_whose_job_was_taken_over_is_refused_and_changes_n
     with pytest.raises(LeaseLost, match=f"job {record.id}: attempt 1 of worker w1 lost its lease"):
         write(store, stale)
     assert record_bytes(store, record.id) == before
-    assert not (store.job_dir(record.id) / ATTEMPTS / "1-w1").exists()
+    assert not store.objects.keys(store.key(record.id, ATTEMPTS))
 
 
 @pytest.mark.parametrize("write", FENCED_WRITES)
@@ -827,59 +844,48 @@ def test_a_heartbeat_of_the_holding_attempt_refreshes_its_lease_and_writes_progr
 def test_outputs_become_the_jobs_only_by_its_attempts_finish(store: JobStore, request_: EditRequest) -> None:
     record = new_job(store, request_)
     lease = claimed(store, record.id)
-    folder = store.outputs_dir(lease)
-    (folder / "edited.png").write_bytes(b"the edit")
-    (folder / "candidates").mkdir()
-    (folder / "candidates" / "frame_004.png").write_bytes(b"a frame")
-    assert store.output(record.id, "edited.png") is None  # written, not the job's yet
+    keep(store, lease, {"edited.png": b"the edit", "candidates/frame_004.png": b"a frame"})
+    assert output(store, record.id, "edited.png") is None  # kept, not the job's yet
     store.finish(lease, "succeeded", None)
-    edited = store.output(record.id, "edited.png")
-    assert edited == store.path(record.id, "edited.png") and edited.read_bytes() == b"the edit"
-    assert store.path(record.id, "candidates/frame_004.png").read_bytes() == b"a frame"
-    assert sorted(p.name for p in store.job_dir(record.id).iterdir()) == [
-        ".lock",
-        "candidates",
-        "edited.png",
-        "job.json",
-        "source.png",
-    ]
+    assert output(store, record.id, "edited.png") == b"the edit"
+    assert output(store, record.id, "candidates/frame_004.png") == b"a frame"
+    assert not (store.root / "scratch" / f"{record.id}-1-w1").exists()  # the attempt's local folder is gone
 
 
 def test_a_stale_attempts_outputs_never_become_the_jobs(store: JobStore, request_: EditRequest) -> None:
     """Attempt 1 was paused past its lease; attempt 2 ran and finished; attempt 1 resumes and writes on."""
     record = new_job(store, request_)
     stale = claimed(store, record.id)
-    stale_folder = store.outputs_dir(stale)
-    (stale_folder / "edited.png").write_bytes(b"attempt 1")
-    (store.job_dir(record.id) / "collage.png").write_bytes(b"left by a finish that never wrote its record")
+    keep(store, stale, {"edited.png": b"attempt 1", "collage.png": b"attempt 1's collage"})
     fresh = taken_over(store, record.id)
-    (store.outputs_dir(fresh) / "edited.png").write_bytes(b"attempt 2")
+    keep(store, fresh, {"edited.png": b"attempt 2"})
     done = store.finish(fresh, "succeeded", None)
-    stale_folder.mkdir(parents=True, exist_ok=True)  # the stale worker goes on writing where it wrote
-    (stale_folder / "edited.png").write_bytes(b"attempt 1, later")
+    with pytest.raises(LeaseLost):  # the stale worker goes on: it can keep nothing more
+        keep(store, stale, {"edited.png": b"attempt 1, later"})
     with pytest.raises(LeaseLost):
         store.finish(stale, "succeeded", None)
-    assert store.path(record.id, "edited.png").read_bytes() == b"attempt 2"
-    assert store.output(record.id, "collage.png") is None  # not attempt 2's: removed by its finish
+    assert output(store, record.id, "edited.png") == b"attempt 2"
+    assert output(store, record.id, "collage.png") is None  # not attempt 2's
+    assert store.objects.keys(store.key(record.id, ATTEMPTS)) == [store.key(record.id, f"{ATTEMPTS}/2-w2/edited.png")]
     assert store.get(record.id) == done
 
 
 def test_a_failed_attempts_outputs_are_dropped(store: JobStore, request_: EditRequest) -> None:
     record = new_job(store, request_)
     lease = claimed(store, record.id)
-    (store.outputs_dir(lease) / "edited.png").write_bytes(b"half an edit")
+    keep(store, lease, {"edited.png": b"half an edit"})
     store.finish(lease, "failed", JobError(message="m", code="c"))
-    assert store.output(record.id, "edited.png") is None
-    assert not (store.job_dir(record.id) / ATTEMPTS).exists()
+    assert output(store, record.id, "edited.png") is None
+    assert not store.objects.keys(store.key(record.id, ATTEMPTS))
 
 
-def test_a_finish_whose_record_cannot_be_written_keeps_the_outputs_the_attempts(
+def test_a_finish_whose_record_cannot_be_written_changes_nothing_and_may_be_tried_again(
     store: JobStore, request_: EditRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The files are moved back: the record still says running, and a retry of the finish promotes them."""
+    """The record still says running, the kept outputs are the attempt's; a retry of the finish makes them the job's."""
     record = new_job(store, request_)
     lease = claimed(store, record.id)
-    (store.outputs_dir(lease) / "edited.png").write_bytes(b"the edit")
+    keep(store, lease, {"edited.png": b"the edit"})
     real_write = jobs._atomic_write
 
     def full(path: Path, data: bytes) -> None:
@@ -888,10 +894,10 @@ def test_a_finish_whose_record_cannot_be_written_keeps_the_outputs_the_attempts(
     monkeypatch.setattr(jobs, "_atomic_write", full)
     with pytest.raises(StorageFull):
         store.finish(lease, "succeeded", None)
-    assert store.get(record.id).status == "running" and store.output(record.id, "edited.png") is None
+    assert store.get(record.id).status == "running" and output(store, record.id, "edited.png") is None
     monkeypatch.setattr(jobs, "_atomic_write", real_write)
     assert store.finish(lease, "succeeded", None).status == "succeeded"
-    assert store.path(record.id, "edited.png").read_bytes() == b"the edit"
+    assert output(store, record.id, "edited.png") == b"the edit"
 
 
 def test_a_worker_id_that_cannot_name_a_folder_is_refused(store: JobStore, request_: EditRequest) -> None:
@@ -910,7 +916,7 @@ def newer_record(store: JobStore, request_: EditRequest, running: bool = False) 
     if running:
         store.claim(record.id, "w1")
     data = json.loads(record_bytes(store, record.id))
-    store.path(record.id, "job.json").write_text(json.dumps({**data, "priority": 5}))
+    (store.job_dir(record.id) / "job.json").write_text(json.dumps({**data, "priority": 5}))
     return record
 
 
@@ -993,7 +999,8 @@ print("read", store.get(waiting.id).status, store.get(running.id).status, store.
 
 
 def test_a_really_read_only_volume_is_store_unavailable_and_reads_go_on(tmp_path: Path) -> None:
-    """A real EROFS: a tmpfs remounted read-only in a private user and mount namespace (no root needed)."""
+    """A real EROFS: a tmpfs remounted read-only in a private user and mount namespace (no root needed). A create
+    fails on its source, the first thing it writes (in the default local object folder)."""
     unshare = shutil.which("unshare")
     probe = unshare and subprocess.run([unshare, "--user", "--map-root-user", "--mount", "true"], capture_output=True)
     if not probe or probe.returncode != 0:
@@ -1001,7 +1008,12 @@ def test_a_really_read_only_volume_is_store_unavailable_and_reads_go_on(tmp_path
     command = [unshare, "--user", "--map-root-user", "--mount", sys.executable, "-c", READ_ONLY_SCRIPT, str(tmp_path / "v")]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    written = ["create store_unavailable", "cancel store_unavailable", "heartbeat store_unavailable", "finish store_unavailable"]
+    written = [
+        "create object_store_unavailable",
+        "cancel store_unavailable",
+        "heartbeat store_unavailable",
+        "finish store_unavailable",
+    ]
     assert done.stdout.splitlines() == [*written, "read queued running 0 []"]
 
 
@@ -1048,13 +1060,13 @@ def test_fingerprint_ignores_dict_key_order() -> None:
 @pytest.mark.parametrize("name", ["job.json", "source.png"])
 def test_files_are_world_readable(store: JobStore, request_: EditRequest, name: str) -> None:
     record = new_job(store, request_)
-    assert stat.S_IMODE(store.path(record.id, name).stat().st_mode) == 0o644
+    assert stat.S_IMODE((store.job_dir(record.id) / name).stat().st_mode) == 0o644
 
 
 def test_job_json_keeps_its_mode_after_an_update(store: JobStore, request_: EditRequest) -> None:
     record = new_job(store, request_)
     store.claim(record.id, "w1")
-    assert stat.S_IMODE(store.path(record.id, "job.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((store.job_dir(record.id) / "job.json").stat().st_mode) == 0o644
 
 
 def test_writes_leave_no_temporary_files(store: JobStore, request_: EditRequest) -> None:
@@ -1082,7 +1094,7 @@ def test_a_write_that_fails_leaves_no_temporary_file_and_the_old_file_whole(stor
     from f2f.result import write_atomic
 
     record = new_job(store, request_)
-    path = store.path(record.id, "job.json")
+    path = store.job_dir(record.id) / "job.json"
     before = path.read_bytes()
 
     def fills_up(f: Any) -> None:

@@ -1,4 +1,4 @@
-"""The object stores (`f2f.serving.objects`): one contract on a local folder and on an S3-protocol server over HTTP
+"""The object stores (`f2f.serving.jobs.objects`): one contract on a local folder and on an S3-protocol server over HTTP
 (moto's server mode, its own process on 127.0.0.1), plus what only S3 has: presigned URLs, lifecycle rules, an
 endpoint that is down."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from f2f.errors import InvalidConfig
-from f2f.serving.objects import NoSuchObject, Objects, ObjectStoreUnavailable, S3Objects, open_objects
+from f2f.serving.jobs.objects import NoSuchObject, Objects, ObjectStoreUnavailable, S3Objects, open_objects
 
 JOB = "0123456789abcdef0123456789abcdef"
 

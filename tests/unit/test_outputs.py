@@ -11,16 +11,38 @@ from PIL import Image
 
 from f2f.errors import InvalidInput
 from f2f.serving import outputs
+from f2f.serving.jobs import Objects, open_objects
+
+JOB = "0123456789abcdef0123456789abcdef"
+STORED = f"{JOB}/attempts/1-w1/edited.png"
 
 
 @pytest.fixture
-def stored(tmp_path: Path) -> Path:
-    path = tmp_path / "edited.png"
+def stored() -> bytes:
     image = Image.new("RGB", (64, 48))
     for x in range(64):
         image.putpixel((x, x % 48), (255, 4 * x, 0))
-    image.save(path, format="PNG")
-    return path
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(params=["local", "s3"])
+def objects(request: pytest.FixtureRequest, tmp_path: Path, stored: bytes) -> Objects:
+    """A job's objects with its stored edit, in a local folder or in a bucket."""
+    if request.param == "local":
+        made = open_objects(str(tmp_path / "objects"))
+    else:
+        made = open_objects("s3://f2f/deploy", endpoint_url=request.getfixturevalue("s3_bucket"))
+    made.put(STORED, stored, "image/png")
+    return made
+
+
+def _cached(
+    objects: Objects, fmt: str = "png", compression: int | None = None, size: tuple[int, int] | None = None
+) -> str | bytes:
+    cache = f"{JOB}/cache/{outputs.cache_name('edited.png', fmt, compression, size)}"  # type: ignore[arg-type]
+    return outputs.cached(objects, STORED, cache, fmt, compression, size)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -47,17 +69,17 @@ def test_bad_formats_name_the_field(fmt: str, compression: int | None, field: st
     assert info.value.field == field
 
 
-def test_a_png_as_stored_is_served_as_it_is(stored: Path) -> None:
-    assert outputs.encode(stored) == stored.read_bytes()
+def test_a_png_as_stored_is_served_as_it_is(stored: bytes) -> None:
+    assert outputs.encode(stored) == stored
 
 
 @pytest.mark.parametrize(("fmt", "pillow"), [("jpeg", "JPEG"), ("webp", "WEBP"), ("png", "PNG")])
-def test_conversions_have_the_format_and_size_asked_for(stored: Path, fmt: str, pillow: str) -> None:
+def test_conversions_have_the_format_and_size_asked_for(stored: bytes, fmt: str, pillow: str) -> None:
     image = Image.open(io.BytesIO(outputs.encode(stored, fmt, None, (32, 24))))  # type: ignore[arg-type]
     assert (image.format, image.size) == (pillow, (32, 24))
 
 
-def test_compression_is_the_encoders_quality(stored: Path) -> None:
+def test_compression_is_the_encoders_quality(stored: bytes) -> None:
     small, large = (len(outputs.encode(stored, "jpeg", quality)) for quality in (5, 95))
     assert small < large
 
@@ -80,34 +102,45 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[object, ...]]:
     return calls
 
 
-def test_a_conversion_is_encoded_once_per_stored_file_size_format_and_quality(stored: Path, counted: list[object]) -> None:
-    job = stored.parent
-    first = outputs.cached(job, "edited.png", "jpeg", None, (32, 24))
-    assert isinstance(first, Path) and first.parent == job / "cache" and first.name == "edited-32x24-jpeg-d.jpeg"
-    assert outputs.cached(job, "edited.png", "jpeg", None, (32, 24)) == first and len(counted) == 1
+def test_a_conversion_is_encoded_once_per_stored_file_size_format_and_quality(objects: Objects, counted: list[object]) -> None:
+    first = _cached(objects, "jpeg", None, (32, 24))
+    assert first == f"{JOB}/cache/edited-32x24-jpeg-d.jpeg"
+    assert _cached(objects, "jpeg", None, (32, 24)) == first and len(counted) == 1
     others = {
-        outputs.cached(job, "edited.png", "webp", None, (32, 24)),
-        outputs.cached(job, "edited.png", "jpeg", 30, (32, 24)),
-        outputs.cached(job, "edited.png", "jpeg", None, (128, 96)),
-        outputs.cached(job, "edited.png", "jpeg", None, None),
+        _cached(objects, "webp", None, (32, 24)),
+        _cached(objects, "jpeg", 30, (32, 24)),
+        _cached(objects, "jpeg", None, (128, 96)),
+        _cached(objects, "jpeg", None, None),
     }
     assert len(others | {first}) == 5 and len(counted) == 5
-    assert Image.open(first).size == (32, 24) and Image.open(first).format == "JPEG"
-    assert outputs.cached(job, "edited.png") == stored and len(counted) == 5  # the stored PNG as it is: no conversion
+    made = Image.open(io.BytesIO(objects.get(first)))
+    assert made.size == (32, 24) and made.format == "JPEG"
+    assert _cached(objects) == STORED and len(counted) == 5  # the stored PNG as it is: no conversion
 
 
-def test_the_cache_keeps_the_most_recently_asked_files_only(stored: Path, counted: list[object]) -> None:
-    job = stored.parent
+def test_the_cache_keeps_the_most_recently_asked_files_only(tmp_path: Path, stored: bytes, counted: list[object]) -> None:
+    objects = open_objects(str(tmp_path / "objects"))
+    objects.put(STORED, stored)
     sizes = [(16 * k, 12 * k) for k in range(1, outputs.CACHE_FILES_PER_JOB + 4)]
     for i, size in enumerate(sizes):
-        made = outputs.cached(job, "edited.png", "jpeg", None, size)
-        os.utime(made, (1_000 + i, 1_000 + i))  # distinct times: a file system's clock may not tell quick writes apart
-    kept = sorted((job / "cache").iterdir())
+        made = _cached(objects, "jpeg", None, size)
+        if i == 3:
+            _cached(objects, "jpeg", None, sizes[0])  # the first asked for again: kept
+        os.utime(tmp_path / "objects" / str(made), (1_000 + i, 1_000 + i))  # distinct: a clock may not tell writes apart
+    kept = [key.rpartition("/")[2] for key in objects.keys(f"{JOB}/cache")]
     assert len(kept) == outputs.CACHE_FILES_PER_JOB
-    assert not (job / "cache" / "edited-16x12-jpeg-d.jpeg").exists()  # the least recently asked for went first
+    assert "edited-16x12-jpeg-d.jpeg" in kept and "edited-32x24-jpeg-d.jpeg" not in kept  # the least recently asked for
 
 
-def test_an_unwritable_cache_answers_the_conversion_uncached(stored: Path, counted: list[object]) -> None:
-    (stored.parent / "cache").write_bytes(b"not a folder")  # the cache cannot be made
-    answer = outputs.cached(stored.parent, "edited.png", "webp", None, (32, 24))
+def test_a_bucket_keeps_a_bounded_cache_too(objects: Objects, counted: list[object]) -> None:
+    for k in range(1, outputs.CACHE_FILES_PER_JOB + 4):
+        _cached(objects, "jpeg", None, (16 * k, 12 * k))
+    assert len(objects.keys(f"{JOB}/cache")) == outputs.CACHE_FILES_PER_JOB
+
+
+def test_an_unwritable_cache_answers_the_conversion_uncached(tmp_path: Path, stored: bytes, counted: list[object]) -> None:
+    objects = open_objects(str(tmp_path / "objects"))
+    objects.put(STORED, stored)
+    (tmp_path / "objects" / JOB / "cache").write_bytes(b"not a folder")  # the cache cannot be made
+    answer = _cached(objects, "webp", None, (32, 24))
     assert isinstance(answer, bytes) and Image.open(io.BytesIO(answer)).size == (32, 24)

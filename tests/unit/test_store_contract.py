@@ -1,5 +1,6 @@
-"""One contract, every job store: the file store (a folder) and the Redis store (a real `redis-server` on loopback)
-must behave the same through the interface the service and the worker use. What only one store has (the file
+"""One contract, every job store: the file store (a folder, its objects in the default local folder) and the Redis
+store (a real `redis-server` on loopback, its objects in a bucket of an S3-protocol server on loopback: the cluster's
+parts) must behave the same through the interface the service and the worker use. What only one store has (the file
 store's markers and folders) is tested in tests/unit/test_jobs.py."""
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from f2f.serving.jobs import (
     LeaseLost,
     StoreBase,
     StoreUnavailable,
+    open_objects,
 )
 from f2f.serving.jobs.redis_store import RedisJobStore
 from f2f.serving.protocol import JobError, Selection
@@ -40,7 +42,10 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> MakeStore:
     if request.param == "file":
         return lambda ttl_s=TTL_S, lease_s=120.0: JobStore(tmp_path / "store", ttl_s, lease_s)
     url, prefix = request.getfixturevalue("redis_url"), f"test-{uuid.uuid4().hex[:12]}"
-    return lambda ttl_s=TTL_S, lease_s=120.0: RedisJobStore(url, tmp_path / "files", ttl_s, lease_s, prefix=prefix)
+    objects = open_objects(f"s3://f2f/{prefix}", endpoint_url=request.getfixturevalue("s3_bucket"))
+    return lambda ttl_s=TTL_S, lease_s=120.0: RedisJobStore(
+        url, tmp_path / "scratch", ttl_s, lease_s, prefix=prefix, objects=objects
+    )
 
 
 @pytest.fixture
@@ -66,7 +71,7 @@ def test_a_new_job_is_queued_with_its_source(store: StoreBase) -> None:
     job_id = _create(store)
     record = store.get(job_id)
     assert (record.status, record.owner, record.attempts) == ("queued", "alice", 0)
-    assert store.path(job_id, "source.png").read_bytes() == SOURCE
+    assert store.read(job_id, "source.png") == SOURCE
     assert store.queue_stats()[0] == 1 and store.queued() == [job_id]
 
 
@@ -197,11 +202,16 @@ def test_a_heartbeat_carries_the_stage_and_progress(store: StoreBase) -> None:
 def test_a_succeeded_finish_makes_the_attempts_outputs_the_jobs_and_the_record_final(store: StoreBase) -> None:
     job_id = _create(store)
     lease = _claimed(store, job_id)
-    (store.outputs_dir(lease) / "edited.png").write_bytes(b"the edit")
-    assert store.output(job_id, "edited.png") is None  # not the job's before its finish
+    folder = store.outputs_dir(lease)
+    (folder / "candidates").mkdir()
+    (folder / "edited.png").write_bytes(b"the edit")
+    (folder / "candidates" / "frame_004.png").write_bytes(b"a frame")
+    store.keep_outputs(lease, folder)
+    assert not store.has_output(store.get(job_id), "edited.png")  # not the job's before its finish
     record = store.finish(lease, "succeeded", None)
     assert record.status == "succeeded" and record.expires_at is not None
-    assert store.output(job_id, "edited.png").read_bytes() == b"the edit"  # type: ignore[union-attr]
+    for name, data in (("edited.png", b"the edit"), ("candidates/frame_004.png", b"a frame")):
+        assert store.objects.get(store.output_key(record, name) or "") == data
     assert store.active_jobs("alice") == 0 and store.stale_running() == []
     store.request_cancel(job_id)  # changes nothing now
     store.select(job_id, Selection(label=2, frame=8, by="alice", at=1.0))  # but the selection may change
@@ -261,7 +271,7 @@ def test_an_expired_job_is_unknown_at_once_and_swept_with_its_files_and_key(make
     with pytest.raises(JobNotFound):
         store.get(job_id)
     assert store.sweep() == 1 and store.sweep() == 0
-    assert not store.job_dir(job_id).exists()
+    assert store.objects.keys(job_id) == [] and f"{kept}/source.png" in store.objects.keys(kept)
     assert [r.id for r in store.list_for("alice")[0]] == [kept]
     assert _create(store, key="k") != job_id  # the key is free again
 
@@ -286,7 +296,7 @@ def _overwrite_record(store: StoreBase, job_id: str, data: bytes) -> None:
     if isinstance(store, RedisJobStore):
         store.redis.set(store._key("job", job_id), data)
     else:
-        store.path(job_id, "job.json").write_bytes(data)
+        (store.job_dir(job_id) / "job.json").write_bytes(data)  # type: ignore[attr-defined]
 
 
 def test_a_record_this_version_cannot_read_is_reported_and_skipped(make_store: MakeStore) -> None:

@@ -44,6 +44,7 @@ def test_a_volume_that_fills_up_mid_outputs_is_storage_full_and_the_outputs_are_
 ) -> None:
     record, lease = _claimed(worker.store, EditRequest(prompt="p", seeds=[1], return_frames=True))
     folder = worker.store.job_dir(record.id)
+    scratch = worker.store.outputs_dir(lease)
 
     def fills_up(result: Any, out: Path, **_: Any) -> None:
         (out / "edited.png").write_bytes(b"edited")
@@ -53,9 +54,9 @@ def test_a_volume_that_fills_up_mid_outputs_is_storage_full_and_the_outputs_are_
 
     monkeypatch.setattr(worker_deployment, "write_outputs", fills_up)
     with pytest.raises(StorageFull, match=f"the outputs of job {record.id} could not be written"):
-        worker._write_outputs(lease, record, None)  # type: ignore[arg-type]
-    assert sorted(os.listdir(folder)) == [".lock", "attempts", "job.json", "source.png"]  # no output is the job's
-    assert os.listdir(folder / "attempts") == []  # and the attempt's are gone
+        worker._keep_outputs(lease, record, None)  # type: ignore[arg-type]
+    assert sorted(os.listdir(folder)) == [".lock", "job.json", "source.png"]  # nothing was kept
+    assert not scratch.exists()  # and the attempt's local files are gone
     assert worker.store.get(record.id).status == "running"  # the worker ends it as failed (storage_full)
 
 
@@ -67,7 +68,7 @@ def test_another_write_error_keeps_its_kind(worker: EditWorker, monkeypatch: pyt
 
     monkeypatch.setattr(worker_deployment, "write_outputs", denied)
     with pytest.raises(PermissionError):
-        worker._write_outputs(lease, record, None)  # type: ignore[arg-type]
+        worker._keep_outputs(lease, record, None)  # type: ignore[arg-type]
 
 
 def test_a_replica_error_wrapped_by_ray_is_still_f2f_error_and_its_message_is_the_replicas() -> None:

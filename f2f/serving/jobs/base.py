@@ -1,6 +1,14 @@
 """What every job store does the same way, on top of each store's own reads and writes: the record's moves
 (claim, heartbeat, finish, cancel, requeue, ...) as changes under the job's lock, fenced by the attempt's lease, and
-the job's files (source, mask, each attempt's outputs, the promoted outputs) in a folder."""
+the job's objects (`objects`: a local folder, or a bucket).
+
+A job's objects are keyed by its id: `<id>/source.png` and `<id>/mask.png` (written by `create`), each attempt's
+outputs under `<id>/attempts/<attempt>-<worker>/` (written from the worker's local folder by `keep_outputs`, fenced
+by its lease), and the conversions the API made under `<id>/cache/`. The attempt whose outputs are the job's is named
+in the record (`outputs_attempt`) by its fenced `finish`: that record write is the one commit, so a stale attempt's
+objects are never the job's, and a finished job's outputs never change. `finish` removes the other attempts' objects;
+the sweep removes a job's objects with its record (and a bucket's lifecycle rule at the same TTL, `expire_after`).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from f2f.serving.jobs.objects import LocalObjects, Objects
 from f2f.serving.jobs.record import (
     JOB_ID,
     RETRY_AFTER_S,
@@ -35,8 +44,8 @@ from f2f.serving.logs import job_fields
 
 logger = logging.getLogger("f2f.serving")
 ATTEMPTS = "attempts"
-# the store's own files in a job's folder, and the attempts' folders; the rest are the job's outputs
-JOB_FILES = ("job.json", ".lock", "source.png", "mask.png", ATTEMPTS)
+SOURCE, MASK = "source.png", "mask.png"  # the job's own objects; the rest are an attempt's outputs
+SCRATCH = "scratch"  # in `root`: the attempts' local folders, until their outputs are kept
 Save = Callable[[JobRecord, JobStatus], None]
 
 
@@ -44,7 +53,12 @@ class StoreBase:
     """The record's moves and the job's files; a store adds `create`, `get`, `_locked` and its queries."""
 
     def __init__(
-        self, root: str | Path, ttl_s: float, lease_s: float = 120.0, on_change: Callable[[JobRecord], None] | None = None
+        self,
+        root: str | Path,
+        ttl_s: float,
+        lease_s: float = 120.0,
+        on_change: Callable[[JobRecord], None] | None = None,
+        objects: Objects | None = None,
     ) -> None:
         self.root = Path(root)
         self.ttl_s = ttl_s
@@ -52,6 +66,7 @@ class StoreBase:
         self.retry_after_s = RETRY_AFTER_S  # of StoreUnavailable (the service sets the app's `jobs.retry_after_s`)
         self.on_change = on_change  # told of every record change once it is written (the service pushes it to waiters)
         (self.root / "jobs").mkdir(parents=True, exist_ok=True)
+        self.objects: Objects = objects if objects is not None else LocalObjects(self.root / "jobs")
 
     # --- what each store implements: the service and the worker use only these and the moves below -----
 
@@ -151,14 +166,28 @@ class StoreBase:
 
     # --- the record's moves and the job's files, the same in every store --------------------------------
 
-    def job_dir(self, job_id: str) -> Path:
+    def key(self, job_id: str, name: str) -> str:
+        """The object key of the job's `name` (`source.png`, `cache/...`); JobNotFound for an id that is no job's."""
         if not JOB_ID.fullmatch(job_id):
             raise JobNotFound(f"unknown or expired job id {job_id[:64]!r}")
-        return self.root / "jobs" / job_id
+        return f"{job_id}/{name}"
 
-    def path(self, job_id: str, name: str) -> Path:
-        """A file of the job (`source.png`, `edited.png`, `candidates/frame_003.png`, ...)."""
-        return self.job_dir(job_id) / name
+    def output_key(self, record: JobRecord, name: str) -> str | None:
+        """The key of a file the job's record names (`source.png`, `edited.png`, `candidates/frame_003.png`, ...):
+        the source and mask are the job's own, the rest its kept attempt's; None before an attempt's were kept."""
+        if name in (SOURCE, MASK):
+            return self.key(record.id, name)
+        if record.outputs_attempt is None:
+            return None
+        return self.key(record.id, f"{ATTEMPTS}/{record.outputs_attempt}/{name}")
+
+    def has_output(self, record: JobRecord, name: str) -> bool:
+        key = self.output_key(record, name)
+        return key is not None and self.objects.exists(key)
+
+    def read(self, job_id: str, name: str) -> bytes:
+        """The bytes of the job's own object `name` (its source, its mask)."""
+        return self.objects.get(self.key(job_id, name))
 
     def get_for(self, job_id: str, owner: str) -> JobRecord:
         """The record if `owner` made the job; JobNotFound otherwise (another key's job looks unknown)."""
@@ -167,25 +196,48 @@ class StoreBase:
             raise JobNotFound(f"unknown or expired job id {job_id!r}")
         return record
 
-    def outputs_dir(self, lease: Lease) -> Path:
-        """The folder the attempt writes its outputs into (made, empty at first); LeaseLost if the job is not its.
+    def _put_inputs(self, job_id: str, source_png: bytes, mask_png: bytes | None) -> None:
+        """Write a new job's source (and mask) before its record exists; `create` removes them if it fails."""
+        self.objects.put(self.key(job_id, SOURCE), source_png, "image/png")
+        if mask_png is not None:
+            self.objects.put(self.key(job_id, MASK), mask_png, "image/png")
 
-        Its files become the job's only by the attempt's `finish`.
+    def outputs_dir(self, lease: Lease) -> Path:
+        """A local folder (made, empty) for the attempt to write its outputs into; LeaseLost if the job is not its.
+
+        `keep_outputs` stores them under the attempt's prefix; its `finish` makes them the job's.
         """
-        with self._storage(f"the outputs folder of job {lease.job_id}"), self._locked(lease.job_id) as (record, _):
-            hold(record, lease)
-            folder = self._attempt_path(lease)
-            folder.mkdir(parents=True, exist_ok=True)
+        with self._storage(f"the outputs folder of job {lease.job_id}"):
+            hold(self.get(lease.job_id), lease)
+            folder = self.root / SCRATCH / f"{lease.job_id}-{_attempt_name(lease)}"
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
         return folder
 
-    def _attempt_path(self, lease: Lease) -> Path:
-        return self.job_dir(lease.job_id) / ATTEMPTS / f"{lease.attempt}-{lease.worker}"
+    def keep_outputs(self, lease: Lease, folder: Path) -> None:
+        """Store the attempt's outputs (the files of `folder`, then removed) under its own prefix; LeaseLost, and
+        nothing stored, if the job is no longer the attempt's."""
+        hold(self.get(lease.job_id), lease)
+        self.objects.put_folder(self.key(lease.job_id, f"{ATTEMPTS}/{_attempt_name(lease)}"), folder)
+        shutil.rmtree(folder, ignore_errors=True)
 
-    def output(self, job_id: str, name: str) -> Path | None:
-        """The path of an output file of a live job, or None if it has no such file."""
-        self.get(job_id)
-        path = self.path(job_id, name)
-        return path if path.is_file() else None
+    def _drop_attempts(self, job_id: str, keep: str | None) -> None:
+        """Remove the objects of the job's attempts but `keep` (best effort: the sweep removes what is left)."""
+        prefix = self.key(job_id, ATTEMPTS)
+        try:
+            names = {key.removeprefix(prefix + "/").partition("/")[0] for key in self.objects.keys(prefix)}
+            for name in names - {keep}:
+                self.objects.delete_prefix(f"{prefix}/{name}")
+        except StoreUnavailable as exc:
+            logger.warning("job %s: its other attempts' outputs stay until it expires (%s)", job_id, exc)
+
+    def _sweep_scratch(self) -> None:
+        """Remove the local folders of attempts that ended without keeping them (a worker killed mid-write)."""
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.root / SCRATCH):
+                with contextlib.suppress(OSError):
+                    if time.time() - entry.stat().st_mtime > self.ttl_s:
+                        _remove(Path(entry.path))
 
     @contextlib.contextmanager
     def _storage(self, what: str) -> Iterator[None]:
@@ -338,47 +390,27 @@ class StoreBase:
         result: JobResult | None = None,
         timings_s: dict[str, float] | None = None,
     ) -> JobRecord:
-        """End the attempt's job (succeeded with its result and timings, failed or cancelled with its error) and
-        make a succeeded attempt's outputs the job's (`_promote`); LeaseLost, and nothing changed, if the job is no
-        longer the attempt's (it may have finished already)."""
-        job_id, moved = lease.job_id, []
+        """End the attempt's job (succeeded with its result and timings, its kept outputs made the job's; failed or
+        cancelled with its error); LeaseLost, and nothing changed, if the job is no longer the attempt's (it may
+        have finished already). The other attempts' outputs are removed."""
+        job_id = lease.job_id
 
         def end(record: JobRecord) -> None:
             hold(record, lease)
-            moved.extend(self._promote(lease, status == "succeeded"))
             record.status, record.error, record.stage, record.heartbeat_at = status, error, None, None
+            if status == "succeeded":
+                record.outputs_attempt = _attempt_name(lease)
             if result is not None:
                 record.result = result
                 record.timings_s = {k: round(v, 4) for k, v in (timings_s or {}).items()}
                 if record.progress is not None:  # the latest step written; a finished video did all
                     record.progress = JobProgress(step=record.progress.total, total=record.progress.total)
 
-        try:
-            record = self.update(job_id, end)
-        except StoreUnavailable:
-            _move_back(moved, self._attempt_path(lease))  # the record still says running: its outputs are the attempt's
-            raise
-        shutil.rmtree(self.job_dir(job_id) / ATTEMPTS, ignore_errors=True)  # every attempt's folder: none is needed now
+        record = self.update(job_id, end)
+        self._drop_attempts(job_id, keep=record.outputs_attempt)
         code = f" ({record.error.code})" if record.error is not None else ""
         logger.info("job %s %s%s", job_id, status, code, extra=job_fields(job_id))
         return record
-
-    def _promote(self, lease: Lease, keep: bool) -> list[Path]:
-        """Under the job's lock: remove what earlier attempts left in the job's folder and move the attempt's outputs
-        in if `keep` (a succeeded attempt); the paths moved in."""
-        folder, attempt, moved = self.job_dir(lease.job_id), self._attempt_path(lease), []
-        for entry in os.scandir(folder):
-            if entry.name not in JOB_FILES:
-                _remove(Path(entry.path))
-        try:
-            if keep and attempt.is_dir():
-                for entry in os.scandir(attempt):
-                    os.replace(entry.path, folder / entry.name)
-                    moved.append(folder / entry.name)
-        except OSError:
-            _move_back(moved, attempt)
-            raise
-        return moved
 
     def select(self, job_id: str, selection: Selection) -> JobRecord:
         """Record `selection` as the job's result frame; choosing the label already chosen changes nothing.
@@ -406,15 +438,12 @@ class StoreBase:
         return self.update(job_id, sent)
 
 
+def _attempt_name(lease: Lease) -> str:
+    return f"{lease.attempt}-{lease.worker}"
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     else:
         path.unlink(missing_ok=True)
-
-
-def _move_back(moved: list[Path], attempt: Path) -> None:
-    """Undo a promotion whose record could not be written: the files go back to the attempt's folder."""
-    for path in moved:
-        with contextlib.suppress(OSError):
-            os.replace(path, attempt / path.name)

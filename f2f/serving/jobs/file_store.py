@@ -1,13 +1,12 @@
-"""The file job store: edit jobs and their results in a directory (one machine, or a shared volume).
+"""The file job store: edit jobs in a directory on one machine (the embedded default: no server needed).
 
 Layout under `root` (every file written atomically: a temporary file, then a rename):
 
     jobs/<id>/job.json        the record (`JobRecord`), rewritten on each change
-    jobs/<id>/source.png      the validated source, written before the job is queued
-    jobs/<id>/mask.png        the validated mask ("L", 255 = edit here), when the caller sent one
-    jobs/<id>/edited.png, collage.png, video.mp4, candidates/frame_NNN.png   outputs
-                              (candidates/: every tile of the chosen clip, at the source's size)
-    jobs/<id>/attempts/<n>-<worker>/   what attempt n (by that worker) writes, until its finish promotes it
+    jobs/<id>/.lock           the job's lock
+    jobs/<id>/source.png, mask.png, attempts/<n>-<worker>/..., cache/...   the job's objects, when they are kept
+                              in the default local folder (`jobs/`; `f2f.serving.jobs.base` says what they are)
+    scratch/<id>-<n>-<worker>/  an attempt's outputs while it writes them
     queued/<id>, running/<id> empty markers: queue depth and age without reading records
     workers/<worker id>       empty, touched by each edit-worker replica while it lives
     keys/<sha256 of Idempotency-Key>   the id of the job that key created
@@ -38,13 +37,9 @@ Rules:
   or finished, can no longer change it. The worker is part of the token
   because a hand-back does not count its attempt: the next claim reuses the
   number. A Redis store checks the same three fields in one script.
-- Outputs are written per attempt (`outputs_dir`: attempts/<n>-<worker>/)
-  and become the job's only by its fenced `finish`: under the job's lock,
-  what earlier attempts left in the job's folder is removed, a succeeded
-  attempt's files are moved in (renames; moved back if the record cannot
-  be written) and the record is written; then the attempts/ folder goes.
-  `path` and `output` answer the promoted files; a stale attempt's files
-  never become the job's.
+- Outputs are written per attempt (`keep_outputs`: attempts/<n>-<worker>/)
+  and become the job's only by its fenced `finish`, which names the attempt
+  in the record; a stale attempt's files never become the job's.
 - Unreadable records: one this version cannot parse (an unknown field,
   written by a newer version during a rolling upgrade, or a damaged file)
   is `JobUnreadable` (logged with the job id, counted in
@@ -97,6 +92,7 @@ from pathlib import Path
 
 from f2f.result import write_atomic
 from f2f.serving.jobs.base import Save, StoreBase
+from f2f.serving.jobs.objects import Objects
 from f2f.serving.jobs.record import (
     EditRequest,
     JobNotFound,
@@ -115,9 +111,14 @@ class JobStore(StoreBase):
     """Edit jobs in a directory; safe to share between processes on one file system."""
 
     def __init__(
-        self, root: str | Path, ttl_s: float, lease_s: float = 120.0, on_change: Callable[[JobRecord], None] | None = None
+        self,
+        root: str | Path,
+        ttl_s: float,
+        lease_s: float = 120.0,
+        on_change: Callable[[JobRecord], None] | None = None,
+        objects: Objects | None = None,
     ) -> None:
-        super().__init__(root, ttl_s, lease_s, on_change)
+        super().__init__(root, ttl_s, lease_s, on_change, objects)
         for sub in ("jobs", "queued", "running", "keys", "workers"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         if not (self.root / "owners").is_dir():
@@ -142,13 +143,11 @@ class JobStore(StoreBase):
         record = JobRecord(
             id=uuid.uuid4().hex, owner=owner, request=request, fingerprint=fingerprint, created_at=now, updated_at=now
         )
-        folder = self.root / "jobs" / record.id
+        folder = self.job_dir(record.id)
         try:
             with self._storage("a new job"):
-                folder.mkdir()
-                _atomic_write(folder / "source.png", source_png)
-                if mask_png is not None:
-                    _atomic_write(folder / "mask.png", mask_png)
+                self._put_inputs(record.id, source_png, mask_png)
+                folder.mkdir(exist_ok=True)  # where the default local objects are
                 _atomic_write(folder / "job.json", dump(record))
                 with self._queue_lock():
                     if admit is not None:
@@ -163,10 +162,20 @@ class JobStore(StoreBase):
                         logger.info("job %s created", record.id, extra=job_fields(record.id))
                         return record, True
         except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
+            self._delete(record.id)
             raise
-        shutil.rmtree(folder, ignore_errors=True)
+        self._delete(record.id)
         return self._replayed(existing, fingerprint)
+
+    def job_dir(self, job_id: str) -> Path:
+        """The job's folder (its record); JobNotFound for an id that is no job's."""
+        return self.root / "jobs" / self.key(job_id, "")[:-1]
+
+    def _delete(self, job_id: str) -> None:
+        """The job's objects and folder, whatever is left of them."""
+        with contextlib.suppress(StoreUnavailable):
+            self.objects.delete_prefix(job_id)
+        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
 
     @contextlib.contextmanager
     def _queue_lock(self) -> Iterator[None]:
@@ -346,7 +355,7 @@ class JobStore(StoreBase):
                 unreadable(entry.name, exc, self.retry_after_s)  # reported; the sweep goes on
                 continue
             if record.expires_at is not None and record.expires_at <= now:
-                shutil.rmtree(entry.path, ignore_errors=True)
+                self._delete(record.id)
                 logger.info("job %s expired: deleted", record.id, extra=job_fields(record.id))
                 removed += 1
         for entry in os.scandir(self.root / "keys"):
@@ -358,6 +367,7 @@ class JobStore(StoreBase):
                 if not (self.root / "jobs" / entry.name.rpartition("-")[2]).exists():
                     with contextlib.suppress(OSError):
                         os.unlink(entry.path)
+        self._sweep_scratch()
         return removed
 
 

@@ -157,6 +157,7 @@ class JobRecord(BaseModel):
     result: JobResult | None = None
     error: JobError | None = None
     selection: Selection | None = Field(None, description="The caller's choice of the result frame, if any.")
+    outputs_attempt: str | None = Field(None, description="The attempt whose outputs are the job's (set by its finish).")
 
     @property
     def finished(self) -> bool:

@@ -1,9 +1,8 @@
-"""The Redis job store: records and every index in Redis (redis-py), the job's files in a folder.
+"""The Redis job store: records and every index in Redis (redis-py), the job's objects in `objects` (a bucket).
 
 For a cluster: admission, claims and the sweep's queries are a few Redis commands each, whatever the number of jobs
-kept, and nothing needs `flock` on a shared file system. The job's files (source, mask, outputs) stay in the folder
-`root`, as in the file store, until they move to object storage (`f2f.serving.objects`): every node still mounts
-that folder.
+kept, and nothing needs `flock` on a shared file system. The job's objects (source, mask, outputs) are in the object
+store (`jobs.objects`: an S3 bucket, so that no node mounts a shared volume); `root` is each node's local scratch.
 
 Keys, under a prefix (`jobs.redis_prefix`, one per deployment):
 
@@ -39,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -47,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from f2f.serving.jobs.base import Save, StoreBase
+from f2f.serving.jobs.objects import Objects
 from f2f.serving.jobs.record import (
     EditRequest,
     JobNotFound,
@@ -75,10 +74,11 @@ class RedisJobStore(StoreBase):
         lease_s: float = 120.0,
         on_change: Callable[[JobRecord], None] | None = None,
         prefix: str = "f2f",
+        objects: Objects | None = None,
     ) -> None:
         import redis
 
-        super().__init__(root, ttl_s, lease_s, on_change)
+        super().__init__(root, ttl_s, lease_s, on_change, objects)
         self.redis = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
         self.prefix = prefix
 
@@ -86,8 +86,7 @@ class RedisJobStore(StoreBase):
         return ":".join((self.prefix, *parts))
 
     def _job_key(self, job_id: str) -> str:
-        self.job_dir(job_id)  # a malformed id never reaches a key
-        return self._key("job", job_id)
+        return self._key("job", self.key(job_id, "")[:-1])  # a malformed id never reaches a key
 
     def _owner(self, kind: str, owner: str) -> str:
         return self._key(kind, hashlib.sha256(owner.encode()).hexdigest())
@@ -127,16 +126,12 @@ class RedisJobStore(StoreBase):
         record = JobRecord(
             id=uuid.uuid4().hex, owner=owner, request=request, fingerprint=fingerprint, created_at=now, updated_at=now
         )
-        folder = self.job_dir(record.id)
         key = None if idempotency_key is None else self._owner("key", f"{owner}\n{idempotency_key}")  # per owner
         watched = [self._key("queued"), self._owner("active", owner), *([key] if key else [])]
         existing = None
         try:
             with self._storage("a new job"):
-                folder.mkdir()
-                (folder / "source.png").write_bytes(source_png)
-                if mask_png is not None:
-                    (folder / "mask.png").write_bytes(mask_png)
+                self._put_inputs(record.id, source_png, mask_png)
                 with self.redis.pipeline() as pipe:
                     while True:
                         try:
@@ -162,10 +157,14 @@ class RedisJobStore(StoreBase):
                         except redis.WatchError:
                             continue  # another create queued a job, or took the key: check again
         except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
+            self._delete_objects(record.id)
             raise
-        shutil.rmtree(folder, ignore_errors=True)
+        self._delete_objects(record.id)
         return self._replayed(existing, fingerprint)
+
+    def _delete_objects(self, job_id: str) -> None:
+        with contextlib.suppress(StoreUnavailable):
+            self.objects.delete_prefix(job_id)
 
     def get(self, job_id: str) -> JobRecord:
         """The record; JobNotFound if unknown or expired, JobUnreadable (reported) if this version cannot parse it."""
@@ -327,7 +326,7 @@ class RedisJobStore(StoreBase):
                 owner = None
                 with contextlib.suppress(ValueError):
                     owner = None if data is None else JobRecord.model_validate_json(data).owner
-                shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+                self.objects.delete_prefix(job_id)  # first: an error leaves the job due, for the next pass
                 key = self.redis.hget(self._key("keyof"), job_id)
                 with self.redis.pipeline() as pipe:
                     pipe.delete(self._key("job", job_id))
@@ -340,4 +339,5 @@ class RedisJobStore(StoreBase):
                     self.redis.delete(key)
                 logger.info("job %s expired: deleted", job_id, extra=job_fields(job_id))
                 removed += 1
+        self._sweep_scratch()
         return removed

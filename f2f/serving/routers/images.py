@@ -175,6 +175,8 @@ async def _image(
         route = request.app.url_path_for("edit_image", job_id=record.id)  # the route's path: no Host header in it
         url = public_url(http_args.public_base_url, route, query)
         return ImageData(url=url, revised_prompt=caption)
-    path = store.path(record.id, "edited.png" if rank == 1 else f"ranked/{rank}.png")
-    data = await asyncio.to_thread(outputs.encode, path, ask["format"], ask["quality"], size)
+    key = store.output_key(record, "edited.png" if rank == 1 else f"ranked/{rank}.png")
+    assert key is not None  # a succeeded job's
+    stored = await asyncio.to_thread(store.objects.get, key)
+    data = await asyncio.to_thread(outputs.encode, stored, ask["format"], ask["quality"], size)
     return ImageData(b64_json=base64.b64encode(data).decode("ascii"), revised_prompt=caption)

@@ -12,7 +12,9 @@
   label 0 is the source, 1..N the candidate tiles). `/image` takes
   `output_format`, `output_compression` and `size` (`f2f.serving.outputs`:
   at most the app's `max_output_pixels`; each conversion made once per job
-  and kept in its folder).
+  and kept with its objects). Each is streamed through the ingress, or
+  with `jobs.downloads: redirect` answered 307 to a presigned URL of the
+  bucket (`download_url_ttl_s`); either way only to the job's own key.
 - `POST /v1/edits/{id}/select` with `{"label": N}`: another frame of the
   chosen clip's path as the result (`f2f.serving.frames`); `/image` (rank
   1) then serves it.
@@ -30,12 +32,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 
 from f2f.errors import InvalidInput
 from f2f.serving import frames, outputs
 from f2f.serving.errors import JobNotFinished, NoSuchOutput
-from f2f.serving.jobs import JobNotFound, JobRecord, JobStatus, StoreBase
+from f2f.serving.jobs import JobNotFound, JobRecord, JobStatus, NoSuchObject, StoreBase
 from f2f.serving.protocol import EditJSON, JobList, JobView, SelectRequest
 from f2f.serving.routers.deps import Caller, HttpArgs, Service
 from f2f.serving.routers.parsing import multipart_schema, read_submission
@@ -136,24 +138,25 @@ async def edit_image(
     if not 1 <= rank <= seeds:
         raise InvalidInput("rank", rank, f"must be 1 (the edit) to {seeds} (the job's last seed)")
     served = frames.result_file(record) if rank == 1 else f"ranked/{rank}.png"  # rank 1: the selected frame, if any
-    path = service.store.path(job_id, served)
-    if not path.is_file():
-        raise NoSuchOutput(f"job {job_id} kept no image of rank {rank} (jobs made before ranking keep only the edit)")
-    answer = await asyncio.to_thread(outputs.cached, service.store.job_dir(job_id), served, fmt, quality, resize)
+    stored = service.store.output_key(record, served)
+    missing = f"job {job_id} kept no image of rank {rank}"
+    if stored is None or not await asyncio.to_thread(service.store.objects.exists, stored):
+        raise NoSuchOutput(missing)
+    cache = service.store.key(job_id, f"{outputs.CACHE_DIR}/{outputs.cache_name(served, fmt, quality, resize)}")
+    answer = await asyncio.to_thread(outputs.cached, service.store.objects, stored, cache, fmt, quality, resize)
     filename = f"{job_id}-{Path(served).stem if rank == 1 else f'rank{rank}'}.{fmt}"
-    if isinstance(answer, Path):
-        return FileResponse(answer, media_type=outputs.MEDIA_TYPES[fmt], filename=filename)
+    if isinstance(answer, str):
+        return await download(service, answer, outputs.MEDIA_TYPES[fmt], filename, missing)
     disposition = f'attachment; filename="{filename}"'  # the cache could not be written: the bytes
     return Response(answer, media_type=outputs.MEDIA_TYPES[fmt], headers={"Content-Disposition": disposition})
 
 
 def _file_route(name: str, filename: str, media: str) -> Any:
-    async def route(job_id: str, caller: Caller, service: Service) -> FileResponse:
-        await finished(service.store, job_id, caller)
-        path = service.store.path(job_id, filename)
-        if not path.is_file():
-            raise NoSuchOutput(f"job {job_id} has no {name}" + ("; submit it with return_video=true" if name == "video" else ""))
-        return FileResponse(path, media_type=media, filename=f"{job_id}-{Path(filename).name}")
+    async def route(job_id: str, caller: Caller, service: Service) -> Response:
+        record = await finished(service.store, job_id, caller)
+        missing = f"job {job_id} has no {name}" + ("; submit it with return_video=true" if name == "video" else "")
+        key = service.store.output_key(record, filename)
+        return await download(service, key, media, f"{job_id}-{Path(filename).name}", missing)
 
     route.__doc__ = f"The {name} of a succeeded job."
     return route
@@ -170,13 +173,33 @@ for _name, _filename, _media in FILE_OUTPUTS:
 
 
 @router.get("/{job_id}/frames/{label}", response_class=FileResponse)
-async def edit_frame(job_id: str, label: int, caller: Caller, service: Service) -> FileResponse:
+async def edit_frame(job_id: str, label: int, caller: Caller, service: Service) -> Response:
     record = await finished(service.store, job_id, caller)
     assert record.result is not None
-    path = service.store.path(job_id, frames.frame_file(label, record.result))
-    if not path.is_file():
-        raise NoSuchOutput(f"job {job_id} kept no frames (it was made before every job kept them)")
-    return FileResponse(path, media_type="image/png")
+    key = service.store.output_key(record, frames.frame_file(label, record.result))
+    return await download(service, key, "image/png", None, f"job {job_id} kept no frame {label}")
+
+
+async def download(service: Any, key: str | None, media: str, filename: str | None, missing: str) -> Response:
+    """The object `key` of a job: its local file, or its bytes streamed from the bucket, or (`jobs.downloads:
+    redirect`) a 307 to a presigned URL of it; NoSuchOutput (`missing`) if there is none."""
+    objects = service.store.objects
+    if key is None:
+        raise NoSuchOutput(missing)
+    if service.jobs.downloads == "redirect":
+        if not await asyncio.to_thread(objects.exists, key):
+            raise NoSuchOutput(missing)
+        url = objects.presigned_url(key, service.jobs.download_url_ttl_s, filename, media)
+        return RedirectResponse(url, status_code=307)
+    path = objects.local_path(key)
+    if path is not None:
+        return FileResponse(path, media_type=media, filename=filename)
+    try:
+        chunks = await asyncio.to_thread(objects.stream, key)
+    except NoSuchObject:
+        raise NoSuchOutput(missing) from None
+    headers = {} if filename is None else {"Content-Disposition": f'attachment; filename="{filename}"'}
+    return StreamingResponse(chunks, media_type=media, headers=headers)
 
 
 @router.post("/{job_id}/select", response_model=JobView)

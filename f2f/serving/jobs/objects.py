@@ -16,10 +16,13 @@ Rules:
   caller's id is checked by the job store before it makes a key).
 - `put` and `put_file` are whole or nothing: an S3 PUT is atomic, a local
   write goes through a temporary file and a rename.
+- `put_folder` moves (a local folder on the same volume) or uploads every
+  file of a folder under a prefix: how an attempt's outputs are kept.
 - A missing object is `NoSuchObject`; a store that cannot be reached or
   written (an endpoint down, a read-only folder, denied access) is
-  `ObjectStoreUnavailable`, worth a retry later: a typed 503 with
-  Retry-After where a request waits on it.
+  `ObjectStoreUnavailable`, a `StoreUnavailable` worth a retry later: a typed
+  503 with Retry-After where a request waits on it (a full local volume is
+  `StorageFull`, as for the job store).
 - `check` at start: the folder can be written, or the bucket answers;
   otherwise one `InvalidConfig` naming the field and the URL.
 - Expiry: `expire_after(ttl_s)` puts a lifecycle rule on the bucket for the
@@ -27,12 +30,16 @@ Rules:
   other rules; the job sweep deletes a job's objects at its own TTL.
 - Downloads: `local_path` is the file of a local object (served as it is);
   `presigned_url` is a time-limited GET URL of an S3 object, for clients that
-  may fetch from the bucket themselves.
+  may fetch from the bucket themselves (with the file name and media type
+  the bucket answers with).
+- `listing` gives each key with its last change, oldest first; `touch` marks a
+  local object as just used (an S3 object keeps the time it was written).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import re
@@ -44,10 +51,10 @@ from urllib.parse import urlparse
 
 from f2f.errors import F2FError, InvalidConfig
 from f2f.result import write_atomic
+from f2f.serving.jobs.record import StoreUnavailable, no_space_as_storage_full
 
 CHUNK = 1 << 20
 _KEY_PART = re.compile(r"^[A-Za-z0-9._-]+$")
-RETRY_AFTER_S = 10
 
 
 class NoSuchObject(F2FError):
@@ -56,14 +63,10 @@ class NoSuchObject(F2FError):
     code = "no_such_object"
 
 
-class ObjectStoreUnavailable(F2FError):
+class ObjectStoreUnavailable(StoreUnavailable):
     """The object store cannot be reached or written now; worth a retry later."""
 
     code = "object_store_unavailable"
-
-    def __init__(self, message: str, retry_after_s: int = RETRY_AFTER_S) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
 
 class Objects(Protocol):
@@ -74,13 +77,17 @@ class Objects(Protocol):
     def check(self, field: str) -> None: ...
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
     def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> None: ...
+    def put_folder(self, prefix: str, folder: Path) -> None: ...
     def get(self, key: str) -> bytes: ...
     def stream(self, key: str) -> Iterator[bytes]: ...
     def exists(self, key: str) -> bool: ...
     def keys(self, prefix: str) -> list[str]: ...
+    def listing(self, prefix: str) -> list[tuple[str, float]]: ...
+    def touch(self, key: str) -> None: ...
+    def delete(self, key: str) -> None: ...
     def delete_prefix(self, prefix: str) -> int: ...
     def local_path(self, key: str) -> Path | None: ...
-    def presigned_url(self, key: str, expires_s: int) -> str | None: ...
+    def presigned_url(self, key: str, expires_s: int, filename: str | None = None, media: str | None = None) -> str | None: ...
     def expire_after(self, ttl_s: float) -> None: ...
 
 
@@ -140,6 +147,19 @@ class LocalObjects:
             target.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(target, lambda f: shutil.copyfileobj(source, f, CHUNK))
 
+    def put_folder(self, prefix: str, folder: Path) -> None:
+        """Move the folder's files under `prefix` (a rename on the same volume, else a copy)."""
+        for path in _files(folder):
+            target = self._path(f"{prefix}/{path.relative_to(folder).as_posix()}")
+            with _os_errors(f"write {target.relative_to(self.root)}"):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.replace(path, target)
+                except OSError as exc:
+                    if exc.errno != errno.EXDEV:
+                        raise
+                    self.put_file(str(target.relative_to(self.root)), path)
+
     def get(self, key: str) -> bytes:
         return b"".join(self.stream(key))
 
@@ -158,7 +178,22 @@ class LocalObjects:
 
     def keys(self, prefix: str) -> list[str]:
         folder = self._path(prefix.rstrip("/"))
-        return sorted(str(p.relative_to(self.root)) for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+        return sorted(p.relative_to(self.root).as_posix() for p in _files(folder)) if folder.is_dir() else []
+
+    def listing(self, prefix: str) -> list[tuple[str, float]]:
+        found = []
+        for key in self.keys(prefix):
+            with contextlib.suppress(FileNotFoundError):  # removed meanwhile
+                found.append((key, self._path(key).stat().st_mtime))
+        return sorted(found, key=lambda item: item[1])
+
+    def touch(self, key: str) -> None:
+        with contextlib.suppress(OSError):
+            os.utime(self._path(key))
+
+    def delete(self, key: str) -> None:
+        with _os_errors(f"delete {key}"):
+            self._path(key).unlink(missing_ok=True)
 
     def delete_prefix(self, prefix: str) -> int:
         found = self.keys(prefix)
@@ -171,11 +206,15 @@ class LocalObjects:
         path = self._path(key)
         return path if path.is_file() else None
 
-    def presigned_url(self, key: str, expires_s: int) -> str | None:
+    def presigned_url(self, key: str, expires_s: int, filename: str | None = None, media: str | None = None) -> str | None:
         return None  # a local object is served by the ingress
 
     def expire_after(self, ttl_s: float) -> None:
         pass  # the job sweep deletes expired jobs' files
+
+
+def _files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()]
 
 
 def _chunks(source: Any) -> Iterator[bytes]:
@@ -187,7 +226,8 @@ def _chunks(source: Any) -> Iterator[bytes]:
 @contextlib.contextmanager
 def _os_errors(what: str) -> Iterator[None]:
     try:
-        yield
+        with no_space_as_storage_full(what):
+            yield
     except OSError as exc:
         raise ObjectStoreUnavailable(f"cannot {what} ({exc.strerror or exc})") from None
 
@@ -236,6 +276,10 @@ class S3Objects:
         with self._errors(f"write {key}"):
             self.client.upload_file(str(path), self.bucket, self._key(key), ExtraArgs={"ContentType": content_type})
 
+    def put_folder(self, prefix: str, folder: Path) -> None:
+        for path in _files(folder):
+            self.put_file(f"{prefix}/{path.relative_to(folder).as_posix()}", path, _media(path))
+
     def get(self, key: str) -> bytes:
         return b"".join(self.stream(key))
 
@@ -257,12 +301,23 @@ class S3Objects:
         return True
 
     def keys(self, prefix: str) -> list[str]:
+        return sorted(key for key, _ in self.listing(prefix))
+
+    def listing(self, prefix: str) -> list[tuple[str, float]]:
         start = self.prefix + check_key(prefix.rstrip("/")) + "/"
         found = []
         with self._errors(f"list {prefix}"):
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start):
-                found += [item["Key"].removeprefix(self.prefix) for item in page.get("Contents", [])]
-        return sorted(found)
+                for item in page.get("Contents", []):
+                    found.append((item["Key"].removeprefix(self.prefix), item["LastModified"].timestamp()))
+        return sorted(found, key=lambda item: item[1])
+
+    def touch(self, key: str) -> None:
+        pass  # an S3 object keeps the time it was written
+
+    def delete(self, key: str) -> None:
+        with self._errors(f"delete {key}"):
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def delete_prefix(self, prefix: str) -> int:
         found = self.keys(prefix)
@@ -275,8 +330,12 @@ class S3Objects:
     def local_path(self, key: str) -> Path | None:
         return None
 
-    def presigned_url(self, key: str, expires_s: int) -> str | None:
+    def presigned_url(self, key: str, expires_s: int, filename: str | None = None, media: str | None = None) -> str | None:
         params = {"Bucket": self.bucket, "Key": self._key(key)}
+        if filename is not None:
+            params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
+        if media is not None:
+            params["ResponseContentType"] = media
         return self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_s)
 
     def expire_after(self, ttl_s: float) -> None:
@@ -311,6 +370,13 @@ class S3Objects:
             raise ObjectStoreUnavailable(f"cannot {what} in {self.url} ({_reason(exc)})") from None
         except BotoCoreError as exc:
             raise ObjectStoreUnavailable(f"cannot {what} in {self.url} ({_reason(exc)})") from None
+
+
+_MEDIA = {".png": "image/png", ".jpeg": "image/jpeg", ".webp": "image/webp", ".mp4": "video/mp4", ".json": "application/json"}
+
+
+def _media(path: Path) -> str:
+    return _MEDIA.get(path.suffix, "application/octet-stream")
 
 
 def _code(exc: Any) -> str:
