@@ -1,11 +1,14 @@
-"""Jobs on a real Redis broker and the Redis job store: backpressure, replicas lost mid-job, a paused worker, Redis
-restarts (real Ray Serve, real HTTP on 127.0.0.1).
+"""Jobs on the cluster's parts: a real Redis broker, the Redis job store and a bucket for the job's objects:
+backpressure, replicas lost mid-job, a paused worker, Redis restarts, an object-store outage (real Ray Serve, real
+HTTP on 127.0.0.1).
 
 Two `redis-server`s (Debian's package; `.ci/run` installs it) are started on
 free loopback ports for the module: the broker's, without persistence, and
-the job store's, append-only as deployed. The worker runs one job at a time and two
-may wait, so the queue fills quickly; leases are short, so a lost worker's job
-is queued again within seconds.
+the job store's, append-only as deployed. The objects go to an S3-protocol
+server (moto's server mode) through a TCP forwarder the tests can cut (an
+outage that loses nothing the bucket holds). The worker runs one job at a
+time and two may wait, so the queue fills quickly; leases are short, so a
+lost worker's job is queued again within seconds.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ httpx = pytest.importorskip("httpx")
 
 from harness import FINISHED, SAMPLE, error_of, kill_replica, replica_pid, running_app, submit, wait_for  # noqa: E402
 from redis_server import RedisServer  # noqa: E402
+from s3_server import CREDENTIALS, S3Server  # noqa: E402
+from tcp_proxy import TcpProxy  # noqa: E402
+
+PREFIX = "resilience"  # the objects' prefix in the bucket
 
 LONG = {"steps": "1000"}  # long enough to act on a job mid-video (400 steps took under 2 s on a 2-core Xeon)
 # Two videos of 49 frames x 1000 steps: about 10 s on a 2-core Xeon (2026-12-06), five times the 2 s after which the
@@ -67,7 +74,32 @@ def store_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServe
 
 
 @pytest.fixture(scope="module")
-def base_url(tmp_path_factory: pytest.TempPathFactory, redis_url: str, store_redis: RedisServer, jobs_dir: Path) -> Iterator[str]:
+def bucket(s3_server: S3Server) -> Iterator[TcpProxy]:
+    """The bucket `f2f` of the S3-protocol server, reached through a forwarder (`cut` / `restore`)."""
+    s3_server.reset()
+    s3_server.make_bucket("f2f")
+    proxy = TcpProxy(s3_server.port)
+    proxy.start()
+    try:
+        yield proxy
+    finally:
+        proxy.cut()
+
+
+def _objects(bucket: TcpProxy, job_id: str) -> list[str]:
+    """The keys of a job's objects in the bucket (under the module's prefix)."""
+    import boto3
+
+    keys = {"aws_access_key_id": CREDENTIALS["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"]}
+    client = boto3.client("s3", endpoint_url=bucket.url, region_name="us-east-1", **keys)
+    found = client.list_objects_v2(Bucket="f2f", Prefix=f"{PREFIX}/{job_id}/").get("Contents", [])
+    return sorted(item["Key"].removeprefix(f"{PREFIX}/{job_id}/") for item in found)
+
+
+@pytest.fixture(scope="module")
+def base_url(
+    tmp_path_factory: pytest.TempPathFactory, redis_url: str, store_redis: RedisServer, bucket: TcpProxy, jobs_dir: Path
+) -> Iterator[str]:
     args = {
         "config": {"profile": "tiny", "cache_dir": str(tmp_path_factory.mktemp("f2f-cache")), "seed": 3},
         "worker_max_concurrent_jobs": 1,
@@ -77,6 +109,8 @@ def base_url(tmp_path_factory: pytest.TempPathFactory, redis_url: str, store_red
             "broker_url": redis_url,
             "store": "redis",  # every test here runs on the Redis job store (the file store: the other serve modules)
             "redis_url": store_redis.url,
+            "objects": f"s3://f2f/{PREFIX}",  # and every job's bytes in a bucket: `dir` is each process's scratch
+            "objects_endpoint_url": bucket.url,
             "max_queued": 2,
             "retry_after_s": 7,
             "lease_s": 4,
@@ -86,8 +120,11 @@ def base_url(tmp_path_factory: pytest.TempPathFactory, redis_url: str, store_red
             "resend_after_s": 5,
         },
     }
-    with running_app(args) as url:
-        yield url
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in CREDENTIALS.items():  # boto3's standard chain, in every Ray process started below
+            env.setenv(name, value)
+        with running_app(args) as url:
+            yield url
 
 
 def _waiting_messages(redis_url: str) -> int:
@@ -175,13 +212,13 @@ def test_a_vlm_replica_lost_mid_job_is_retried(base_url: str) -> None:
     assert job["attempts"] in (1, 2)  # a call routed to the dead replica is tried again; one to its successor is not
 
 
-def test_a_client_that_hangs_up_on_a_synchronous_edit_still_gets_its_job(base_url: str, jobs_dir: Path) -> None:
+def test_a_client_that_hangs_up_on_a_synchronous_edit_still_gets_its_job(base_url: str) -> None:
     # The replicas killed by the tests above are replaced first: an edit now runs for its whole video.
     deadline = time.monotonic() + 120
     while httpx.get(f"{base_url}/readyz", timeout=10).status_code != 200:
         assert time.monotonic() < deadline, "the application did not become ready again"
         time.sleep(0.5)
-    before = set(os.listdir(jobs_dir / "jobs"))
+    before = {job["id"] for job in httpx.get(f"{base_url}/v1/edits?limit=100").json()["data"]}
     files = {"image": ("source.png", SAMPLE.read_bytes(), "image/png")}
     try:
         answer = httpx.post(
@@ -190,12 +227,12 @@ def test_a_client_that_hangs_up_on_a_synchronous_edit_still_gets_its_job(base_ur
     except httpx.ReadTimeout:
         answer = None  # the client hung up while its edit ran
     assert answer is None, f"the edit was answered within 2 s: {answer.status_code} {answer.text[:300]}"
-    (job_id,) = set(os.listdir(jobs_dir / "jobs")) - before
+    (job_id,) = {job["id"] for job in httpx.get(f"{base_url}/v1/edits?limit=100").json()["data"]} - before
     job = wait_for(base_url, job_id, timeout_s=180)
     assert job["status"] == "succeeded" and httpx.get(f"{base_url}/v1/edits/{job_id}/image").status_code == 200
 
 
-def test_a_worker_paused_past_its_lease_cannot_change_its_job_once_resumed(base_url: str, jobs_dir: Path) -> None:
+def test_a_worker_paused_past_its_lease_cannot_change_its_job_once_resumed(base_url: str, bucket: TcpProxy) -> None:
     """SIGSTOP of the worker mid-edit until the sweep queued its job again (lease 4 s), then SIGCONT: the resumed
     attempt is refused every write (fenced), stops, and the job runs again as attempt 2. Before fencing, the resumed
     attempt's heartbeats wrote progress into the queued record and its finish made the job succeed at attempt 1."""
@@ -219,8 +256,8 @@ def test_a_worker_paused_past_its_lease_cannot_change_its_job_once_resumed(base_
     assert all(state["attempts"] == 2 for state in seen if state["status"] == "running"), seen
     time.sleep(2 * 0.5)  # two sweeps (sweep_interval_s 0.5) and heartbeats of any late writer: the record stays
     assert httpx.get(f"{base_url}/v1/edits/{job_id}").json() == job
-    folder = jobs_dir / "jobs" / job_id
-    assert (folder / "edited.png").is_file() and not (folder / "attempts").exists()
+    attempts = {key.split("/")[1] for key in _objects(bucket, job_id) if key.startswith("attempts/")}
+    assert len(attempts) == 1 and attempts.pop().startswith("2-")  # only the finished attempt's outputs are kept
     assert httpx.get(f"{base_url}/v1/edits/{job_id}/image").status_code == 200
 
 
@@ -256,5 +293,28 @@ def test_a_restart_of_the_stores_redis_loses_no_job_and_needs_no_restart(base_ur
     store_redis.start()
     job = wait_for(base_url, running, timeout_s=240)
     assert job["status"] == "succeeded", job["error"]
+    after = submit(base_url, {"prompt": "and after"})
+    assert after.status_code == 202 and wait_for(base_url, after.json()["id"])["status"] == "succeeded"
+
+
+def test_an_object_store_outage_is_a_typed_503_and_loses_no_job(base_url: str, bucket: TcpProxy) -> None:
+    """The bucket cannot be reached for a few seconds while a job runs: a submission meanwhile is a typed 503 with
+    Retry-After and leaves no job; the running job's writes are tried again (or, past its lease, the job runs again),
+    and once the bucket is back every accepted job succeeds with its outputs, without restarting anything."""
+    running = submit(base_url, {"prompt": "make it misty", **LONG}).json()["id"]
+    wait_for(base_url, running, lambda job: job["status"] == "running", timeout_s=60)
+    listed = len(httpx.get(f"{base_url}/v1/edits?limit=100").json()["data"])
+    bucket.cut()
+    try:
+        refused = submit(base_url, {"prompt": "while the bucket is away"})
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "7", refused.text
+        assert error_of(refused)["code"] == "object_store_unavailable"
+        assert len(httpx.get(f"{base_url}/v1/edits?limit=100").json()["data"]) == listed  # no job was made
+        time.sleep(3)
+    finally:
+        bucket.restore()
+    job = wait_for(base_url, running, timeout_s=240)
+    assert job["status"] == "succeeded", job["error"]
+    assert "edited.png" in {key.rpartition("/")[2] for key in _objects(bucket, running)}
     after = submit(base_url, {"prompt": "and after"})
     assert after.status_code == 202 and wait_for(base_url, after.json()["id"])["status"] == "succeeded"

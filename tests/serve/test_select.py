@@ -75,7 +75,8 @@ def test_select_makes_a_frame_the_result_and_a_repeat_changes_nothing(
     base_url: str, job: dict[str, Any], alice: dict[str, str], jobs_dir: Path
 ) -> None:
     job_id, result = job["id"], job["result"]
-    edited = (jobs_dir / "jobs" / job_id / "edited.png").read_bytes()
+    (stored,) = (jobs_dir / "jobs" / job_id / "attempts").glob("*/edited.png")  # the kept attempt's
+    edited = stored.read_bytes()
     last = len(result["candidate_frames"])
     label = last if result["selected_label"] != last else 1  # another frame than the VLM's
     first = _select(base_url, job_id, {"label": label}, alice)
@@ -90,7 +91,7 @@ def test_select_makes_a_frame_the_result_and_a_repeat_changes_nothing(
     assert chosen["finished_at"] <= selection["at"]
     assert chosen["result"] == result and chosen["status"] == "succeeded"  # the VLM's choice stays recorded
     assert _get(base_url, f"/v1/edits/{job_id}/image", alice) == _get(base_url, f"/v1/edits/{job_id}/frames/{label}", alice)
-    assert (jobs_dir / "jobs" / job_id / "edited.png").read_bytes() == edited  # the edit itself is kept
+    assert stored.read_bytes() == edited  # the edit itself is kept
 
     again = _select(base_url, job_id, {"label": label}, alice)
     assert again.status_code == 200 and again.json()["selection"] == selection  # same by, same at
