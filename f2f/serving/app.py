@@ -65,8 +65,9 @@ def parse_args(args: dict[str, Any] | None) -> tuple[AppArgs, F2FConfig]:
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
-    """The f2f Serve application: Ingress -> queue -> EditWorker -> (VLMDeployment, GeneratorDeployment), and JobEvents
-    between the worker and the ingress (job changes pushed to the requests waiting for them)."""
+    """The f2f Serve application: Ingress -> queue -> EditWorker -> (VLMDeployment, GeneratorDeployment), and, with
+    the file store, JobEvents between the worker and the ingress (job changes pushed to the requests waiting for them;
+    the Redis store pushes them over Redis)."""
     parsed, config = parse_args(args)
     if parsed.auth.keys_file is not None:
         KeyRing(parsed.auth.keys_file)  # readable and well-formed, before any replica starts
@@ -81,7 +82,8 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     vlm = serve.deployment(VLMDeployment, **VLMDeployment.deployment_options(parsed))
     generator = serve.deployment(GeneratorDeployment, **GeneratorDeployment.deployment_options(parsed, world))
     rank_options = {"num_cpus": parsed.generator_num_cpus, "num_gpus": parsed.generator_num_gpus}
-    events = serve.deployment(JobEvents, **JobEvents.deployment_options()).bind()
+    # The file store's changes go through the JobEvents hub; the Redis store publishes its own (RedisEvents).
+    events = None if parsed.jobs.store == "redis" else serve.deployment(JobEvents, **JobEvents.deployment_options()).bind()
     worker_options = EditWorker.deployment_options(parsed, broker_settings(parsed.jobs, store_dir))
     worker = serve.deployment(consumer_class(queue), **worker_options)
     ingress = serve.deployment(serve.ingress()(Ingress), **Ingress.deployment_options(parsed))

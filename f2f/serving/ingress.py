@@ -36,7 +36,7 @@ from f2f.serving.args import AppArgs, actor_options, replica_options
 from f2f.serving.auth import AuthArgs
 from f2f.serving.broker import BrokerQueue, JobQueue, JobsArgs
 from f2f.serving.errors import BodyTooLarge, NotReady, error_response, install_error_handlers
-from f2f.serving.events import EventsClient
+from f2f.serving.events import EventsClient, RedisEvents
 from f2f.serving.ingress_args import IngressArgs
 from f2f.serving.jobs import open_store
 from f2f.serving.logs import log_to_serve
@@ -83,7 +83,11 @@ class Ingress:
     def __serve_build_asgi_app__(self) -> FastAPI:
         store_dir = self.jobs.store_dir(self.config.cache_dir)
         store = open_store(self.jobs, self.config.cache_dir)
-        events = EventsClient(self.events, asyncio.get_running_loop())
+        events: EventsClient | RedisEvents
+        if self.events is not None:
+            events = EventsClient(self.events, asyncio.get_running_loop())
+        else:  # the Redis store: its channel
+            events = RedisEvents(store.url, store.events_channel)  # type: ignore[attr-defined]
         queue, broker = JobQueue(self.jobs, store_dir), BrokerQueue.of(self.jobs, store_dir)
         service = EditService(store, queue, self.config, self.jobs, self.limits, self.auth, events, self.http, broker)
         return make_api(service, serve_ready)

@@ -1,4 +1,4 @@
-"""Submit and wait: what every edit route does, in one object over the job store, the queue and the events hub.
+"""Submit and wait: what every edit route does, in one object over the job store, the queue and the job events.
 
 Rules:
 
@@ -13,11 +13,12 @@ Rules:
 - The source is stored as it was checked (RGB, PNG at compression level 1:
   lossless and quick), and a mask beside it ("L", 255 = edit here); the
   worker loads them without checking them again.
-- `changed`, `finished` and `events` wait for a job's next change: pushed by
-  the events hub when there is one, else (and at the latest) after
+- `changed`, `finished` and `events` wait for a job's next change: pushed
+  (`f2f.serving.events`: the hub, or the Redis store's channel) when there
+  is a push, else (and at the latest) after
   `jobs.poll_interval_s`, and then read from the store, which is the record.
   The requests of one replica waiting on the same job share that wait and
-  that read (200 streams on one job: one hub call and one read per change).
+  that read (200 streams on one job: one wait and one read per change).
   A stream goes on waiting through a record it cannot read (a store error,
   or a record from a newer version): its headers are sent, so a 503 can no
   longer be answered.
@@ -42,7 +43,7 @@ from f2f.serving.admission import WaitSlots
 from f2f.serving.auth import AuthArgs, KeyRing, TooManyJobs
 from f2f.serving.broker import BrokerQueue, JobsArgs
 from f2f.serving.errors import ClientGone, RetryLater
-from f2f.serving.events import EventsClient
+from f2f.serving.events import EventsClient, RedisEvents
 from f2f.serving.ingress_args import IngressArgs
 from f2f.serving.jobs import (
     EditRequest,
@@ -75,7 +76,7 @@ class EditService:
         jobs: JobsArgs,
         limits: RequestLimits,
         auth: AuthArgs,
-        events: EventsClient | None = None,
+        events: EventsClient | RedisEvents | None = None,
         http: IngressArgs | None = None,
         broker: BrokerQueue | None = None,
     ) -> None:

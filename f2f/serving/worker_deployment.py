@@ -33,8 +33,9 @@ Rules:
   attempt not counted, its message sent again) before the consumer stops,
   and sends back any message that arrives meanwhile; a job waiting to be
   tried again goes back too. A replica killed outright still has the lease.
-- Every change of a job record this worker writes is pushed to the events
-  hub (`f2f.serving.events`), which wakes the requests waiting for it.
+- Every change of a job record this worker writes wakes the requests
+  waiting for it (`f2f.serving.events`): pushed to the events hub with the
+  file store, published by the Redis store itself.
 - The stored source was checked by the ingress: it is loaded and run as it
   is (`CheckedEdit.of_record`, `f2f.pipeline.run_edit`), never checked again.
 - While it runs: stage and denoising progress go to the job record, the

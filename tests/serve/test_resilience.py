@@ -144,6 +144,9 @@ def test_jobs_go_through_redis(base_url: str, redis_url: str) -> None:
     assert client.exists("_kombu.binding.f2f-edits")  # the queue lives in Redis (Kombu binds it there)
     # No result backend: the job store is the record, and no result write can fail a consumer.
     assert not any(key.startswith(b"celery-task-meta-") for key in client.scan_iter())
+    from ray import serve
+
+    assert "JobEvents" not in serve.status().applications["f2f"].deployments  # the store's Redis channel wakes waits
 
 
 def test_a_full_queue_is_a_typed_503_with_retry_after(base_url: str, redis_url: str) -> None:

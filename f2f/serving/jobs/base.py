@@ -63,10 +63,19 @@ class StoreBase:
         self.root = Path(root)
         self.ttl_s = ttl_s
         self.lease_s = lease_s
-        self.retry_after_s = RETRY_AFTER_S  # of StoreUnavailable (the service sets the app's `jobs.retry_after_s`)
         self.on_change = on_change  # told of every record change once it is written (the service pushes it to waiters)
         (self.root / "jobs").mkdir(parents=True, exist_ok=True)
         self.objects: Objects = objects if objects is not None else LocalObjects(self.root / "jobs")
+        self.retry_after_s = RETRY_AFTER_S
+
+    @property
+    def retry_after_s(self) -> int:
+        """Retry-After of the store's and its objects' StoreUnavailable (`open_store`: the app's `jobs.retry_after_s`)."""
+        return self._retry_after_s
+
+    @retry_after_s.setter
+    def retry_after_s(self, value: int) -> None:
+        self._retry_after_s = self.objects.retry_after_s = value
 
     # --- what each store implements: the service and the worker use only these and the moves below -----
 

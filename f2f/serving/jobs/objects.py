@@ -51,7 +51,7 @@ from urllib.parse import urlparse
 
 from f2f.errors import F2FError, InvalidConfig
 from f2f.result import write_atomic
-from f2f.serving.jobs.record import StoreUnavailable, no_space_as_storage_full
+from f2f.serving.jobs.record import RETRY_AFTER_S, StoreUnavailable, no_space_as_storage_full
 
 CHUNK = 1 << 20
 _KEY_PART = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -73,6 +73,7 @@ class Objects(Protocol):
     """What the service needs of an object store."""
 
     url: str
+    retry_after_s: int  # of ObjectStoreUnavailable
 
     def check(self, field: str) -> None: ...
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
@@ -122,6 +123,7 @@ class LocalObjects:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.url = root.resolve().as_uri() if root.is_absolute() else str(root)
+        self.retry_after_s = RETRY_AFTER_S
 
     def check(self, field: str) -> None:
         try:
@@ -137,13 +139,13 @@ class LocalObjects:
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         path = self._path(key)
-        with _os_errors(f"write {key}"):
+        with self._os_errors(f"write {key}"):
             path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(path, lambda f: f.write(data))
 
     def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> None:
         target = self._path(key)
-        with _os_errors(f"write {key}"), path.open("rb") as source:
+        with self._os_errors(f"write {key}"), path.open("rb") as source:
             target.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(target, lambda f: shutil.copyfileobj(source, f, CHUNK))
 
@@ -151,7 +153,7 @@ class LocalObjects:
         """Move the folder's files under `prefix` (a rename on the same volume, else a copy)."""
         for path in _files(folder):
             target = self._path(f"{prefix}/{path.relative_to(folder).as_posix()}")
-            with _os_errors(f"write {target.relative_to(self.root)}"):
+            with self._os_errors(f"write {target.relative_to(self.root)}"):
                 target.parent.mkdir(parents=True, exist_ok=True)
                 try:
                     os.replace(path, target)
@@ -170,7 +172,8 @@ class LocalObjects:
         except FileNotFoundError:
             raise NoSuchObject(f"no object {key}") from None
         except OSError as exc:
-            raise ObjectStoreUnavailable(f"cannot read {key} in {self.url} ({exc.strerror or exc})") from None
+            message = f"cannot read {key} in {self.url} ({exc.strerror or exc})"
+            raise ObjectStoreUnavailable(message, self.retry_after_s) from None
         return _chunks(source)
 
     def exists(self, key: str) -> bool:
@@ -192,19 +195,27 @@ class LocalObjects:
             os.utime(self._path(key))
 
     def delete(self, key: str) -> None:
-        with _os_errors(f"delete {key}"):
+        with self._os_errors(f"delete {key}"):
             self._path(key).unlink(missing_ok=True)
 
     def delete_prefix(self, prefix: str) -> int:
         found = self.keys(prefix)
         if found:
-            with _os_errors(f"delete {prefix}"):
+            with self._os_errors(f"delete {prefix}"):
                 shutil.rmtree(self._path(prefix.rstrip("/")))
         return len(found)
 
     def local_path(self, key: str) -> Path | None:
         path = self._path(key)
         return path if path.is_file() else None
+
+    @contextlib.contextmanager
+    def _os_errors(self, what: str) -> Iterator[None]:
+        try:
+            with no_space_as_storage_full(what, self.retry_after_s):
+                yield
+        except OSError as exc:
+            raise ObjectStoreUnavailable(f"cannot {what} ({exc.strerror or exc})", self.retry_after_s) from None
 
     def presigned_url(self, key: str, expires_s: int, filename: str | None = None, media: str | None = None) -> str | None:
         return None  # a local object is served by the ingress
@@ -223,15 +234,6 @@ def _chunks(source: Any) -> Iterator[bytes]:
             yield chunk
 
 
-@contextlib.contextmanager
-def _os_errors(what: str) -> Iterator[None]:
-    try:
-        with no_space_as_storage_full(what):
-            yield
-    except OSError as exc:
-        raise ObjectStoreUnavailable(f"cannot {what} ({exc.strerror or exc})") from None
-
-
 # --- an S3-compatible bucket ---------------------------------------------------------------------------------------
 
 
@@ -248,6 +250,7 @@ class S3Objects:
 
         self.bucket, self.prefix = bucket, f"{prefix}/" if prefix else ""
         self.url = f"s3://{bucket}/{prefix}".rstrip("/")
+        self.retry_after_s = RETRY_AFTER_S
         endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
         config = Config(
             connect_timeout=5,
@@ -367,9 +370,9 @@ class S3Objects:
         except ClientError as exc:
             if _code(exc) in ("NoSuchKey", "404", "NotFound"):
                 raise NoSuchObject(f"no object {what.split(' ', 1)[-1]} in {self.url}") from None
-            raise ObjectStoreUnavailable(f"cannot {what} in {self.url} ({_reason(exc)})") from None
+            raise ObjectStoreUnavailable(f"cannot {what} in {self.url} ({_reason(exc)})", self.retry_after_s) from None
         except BotoCoreError as exc:
-            raise ObjectStoreUnavailable(f"cannot {what} in {self.url} ({_reason(exc)})") from None
+            raise ObjectStoreUnavailable(f"cannot {what} in {self.url} ({_reason(exc)})", self.retry_after_s) from None
 
 
 _MEDIA = {".png": "image/png", ".jpeg": "image/jpeg", ".webp": "image/webp", ".mp4": "video/mp4", ".json": "application/json"}

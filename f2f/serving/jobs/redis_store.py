@@ -16,6 +16,7 @@ Keys, under a prefix (`jobs.redis_prefix`, one per deployment):
     owner:<owner>     sorted set: the owner's jobs, by when they were made (`list_for`)
     key:<owner, key>  the id of the job an idempotency key made; keyof: hash job id -> that key
     workers           sorted set: edit-worker replicas, by when each was last heard from
+    events            the channel each change is published on, in its transaction (f2f.serving.events)
 
 (<owner> and <owner, key> are SHA-256 digests.)
 
@@ -80,7 +81,8 @@ class RedisJobStore(StoreBase):
 
         super().__init__(root, ttl_s, lease_s, on_change, objects)
         self.redis = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
-        self.prefix = prefix
+        self.prefix, self.url = prefix, url
+        self.events_channel = self._key("events")  # each change, published with it: `<job id> <updated_at>`
 
     def _key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
@@ -251,6 +253,7 @@ class RedisJobStore(StoreBase):
         job_id, now = record.id, time.time()
         job_key = self._key("job", job_id)
         pipe.set(job_key, dump(record))
+        pipe.publish(self.events_channel, f"{job_id} {record.updated_at!r}")  # every replica's waits (RedisEvents)
         queued = record.status == "queued"
         if queued:
             pipe.zadd(self._key("queued"), {job_id: now}, nx=True)  # kept while it stays queued: the oldest's age
