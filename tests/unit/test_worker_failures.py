@@ -159,12 +159,30 @@ def _worker_for_jobs(worker: EditWorker, jobs_args: JobsArgs) -> EditWorker:
     return worker
 
 
+@pytest.fixture(params=["file", "redis"])
+def any_worker(request: pytest.FixtureRequest, worker: EditWorker, tmp_path: Path) -> EditWorker:
+    """The worker on the file store, or on the Redis store with its objects in a bucket (both real, on loopback)."""
+    if request.param == "redis":
+        import uuid
+
+        from f2f.serving.jobs import open_objects
+        from f2f.serving.jobs.redis_store import RedisJobStore
+
+        prefix = f"worker-{uuid.uuid4().hex[:8]}"
+        objects = open_objects(f"s3://f2f/{prefix}", endpoint_url=request.getfixturevalue("s3_bucket"))
+        worker.store = RedisJobStore(
+            request.getfixturevalue("redis_url"), tmp_path / "scratch", 60, prefix=prefix, objects=objects
+        )
+    return worker
+
+
 @pytest.mark.parametrize("noticed_by", ["watcher", "outputs"])
 def test_a_worker_whose_job_was_taken_over_stops_and_changes_nothing(
-    worker: EditWorker, monkeypatch: pytest.MonkeyPatch, noticed_by: str
+    any_worker: EditWorker, monkeypatch: pytest.MonkeyPatch, noticed_by: str
 ) -> None:
     """Its job queued again and claimed by another worker mid-edit (this one was paused past its lease): the edit is
     stopped by the watcher, or, if it ended first, its outputs are refused; the job stays the other worker's."""
+    worker = any_worker
     slow_poll = JobsArgs(lease_s=120.0, heartbeat_s=60.0, poll_interval_s=5.0)  # the watcher does not look in time
     _worker_for_jobs(worker, FAST if noticed_by == "watcher" else slow_poll)
     lost: list[str] = []
@@ -182,7 +200,7 @@ def test_a_worker_whose_job_was_taken_over_stops_and_changes_nothing(
     status = asyncio.run(asyncio.wait_for(worker.run(record.id), TAKES_TOO_LONG_S))
     assert (status, lost) == (LEASE_LOST, ["lost"])
     assert worker.store.get(record.id) == taken[0]
-    assert sorted(os.listdir(worker.store.job_dir(record.id))) == [".lock", "job.json", "source.png"]
+    assert [key for key in worker.store.objects.keys(record.id) if key.endswith(".png")] == [f"{record.id}/source.png"]
 
 
 def test_a_finish_the_store_cannot_write_is_tried_again(worker: EditWorker, monkeypatch: pytest.MonkeyPatch) -> None:
