@@ -190,7 +190,7 @@ def held(stream_counts: list[int], sync_counts: list[int], probes: int) -> None:
         "auth": {"required": False},
         "jobs": {"dir": str(jobs_dir), "max_queued": 256, "poll_interval_s": 0.25},
     }
-    from f2f.serving.args import AppArgs
+    from f2f.serving.deployments.args import AppArgs
 
     if "max_waiting_requests" in AppArgs.model_fields:  # this version bounds long waits: room for every held one
         app_args["max_waiting_requests"] = max(stream_counts) + max(sync_counts) + 10

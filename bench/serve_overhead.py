@@ -71,7 +71,7 @@ async def in_process_seconds(repeats: int) -> list[float]:
     from f2f.backends import build_backends, prepare_models
     from f2f.config import config_from_dict
     from f2f.result import write_outputs
-    from f2f.serving.worker_deployment import FAST_PNG
+    from f2f.serving.deployments.worker import FAST_PNG
 
     torch.set_num_threads(1)  # as in the replicas: the comparison holds the service, not the thread count
     config = config_from_dict({**APP_ARGS["config"], "seed": 0})

@@ -39,7 +39,7 @@ from f2f.protocols import Progress
 from f2f.request import check_edit
 from f2f.result import write_atomic, write_outputs
 from f2f.serving import RAY_LOOPBACK_ENV
-from f2f.serving.serve_file import http_address, read_serve_config
+from f2f.serving.deployments.serve_file import http_address, read_serve_config
 
 
 @click.group(cls=F2FGroup)
@@ -601,7 +601,7 @@ def keys_group() -> None:
 @click.option("--file", "keys_file", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The keys file.")
 def keys_new(name: str, keys_file: Path) -> None:
     """Add key NAME to the keys file (created if missing, mode 0600) and print its token: the only time it is shown."""
-    from f2f.serving.auth import add_key
+    from f2f.serving.api.auth import add_key
 
     if not keys_file.parent.is_dir():
         raise InvalidConfig("--file", str(keys_file), f"its folder {keys_file.parent} is missing; create it first")

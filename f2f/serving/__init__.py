@@ -1,20 +1,18 @@
 """The Ray Serve application of f2f: jobs, an HTTP API and an OpenAI Images-compatible route over the pipeline.
 
-Layout (one concern per file, as vLLM's OpenAI entrypoints split theirs):
+Layout, by concern:
 
-- `app` (the typed builder that Serve config files point at) and `args` (its
-  arguments); the deployments, each computing its own options:
-  `vlm_deployment`, `generator_deployment` (with `ranks` for a split
-  generator), `worker_deployment`, `events` (job changes pushed to waiting
-  requests) and `ingress` (the FastAPI app);
-- `protocol` (every wire type), `routers/` (the routes, one router per
-  resource: `jobs`, `images`, `health`, `web`, the page's files in `web/`),
-  `service` (submit and wait), `outputs` (an image in the format and size
-  asked for), `frames` (a job's candidate frames and the caller's choice);
-- `jobs` (the job store: every state change of a job, the sweep), `broker`
-  (the queue), `auth` (API keys), `remote` (the model protocols over
-  handles), `errors` (the one exception -> HTTP mapping), `metrics` and `logs`
-  (a job's id on every log line, in every replica).
+- `app`: the typed builder that Serve config files point at; `scaling` (the
+  queue-driven autoscaling policy) and `logs` (the logging setup) are named
+  by those files too, and `metrics` is every replica's;
+- `api/`: the HTTP API: wire types, routes, the page, submit and wait,
+  admission and keys, outputs as asked for, the caller's frame choice, the
+  error map;
+- `jobs/`: the job record, the stores (a folder, or Redis), the objects (a
+  folder, or a bucket), the queue, the sweep, and job-change events;
+- `deployments/`: the Serve deployments (ingress, edit worker, VLM,
+  generator and its ranks), the model protocols over their handles, the
+  application's arguments.
 
 Importing this package (not its modules) imports no Ray.
 """

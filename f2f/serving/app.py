@@ -9,13 +9,13 @@ Rules of `build_app(args)`:
 - With a profile, its tiny checkpoints are built (first use) and its folder
   is checked here, once, before any replica loads weights.
 - Each deployment class computes its Serve options from the args
-  (`deployment_options`, see `f2f.serving.args`): fractional CPUs, GPUs,
+  (`deployment_options`, see `f2f.serving.deployments.args`): fractional CPUs, GPUs,
   replicas, queue bounds.
 - Replicas: a `Replicas` block per model deployment; `min_replicas ==
   max_replicas` is a fixed count (`num_replicas`), otherwise Serve autoscales
   between them on ongoing requests per replica (`autoscaling_config`).
 - Edits are jobs: the ingress stores and queues them (`jobs`: store, broker,
-  TTL, queue bound; see `f2f.serving.broker`), the edit worker (a Ray Serve
+  TTL, queue bound; see `f2f.serving.jobs.queue`), the edit worker (a Ray Serve
   task consumer) runs `worker_max_concurrent_jobs` at once per replica
   against the two model deployments. A full job queue answers 503 at once.
 - The generator runs one video at a time per replica (`max_ongoing_requests=1`);
@@ -37,17 +37,17 @@ from ray.serve import Application
 from f2f.backends import prepare_models
 from f2f.config import F2FConfig, config_from_dict, invalid_config_from
 from f2f.errors import InvalidConfig
-from f2f.serving.args import AppArgs, request_limits
-from f2f.serving.auth import KeyRing
-from f2f.serving.broker import broker_settings, task_processor_config
-from f2f.serving.events import JobEvents
-from f2f.serving.generator_deployment import GeneratorDeployment
-from f2f.serving.ingress import Ingress
-from f2f.serving.ingress_args import IngressArgs
+from f2f.serving.api.auth import KeyRing
+from f2f.serving.deployments.args import AppArgs, request_limits
+from f2f.serving.deployments.generator import GeneratorDeployment
+from f2f.serving.deployments.ingress import Ingress
+from f2f.serving.deployments.ingress_args import IngressArgs
+from f2f.serving.deployments.serve_file import http_address, read_serve_config
+from f2f.serving.deployments.vlm import VLMDeployment
+from f2f.serving.deployments.worker import EditWorker, consumer_class
 from f2f.serving.jobs import check_store
-from f2f.serving.serve_file import http_address, read_serve_config
-from f2f.serving.vlm_deployment import VLMDeployment
-from f2f.serving.worker_deployment import EditWorker, consumer_class
+from f2f.serving.jobs.events import JobEvents
+from f2f.serving.jobs.queue import broker_settings, task_processor_config
 
 
 def parse_args(args: dict[str, Any] | None) -> tuple[AppArgs, F2FConfig]:

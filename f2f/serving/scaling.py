@@ -34,7 +34,7 @@ import math
 import time
 from typing import Any
 
-from f2f.serving.broker import BrokerQueue
+from f2f.serving.jobs.queue import BrokerQueue
 
 logger = logging.getLogger("f2f.serving")
 RUNNING_JOBS = "running_jobs"  # the workers' custom autoscaling metric (EditWorker.record_autoscaling_stats)

@@ -19,12 +19,12 @@ uvicorn = pytest.importorskip("uvicorn")
 
 from f2f.config import F2FConfig  # noqa: E402
 from f2f.request import RequestLimits  # noqa: E402
-from f2f.serving.auth import AuthArgs  # noqa: E402
-from f2f.serving.broker import JobsArgs  # noqa: E402
-from f2f.serving.ingress import make_api  # noqa: E402
-from f2f.serving.ingress_args import IngressArgs  # noqa: E402
+from f2f.serving.api.auth import AuthArgs  # noqa: E402
+from f2f.serving.api.service import EditService  # noqa: E402
+from f2f.serving.deployments.ingress import make_api  # noqa: E402
+from f2f.serving.deployments.ingress_args import IngressArgs  # noqa: E402
 from f2f.serving.jobs import JobStore  # noqa: E402
-from f2f.serving.service import EditService  # noqa: E402
+from f2f.serving.jobs.queue import JobsArgs  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ httpx = pytest.importorskip("httpx")
 
 from harness import SAMPLE, error_of, kill_replica, running_app, submit  # noqa: E402
 
-from f2f.serving.auth import add_key  # noqa: E402
+from f2f.serving.api.auth import add_key  # noqa: E402
 
 RUN_S = 120  # the longest a tiny edit may take here, Ray's start-up aside
 LONG_STEPS = "1000"  # a tiny video this long runs for many seconds: time to kill its generator

@@ -307,7 +307,7 @@ def test_a_bulk_option_the_command_rejects_is_named() -> None:
 def test_a_split_generator_replica_fits_one_generator_pod() -> None:
     """multi-gpu: every rank's bundle ({CPU, GPU, generator_node}) fits, all of a replica's on one pod (STRICT_PACK)."""
     from f2f.serving.app import parse_args
-    from f2f.serving.generator_deployment import GeneratorDeployment
+    from f2f.serving.deployments.generator import GeneratorDeployment
 
     (service,) = _ray_objects(rendered("multi-gpu"))
     (args,) = serve_app_args(service)

@@ -18,7 +18,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="module")
 def tokens(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """A keys file with two API keys, alice's and bob's: {"path", "alice", "bob"} (the tokens)."""
-    from f2f.serving.auth import add_key
+    from f2f.serving.api.auth import add_key
 
     path = tmp_path_factory.mktemp("auth") / "keys.yaml"
     return {"path": str(path), "alice": add_key(path, "alice"), "bob": add_key(path, "bob")}

@@ -99,12 +99,12 @@ def test_file_yields_the_intended_deployment_options(path: Path) -> None:
     from ray.serve.config import AutoscalingConfig
 
     from f2f.serving.app import parse_args
-    from f2f.serving.broker import broker_settings
-    from f2f.serving.generator_deployment import GeneratorDeployment
-    from f2f.serving.ingress import Ingress
+    from f2f.serving.deployments.generator import GeneratorDeployment
+    from f2f.serving.deployments.ingress import Ingress
+    from f2f.serving.deployments.vlm import VLMDeployment
+    from f2f.serving.deployments.worker import EditWorker
+    from f2f.serving.jobs.queue import broker_settings
     from f2f.serving.scaling import POLICY_PATH
-    from f2f.serving.vlm_deployment import VLMDeployment
-    from f2f.serving.worker_deployment import EditWorker
 
     data, want = _load(path), EXPECTED[path.name]
     assert data["http_options"]["host"] == want["host"]
@@ -177,7 +177,7 @@ def test_nothing_here_started_ray() -> None:
 
 def test_a_split_generator_gets_one_bundle_per_rank_packed_on_one_node() -> None:
     from f2f.serving.app import parse_args
-    from f2f.serving.generator_deployment import GeneratorDeployment
+    from f2f.serving.deployments.generator import GeneratorDeployment
 
     args = {"config": {"profile": "tiny"}, "auth": {"required": False}, "generator_num_gpus": 1, "generator_num_cpus": 2}
     parsed, _ = parse_args(args)

@@ -156,7 +156,7 @@ def _celery_control(paths: tuple[Path, Path]) -> Any:
     """A Celery app on the service's broker, for its control commands (as an operator's `celery control` would)."""
     from celery import Celery
 
-    from f2f.serving.broker import JobsArgs, broker_settings
+    from f2f.serving.jobs.queue import JobsArgs, broker_settings
 
     url, options = broker_settings(JobsArgs(dir=paths[1]), paths[1])
     app = Celery("control", broker=url, backend="disabled://")

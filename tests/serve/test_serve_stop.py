@@ -29,7 +29,7 @@ pytest.importorskip("celery")
 httpx = pytest.importorskip("httpx")
 psutil = pytest.importorskip("psutil")
 
-from f2f.serving.args import AppArgs  # noqa: E402
+from f2f.serving.deployments.args import AppArgs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 LOCAL_CONFIG = REPO / "serve" / "local.yaml"

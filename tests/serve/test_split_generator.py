@@ -54,7 +54,7 @@ def rank_actors() -> list[tuple[str, str]]:
     """(name, namespace) of the split generators' rank actors."""
     import ray
 
-    from f2f.serving.ranks import RANK_ACTOR_PREFIX
+    from f2f.serving.deployments.ranks import RANK_ACTOR_PREFIX
 
     actors = ray.util.list_named_actors(all_namespaces=True)
     return [(a["name"], a["namespace"]) for a in actors if a["name"].startswith(RANK_ACTOR_PREFIX)]

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from f2f.serving.frames import frame_links
+from f2f.serving.api.candidates import frame_links
+from f2f.serving.api.wire import JobResult
 from f2f.serving.jobs import JobRecord, Lease, StoreBase
-from f2f.serving.protocol import JobResult
 
 
 def job_result(job_id: str, candidates: list[int], source_size: tuple[int, int], selected_label: int, **more: Any) -> JobResult:

@@ -20,17 +20,17 @@ pytest.importorskip("celery")
 
 from f2f.config import F2FConfig  # noqa: E402
 from f2f.request import RequestLimits  # noqa: E402
-from f2f.serving.admission import TooManyWaiting, WaitSlots  # noqa: E402
-from f2f.serving.auth import AuthArgs  # noqa: E402
-from f2f.serving.broker import BrokerQueue, JobQueue, JobsArgs, task_processor_config  # noqa: E402
-from f2f.serving.errors import ClientGone  # noqa: E402
-from f2f.serving.ingress import make_api  # noqa: E402
-from f2f.serving.ingress_args import IngressArgs  # noqa: E402
+from f2f.serving.api.admission import TooManyWaiting, WaitSlots  # noqa: E402
+from f2f.serving.api.auth import AuthArgs  # noqa: E402
+from f2f.serving.api.errors import ClientGone  # noqa: E402
+from f2f.serving.api.service import EditService  # noqa: E402
+from f2f.serving.api.wire import EditOptions  # noqa: E402
+from f2f.serving.deployments.ingress import make_api  # noqa: E402
+from f2f.serving.deployments.ingress_args import IngressArgs  # noqa: E402
+from f2f.serving.deployments.worker import ConsumerWatch  # noqa: E402
 from f2f.serving.jobs import JobStore, Lease, LeaseLost  # noqa: E402
-from f2f.serving.protocol import EditOptions  # noqa: E402
+from f2f.serving.jobs.queue import BrokerQueue, JobQueue, JobsArgs, task_processor_config  # noqa: E402
 from f2f.serving.scaling import RUNNING_JOBS, JobQueuePolicy  # noqa: E402
-from f2f.serving.service import EditService  # noqa: E402
-from f2f.serving.worker_deployment import ConsumerWatch  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[2] / "f2f" / "data" / "sample.png"
 
@@ -85,7 +85,7 @@ def test_with_api_keys_off_every_caller_is_one_and_only_the_bound_in_all_applies
 
 
 def test_a_refused_wait_is_typed_429_or_503_with_retry_after(tmp_path: Path) -> None:
-    from f2f.serving.auth import add_key
+    from f2f.serving.api.auth import add_key
 
     token = add_key(tmp_path / "keys.yaml", "alice")
     bounds = IngressArgs(
@@ -177,7 +177,7 @@ def test_the_broker_queue_counts_waiting_messages_and_the_producer_needs_no_resu
 
 
 def test_an_unreachable_broker_is_an_error_not_a_zero() -> None:
-    from f2f.serving.broker import BrokerQueue as Queue
+    from f2f.serving.jobs.queue import BrokerQueue as Queue
 
     queue = Queue("redis://127.0.0.1:1/0", None, "nowhere")  # port 1: refused at once
     with pytest.raises(Exception):  # noqa: B017  (Kombu's connection error, whichever transport raises it)
@@ -262,7 +262,7 @@ def test_a_broker_password_comes_from_the_environment_url_encoded_and_only_where
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from f2f.errors import InvalidConfig
-    from f2f.serving.broker import broker_settings, expand_url
+    from f2f.serving.jobs.queue import broker_settings, expand_url
 
     jobs = JobsArgs(broker_url="redis://:${REDIS_PASSWORD}@f2f-redis:6379/0")
     assert broker_settings(jobs, tmp_path)[0] == jobs.broker_url  # what the policy's kwargs and the logs carry

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from f2f.errors import InvalidConfig
-from f2f.serving.auth import ANONYMOUS, AuthArgs, KeyRing, Unauthenticated, add_key, caller_of, hash_token, read_keys
+from f2f.serving.api.auth import ANONYMOUS, AuthArgs, KeyRing, Unauthenticated, add_key, caller_of, hash_token, read_keys
 
 
 def test_a_new_key_is_stored_as_a_hash_only(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from kombu import Connection
 
-from f2f.serving.broker import FILE_SCHEME, JobsArgs, task_processor_config
+from f2f.serving.jobs.queue import FILE_SCHEME, JobsArgs, task_processor_config
 
 # Kombu keeps its file-system transport's bindings in one state per process: each test its own queue name.
 

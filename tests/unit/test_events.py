@@ -1,4 +1,4 @@
-"""Job changes pushed to waiting requests (`f2f.serving.events`), with the job store still the record.
+"""Job changes pushed to waiting requests (`f2f.serving.jobs.events`), with the job store still the record.
 
 The hub is the real `JobEvents` class behind an in-process stand-in for its Serve handle.
 """
@@ -15,11 +15,11 @@ pytest.importorskip("fastapi")
 
 from f2f.config import F2FConfig
 from f2f.request import RequestLimits
-from f2f.serving.auth import AuthArgs
-from f2f.serving.broker import JobsArgs
-from f2f.serving.events import EventsClient, JobEvents
+from f2f.serving.api.auth import AuthArgs
+from f2f.serving.api.service import EditService
 from f2f.serving.jobs import EditRequest, JobStore, Lease
-from f2f.serving.service import EditService
+from f2f.serving.jobs.events import EventsClient, JobEvents
+from f2f.serving.jobs.queue import JobsArgs
 
 
 class _Method:
@@ -72,7 +72,7 @@ def test_a_waiter_is_woken_by_a_newer_version_and_not_by_an_older_one() -> None:
 
 
 def test_the_hub_forgets_the_oldest_jobs_first(monkeypatch: pytest.MonkeyPatch) -> None:
-    from f2f.serving import events
+    from f2f.serving.jobs import events
 
     monkeypatch.setattr(events, "MAX_JOBS", 2)
     hub = JobEvents()
@@ -152,7 +152,7 @@ def _heard_while(store: Any, events: Any, job_id: str, after: float) -> bool:
 def test_a_change_written_by_any_replica_wakes_the_waits_on_another_through_redis(tmp_path: Path, redis_url: str) -> None:
     import uuid
 
-    from f2f.serving.events import RedisEvents
+    from f2f.serving.jobs.events import RedisEvents
     from f2f.serving.jobs.redis_store import RedisJobStore
 
     prefix = f"events-{uuid.uuid4().hex[:8]}"
@@ -169,7 +169,7 @@ def test_the_channel_is_subscribed_again_after_redis_restarts(tmp_path: Path, re
     """(`redis_url`: a redis-server is installed, or the test fails under CI; this one is restarted on its own.)"""
     from redis_server import RedisServer
 
-    from f2f.serving.events import RedisEvents
+    from f2f.serving.jobs.events import RedisEvents
     from f2f.serving.jobs.redis_store import RedisJobStore
 
     (tmp_path / "redis").mkdir()

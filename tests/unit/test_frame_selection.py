@@ -1,4 +1,4 @@
-"""Selecting another frame of the path (`f2f.serving.frames`) in process, without Ray: the frames listing,
+"""Selecting another frame of the path (`f2f.serving.api.candidates`) in process, without Ray: the frames listing,
 the label rule, the store's record of the choice, and the route over a real job store.
 
 A succeeded job is made here as the worker leaves one: its record with a result, and its files.
@@ -20,13 +20,13 @@ from succeeded_jobs import job_result, run_job  # noqa: E402
 from f2f.config import F2FConfig  # noqa: E402
 from f2f.errors import InvalidInput  # noqa: E402
 from f2f.request import RequestLimits  # noqa: E402
-from f2f.serving.auth import AuthArgs  # noqa: E402
-from f2f.serving.broker import JobsArgs  # noqa: E402
-from f2f.serving.frames import frame_file, frame_links, result_file  # noqa: E402
-from f2f.serving.ingress import make_api  # noqa: E402
+from f2f.serving.api.auth import AuthArgs  # noqa: E402
+from f2f.serving.api.candidates import frame_file, frame_links, result_file  # noqa: E402
+from f2f.serving.api.service import EditService  # noqa: E402
+from f2f.serving.api.wire import JobResult, Selection  # noqa: E402
+from f2f.serving.deployments.ingress import make_api  # noqa: E402
 from f2f.serving.jobs import EditRequest, JobRecord, JobStore  # noqa: E402
-from f2f.serving.protocol import JobResult, Selection  # noqa: E402
-from f2f.serving.service import EditService  # noqa: E402
+from f2f.serving.jobs.queue import JobsArgs  # noqa: E402
 
 CANDIDATES = [4, 8, 12]
 

@@ -13,8 +13,8 @@ pytest.importorskip("fastapi")
 from f2f.config import F2FConfig
 from f2f.errors import InvalidImage
 from f2f.request import RequestLimits
-from f2f.serving.protocol import EditOptions
-from f2f.serving.service import checked_job
+from f2f.serving.api.service import checked_job
+from f2f.serving.api.wire import EditOptions
 
 HTML = b"<html><script>alert(document.cookie)</script></html>"
 

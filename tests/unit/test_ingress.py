@@ -20,11 +20,11 @@ pytest.importorskip("fastapi")
 
 from f2f.config import F2FConfig  # noqa: E402
 from f2f.request import RequestLimits  # noqa: E402
-from f2f.serving.auth import AuthArgs  # noqa: E402
-from f2f.serving.broker import JobsArgs  # noqa: E402
-from f2f.serving.ingress import make_api  # noqa: E402
+from f2f.serving.api.auth import AuthArgs  # noqa: E402
+from f2f.serving.api.service import EditService  # noqa: E402
+from f2f.serving.deployments.ingress import make_api  # noqa: E402
 from f2f.serving.jobs import JobStore  # noqa: E402
-from f2f.serving.service import EditService  # noqa: E402
+from f2f.serving.jobs.queue import JobsArgs  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[2] / "f2f" / "data" / "sample.png"
 IMAGE = base64.b64encode(SAMPLE.read_bytes()).decode()

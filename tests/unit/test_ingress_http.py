@@ -26,15 +26,15 @@ from succeeded_jobs import job_result, run_job  # noqa: E402
 from f2f.config import F2FConfig  # noqa: E402
 from f2f.errors import InvalidConfig  # noqa: E402
 from f2f.request import RequestLimits  # noqa: E402
-from f2f.serving import outputs  # noqa: E402
+from f2f.serving.api import outputs  # noqa: E402
+from f2f.serving.api.auth import AuthArgs  # noqa: E402
+from f2f.serving.api.service import EditService  # noqa: E402
+from f2f.serving.api.wire import JobResult, RankingView  # noqa: E402
 from f2f.serving.app import parse_args  # noqa: E402
-from f2f.serving.auth import AuthArgs  # noqa: E402
-from f2f.serving.broker import JobsArgs  # noqa: E402
-from f2f.serving.ingress import make_api  # noqa: E402
-from f2f.serving.ingress_args import IngressArgs  # noqa: E402
+from f2f.serving.deployments.ingress import make_api  # noqa: E402
+from f2f.serving.deployments.ingress_args import IngressArgs  # noqa: E402
 from f2f.serving.jobs import EditRequest, JobRecord, JobStore  # noqa: E402
-from f2f.serving.protocol import JobResult, RankingView  # noqa: E402
-from f2f.serving.service import EditService  # noqa: E402
+from f2f.serving.jobs.queue import JobsArgs  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[2] / "f2f" / "data" / "sample.png"
 SOURCE_SIZE = (64, 48)  # the sample photo's aspect ratio (640x480), as the OpenAI route checks it

@@ -20,11 +20,11 @@ from succeeded_jobs import job_result, run_job
 from f2f.config import F2FConfig
 from f2f.errors import InvalidConfig
 from f2f.request import RequestLimits
-from f2f.serving.auth import AuthArgs, add_key
-from f2f.serving.broker import JobsArgs
-from f2f.serving.ingress import make_api
+from f2f.serving.api.auth import AuthArgs, add_key
+from f2f.serving.api.service import EditService
+from f2f.serving.deployments.ingress import make_api
 from f2f.serving.jobs import StoreBase, check_store, open_store
-from f2f.serving.service import EditService
+from f2f.serving.jobs.queue import JobsArgs
 
 CANDIDATES = [4, 8]
 

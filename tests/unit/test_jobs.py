@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from f2f.serving import metrics
+from f2f.serving.api.wire import JobError, Selection
 from f2f.serving.jobs import (
     JOB_ID,
     EditRequest,
@@ -35,7 +36,6 @@ from f2f.serving.jobs import (
 )
 from f2f.serving.jobs import file_store as jobs
 from f2f.serving.jobs.base import ATTEMPTS
-from f2f.serving.protocol import JobError, Selection
 
 SOURCE = b"\x89PNG\r\n\x1a\n not really a png, but the store keeps bytes as they are"
 TTL_S = 3600.0

@@ -16,8 +16,8 @@ from f2f.bulk.runner import PooledGenerator
 from f2f.config import F2FConfig, MaskConfig, VideoConfig, load_config
 from f2f.errors import InvalidConfig, InvalidInput
 from f2f.protocols import Progress
-from f2f.serving.generator_deployment import GeneratorDeployment
-from f2f.serving.remote import RemoteGenerator
+from f2f.serving.deployments.generator import GeneratorDeployment
+from f2f.serving.deployments.remote import RemoteGenerator
 
 SETTINGS = VideoConfig(width=32, height=16, num_frames=5, num_inference_steps=2, guidance_scale=1.0, fps=8)
 IMAGE = Image.new("RGB", (32, 16), (10, 20, 30))

@@ -1,4 +1,4 @@
-"""An edited image in the format, compression and size a caller asked for (`f2f.serving.outputs`)."""
+"""An edited image in the format, compression and size a caller asked for (`f2f.serving.api.outputs`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from f2f.errors import InvalidInput
-from f2f.serving import outputs
+from f2f.serving.api import outputs
 from f2f.serving.jobs import Objects, open_objects
 
 JOB = "0123456789abcdef0123456789abcdef"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from f2f.serving.api.wire import JobError, Selection
 from f2f.serving.jobs import (
     EditRequest,
     IdempotencyConflict,
@@ -27,7 +28,6 @@ from f2f.serving.jobs import (
     open_objects,
 )
 from f2f.serving.jobs.redis_store import RedisJobStore
-from f2f.serving.protocol import JobError, Selection
 
 SOURCE = b"\x89PNG\r\n\x1a\n the store keeps the bytes as they are"
 TTL_S = 3600.0
@@ -318,8 +318,8 @@ def test_a_record_this_version_cannot_read_is_reported_and_skipped(make_store: M
 
 def test_the_args_choose_the_store_and_a_redis_store_needs_its_url(tmp_path: Path, redis_url: str) -> None:
     from f2f.errors import InvalidConfig
-    from f2f.serving.broker import JobsArgs
     from f2f.serving.jobs import open_store
+    from f2f.serving.jobs.queue import JobsArgs
 
     assert type(open_store(JobsArgs(dir=tmp_path / "jobs"), tmp_path)) is JobStore
     store = open_store(JobsArgs(dir=tmp_path / "jobs", store="redis", redis_url=redis_url, retry_after_s=7), tmp_path)
@@ -341,8 +341,8 @@ def test_an_unreachable_redis_is_one_line_at_start_naming_the_field_and_the_url_
     from redis_server import free_port
 
     from f2f.errors import InvalidConfig
-    from f2f.serving.broker import JobsArgs
     from f2f.serving.jobs import check_store
+    from f2f.serving.jobs.queue import JobsArgs
 
     monkeypatch.setenv("F2F_TEST_PASSWORD", "s3cret")
     url = f"redis://:${{F2F_TEST_PASSWORD}}@127.0.0.1:{free_port()}/1"  # nothing listens there

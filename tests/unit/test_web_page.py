@@ -17,15 +17,15 @@ pytest.importorskip("fastapi")
 
 from f2f.config import F2FConfig  # noqa: E402
 from f2f.request import RequestLimits  # noqa: E402
-from f2f.serving.auth import AuthArgs, add_key  # noqa: E402
-from f2f.serving.broker import JobsArgs  # noqa: E402
-from f2f.serving.ingress import make_api  # noqa: E402
+from f2f.serving.api.auth import AuthArgs, add_key  # noqa: E402
+from f2f.serving.api.routers.web import PAGES  # noqa: E402
+from f2f.serving.api.service import EditService  # noqa: E402
+from f2f.serving.deployments.ingress import make_api  # noqa: E402
 from f2f.serving.jobs import JobStore  # noqa: E402
-from f2f.serving.routers.web import PAGES  # noqa: E402
-from f2f.serving.service import EditService  # noqa: E402
+from f2f.serving.jobs.queue import JobsArgs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-WEB = ROOT / "f2f" / "serving" / "web"
+WEB = ROOT / "f2f" / "serving" / "api" / "web"
 CONTROLS = ["image-input", "prompt-input", "seeds-input", "steps-input", "token-input", "submit", "progress", "status"]
 CONTROLS += ["error", "collage", "frame-slider", "frame-image", "use-frame", "result-image", "result-label", "download"]
 
@@ -74,4 +74,4 @@ def test_every_control_the_browser_tier_drives_is_on_the_page() -> None:
 def test_the_web_files_are_package_data() -> None:
     patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["f2f"]
     for name in sorted(PAGES) + sorted(p.name for p in WEB.iterdir()):
-        assert any(fnmatch(f"serving/web/{name}", pattern) for pattern in patterns), name
+        assert any(fnmatch(f"serving/api/web/{name}", pattern) for pattern in patterns), name

@@ -16,12 +16,12 @@ pytest.importorskip("ray")
 from f2f.config import F2FConfig
 from f2f.errors import F2FError, GeneratorOutOfMemory, unwrap
 from f2f.protocols import CancelToken, Progress
-from f2f.serving import worker_deployment
-from f2f.serving.broker import JobsArgs
+from f2f.serving.api.wire import JobError
+from f2f.serving.deployments import worker as worker_deployment
+from f2f.serving.deployments.worker import LEASE_LOST, ConsumerWatch, EditWorker, _JobWatcher
 from f2f.serving.jobs import EditRequest, JobRecord, JobStore, Lease, LeaseLost, StorageFull, StoreUnavailable
 from f2f.serving.jobs import file_store as jobs
-from f2f.serving.protocol import JobError
-from f2f.serving.worker_deployment import LEASE_LOST, ConsumerWatch, EditWorker, _JobWatcher
+from f2f.serving.jobs.queue import JobsArgs
 
 
 @pytest.fixture

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from f2f.errors import InvalidConfig
-from f2f.serving.broker import expand_url
 from f2f.serving.jobs.base import MASK, SOURCE, StoreBase
 from f2f.serving.jobs.file_store import JobStore
 from f2f.serving.jobs.objects import NoSuchObject, Objects, ObjectStoreUnavailable, open_objects
+from f2f.serving.jobs.queue import expand_url
 from f2f.serving.jobs.record import (
     FINISHED,
     JOB_ID,
@@ -48,7 +48,7 @@ from f2f.serving.jobs.record import (
 from f2f.serving.jobs.sweep import send, sweep_forever, sweep_once
 
 if TYPE_CHECKING:
-    from f2f.serving.broker import JobsArgs
+    from f2f.serving.jobs.queue import JobsArgs
 
 logger = logging.getLogger("f2f.serving")
 

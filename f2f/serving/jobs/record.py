@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from f2f.errors import F2FError
 from f2f.request import WIRE_NAME, CheckedEdit, EditSettings
+from f2f.serving.api.wire import JobError, JobProgress, JobResult, Selection
 from f2f.serving.logs import job_fields
-from f2f.serving.protocol import JobError, JobProgress, JobResult, Selection
 
 logger = logging.getLogger("f2f.serving")
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]

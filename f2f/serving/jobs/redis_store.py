@@ -16,7 +16,7 @@ Keys, under a prefix (`jobs.redis_prefix`, one per deployment):
     owner:<owner>     sorted set: the owner's jobs, by when they were made (`list_for`)
     key:<owner, key>  the id of the job an idempotency key made; keyof: hash job id -> that key
     workers           sorted set: edit-worker replicas, by when each was last heard from
-    events            the channel each change is published on, in its transaction (f2f.serving.events)
+    events            the channel each change is published on, in its transaction (f2f.serving.jobs.events)
 
 (<owner> and <owner, key> are SHA-256 digests.)
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from f2f.serving.errors import NotReady, error_response
-from f2f.serving.protocol import Health
+from f2f.serving.api.errors import NotReady, error_response
+from f2f.serving.api.wire import Health
 
 router = APIRouter(tags=["health"])
 

@@ -16,7 +16,7 @@ from typing import Any
 from f2f.backends import load_vlm
 from f2f.config import F2FConfig
 from f2f.protocols import VLM, Message
-from f2f.serving.args import AppArgs, actor_options, replica_options
+from f2f.serving.deployments.args import AppArgs, actor_options, replica_options
 from f2f.serving.logs import log_to_serve
 
 

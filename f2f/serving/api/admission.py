@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from f2f.errors import F2FError
-from f2f.serving.ingress_args import IngressArgs
+from f2f.serving.deployments.ingress_args import IngressArgs
 
 PROBE_ROOM = 16  # requests over the in-flight bound that Serve still hands a replica: its probes, and typed 503s
 PROBES = frozenset({"/healthz", "/readyz"})
@@ -115,7 +115,7 @@ class InFlightLimit:
         if scope["type"] != "http" or scope.get("path") in PROBES:
             return await self.app(scope, receive, send)
         if self.in_flight >= self.limits.ingress_max_ongoing_requests:
-            from f2f.serving.errors import error_response
+            from f2f.serving.api.errors import error_response
 
             response = error_response(Overloaded(self.limits.ingress_max_ongoing_requests, self.limits.retry_after_s))
             return await response(scope, receive, send)

@@ -1,15 +1,15 @@
 """The HTTP ingress: the Serve deployment that builds the FastAPI app from the routers and the edit service.
 
 Routes (OpenAPI at `/openapi.json`; Swagger UI at `/docs` only with the app arg `docs`, from this
-server's own files: `f2f.serving.routers.docs`), one router per resource
-in `f2f.serving.routers`: `jobs` (`/v1/edits...`), `images` (the OpenAI
+server's own files: `f2f.serving.api.routers.docs`), one router per resource
+in `f2f.serving.api.routers`: `jobs` (`/v1/edits...`), `images` (the OpenAI
 Images API and `/v1/models`), `health` (`/healthz`, `/readyz`), `web` (the
 page at `/`). Auth: with
 `auth.required`, every `/v1` route needs `Authorization: Bearer <token>` (401
-otherwise) and a key sees only its own jobs (`f2f.serving.auth`).
+otherwise) and a key sees only its own jobs (`f2f.serving.api.auth`).
 
 Rules: every request is checked before a job exists, and a job exists once
-its source is stored (`f2f.serving.service`). Bodies over
+its source is stored (`f2f.serving.api.service`). Bodies over
 `jobs.max_body_bytes` are answered 413 while they arrive. Every ingress
 replica sweeps the store every `jobs.sweep_interval_s` (`f2f.serving.jobs`)
 and sets the queue gauges every few seconds, changed or not
@@ -31,18 +31,18 @@ from fastapi import FastAPI
 
 from f2f.config import F2FConfig
 from f2f.request import RequestLimits
-from f2f.serving.admission import PROBE_ROOM, InFlightLimit
-from f2f.serving.args import AppArgs, actor_options, replica_options
-from f2f.serving.auth import AuthArgs
-from f2f.serving.broker import BrokerQueue, JobQueue, JobsArgs
-from f2f.serving.errors import BodyTooLarge, NotReady, error_response, install_error_handlers
-from f2f.serving.events import EventsClient, RedisEvents
-from f2f.serving.ingress_args import IngressArgs
+from f2f.serving.api.admission import PROBE_ROOM, InFlightLimit
+from f2f.serving.api.auth import AuthArgs
+from f2f.serving.api.errors import BodyTooLarge, NotReady, error_response, install_error_handlers
+from f2f.serving.api.routers import health, images, jobs, web
+from f2f.serving.api.routers.docs import docs_router
+from f2f.serving.api.service import EditService
+from f2f.serving.deployments.args import AppArgs, actor_options, replica_options
+from f2f.serving.deployments.ingress_args import IngressArgs
 from f2f.serving.jobs import open_store
+from f2f.serving.jobs.events import EventsClient, RedisEvents
+from f2f.serving.jobs.queue import BrokerQueue, JobQueue, JobsArgs
 from f2f.serving.logs import log_to_serve
-from f2f.serving.routers import health, images, jobs, web
-from f2f.serving.routers.docs import docs_router
-from f2f.serving.service import EditService
 
 
 class Ingress:
@@ -66,7 +66,7 @@ class Ingress:
 
     @classmethod
     def deployment_options(cls, args: AppArgs) -> dict[str, Any]:
-        """Many requests at once (it waits on I/O; `f2f.serving.admission` answers overload), a bounded queue in
+        """Many requests at once (it waits on I/O; `f2f.serving.api.admission` answers overload), a bounded queue in
         each HTTP proxy (503 with Retry-After), replicas fixed or autoscaled on requests in flight."""
         return {
             "name": "Ingress",

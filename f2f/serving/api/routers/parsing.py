@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from f2f.errors import InvalidImage, InvalidInput
 from f2f.request import invalid_input_from
-from f2f.serving.protocol import EditJSON, EditOptions
+from f2f.serving.api.wire import EditJSON, EditOptions
 
 M = TypeVar("M", bound=BaseModel)
 MASK_DESCRIPTION = (

@@ -10,12 +10,12 @@ Rules of `POST /v1/images/edits` (multipart, as OpenAI's SDKs and curl send it):
   images back, best first by the edit's ranking of its seeds (`f2f.ranking`).
 - `size` (`auto`, or WIDTHxHEIGHT at the source's aspect ratio),
   `output_format` (png, jpeg, webp) and `output_compression` are honoured
-  (`f2f.serving.outputs`), or refused before any work with the sizes this
+  (`f2f.serving.api.outputs`), or refused before any work with the sizes this
   server makes (at most `max_output_pixels`); `response_format` is
   `b64_json` (default) or `url`: the job's `/image` route with the same
   format and size, kept for `jobs.ttl_s`, under the app's `public_base_url`
   (never the request's `Host`); without that arg, `url` is a 400 naming
-  `response_format`, before any work (`f2f.serving.ingress_args`).
+  `response_format`, before any work (`f2f.serving.deployments.ingress_args`).
 - `quality` (only `auto`), `background` (`auto` or `opaque`: the edit is an
   opaque photo) and `input_fidelity` (only `high`: the edit keeps the source
   but for what the prompt changes) are accepted where they describe what
@@ -43,13 +43,13 @@ from fastapi import APIRouter, Request
 from f2f.config import F2FConfig
 from f2f.errors import InvalidInput
 from f2f.request import CheckedEdit
-from f2f.serving import outputs
-from f2f.serving.errors import JobFailed, ModelNotFound
-from f2f.serving.ingress_args import IngressArgs, public_url, url_response_refusal
+from f2f.serving.api import outputs
+from f2f.serving.api.errors import JobFailed, ModelNotFound
+from f2f.serving.api.routers.deps import Caller, HttpArgs, Service
+from f2f.serving.api.routers.parsing import form_fields, validated
+from f2f.serving.api.wire import EditOptions, F2FExtension, ImageData, ImagesResponse, JobError, ModelCard, ModelList
+from f2f.serving.deployments.ingress_args import IngressArgs, public_url, url_response_refusal
 from f2f.serving.jobs import JobRecord, StoreBase
-from f2f.serving.protocol import EditOptions, F2FExtension, ImageData, ImagesResponse, JobError, ModelCard, ModelList
-from f2f.serving.routers.deps import Caller, HttpArgs, Service
-from f2f.serving.routers.parsing import form_fields, validated
 
 router = APIRouter(tags=["openai"])
 logger = logging.getLogger("f2f.serving")

@@ -8,9 +8,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from f2f.serving.auth import caller_of
-from f2f.serving.ingress_args import IngressArgs
-from f2f.serving.service import EditService
+from f2f.serving.api.auth import caller_of
+from f2f.serving.api.service import EditService
+from f2f.serving.deployments.ingress_args import IngressArgs
 
 _BEARER = HTTPBearer(auto_error=False, description="An API key (`f2f keys new`); not needed when auth.required is false.")
 

@@ -8,5 +8,5 @@
 
 Each route takes what it needs through `deps` (the caller's API key, the
 `EditService`, the ingress's HTTP args); request bodies are read by `parsing`; the wire types are
-`f2f.serving.protocol`'s.
+`f2f.serving.api.wire`'s.
 """

@@ -1,6 +1,6 @@
 """What only the ingress's HTTP side needs from the app's args: the public base URL of the links it hands out,
 its docs page, the largest output image it makes, and what one replica takes on at once
-(`f2f.serving.admission`).
+(`f2f.serving.api.admission`).
 
 Rules:
 
@@ -16,10 +16,10 @@ Rules:
   as it is, so a relative one would fail in the client, later and less
   clearly.
 - `docs`: Swagger UI at `/docs` from the files of the `docs` extra
-  (`fastapi-offline`), on this server only (`f2f.serving.routers.docs`); off by
+  (`fastapi-offline`), on this server only (`f2f.serving.api.routers.docs`); off by
   default (no `/docs`, `/redoc`), while `/openapi.json` is always served.
 - `max_output_pixels`: the largest WIDTHxHEIGHT a request may ask an output to
-  be resized to (`f2f.serving.outputs.check_size`).
+  be resized to (`f2f.serving.api.outputs.check_size`).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class IngressArgs(BaseModel):
     public_base_url: PublicBaseURL | None = Field(None, description="Base of the URLs handed out (response_format=url).")
     docs: DocsSwitch = Field(False, description="Serve Swagger UI at /docs from this server's own files.")
     max_output_pixels: int = Field(DEFAULT_MAX_OUTPUT_PIXELS, ge=256, description="Largest output size (WIDTH x HEIGHT).")
-    # What one replica takes on at once (f2f.serving.admission); AppArgs checks their ranges.
+    # What one replica takes on at once (f2f.serving.api.admission); AppArgs checks their ranges.
     ingress_max_ongoing_requests: int = Field(1000, description="Requests in flight at once; one more is a typed 503.")
     max_waiting_requests: int = Field(500, description="Long waits held at once, all keys; one more is a typed 503.")
     max_waiting_requests_per_key: int = Field(32, description="Long waits one API key holds at once; one more is a 429.")

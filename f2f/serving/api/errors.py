@@ -49,10 +49,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from f2f.errors import BackendNotConfigured, EditCancelled, F2FError, InvalidInput, VLMEndpointError
-from f2f.serving.admission import Overloaded, TooManyWaiting
-from f2f.serving.auth import TooManyJobs, Unauthenticated
+from f2f.serving.api.admission import Overloaded, TooManyWaiting
+from f2f.serving.api.auth import TooManyJobs, Unauthenticated
+from f2f.serving.api.wire import ErrorInfo, ErrorResponse, JobError
 from f2f.serving.jobs import IdempotencyConflict, JobNotFound, StoreUnavailable
-from f2f.serving.protocol import ErrorInfo, ErrorResponse, JobError
 
 logger = logging.getLogger("f2f.serving")
 

@@ -10,13 +10,13 @@
 - `GET /v1/edits/{id}/image | /collage | /video | /result | /frames/{label}`: outputs
   (`/result`: the edit's result.json, as `f2f edit` writes it;
   label 0 is the source, 1..N the candidate tiles). `/image` takes
-  `output_format`, `output_compression` and `size` (`f2f.serving.outputs`:
+  `output_format`, `output_compression` and `size` (`f2f.serving.api.outputs`:
   at most the app's `max_output_pixels`; each conversion made once per job
   and kept with its objects). Each is streamed through the ingress, or
   with `jobs.downloads: redirect` answered 307 to a presigned URL of the
   bucket (`download_url_ttl_s`); either way only to the job's own key.
 - `POST /v1/edits/{id}/select` with `{"label": N}`: another frame of the
-  chosen clip's path as the result (`f2f.serving.frames`); `/image` (rank
+  chosen clip's path as the result (`f2f.serving.api.candidates`); `/image` (rank
   1) then serves it.
 - `DELETE /v1/edits/{id}`: cancels (a queued job at once, a running one at
   its next stage or denoising step) -> 202 and the job.
@@ -35,12 +35,13 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 
 from f2f.errors import InvalidInput
-from f2f.serving import frames, outputs
-from f2f.serving.errors import JobNotFinished, NoSuchOutput
+from f2f.serving.api import candidates as frames
+from f2f.serving.api import outputs
+from f2f.serving.api.errors import JobNotFinished, NoSuchOutput
+from f2f.serving.api.routers.deps import Caller, HttpArgs, Service
+from f2f.serving.api.routers.parsing import multipart_schema, read_submission
+from f2f.serving.api.wire import EditJSON, JobList, JobView, SelectRequest
 from f2f.serving.jobs import JobNotFound, JobRecord, JobStatus, NoSuchObject, StoreBase
-from f2f.serving.protocol import EditJSON, JobList, JobView, SelectRequest
-from f2f.serving.routers.deps import Caller, HttpArgs, Service
-from f2f.serving.routers.parsing import multipart_schema, read_submission
 
 router = APIRouter(prefix="/v1/edits", tags=["edits"])
 FILE_OUTPUTS = (

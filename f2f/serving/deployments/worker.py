@@ -34,7 +34,7 @@ Rules:
   and sends back any message that arrives meanwhile; a job waiting to be
   tried again goes back too. A replica killed outright still has the lease.
 - Every change of a job record this worker writes wakes the requests
-  waiting for it (`f2f.serving.events`): pushed to the events hub with the
+  waiting for it (`f2f.serving.jobs.events`): pushed to the events hub with the
   file store, published by the Redis store itself.
 - The stored source was checked by the ingress: it is loaded and run as it
   is (`CheckedEdit.of_record`, `f2f.pipeline.run_edit`), never checked again.
@@ -53,7 +53,7 @@ Rules:
   generic message (logged).
 - Outputs are written as `f2f edit` writes them (edited.png, collage.png,
   result.json, candidates/ always: the caller may select another frame of
-  the path, `f2f.serving.frames`; video.mp4 with `return_video`;
+  the path, `f2f.serving.api.candidates`; video.mp4 with `return_video`;
   ranked/<k>.png, the k-th best seed's edit, with several seeds) into the
   attempt's folder, and made the job's by the finish that says
   `succeeded`. If the volume fills up meanwhile, the outputs written so far
@@ -84,10 +84,10 @@ from f2f.protocols import CancelToken, Progress
 from f2f.request import CheckedEdit
 from f2f.result import EditResult, write_atomic, write_outputs
 from f2f.serving import logs, metrics
-from f2f.serving.args import AppArgs, actor_options, replica_options
-from f2f.serving.broker import TASK_NAME, BrokerQueue, JobQueue, JobsArgs
-from f2f.serving.events import EventsClient
-from f2f.serving.frames import frame_links
+from f2f.serving.api.candidates import frame_links
+from f2f.serving.api.wire import AlignmentView, JobError, JobResult, RankingView
+from f2f.serving.deployments.args import AppArgs, actor_options, replica_options
+from f2f.serving.deployments.remote import RemoteGenerator, RemoteVLM
 from f2f.serving.jobs import (
     MASK,
     SOURCE,
@@ -102,13 +102,13 @@ from f2f.serving.jobs import (
     open_store,
     send,
 )
-from f2f.serving.protocol import AlignmentView, JobError, JobResult, RankingView
-from f2f.serving.remote import RemoteGenerator, RemoteVLM
+from f2f.serving.jobs.events import EventsClient
+from f2f.serving.jobs.queue import TASK_NAME, BrokerQueue, JobQueue, JobsArgs
 from f2f.serving.scaling import POLICY_PATH, RUNNING_JOBS
 
 logger = logging.getLogger("f2f.serving")
 # After a lost replica, the first retry waits this long (then twice as long each time): longer than Serve takes
-# to take a broken replica out of routing (the generator's health check every 2 s: f2f.serving.generator_deployment).
+# to take a broken replica out of routing (the generator's health check every 2 s: f2f.serving.deployments.generator).
 LOST_REPLICA_BACKOFF_S = 5.0
 FAST_PNG = 1  # zlib level of the outputs: a caller waits for them (f2f.result.write_outputs)
 HEALTH_CHECK_PERIOD_S = 5.0  # how often Serve asks a worker replica whether its consumer still takes jobs

@@ -16,9 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from f2f.errors import InvalidConfig
 from f2f.request import RequestLimits
-from f2f.serving.auth import AuthArgs
-from f2f.serving.broker import JobsArgs
-from f2f.serving.ingress_args import DEFAULT_MAX_OUTPUT_PIXELS, DocsSwitch, PublicBaseURL
+from f2f.serving.api.auth import AuthArgs
+from f2f.serving.deployments.ingress_args import DEFAULT_MAX_OUTPUT_PIXELS, DocsSwitch, PublicBaseURL
+from f2f.serving.jobs.queue import JobsArgs
 
 
 class Replicas(BaseModel):
@@ -140,7 +140,7 @@ class AppArgs(BaseModel):
     auth: AuthArgs = Field(
         default_factory=lambda: AuthArgs(), description="API keys: on by default (needs keys_file); off only on loopback."
     )
-    # the ingress's HTTP side (f2f.serving.ingress_args: the rules)
+    # the ingress's HTTP side (f2f.serving.deployments.ingress_args: the rules)
     public_base_url: PublicBaseURL | None = Field(
         None, description="Where clients reach this app, e.g. https://f2f.example.com; needed by response_format=url."
     )

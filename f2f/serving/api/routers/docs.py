@@ -1,6 +1,6 @@
 """`GET /docs`: Swagger UI from this server's own files, with the web page's Content-Security-Policy.
 
-Off by default (the app arg `docs`, `f2f.serving.ingress_args`): FastAPI's own
+Off by default (the app arg `docs`, `f2f.serving.deployments.ingress_args`): FastAPI's own
 `/docs` and `/redoc` load their scripts from a CDN, so the ingress turns them
 off, and `/openapi.json` is served either way. On, these routes serve:
 
@@ -23,12 +23,12 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from f2f.errors import InvalidConfig
-from f2f.serving.ingress_args import DOCS_EXTRA, DOCS_PACKAGE
-from f2f.serving.routers.web import CSP
+from f2f.serving.api.routers.web import CSP
+from f2f.serving.deployments.ingress_args import DOCS_EXTRA, DOCS_PACKAGE
 
 FILES = {  # route under /docs -> (package, file, media type)
-    "": ("f2f.serving", "web/docs.html", "text/html; charset=utf-8"),
-    "/init.js": ("f2f.serving", "web/docs.js", "text/javascript; charset=utf-8"),
+    "": ("f2f.serving.api", "web/docs.html", "text/html; charset=utf-8"),
+    "/init.js": ("f2f.serving.api", "web/docs.js", "text/javascript; charset=utf-8"),
     "/swagger-ui-bundle.js": (DOCS_PACKAGE, "static/swagger-ui-bundle.js", "text/javascript; charset=utf-8"),
     "/swagger-ui.css": (DOCS_PACKAGE, "static/swagger-ui.css", "text/css; charset=utf-8"),
 }

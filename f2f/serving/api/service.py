@@ -8,13 +8,13 @@ Rules:
   cap (`auth.max_active_jobs_per_key`: 429) are checked, so concurrent
   requests never pass them together; a full volume is a 503 and nothing is
   stored, as is a read-only or failing one (`StoreUnavailable`: 503 with
-  Retry-After, `f2f.serving.errors`). The job is then sent to the queue; if the broker is down it is
+  Retry-After, `f2f.serving.api.errors`). The job is then sent to the queue; if the broker is down it is
   still accepted, and the sweep sends it.
 - The source is stored as it was checked (RGB, PNG at compression level 1:
   lossless and quick), and a mask beside it ("L", 255 = edit here); the
   worker loads them without checking them again.
 - `changed`, `finished` and `events` wait for a job's next change: pushed
-  (`f2f.serving.events`: the hub, or the Redis store's channel) when there
+  (`f2f.serving.jobs.events`: the hub, or the Redis store's channel) when there
   is a push, else (and at the latest) after
   `jobs.poll_interval_s`, and then read from the store, which is the record.
   The requests of one replica waiting on the same job share that wait and
@@ -39,12 +39,11 @@ from typing import Any
 from f2f.config import F2FConfig
 from f2f.request import CheckedEdit, RequestLimits, check_edit
 from f2f.serving import metrics
-from f2f.serving.admission import WaitSlots
-from f2f.serving.auth import AuthArgs, KeyRing, TooManyJobs
-from f2f.serving.broker import BrokerQueue, JobsArgs
-from f2f.serving.errors import ClientGone, RetryLater
-from f2f.serving.events import EventsClient, RedisEvents
-from f2f.serving.ingress_args import IngressArgs
+from f2f.serving.api.admission import WaitSlots
+from f2f.serving.api.auth import AuthArgs, KeyRing, TooManyJobs
+from f2f.serving.api.errors import ClientGone, RetryLater
+from f2f.serving.api.wire import EditOptions, JobView
+from f2f.serving.deployments.ingress_args import IngressArgs
 from f2f.serving.jobs import (
     EditRequest,
     JobNotFound,
@@ -56,7 +55,8 @@ from f2f.serving.jobs import (
     send,
     sweep_forever,
 )
-from f2f.serving.protocol import EditOptions, JobView
+from f2f.serving.jobs.events import EventsClient, RedisEvents
+from f2f.serving.jobs.queue import BrokerQueue, JobsArgs
 
 logger = logging.getLogger("f2f.serving")
 SOURCE_PNG_LEVEL = 1

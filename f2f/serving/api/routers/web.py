@@ -8,7 +8,7 @@ makes carries the token typed in):
 
 Rules:
 
-- The files ship inside the package (`f2f/serving/web/`, package data) and
+- The files ship inside the package (`f2f/serving/api/web/`, package data) and
   are read once, when this module is imported; only these three names are
   served, so no request path ever reaches the file system.
 - Nothing is loaded from elsewhere: no CDN, no web fonts, no external
@@ -35,7 +35,7 @@ CSP = "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-u
 
 
 def _read(name: str) -> bytes:
-    return resources.files("f2f.serving").joinpath("web", name).read_bytes()
+    return resources.files("f2f.serving.api").joinpath("web", name).read_bytes()
 
 
 def _page(name: str, body: bytes) -> Any:

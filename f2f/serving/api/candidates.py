@@ -1,6 +1,6 @@
 """The edit path as a control: a job's candidate frames, and the caller's choice of another one as the result.
 
-`POST /v1/edits/{id}/select` with JSON `{"label": N}` (`f2f.serving.routers.jobs`):
+`POST /v1/edits/{id}/select` with JSON `{"label": N}` (`f2f.serving.api.routers.jobs`):
 frame N of the chosen clip's path becomes the job's result; it answers 200
 and the job, whose `selection` is `{label, frame, by, at}`.
 
@@ -31,9 +31,9 @@ from __future__ import annotations
 import time
 
 from f2f.errors import InvalidInput
-from f2f.serving.errors import JobNotFinished, NoSuchOutput
+from f2f.serving.api.errors import JobNotFinished, NoSuchOutput
+from f2f.serving.api.wire import CandidateFrame, JobResult, Selection
 from f2f.serving.jobs import JobRecord, StoreBase
-from f2f.serving.protocol import CandidateFrame, JobResult, Selection
 
 EDITED = "edited.png"
 

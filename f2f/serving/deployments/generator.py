@@ -6,7 +6,7 @@ configured canvas or frame count fails the deployment, naming the field);
 one video job per replica at a time (`max_ongoing_requests=1`, set by the
 app builder); the backend runs the pipeline in a worker thread, so the
 replica's event loop stays free. With `generator.parallel`, one replica
-spans several GPUs (`f2f.serving.ranks`): every step runs on all of them. `generate_stream` yields `Progress` events
+spans several GPUs (`f2f.serving.deployments.ranks`): every step runs on all of them. `generate_stream` yields `Progress` events
 as the denoising steps finish (each step's time is recorded in
 `f2f_denoise_step_seconds`) and then, last, the clips; cancelling the
 request (the caller cancels its stream) stops the video at the next step.
@@ -30,12 +30,12 @@ from f2f.config import F2FConfig, VideoConfig
 from f2f.errors import InvalidInput, ReplicaLost, unwrap
 from f2f.protocols import Frames, Progress
 from f2f.serving import metrics
-from f2f.serving.args import AppArgs, actor_options, replica_options
+from f2f.serving.deployments.args import AppArgs, actor_options, replica_options
+from f2f.serving.deployments.ranks import RankGroup
 from f2f.serving.logs import log_to_serve
-from f2f.serving.ranks import RankGroup
 
 FOLLOWER_GRACE_S = 60.0  # how long the other ranks may take to end after rank 0 did
-HEALTH_CHECK_S = 2.0  # a broken replica leaves routing before a job's retry (f2f.serving.worker_deployment)
+HEALTH_CHECK_S = 2.0  # a broken replica leaves routing before a job's retry (f2f.serving.deployments.worker)
 
 
 class GeneratorDeployment:
