@@ -16,6 +16,10 @@ Rules:
 - An HTTP error becomes `ServiceError` carrying the server's typed error
   (message, code, param); a server that cannot be reached, `ServiceError`
   with code `unreachable`.
+- A redirect (a download answered with a presigned URL of the bucket:
+  `jobs.downloads: redirect`) is followed without the API key when it leads
+  to another host: the key is the service's, and a presigned URL carries
+  its own signature.
 """
 
 from __future__ import annotations
@@ -42,6 +46,19 @@ class ServiceError(F2FError):
         super().__init__(message)
         self.code = code or "service_error"
         self.status = status
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """urllib's redirects, but the Authorization header stays with the host it was meant for."""
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and urllib.parse.urlsplit(newurl).netloc != urllib.parse.urlsplit(req.full_url).netloc:
+            new.remove_header("Authorization")
+        return new
+
+
+_OPENER = urllib.request.build_opener(_Redirects)
 
 
 class Client:
@@ -128,7 +145,7 @@ class Client:
 
     def _open(self, request: urllib.request.Request, timeout: float | None) -> Any:
         try:
-            return urllib.request.urlopen(request, timeout=timeout)
+            return _OPENER.open(request, timeout=timeout)
         except urllib.error.HTTPError as exc:
             raise _service_error(exc) from None
         except (urllib.error.URLError, OSError) as exc:
