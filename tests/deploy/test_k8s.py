@@ -4,7 +4,9 @@ match Kubernetes' own schemas (kubernetes-validate); every serveConfigV2 is pars
 app's config model; and the rules of this project hold (head num-cpus "0", named ports, GPU requests equal to
 limits, read-only models, no egress outside the cluster). The network policies are evaluated as Kubernetes
 would for the pods KubeRay creates (labels as KubeRay v1.7 sets them); Redis runs from its manifest's own
-arguments on 127.0.0.1. Then one planted mistake per rule must be caught.
+arguments on 127.0.0.1. No service shares a volume read-write between nodes: jobs live in Redis and an object
+store, whose credentials come from a Secret; the optional MinIO component renders beside a scenario, pinned.
+Then one planted mistake per rule must be caught.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import re
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
+import urllib.parse
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -35,7 +39,11 @@ PROFILES = {"wan-ti2v-5b": "wan2.2-ti2v-5b"}  # the overlays that serve another 
 KUBERNETES_VERSION = "1.33.0"
 GPU = "nvidia.com/gpu"
 BROKER_URL = "redis://:${REDIS_PASSWORD}@f2f-redis:6379/0"  # f2f fills in the variable where it connects
+REDIS_URL = "redis://:${REDIS_PASSWORD}@f2f-redis:6379/1"  # the job store: Redis's database 1
 REDIS_SECRET = {"name": "f2f-redis", "key": "password"}
+OBJECTS_SECRET = "f2f-objects"
+AWS_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION")  # boto3's own variables
+MINIO = K8S / "components" / "minio"
 SERVICES = [o for o in OVERLAYS if o != "bulk"]
 
 
@@ -46,11 +54,26 @@ def _need(thing: str, available: bool) -> None:
         pytest.skip(f"{thing} is not available here")
 
 
+def _kustomize(folder: Path) -> tuple[dict[str, Any], ...]:
+    _need("kubectl", shutil.which("kubectl") is not None)
+    out = subprocess.run(["kubectl", "kustomize", str(folder)], capture_output=True, text=True, check=True)
+    return tuple(doc for doc in yaml.safe_load_all(out.stdout) if doc)
+
+
 @cache
 def rendered(overlay: str) -> tuple[dict[str, Any], ...]:
-    _need("kubectl", shutil.which("kubectl") is not None)
-    out = subprocess.run(["kubectl", "kustomize", str(K8S / "overlays" / overlay)], capture_output=True, text=True, check=True)
-    return tuple(doc for doc in yaml.safe_load_all(out.stdout) if doc)
+    return _kustomize(K8S / "overlays" / overlay)
+
+
+@cache
+def rendered_with_minio(overlay: str) -> tuple[dict[str, Any], ...]:
+    """`overlay` with the MinIO component, from an overlay of the operator's own as docs/deploy.md writes it
+    (kustomize takes relative paths only)."""
+    with tempfile.TemporaryDirectory() as mine:
+        here = os.path.relpath(K8S, mine)
+        kustomization = {"resources": [f"{here}/overlays/{overlay}"], "components": [f"{here}/components/minio"]}
+        (Path(mine) / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+        return _kustomize(Path(mine))
 
 
 @cache
@@ -180,7 +203,8 @@ def test_the_external_vlm_token_comes_from_a_secret() -> None:
     envs = [e for pod in _pod_specs(service) for c in pod["containers"] for e in c.get("env", []) if e["name"].startswith("F2F_")]
     assert envs == [{"name": "F2F_VLM_API_KEY", "valueFrom": {"secretKeyRef": {"name": "f2f-vlm-api-key", "key": "token"}}}]
     examples = {d["metadata"]["name"]: d for d in yaml.safe_load_all((K8S / "secret.example.yaml").read_text())}
-    assert sorted(examples) == ["f2f-redis", "f2f-vlm-api-key"] and all(schema_errors(d) == [] for d in examples.values())
+    assert sorted(examples) == ["f2f-objects", "f2f-redis", "f2f-vlm-api-key"]
+    assert all(schema_errors(d) == [] for d in examples.values())
     assert set(examples["f2f-vlm-api-key"]["stringData"]) == {"token"}
     assert set(examples["f2f-redis"]["stringData"]) == {REDIS_SECRET["key"]}
     assert not any(d["kind"] == "Secret" for o in OVERLAYS for d in rendered(o))  # secrets are never in the repository
@@ -211,8 +235,12 @@ def test_the_bulk_job_runs_the_bulk_entry_point() -> None:
     words = job["spec"]["entrypoint"].split()
     assert words[:3] == ["python", "-m", "f2f.bulk"] and job["spec"]["shutdownAfterJobFinishes"] is True
     params = main.commands["run"].make_context("run", words[3:]).params  # `python -m f2f.bulk MANIFEST ...` runs `run`
-    assert str(params["manifest"]).startswith("/jobs/") and str(params["out_dir"]).startswith("/jobs/")
+    assert str(params["manifest"]).startswith("/bulk/") and str(params["out_dir"]).startswith("/bulk/")
     assert params["profile"] == "cogvideox-5b" and str(params["models_dir"]) == "/models"
+    head, *workers = _pod_specs(job)  # the driver (on the head) and the workers see the same bulk volume
+    for pod in (head, *workers):
+        (claim,) = [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if v["name"] == "bulk"]
+        assert claim == "f2f-bulk" and {"name": "bulk", "mountPath": "/bulk"} in pod["containers"][0]["volumeMounts"]
 
 
 def test_egress_stays_inside_the_cluster() -> None:
@@ -220,6 +248,232 @@ def test_egress_stays_inside_the_cluster() -> None:
     assert policy["spec"]["podSelector"] == {} and policy["spec"]["policyTypes"] == ["Egress"]
     blocks = [peer["ipBlock"]["cidr"] for rule in policy["spec"]["egress"] for peer in rule["to"] if "ipBlock" in peer]
     assert blocks and all(cidr.endswith("/32") for cidr in blocks)  # only the API server's address, never 0.0.0.0/0
+
+
+# --- no volume shared read-write: jobs in Redis and an object store -------------------------------
+
+
+def _claims(docs: tuple[dict[str, Any], ...]) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == "PersistentVolumeClaim"}
+
+
+def _modes(claim: dict[str, Any]) -> list[str]:
+    return claim["spec"]["accessModes"]
+
+
+def shared_volume_errors(docs: tuple[dict[str, Any], ...]) -> list[str]:
+    """Where a rendered service would need a volume that several nodes write: a ReadWriteMany claim anywhere, a
+    claim a Ray pod mounts that is not read-only on a ReadOnlyMany claim, or a jobs.dir that is not the pod's own
+    emptyDir. 'where: what' lines (empty when it needs none)."""
+    claims = _claims(docs)
+    errors = [f"PersistentVolumeClaim/{n}: ReadWriteMany" for n, c in claims.items() if "ReadWriteMany" in _modes(c)]
+    for doc in _ray_objects(docs):
+        (args,) = serve_app_args(doc)
+        jobs_dir = (args.get("jobs") or {}).get("dir")
+        for pod in _pod_specs(doc):
+            volumes = {v["name"]: v for v in pod.get("volumes", [])}
+            for container in pod["containers"]:
+                for mount in container.get("volumeMounts", []):
+                    where, volume = f"containers[{container['name']}].volumeMounts[{mount['name']}]", volumes[mount["name"]]
+                    if "persistentVolumeClaim" in volume:
+                        name = volume["persistentVolumeClaim"]["claimName"]
+                        modes = _modes(claims[name]) if name in claims else ["not in the overlay"]
+                        if modes != ["ReadOnlyMany"] or not mount.get("readOnly"):
+                            how = "read-only" if mount.get("readOnly") else "read-write"
+                            errors.append(f"{where}: claim {name} is {', '.join(modes)}, mounted {how}")
+                    if mount["mountPath"] == jobs_dir and "emptyDir" not in volume:
+                        errors.append(f"{where}: jobs.dir {jobs_dir} must be the pod's own emptyDir (scratch)")
+    return errors
+
+
+@pytest.mark.parametrize("overlay", SERVICES)
+def test_no_service_shares_a_volume_read_write(overlay: str) -> None:
+    docs = rendered(overlay)
+    assert shared_volume_errors(docs) == []
+    (service,) = _ray_objects(docs)
+    for pod in _pod_specs(service):  # every Ray pod has its jobs.dir scratch, so no replica writes to a missing path
+        assert [m["mountPath"] for c in pod["containers"] for m in c["volumeMounts"] if m["name"] == "jobs"] == ["/jobs"]
+
+
+def test_only_the_bulk_overlay_has_a_read_write_many_claim() -> None:
+    """The base has none; bulk edits still write a folder, on a claim of the bulk overlay's own."""
+    base = _kustomize(K8S / "base")
+    assert {n: c["spec"]["accessModes"] for n, c in _claims(base).items()} == {
+        "f2f-models": ["ReadOnlyMany"],
+        "f2f-redis-data": ["ReadWriteOnce"],
+    }
+    shared = [n for n, c in _claims(rendered("bulk")).items() if "ReadWriteMany" in c["spec"]["accessModes"]]
+    assert shared == ["f2f-bulk"]
+
+
+def _jobs_args(overlay: str) -> dict[str, Any]:
+    (service,) = _ray_objects(rendered(overlay))
+    (args,) = serve_app_args(service)
+    return args["jobs"]
+
+
+def _cluster_profile_jobs() -> dict[str, Any]:
+    (app,) = yaml.safe_load((ROOT / "serve" / "cluster.yaml").read_text())["applications"]
+    return app["args"]["jobs"]
+
+
+@pytest.mark.parametrize("overlay", SERVICES)
+def test_every_service_keeps_jobs_in_redis_and_an_object_store(overlay: str) -> None:
+    """Records in Redis (with the password from the Secret), sources and outputs in the cluster profile's bucket,
+    its endpoint from the environment (the Secret), as serve/cluster.yaml says."""
+    jobs, profile = _jobs_args(overlay), _cluster_profile_jobs()
+    assert jobs["store"] == profile["store"] == "redis" and jobs["redis_url"] == profile["redis_url"] == REDIS_URL
+    assert jobs["objects"] == profile["objects"] and urllib.parse.urlparse(jobs["objects"]).scheme == "s3"
+    assert "objects_endpoint_url" not in jobs and "objects_endpoint_url" not in profile  # AWS_ENDPOINT_URL, from the Secret
+    assert jobs.get("downloads", "stream") == "stream"  # a presigned URL of an in-cluster bucket reaches no client
+
+
+@pytest.mark.parametrize("overlay", SERVICES)
+def test_object_store_credentials_come_from_a_secret(overlay: str) -> None:
+    """Every Ray pod (the head builds the app and checks the bucket at start) reads boto3's variables from the
+    Secret f2f-objects, each optional so that IRSA on EKS needs none; no manifest holds a value."""
+    (service,) = _ray_objects(rendered(overlay))
+    for pod in _pod_specs(service):
+        for container in pod["containers"]:
+            aws = [e for e in container.get("env", []) if e["name"].startswith("AWS_")]
+            assert aws == [
+                {"name": key, "valueFrom": {"secretKeyRef": {"name": OBJECTS_SECRET, "key": key, "optional": True}}}
+                for key in AWS_KEYS
+            ], container["name"]
+    examples = {d["metadata"]["name"]: d for d in yaml.safe_load_all((K8S / "secret.example.yaml").read_text())}
+    assert tuple(examples[OBJECTS_SECRET]["stringData"]) == AWS_KEYS
+
+
+# --- the MinIO component ------------------------------------------------------------------------------------
+
+PINNED = re.compile(r"[a-z0-9.-]+(?:/[a-z0-9._-]+)+:RELEASE\.\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ@sha256:[0-9a-f]{64}")
+
+
+def _component_docs(docs: tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:
+    names = {d["metadata"]["name"] for d in _kustomize_component()}
+    return [d for d in docs if d["metadata"]["name"] in names]
+
+
+@cache
+def _kustomize_component() -> tuple[dict[str, Any], ...]:
+    return _kustomize(MINIO)
+
+
+def unpinned_images(docs: list[dict[str, Any]]) -> list[str]:
+    """Where a workload's image is not pinned to a MinIO release tag and a digest: 'Kind/name: image' lines."""
+    errors = []
+    for doc in docs:
+        if doc["kind"] in ("Deployment", "Job"):
+            for container in doc["spec"]["template"]["spec"]["containers"]:
+                if not PINNED.fullmatch(image := container["image"]):
+                    errors.append(f"{doc['kind']}/{doc['metadata']['name']}: {image} is not pinned by tag and digest")
+    return errors
+
+
+@pytest.mark.parametrize("overlay", SERVICES)
+def test_the_minio_component_renders_beside_every_service(overlay: str) -> None:
+    docs = rendered_with_minio(overlay)
+    added = {(d["kind"], d["metadata"]["name"]) for d in docs} - {(d["kind"], d["metadata"]["name"]) for d in rendered(overlay)}
+    assert added == {
+        ("PersistentVolumeClaim", "f2f-minio-data"),
+        ("Deployment", "f2f-minio"),
+        ("Service", "f2f-minio"),
+        ("Job", "f2f-minio-bucket"),
+        ("NetworkPolicy", "f2f-minio-from-ray-pods"),
+    }
+    for doc in docs:
+        assert schema_errors(doc) == [], f"{doc['kind']}/{doc['metadata']['name']}"
+        assert doc["metadata"].get("namespace") == (None if doc["kind"] == "Namespace" else "f2f")
+    assert shared_volume_errors(docs) == [] and _claims(docs)["f2f-minio-data"]["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert [e for doc in docs for e in literal_secrets(doc, doc["kind"])] == []
+    assert reach_errors(docs) == []
+
+
+def test_the_minio_images_are_pinned() -> None:
+    docs = _component_docs(rendered_with_minio("cluster"))
+    assert unpinned_images(docs) == []
+    workloads = [d for d in docs if d["kind"] in ("Deployment", "Job")]
+    images = [c["image"] for d in workloads for c in d["spec"]["template"]["spec"]["containers"]]
+    assert sorted(i.split(":")[0].rsplit("/", 1)[1] for i in images) == ["mc", "minio"]  # the server and its client
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"  # one writer on the RWO claim
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "registry.example.com/mirror/minio:latest",
+        "registry.example.com/mirror/minio:RELEASE.2025-09-07T16-13-09Z",
+        "registry.example.com/mirror/minio@sha256:" + "0" * 64,
+        "registry.example.com/mirror/minio:RELEASE.2025-09-07T16-13-09Z@sha256:abc",
+    ],
+)
+def test_an_unpinned_minio_image_is_named(image: str) -> None:
+    docs = copy.deepcopy(_component_docs(rendered_with_minio("cluster")))
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    deployment["spec"]["template"]["spec"]["containers"][0]["image"] = image
+    assert unpinned_images(docs) == [f"Deployment/f2f-minio: {image} is not pinned by tag and digest"]
+
+
+def test_minio_and_its_bucket_follow_the_objects_secret_and_location() -> None:
+    """MinIO's root user is the Secret's key pair the Ray pods sign with; the Job creates the bucket that jobs.objects
+    names, at the Service the Secret's example endpoint names."""
+    docs = _component_docs(rendered_with_minio("cluster"))
+    by_kind = {d["kind"]: d for d in docs}
+    (server,) = by_kind["Deployment"]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in server["env"]}
+    for variable, key in (("MINIO_ROOT_USER", "AWS_ACCESS_KEY_ID"), ("MINIO_ROOT_PASSWORD", "AWS_SECRET_ACCESS_KEY")):
+        assert env[variable]["valueFrom"] == {"secretKeyRef": {"name": OBJECTS_SECRET, "key": key}}  # not optional
+    (mc,) = by_kind["Job"]["spec"]["template"]["spec"]["containers"]
+    job_env = {e["name"]: e for e in mc["env"]}
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert job_env[key]["valueFrom"] == {"secretKeyRef": {"name": OBJECTS_SECRET, "key": key}}
+    assert job_env["BUCKET"]["value"] == urllib.parse.urlparse(_cluster_profile_jobs()["objects"]).netloc
+    service = by_kind["Service"]
+    (port,) = service["spec"]["ports"]
+    endpoint = f"http://{service['metadata']['name']}:{port['port']}"
+    examples = {d["metadata"]["name"]: d for d in yaml.safe_load_all((K8S / "secret.example.yaml").read_text())}
+    assert job_env["MINIO_URL"]["value"] == examples[OBJECTS_SECRET]["stringData"]["AWS_ENDPOINT_URL"] == endpoint
+    named = {p["name"]: p["containerPort"] for p in server["ports"]}
+    assert named[port["targetPort"]] == port["port"] == 9000
+    assert "$MINIO_URL" in mc["args"][0] and 'mc mb --ignore-existing "f2f/$BUCKET"' in mc["args"][0]
+
+
+def test_a_literal_minio_credential_is_named() -> None:
+    docs = copy.deepcopy(_component_docs(rendered_with_minio("cluster")))
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    (root_user,) = [e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"] if e["name"] == "MINIO_ROOT_USER"]
+    root_user.pop("valueFrom")
+    root_user["value"] = "hunter2"
+    assert literal_secrets(deployment, "Deployment") == [
+        "Deployment.spec.template.spec.containers.0.env.0: MINIO_ROOT_USER has a literal value, not valueFrom a Secret"
+    ]
+
+
+def _open_minio_to_the_namespace(docs: list[dict[str, Any]]) -> None:
+    _policy(docs, "f2f-minio-from-ray-pods")["ingress"][0]["from"].append({"podSelector": {}})
+
+
+def _open_the_minio_console(docs: list[dict[str, Any]]) -> None:
+    _policy(docs, "f2f-minio-from-ray-pods")["ingress"][0]["ports"].append({"protocol": "TCP", "port": 9001})
+
+
+def _drop_the_bucket_job(docs: list[dict[str, Any]]) -> None:
+    del _policy(docs, "f2f-minio-from-ray-pods")["ingress"][0]["from"][1]
+
+
+@pytest.mark.parametrize(
+    ("mistake", "caught"),
+    [
+        (_open_minio_to_the_namespace, "another pod of the namespace -> MinIO:9000 (S3, MinIO): allowed"),
+        (_open_the_minio_console, "a Ray worker -> MinIO:9001 (MinIO console): allowed"),
+        (_drop_the_bucket_job, "the MinIO bucket Job -> MinIO:9000 (S3, MinIO): denied"),
+    ],
+)
+def test_a_minio_policy_mistake_is_named(mistake: Any, caught: str) -> None:
+    docs = copy.deepcopy(list(rendered_with_minio("single-gpu")))
+    mistake(docs)
+    assert caught in reach_errors(tuple(docs))
 
 
 # --- planted mistakes ---------------------------------------------------------------------------
@@ -304,6 +558,46 @@ def test_a_bulk_option_the_command_rejects_is_named() -> None:
     assert info.value.param is not None and info.value.param.name == "max_retries"
 
 
+def _share_the_jobs_volume(docs: list[dict[str, Any]]) -> None:
+    claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "f2f-jobs", "namespace": "f2f"}}
+    claim["spec"] = {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "200Gi"}}}
+    docs.append(claim)
+    pod = _pod_specs(_ray_objects(tuple(docs))[0])[1]
+    (jobs,) = [v for v in pod["volumes"] if v["name"] == "jobs"]
+    jobs.pop("emptyDir")
+    jobs["persistentVolumeClaim"] = {"claimName": "f2f-jobs"}
+
+
+def _write_to_the_models(docs: list[dict[str, Any]]) -> None:
+    _claims(tuple(docs))["f2f-models"]["spec"]["accessModes"] = ["ReadWriteMany"]
+
+
+@pytest.mark.parametrize(
+    ("mistake", "caught"),
+    [
+        (
+            _share_the_jobs_volume,
+            [
+                "PersistentVolumeClaim/f2f-jobs: ReadWriteMany",
+                "containers[ray-worker].volumeMounts[jobs]: claim f2f-jobs is ReadWriteMany, mounted read-write",
+                "containers[ray-worker].volumeMounts[jobs]: jobs.dir /jobs must be the pod's own emptyDir (scratch)",
+            ],
+        ),
+        (
+            _write_to_the_models,
+            [
+                "PersistentVolumeClaim/f2f-models: ReadWriteMany",
+                "containers[ray-worker].volumeMounts[models]: claim f2f-models is ReadWriteMany, mounted read-only",
+            ],
+        ),
+    ],
+)
+def test_a_shared_volume_is_named(mistake: Any, caught: list[str]) -> None:
+    docs = copy.deepcopy(list(rendered("single-gpu")))
+    mistake(docs)
+    assert shared_volume_errors(tuple(docs)) == caught
+
+
 def test_a_split_generator_replica_fits_one_generator_pod() -> None:
     """multi-gpu: every rank's bundle ({CPU, GPU, generator_node}) fits, all of a replica's on one pod (STRICT_PACK)."""
     from f2f.serving.app import parse_args
@@ -333,7 +627,7 @@ def test_a_split_generator_replica_fits_one_generator_pod() -> None:
 
 Pod = tuple[dict[str, str], dict[str, str]]
 PORTS = {6379: "GCS / Redis", 8265: "dashboard and job submission", 8000: "Serve HTTP", 8080: "metrics", 10001: "Ray client"}
-PORTS |= {52365: "dashboard agent", 6380: "not Redis"}
+PORTS |= {52365: "dashboard agent", 6380: "not Redis", 9000: "S3, MinIO", 9001: "MinIO console"}
 RAY_PODS = ("the Ray head", "a Ray worker")
 
 
@@ -416,18 +710,24 @@ def reach_table(docs: tuple[dict[str, Any], ...]) -> tuple[dict[str, Pod], dict[
         "another pod of the operator's namespace": (_namespace("kuberay-system"), {"app.kubernetes.io/name": "webhook"}),
         "a Ray-labelled pod of another namespace": (_namespace("default"), kuberay_pod_labels(ray, groups[0])),
         "the bulk RayJob's submitter": (f2f, submitter | {"app.kubernetes.io/created-by": "kuberay-operator"}),
+        "the MinIO bucket Job": (f2f, {"app.kubernetes.io/name": "f2f-minio-bucket"}),
     }
     targets = {"the Ray head": kuberay_pod_labels(ray, None), "Redis": redis["spec"]["template"]["metadata"]["labels"]}
     targets |= {f"the {g} workers": kuberay_pod_labels(ray, g) for g in groups}
+    minio = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "f2f-minio"]
+    targets |= {"MinIO": minio[0]["spec"]["template"]["metadata"]["labels"]} if minio else {}
     return sources, targets
 
 
 def expected_reach(source: str, target: str, port: int, bulk: bool) -> bool:
-    """The intended exposure: Ray pods reach each other on every port and Redis on 6379; from outside them, only
-    the Serve port (ingress controller), the metrics port (Prometheus), and on the head the dashboard and the
-    Serve proxy (KubeRay operator) and, in the bulk overlay, job submission (its submitter)."""
+    """The intended exposure: Ray pods reach each other on every port, Redis on 6379 and MinIO on 9000 (as does
+    the Job that makes its bucket); from outside them, only the Serve port (ingress controller), the metrics port
+    (Prometheus), and on the head the dashboard and the Serve proxy (KubeRay operator) and, in the bulk overlay,
+    job submission (its submitter)."""
     if target == "Redis":
         return source in RAY_PODS and port == 6379
+    if target == "MinIO":
+        return source in (*RAY_PODS, "the MinIO bucket Job") and port == 9000
     head = target == "the Ray head"
     return (
         source in RAY_PODS
@@ -508,7 +808,7 @@ def test_a_policy_mistake_is_named(mistake: Any, caught: str) -> None:
 
 # --- Redis and its password ---------------------------------------------------------------------------------
 
-PASSWORD_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|API_KEY|AUTH", re.IGNORECASE)
+PASSWORD_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|API_KEY|AUTH|ACCESS_KEY|ROOT_USER", re.IGNORECASE)
 URL_PASSWORD = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s/@:]*:([^\s/@]+)@")
 ENV_REFERENCE = re.compile(r"\$\{[A-Z_][A-Z0-9_]*\}")  # f2f's, in jobs.broker_url
 K8S_REFERENCE = re.compile(r"\$\([A-Z_][A-Z0-9_]*\)")  # Kubernetes', in a container's args
@@ -572,6 +872,16 @@ def _set_args(doc: dict[str, Any], change: Any) -> None:
             ),
             "has a literal value",
         ),
+        (
+            lambda d: d["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"].append(
+                {"name": "AWS_ACCESS_KEY_ID", "value": "hunter2"}
+            ),
+            "AWS_ACCESS_KEY_ID has a literal value, not valueFrom a Secret",
+        ),
+        (
+            lambda d: _set_args(d, lambda a: a["jobs"].update(objects="s3://f2f:hunter2@f2f-jobs/edits")),
+            "RayService.spec.serveConfigV2: a URL with a literal password",
+        ),
     ],
 )
 def test_a_literal_password_is_named(mistake: Any, caught: str) -> None:
@@ -600,6 +910,7 @@ def test_redis_ray_and_f2f_read_one_password_secret(overlay: str) -> None:
     reference = {"valueFrom": {"secretKeyRef": REDIS_SECRET}}
     assert {"name": "REDIS_PASSWORD", **reference} in redis["env"]
     assert redis["args"][redis["args"].index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    assert redis["args"][redis["args"].index("--appendonly") + 1] == "yes"  # job records survive a restart
     (service,) = _ray_objects(docs)
     (args,) = serve_app_args(service)
     assert args["jobs"]["broker_url"] == BROKER_URL and ENV_REFERENCE.findall(BROKER_URL) == ["${REDIS_PASSWORD}"]
