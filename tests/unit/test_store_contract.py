@@ -364,3 +364,14 @@ def test_a_redis_store_that_goes_away_is_unavailable_not_an_internal_error(tmp_p
         with pytest.raises(StoreUnavailable) as info:
             call()
         assert info.value.retry_after_s > 0
+
+
+def test_a_redis_records_and_idempotency_keys_expire_with_their_job(tmp_path: Path, redis_url: str) -> None:
+    """Redis itself drops a finished job's record and its idempotency key after the job expires, if no sweep did."""
+    store = RedisJobStore(redis_url, tmp_path / "scratch", TTL_S, prefix=f"ttl-{uuid.uuid4().hex[:8]}")
+    job_id = _create(store, key="k")
+    (key,) = store.redis.keys(f"{store.prefix}:key:*")
+    assert store.redis.ttl(key) == -1 and store.redis.ttl(store._key("job", job_id)) == -1  # kept while it is live
+    store.request_cancel(job_id)
+    for name in (key, store._key("job", job_id)):
+        assert TTL_S < store.redis.ttl(name) <= TTL_S + 86400 + 1

@@ -14,7 +14,8 @@ Keys, under a prefix (`jobs.redis_prefix`, one per deployment):
     expiry            sorted set: finished jobs, by when they expire (the sweep reads only the due ones)
     active:<owner>    set: the owner's queued and running jobs (a key's job cap)
     owner:<owner>     sorted set: the owner's jobs, by when they were made (`list_for`)
-    key:<owner, key>  the id of the job an idempotency key made; keyof: hash job id -> that key
+    key:<owner, key>  the id of the job an idempotency key made (SET in the create's transaction; once the job
+                      finished, it expires with the record); keyof: hash job id -> that key
     workers           sorted set: edit-worker replicas, by when each was last heard from
     events            the channel each change is published on, in its transaction (f2f.serving.jobs.events)
 
@@ -48,6 +49,7 @@ from typing import Any
 from f2f.serving.jobs.base import Save, StoreBase
 from f2f.serving.jobs.objects import Objects
 from f2f.serving.jobs.record import (
+    FINISHED,
     EditRequest,
     JobNotFound,
     JobRecord,
@@ -235,8 +237,12 @@ class RedisJobStore(StoreBase):
                 record = self._parse(job_id, data)
 
                 def save(new: JobRecord, before: JobStatus) -> None:
+                    ending = new.finished and before not in FINISHED
+                    idempotency_key = pipe.hget(self._key("keyof"), job_id) if ending else None
                     pipe.multi()
                     self._index(pipe, new, before)
+                    if idempotency_key is not None and new.expires_at is not None:  # it lives as long as its job
+                        pipe.expireat(idempotency_key, int(new.expires_at + KEEP_EXPIRED_S))
                     try:
                         pipe.execute()
                     except redis.WatchError:
