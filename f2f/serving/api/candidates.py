@@ -66,6 +66,6 @@ def select(store: StoreBase, job_id: str, label: int, who: str) -> JobRecord:
         raise JobNotFinished(f"job {job_id} is {record.status}; a frame can be selected once it has succeeded")
     name = frame_file(label, record.result)
     if not store.has_output(record, name):
-        raise NoSuchOutput(f"job {job_id} kept no candidate frames (it was made before every job kept them)")
+        raise NoSuchOutput(f"job {job_id} kept no candidate frames")
     frame = 0 if label == 0 else record.result.candidate_frames[label - 1]
     return store.select(job_id, Selection(label=label, frame=frame, by=who, at=round(time.time(), 3)))

@@ -96,17 +96,17 @@ class EditService:
         options: EditOptions,
         key: str | None,
         owner: str,
-        also: Check | None = None,
+        route_check: Check | None = None,
         mask: Mask | None = None,
         gone: Gone | None = None,
     ) -> tuple[JobRecord, bool]:
         """The job of this request (new, or the one its idempotency key made) and whether it is new.
 
-        `also` checks more of the checked request before the job exists (a route's own fields, e.g. OpenAI's `size`).
+        `route_check` checks more of the checked request before the job exists (a route's own fields, e.g. OpenAI's `size`).
         `mask` is the caller's mask file and whether its API carries the area in alpha (OpenAI's).
         `gone` tells whether the client has left: then no job is created (ClientGone).
         """
-        stored = await asyncio.to_thread(checked_job, raw_image, options, self.config, self.limits, also, mask)
+        stored = await asyncio.to_thread(checked_job, raw_image, options, self.config, self.limits, route_check, mask)
         source_png, mask_png, request = stored
         if gone is not None and await gone():
             raise ClientGone("the client disconnected before its job was created; none was")
@@ -199,7 +199,7 @@ def checked_job(
     options: EditOptions,
     config: F2FConfig,
     limits: RequestLimits,
-    also: Check | None = None,
+    route_check: Check | None = None,
     mask: Mask | None = None,
 ) -> tuple[bytes, bytes | None, EditRequest]:
     """The source and mask as stored (PNG) and the job's request; InvalidInput names the field (runs in a thread)."""
@@ -207,8 +207,8 @@ def checked_job(
     checked = check_edit(
         raw_image, options.prompt, config, options.settings(), limits, "prompt", mask=raw_mask, mask_needs_alpha=needs_alpha
     )
-    if also is not None:
-        also(checked)
+    if route_check is not None:
+        route_check(checked)
     mask_png = None if checked.mask is None else _png(checked.mask)
     return _png(checked.source), mask_png, EditRequest.of(checked, options.return_video, options.return_frames)
 

@@ -159,15 +159,13 @@ class JobResult(BaseModel):
     candidate_frames: list[int] = Field(description="Frame index of each tile 1..N: `/frames/{label}` serves them.")
     letterbox_box: list[int] = Field(description="Where the source lies on the video canvas: left, top, right, bottom.")
     source_size: list[int]
-    canvas: Canvas | None = Field(None, description="The canvas the video was generated on (null in jobs made before it).")
-    ranking: RankingView | None = Field(None, description="How the seeds were ranked (null in jobs made before it).")
+    canvas: Canvas | None = Field(None, description="The canvas the video was generated on.")
+    ranking: RankingView | None = Field(None, description="How the seeds were ranked.")
     alignment: AlignmentView | None = Field(None, description="How the camera's drift was undone (null in jobs before it).")
     mask: MaskView | None = Field(None, description="The caller's mask (null: none).")
     has_video: bool
     has_frames: bool
-    frames: list[CandidateFrame] = Field(
-        default_factory=list, description="The source and every candidate tile, by label (empty in jobs made before it)."
-    )
+    frames: list[CandidateFrame] = Field(default_factory=list, description="The source and every candidate tile, by label.")
 
     @property
     def ranked_seeds(self) -> list[int]:

@@ -36,6 +36,7 @@ import base64
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -60,6 +61,17 @@ DESCRIPTIVE = {
     "background": (("auto", "opaque"), "the edit is an opaque image; must be auto or opaque"),
     "input_fidelity": (("high",), "the edit keeps the source's details but for what the prompt changes; must be high"),
 }
+
+
+@dataclass(frozen=True)
+class OpenAIAsk:
+    """OpenAI's own fields of a request, checked: how the images are answered."""
+
+    response_format: str  # b64_json or url
+    format: outputs.OutputFormat
+    quality: int | None  # output_compression
+    size: str | None  # as asked: auto, WIDTHxHEIGHT, or left out
+    user: str | None
 
 
 def served_models(config: F2FConfig) -> list[str]:
@@ -92,16 +104,16 @@ async def images_edits(request: Request, caller: Caller, service: Service, http_
             options,
             None,
             caller,
-            also=_size_fits(ask["size"], http_args.max_output_pixels),
+            route_check=_size_fits(ask.size, http_args.max_output_pixels),
             mask=None if mask is None else (mask, True),  # OpenAI's masks: a PNG with alpha, transparent = edit here
             gone=request.is_disconnected,
         )
-        if ask["user"]:
-            logger.info("job %s is for end user %r", record.id, ask["user"])
+        if ask.user:
+            logger.info("job %s is for end user %r", record.id, ask.user)
         record = await service.finished(record)
     if record.status != "succeeded" or record.result is None:
         raise JobFailed(record.error or JobError(message="the edit failed", code="edit_failed"))
-    size = outputs.check_size(ask["size"], tuple(record.result.source_size), http_args.max_output_pixels)  # type: ignore[arg-type]
+    size = outputs.check_size(ask.size, tuple(record.result.source_size), http_args.max_output_pixels)  # type: ignore[arg-type]
     data = [await _image(request, http_args, service.store, record, rank, ask, size) for rank in range(1, (options.n or 1) + 1)]
     result = record.result
     extension = F2FExtension(
@@ -116,7 +128,7 @@ async def images_edits(request: Request, caller: Caller, service: Service, http_
         seeds=result.ranked_seeds,
     )
     return ImagesResponse(
-        created=int(record.finished_at or 0), data=data, f2f=extension, output_format=ask["format"], size=ask["size"] or "auto"
+        created=int(record.finished_at or 0), data=data, f2f=extension, output_format=ask.format, size=ask.size or "auto"
     )
 
 
@@ -129,7 +141,7 @@ def _size_fits(size: str | None, max_pixels: int) -> Callable[[CheckedEdit], Non
     return check
 
 
-def _openai_fields(fields: dict[str, Any], config: F2FConfig, http_args: IngressArgs) -> dict[str, Any]:
+def _openai_fields(fields: dict[str, Any], config: F2FConfig, http_args: IngressArgs) -> OpenAIAsk:
     """Take OpenAI's own fields out of `fields` (what is left are f2f's options), each checked."""
     response_format = fields.pop("response_format", "b64_json")
     if response_format not in ("b64_json", "url"):
@@ -151,7 +163,7 @@ def _openai_fields(fields: dict[str, Any], config: F2FConfig, http_args: Ingress
             raise InvalidInput("output_compression", compression, "must be an integer 0 to 100") from None
     fmt, quality = outputs.check_format(fields.pop("output_format", None), compression)
     size = fields.pop("size", None)
-    return {"response_format": response_format, "format": fmt, "quality": quality, "size": size, "user": fields.pop("user", None)}
+    return OpenAIAsk(response_format, fmt, quality, size, fields.pop("user", None))
 
 
 async def _image(
@@ -160,16 +172,16 @@ async def _image(
     store: StoreBase,
     record: JobRecord,
     rank: int,
-    ask: dict[str, Any],
+    ask: OpenAIAsk,
     size: tuple[int, int] | None,
 ) -> ImageData:
     assert record.result is not None
     caption = record.result.caption
-    if ask["response_format"] == "url":
+    if ask.response_format == "url":
         assert http_args.public_base_url is not None  # checked before the job existed
-        query = {"output_format": ask["format"], "rank": rank}
-        if ask["quality"] is not None:
-            query["output_compression"] = ask["quality"]
+        query: dict[str, Any] = {"output_format": ask.format, "rank": rank}
+        if ask.quality is not None:
+            query["output_compression"] = ask.quality
         if size is not None:
             query["size"] = f"{size[0]}x{size[1]}"
         route = request.app.url_path_for("edit_image", job_id=record.id)  # the route's path: no Host header in it
@@ -178,5 +190,5 @@ async def _image(
     key = store.output_key(record, "edited.png" if rank == 1 else f"ranked/{rank}.png")
     assert key is not None  # a succeeded job's
     stored = await asyncio.to_thread(store.objects.get, key)
-    data = await asyncio.to_thread(outputs.encode, stored, ask["format"], ask["quality"], size)
+    data = await asyncio.to_thread(outputs.encode, stored, ask.format, ask.quality, size)
     return ImageData(b64_json=base64.b64encode(data).decode("ascii"), revised_prompt=caption)

@@ -74,8 +74,11 @@ async def create_edit(
     ] = None,
 ) -> JSONResponse:
     raw_image, mask, options = await read_submission(request)
-    either = None if mask is None else (mask, False)  # alpha (transparent = edit) or one channel (white = edit)
-    record, created = await service.submit(raw_image, options, idempotency_key, caller, mask=either, gone=request.is_disconnected)
+    # (mask, alpha only?): here an alpha (transparent = edit) or one channel (white = edit), as the caller sent it
+    submitted_mask = None if mask is None else (mask, False)
+    record, created = await service.submit(
+        raw_image, options, idempotency_key, caller, mask=submitted_mask, gone=request.is_disconnected
+    )
     view = JobView.of(record)
     headers = {"Location": view.links["self"]}
     if not created:
