@@ -50,7 +50,7 @@ Save = Callable[[JobRecord, JobStatus], None]
 
 
 class StoreBase:
-    """The record's moves and the job's files; a store adds `create`, `get`, `_locked` and its queries."""
+    """The record's moves and the job's objects; a store adds `create`, `get`, `_locked` and its queries."""
 
     def __init__(
         self,
