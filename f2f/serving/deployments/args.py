@@ -148,6 +148,11 @@ class AppArgs(BaseModel):
     max_output_pixels: int = Field(
         DEFAULT_MAX_OUTPUT_PIXELS, ge=256, description="Largest output a request may ask for (`size`, WIDTH x HEIGHT)."
     )
+    image_url_hosts: tuple[str, ...] = Field(
+        (),
+        description="Hosts (exact names) whose http(s) image URLs the JSON form of /v1/images/edits may fetch; "
+        "none: data: URLs only.",
+    )
 
     @model_validator(mode="after")
     def _targets_reachable(self) -> AppArgs:

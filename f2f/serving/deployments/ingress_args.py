@@ -20,6 +20,9 @@ Rules:
   default (no `/docs`, `/redoc`), while `/openapi.json` is always served.
 - `max_output_pixels`: the largest WIDTHxHEIGHT a request may ask an output to
   be resized to (`f2f.serving.api.outputs.check_size`).
+- `image_url_hosts`: the hosts (exact names) whose http(s) image URLs the
+  JSON form of `/v1/images/edits` may fetch; none by default: data: URLs
+  only (`f2f.serving.api.image_urls`).
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ class IngressArgs(BaseModel):
     public_base_url: PublicBaseURL | None = Field(None, description="Base of the URLs handed out (response_format=url).")
     docs: DocsSwitch = Field(False, description="Serve Swagger UI at /docs from this server's own files.")
     max_output_pixels: int = Field(DEFAULT_MAX_OUTPUT_PIXELS, ge=256, description="Largest output size (WIDTH x HEIGHT).")
+    image_url_hosts: tuple[str, ...] = Field((), description="Hosts whose http(s) image URLs the JSON form may fetch.")
     # What one replica takes on at once (f2f.serving.api.admission); AppArgs checks their ranges.
     ingress_max_ongoing_requests: int = Field(1000, description="Requests in flight at once; one more is a typed 503.")
     max_waiting_requests: int = Field(500, description="Long waits held at once, all keys; one more is a typed 503.")

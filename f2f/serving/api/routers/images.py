@@ -1,6 +1,6 @@
 """The OpenAI Images API: `POST /v1/images/edits` (synchronous) and `GET /v1/models`.
 
-Rules of `POST /v1/images/edits` (multipart, as OpenAI's SDKs and curl send it):
+Rules of `POST /v1/images/edits` (multipart, as OpenAI's SDKs and curl send it, or OpenAI's JSON form):
 
 - `mask`: OpenAI's format, a PNG with alpha of the image's size whose
   fully transparent pixels mark the area to edit (`f2f.masks`); outside it
@@ -8,6 +8,10 @@ Rules of `POST /v1/images/edits` (multipart, as OpenAI's SDKs and curl send it):
 - `image` or `image[]`: one image (more than one is refused: this server
   edits one image per request); `prompt`; `n` videos (seeds), and `n`
   images back, best first by the edit's ranking of its seeds (`f2f.ranking`).
+- The JSON form (`application/json`): `images`, a list of one
+  `{"image_url": ...}`, and `mask` the same way; a data: URL, or an http(s)
+  URL of a host the operator allowed (`image_url_hosts`); a `file_id` is
+  refused (`f2f.serving.api.image_urls`). The other fields are the form's.
 - `size` (`auto`, or WIDTHxHEIGHT at the source's aspect ratio),
   `output_format` (png, jpeg, webp) and `output_compression` are honoured
   (`f2f.serving.api.outputs`), or refused before any work with the sizes this
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -40,12 +45,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
+from pydantic import ValidationError
 
 from f2f.config import F2FConfig
-from f2f.errors import InvalidInput
-from f2f.request import CheckedEdit
+from f2f.errors import InvalidImage, InvalidInput
+from f2f.request import CheckedEdit, invalid_input_from
 from f2f.serving.api import outputs
 from f2f.serving.api.errors import JobFailed, ModelNotFound
+from f2f.serving.api.image_urls import ImageRef, image_bytes
 from f2f.serving.api.routers.deps import Caller, HttpArgs, Service
 from f2f.serving.api.routers.parsing import form_fields, validated
 from f2f.serving.api.wire import EditOptions, F2FExtension, ImageData, ImagesResponse, JobError, ModelCard, ModelList
@@ -93,9 +100,13 @@ async def get_model(model: str, _: Caller, service: Service) -> ModelCard:
 
 @router.post("/v1/images/edits")
 async def images_edits(request: Request, caller: Caller, service: Service, http_args: HttpArgs) -> ImagesResponse:
-    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
-        raise InvalidInput("content-type", request.headers.get("content-type"), "must be multipart/form-data")
-    raw_image, mask, fields = await form_fields(request)
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        raw_image, mask, fields = await form_fields(request)
+    elif kind == "application/json":
+        raw_image, mask, fields = await _json_form(await request.body(), http_args, service.jobs.max_body_bytes)
+    else:
+        raise InvalidInput("content-type", kind or None, "must be multipart/form-data or application/json")
     ask = _openai_fields(fields, service.config, http_args)
     options = validated(EditOptions, fields)
     with service.waits.hold(caller):  # a long wait: bounded per key and in all, taken before any job exists
@@ -139,6 +150,35 @@ def _size_fits(size: str | None, max_pixels: int) -> Callable[[CheckedEdit], Non
         outputs.check_size(size, checked.source.size, max_pixels)
 
     return check
+
+
+async def _json_form(body: bytes, http_args: IngressArgs, max_bytes: int) -> tuple[bytes, bytes | None, dict[str, Any]]:
+    """OpenAI's JSON form: the image (`images`, one) and the mask as `{"image_url": ...}` (`f2f.serving.api.image_urls`),
+    and the other fields as the multipart form has them."""
+    try:
+        fields = json.loads(body)
+    except ValueError:
+        raise InvalidInput("body", body[:40].decode("utf-8", "replace"), "must be a JSON object") from None
+    if not isinstance(fields, dict):
+        raise InvalidInput("body", type(fields).__name__, "must be a JSON object")
+    images = fields.pop("images", None)
+    if not isinstance(images, list) or not images:
+        raise InvalidImage("images", images, 'must be a list of one image: [{"image_url": "data:image/png;base64,..."}]')
+    if len(images) > 1:
+        raise InvalidImage("images", f"{len(images)} images", "this server edits one image per request; send one")
+    refs = {"images[0]": images[0], **({"mask": fields.pop("mask")} if fields.get("mask") is not None else {})}
+    fields.pop("mask", None)
+    found: dict[str, bytes] = {}
+    for field, raw in refs.items():
+        if not isinstance(raw, dict):
+            raise InvalidInput(field, raw, 'must be an object: {"image_url": "data:image/png;base64,..."}')
+        try:
+            ref = ImageRef.model_validate(raw)
+        except ValidationError as exc:
+            error = invalid_input_from(exc)
+            raise InvalidInput(field if error.field == "body" else f"{field}.{error.field}", raw, error.rule) from None
+        found[field] = await asyncio.to_thread(image_bytes, ref, field, http_args.image_url_hosts, max_bytes)
+    return found["images[0]"], found.get("mask"), fields
 
 
 def _openai_fields(fields: dict[str, Any], config: F2FConfig, http_args: IngressArgs) -> OpenAIAsk:
