@@ -26,7 +26,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_core import to_jsonable_python
 
+from f2f import catalogue
 from f2f.errors import InvalidConfig
+from f2f.families import video_defaults
 
 
 class _Section(BaseModel):
@@ -37,7 +39,7 @@ class VideoConfig(_Section):
     """What the image-to-video model is asked to generate.
 
     Every field left null is the generator's own default: the profile's
-    (`models/catalogue.yaml`), else its family's (`f2f.backends.i2v`), filled in
+    (`models/catalogue.yaml`), else its family's (`f2f.families`), filled in
     when the config is loaded (`config_from_dict`). No model's number is a
     default here.
     """
@@ -603,10 +605,8 @@ def config_from_dict(data: dict[str, Any], origin: str = "") -> F2FConfig:
     The `video` fields left null are then the generator's defaults (`with_video_defaults`).
     """
     if data.get("profile") is not None:
-        from f2f.catalogue import load_catalogue
-
         try:
-            profile = load_catalogue().profile(data["profile"])
+            profile = catalogue.load_catalogue().profile(data["profile"])
         except InvalidConfig as exc:
             raise InvalidConfig(origin + exc.field, exc.value, exc.rule) from None
         data = _merge(profile.config, data)
@@ -627,16 +627,12 @@ def with_video_defaults(config: F2FConfig) -> F2FConfig:
     The generator's family is `generator.family`, else the profile's generator
     checkpoint's (the catalogue), else the one `generator.model_path`'s
     model_index.json names. A readable checkpoint folder also gives its own
-    canvas and frame rules (`f2f.backends.i2v.video_defaults`). With no
+    canvas and frame rules (`f2f.families.video_defaults`). With no
     generator configured, the fields stay null (nothing can generate anyway).
     """
-    from f2f.backends.i2v import video_defaults
-
     family = config.generator.family
     if family is None and config.profile:
-        from f2f.catalogue import load_catalogue
-
-        family = load_catalogue().checkpoints_of(config.profile)["generator"].family
+        family = catalogue.load_catalogue().checkpoints_of(config.profile)["generator"].family
     defaults = video_defaults(family, config.generator.model_path)
     if defaults is None:
         return config
@@ -654,11 +650,9 @@ def with_video_defaults(config: F2FConfig) -> F2FConfig:
 
 
 def _with_profile_paths(config: F2FConfig) -> F2FConfig:
-    from f2f.catalogue import load_catalogue
-
-    catalogue = load_catalogue()
-    checkpoints = catalogue.checkpoints_of(config.profile)
-    models_dir = config.models_dir or (config.cache_dir / "tiny" if catalogue.is_tiny(config.profile) else None)
+    models = catalogue.load_catalogue()
+    checkpoints = models.checkpoints_of(config.profile)
+    models_dir = config.models_dir or (config.cache_dir / "tiny" if models.is_tiny(config.profile) else None)
     if models_dir is None:
         rule = f"profile {config.profile!r} needs the folder of its staged checkpoints (--models DIR; see `f2f models stage`)"
         raise InvalidConfig("models_dir", None, rule)

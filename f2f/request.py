@@ -45,9 +45,9 @@ from PIL import Image
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
 
-from f2f.backends.i2v import family_named
 from f2f.config import F2FConfig, invalid_config_from, nested
 from f2f.errors import InvalidImage, InvalidInput
+from f2f.families import family_named
 from f2f.imageio import ensure_rgb, open_image, probe_image
 from f2f.masks import read_mask
 
@@ -279,7 +279,7 @@ def _text(text: str, config: F2FConfig, field: str) -> str:
 def _mask(mask: Image.Image | bytes | str | Path, size: tuple[int, int], needs_alpha: bool, config: F2FConfig) -> Image.Image:
     area = read_mask(mask, size, needs_alpha)
     family = config.generator.family
-    if config.mask.mode == "latent" and family is not None and family_named(family).mask_latents is None:
+    if config.mask.mode == "latent" and family is not None and not family_named(family).keeps_latents:
         rule = f"the {family} video family cannot keep the source outside a mask while it generates; ask for mask_mode composite"
         raise InvalidInput("mask_mode", "latent", rule)
     return area

@@ -10,10 +10,9 @@ folder; nothing is ever downloaded.
 A family (one module, e.g. `f2f.backends.cogvideox`) supplies only what
 differs, as a `Family`:
 
-- `pipeline_class`: the diffusers class, which is also how a checkpoint of
-  the family is recognised (`model_index.json`'s `_class_name`);
-- `inspect`: the checkpoint's validation and its canvas and frame rules (a
-  `CheckpointSpec`), read from its configs before any weight loads;
+- `facts`: what the core knows of it (`f2f.families.FamilyFacts`: the
+  diffusers class that recognises its checkpoints, their canvas and frame
+  rules, its `video` defaults, whether it keeps latents under a mask);
 - `call_arguments`: the pipeline call's family-specific arguments;
 - `split`: how one video is split over several processes (None: refused);
 - `speed`: the `generator.speed` switches it supports (others are refused);
@@ -21,12 +20,13 @@ differs, as a `Family`:
   source's (`f2f.backends.masks`; None: a mask is refused, naming `mask`).
   Every family has it: CogVideoX (both layouts), Wan (2.1, 2.2 A14B, TI2V)
   and LTX-Video; a split generator refuses a mask;
-- `defaults`, `index_classes`, `image_per_prompt`, `one_seed_per_call`, `set_shift`,
-  `split_axes`, `split_divides_tokens`, `requires`: see `Family`.
+- `image_per_prompt`, `one_seed_per_call`, `set_shift`, `split_axes`,
+  `split_divides_tokens`, `requires`: see `Family`.
 
-Adding a family: a module that defines `FAMILY`, one line in `FAMILIES`
-below, a catalogue entry (`models/catalogue.yaml`) and a tiny-checkpoint
-builder (`f2f/backends/tiny_*.py`, named by the entry's `tiny` kind).
+Adding a family: its facts (`f2f.families.FAMILIES`), a module here that
+defines `FAMILY`, one line in `FAMILIES` below, a catalogue entry
+(`models/catalogue.yaml`) and a tiny-checkpoint builder
+(`f2f/backends/tiny_*.py`, named by the entry's `tiny` kind).
 
 torch and diffusers are imported when an instance is made, not when this
 module is; a missing one is `BackendNotConfigured` naming the extra.
@@ -38,11 +38,10 @@ import asyncio
 import contextlib
 import gc
 import importlib
-import json
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -53,6 +52,9 @@ from f2f.backends.masks import Blend, MaskLatents, check_mask
 from f2f.backends.speedups import apply_speedups, attention_kernel, check_speed
 from f2f.config import Device, DType, GeneratorConfig, LoraConfig, MaskConfig, SpeedConfig, VideoConfig
 from f2f.errors import BackendNotConfigured, EditCancelled, GeneratorOutOfMemory, InvalidConfig, InvalidInput
+from f2f.families import CheckpointSpec, FamilyFacts, check_family
+from f2f.families import family_named as family_facts
+from f2f.families import inspect_checkpoint as inspect_facts
 from f2f.protocols import CancelToken, Frames, Progress, ProgressCallback
 
 if TYPE_CHECKING:
@@ -70,33 +72,11 @@ _INSTALL = "pip install 'f2f[video]'"
 
 
 @dataclass(frozen=True)
-class CheckpointSpec:
-    """What a checkpoint can generate, read from its config files by its family."""
-
-    name: str
-    canvas_size: tuple[int, int]  # (width, height) the transformer was made for
-    fixed_canvas: bool  # canvas_size is the only size (e.g. learned positional embeddings)
-    size_multiple: int  # width and height must be multiples of this
-    frame_step: int  # clips have frame_step*k + 1 frames
-    options: Mapping[str, Any] = field(default_factory=dict)  # the family's own values (e.g. a text length)
-
-    def video_defaults(self) -> dict[str, Any]:
-        """The `video` fields this checkpoint decides: its canvas (or pixel budget), multiples and frame rule."""
-        width, height = self.canvas_size
-        canvas = {"width": width, "height": height} if self.fixed_canvas else {"max_canvas_pixels": width * height}
-        return {**canvas, "size_multiple": self.size_multiple, "frame_step": self.frame_step}
-
-
-@dataclass(frozen=True)
 class Family:
-    """What one kind of image-to-video checkpoint does differently (see the module docstring)."""
+    """What one kind of image-to-video checkpoint does differently on torch (see the module docstring)."""
 
-    name: str
-    pipeline_class: str  # the diffusers class loaded; a model_index.json naming it (or index_classes) is this family
-    inspect: Callable[[Path, dict[str, Any]], CheckpointSpec]  # (folder, model_index.json) -> rules; InvalidConfig
-    defaults: Mapping[str, Any]  # `video` defaults of its reference checkpoint (a profile's values come first)
+    facts: FamilyFacts  # what the core knows of it: classes, checkpoint rules, defaults (f2f.families)
     call_arguments: Callable[[CheckpointSpec, VideoConfig], dict[str, Any]]  # the call's family-specific arguments
-    index_classes: tuple[str, ...] = ()  # other model_index.json class names of the family's checkpoints
     image_per_prompt: bool = True  # the call takes a list of images, one per prompt; False: one image for the batch
     one_seed_per_call: bool = False  # the call takes one torch.Generator, not a list (generator.max_batch_seeds must be 1)
     set_shift: Callable[[Any, float | None], None] | None = None  # apply video.shift (None: the checkpoint's) to a pipeline
@@ -109,63 +89,23 @@ class Family:
     mask_latents: MaskLatents | None = None  # how a mask keeps the source's latents (f2f.backends.masks); None: refused
 
     @property
-    def classes(self) -> tuple[str, ...]:
-        """Every model_index.json `_class_name` that is this family."""
-        return (self.pipeline_class, *self.index_classes)
+    def name(self) -> str:
+        return self.facts.name
+
+    @property
+    def pipeline_class(self) -> str:
+        return self.facts.pipeline_class
 
 
 def family_named(name: str) -> Family:
     """The family called `name`; InvalidConfig(generator.family) if f2f has none of that name."""
-    if name not in FAMILIES:
-        raise InvalidConfig("generator.family", name, f"unknown video family; known: {', '.join(FAMILIES)}")
-    return importlib.import_module(FAMILIES[name]).FAMILY
-
-
-def all_families() -> list[Family]:
-    """Every family f2f has, in FAMILIES order."""
-    return [family_named(name) for name in FAMILIES]
-
-
-def family_of(path: Path) -> tuple[Family, dict[str, Any]]:
-    """The family of a checkpoint folder (by its model_index.json) and that index; InvalidConfig(generator.model_path)."""
-    if not path.is_dir():
-        raise InvalidConfig(_FIELD, str(path), f"no such folder {path.name!r} (it must be a local diffusers checkpoint folder)")
-    index = read_json(path, "model_index.json")
-    found = index.get("_class_name")
-    for family in all_families():
-        if found in family.classes:
-            return family, index
-    known = ", ".join(f"{f.name} ({'/'.join(f.classes)})" for f in all_families())
-    rule = f"{path.name}/model_index.json names {found!r}; f2f makes videos with the families {known}"
-    raise InvalidConfig(_FIELD, str(path), rule)
-
-
-def video_defaults(family: str | None, model_path: Path | None) -> tuple[str, dict[str, Any]] | None:
-    """(family name, `video` defaults) for a config: the family's, and the checkpoint folder's rules when it is readable.
-
-    `family` (a config's or the catalogue's) wins over the folder's; they must
-    agree. None when neither is known (no generator configured).
-    """
-    folder = model_path if model_path is not None and model_path.is_dir() else None
-    named = family_named(family) if family is not None else None
-    if folder is None:  # not staged here (yet): loading it says so; a profile's settings need no folder
-        return None if named is None else (named.name, dict(named.defaults))
-    found, spec = inspect_checkpoint(folder)
-    check_family(folder, found, family)
-    return found.name, {**found.defaults, **spec.video_defaults()}
-
-
-def check_family(folder: Path, found: Family, asked: str | None) -> None:
-    """InvalidConfig(generator.family) unless the family a config names (None: any) is the folder's."""
-    if asked is not None and family_named(asked).name != found.name:
-        rule = f"{folder.name} is a {found.name} checkpoint ({found.pipeline_class}), not {asked}"
-        raise InvalidConfig("generator.family", asked, rule)
+    return importlib.import_module(FAMILIES[family_facts(name).name]).FAMILY
 
 
 def inspect_checkpoint(path: Path) -> tuple[Family, CheckpointSpec]:
     """The checkpoint's family and what it can generate, from its configs alone (no weights load)."""
-    family, index = family_of(path)
-    return family, family.inspect(path, index)
+    facts, spec = inspect_facts(path)
+    return family_named(facts.name), spec
 
 
 class DiffusersVideoGenerator:
@@ -200,7 +140,7 @@ class DiffusersVideoGenerator:
             raise InvalidConfig("generator.max_batch_seeds", max_batch_seeds, "must be at least 1")
         self.model_path = Path(model_path)
         self.family, self.spec = inspect_checkpoint(self.model_path)
-        check_family(self.model_path, self.family, family)
+        check_family(self.model_path, self.family.facts, family)
         _check_requires(self.family)
         self.device, self.dtype = resolve_device(torch, device, dtype, cpu_offload)
         self.speed = speed or SpeedConfig()
@@ -511,19 +451,6 @@ def _check_even_shards(spec: CheckpointSpec, settings: VideoConfig, parts: int) 
             f"in multiples of {multiple * parts} ({multiple} x {parts} ranks; set video.size_multiple: {multiple * parts})"
         )
         raise InvalidConfig("video.size_multiple", settings.size_multiple, rule)
-
-
-def read_json(folder: Path, name: str) -> dict[str, Any]:
-    """A checkpoint's JSON config as a dict; InvalidConfig(generator.model_path) if missing or broken."""
-    try:
-        data = json.loads((folder / name).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InvalidConfig(_FIELD, str(folder), f"{folder.name}/{name} is missing: not a diffusers checkpoint folder") from None
-    except (OSError, ValueError) as exc:
-        raise InvalidConfig(_FIELD, str(folder), f"{folder.name}/{name} cannot be read as JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise InvalidConfig(_FIELD, str(folder), f"{folder.name}/{name} must hold a JSON object")
-    return data
 
 
 def resolve_device(torch: Any, device: str, dtype: str, cpu_offload: bool) -> tuple[torch.device, torch.dtype]:

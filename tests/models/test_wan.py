@@ -32,10 +32,11 @@ import torch
 from diffusers import WanImageToVideoPipeline
 
 from f2f.backends import cogvideox
-from f2f.backends.i2v import CheckpointSpec, DiffusersVideoGenerator, check_video, inspect_checkpoint
+from f2f.backends.i2v import DiffusersVideoGenerator, check_video, inspect_checkpoint
 from f2f.backends.tiny_wan import make_tiny_wan, make_tiny_wan_lora
 from f2f.config import LoraConfig, VideoConfig
 from f2f.errors import InvalidConfig
+from f2f.families import CheckpointSpec
 
 pytestmark = pytest.mark.models
 

@@ -208,9 +208,9 @@ def test_a_family_that_cannot_keep_latents_refuses_latent_mode_naming_it(
     import dataclasses
 
     from f2f import request as request_module
-    from f2f.backends.i2v import family_named
+    from f2f.families import family_named
 
-    unable = dataclasses.replace(family_named("cogvideox"), mask_latents=None)
+    unable = dataclasses.replace(family_named("cogvideox"), keeps_latents=False)
     monkeypatch.setattr(request_module, "family_named", lambda name: unable)
     mask = _png(_white_mask((20, 0, 40, 40)))
     with pytest.raises(InvalidInput) as info:
