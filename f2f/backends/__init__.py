@@ -29,17 +29,16 @@ from typing import TYPE_CHECKING, Any
 from f2f.catalogue import Checkpoint, check_profile_folder, load_catalogue, write_manifest
 from f2f.config import F2FConfig
 from f2f.errors import BackendNotConfigured, InvalidConfig
-from f2f.protocols import VLM, LoadedVideoGenerator
+from f2f.protocols import VLM, LoadedVideoGenerator, Models
 
 if TYPE_CHECKING:
     from f2f.backends.parallel import ParallelGroups
 
 
-@dataclass
-class Backends:
-    """A loaded VLM and video generator; `close()` (or `with`) releases them."""
+@dataclass(frozen=True)
+class Backends(Models):
+    """The `Models` of an edit in this process, loaded; `close()` (or `with`) releases them."""
 
-    vlm: VLM
     generator: LoadedVideoGenerator
 
     def close(self) -> None:
