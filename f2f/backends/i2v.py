@@ -279,11 +279,8 @@ class DiffusersVideoGenerator:
         """The mask's reference latents (one VAE encode of the static source clip); GeneratorOutOfMemory if they do not fit."""
         import torch
 
-        hooks = self.family.mask_latents
-        if hooks is None:  # generate checked it; a family swapped since is still refused
-            raise InvalidInput("mask", "given", f"{self.family.name} cannot keep latents outside a mask")
         try:
-            return Blend.prepare(hooks, pipe, job.image, mask, job.settings, self.mask)
+            return Blend.prepare(self.family.mask_latents, pipe, job.image, mask, job.settings, self.mask)
         except torch.OutOfMemoryError:
             pass  # raised below, once this frame no longer holds the failed encode's tensors
         release_memory(self.device)
