@@ -1,26 +1,12 @@
-"""What the method core knows of each video family: a plain, torch-free description (`FamilyFacts`).
+"""What the core knows of each video family (`FamilyFacts`): plain, torch-free values.
 
-The config takes a family's `video` defaults and a checkpoint folder's canvas
-and frame rules from here (`f2f.config.with_video_defaults`), the request
-whether the family keeps latents under a mask (`f2f.request.check_edit`). The
-generator (`f2f.backends.i2v.Family`) adds to these facts what runs on torch,
-so the dependency points from the backends to the core.
-
-A family's facts:
-
-- `pipeline_class`, `index_classes`: the diffusers class the generator loads,
-  and every `_class_name` of model_index.json that is this family (how a
-  checkpoint folder is recognised);
-- `inspect`: the checkpoint's validation and its canvas and frame rules (a
-  `CheckpointSpec`), read from its JSON configs before any weight loads;
-- `defaults`: the `video` settings of its reference checkpoint (a profile's
-  values come first);
-- `keeps_latents`: a caller's mask can be kept in the latents while the video
-  is made (`mask.mode: latent`); False: the request is refused, naming `mask_mode`.
-
-Adding a family: its facts here (`FAMILIES`), a backend module that defines its
-`Family` (`f2f.backends.i2v.FAMILIES`), a catalogue entry
-(`models/catalogue.yaml`) and a tiny-checkpoint builder.
+The config's `video` defaults and a checkpoint folder's canvas and frame rules
+(`f2f.config.with_video_defaults`), and whether a mask can be kept in the
+latents (`f2f.request.check_edit`), come from here; the generator
+(`f2f.backends.i2v.Family`) adds what runs on torch to these facts, so the
+backends depend on the core and never the reverse. Adding a family: its facts
+here (`FAMILIES`), its `Family` in a backend module (`f2f.backends.i2v.FAMILIES`),
+a catalogue entry (`models/catalogue.yaml`) and a tiny-checkpoint builder.
 """
 
 from __future__ import annotations
@@ -66,7 +52,7 @@ class FamilyFacts:
     """What the core knows of one kind of image-to-video checkpoint (see the module docstring)."""
 
     name: str
-    pipeline_class: str  # the diffusers class loaded; a model_index.json naming it (or index_classes) is this family
+    pipeline_class: str  # the diffusers class the generator loads; a model_index.json naming it (or index_classes) is this family
     inspect: Callable[[Path, dict[str, Any]], CheckpointSpec]  # (folder, model_index.json) -> rules; InvalidConfig
     defaults: Mapping[str, Any]  # `video` defaults of its reference checkpoint (a profile's values come first)
     index_classes: tuple[str, ...] = ()  # other model_index.json class names of the family's checkpoints
@@ -99,17 +85,15 @@ def family_of(path: Path) -> tuple[FamilyFacts, dict[str, Any]]:
     raise InvalidConfig(_FIELD, str(path), rule)
 
 
-def inspect_checkpoint(path: Path) -> tuple[FamilyFacts, CheckpointSpec]:
-    """The checkpoint's family and what it can generate, from its configs alone (no weights load)."""
+def inspect_checkpoint(path: Path, asked: str | None = None) -> tuple[FamilyFacts, CheckpointSpec]:
+    """The checkpoint's family and what it can generate, from its configs alone (no weights load);
+    InvalidConfig(generator.family) unless that is the family `asked` (None: any)."""
     family, index = family_of(path)
-    return family, family.inspect(path, index)
-
-
-def check_family(folder: Path, found: FamilyFacts, asked: str | None) -> None:
-    """InvalidConfig(generator.family) unless the family a config names (None: any) is the folder's."""
-    if asked is not None and family_named(asked).name != found.name:
-        rule = f"{folder.name} is a {found.name} checkpoint ({found.pipeline_class}), not {asked}"
+    spec = family.inspect(path, index)
+    if asked is not None and family_named(asked).name != family.name:
+        rule = f"{path.name} is a {family.name} checkpoint ({family.pipeline_class}), not {asked}"
         raise InvalidConfig("generator.family", asked, rule)
+    return family, spec
 
 
 def video_defaults(family: str | None, model_path: Path | None) -> tuple[str, dict[str, Any]] | None:
@@ -122,8 +106,7 @@ def video_defaults(family: str | None, model_path: Path | None) -> tuple[str, di
     named = family_named(family) if family is not None else None
     if folder is None:  # not staged here (yet): loading it says so; a profile's settings need no folder
         return None if named is None else (named.name, dict(named.defaults))
-    found, spec = inspect_checkpoint(folder)
-    check_family(folder, found, family)
+    found, spec = inspect_checkpoint(folder, family)
     return found.name, {**found.defaults, **spec.video_defaults()}
 
 
@@ -138,9 +121,6 @@ def read_json(folder: Path, name: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidConfig(_FIELD, str(folder), f"{folder.name}/{name} must hold a JSON object")
     return data
-
-
-# --- CogVideoX (f2f.backends.cogvideox: the rules are in its module docstring) ---------------------------------------
 
 
 def _inspect_cogvideox(path: Path, index: dict[str, Any]) -> CheckpointSpec:
@@ -188,9 +168,6 @@ COGVIDEOX_DEFAULTS = {
     "guidance_scale": 6.0,
     "fps": 8,
 }
-
-
-# --- Wan (f2f.backends.wan) -------------------------------------------------------------------------------------------
 
 
 def _inspect_wan(path: Path, index: dict[str, Any]) -> CheckpointSpec:
@@ -267,9 +244,6 @@ WAN_DEFAULTS = {
     "guidance_scale": 5.0,
     "fps": 16,
 }
-
-
-# --- LTX-Video (f2f.backends.ltx) -------------------------------------------------------------------------------------
 
 
 def _inspect_ltx(path: Path, index: dict[str, Any]) -> CheckpointSpec:

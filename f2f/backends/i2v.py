@@ -52,9 +52,9 @@ from f2f.backends.masks import Blend, MaskLatents, check_mask
 from f2f.backends.speedups import apply_speedups, attention_kernel, check_speed
 from f2f.config import Device, DType, GeneratorConfig, LoraConfig, MaskConfig, SpeedConfig, VideoConfig
 from f2f.errors import BackendNotConfigured, EditCancelled, GeneratorOutOfMemory, InvalidConfig, InvalidInput
-from f2f.families import CheckpointSpec, FamilyFacts, check_family
-from f2f.families import family_named as family_facts
+from f2f.families import CheckpointSpec, FamilyFacts
 from f2f.families import inspect_checkpoint as inspect_facts
+from f2f.pipeline import check_clips
 from f2f.protocols import CancelToken, Frames, Progress, ProgressCallback
 
 if TYPE_CHECKING:
@@ -97,15 +97,10 @@ class Family:
         return self.facts.pipeline_class
 
 
-def family_named(name: str) -> Family:
-    """The family called `name`; InvalidConfig(generator.family) if f2f has none of that name."""
-    return importlib.import_module(FAMILIES[family_facts(name).name]).FAMILY
-
-
-def inspect_checkpoint(path: Path) -> tuple[Family, CheckpointSpec]:
-    """The checkpoint's family and what it can generate, from its configs alone (no weights load)."""
-    facts, spec = inspect_facts(path)
-    return family_named(facts.name), spec
+def inspect_checkpoint(path: Path, asked: str | None = None) -> tuple[Family, CheckpointSpec]:
+    """The checkpoint's family and what it can generate (`f2f.families.inspect_checkpoint`)."""
+    facts, spec = inspect_facts(path, asked)
+    return importlib.import_module(FAMILIES[facts.name]).FAMILY, spec
 
 
 class DiffusersVideoGenerator:
@@ -139,8 +134,7 @@ class DiffusersVideoGenerator:
         if max_batch_seeds < 1:
             raise InvalidConfig("generator.max_batch_seeds", max_batch_seeds, "must be at least 1")
         self.model_path = Path(model_path)
-        self.family, self.spec = inspect_checkpoint(self.model_path)
-        check_family(self.model_path, self.family.facts, family)
+        self.family, self.spec = inspect_checkpoint(self.model_path, family)
         _check_requires(self.family)
         self.device, self.dtype = resolve_device(torch, device, dtype, cpu_offload)
         self.speed = speed or SpeedConfig()
@@ -250,7 +244,8 @@ class DiffusersVideoGenerator:
         """
         # 1. Check inputs
         self.check_settings(settings)
-        seeds = _check_request(image, caption, seeds, settings)
+        _check_image(image, settings)
+        seeds = list(seeds)
         if mask is not None:
             check_mask(mask, image, self.family.name, self.family.mask_latents is not None, self.parallel is not None)
         self.health()
@@ -329,9 +324,8 @@ class DiffusersVideoGenerator:
             )
         if not self.decodes:
             return []  # another rank of a split video: rank 0 decodes and returns the frames
-        if len(output.frames) != n:
-            raise RuntimeError(f"{self.family.pipeline_class} returned {len(output.frames)} clips for {n} seeds")
-        return [_check_clip(frames, settings, self.family.pipeline_class) for frames in output.frames]
+        check_clips(output.frames, seeds, settings)
+        return [[frame if frame.mode == "RGB" else frame.convert("RGB") for frame in clip] for clip in output.frames]
 
 
 class _Job:
@@ -515,30 +509,13 @@ def release_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def _check_request(image: Image.Image, caption: str, seeds: Sequence[int], settings: VideoConfig) -> list[int]:
-    """InvalidInput unless the image is an RGB canvas, the caption non-empty and the seeds integers."""
+def _check_image(image: Image.Image, settings: VideoConfig) -> None:
+    """InvalidInput unless the image is an RGB canvas of the settings' size."""
     canvas = (settings.width, settings.height)
     if not isinstance(image, Image.Image) or image.mode != "RGB" or image.size != canvas:
         got = image.size if isinstance(image, Image.Image) else type(image).__name__
         rule = f"must be an RGB image of the canvas size in settings ({canvas[0]}x{canvas[1]}; f2f.canvas.place_on_canvas)"
         raise InvalidInput("image", got, rule)
-    if not isinstance(caption, str) or not caption.strip():
-        raise InvalidInput("caption", caption, "must be a non-empty string")
-    seeds = list(seeds)
-    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**32 for s in seeds):
-        raise InvalidInput("seeds", seeds, "must be a non-empty list of integers 0 <= seed < 2**32")
-    return seeds
-
-
-def _check_clip(frames: list[Image.Image], settings: VideoConfig, pipeline_class: str) -> Frames:
-    """The pipeline's frames as RGB; RuntimeError unless exactly num_frames of the canvas size."""
-    canvas = (settings.width, settings.height)
-    sizes = sorted({frame.size for frame in frames})
-    if len(frames) != settings.num_frames or sizes != [canvas]:
-        raise RuntimeError(
-            f"{pipeline_class} returned {len(frames)} frames of sizes {sizes}; expected {settings.num_frames} frames of {canvas}"
-        )
-    return [frame if frame.mode == "RGB" else frame.convert("RGB") for frame in frames]
 
 
 def _notifier(progress: ProgressCallback | None) -> Callable[[Progress], None]:
