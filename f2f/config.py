@@ -167,7 +167,7 @@ DType = Literal["auto", "bfloat16", "float16", "float32"]
 
 
 class SpeedConfig(_Section):
-    """Generator speed-ups (`f2f.backends.speedups`). All off is the plain diffusers path; only `cache` changes results."""
+    """Generator speed-ups (`f2f.backends.video.speedups`). All off is the plain diffusers path; only `cache` changes results."""
 
     fuse_qkv: bool = Field(False, description="One matmul for the query, key and value projections (same result to rounding).")
     attention: Literal["auto", "flash", "cudnn", "efficient", "math"] = Field(
@@ -188,7 +188,7 @@ class SpeedConfig(_Section):
 
 
 class ParallelConfig(_Section):
-    """One video split over `cfg` x `ulysses` processes, one GPU each (`f2f.backends.parallel`)."""
+    """One video split over `cfg` x `ulysses` processes, one GPU each (`f2f.backends.video.parallel`)."""
 
     cfg: Literal[1, 2] = Field(1, description="2: the two halves of classifier-free guidance run on two GPUs.")
     ulysses: int = Field(
@@ -321,7 +321,7 @@ class MaskConfig(_Section):
     mode `latent`: while the video is denoised, the latents outside the mask (dilated by `dilate_px`, then
     brought onto the latent grid) are pulled toward the source's own latents, noised to the current step, with
     `strength` (1: replaced), so every frame keeps the source's background (blended latent diffusion,
-    `f2f.backends.masks`); a family or a split generator that cannot do that refuses the mask, naming it, and never
+    `f2f.backends.video.masks`); a family or a split generator that cannot do that refuses the mask, naming it, and never
     falls back. mode
     `composite`: the video is generated as without a mask. Either way the result, the candidates, the collage and
     the video are composited onto the source with a `feather_px` ramp: beyond it the source's pixels are exact.

@@ -3,9 +3,9 @@
 The config's `video` defaults and a checkpoint folder's canvas and frame rules
 (`f2f.config.with_video_defaults`), and whether a mask can be kept in the
 latents (`f2f.request.check_edit`), come from here; the generator
-(`f2f.backends.i2v.Family`) adds what runs on torch to these facts, so the
+(`f2f.backends.video.i2v.Family`) adds what runs on torch to these facts, so the
 backends depend on the core and never the reverse. Adding a family: its facts
-here (`FAMILIES`), its `Family` in a backend module (`f2f.backends.i2v.FAMILIES`),
+here (`FAMILIES`), its `Family` in a backend module (`f2f.backends.video.i2v.FAMILIES`),
 a catalogue entry (`models/catalogue.yaml`) and a tiny-checkpoint builder.
 """
 

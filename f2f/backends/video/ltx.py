@@ -1,6 +1,6 @@
 """The LTX-Video image-to-video family: diffusers' `LTXImageToVideoPipeline` (LTX-Video 0.9.x, 2B and 13B).
 
-What LTX-Video does differently from `f2f.backends.i2v`'s shared path
+What LTX-Video does differently from `f2f.backends.video.i2v`'s shared path
 (`FAMILY`), read from a checkpoint's configs before any weight loads:
 
 - recognised by model_index.json's `LTXPipeline` (how Lightricks/LTX-Video-0.9.1
@@ -30,7 +30,7 @@ What LTX-Video does differently from `f2f.backends.i2v`'s shared path
   their shard (a shape error, found by running it on two ranks; splitting the
   timesteps too fails further on). A split is refused at load, naming
   `generator.parallel`.
-- a mask (`f2f.backends.masks`): the pipeline denoises packed latents
+- a mask (`f2f.backends.video.masks`): the pipeline denoises packed latents
   ([B, tokens, C], frame-major) whose frame 0 it holds at the source's image
   latent with timestep 0; that frame is left to it. The reference is the
   static source's VAE encoding, normalised as the decoder denormalises
@@ -42,8 +42,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from f2f.backends.i2v import Family
-from f2f.backends.masks import MaskLatents
+from f2f.backends.video.i2v import Family
+from f2f.backends.video.masks import MaskLatents
 from f2f.config import VideoConfig
 from f2f.families import FAMILIES, CheckpointSpec
 

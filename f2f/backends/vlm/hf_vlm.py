@@ -25,7 +25,7 @@ import inspect
 from collections.abc import Sequence
 from typing import Any
 
-from f2f.backends.vlm_common import (
+from f2f.backends.vlm.vlm_common import (
     Checkpoint,
     answer_budget,
     chat_template,

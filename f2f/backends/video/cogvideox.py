@@ -3,7 +3,7 @@
 CogVideoX-5B-I2V (the paper's default) and CogVideoX1.5-5B-I2V.
 
 Everything else a video needs (the worker thread, batches, progress, cancel,
-memory switches, out-of-memory errors) is `f2f.backends.i2v`'s; this module
+memory switches, out-of-memory errors) is `f2f.backends.video.i2v`'s; this module
 says what CogVideoX does differently (`FAMILY`). What a checkpoint allows is
 read from its configs before any weight loads:
 
@@ -24,8 +24,8 @@ read from its configs before any weight loads:
   13 comes back as 16).
 - the call: no dynamic CFG, and the T5 sequence length the transformer takes.
 - a split over several processes: the project's own CFG-parallel x Ulysses
-  (`f2f.backends.parallel`), with rank 0 alone encoding and decoding.
-- a mask (`f2f.backends.masks`): the denoised latents are the video itself
+  (`f2f.backends.video.parallel`), with rank 0 alone encoding and decoding.
+- a mask (`f2f.backends.video.masks`): the denoised latents are the video itself
   ([B, F, C, h, w]; the image latents enter on the channel axis, apart), so
   the reference is the static source's VAE encoding times the VAE's scaling
   factor (what `decode_latents` divides by), frames first; CogVideoX 1.5's
@@ -37,15 +37,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from f2f.backends.i2v import Family
-from f2f.backends.masks import MaskLatents
+from f2f.backends.video.i2v import Family
+from f2f.backends.video.masks import MaskLatents
 from f2f.config import VideoConfig
 from f2f.families import FAMILIES, CheckpointSpec
 
 if TYPE_CHECKING:
     import torch
 
-    from f2f.backends.parallel import ParallelGroups
+    from f2f.backends.video.parallel import ParallelGroups
 
 
 def call_arguments(spec: CheckpointSpec, settings: VideoConfig) -> dict[str, Any]:
@@ -55,7 +55,7 @@ def call_arguments(spec: CheckpointSpec, settings: VideoConfig) -> dict[str, Any
 
 def split(pipe: Any, groups: ParallelGroups) -> None:
     """One video over the ranks: the transformer split (CFG x Ulysses); prompt and image encoded on rank 0."""
-    from f2f.backends.parallel import encode_on_rank_0, parallelize_transformer
+    from f2f.backends.video.parallel import encode_on_rank_0, parallelize_transformer
 
     parallelize_transformer(pipe.transformer, groups)
     encode_on_rank_0(pipe)

@@ -7,7 +7,7 @@ between steps, the memory switches, `vae_tiling: auto`, and out-of-memory
 errors that leave the instance usable. The checkpoint is a LOCAL diffusers
 folder; nothing is ever downloaded.
 
-A family (one module, e.g. `f2f.backends.cogvideox`) supplies only what
+A family (one module, e.g. `f2f.backends.video.cogvideox`) supplies only what
 differs, as a `Family`:
 
 - `facts`: what the core knows of it (`f2f.families.FamilyFacts`: the
@@ -17,16 +17,13 @@ differs, as a `Family`:
 - `split`: how one video is split over several processes (None: refused);
 - `speed`: the `generator.speed` switches it supports (others are refused);
 - `mask_latents`: how a caller's mask keeps the latents outside it at the
-  source's (`f2f.backends.masks`; None: a mask is refused, naming `mask`).
+  source's (`f2f.backends.video.masks`; None: a mask is refused, naming `mask`).
   Every family has it: CogVideoX (both layouts), Wan (2.1, 2.2 A14B, TI2V)
   and LTX-Video; a split generator refuses a mask;
 - `image_per_prompt`, `one_seed_per_call`, `set_shift`, `split_axes`,
   `split_divides_tokens`, `requires`: see `Family`.
 
-Adding a family: its facts (`f2f.families.FAMILIES`), a module here that
-defines `FAMILY`, one line in `FAMILIES` below, a catalogue entry
-(`models/catalogue.yaml`) and a tiny-checkpoint builder
-(`f2f/backends/tiny_*.py`, named by the entry's `tiny` kind).
+Adding a family: the README's "Adding a video family".
 
 torch and diffusers are imported when an instance is made, not when this
 module is; a missing one is `BackendNotConfigured` naming the extra.
@@ -47,9 +44,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from PIL import Image
 
-from f2f.backends.lora import check_loras, fuse_loras
-from f2f.backends.masks import Blend, MaskLatents, check_mask
-from f2f.backends.speedups import apply_speedups, attention_kernel, check_speed
+from f2f.backends.video.lora import check_loras, fuse_loras
+from f2f.backends.video.masks import Blend, MaskLatents, check_mask
+from f2f.backends.video.speedups import apply_speedups, attention_kernel, check_speed
 from f2f.config import Device, DType, GeneratorConfig, LoraConfig, MaskConfig, SpeedConfig, VideoConfig
 from f2f.errors import BackendNotConfigured, EditCancelled, GeneratorOutOfMemory, InvalidConfig, InvalidInput
 from f2f.families import CheckpointSpec, FamilyFacts
@@ -60,10 +57,10 @@ from f2f.protocols import CancelToken, Frames, Progress, ProgressCallback
 if TYPE_CHECKING:
     import torch
 
-    from f2f.backends.parallel import ParallelGroups
+    from f2f.backends.video.parallel import ParallelGroups
 
 # The families by name: the module that defines each one's FAMILY (imported when a checkpoint or a config names it).
-FAMILIES = {"cogvideox": "f2f.backends.cogvideox", "wan": "f2f.backends.wan", "ltx": "f2f.backends.ltx"}
+FAMILIES = {"cogvideox": "f2f.backends.video.cogvideox", "wan": "f2f.backends.video.wan", "ltx": "f2f.backends.video.ltx"}
 SPEED_SWITCHES = frozenset(SpeedConfig.model_fields)
 SPLIT_AXES = frozenset({"cfg", "ulysses"})
 logger = logging.getLogger("f2f.backends")
@@ -86,7 +83,7 @@ class Family:
     split_divides_tokens: bool = False  # the split cuts the video tokens into equal shards: their count must divide
     speed: frozenset[str] = SPEED_SWITCHES  # the generator.speed switches it supports
     requires: tuple[str, ...] = ()  # modules its pipeline imports besides torch, diffusers, transformers (e.g. Wan: ftfy)
-    mask_latents: MaskLatents | None = None  # how a mask keeps the source's latents (f2f.backends.masks); None: refused
+    mask_latents: MaskLatents | None = None  # how a mask keeps the source's latents (f2f.backends.video.masks); None: refused
 
     @property
     def name(self) -> str:
@@ -109,9 +106,9 @@ class DiffusersVideoGenerator:
     `device`/`dtype` "auto": cuda + bfloat16 when CUDA is available, else cpu +
     float32. `vae_slicing`, `vae_tiling` and `cpu_offload` are memory switches
     (`apply_memory_switches`); `cpu_offload` needs cuda. `speed` holds the
-    speed-ups (`f2f.backends.speedups`). Seeds run in batches of
+    speed-ups (`f2f.backends.video.speedups`). Seeds run in batches of
     `max_batch_seeds`; a seed's frames do not depend on its batch. `mask`
-    holds how a caller's mask is kept (`f2f.backends.masks`).
+    holds how a caller's mask is kept (`f2f.backends.video.masks`).
     """
 
     def __init__(
@@ -240,7 +237,7 @@ class DiffusersVideoGenerator:
         cancelling the awaiting task) stops the job at the next denoising step
         with `EditCancelled`; the instance stays usable. `mask` (an "L" canvas
         image, 255: free to edit) keeps the latents outside it at the source's
-        (`f2f.backends.masks`); None is exactly the unmasked call.
+        (`f2f.backends.video.masks`); None is exactly the unmasked call.
         """
         # 1. Check inputs
         self.check_settings(settings)
@@ -352,7 +349,7 @@ class _Job:
         """EditCancelled once the caller's token or the awaiting task was cancelled (on any rank, when split)."""
         wish = self.stop.is_set() or (self.cancel is not None and self.cancel.cancelled)
         if self.collective:
-            from f2f.backends.parallel import any_rank
+            from f2f.backends.video.parallel import any_rank
 
             wish = any_rank(wish)
         if wish:
@@ -375,8 +372,8 @@ class _Job:
 
 
 def context_parallel(pipe: Any, groups: ParallelGroups) -> None:
-    """A family's `split` by diffusers' own context parallelism (`f2f.backends.parallel.context_parallel`)."""
-    from f2f.backends.parallel import context_parallel as split
+    """A family's `split` by diffusers' own context parallelism (`f2f.backends.video.parallel.context_parallel`)."""
+    from f2f.backends.video.parallel import context_parallel as split
 
     split(pipe, groups)
 

@@ -41,7 +41,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from f2f.backends.vlm_common import (
+from f2f.backends.vlm.vlm_common import (
     Checkpoint,
     answer_budget,
     chat_template,
