@@ -295,7 +295,6 @@ LTX_DEFAULTS = {
     "fps": 24,
 }
 
-# The families by name.
 FAMILIES = {
     "cogvideox": FamilyFacts("cogvideox", COGVIDEOX_CLASS, _inspect_cogvideox, COGVIDEOX_DEFAULTS),
     # WanPipeline: Wan2.2-TI2V-5B-Diffusers; the inspection refuses a text-to-video WanPipeline folder

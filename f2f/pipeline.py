@@ -117,8 +117,7 @@ async def run_edit(
         order, ranking = await rank_clips(models.vlm, judged, clips, canvas, text, config)
     best, outcome = order[0], judged[order[0]]
 
-    # 7. The best frame un-letterboxed, its camera drift undone against the source (with a mask: estimated where the
-    #    source stays, then the source's exact pixels put back beyond the feather)
+    # 7. The best frame made the edit: un-letterboxed, its camera drift undone, under a mask the source put back
     chosen = clips[best][outcome.frame] if outcome.frame else None
     edited, alignment = edit_of(chosen, canvas.box, source, config.align, masked, functools.partial(_timed, timings))
     timings["total"] = time.perf_counter() - started

@@ -113,11 +113,8 @@ class LoadedVideoGenerator(VideoGenerator, Protocol):
 
 @dataclass(frozen=True)
 class Models:
-    """What an edit runs on (`f2f.pipeline.run_edit`): a model behind each protocol here, one field per stage.
-
-    Each host builds one, in one place: in process `f2f.backends.build_backends` (its `Backends` is one), the edit
-    worker over its Serve handles, a bulk run over its actor pools (`f2f.bulk.runner.start_actors`).
-    """
+    """What an edit runs on (`f2f.pipeline.run_edit`), one model per stage. Each host builds one in one place: in process
+    `f2f.backends.build_backends`, the edit worker over its Serve handles, bulk runs `f2f.bulk.runner.start_actors`."""
 
     vlm: VLM
     generator: VideoGenerator

@@ -245,8 +245,7 @@ def _with_settings(config: F2FConfig, settings: EditSettings) -> F2FConfig:
 
 
 def _run_config(config: F2FConfig, settings: EditSettings) -> F2FConfig:
-    """The config with the caller's settings (`_with_settings`), checked by the config's own rules; errors name the
-    caller's field."""
+    """`_with_settings`, checked by the config's own rules; errors name the caller's field."""
     merged = _with_settings(config, settings)
     if merged is config:
         return config

@@ -127,6 +127,15 @@ def load_generator(config: F2FConfig, parallel: ParallelGroups | None = None) ->
     return generator
 
 
+def resolve_device(section: str, device: str, dtype: str, cuda_available: bool) -> tuple[str, str]:
+    """(device, dtype) of a model (`f2f.config.Device`, `DType`): auto -> cuda + bfloat16 with CUDA, else cpu + float32."""
+    if device == "auto":
+        device = "cuda" if cuda_available else "cpu"
+    if device == "cuda" and not cuda_available:
+        raise InvalidConfig(f"{section}.device", device, "CUDA is not available on this machine (use auto or cpu)")
+    return device, dtype if dtype != "auto" else "bfloat16" if device == "cuda" else "float32"
+
+
 def load_vlm(config: F2FConfig) -> VLM:
     """The VLM backend of `config.vlm`."""
     return vlm_class(config.vlm.backend).from_config(config.vlm)

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from PIL import Image
 
+from f2f.backends import resolve_device
 from f2f.backends.video.lora import check_loras, fuse_loras
 from f2f.backends.video.masks import Blend, MaskLatents, check_mask
 from f2f.backends.video.speedups import apply_speedups, attention_kernel, check_speed
@@ -76,8 +77,7 @@ class Family:
     call_arguments: Callable[[CheckpointSpec, VideoConfig], dict[str, Any]]  # the call's family-specific arguments
     image_per_prompt: bool = True  # the call takes a list of images, one per prompt; False: one image for the batch
     one_seed_per_call: bool = False  # the call takes one torch.Generator, not a list (generator.max_batch_seeds must be 1)
-    set_shift: Callable[[Any, float | None], None] | None = None  # apply video.shift (None: the checkpoint's) to a pipeline
-    # (set_shift None: a shift is refused)
+    set_shift: Callable[[Any, float | None], None] | None = None  # apply video.shift (None: its own) to a pipeline; None: refused
     split: Callable[[Any, ParallelGroups], None] | None = None  # make a loaded pipeline run split over the ranks
     split_axes: frozenset[str] = SPLIT_AXES  # the generator.parallel axes (cfg, ulysses) that split supports
     split_divides_tokens: bool = False  # the split cuts the video tokens into equal shards: their count must divide
@@ -133,7 +133,10 @@ class DiffusersVideoGenerator:
         self.model_path = Path(model_path)
         self.family, self.spec = inspect_checkpoint(self.model_path, family)
         _check_requires(self.family)
-        self.device, self.dtype = resolve_device(torch, device, dtype, cpu_offload)
+        device, dtype = resolve_device("generator", device, dtype, torch.cuda.is_available())
+        if cpu_offload and device != "cuda":
+            raise InvalidConfig("generator.cpu_offload", True, "offloading to the CPU needs device cuda")
+        self.device, self.dtype = torch.device(device), getattr(torch, dtype)
         self.speed = speed or SpeedConfig()
         self.mask = mask or MaskConfig()
         self.max_batch_seeds = max_batch_seeds
@@ -439,24 +442,6 @@ def _check_even_shards(spec: CheckpointSpec, settings: VideoConfig, parts: int) 
             f"in multiples of {multiple * parts} ({multiple} x {parts} ranks; set video.size_multiple: {multiple * parts})"
         )
         raise InvalidConfig("video.size_multiple", settings.size_multiple, rule)
-
-
-def resolve_device(torch: Any, device: str, dtype: str, cpu_offload: bool) -> tuple[torch.device, torch.dtype]:
-    """auto -> cuda + bfloat16 when CUDA is available, else cpu + float32; cuda and cpu_offload need CUDA."""
-    cuda = torch.cuda.is_available()
-    if device == "auto":
-        device = "cuda" if cuda else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise InvalidConfig("generator.device", device, "must be auto, cpu or cuda")
-    if device == "cuda" and not cuda:
-        raise InvalidConfig("generator.device", device, "CUDA is not available on this machine (use auto or cpu)")
-    if cpu_offload and device != "cuda":
-        raise InvalidConfig("generator.cpu_offload", True, "offloading to the CPU needs device cuda")
-    if dtype == "auto":
-        dtype = "bfloat16" if device == "cuda" else "float32"
-    if dtype not in ("bfloat16", "float16", "float32"):
-        raise InvalidConfig("generator.dtype", dtype, "must be auto, bfloat16, float16 or float32")
-    return torch.device(device), getattr(torch, dtype)
 
 
 def apply_memory_switches(
