@@ -95,9 +95,9 @@ async def run_edit(
     cancel.raise_if_cancelled()
     notify(Progress("generate"))
     with _timed(timings, "generate"):
-        keep = {"mask": canvas_mask} if masked is not None and masked.mode == "latent" else {}
+        latent_mask = {"mask": canvas_mask} if masked is not None and masked.mode == "latent" else {}
         clips = await models.generator.generate(
-            canvas.image, caption or text, seeds, settings, progress=notify, cancel=cancel, **keep
+            canvas.image, caption or text, seeds, settings, progress=notify, cancel=cancel, **latent_mask
         )
         check_clips(clips, seeds, settings)
     if canvas_mask is not None:
@@ -108,8 +108,8 @@ async def run_edit(
     cancel.raise_if_cancelled()
     notify(Progress("select"))
     with _timed(timings, "select"):
-        asks = (judge_clip(models.vlm, clip, seed, canvas, text, config) for clip, seed in zip(clips, seeds, strict=True))
-        judged = await asyncio.gather(*asks)
+        judgements = (judge_clip(models.vlm, clip, seed, canvas, text, config) for clip, seed in zip(clips, seeds, strict=True))
+        judged = await asyncio.gather(*judgements)
 
     # 6. Rank the clips (the VLM compares the edited ones)
     cancel.raise_if_cancelled()
