@@ -321,7 +321,7 @@ class MaskConfig(_Section):
     mode `latent`: while the video is denoised, the latents outside the mask (dilated by `dilate_px`, then
     brought onto the latent grid) are pulled toward the source's own latents, noised to the current step, with
     `strength` (1: replaced), so every frame keeps the source's background (blended latent diffusion,
-    `f2f.backends.video.masks`); a family or a split generator that cannot do that refuses the mask, naming it, and never
+    `f2f.backends.video.latent_masks`); a family or a split generator that cannot do that refuses the mask, naming it, and never
     falls back. mode
     `composite`: the video is generated as without a mask. Either way the result, the candidates, the collage and
     the video are composited onto the source with a `feather_px` ramp: beyond it the source's pixels are exact.

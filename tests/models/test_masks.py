@@ -1,4 +1,4 @@
-"""Masked edits in the generator (`f2f.backends.video.masks`) on tiny random-weight checkpoints of every family.
+"""Masked edits in the generator (`f2f.backends.video.latent_masks`) on tiny random-weight checkpoints of every family.
 
 Each family (CogVideoX, CogVideoX 1.5, Wan2.1, Wan2.2 A14B, Wan2.2 TI2V, LTX-Video) runs
 through the real seam with a mask over the right half of the canvas, 3 steps
@@ -38,7 +38,7 @@ import torch
 
 from f2f.backends.video import i2v
 from f2f.backends.video.i2v import DiffusersVideoGenerator
-from f2f.backends.video.masks import edit_weights, keep_weights, static_video
+from f2f.backends.video.latent_masks import edit_weights, keep_weights, static_video
 from f2f.config import MaskConfig, ParallelConfig, VideoConfig
 from f2f.errors import GeneratorOutOfMemory, InvalidInput
 

@@ -25,7 +25,7 @@ read from its configs before any weight loads:
 - the call: no dynamic CFG, and the T5 sequence length the transformer takes.
 - a split over several processes: the project's own CFG-parallel x Ulysses
   (`f2f.backends.video.parallel`), with rank 0 alone encoding and decoding.
-- a mask (`f2f.backends.video.masks`): the denoised latents are the video itself
+- a mask (`f2f.backends.video.latent_masks`): the denoised latents are the video itself
   ([B, F, C, h, w]; the image latents enter on the channel axis, apart), so
   the reference is the static source's VAE encoding times the VAE's scaling
   factor (what `decode_latents` divides by), frames first; CogVideoX 1.5's
@@ -38,7 +38,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from f2f.backends.video.i2v import Family
-from f2f.backends.video.masks import MaskLatents
+from f2f.backends.video.latent_masks import MaskLatents
 from f2f.config import VideoConfig
 from f2f.families import FAMILIES, CheckpointSpec
 

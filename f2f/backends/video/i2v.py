@@ -17,7 +17,7 @@ differs, as a `Family`:
 - `split`: how one video is split over several processes (None: refused);
 - `speed`: the `generator.speed` switches it supports (others are refused);
 - `mask_latents`: how a caller's mask keeps the latents outside it at the
-  source's (`f2f.backends.video.masks`; None: a mask is refused, naming `mask`).
+  source's (`f2f.backends.video.latent_masks`; None: a mask is refused, naming `mask`).
   Every family has it: CogVideoX (both layouts), Wan (2.1, 2.2 A14B, TI2V)
   and LTX-Video; a split generator refuses a mask;
 - `image_per_prompt`, `one_seed_per_call`, `set_shift`, `split_axes`,
@@ -45,8 +45,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from PIL import Image
 
 from f2f.backends import resolve_device
+from f2f.backends.video.latent_masks import Blend, MaskLatents, check_mask
 from f2f.backends.video.lora import check_loras, fuse_loras
-from f2f.backends.video.masks import Blend, MaskLatents, check_mask
 from f2f.backends.video.speedups import apply_speedups, attention_kernel, check_speed
 from f2f.config import Device, DType, GeneratorConfig, LoraConfig, MaskConfig, SpeedConfig, VideoConfig
 from f2f.errors import BackendNotConfigured, EditCancelled, GeneratorOutOfMemory, InvalidConfig, InvalidInput
@@ -83,7 +83,7 @@ class Family:
     split_divides_tokens: bool = False  # the split cuts the video tokens into equal shards: their count must divide
     speed: frozenset[str] = SPEED_SWITCHES  # the generator.speed switches it supports
     requires: tuple[str, ...] = ()  # modules its pipeline imports besides torch, diffusers, transformers (e.g. Wan: ftfy)
-    mask_latents: MaskLatents | None = None  # how a mask keeps the source's latents (f2f.backends.video.masks); None: refused
+    mask_latents: MaskLatents | None = None  # how a mask keeps the source's latents (`latent_masks`); None: refused
 
     @property
     def name(self) -> str:
@@ -108,7 +108,7 @@ class DiffusersVideoGenerator:
     (`apply_memory_switches`); `cpu_offload` needs cuda. `speed` holds the
     speed-ups (`f2f.backends.video.speedups`). Seeds run in batches of
     `max_batch_seeds`; a seed's frames do not depend on its batch. `mask`
-    holds how a caller's mask is kept (`f2f.backends.video.masks`).
+    holds how a caller's mask is kept (`f2f.backends.video.latent_masks`).
     """
 
     def __init__(
@@ -240,7 +240,7 @@ class DiffusersVideoGenerator:
         cancelling the awaiting task) stops the job at the next denoising step
         with `EditCancelled`; the instance stays usable. `mask` (an "L" canvas
         image, 255: free to edit) keeps the latents outside it at the source's
-        (`f2f.backends.video.masks`); None is exactly the unmasked call.
+        (`f2f.backends.video.latent_masks`); None is exactly the unmasked call.
         """
         # 1. Check inputs
         self.check_settings(settings)

@@ -30,7 +30,7 @@ What LTX-Video does differently from `f2f.backends.video.i2v`'s shared path
   their shard (a shape error, found by running it on two ranks; splitting the
   timesteps too fails further on). A split is refused at load, naming
   `generator.parallel`.
-- a mask (`f2f.backends.video.masks`): the pipeline denoises packed latents
+- a mask (`f2f.backends.video.latent_masks`): the pipeline denoises packed latents
   ([B, tokens, C], frame-major) whose frame 0 it holds at the source's image
   latent with timestep 0; that frame is left to it. The reference is the
   static source's VAE encoding, normalised as the decoder denormalises
@@ -43,7 +43,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from f2f.backends.video.i2v import Family
-from f2f.backends.video.masks import MaskLatents
+from f2f.backends.video.latent_masks import MaskLatents
 from f2f.config import VideoConfig
 from f2f.families import FAMILIES, CheckpointSpec
 

@@ -34,7 +34,7 @@ configs before any weight loads:
   (`split_divides_tokens`; on two CPU ranks it gives one process's frames bit
   for bit, tests/models/test_context_parallel.py). CFG-parallel is not
   offered (diffusers runs the two guidance passes one after the other).
-- a mask (`f2f.backends.video.masks`): the denoised latents are the video
+- a mask (`f2f.backends.video.latent_masks`): the denoised latents are the video
   ([B, C, F, h, w]; the image enters as condition channels and a frame mask,
   or for TI2V as latent frame 0, which the pipeline writes over at the end),
   so the reference is the static source's VAE encoding, normalised as the
@@ -48,7 +48,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from f2f.backends.video.i2v import Family, context_parallel
-from f2f.backends.video.masks import MaskLatents
+from f2f.backends.video.latent_masks import MaskLatents
 from f2f.config import VideoConfig
 from f2f.errors import InvalidConfig
 from f2f.families import FAMILIES, CheckpointSpec
