@@ -53,7 +53,7 @@ def main() -> None:
         try:
             for count in args.generators:
                 resources = runner.Resources(vlms=1, generators=count)
-                vlms, generators = runner.start_actors(config, resources)
+                models = runner.start_actors(config, resources)
                 out = runner.OutputFolder(Path(work) / f"out-{count}", manifest)
                 started = time.monotonic()
                 stats = asyncio.run(
@@ -61,15 +61,14 @@ def main() -> None:
                         runner.plan_items(manifest.items, out, config, max_retries=0),
                         out,
                         config,
-                        runner.PooledVLM(vlms),
-                        runner.PooledGenerator(generators),
+                        models,
                         concurrency=2 * count,
                         on_outcome=lambda *_: None,
                     )
                 )
                 elapsed = time.monotonic() - started
                 results.append((count, stats.succeeded, stats.failed, elapsed))
-                for actor in vlms + generators:
+                for actor in models.vlm.actors + models.generator.actors:
                     ray.kill(actor)
         finally:
             ray.shutdown()

@@ -358,7 +358,7 @@ def build_pipeline(profile: Profile, device: Any, dtype: Any) -> Any:
         return generate._random(lambda: cls(**config), device, dtype, seed=seed)
 
     if profile.kind == "cogvideox":
-        from f2f.backends.tiny_cogvideox import SCHEDULER_CONFIG
+        from f2f.backends.tiny.tiny_cogvideox import SCHEDULER_CONFIG
 
         return diffusers.CogVideoXImageToVideoPipeline(
             tokenizer=None,
@@ -506,8 +506,8 @@ class Bench:
         import torch
         from PIL import Image
 
-        from f2f.backends.i2v import release_memory
-        from f2f.backends.speedups import apply_speedups, check_speed
+        from f2f.backends.video.i2v import release_memory
+        from f2f.backends.video.speedups import apply_speedups, check_speed
 
         check_speed(MODES[mode], self.device)
         generate.reset_peak(self.device)
@@ -591,7 +591,7 @@ class Bench:
 
 
 def _transformers(pipe: Any) -> list[Any]:
-    from f2f.backends.speedups import transformers_of
+    from f2f.backends.video.speedups import transformers_of
 
     return transformers_of(pipe)
 

@@ -22,7 +22,7 @@ so a run cut short still leaves every figure it got:
    and seed: a two-step warm-up video (its time, which holds torch.compile's,
    is `first s`), then `--steps` timed steps. `plain` is the diffusers
    pipeline untouched; the others apply `generator.speed` switches with the
-   generator's own code (`f2f.backends.speedups`). Per mode: the median
+   generator's own code (`f2f.backends.video.speedups`). Per mode: the median
    seconds per step, the timed steps, the 50-step video estimated from them
    (text + 50 x s/step + VAE; a step costs the same at every timestep
    without a cache), peak GPU memory, the transformer's effective TFLOP/s
@@ -37,7 +37,7 @@ so a run cut short still leaves every figure it got:
 
 `--budget-s` stops adding modes once that many seconds have passed (the rest
 are listed as skipped). With `torchrun`, every rank builds the same pipeline
-and the transformer is split (`f2f.backends.parallel`); rank 0 alone runs the
+and the transformer is split (`f2f.backends.video.parallel`); rank 0 alone runs the
 text encoder (the embeddings are broadcast) and the VAE decode, and prints.
 """
 
@@ -308,7 +308,7 @@ class Bench:
         self.size, self.device, self.dtype, self.steps, self.frames, self.guidance = size, device, dtype, steps, frames, guidance
         self.groups = groups
         self.rank0 = groups is None or groups.rank == 0
-        from f2f.backends.i2v import tile_when_out_of_memory
+        from f2f.backends.video.i2v import tile_when_out_of_memory
 
         self.vae = build_vae(size, device, dtype)
         tile_when_out_of_memory(self.vae)  # as `generator.vae_tiling: auto` (a warning says when it tiles)
@@ -326,7 +326,7 @@ class Bench:
             hidden, seconds = encode_timed(t5, self.size, TEXT_TOKENS, self.device)
             del t5
         if self.groups is not None:
-            from f2f.backends.parallel import broadcast_from_rank_0
+            from f2f.backends.video.parallel import broadcast_from_rank_0
 
             hidden = broadcast_from_rank_0(hidden, self.device)
         return (hidden[:1], hidden[1:]), seconds
@@ -334,9 +334,9 @@ class Bench:
     def run(self, mode: str, speed: SpeedConfig) -> tuple[Row, Any]:
         from diffusers import CogVideoXDDIMScheduler, CogVideoXImageToVideoPipeline
 
-        from f2f.backends.i2v import release_memory
-        from f2f.backends.speedups import apply_speedups, attention_kernel, check_speed
-        from f2f.backends.tiny_cogvideox import SCHEDULER_CONFIG
+        from f2f.backends.tiny.tiny_cogvideox import SCHEDULER_CONFIG
+        from f2f.backends.video.i2v import release_memory
+        from f2f.backends.video.speedups import apply_speedups, attention_kernel, check_speed
 
         check_speed(speed, self.device)
         transformer = build_transformer(self.size, self.device, self.dtype)
@@ -351,7 +351,7 @@ class Bench:
         if mode != "plain":
             apply_speedups(pipe, speed)
         if self.groups is not None:  # as the product's split generator: rank 0 encodes the image for every rank
-            from f2f.backends.parallel import encode_on_rank_0, parallelize_transformer
+            from f2f.backends.video.parallel import encode_on_rank_0, parallelize_transformer
 
             parallelize_transformer(transformer, self.groups)
             encode_on_rank_0(pipe)
@@ -589,7 +589,7 @@ def _parallel_groups(layout: str, device: Any) -> Any:
     import torch
     import torch.distributed as dist
 
-    from f2f.backends.parallel import init_groups
+    from f2f.backends.video.parallel import init_groups
     from f2f.config import ParallelConfig
 
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")

@@ -22,11 +22,11 @@ MODULES = (
     "diffusers",
     "torchao",
     "f2f.config",
-    "f2f.backends.i2v",
-    "f2f.backends.cogvideox",
-    "f2f.backends.parallel",
-    "f2f.backends.speedups",
-    "f2f.backends.tiny_cogvideox",
+    "f2f.backends.video.i2v",
+    "f2f.backends.video.cogvideox",
+    "f2f.backends.video.parallel",
+    "f2f.backends.video.speedups",
+    "f2f.backends.tiny.tiny_cogvideox",
 )
 NAMES = (
     ("diffusers", "CogVideoXImageToVideoPipeline"),

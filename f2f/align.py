@@ -39,7 +39,7 @@ what it found and did (`Alignment`). Rules, in order:
    error drops by at least `min_error_drop` ("did not lower the error"
    otherwise); `always` applies it whenever 1-4 found a motion within bounds.
 
-The pipeline (`f2f.pipeline.align_chosen`) skips a result that is the source
+The pipeline (`f2f.result.edit_of`) skips a result that is the source
 itself (reason "no frame chosen"). Not applied, the image returned is the edit itself, unchanged. Bad images
 never raise: they give a record with `applied` false and the reason. Every
 step is deterministic (OpenCV's RANSAC seeds its own generator), so the same

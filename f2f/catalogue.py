@@ -55,7 +55,7 @@ class Checkpoint(BaseModel):
     )
     dir: str = Field(description="Folder name inside the models folder.")
     tiny: str | None = Field(None, description="Built by f2f (random weights), not downloaded: the builder's kind.")
-    family: str | None = Field(None, description="generator and lora: the video family (f2f.backends.i2v.FAMILIES).")
+    family: str | None = Field(None, description="generator and lora: the video family (f2f.families.FAMILIES).")
     licence: str | None = Field(None, description="The weights' licence, as its model card names it.")
     memory_gib: float | None = Field(
         None, gt=0, description="GPU memory the weights take in bfloat16, in GiB (an estimate: parameters x 2 bytes)."

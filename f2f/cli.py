@@ -101,9 +101,7 @@ def edit_command(
     force_offline()
     _quiet_model_libraries()
     with build_backends(config) as backends:
-        result = asyncio.run(
-            run_edit(request, vlm=backends.vlm, generator=backends.generator, progress=printer, keep_frames=True)
-        )
+        result = asyncio.run(run_edit(request, backends, progress=printer, keep_frames=True))
     for path in write_outputs(result, out_dir, save_frames, video_fps=config.video.fps):
         click.echo(f"wrote {path}")
     click.echo(f"status: {result.status}  frame: {result.outcome.frame}  seed: {result.seed}")

@@ -26,7 +26,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_core import to_jsonable_python
 
+from f2f import catalogue
 from f2f.errors import InvalidConfig
+from f2f.families import video_defaults
 
 
 class _Section(BaseModel):
@@ -37,7 +39,7 @@ class VideoConfig(_Section):
     """What the image-to-video model is asked to generate.
 
     Every field left null is the generator's own default: the profile's
-    (`models/catalogue.yaml`), else its family's (`f2f.backends.i2v`), filled in
+    (`models/catalogue.yaml`), else its family's (`f2f.families`), filled in
     when the config is loaded (`config_from_dict`). No model's number is a
     default here.
     """
@@ -165,7 +167,7 @@ DType = Literal["auto", "bfloat16", "float16", "float32"]
 
 
 class SpeedConfig(_Section):
-    """Generator speed-ups (`f2f.backends.speedups`). All off is the plain diffusers path; only `cache` changes results."""
+    """Generator speed-ups (`f2f.backends.video.speedups`). All off is the plain diffusers path; only `cache` changes results."""
 
     fuse_qkv: bool = Field(False, description="One matmul for the query, key and value projections (same result to rounding).")
     attention: Literal["auto", "flash", "cudnn", "efficient", "math"] = Field(
@@ -186,7 +188,7 @@ class SpeedConfig(_Section):
 
 
 class ParallelConfig(_Section):
-    """One video split over `cfg` x `ulysses` processes, one GPU each (`f2f.backends.parallel`)."""
+    """One video split over `cfg` x `ulysses` processes, one GPU each (`f2f.backends.video.parallel`)."""
 
     cfg: Literal[1, 2] = Field(1, description="2: the two halves of classifier-free guidance run on two GPUs.")
     ulysses: int = Field(
@@ -319,7 +321,7 @@ class MaskConfig(_Section):
     mode `latent`: while the video is denoised, the latents outside the mask (dilated by `dilate_px`, then
     brought onto the latent grid) are pulled toward the source's own latents, noised to the current step, with
     `strength` (1: replaced), so every frame keeps the source's background (blended latent diffusion,
-    `f2f.backends.masks`); a family or a split generator that cannot do that refuses the mask, naming it, and never
+    `f2f.backends.video.latent_masks`); a family or a split generator that cannot do that refuses the mask, naming it, and never
     falls back. mode
     `composite`: the video is generated as without a mask. Either way the result, the candidates, the collage and
     the video are composited onto the source with a `feather_px` ramp: beyond it the source's pixels are exact.
@@ -603,10 +605,8 @@ def config_from_dict(data: dict[str, Any], origin: str = "") -> F2FConfig:
     The `video` fields left null are then the generator's defaults (`with_video_defaults`).
     """
     if data.get("profile") is not None:
-        from f2f.catalogue import load_catalogue
-
         try:
-            profile = load_catalogue().profile(data["profile"])
+            profile = catalogue.load_catalogue().profile(data["profile"])
         except InvalidConfig as exc:
             raise InvalidConfig(origin + exc.field, exc.value, exc.rule) from None
         data = _merge(profile.config, data)
@@ -627,16 +627,12 @@ def with_video_defaults(config: F2FConfig) -> F2FConfig:
     The generator's family is `generator.family`, else the profile's generator
     checkpoint's (the catalogue), else the one `generator.model_path`'s
     model_index.json names. A readable checkpoint folder also gives its own
-    canvas and frame rules (`f2f.backends.i2v.video_defaults`). With no
+    canvas and frame rules (`f2f.families.video_defaults`). With no
     generator configured, the fields stay null (nothing can generate anyway).
     """
-    from f2f.backends.i2v import video_defaults
-
     family = config.generator.family
     if family is None and config.profile:
-        from f2f.catalogue import load_catalogue
-
-        family = load_catalogue().checkpoints_of(config.profile)["generator"].family
+        family = catalogue.load_catalogue().checkpoints_of(config.profile)["generator"].family
     defaults = video_defaults(family, config.generator.model_path)
     if defaults is None:
         return config
@@ -654,11 +650,9 @@ def with_video_defaults(config: F2FConfig) -> F2FConfig:
 
 
 def _with_profile_paths(config: F2FConfig) -> F2FConfig:
-    from f2f.catalogue import load_catalogue
-
-    catalogue = load_catalogue()
-    checkpoints = catalogue.checkpoints_of(config.profile)
-    models_dir = config.models_dir or (config.cache_dir / "tiny" if catalogue.is_tiny(config.profile) else None)
+    models = catalogue.load_catalogue()
+    checkpoints = models.checkpoints_of(config.profile)
+    models_dir = config.models_dir or (config.cache_dir / "tiny" if models.is_tiny(config.profile) else None)
     if models_dir is None:
         rule = f"profile {config.profile!r} needs the folder of its staged checkpoints (--models DIR; see `f2f models stage`)"
         raise InvalidConfig("models_dir", None, rule)

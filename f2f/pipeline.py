@@ -5,8 +5,9 @@ nothing again; `edit` is the library's call: it checks its arguments, then runs.
 
     1. check inputs      4. generate one clip per seed
     2. temporal caption  5. candidates + collage -> the VLM selects, per clip
-    3. canvas            6. rank the clips, cut the best one's frame back to the source
-                         7. undo the camera's drift against the source (`f2f.align`)
+    3. canvas            6. rank the clips
+                         7. the best one's frame made an edit of the source (`f2f.result.edit_of`: un-letterbox,
+                            undo the camera's drift (`f2f.align`), composite under a mask)
 
 Several seeds: every clip is judged on its own, then the clips are ranked
 (`f2f.ranking`). With two or more edited clips the VLM compares their chosen
@@ -21,6 +22,7 @@ by the label rule.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -28,15 +30,14 @@ from pathlib import Path
 
 from PIL import Image
 
-from f2f.align import Aligned, Alignment, align
 from f2f.canvas import Letterboxed, place_on_canvas
 from f2f.caption import caption_messages, clean_caption, load_exemplars
-from f2f.config import AlignConfig, F2FConfig, MaskConfig, VideoConfig
+from f2f.config import F2FConfig, MaskConfig, VideoConfig
 from f2f.masks import MaskedEdit, composite, feathered
-from f2f.protocols import VLM, CancelToken, Frames, Progress, ProgressCallback, VideoGenerator
+from f2f.protocols import VLM, CancelToken, Frames, Models, Progress, ProgressCallback, VideoGenerator
 from f2f.ranking import rank_clips
 from f2f.request import CheckedEdit, check_edit, settings_from
-from f2f.result import ClipOutcome, EditResult, Status
+from f2f.result import ClipOutcome, EditResult, Status, edit_of
 from f2f.selection import candidate_frames, make_collage, parse_selection, selection_messages, selection_reminder
 
 STAGES = ("caption", "generate", "select", "rank", "align", "total")
@@ -58,19 +59,18 @@ async def edit(
     """Edit `image` as `text` asks (a target description or an instruction); `seeds` default to the config's."""
     settings = settings_from({"seeds": None if seeds is None else list(seeds)}, nested_fields=False)
     request = check_edit(image, text, config or F2FConfig(), settings)
-    return await run_edit(request, vlm=vlm, generator=generator, progress=progress, cancel=cancel, keep_frames=keep_frames)
+    return await run_edit(request, Models(vlm, generator), progress=progress, cancel=cancel, keep_frames=keep_frames)
 
 
 async def run_edit(
     request: CheckedEdit,
+    models: Models,
     *,
-    vlm: VLM,
-    generator: VideoGenerator,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     keep_frames: bool = False,
 ) -> EditResult:
-    """Run a checked request; `keep_frames` keeps the chosen clip's frames on the result (for its video)."""
+    """Run a checked request on `models`; `keep_frames` keeps the chosen clip's frames on the result (for its video)."""
     cancel = cancel or CancelToken()
     notify = progress or (lambda _: None)
     started = time.perf_counter() - request.check_s
@@ -82,7 +82,7 @@ async def run_edit(
     cancel.raise_if_cancelled()
     notify(Progress("caption"))
     with _timed(timings, "caption"):
-        answer, caption = await write_caption(vlm, source, text, config)
+        answer, caption = await write_caption(models.vlm, source, text, config)
 
     # 3. Canvas: letterboxed onto a fixed one, or a free one of the source's own aspect ratio
     with _timed(timings, "letterbox"):
@@ -95,8 +95,10 @@ async def run_edit(
     cancel.raise_if_cancelled()
     notify(Progress("generate"))
     with _timed(timings, "generate"):
-        keep = {"mask": canvas_mask} if masked is not None and masked.mode == "latent" else {}
-        clips = await generator.generate(canvas.image, caption or text, seeds, settings, progress=notify, cancel=cancel, **keep)
+        latent_mask = {"mask": canvas_mask} if masked is not None and masked.mode == "latent" else {}
+        clips = await models.generator.generate(
+            canvas.image, caption or text, seeds, settings, progress=notify, cancel=cancel, **latent_mask
+        )
         check_clips(clips, seeds, settings)
     if canvas_mask is not None:
         with _timed(timings, "mask"):
@@ -106,23 +108,18 @@ async def run_edit(
     cancel.raise_if_cancelled()
     notify(Progress("select"))
     with _timed(timings, "select"):
-        asks = (judge_clip(vlm, clip, seed, canvas, text, config) for clip, seed in zip(clips, seeds, strict=True))
-        judged = await asyncio.gather(*asks)
+        judgements = (judge_clip(models.vlm, clip, seed, canvas, text, config) for clip, seed in zip(clips, seeds, strict=True))
+        judged = await asyncio.gather(*judgements)
 
-    # 6. Rank the clips (the VLM compares the edited ones) -> un-letterbox the best
+    # 6. Rank the clips (the VLM compares the edited ones)
     cancel.raise_if_cancelled()
     with _timed(timings, "rank"):
-        order, ranking = await rank_clips(vlm, judged, clips, canvas, text, config)
-    with _timed(timings, "unletterbox"):
-        best, outcome = order[0], judged[order[0]]
-        edited = canvas.restore(clips[best][outcome.frame]) if outcome.frame else source.copy()
+        order, ranking = await rank_clips(models.vlm, judged, clips, canvas, text, config)
+    best, outcome = order[0], judged[order[0]]
 
-    # 7. Camera drift: the chosen frame warped back onto the source (with a mask: estimated where the source stays,
-    #    then the source's exact pixels put back beyond the feather)
-    with _timed(timings, "align"):
-        edited, alignment = align_chosen(edited, source, outcome, config.align, masked)
-        if masked is not None and outcome.frame:
-            edited = masked.apply(edited, source)
+    # 7. The best frame made the edit: un-letterboxed, its camera drift undone, under a mask the source put back
+    chosen = clips[best][outcome.frame] if outcome.frame else None
+    edited, alignment = edit_of(chosen, canvas.box, source, config.align, masked, functools.partial(_timed, timings))
     timings["total"] = time.perf_counter() - started
     notify(Progress("done"))
     return EditResult(
@@ -199,16 +196,6 @@ def composite_clips(clips: list[Frames], canvas: Image.Image, canvas_mask: Image
     """Every frame composited onto the canvas under the mask (feathered): what the VLM, the collage and the video show."""
     alpha = feathered(canvas_mask, config.feather_px)
     return [[composite(frame, canvas, alpha) for frame in clip] for clip in clips]
-
-
-def align_chosen(
-    edited: Image.Image, source: Image.Image, outcome: ClipOutcome, config: AlignConfig, mask: MaskedEdit | None = None
-) -> Aligned:
-    """The chosen frame aligned to the source (`f2f.align`; with a mask, on the kept region only); a result that is
-    the source itself is left as it is."""
-    if not outcome.frame:
-        return Aligned(edited, Alignment(config.mode, False, "no frame chosen"))
-    return align(edited, source, config, None if mask is None else mask.keep())
 
 
 def _status(label: int) -> Status:

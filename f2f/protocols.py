@@ -7,7 +7,7 @@ letterboxed source (the first frame), a caption and seeds and returns one clip
 per seed; with a mask (an "L" image of the canvas size: 255 where the edit may
 happen, 0 where the source must stay, soft values between) it keeps the video
 outside the mask at the source. Backends live elsewhere; the core depends only
-on these protocols.
+on these protocols, and takes the models an edit runs on as one `Models`.
 """
 
 from __future__ import annotations
@@ -109,3 +109,12 @@ class LoadedVideoGenerator(VideoGenerator, Protocol):
     def close(self) -> None:
         """Release the model; `generate` and `health` raise afterwards."""
         ...
+
+
+@dataclass(frozen=True)
+class Models:
+    """What an edit runs on (`f2f.pipeline.run_edit`), one model per stage. Each host builds one in one place: in process
+    `f2f.backends.build_backends`, the edit worker over its Serve handles, bulk runs `f2f.bulk.runner.start_actors`."""
+
+    vlm: VLM
+    generator: VideoGenerator

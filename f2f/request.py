@@ -45,9 +45,9 @@ from PIL import Image
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
 
-from f2f.backends.i2v import family_named
 from f2f.config import F2FConfig, invalid_config_from, nested
 from f2f.errors import InvalidImage, InvalidInput
+from f2f.families import family_named
 from f2f.imageio import ensure_rgb, open_image, probe_image
 from f2f.masks import read_mask
 
@@ -138,10 +138,7 @@ class CheckedEdit:
         mask: Image.Image | None = None,
     ) -> CheckedEdit:
         """A request checked before (a job's stored source, mask and settings), rebuilt without checking it again."""
-        video = server.video.model_copy(update=settings.video())
-        masks = server.mask if settings.mask_mode is None else server.mask.model_copy(update={"mode": settings.mask_mode})
-        config = server.model_copy(update={"video": video, "mask": masks})
-        return cls(source, text, list(seeds), settings, config, load_s, mask)
+        return cls(source, text, list(seeds), settings, _with_settings(server, settings), load_s, mask)
 
 
 def settings_from(data: dict[str, Any], *, nested_fields: bool = True) -> EditSettings:
@@ -240,16 +237,20 @@ def _check_limits(settings: EditSettings, limits: RequestLimits) -> None:
             raise InvalidInput(wire, value, f"at most {getattr(limits, limit)} on this server ({limit})")
 
 
-def _run_config(config: F2FConfig, settings: EditSettings) -> F2FConfig:
-    """The config with the caller's settings, checked by the config's own rules; errors name the caller's field."""
+def _with_settings(config: F2FConfig, settings: EditSettings) -> F2FConfig:
+    """The config with the caller's settings, each in its section (the section's other fields the server's), unchecked."""
     overrides = settings.config_overrides()
-    if not overrides:
+    sections = {key: getattr(config, key).model_copy(update=value) for key, value in overrides.items() if isinstance(value, dict)}
+    return config.model_copy(update={**overrides, **sections}) if overrides else config
+
+
+def _run_config(config: F2FConfig, settings: EditSettings) -> F2FConfig:
+    """`_with_settings`, checked by the config's own rules; errors name the caller's field."""
+    merged = _with_settings(config, settings)
+    if merged is config:
         return config
-    data = config.model_dump()
-    data["video"].update(overrides.pop("video", {}))
-    data.update(overrides)
     try:
-        return F2FConfig.model_validate(data)
+        return F2FConfig.model_validate(merged.model_dump())
     except ValidationError as exc:
         error = invalid_config_from(exc, "")
         raise InvalidInput(WIRE_NAME.get(error.field, error.field), error.value, error.rule) from None
@@ -279,7 +280,7 @@ def _text(text: str, config: F2FConfig, field: str) -> str:
 def _mask(mask: Image.Image | bytes | str | Path, size: tuple[int, int], needs_alpha: bool, config: F2FConfig) -> Image.Image:
     area = read_mask(mask, size, needs_alpha)
     family = config.generator.family
-    if config.mask.mode == "latent" and family is not None and family_named(family).mask_latents is None:
+    if config.mask.mode == "latent" and family is not None and not family_named(family).keeps_latents:
         rule = f"the {family} video family cannot keep the source outside a mask while it generates; ask for mask_mode composite"
         raise InvalidInput("mask_mode", "latent", rule)
     return area

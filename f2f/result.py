@@ -7,13 +7,14 @@ import os
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
 from PIL import Image
 
-from f2f.align import Alignment, align
+from f2f.align import Aligned, Alignment, align
 from f2f.canvas import Box, unletterbox
 from f2f.config import AlignConfig
 from f2f.masks import MaskedEdit
@@ -109,11 +110,8 @@ class EditResult:
         return [self.image if index == self.outcome.frame else next(made) for index, _ in pairs]
 
     def _as_result(self, frame: Image.Image) -> Image.Image:
-        """A canvas frame made as `image` was made: un-letterboxed, aligned, and under a mask composited."""
-        restored = unletterbox(frame, self.box, self.source_size)
-        keep = None if self.mask is None else self.mask.keep()
-        aligned = align(restored, self.source, self.align_config, keep).image
-        return aligned if self.mask is None else self.mask.apply(aligned, self.source)
+        """A canvas frame made as `image` was made (`edit_of`)."""
+        return edit_of(frame, self.box, self.source, self.align_config, self.mask).image
 
     def ranked_images(self, n: int | None = None) -> list[Image.Image]:
         """The best `n` (all: None) edits at the source's size: the chosen frames of the ranked clips that have one.
@@ -153,6 +151,26 @@ class EditResult:
             "mask": None if self.mask is None else self.mask.public(),
             "timings_s": {k: round(v, 4) for k, v in self.timings_s.items()},
         }
+
+
+def edit_of(
+    frame: Image.Image | None,
+    box: Box,
+    source: Image.Image,
+    config: AlignConfig,
+    mask: MaskedEdit | None = None,
+    timed: Callable[[str], AbstractContextManager[object]] = lambda _stage: nullcontext(),
+) -> Aligned:
+    """The edit a canvas frame makes of `source`: un-letterboxed from `box`, aligned to the source (`f2f.align`; with a
+    mask, estimated where the source stays), and with a mask the source's exact pixels put back beyond the feather.
+    No frame (None): the source itself, not aligned. `timed(stage)` times the "unletterbox" and "align" stages."""
+    with timed("unletterbox"):
+        restored = None if frame is None else unletterbox(frame, box, source.size)
+    with timed("align"):
+        if restored is None:
+            return Aligned(source.copy(), Alignment(config.mode, False, "no frame chosen"))
+        aligned = align(restored, source, config, None if mask is None else mask.keep())
+        return aligned if mask is None else Aligned(mask.apply(aligned.image, source), aligned.alignment)
 
 
 def _each(make: Callable[[Image.Image], Image.Image], frames: list[Image.Image]) -> list[Image.Image]:

@@ -3,12 +3,12 @@
 Each backend module imports its heavy library (torch, diffusers, vllm,
 transformers, httpx) itself, so `import f2f` stays light:
 
-- video: `i2v.DiffusersVideoGenerator`, one diffusers image-to-video seam for every
+- `video/`: `i2v.DiffusersVideoGenerator`, one diffusers image-to-video seam for every
   family of checkpoint (`i2v.FAMILIES`: `cogvideox`, CogVideoXImageToVideoPipeline; `wan`,
-  WanImageToVideoPipeline; `ltx`, LTXImageToVideoPipeline);
-- VLM: `vllm_vlm.VllmVLM`, `hf_vlm.TransformersVLM`, `openai_vlm.OpenAIVLM`;
-- `tiny_cogvideox` / `tiny_wan` / `tiny_ltx` / `tiny_qwen`: random-weight checkpoints of the same
-  architectures, built offline, for tests and the demo.
+  WanImageToVideoPipeline; `ltx`, LTXImageToVideoPipeline), with LoRAs, latent masks, speed-ups and split;
+- `vlm/`: `vllm_vlm.VllmVLM`, `hf_vlm.TransformersVLM`, `openai_vlm.OpenAIVLM`;
+- `tiny/`: random-weight checkpoints of the same architectures (`tiny_cogvideox`, `tiny_wan`,
+  `tiny_ltx`, `tiny_qwen`), built offline, for tests and the demo.
 
 `build_backends` turns a config into a loaded pair. It checks everything it
 can (folders, the catalogue, the canvas and frame rules of the checkpoint)
@@ -29,17 +29,16 @@ from typing import TYPE_CHECKING, Any
 from f2f.catalogue import Checkpoint, check_profile_folder, load_catalogue, write_manifest
 from f2f.config import F2FConfig
 from f2f.errors import BackendNotConfigured, InvalidConfig
-from f2f.protocols import VLM, LoadedVideoGenerator
+from f2f.protocols import VLM, LoadedVideoGenerator, Models
 
 if TYPE_CHECKING:
-    from f2f.backends.parallel import ParallelGroups
+    from f2f.backends.video.parallel import ParallelGroups
 
 
-@dataclass
-class Backends:
-    """A loaded VLM and video generator; `close()` (or `with`) releases them."""
+@dataclass(frozen=True)
+class Backends(Models):
+    """The `Models` of an edit in this process, loaded; `close()` (or `with`) releases them."""
 
-    vlm: VLM
     generator: LoadedVideoGenerator
 
     def close(self) -> None:
@@ -111,9 +110,9 @@ def load_generator(config: F2FConfig, parallel: ParallelGroups | None = None) ->
     """The video backend of `config.generator`, checked against `config.video` (closed if that fails).
 
     A split generator (`generator.parallel` over more than one process) needs
-    this process's rank groups (`parallel`, from `f2f.backends.parallel.init_groups`).
+    this process's rank groups (`parallel`, from `f2f.backends.video.parallel.init_groups`).
     """
-    from f2f.backends.i2v import DiffusersVideoGenerator
+    from f2f.backends.video.i2v import DiffusersVideoGenerator
 
     layout = config.generator.parallel
     if layout.world_size > 1 and parallel is None:
@@ -128,6 +127,15 @@ def load_generator(config: F2FConfig, parallel: ParallelGroups | None = None) ->
     return generator
 
 
+def resolve_device(section: str, device: str, dtype: str, cuda_available: bool) -> tuple[str, str]:
+    """(device, dtype) of a model (`f2f.config.Device`, `DType`): auto -> cuda + bfloat16 with CUDA, else cpu + float32."""
+    if device == "auto":
+        device = "cuda" if cuda_available else "cpu"
+    if device == "cuda" and not cuda_available:
+        raise InvalidConfig(f"{section}.device", device, "CUDA is not available on this machine (use auto or cpu)")
+    return device, dtype if dtype != "auto" else "bfloat16" if device == "cuda" else "float32"
+
+
 def load_vlm(config: F2FConfig) -> VLM:
     """The VLM backend of `config.vlm`."""
     return vlm_class(config.vlm.backend).from_config(config.vlm)
@@ -136,14 +144,14 @@ def load_vlm(config: F2FConfig) -> VLM:
 def vlm_class(backend: str) -> Any:
     """The backend class for `vlm.backend`; each has `from_config` and `close`."""
     if backend == "vllm":
-        from f2f.backends.vllm_vlm import VllmVLM
+        from f2f.backends.vlm.vllm_vlm import VllmVLM
 
         return VllmVLM
     if backend == "transformers":
-        from f2f.backends.hf_vlm import TransformersVLM
+        from f2f.backends.vlm.hf_vlm import TransformersVLM
 
         return TransformersVLM
-    from f2f.backends.openai_vlm import OpenAIVLM
+    from f2f.backends.vlm.openai_vlm import OpenAIVLM
 
     return OpenAIVLM
 
@@ -185,15 +193,15 @@ def _build_tiny(ckpt: Checkpoint, folder: Path, seed: int) -> Path:
 # The tiny-checkpoint builders by the catalogue's `tiny` kind: (module, function, keyword arguments); each is
 # called as function(folder, seed=seed, **arguments) and writes a complete checkpoint folder.
 TINY_BUILDERS: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "cogvideox-i2v": ("f2f.backends.tiny_cogvideox", "make_tiny_cogvideox", {}),
-    "cogvideox1.5-i2v": ("f2f.backends.tiny_cogvideox", "make_tiny_cogvideox", {"variant": "cogvideox1.5"}),
-    "ltx": ("f2f.backends.tiny_ltx", "make_tiny_ltx", {}),
-    "wan2.1-i2v": ("f2f.backends.tiny_wan", "make_tiny_wan", {"variant": "wan2.1"}),
-    "wan2.2-i2v": ("f2f.backends.tiny_wan", "make_tiny_wan", {"variant": "wan2.2"}),
-    "wan2.2-ti2v": ("f2f.backends.tiny_wan", "make_tiny_wan", {"variant": "wan2.2-ti2v"}),
-    "qwen2-vl": ("f2f.backends.tiny_qwen", "make_tiny_qwen", {"variant": "qwen2-vl"}),
-    "qwen2.5-vl": ("f2f.backends.tiny_qwen", "make_tiny_qwen", {"variant": "qwen2.5-vl"}),
-    "qwen3-vl": ("f2f.backends.tiny_qwen", "make_tiny_qwen", {"variant": "qwen3-vl"}),
+    "cogvideox-i2v": ("f2f.backends.tiny.tiny_cogvideox", "make_tiny_cogvideox", {}),
+    "cogvideox1.5-i2v": ("f2f.backends.tiny.tiny_cogvideox", "make_tiny_cogvideox", {"variant": "cogvideox1.5"}),
+    "ltx": ("f2f.backends.tiny.tiny_ltx", "make_tiny_ltx", {}),
+    "wan2.1-i2v": ("f2f.backends.tiny.tiny_wan", "make_tiny_wan", {"variant": "wan2.1"}),
+    "wan2.2-i2v": ("f2f.backends.tiny.tiny_wan", "make_tiny_wan", {"variant": "wan2.2"}),
+    "wan2.2-ti2v": ("f2f.backends.tiny.tiny_wan", "make_tiny_wan", {"variant": "wan2.2-ti2v"}),
+    "qwen2-vl": ("f2f.backends.tiny.tiny_qwen", "make_tiny_qwen", {"variant": "qwen2-vl"}),
+    "qwen2.5-vl": ("f2f.backends.tiny.tiny_qwen", "make_tiny_qwen", {"variant": "qwen2.5-vl"}),
+    "qwen3-vl": ("f2f.backends.tiny.tiny_qwen", "make_tiny_qwen", {"variant": "qwen3-vl"}),
 }
 
 

@@ -105,7 +105,7 @@ def run_command(
         f"and {resources.generators} generator actors (GPUs each: {resources.vlm_gpus:g} / {resources.generator_gpus:g})",
         err=True,
     )
-    vlm_actors, generator_actors = runner.start_actors(config, resources)
+    models = runner.start_actors(config, resources, item_timeout)
     # 4. The edits
     progress = _Progress()
     started = time.monotonic()
@@ -115,8 +115,7 @@ def run_command(
             work,
             out,
             config,
-            runner.PooledVLM(vlm_actors),
-            runner.PooledGenerator(generator_actors, item_timeout),
+            models,
             concurrency=2 * resources.generators,
             on_outcome=progress,
         )

@@ -48,7 +48,7 @@ from f2f.bulk.manifest import Item, Manifest, ManifestError
 from f2f.config import F2FConfig, VideoConfig
 from f2f.errors import EditCancelled, F2FError, InvalidInput, unwrap
 from f2f.pipeline import run_edit
-from f2f.protocols import CancelToken, Frames, Message, ProgressCallback
+from f2f.protocols import CancelToken, Frames, Message, Models, ProgressCallback
 from f2f.request import check_edit
 from f2f.result import EditResult, write_outputs
 from f2f.serving import RAY_LOOPBACK_ENV
@@ -148,7 +148,7 @@ class PooledGenerator:
 
     def __init__(self, actors: list[Any], timeout_s: float | None = None) -> None:
         self.idle: asyncio.Queue[Any] = asyncio.Queue()
-        self.timeout_s = timeout_s
+        self.actors, self.timeout_s = actors, timeout_s
         for actor in actors:
             self.idle.put_nowait(actor)
 
@@ -204,8 +204,9 @@ def connect_ray(verbose: bool = False) -> None:
         ray.init(include_dashboard=False, configure_logging=False, runtime_env=runtime_env)
 
 
-def start_actors(config: F2FConfig, resources: Resources) -> tuple[list[Any], list[Any]]:
-    """The VLM and generator actors, loaded (waits until every actor is ready)."""
+def start_actors(config: F2FConfig, resources: Resources, timeout_s: float | None = None) -> Models:
+    """The run's models: pools over the VLM and generator actors, loaded (waits until every actor is ready);
+    `timeout_s` bounds each video (`PooledGenerator`)."""
     import ray
 
     def actor(cls: type, gpus: float, concurrency: int) -> Any:
@@ -216,7 +217,7 @@ def start_actors(config: F2FConfig, resources: Resources) -> tuple[list[Any], li
     vlms = [vlm_cls.remote(config) for _ in range(resources.vlms)]
     generators = [gen_cls.remote(config) for _ in range(resources.generators)]
     ray.get([a.__ray_ready__.remote() for a in vlms + generators])
-    return vlms, generators
+    return Models(PooledVLM(vlms), PooledGenerator(generators, timeout_s))
 
 
 # --- the output folder --------------------------------------------------------------------------
@@ -313,8 +314,7 @@ async def run_items(
     work: Plan,
     out: OutputFolder,
     config: F2FConfig,
-    vlm: Any,
-    generator: Any,
+    models: Models,
     concurrency: int,
     on_outcome: Callable[[RunStats, Outcome | None], None],
 ) -> RunStats:
@@ -325,7 +325,7 @@ async def run_items(
 
     async def one(item: Item, key: str, attempts: int) -> None:
         async with slots:
-            outcome = await _edit_item(item, key, attempts, out, config, vlm, generator)
+            outcome = await _edit_item(item, key, attempts, out, config, models)
         out.record(outcome)
         stats.succeeded += outcome.status == "succeeded"
         stats.failed += outcome.status == "failed"
@@ -341,8 +341,7 @@ async def _edit_item(
     attempts: int,
     out: OutputFolder,
     config: F2FConfig,
-    vlm: Any,
-    generator: Any,
+    models: Models,
 ) -> Outcome:
     """One item to its outcome; never raises for the item's own failure."""
     from ray.exceptions import RayActorError
@@ -355,7 +354,7 @@ async def _edit_item(
             settings = item.settings()
             request = await asyncio.to_thread(check_edit, item.image, item.prompt, config, settings, None, "prompt", item.mask)
             await asyncio.to_thread(_thumbnail, request.source, out.root / "thumbs" / f"{item.id}-source.jpg")
-            result = await run_edit(request, vlm=vlm, generator=generator, keep_frames=item.options.video)
+            result = await run_edit(request, models, keep_frames=item.options.video)
             await asyncio.to_thread(_write_item, result, folder, out.root, item, request.config)
             return _succeeded(item, key, attempts, result)
         except RayActorError as exc:
@@ -363,7 +362,7 @@ async def _edit_item(
                 continue
             reason = f"actor_lost: a model actor died twice ({type(exc).__name__}; out of memory?)"
         except TimeoutError:
-            reason = f"timeout: its videos took longer than {generator.timeout_s:g} s on a generator"
+            reason = f"timeout: its videos took longer than {models.generator.timeout_s:g} s on a generator"
         except (F2FError, EditCancelled) as exc:
             reason = f"{exc.code}: {unwrap(exc)}"
             retry = not isinstance(unwrap(exc), InvalidInput)  # the row's own data broke a rule: it can only fail again

@@ -23,8 +23,8 @@ from PIL import Image
 torch._C._get_accelerator = lambda: torch.device("cpu")
 torch.accelerator.device_count = lambda: 1
 
-from f2f.backends.i2v import DiffusersVideoGenerator  # noqa: E402
-from f2f.backends.parallel import init_groups  # noqa: E402
+from f2f.backends.video.i2v import DiffusersVideoGenerator  # noqa: E402
+from f2f.backends.video.parallel import init_groups  # noqa: E402
 from f2f.config import ParallelConfig, VideoConfig  # noqa: E402
 
 CAPTION = "The dog slowly sits down on the grass."

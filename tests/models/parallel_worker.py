@@ -24,8 +24,8 @@ import torch
 import torch.distributed as dist
 from diffusers import CogVideoXImageToVideoPipeline
 
-from f2f.backends.i2v import DiffusersVideoGenerator
-from f2f.backends.parallel import init_groups, parallelize_transformer
+from f2f.backends.video.i2v import DiffusersVideoGenerator
+from f2f.backends.video.parallel import init_groups, parallelize_transformer
 from f2f.config import ParallelConfig, VideoConfig
 from f2f.protocols import CancelToken, Progress
 

@@ -27,8 +27,8 @@ pytest.importorskip("diffusers")
 
 import torch
 
-from f2f.backends.i2v import DiffusersVideoGenerator
-from f2f.backends.tiny_cogvideox import make_tiny_cogvideox
+from f2f.backends.tiny.tiny_cogvideox import make_tiny_cogvideox
+from f2f.backends.video.i2v import DiffusersVideoGenerator
 from f2f.config import F2FConfig, GeneratorConfig, VideoConfig
 from f2f.errors import BackendNotConfigured, EditCancelled, GeneratorOutOfMemory, InvalidConfig, InvalidInput
 from f2f.protocols import CancelToken, LoadedVideoGenerator, Progress, VideoGenerator
@@ -345,8 +345,8 @@ def test_bad_checkpoint_folders_name_the_model_path(tiny_dir: Path, tmp_path: Pa
 def test_what_a_family_does_not_support_is_refused_at_load(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import dataclasses
 
-    from f2f.backends import cogvideox
-    from f2f.backends.parallel import ParallelGroups
+    from f2f.backends.video import cogvideox
+    from f2f.backends.video.parallel import ParallelGroups
     from f2f.config import ParallelConfig, SpeedConfig
 
     monkeypatch.setattr(cogvideox, "FAMILY", dataclasses.replace(cogvideox.FAMILY, split=None, speed=frozenset({"attention"})))

@@ -24,7 +24,7 @@ pytest.importorskip("ftfy")
 
 from harness_ports import free_port
 
-from f2f.backends.i2v import DiffusersVideoGenerator
+from f2f.backends.video.i2v import DiffusersVideoGenerator
 from f2f.config import VideoConfig
 from f2f.errors import InvalidConfig
 
@@ -39,8 +39,8 @@ ROUNDING = 1  # uint8 levels: float rounding of GEMMs over half the tokens, as t
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from f2f.backends.tiny_ltx import make_tiny_ltx
-    from f2f.backends.tiny_wan import make_tiny_wan
+    from f2f.backends.tiny.tiny_ltx import make_tiny_ltx
+    from f2f.backends.tiny.tiny_wan import make_tiny_wan
 
     root = tmp_path_factory.mktemp("cp")
     return {
@@ -82,7 +82,7 @@ def test_a_context_parallel_split_gives_one_processs_frames(folders: dict[str, P
 
 
 def test_a_canvas_whose_tokens_do_not_divide_is_refused_before_the_call(folders: dict[str, Path]) -> None:
-    from f2f.backends.i2v import check_video, inspect_checkpoint
+    from f2f.backends.video.i2v import check_video, inspect_checkpoint
 
     family, spec = inspect_checkpoint(folders["wan2.1"])
     uneven = VideoConfig(width=80, height=48, num_frames=9, num_inference_steps=2, guidance_scale=5.0, fps=16)  # 5 x 3
@@ -98,8 +98,8 @@ def test_a_canvas_whose_tokens_do_not_divide_is_refused_before_the_call(folders:
 
 def test_ltx_video_refuses_a_split_at_load(folders: dict[str, Path]) -> None:
     """Diffusers 0.42.1's LTX plan does not split image to video's per-token timesteps: on two ranks it fails
-    with a shape error, so f2f refuses instead (f2f.backends.ltx)."""
-    from f2f.backends.parallel import ParallelGroups
+    with a shape error, so f2f refuses instead (f2f.backends.video.ltx)."""
+    from f2f.backends.video.parallel import ParallelGroups
     from f2f.config import ParallelConfig
 
     groups = ParallelGroups(ParallelConfig(cfg=1, ulysses=2), rank=0, cfg_group=None, sp_group=None)

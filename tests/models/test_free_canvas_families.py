@@ -1,7 +1,7 @@
 """CogVideoX1.5 and LTX-Video on tiny random-weight checkpoints (models tier: CPU, seconds).
 
 Both have free canvases; each test runs for both families (`family` fixture)
-through the real seam (`f2f.backends.i2v`) and, for equality, the plain
+through the real seam (`f2f.backends.video.i2v`) and, for equality, the plain
 diffusers pipeline. Random weights make noise: counts, sizes, equality and the
 errors are checked, never what the frames show.
 """
@@ -26,7 +26,7 @@ pytest.importorskip("diffusers")
 
 import torch
 
-from f2f.backends.i2v import DiffusersVideoGenerator, check_video, inspect_checkpoint
+from f2f.backends.video.i2v import DiffusersVideoGenerator, check_video, inspect_checkpoint
 from f2f.config import VideoConfig
 from f2f.errors import InvalidConfig
 
@@ -43,10 +43,10 @@ FAMILIES = {  # name: (tiny builder, canvas (a multiple of the rule, not the nat
 
 def _build(name: str, folder: Path) -> Path:
     if name == "ltx":
-        from f2f.backends.tiny_ltx import make_tiny_ltx
+        from f2f.backends.tiny.tiny_ltx import make_tiny_ltx
 
         return make_tiny_ltx(folder, seed=0)
-    from f2f.backends.tiny_cogvideox import make_tiny_cogvideox
+    from f2f.backends.tiny.tiny_cogvideox import make_tiny_cogvideox
 
     return make_tiny_cogvideox(folder, seed=0, variant="cogvideox1.5")
 

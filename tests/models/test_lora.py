@@ -19,8 +19,8 @@ pytest.importorskip("peft")
 import torch
 from safetensors.torch import load_file, save_file
 
-from f2f.backends.i2v import DiffusersVideoGenerator
-from f2f.backends.tiny_cogvideox import make_tiny_cogvideox
+from f2f.backends.tiny.tiny_cogvideox import make_tiny_cogvideox
+from f2f.backends.video.i2v import DiffusersVideoGenerator
 from f2f.config import LoraConfig, VideoConfig
 from f2f.errors import InvalidConfig
 
@@ -46,7 +46,7 @@ def base_weights(tiny_dir: Path) -> dict[str, torch.Tensor]:
 def family_dir(request: pytest.FixtureRequest, tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     if request.param == "cogvideox":
         return tiny_dir
-    from f2f.backends.tiny_ltx import make_tiny_ltx
+    from f2f.backends.tiny.tiny_ltx import make_tiny_ltx
 
     return make_tiny_ltx(tmp_path_factory.mktemp("ltx") / "tiny-ltx", seed=0)
 

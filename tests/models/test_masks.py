@@ -1,4 +1,4 @@
-"""Masked edits in the generator (`f2f.backends.masks`) on tiny random-weight checkpoints of every family.
+"""Masked edits in the generator (`f2f.backends.video.latent_masks`) on tiny random-weight checkpoints of every family.
 
 Each family (CogVideoX, CogVideoX 1.5, Wan2.1, Wan2.2 A14B, Wan2.2 TI2V, LTX-Video) runs
 through the real seam with a mask over the right half of the canvas, 3 steps
@@ -36,9 +36,9 @@ pytest.importorskip("ftfy")  # the Wan pipeline cleans prompts with it
 
 import torch
 
-from f2f.backends import i2v
-from f2f.backends.i2v import DiffusersVideoGenerator
-from f2f.backends.masks import edit_weights, keep_weights, static_video
+from f2f.backends.video import i2v
+from f2f.backends.video.i2v import DiffusersVideoGenerator
+from f2f.backends.video.latent_masks import edit_weights, keep_weights, static_video
 from f2f.config import MaskConfig, ParallelConfig, VideoConfig
 from f2f.errors import GeneratorOutOfMemory, InvalidInput
 
@@ -89,7 +89,7 @@ def _build(name: str, folder: Path) -> Path:
     import importlib
 
     function, arguments = FAMILIES[name][0]
-    module = "f2f.backends.tiny_" + function.removeprefix("make_tiny_")
+    module = "f2f.backends.tiny.tiny_" + function.removeprefix("make_tiny_")
     return getattr(importlib.import_module(module), function)(folder, seed=0, **arguments)
 
 

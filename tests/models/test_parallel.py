@@ -1,4 +1,4 @@
-"""CFG-parallel and Ulysses sequence parallelism (f2f.backends.parallel) against the one-process result.
+"""CFG-parallel and Ulysses sequence parallelism (f2f.backends.video.parallel) against the one-process result.
 
 Real processes: 2 or 4 ranks of `parallel_worker.py` on gloo over loopback,
 each loading the same tiny pipeline (4 heads, 2 layers; 45 video tokens, so
@@ -36,9 +36,9 @@ pytest.importorskip("diffusers")
 
 from diffusers import CogVideoXImageToVideoPipeline  # noqa: E402
 
-from f2f.backends.i2v import DiffusersVideoGenerator  # noqa: E402
-from f2f.backends.parallel import ParallelGroups, parallelize_transformer, shard_sizes  # noqa: E402
-from f2f.backends.tiny_cogvideox import make_tiny_cogvideox  # noqa: E402
+from f2f.backends.tiny.tiny_cogvideox import make_tiny_cogvideox  # noqa: E402
+from f2f.backends.video.i2v import DiffusersVideoGenerator  # noqa: E402
+from f2f.backends.video.parallel import ParallelGroups, parallelize_transformer, shard_sizes  # noqa: E402
 from f2f.config import ParallelConfig  # noqa: E402
 from f2f.errors import InvalidConfig  # noqa: E402
 

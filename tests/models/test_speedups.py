@@ -20,8 +20,8 @@ from PIL import Image
 pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from f2f.backends.i2v import DiffusersVideoGenerator
-from f2f.backends.tiny_cogvideox import make_tiny_cogvideox
+from f2f.backends.tiny.tiny_cogvideox import make_tiny_cogvideox
+from f2f.backends.video.i2v import DiffusersVideoGenerator
 from f2f.config import SpeedConfig, VideoConfig
 from f2f.errors import InvalidConfig
 
@@ -158,8 +158,8 @@ def test_pyramid_attention_broadcast_reuses_attention_in_the_middle_steps(checkp
 
 @pytest.fixture(scope="module")
 def family_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, tuple[int, int]]]:
-    from f2f.backends.tiny_ltx import make_tiny_ltx
-    from f2f.backends.tiny_wan import make_tiny_wan
+    from f2f.backends.tiny.tiny_ltx import make_tiny_ltx
+    from f2f.backends.tiny.tiny_wan import make_tiny_wan
 
     root = tmp_path_factory.mktemp("families")
     return {
@@ -179,7 +179,7 @@ def test_fused_and_compiled_blocks_give_the_plain_frames_on_every_family(
     for label, speed in (("plain", SpeedConfig()), ("fast", SpeedConfig(fuse_qkv=True, compile="regional"))):
         generator = DiffusersVideoGenerator(folder, device="cpu", speed=speed)
         if label == "fast":  # every transformer's repeated blocks are compiled: both experts of a two-expert model
-            from f2f.backends.speedups import repeated_blocks, transformers_of
+            from f2f.backends.video.speedups import repeated_blocks, transformers_of
 
             experts = transformers_of(generator._pipe)
             assert len(experts) == (2 if name == "wan2.2" else 1)

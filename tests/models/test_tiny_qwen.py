@@ -17,7 +17,7 @@ pytest.importorskip("tokenizers")
 
 from vlm_fixtures import sample_picture, vllm_env  # noqa: E402
 
-from f2f.backends.tiny_qwen import QWEN3_ADDED_TOKENS, SPECIAL_TOKENS, make_tiny_qwen  # noqa: E402
+from f2f.backends.tiny.tiny_qwen import QWEN3_ADDED_TOKENS, SPECIAL_TOKENS, make_tiny_qwen  # noqa: E402
 
 VARIANTS = ["qwen2-vl", "qwen2.5-vl", "qwen3-vl"]
 ARCHITECTURES = {

@@ -41,10 +41,10 @@ from vlm_fixtures import (
     vllm_env,
 )
 
-from f2f.backends.hf_vlm import TransformersVLM
-from f2f.backends.openai_vlm import OpenAIVLM
-from f2f.backends.vllm_vlm import VllmVLM
-from f2f.backends.vlm_common import MAX_ASPECT_RATIO, prepare_image, visual_tokens
+from f2f.backends.vlm.hf_vlm import TransformersVLM
+from f2f.backends.vlm.openai_vlm import OpenAIVLM
+from f2f.backends.vlm.vllm_vlm import VllmVLM
+from f2f.backends.vlm.vlm_common import MAX_ASPECT_RATIO, prepare_image, visual_tokens
 from f2f.caption import clean_caption
 from f2f.config import VLMConfig
 from f2f.errors import BackendNotConfigured, InvalidConfig, InvalidInput, VLMEndpointError
@@ -81,7 +81,7 @@ class TinyModels:
         self.vocabularies: dict[str, list[bytes]] = {}
 
     def path(self, variant: str) -> Path:
-        from f2f.backends.tiny_qwen import make_tiny_qwen
+        from f2f.backends.tiny.tiny_qwen import make_tiny_qwen
 
         if variant not in self.paths:
             self.paths[variant] = make_tiny_qwen(self.root / variant, variant=variant, seed=0)
@@ -124,7 +124,7 @@ def vllm_vlm(model: Path) -> Iterator[VllmVLM]:
         for key, value in vllm_env().items():
             env.setenv(key, value)
         # As in a Serve replica: the engine's statistics go to Ray's metrics (recorded, then dropped: no Ray cluster here).
-        env.setattr("f2f.backends.vllm_vlm._in_ray", lambda: True)
+        env.setattr("f2f.backends.vlm.vllm_vlm._in_ray", lambda: True)
         vlm = VllmVLM.from_config(cfg, engine_kwargs=IN_PROCESS_ENGINE)
         yield vlm
         vlm.close()
@@ -331,7 +331,7 @@ def test_the_openai_backend_sends_the_key_and_a_wrong_one_is_refused(backend, lo
 def test_the_transformers_backend_runs_qwen2_5_vl_too(loop, tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from f2f.backends.tiny_qwen import make_tiny_qwen
+    from f2f.backends.tiny.tiny_qwen import make_tiny_qwen
 
     model = make_tiny_qwen(tmp_path / "qwen2.5-vl", variant="qwen2.5-vl", seed=0)
     with transformers_vlm(model) as vlm:
@@ -502,8 +502,8 @@ def test_visual_token_count_equals_qwens_image_processor(size, patch_size):
 
 
 def test_vllm_engine_args_follow_the_config(tmp_path):
-    from f2f.backends.vllm_vlm import engine_args
-    from f2f.backends.vlm_common import Checkpoint
+    from f2f.backends.vlm.vllm_vlm import engine_args
+    from f2f.backends.vlm.vlm_common import Checkpoint
     from f2f.config import load_config
 
     checkpoint = Checkpoint(tmp_path, "Qwen2VLForConditionalGeneration", 14, 2)
@@ -522,7 +522,7 @@ def test_vllm_engine_args_follow_the_config(tmp_path):
 
 
 def test_vllm_stat_loggers_are_rays_only_inside_ray_and_with_engine_stats(monkeypatch):
-    from f2f.backends import vllm_vlm
+    from f2f.backends.vlm import vllm_vlm
 
     pytest.importorskip("vllm")
     from vllm.v1.metrics.ray_wrappers import RayPrometheusStatLogger

@@ -31,11 +31,12 @@ pytest.importorskip("ftfy")  # WanImageToVideoPipeline cleans prompts with it
 import torch
 from diffusers import WanImageToVideoPipeline
 
-from f2f.backends import cogvideox
-from f2f.backends.i2v import CheckpointSpec, DiffusersVideoGenerator, check_video, inspect_checkpoint
-from f2f.backends.tiny_wan import make_tiny_wan, make_tiny_wan_lora
+from f2f.backends.tiny.tiny_wan import make_tiny_wan, make_tiny_wan_lora
+from f2f.backends.video import cogvideox
+from f2f.backends.video.i2v import DiffusersVideoGenerator, check_video, inspect_checkpoint
 from f2f.config import LoraConfig, VideoConfig
 from f2f.errors import InvalidConfig
+from f2f.families import CheckpointSpec
 
 pytestmark = pytest.mark.models
 
@@ -327,7 +328,7 @@ def test_f2f_edit_on_a_tiny_wan_profile_keeps_the_source_size(tmp_path: Path, pr
 def test_cfg_parallel_and_unverified_speed_switches_are_refused_at_load(folders: dict[str, Path]) -> None:
     """Wan splits by Ulysses only (diffusers' context parallelism: on CPU diffusers 0.42.1 cannot build its mesh,
     `rank % torch.accelerator.device_count()` with no accelerator, so the split itself runs on GPUs only)."""
-    from f2f.backends.parallel import ParallelGroups
+    from f2f.backends.video.parallel import ParallelGroups
     from f2f.config import ParallelConfig, SpeedConfig
 
     groups = ParallelGroups(ParallelConfig(cfg=2, ulysses=1), rank=0, cfg_group=None, sp_group=None)

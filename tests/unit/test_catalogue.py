@@ -55,7 +55,7 @@ def test_packaged_catalogue_is_valid_and_has_the_tiny_profile():
         if not ckpt.tiny:
             assert ckpt.licence and (ckpt.memory_gib or ckpt.role != "generator"), ckpt.dir
     from f2f.backends import TINY_BUILDERS
-    from f2f.backends.i2v import FAMILIES
+    from f2f.backends.video.i2v import FAMILIES
 
     assert {c.tiny for c in catalogue.checkpoints.values() if c.tiny} <= set(TINY_BUILDERS)
     assert {c.family for c in catalogue.checkpoints.values() if c.family} <= set(FAMILIES)

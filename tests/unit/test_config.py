@@ -28,7 +28,7 @@ def test_the_users_video_values_win_over_the_generators():
 
 
 def test_the_family_comes_from_the_checkpoint_folder(tmp_path):
-    from f2f.backends.tiny_cogvideox import make_tiny_cogvideox
+    from f2f.backends.tiny.tiny_cogvideox import make_tiny_cogvideox
 
     folder = make_tiny_cogvideox(tmp_path / "ckpt")
     video = load_config(overrides={"generator": {"model_path": str(folder)}}).video
@@ -151,7 +151,7 @@ def test_config_is_immutable():
 
 
 def test_the_openai_token_can_come_from_an_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    from f2f.backends.openai_vlm import OpenAIVLM
+    from f2f.backends.vlm.openai_vlm import OpenAIVLM
     from f2f.errors import BackendNotConfigured
 
     cfg = F2FConfig.model_validate({"vlm": {"backend": "openai", "base_url": "http://127.0.0.1:1/v1", "api_key_env": "F2F_T"}})

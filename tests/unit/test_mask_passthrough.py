@@ -11,7 +11,7 @@ import pytest
 from fakes import SyntheticGenerator
 from PIL import Image
 
-from f2f.backends.masks import check_mask
+from f2f.backends.video.latent_masks import check_mask
 from f2f.bulk.runner import PooledGenerator
 from f2f.config import F2FConfig, MaskConfig, VideoConfig, load_config
 from f2f.errors import InvalidConfig, InvalidInput

@@ -16,6 +16,7 @@ from f2f.config import F2FConfig, load_config
 from f2f.errors import InvalidInput
 from f2f.masks import area_fraction, composite, feathered, read_mask
 from f2f.pipeline import run_edit
+from f2f.protocols import Models
 from f2f.request import check_edit
 
 SIZE = (40, 40)
@@ -142,7 +143,7 @@ def _masked_edit(square_image: Image.Image, config: F2FConfig, mask: Image.Image
 
     request = check_edit(square_image, "make it snow", config, EditSettings(seeds=seeds), mask=_png(mask), mask_needs_alpha=True)
     vlm = ScriptedVLM(selections=["SELECTED: 3"] * len(seeds))
-    return asyncio.run(run_edit(request, vlm=vlm, generator=NoiseGenerator(), keep_frames=True))
+    return asyncio.run(run_edit(request, Models(vlm, NoiseGenerator()), keep_frames=True))
 
 
 @pytest.mark.parametrize("seeds", [[7], [7, 8]])
@@ -192,7 +193,7 @@ def test_in_latent_mode_the_generator_gets_the_mask_on_the_canvas_and_in_composi
         generator = SyntheticGenerator()
         settings = EditSettings(seeds=[7], mask_mode=mode)
         request = check_edit(square_image, "make it snow", small_config, settings, mask=_png(_white_mask((20, 0, 40, 40))))
-        asyncio.run(run_edit(request, vlm=ScriptedVLM(selections=["SELECTED: 1"]), generator=generator))
+        asyncio.run(run_edit(request, Models(ScriptedVLM(selections=["SELECTED: 1"]), generator)))
         (mask,) = generator.masks
         if not expect_mask:
             assert mask is None
@@ -208,9 +209,9 @@ def test_a_family_that_cannot_keep_latents_refuses_latent_mode_naming_it(
     import dataclasses
 
     from f2f import request as request_module
-    from f2f.backends.i2v import family_named
+    from f2f.families import family_named
 
-    unable = dataclasses.replace(family_named("cogvideox"), mask_latents=None)
+    unable = dataclasses.replace(family_named("cogvideox"), keeps_latents=False)
     monkeypatch.setattr(request_module, "family_named", lambda name: unable)
     mask = _png(_white_mask((20, 0, 40, 40)))
     with pytest.raises(InvalidInput) as info:

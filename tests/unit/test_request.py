@@ -140,6 +140,18 @@ def test_wire_seeds_name_the_item_at_fault() -> None:
     assert settings_from({"seeds": ["4", "5"]}).seeds == [4, 5]  # a form's strings are numbers on the wire
 
 
+def test_a_caller_setting_changes_only_its_own_field_and_a_rebuilt_request_runs_the_same_config(
+    small_config: F2FConfig,
+) -> None:
+    server = small_config.model_copy(update={"mask": small_config.mask.model_copy(update={"feather_px": 7, "strength": 0.5})})
+    settings = EditSettings(mask_mode="composite", steps=1, seed=5)
+    checked = check_edit(Image.new("RGB", (40, 30)), "make it red", server, settings)
+    assert (checked.config.mask.mode, checked.config.mask.feather_px, checked.config.mask.strength) == ("composite", 7, 0.5)
+    assert checked.config.video.num_inference_steps == 1 and checked.config.seed == 5
+    rebuilt = CheckedEdit.of_record(checked.source, checked.text, checked.seeds, settings, server)
+    assert rebuilt.config == checked.config
+
+
 def test_a_request_rebuilt_from_a_record_is_not_checked_again(small_config: F2FConfig) -> None:
     """What the ingress checked runs as it is: even an image over today's pixel limit (the limit may have changed)."""
     tight = small_config.model_copy(update={"input": small_config.input.model_copy(update={"max_image_pixels": 100})})

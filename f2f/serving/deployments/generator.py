@@ -25,7 +25,7 @@ from typing import Any
 from PIL import Image
 
 from f2f.backends import load_generator
-from f2f.backends.masks import SPLIT_RULE
+from f2f.backends.video.latent_masks import SPLIT_RULE
 from f2f.config import F2FConfig, VideoConfig
 from f2f.errors import InvalidInput, ReplicaLost, unwrap
 from f2f.protocols import Frames, Progress

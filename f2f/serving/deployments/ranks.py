@@ -40,7 +40,7 @@ def join_ranks(config: F2FConfig, rank: int, address: str) -> Any:
     import torch
     import torch.distributed as dist
 
-    from f2f.backends.parallel import init_groups
+    from f2f.backends.video.parallel import init_groups
 
     layout = config.generator.parallel
     use_cuda = config.generator.device != "cpu" and torch.cuda.is_available()

@@ -80,7 +80,7 @@ from PIL import Image
 from f2f.config import F2FConfig
 from f2f.errors import EditCancelled, F2FError, InvalidInput, ReplicaLost, unwrap
 from f2f.pipeline import run_edit
-from f2f.protocols import CancelToken, Progress
+from f2f.protocols import CancelToken, Models, Progress
 from f2f.request import CheckedEdit
 from f2f.result import EditResult, write_atomic, write_outputs
 from f2f.serving import logs, metrics
@@ -332,8 +332,7 @@ class EditWorker:
         checked = await asyncio.to_thread(self._checked_request, record)
         return await run_edit(
             checked,
-            vlm=self.vlm,
-            generator=self.generator,
+            Models(self.vlm, self.generator),
             progress=watcher.on_progress,
             cancel=cancel,
             keep_frames=record.request.return_video,

@@ -226,19 +226,3 @@ def answer_budget(n_tokens: int, max_tokens: int, max_model_len: int) -> int:
     if max_tokens < 1:
         raise InvalidInput("max_tokens", max_tokens, "must be at least 1")
     return min(max_tokens, max_model_len - n_tokens)
-
-
-def resolve_device(device: str, cuda_available: bool) -> str:
-    """auto -> cuda when available, else cpu; cuda without a GPU is an InvalidConfig."""
-    if device == "auto":
-        return "cuda" if cuda_available else "cpu"
-    if device == "cuda" and not cuda_available:
-        raise InvalidConfig("vlm.device", device, "no CUDA device is available here; use cpu or auto")
-    return device
-
-
-def resolve_dtype(dtype: str, device: str) -> str:
-    """auto -> bfloat16 on cuda, float32 on cpu; an explicit dtype is kept."""
-    if dtype == "auto":
-        return "bfloat16" if device == "cuda" else "float32"
-    return dtype

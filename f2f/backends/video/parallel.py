@@ -280,7 +280,7 @@ def context_parallel(pipe: Any, groups: ParallelGroups) -> None:
     """
     from diffusers import ContextParallelConfig
 
-    from f2f.backends.speedups import transformers_of
+    from f2f.backends.video.speedups import transformers_of
 
     if torch.accelerator.device_count() == 0:
         layout = groups.layout

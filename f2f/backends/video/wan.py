@@ -1,6 +1,6 @@
 """The Wan image-to-video family: diffusers' `WanImageToVideoPipeline` (Wan2.1 I2V, Wan2.2 I2V-A14B, Wan2.2 TI2V-5B).
 
-Everything else a video needs is `f2f.backends.i2v`'s; this module says what
+Everything else a video needs is `f2f.backends.video.i2v`'s; this module says what
 Wan does differently (`FAMILY`). What a checkpoint allows is read from its
 configs before any weight loads:
 
@@ -34,7 +34,7 @@ configs before any weight loads:
   (`split_divides_tokens`; on two CPU ranks it gives one process's frames bit
   for bit, tests/models/test_context_parallel.py). CFG-parallel is not
   offered (diffusers runs the two guidance passes one after the other).
-- a mask (`f2f.backends.masks`): the denoised latents are the video
+- a mask (`f2f.backends.video.latent_masks`): the denoised latents are the video
   ([B, C, F, h, w]; the image enters as condition channels and a frame mask,
   or for TI2V as latent frame 0, which the pipeline writes over at the end),
   so the reference is the static source's VAE encoding, normalised as the
@@ -45,86 +45,16 @@ configs before any weight loads:
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from f2f.backends.i2v import CheckpointSpec, Family, context_parallel, read_json
-from f2f.backends.masks import MaskLatents
+from f2f.backends.video.i2v import Family, context_parallel
+from f2f.backends.video.latent_masks import MaskLatents
 from f2f.config import VideoConfig
 from f2f.errors import InvalidConfig
+from f2f.families import FAMILIES, CheckpointSpec
 
 if TYPE_CHECKING:
     import torch
-
-PIPELINE_CLASS = "WanImageToVideoPipeline"
-TEXT_TOKENS = 512  # the Wan trainers' text length (text_len 512); no config file records it
-CANVAS_480P = (832, 480)  # Wan2.1-I2V-14B-480P's trained area (and Wan2.2-I2V-A14B's at 480p)
-CANVAS_TI2V = (1280, 704)  # Wan2.2-TI2V-5B's trained area (720p)
-_FIELD = "generator.model_path"
-
-
-def inspect(path: Path, index: dict[str, Any]) -> CheckpointSpec:
-    """The rules of a Wan image-to-video checkpoint folder; InvalidConfig(generator.model_path) if it is not one."""
-    transformer, vae = read_json(path, "transformer/config.json"), read_json(path, "vae/config.json")
-    expand = bool(index.get("expand_timesteps", False))
-    _check_layout(path.name, transformer, vae, expand)
-    two_experts = _check_experts(path, index, transformer)
-    patch = list(transformer.get("patch_size", (1, 2, 2)))
-    if len(patch) != 3 or patch[1] != patch[2]:
-        raise InvalidConfig(_FIELD, str(path), f"{path.name}: transformer patch_size {patch} is not [t, p, p]")
-    return CheckpointSpec(
-        name=path.name,
-        canvas_size=CANVAS_TI2V if expand else CANVAS_480P,
-        fixed_canvas=False,
-        size_multiple=int(vae.get("scale_factor_spatial", 8)) * patch[1],
-        frame_step=int(vae.get("scale_factor_temporal", 4)),
-        options={"two_experts": two_experts, "text_tokens": TEXT_TOKENS},
-    )
-
-
-def _check_layout(name: str, transformer: dict[str, Any], vae: dict[str, Any], expand: bool) -> None:
-    """InvalidConfig unless the transformer's channels are an image-to-video layout of the VAE's latents."""
-    latent, temporal = vae.get("z_dim", 16), vae.get("scale_factor_temporal", 4)
-    got, out = transformer.get("in_channels"), transformer.get("out_channels")
-    wanted = latent if expand else 2 * latent + temporal
-    if got == wanted and out == latent:
-        return
-    if got == latent and not expand:
-        rule = (
-            f"{name} is a text-to-video Wan checkpoint: its transformer takes in_channels {got} (the VAE's {latent} "
-            f"latent channels alone); image-to-video needs {2 * latent + temporal} (noise + {temporal} mask + image latents) "
-            "or expand_timesteps in model_index.json (TI2V)"
-        )
-    else:
-        layout = "the latents (TI2V, expand_timesteps)" if expand else f"noise + {temporal} mask + image latents"
-        rule = (
-            f"{name}: the transformer is not the image-to-video layout: in_channels {got} and out_channels {out}, "
-            f"expected {wanted} ({layout}) and {latent} (the VAE's z_dim)"
-        )
-    raise InvalidConfig(_FIELD, name, rule)
-
-
-def _check_experts(path: Path, index: dict[str, Any], transformer: dict[str, Any]) -> bool:
-    """True for a two-expert checkpoint (transformer_2 and boundary_ratio, both or neither; the same layout)."""
-    second = index.get("transformer_2")
-    has_second = isinstance(second, list) and bool(second) and second[0] is not None
-    ratio = index.get("boundary_ratio")
-    if has_second != (ratio is not None):
-        rule = (
-            f"{path.name}/model_index.json has {'transformer_2' if has_second else 'boundary_ratio'} without "
-            f"{'boundary_ratio' if has_second else 'transformer_2'}: a two-expert Wan2.2 checkpoint needs both"
-        )
-        raise InvalidConfig(_FIELD, str(path), rule)
-    if not has_second:
-        return False
-    if not 0 < ratio < 1:
-        raise InvalidConfig(_FIELD, str(path), f"{path.name}: boundary_ratio {ratio} must lie between 0 and 1")
-    other = read_json(path, "transformer_2/config.json")
-    for key in ("in_channels", "out_channels", "patch_size"):
-        if other.get(key) != transformer.get(key):
-            rule = f"{path.name}: transformer_2 has {key} {other.get(key)}, transformer {transformer.get(key)} (they must agree)"
-            raise InvalidConfig(_FIELD, str(path), rule)
-    return True
 
 
 def call_arguments(spec: CheckpointSpec, settings: VideoConfig) -> dict[str, Any]:
@@ -168,16 +98,8 @@ def encode_reference(pipe: Any, video: torch.Tensor) -> torch.Tensor:
     return (latents - mean) * inverse_std
 
 
-# Wan2.1-I2V-14B-480P's published settings (the Wan2.1 repository's generate.py for i2v: 40 steps, guidance 5.0;
-# 81 frames at 16 fps). No shift here: null is the checkpoint's own scheduler shift (480P 3.0); profiles set theirs.
-DEFAULTS = {"frame_step": 4, "size_multiple": 16, "num_frames": 81, "num_inference_steps": 40, "guidance_scale": 5.0, "fps": 16}
-
 FAMILY = Family(
-    name="wan",
-    pipeline_class=PIPELINE_CLASS,
-    index_classes=("WanPipeline",),  # Wan2.2-TI2V-5B-Diffusers; inspect refuses a text-to-video WanPipeline folder
-    inspect=inspect,
-    defaults=DEFAULTS,
+    facts=FAMILIES["wan"],
     call_arguments=call_arguments,
     image_per_prompt=False,
     set_shift=set_shift,

@@ -1,7 +1,7 @@
 """Tiny random-weight Wan image-to-video checkpoints (and a LoRA for them), built offline.
 
 The same classes and folder layout as the real Diffusers checkpoints, so the
-real loader (`f2f.backends.i2v` with `f2f.backends.wan`) runs on them
+real loader (`f2f.backends.video.i2v` with `f2f.backends.video.wan`) runs on them
 unchanged; only the sizes shrink. Variants:
 
 - `wan2.1` (Wan2.1-I2V-14B-480P/720P-Diffusers): one transformer with CLIP
@@ -18,7 +18,7 @@ unchanged; only the sizes shrink. Variants:
 The VAE compresses 8x (16x for TI2V) in space and 4x in time like the real
 ones; the scheduler is the real checkpoints' UniPC flow-matching config; the
 text encoder is a tiny UMT5 and the tokenizer the in-memory T5 one
-(`f2f.backends.tiny_t5`). The same seed gives byte-identical files; the
+(`f2f.backends.tiny.tiny_t5`). The same seed gives byte-identical files; the
 caller's global torch RNG state is left as it was. Random weights make noise,
 not video: only shapes, counts, determinism and the plumbing are meaningful.
 """
@@ -28,7 +28,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from f2f.backends import tiny_t5
+from f2f.backends.tiny import tiny_t5
 
 Variant = Literal["wan2.1", "wan2.2", "wan2.2-ti2v"]
 VARIANTS: tuple[str, ...] = ("wan2.1", "wan2.2", "wan2.2-ti2v")

@@ -7,26 +7,23 @@ between steps, the memory switches, `vae_tiling: auto`, and out-of-memory
 errors that leave the instance usable. The checkpoint is a LOCAL diffusers
 folder; nothing is ever downloaded.
 
-A family (one module, e.g. `f2f.backends.cogvideox`) supplies only what
+A family (one module, e.g. `f2f.backends.video.cogvideox`) supplies only what
 differs, as a `Family`:
 
-- `pipeline_class`: the diffusers class, which is also how a checkpoint of
-  the family is recognised (`model_index.json`'s `_class_name`);
-- `inspect`: the checkpoint's validation and its canvas and frame rules (a
-  `CheckpointSpec`), read from its configs before any weight loads;
+- `facts`: what the core knows of it (`f2f.families.FamilyFacts`: the
+  diffusers class that recognises its checkpoints, their canvas and frame
+  rules, its `video` defaults, whether it keeps latents under a mask);
 - `call_arguments`: the pipeline call's family-specific arguments;
 - `split`: how one video is split over several processes (None: refused);
 - `speed`: the `generator.speed` switches it supports (others are refused);
 - `mask_latents`: how a caller's mask keeps the latents outside it at the
-  source's (`f2f.backends.masks`; None: a mask is refused, naming `mask`).
+  source's (`f2f.backends.video.latent_masks`; None: a mask is refused, naming `mask`).
   Every family has it: CogVideoX (both layouts), Wan (2.1, 2.2 A14B, TI2V)
   and LTX-Video; a split generator refuses a mask;
-- `defaults`, `index_classes`, `image_per_prompt`, `one_seed_per_call`, `set_shift`,
-  `split_axes`, `split_divides_tokens`, `requires`: see `Family`.
+- `image_per_prompt`, `one_seed_per_call`, `set_shift`, `split_axes`,
+  `split_divides_tokens`, `requires`: see `Family`.
 
-Adding a family: a module that defines `FAMILY`, one line in `FAMILIES`
-below, a catalogue entry (`models/catalogue.yaml`) and a tiny-checkpoint
-builder (`f2f/backends/tiny_*.py`, named by the entry's `tiny` kind).
+Adding a family: the README's "Adding a video family".
 
 torch and diffusers are imported when an instance is made, not when this
 module is; a missing one is `BackendNotConfigured` naming the extra.
@@ -38,30 +35,33 @@ import asyncio
 import contextlib
 import gc
 import importlib
-import json
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from PIL import Image
 
-from f2f.backends.lora import check_loras, fuse_loras
-from f2f.backends.masks import Blend, MaskLatents, check_mask
-from f2f.backends.speedups import apply_speedups, attention_kernel, check_speed
+from f2f.backends import resolve_device
+from f2f.backends.video.latent_masks import Blend, MaskLatents, check_mask
+from f2f.backends.video.lora import check_loras, fuse_loras
+from f2f.backends.video.speedups import apply_speedups, attention_kernel, check_speed
 from f2f.config import Device, DType, GeneratorConfig, LoraConfig, MaskConfig, SpeedConfig, VideoConfig
 from f2f.errors import BackendNotConfigured, EditCancelled, GeneratorOutOfMemory, InvalidConfig, InvalidInput
+from f2f.families import CheckpointSpec, FamilyFacts
+from f2f.families import inspect_checkpoint as inspect_facts
+from f2f.pipeline import check_clips
 from f2f.protocols import CancelToken, Frames, Progress, ProgressCallback
 
 if TYPE_CHECKING:
     import torch
 
-    from f2f.backends.parallel import ParallelGroups
+    from f2f.backends.video.parallel import ParallelGroups
 
 # The families by name: the module that defines each one's FAMILY (imported when a checkpoint or a config names it).
-FAMILIES = {"cogvideox": "f2f.backends.cogvideox", "wan": "f2f.backends.wan", "ltx": "f2f.backends.ltx"}
+FAMILIES = {"cogvideox": "f2f.backends.video.cogvideox", "wan": "f2f.backends.video.wan", "ltx": "f2f.backends.video.ltx"}
 SPEED_SWITCHES = frozenset(SpeedConfig.model_fields)
 SPLIT_AXES = frozenset({"cfg", "ulysses"})
 logger = logging.getLogger("f2f.backends")
@@ -70,102 +70,34 @@ _INSTALL = "pip install 'f2f[video]'"
 
 
 @dataclass(frozen=True)
-class CheckpointSpec:
-    """What a checkpoint can generate, read from its config files by its family."""
-
-    name: str
-    canvas_size: tuple[int, int]  # (width, height) the transformer was made for
-    fixed_canvas: bool  # canvas_size is the only size (e.g. learned positional embeddings)
-    size_multiple: int  # width and height must be multiples of this
-    frame_step: int  # clips have frame_step*k + 1 frames
-    options: Mapping[str, Any] = field(default_factory=dict)  # the family's own values (e.g. a text length)
-
-    def video_defaults(self) -> dict[str, Any]:
-        """The `video` fields this checkpoint decides: its canvas (or pixel budget), multiples and frame rule."""
-        width, height = self.canvas_size
-        canvas = {"width": width, "height": height} if self.fixed_canvas else {"max_canvas_pixels": width * height}
-        return {**canvas, "size_multiple": self.size_multiple, "frame_step": self.frame_step}
-
-
-@dataclass(frozen=True)
 class Family:
-    """What one kind of image-to-video checkpoint does differently (see the module docstring)."""
+    """What one kind of image-to-video checkpoint does differently on torch (see the module docstring)."""
 
-    name: str
-    pipeline_class: str  # the diffusers class loaded; a model_index.json naming it (or index_classes) is this family
-    inspect: Callable[[Path, dict[str, Any]], CheckpointSpec]  # (folder, model_index.json) -> rules; InvalidConfig
-    defaults: Mapping[str, Any]  # `video` defaults of its reference checkpoint (a profile's values come first)
+    facts: FamilyFacts  # what the core knows of it: classes, checkpoint rules, defaults (f2f.families)
     call_arguments: Callable[[CheckpointSpec, VideoConfig], dict[str, Any]]  # the call's family-specific arguments
-    index_classes: tuple[str, ...] = ()  # other model_index.json class names of the family's checkpoints
     image_per_prompt: bool = True  # the call takes a list of images, one per prompt; False: one image for the batch
     one_seed_per_call: bool = False  # the call takes one torch.Generator, not a list (generator.max_batch_seeds must be 1)
-    set_shift: Callable[[Any, float | None], None] | None = None  # apply video.shift (None: the checkpoint's) to a pipeline
-    # (set_shift None: a shift is refused)
+    set_shift: Callable[[Any, float | None], None] | None = None  # apply video.shift (None: its own) to a pipeline; None: refused
     split: Callable[[Any, ParallelGroups], None] | None = None  # make a loaded pipeline run split over the ranks
     split_axes: frozenset[str] = SPLIT_AXES  # the generator.parallel axes (cfg, ulysses) that split supports
     split_divides_tokens: bool = False  # the split cuts the video tokens into equal shards: their count must divide
     speed: frozenset[str] = SPEED_SWITCHES  # the generator.speed switches it supports
     requires: tuple[str, ...] = ()  # modules its pipeline imports besides torch, diffusers, transformers (e.g. Wan: ftfy)
-    mask_latents: MaskLatents | None = None  # how a mask keeps the source's latents (f2f.backends.masks); None: refused
+    mask_latents: MaskLatents | None = None  # how a mask keeps the source's latents (`latent_masks`); None: refused
 
     @property
-    def classes(self) -> tuple[str, ...]:
-        """Every model_index.json `_class_name` that is this family."""
-        return (self.pipeline_class, *self.index_classes)
+    def name(self) -> str:
+        return self.facts.name
+
+    @property
+    def pipeline_class(self) -> str:
+        return self.facts.pipeline_class
 
 
-def family_named(name: str) -> Family:
-    """The family called `name`; InvalidConfig(generator.family) if f2f has none of that name."""
-    if name not in FAMILIES:
-        raise InvalidConfig("generator.family", name, f"unknown video family; known: {', '.join(FAMILIES)}")
-    return importlib.import_module(FAMILIES[name]).FAMILY
-
-
-def all_families() -> list[Family]:
-    """Every family f2f has, in FAMILIES order."""
-    return [family_named(name) for name in FAMILIES]
-
-
-def family_of(path: Path) -> tuple[Family, dict[str, Any]]:
-    """The family of a checkpoint folder (by its model_index.json) and that index; InvalidConfig(generator.model_path)."""
-    if not path.is_dir():
-        raise InvalidConfig(_FIELD, str(path), f"no such folder {path.name!r} (it must be a local diffusers checkpoint folder)")
-    index = read_json(path, "model_index.json")
-    found = index.get("_class_name")
-    for family in all_families():
-        if found in family.classes:
-            return family, index
-    known = ", ".join(f"{f.name} ({'/'.join(f.classes)})" for f in all_families())
-    rule = f"{path.name}/model_index.json names {found!r}; f2f makes videos with the families {known}"
-    raise InvalidConfig(_FIELD, str(path), rule)
-
-
-def video_defaults(family: str | None, model_path: Path | None) -> tuple[str, dict[str, Any]] | None:
-    """(family name, `video` defaults) for a config: the family's, and the checkpoint folder's rules when it is readable.
-
-    `family` (a config's or the catalogue's) wins over the folder's; they must
-    agree. None when neither is known (no generator configured).
-    """
-    folder = model_path if model_path is not None and model_path.is_dir() else None
-    named = family_named(family) if family is not None else None
-    if folder is None:  # not staged here (yet): loading it says so; a profile's settings need no folder
-        return None if named is None else (named.name, dict(named.defaults))
-    found, spec = inspect_checkpoint(folder)
-    check_family(folder, found, family)
-    return found.name, {**found.defaults, **spec.video_defaults()}
-
-
-def check_family(folder: Path, found: Family, asked: str | None) -> None:
-    """InvalidConfig(generator.family) unless the family a config names (None: any) is the folder's."""
-    if asked is not None and family_named(asked).name != found.name:
-        rule = f"{folder.name} is a {found.name} checkpoint ({found.pipeline_class}), not {asked}"
-        raise InvalidConfig("generator.family", asked, rule)
-
-
-def inspect_checkpoint(path: Path) -> tuple[Family, CheckpointSpec]:
-    """The checkpoint's family and what it can generate, from its configs alone (no weights load)."""
-    family, index = family_of(path)
-    return family, family.inspect(path, index)
+def inspect_checkpoint(path: Path, asked: str | None = None) -> tuple[Family, CheckpointSpec]:
+    """The checkpoint's family and what it can generate (`f2f.families.inspect_checkpoint`)."""
+    facts, spec = inspect_facts(path, asked)
+    return importlib.import_module(FAMILIES[facts.name]).FAMILY, spec
 
 
 class DiffusersVideoGenerator:
@@ -174,9 +106,9 @@ class DiffusersVideoGenerator:
     `device`/`dtype` "auto": cuda + bfloat16 when CUDA is available, else cpu +
     float32. `vae_slicing`, `vae_tiling` and `cpu_offload` are memory switches
     (`apply_memory_switches`); `cpu_offload` needs cuda. `speed` holds the
-    speed-ups (`f2f.backends.speedups`). Seeds run in batches of
+    speed-ups (`f2f.backends.video.speedups`). Seeds run in batches of
     `max_batch_seeds`; a seed's frames do not depend on its batch. `mask`
-    holds how a caller's mask is kept (`f2f.backends.masks`).
+    holds how a caller's mask is kept (`f2f.backends.video.latent_masks`).
     """
 
     def __init__(
@@ -199,10 +131,12 @@ class DiffusersVideoGenerator:
         if max_batch_seeds < 1:
             raise InvalidConfig("generator.max_batch_seeds", max_batch_seeds, "must be at least 1")
         self.model_path = Path(model_path)
-        self.family, self.spec = inspect_checkpoint(self.model_path)
-        check_family(self.model_path, self.family, family)
+        self.family, self.spec = inspect_checkpoint(self.model_path, family)
         _check_requires(self.family)
-        self.device, self.dtype = resolve_device(torch, device, dtype, cpu_offload)
+        device, dtype = resolve_device("generator", device, dtype, torch.cuda.is_available())
+        if cpu_offload and device != "cuda":
+            raise InvalidConfig("generator.cpu_offload", True, "offloading to the CPU needs device cuda")
+        self.device, self.dtype = torch.device(device), getattr(torch, dtype)
         self.speed = speed or SpeedConfig()
         self.mask = mask or MaskConfig()
         self.max_batch_seeds = max_batch_seeds
@@ -306,11 +240,12 @@ class DiffusersVideoGenerator:
         cancelling the awaiting task) stops the job at the next denoising step
         with `EditCancelled`; the instance stays usable. `mask` (an "L" canvas
         image, 255: free to edit) keeps the latents outside it at the source's
-        (`f2f.backends.masks`); None is exactly the unmasked call.
+        (`f2f.backends.video.latent_masks`); None is exactly the unmasked call.
         """
         # 1. Check inputs
         self.check_settings(settings)
-        seeds = _check_request(image, caption, seeds, settings)
+        _check_image(image, settings)
+        seeds = list(seeds)
         if mask is not None:
             check_mask(mask, image, self.family.name, self.family.mask_latents is not None, self.parallel is not None)
         self.health()
@@ -339,11 +274,8 @@ class DiffusersVideoGenerator:
         """The mask's reference latents (one VAE encode of the static source clip); GeneratorOutOfMemory if they do not fit."""
         import torch
 
-        hooks = self.family.mask_latents
-        if hooks is None:  # generate checked it; a family swapped since is still refused
-            raise InvalidInput("mask", "given", f"{self.family.name} cannot keep latents outside a mask")
         try:
-            return Blend.prepare(hooks, pipe, job.image, mask, job.settings, self.mask)
+            return Blend.prepare(self.family.mask_latents, pipe, job.image, mask, job.settings, self.mask)
         except torch.OutOfMemoryError:
             pass  # raised below, once this frame no longer holds the failed encode's tensors
         release_memory(self.device)
@@ -392,9 +324,8 @@ class DiffusersVideoGenerator:
             )
         if not self.decodes:
             return []  # another rank of a split video: rank 0 decodes and returns the frames
-        if len(output.frames) != n:
-            raise RuntimeError(f"{self.family.pipeline_class} returned {len(output.frames)} clips for {n} seeds")
-        return [_check_clip(frames, settings, self.family.pipeline_class) for frames in output.frames]
+        check_clips(output.frames, seeds, settings)
+        return [[frame if frame.mode == "RGB" else frame.convert("RGB") for frame in clip] for clip in output.frames]
 
 
 class _Job:
@@ -421,7 +352,7 @@ class _Job:
         """EditCancelled once the caller's token or the awaiting task was cancelled (on any rank, when split)."""
         wish = self.stop.is_set() or (self.cancel is not None and self.cancel.cancelled)
         if self.collective:
-            from f2f.backends.parallel import any_rank
+            from f2f.backends.video.parallel import any_rank
 
             wish = any_rank(wish)
         if wish:
@@ -444,8 +375,8 @@ class _Job:
 
 
 def context_parallel(pipe: Any, groups: ParallelGroups) -> None:
-    """A family's `split` by diffusers' own context parallelism (`f2f.backends.parallel.context_parallel`)."""
-    from f2f.backends.parallel import context_parallel as split
+    """A family's `split` by diffusers' own context parallelism (`f2f.backends.video.parallel.context_parallel`)."""
+    from f2f.backends.video.parallel import context_parallel as split
 
     split(pipe, groups)
 
@@ -513,37 +444,6 @@ def _check_even_shards(spec: CheckpointSpec, settings: VideoConfig, parts: int) 
         raise InvalidConfig("video.size_multiple", settings.size_multiple, rule)
 
 
-def read_json(folder: Path, name: str) -> dict[str, Any]:
-    """A checkpoint's JSON config as a dict; InvalidConfig(generator.model_path) if missing or broken."""
-    try:
-        data = json.loads((folder / name).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InvalidConfig(_FIELD, str(folder), f"{folder.name}/{name} is missing: not a diffusers checkpoint folder") from None
-    except (OSError, ValueError) as exc:
-        raise InvalidConfig(_FIELD, str(folder), f"{folder.name}/{name} cannot be read as JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise InvalidConfig(_FIELD, str(folder), f"{folder.name}/{name} must hold a JSON object")
-    return data
-
-
-def resolve_device(torch: Any, device: str, dtype: str, cpu_offload: bool) -> tuple[torch.device, torch.dtype]:
-    """auto -> cuda + bfloat16 when CUDA is available, else cpu + float32; cuda and cpu_offload need CUDA."""
-    cuda = torch.cuda.is_available()
-    if device == "auto":
-        device = "cuda" if cuda else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise InvalidConfig("generator.device", device, "must be auto, cpu or cuda")
-    if device == "cuda" and not cuda:
-        raise InvalidConfig("generator.device", device, "CUDA is not available on this machine (use auto or cpu)")
-    if cpu_offload and device != "cuda":
-        raise InvalidConfig("generator.cpu_offload", True, "offloading to the CPU needs device cuda")
-    if dtype == "auto":
-        dtype = "bfloat16" if device == "cuda" else "float32"
-    if dtype not in ("bfloat16", "float16", "float32"):
-        raise InvalidConfig("generator.dtype", dtype, "must be auto, bfloat16, float16 or float32")
-    return torch.device(device), getattr(torch, dtype)
-
-
 def apply_memory_switches(
     pipe: Any, device: torch.device, *, vae_slicing: bool, vae_tiling: bool | Literal["auto"], cpu_offload: bool
 ) -> None:
@@ -591,30 +491,13 @@ def release_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def _check_request(image: Image.Image, caption: str, seeds: Sequence[int], settings: VideoConfig) -> list[int]:
-    """InvalidInput unless the image is an RGB canvas, the caption non-empty and the seeds integers."""
+def _check_image(image: Image.Image, settings: VideoConfig) -> None:
+    """InvalidInput unless the image is an RGB canvas of the settings' size."""
     canvas = (settings.width, settings.height)
     if not isinstance(image, Image.Image) or image.mode != "RGB" or image.size != canvas:
         got = image.size if isinstance(image, Image.Image) else type(image).__name__
         rule = f"must be an RGB image of the canvas size in settings ({canvas[0]}x{canvas[1]}; f2f.canvas.place_on_canvas)"
         raise InvalidInput("image", got, rule)
-    if not isinstance(caption, str) or not caption.strip():
-        raise InvalidInput("caption", caption, "must be a non-empty string")
-    seeds = list(seeds)
-    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**32 for s in seeds):
-        raise InvalidInput("seeds", seeds, "must be a non-empty list of integers 0 <= seed < 2**32")
-    return seeds
-
-
-def _check_clip(frames: list[Image.Image], settings: VideoConfig, pipeline_class: str) -> Frames:
-    """The pipeline's frames as RGB; RuntimeError unless exactly num_frames of the canvas size."""
-    canvas = (settings.width, settings.height)
-    sizes = sorted({frame.size for frame in frames})
-    if len(frames) != settings.num_frames or sizes != [canvas]:
-        raise RuntimeError(
-            f"{pipeline_class} returned {len(frames)} frames of sizes {sizes}; expected {settings.num_frames} frames of {canvas}"
-        )
-    return [frame if frame.mode == "RGB" else frame.convert("RGB") for frame in frames]
 
 
 def _notifier(progress: ProgressCallback | None) -> Callable[[Progress], None]:

@@ -41,7 +41,8 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from f2f.backends.vlm_common import (
+from f2f.backends import resolve_device
+from f2f.backends.vlm.vlm_common import (
     Checkpoint,
     answer_budget,
     chat_template,
@@ -52,7 +53,6 @@ from f2f.backends.vlm_common import (
     message_images,
     prepare_image,
     render_prompt,
-    resolve_dtype,
     visual_tokens,
 )
 from f2f.config import VLMConfig
@@ -155,7 +155,7 @@ def engine_args(cfg: VLMConfig, checkpoint: Checkpoint, cuda_available: bool) ->
         "model": str(checkpoint.path),
         "tokenizer": str(checkpoint.path),
         "trust_remote_code": False,
-        "dtype": resolve_dtype(cfg.dtype, "cuda" if cuda_available else "cpu"),
+        "dtype": resolve_device("vlm", "auto", cfg.dtype, cuda_available)[1],
         "max_model_len": cfg.max_model_len,
         "gpu_memory_utilization": cfg.gpu_memory_utilization,
         "tensor_parallel_size": cfg.tensor_parallel_size,

@@ -25,7 +25,8 @@ import inspect
 from collections.abc import Sequence
 from typing import Any
 
-from f2f.backends.vlm_common import (
+from f2f.backends import resolve_device
+from f2f.backends.vlm.vlm_common import (
     Checkpoint,
     answer_budget,
     chat_template,
@@ -36,8 +37,6 @@ from f2f.backends.vlm_common import (
     message_images,
     prepare_image,
     render_prompt,
-    resolve_device,
-    resolve_dtype,
 )
 from f2f.config import VLMConfig
 from f2f.errors import InvalidInput
@@ -77,9 +76,8 @@ class TransformersVLM:
         checkpoint = check_checkpoint(cfg.model_path, "transformers")
         torch = import_or_explain("torch", "transformers", EXTRA)
         transformers = import_or_explain("transformers", "transformers", EXTRA)
-        device = resolve_device(cfg.device, torch.cuda.is_available())
-        dtype = getattr(torch, resolve_dtype(cfg.dtype, device))
-        model = _load_model(transformers, checkpoint, dtype).to(device).eval()
+        device, dtype = resolve_device("vlm", cfg.device, cfg.dtype, torch.cuda.is_available())
+        model = _load_model(transformers, checkpoint, getattr(torch, dtype)).to(device).eval()
         tokenizer = transformers.AutoTokenizer.from_pretrained(checkpoint.path, local_files_only=True, trust_remote_code=False)
         return cls(
             model,

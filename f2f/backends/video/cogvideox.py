@@ -3,7 +3,7 @@
 CogVideoX-5B-I2V (the paper's default) and CogVideoX1.5-5B-I2V.
 
 Everything else a video needs (the worker thread, batches, progress, cancel,
-memory switches, out-of-memory errors) is `f2f.backends.i2v`'s; this module
+memory switches, out-of-memory errors) is `f2f.backends.video.i2v`'s; this module
 says what CogVideoX does differently (`FAMILY`). What a checkpoint allows is
 read from its configs before any weight loads:
 
@@ -24,8 +24,8 @@ read from its configs before any weight loads:
   13 comes back as 16).
 - the call: no dynamic CFG, and the T5 sequence length the transformer takes.
 - a split over several processes: the project's own CFG-parallel x Ulysses
-  (`f2f.backends.parallel`), with rank 0 alone encoding and decoding.
-- a mask (`f2f.backends.masks`): the denoised latents are the video itself
+  (`f2f.backends.video.parallel`), with rank 0 alone encoding and decoding.
+- a mask (`f2f.backends.video.latent_masks`): the denoised latents are the video itself
   ([B, F, C, h, w]; the image latents enter on the channel axis, apart), so
   the reference is the static source's VAE encoding times the VAE's scaling
   factor (what `decode_latents` divides by), frames first; CogVideoX 1.5's
@@ -35,59 +35,17 @@ read from its configs before any weight loads:
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from f2f.backends.i2v import CheckpointSpec, Family, read_json
-from f2f.backends.masks import MaskLatents
+from f2f.backends.video.i2v import Family
+from f2f.backends.video.latent_masks import MaskLatents
 from f2f.config import VideoConfig
-from f2f.errors import InvalidConfig
+from f2f.families import FAMILIES, CheckpointSpec
 
 if TYPE_CHECKING:
     import torch
 
-    from f2f.backends.parallel import ParallelGroups
-
-PIPELINE_CLASS = "CogVideoXImageToVideoPipeline"
-LATENT_DECODE_GROUP = 2  # AutoencoderKLCogVideoX decodes latent frames in pairs (after a first odd group)
-NATIVE_CANVAS_15 = (1360, 768)  # CogVideoX1.5-5B-I2V's training resolution (model card): its pixel budget
-_FIELD = "generator.model_path"
-
-
-def inspect(path: Path, index: dict[str, Any]) -> CheckpointSpec:
-    """The rules of a CogVideoX I2V checkpoint folder; InvalidConfig(generator.model_path) if it is not one.
-
-    Rules: transformer/ and vae/ have config.json; the transformer takes 2 x
-    the VAE's latent channels (noise + image latents) and returns the VAE's
-    latent channels.
-    """
-    transformer, vae = read_json(path, "transformer/config.json"), read_json(path, "vae/config.json")
-    latent = vae.get("latent_channels", 16)
-    if transformer.get("in_channels") != 2 * latent or transformer.get("out_channels") != latent:
-        rule = (
-            f"{path.name}: the transformer is not the image-to-video layout: in_channels {transformer.get('in_channels')} and "
-            f"out_channels {transformer.get('out_channels')}, expected {2 * latent} and {latent} "
-            "(2 x and 1 x the VAE's latent channels); is this a text-to-video checkpoint?"
-        )
-        raise InvalidConfig(_FIELD, str(path), rule)
-    return _spec(path.name, transformer, vae)
-
-
-def _spec(name: str, transformer: dict[str, Any], vae: dict[str, Any]) -> CheckpointSpec:
-    """Canvas and frame rules from the transformer and VAE configs (diffusers' defaults where absent)."""
-    scale = 2 ** (len(vae.get("block_out_channels", (128, 256, 256, 512))) - 1)
-    canvas = (transformer.get("sample_width", 90) * scale, transformer.get("sample_height", 60) * scale)
-    fixed = bool(transformer.get("use_learned_positional_embeddings", False))
-    if transformer.get("patch_size_t") is not None and not fixed:
-        canvas = NATIVE_CANVAS_15  # 1.5: sample_* size the RoPE table, not the canvas it was trained at
-    return CheckpointSpec(
-        name=name,
-        canvas_size=canvas,
-        fixed_canvas=fixed,
-        size_multiple=scale * transformer.get("patch_size", 2),
-        frame_step=int(vae.get("temporal_compression_ratio", 4)) * LATENT_DECODE_GROUP,
-        options={"max_text_seq_length": transformer.get("max_text_seq_length", 226)},
-    )
+    from f2f.backends.video.parallel import ParallelGroups
 
 
 def call_arguments(spec: CheckpointSpec, settings: VideoConfig) -> dict[str, Any]:
@@ -97,7 +55,7 @@ def call_arguments(spec: CheckpointSpec, settings: VideoConfig) -> dict[str, Any
 
 def split(pipe: Any, groups: ParallelGroups) -> None:
     """One video over the ranks: the transformer split (CFG x Ulysses); prompt and image encoded on rank 0."""
-    from f2f.backends.parallel import encode_on_rank_0, parallelize_transformer
+    from f2f.backends.video.parallel import encode_on_rank_0, parallelize_transformer
 
     parallelize_transformer(pipe.transformer, groups)
     encode_on_rank_0(pipe)
@@ -118,14 +76,8 @@ def latent_layout(pipe: Any, latents: torch.Tensor) -> torch.Tensor:
     return torch.cat([frames[:, :1].expand(-1, pad, -1, -1, -1), frames], dim=1)
 
 
-# CogVideoX-5B-I2V's settings in the paper (a CogVideoX1.5 profile sets its own: 81 frames, 16 fps, a free canvas).
-DEFAULTS = {"frame_step": 8, "size_multiple": 16, "num_frames": 49, "num_inference_steps": 50, "guidance_scale": 6.0, "fps": 8}
-
 FAMILY = Family(
-    name="cogvideox",
-    pipeline_class=PIPELINE_CLASS,
-    inspect=inspect,
-    defaults=DEFAULTS,
+    facts=FAMILIES["cogvideox"],
     call_arguments=call_arguments,
     split=split,
     mask_latents=MaskLatents(encode=encode_reference, noise="add_noise", layout=latent_layout),

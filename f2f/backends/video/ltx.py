@@ -1,6 +1,6 @@
 """The LTX-Video image-to-video family: diffusers' `LTXImageToVideoPipeline` (LTX-Video 0.9.x, 2B and 13B).
 
-What LTX-Video does differently from `f2f.backends.i2v`'s shared path
+What LTX-Video does differently from `f2f.backends.video.i2v`'s shared path
 (`FAMILY`), read from a checkpoint's configs before any weight loads:
 
 - recognised by model_index.json's `LTXPipeline` (how Lightricks/LTX-Video-0.9.1
@@ -30,7 +30,7 @@ What LTX-Video does differently from `f2f.backends.i2v`'s shared path
   their shard (a shape error, found by running it on two ranks; splitting the
   timesteps too fails further on). A split is refused at load, naming
   `generator.parallel`.
-- a mask (`f2f.backends.masks`): the pipeline denoises packed latents
+- a mask (`f2f.backends.video.latent_masks`): the pipeline denoises packed latents
   ([B, tokens, C], frame-major) whose frame 0 it holds at the source's image
   latent with timestep 0; that frame is left to it. The reference is the
   static source's VAE encoding, normalised as the decoder denormalises
@@ -40,59 +40,17 @@ What LTX-Video does differently from `f2f.backends.i2v`'s shared path
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from f2f.backends.i2v import CheckpointSpec, Family, read_json
-from f2f.backends.masks import MaskLatents
+from f2f.backends.video.i2v import Family
+from f2f.backends.video.latent_masks import MaskLatents
 from f2f.config import VideoConfig
-from f2f.errors import InvalidConfig
+from f2f.families import FAMILIES, CheckpointSpec
 
 if TYPE_CHECKING:
     import torch
 
-PIPELINE_CLASS = "LTXImageToVideoPipeline"
-INDEX_CLASSES = ("LTXPipeline", "LTXConditionPipeline")  # how LTX-Video 0.9.x checkpoints name themselves
-NATIVE_CANVAS = (768, 512)  # LTX-Video's published resolution (its pixel budget here, not a size)
 DECODE_TIMESTEP, DECODE_NOISE_SCALE = 0.05, 0.025  # the timestep-aware VAE's settings (LTX-Video 0.9.1+)
-_FIELD = "generator.model_path"
-
-
-def inspect(path: Path, index: dict[str, Any]) -> CheckpointSpec:
-    """The rules of an LTX-Video checkpoint folder; InvalidConfig(generator.model_path) if it is not one.
-
-    Rules: transformer/ and vae/ have config.json; the transformer takes and
-    returns the VAE's latent channels (LTX conditions on the first latent
-    frame, not on extra channels) in one-frame patches.
-    """
-    transformer, vae = read_json(path, "transformer/config.json"), read_json(path, "vae/config.json")
-    latent = vae.get("latent_channels", 128)
-    if transformer.get("in_channels") != latent or transformer.get("out_channels") != latent:
-        rule = (
-            f"{path.name}: the transformer takes in_channels {transformer.get('in_channels')} and returns out_channels "
-            f"{transformer.get('out_channels')}, expected {latent} and {latent} (the VAE's latent channels): not an "
-            "LTX-Video transformer and VAE pair"
-        )
-        raise InvalidConfig(_FIELD, str(path), rule)
-    if transformer.get("patch_size_t", 1) != 1:
-        patch = transformer.get("patch_size_t")
-        rule = f"{path.name}: transformer patch_size_t {patch}; f2f knows LTX-Video with 1-frame patches"
-        raise InvalidConfig(_FIELD, str(path), rule)
-    return _spec(path.name, transformer, vae)
-
-
-def _spec(name: str, transformer: dict[str, Any], vae: dict[str, Any]) -> CheckpointSpec:
-    """Canvas and frame rules from the VAE's compression (as AutoencoderKLLTXVideo computes it) and the patch size."""
-    scaling = sum(bool(s) for s in vae.get("spatio_temporal_scaling", (True, True, True, False)))
-    spatial = vae.get("spatial_compression_ratio") or vae.get("patch_size", 4) * 2**scaling
-    temporal = vae.get("temporal_compression_ratio") or vae.get("patch_size_t", 1) * 2**scaling
-    return CheckpointSpec(
-        name=name,
-        canvas_size=NATIVE_CANVAS,
-        fixed_canvas=False,
-        size_multiple=int(spatial) * transformer.get("patch_size", 1),
-        frame_step=int(temporal),
-    )
 
 
 def call_arguments(spec: CheckpointSpec, settings: VideoConfig) -> dict[str, Any]:
@@ -111,24 +69,8 @@ def latent_layout(pipe: Any, latents: torch.Tensor) -> torch.Tensor:
     return pipe._pack_latents(latents, pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size)
 
 
-# LTX-Video 0.9.1's published settings (diffusers' LTX-Video example and notes): 768x512, 161 frames, 50 steps,
-# guidance 3.0 (the pipeline's default), written at 24 fps. The distilled profile sets its own (8 steps, guidance 1.0).
-DEFAULTS = {
-    "max_canvas_pixels": NATIVE_CANVAS[0] * NATIVE_CANVAS[1],
-    "size_multiple": 32,
-    "frame_step": 8,
-    "num_frames": 161,
-    "num_inference_steps": 50,
-    "guidance_scale": 3.0,
-    "fps": 24,
-}
-
 FAMILY = Family(
-    name="ltx",
-    pipeline_class=PIPELINE_CLASS,
-    index_classes=INDEX_CLASSES,
-    inspect=inspect,
-    defaults=DEFAULTS,
+    facts=FAMILIES["ltx"],
     call_arguments=call_arguments,
     one_seed_per_call=True,
     split=None,  # diffusers 0.42.1's LTX context-parallel plan does not fit image to video (see the docstring)

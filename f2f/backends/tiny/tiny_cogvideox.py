@@ -1,7 +1,7 @@
 """A tiny random-weight CogVideoX image-to-video checkpoint, built offline.
 
 The same classes and folder layout as CogVideoX-5b-I2V (diffusers format), so
-the real loader (`f2f.backends.i2v`) runs on it unchanged; only the sizes
+the real loader (`f2f.backends.video.i2v`) runs on it unchanged; only the sizes
 shrink. Rules:
 
 - the transformer is the I2V layout: `in_channels` = 2 x the VAE's latent
@@ -33,7 +33,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from f2f.backends.tiny_t5 import TEXT_DIM, t5_encoder, t5_tokenizer
+from f2f.backends.tiny.tiny_t5 import TEXT_DIM, t5_encoder, t5_tokenizer
 
 SPATIAL_SCALE = 8  # 2 ** (len(block_out_channels) - 1)
 TEMPORAL_SCALE = 4

@@ -31,7 +31,7 @@ from typing import Any
 
 from PIL import Image
 
-from f2f.backends.vlm_common import check_messages, import_or_explain, prepare_image
+from f2f.backends.vlm.vlm_common import check_messages, import_or_explain, prepare_image
 from f2f.config import VLMConfig
 from f2f.errors import BackendNotConfigured, InvalidConfig, InvalidInput, VLMEndpointError
 from f2f.protocols import Message

@@ -2,7 +2,7 @@
 
 The same classes and folder layout as Lightricks/LTX-Video-0.9.1 in diffusers
 format (`LTXPipeline` in model_index.json; `LTXImageToVideoPipeline` loads
-it), so the real loader (`f2f.backends.i2v`) runs on it unchanged; only the
+it), so the real loader (`f2f.backends.video.i2v`) runs on it unchanged; only the
 sizes shrink. Rules:
 
 - the transformer (`LTXVideoTransformer3DModel`) takes and returns the VAE's
@@ -15,7 +15,7 @@ sizes shrink. Rules:
 - the scheduler is the real checkpoint's: FlowMatchEulerDiscreteScheduler with
   dynamic shifting from the sequence length (`SCHEDULER_CONFIG`);
 - the text encoder is a tiny T5 and the tokenizer a Unigram T5 tokenizer built
-  in memory (`f2f.backends.tiny_t5`), 128 tokens as the real one;
+  in memory (`f2f.backends.tiny.tiny_t5`), 128 tokens as the real one;
 - the same seed gives byte-identical weight files; the caller's global torch
   RNG state is left as it was.
 
@@ -28,7 +28,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from f2f.backends.tiny_t5 import TEXT_DIM, t5_encoder, t5_tokenizer
+from f2f.backends.tiny.tiny_t5 import TEXT_DIM, t5_encoder, t5_tokenizer
 
 LATENT_CHANNELS = 8
 MAX_TEXT_TOKENS = 128  # LTX-Video's tokenizer model_max_length and the pipeline's max_sequence_length
