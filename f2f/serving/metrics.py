@@ -56,7 +56,7 @@ this module needs no Ray cluster.
 
 vLLM's engine statistics (`vlm.backend: vllm` with `vlm.engine_stats`, on by
 default) are vLLM's own metrics, not defined here: in a VLM replica vLLM's
-`RayPrometheusStatLogger` records them as Ray metrics (`f2f.backends.vllm_vlm`),
+`RayPrometheusStatLogger` records them as Ray metrics (`f2f.backends.vlm.vllm_vlm`),
 with the name's `vllm:` made `vllm_`, labels `model_name` (the checkpoint's
 path), `engine` (0) and `ReplicaId`, and no Serve tags. The ones to watch:
 

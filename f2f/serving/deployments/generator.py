@@ -11,7 +11,7 @@ as the denoising steps finish (each step's time is recorded in
 `f2f_denoise_step_seconds`) and then, last, the clips; cancelling the
 request (the caller cancels its stream) stops the video at the next step.
 A mask goes to the backend as is; a split generator refuses one before its
-other ranks start (`f2f.backends.masks`).
+other ranks start (`f2f.backends.video.latent_masks`).
 """
 
 from __future__ import annotations

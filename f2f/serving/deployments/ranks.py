@@ -8,7 +8,7 @@ Rules:
   starts one `GeneratorRank` actor in each other bundle.
 - Rendezvous: torch.distributed over TCP at the replica's node address and
   a free port; NCCL on GPUs, gloo on the CPU (tests). Each rank loads the
-  same checkpoint and splits the transformer (`f2f.backends.parallel`).
+  same checkpoint and splits the transformer (`f2f.backends.video.parallel`).
 - Every video runs on all ranks at once with the same inputs: the replica
   sends them to the actors and runs rank 0 itself; only rank 0's frames are
   returned (the others return nothing, so no frames cross Ray).
