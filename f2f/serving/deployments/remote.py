@@ -1,4 +1,5 @@
-"""The model protocols over deployment handles: what the edit worker runs `f2f.pipeline.edit` with.
+"""The model protocols over deployment handles: the `Models` the edit worker runs `f2f.pipeline.run_edit` on
+(`remote_models`: the one place a Serve host builds its bundle).
 
 Rules:
 
@@ -9,8 +10,8 @@ Rules:
   When the awaiting task is cancelled, or the cancel token is set at a
   progress event, the stream is cancelled: Serve cancels the request in the
   generator replica, which stops the video at its next denoising step.
-  A mask (an "L" PIL image, pickled by Ray) is passed on as `mask`; without
-  one the call is the old four-argument call.
+  A mask (an "L" PIL image, pickled by Ray) is passed on as `mask`, and
+  left out of the call without one.
 - An f2f error raised in a replica comes out as itself, not wrapped by Ray.
 - A call made inside `f2f.serving.logs.job_logging` (the worker runs every
   job in it) carries the job's id as its Serve request id: the called
@@ -26,14 +27,13 @@ from typing import Any
 from PIL import Image
 
 from f2f.config import VideoConfig
-from f2f.errors import F2FError
-from f2f.protocols import CancelToken, Frames, Message, Progress, ProgressCallback
+from f2f.errors import F2FError, unwrap
+from f2f.protocols import CancelToken, Frames, Message, Models, Progress, ProgressCallback
 
 
-def unwrap(exc: BaseException) -> BaseException:
-    """The f2f error a Ray task error carries, else `exc` itself."""
-    cause = getattr(exc, "cause", None)  # ray.exceptions.RayTaskError carries the original
-    return cause if isinstance(cause, F2FError) and not isinstance(exc, F2FError) else exc
+def remote_models(vlm: Any, generator: Any) -> Models:
+    """The models of an edit over a VLMDeployment and a GeneratorDeployment handle."""
+    return Models(RemoteVLM(vlm), RemoteGenerator(generator))
 
 
 async def remote(response: Awaitable[Any]) -> Any:
@@ -41,10 +41,10 @@ async def remote(response: Awaitable[Any]) -> Any:
     try:
         return await response
     except Exception as exc:
-        raised = unwrap(exc)
-        if raised is exc:
+        cause = unwrap(exc)  # ray.exceptions.RayTaskError carries the original
+        if cause is exc or not isinstance(cause, F2FError) or isinstance(exc, F2FError):
             raise
-        raise raised from None
+        raise cause from None
 
 
 class RemoteVLM:

@@ -80,14 +80,14 @@ from PIL import Image
 from f2f.config import F2FConfig
 from f2f.errors import EditCancelled, F2FError, InvalidInput, ReplicaLost, unwrap
 from f2f.pipeline import run_edit
-from f2f.protocols import CancelToken, Models, Progress
+from f2f.protocols import CancelToken, Progress
 from f2f.request import CheckedEdit
 from f2f.result import EditResult, write_atomic, write_outputs
 from f2f.serving import logs, metrics
 from f2f.serving.api.candidates import frame_links
 from f2f.serving.api.wire import AlignmentView, JobError, JobResult, RankingView
 from f2f.serving.deployments.args import AppArgs, actor_options, replica_options
-from f2f.serving.deployments.remote import RemoteGenerator, RemoteVLM
+from f2f.serving.deployments.remote import remote_models
 from f2f.serving.jobs import (
     MASK,
     SOURCE,
@@ -141,7 +141,7 @@ class EditWorker:
     ) -> None:
         self.loop = asyncio.get_running_loop()  # Serve runs constructors on the replica's event loop
         logs.log_to_serve()
-        self.vlm, self.generator = RemoteVLM(vlm), RemoteGenerator(generator)
+        self.models = remote_models(vlm, generator)
         self.config, self.jobs = config, jobs
         self.jobs_max_concurrent = max_concurrent_jobs
         self.store = open_store(jobs, config.cache_dir)
@@ -332,7 +332,7 @@ class EditWorker:
         checked = await asyncio.to_thread(self._checked_request, record)
         return await run_edit(
             checked,
-            Models(self.vlm, self.generator),
+            self.models,
             progress=watcher.on_progress,
             cancel=cancel,
             keep_frames=record.request.return_video,
