@@ -144,3 +144,11 @@ def test_a_wrong_object_store_is_one_line_at_start_naming_the_field(s3_bucket: s
         check_store(JobsArgs(objects=objects, objects_endpoint_url=s3_bucket))
     assert (info.value.field, info.value.value) == ("jobs.objects", objects) and rule in info.value.rule
     assert "\n" not in str(info.value)
+
+
+def test_the_start_check_puts_the_expiry_rule_on_the_buckets_prefix(tmp_path: Path, s3_bucket: str) -> None:
+    jobs = JobsArgs(objects="s3://f2f/edits", objects_endpoint_url=s3_bucket, ttl_s=2 * 86400)
+    check_store(jobs)
+    store = open_store(jobs, tmp_path)
+    rules = store.objects.client.get_bucket_lifecycle_configuration(Bucket="f2f")["Rules"]  # type: ignore[attr-defined]
+    assert [(r["Filter"]["Prefix"], r["Expiration"]["Days"]) for r in rules] == [("edits/", 2)]

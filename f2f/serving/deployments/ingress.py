@@ -40,7 +40,7 @@ from f2f.serving.api.service import EditService
 from f2f.serving.deployments.args import AppArgs, actor_options, replica_options
 from f2f.serving.deployments.ingress_args import IngressArgs
 from f2f.serving.jobs import open_store
-from f2f.serving.jobs.events import EventsClient, RedisEvents
+from f2f.serving.jobs.events import EventsClient
 from f2f.serving.jobs.queue import BrokerQueue, JobQueue, JobsArgs
 from f2f.serving.logs import log_to_serve
 
@@ -83,11 +83,7 @@ class Ingress:
     def __serve_build_asgi_app__(self) -> FastAPI:
         store_dir = self.jobs.store_dir(self.config.cache_dir)
         store = open_store(self.jobs, self.config.cache_dir)
-        events: EventsClient | RedisEvents
-        if self.events is not None:
-            events = EventsClient(self.events, asyncio.get_running_loop())
-        else:  # the Redis store: its channel
-            events = RedisEvents(store.url, store.events_channel)  # type: ignore[attr-defined]
+        events = store.change_events() or EventsClient(self.events, asyncio.get_running_loop())
         queue, broker = JobQueue(self.jobs, store_dir), BrokerQueue.of(self.jobs, store_dir)
         service = EditService(store, queue, self.config, self.jobs, self.limits, self.auth, events, self.http, broker)
         return make_api(service, serve_ready)

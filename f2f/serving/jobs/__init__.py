@@ -55,14 +55,9 @@ logger = logging.getLogger("f2f.serving")
 
 def open_store(jobs: JobsArgs, cache_dir: Path) -> StoreBase:
     """The job store `jobs.store` names, over the objects `jobs.objects` names (default: `jobs.dir`/jobs); its
-    errors' Retry-After is `jobs.retry_after_s`. A bucket gets a lifecycle rule expiring the prefix after `ttl_s`."""
+    errors' Retry-After is `jobs.retry_after_s`."""
     root = jobs.store_dir(cache_dir)
     objects = _objects(jobs)
-    if objects is not None:
-        try:
-            objects.expire_after(jobs.ttl_s)
-        except StoreUnavailable as exc:  # e.g. no permission on the bucket's rules: the sweep still deletes
-            logger.warning("jobs.objects: no lifecycle rule set on %s (%s); the sweep deletes expired jobs", objects.url, exc)
     store: StoreBase
     if jobs.store == "redis":
         from f2f.serving.jobs.redis_store import RedisJobStore
@@ -83,13 +78,19 @@ def _objects(jobs: JobsArgs) -> Objects | None:
 
 
 def check_store(jobs: JobsArgs) -> None:
-    """At start: the Redis of a redis store and the object store answer; else one InvalidConfig naming the field and
-    the URL (as given: a `${NAME}` reference is never expanded in the message)."""
-    if jobs.objects is not None:
+    """At start (once, where the application is built): the Redis of a redis store and the object store answer;
+    else one InvalidConfig naming the field and the URL (as given: a `${NAME}` reference is never expanded in the
+    message). A bucket gets a lifecycle rule expiring the prefix after `jobs.ttl_s`."""
+    objects = _objects(jobs)
+    if objects is not None:
         try:
-            _objects(jobs).check("jobs.objects")  # type: ignore[union-attr]
+            objects.check("jobs.objects")
         except InvalidConfig as exc:
             raise InvalidConfig("jobs.objects", jobs.objects, exc.rule) from None
+        try:
+            objects.expire_after(jobs.ttl_s)
+        except StoreUnavailable as exc:  # e.g. no permission on the bucket's rules: the sweep still deletes
+            logger.warning("jobs.objects: no lifecycle rule set on %s (%s); the sweep deletes expired jobs", objects.url, exc)
     if jobs.store != "redis":
         return
     import redis

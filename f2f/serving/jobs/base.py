@@ -19,6 +19,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from f2f.serving.jobs.objects import LocalObjects, Objects
 from f2f.serving.jobs.record import (
@@ -140,6 +141,11 @@ class StoreBase:
         """The record under the job's lock, and how to save it (the new record, and the status it had)."""
         raise NotImplementedError
         yield
+
+    def change_events(self) -> Any:
+        """What wakes a replica's waits on this store's changes, if the store publishes them itself (a
+        `f2f.serving.jobs.events.RedisEvents`); None: the changes go through the JobEvents hub."""
+        return None
 
     def _stale(self, job_ids: Iterable[str]) -> list[str]:
         """Of `job_ids` (running, by the store's index), those still running whose lease lapsed."""

@@ -86,6 +86,12 @@ class RedisJobStore(StoreBase):
         self.prefix, self.url = prefix, url
         self.events_channel = self._key("events")  # each change, published with it: `<job id> <updated_at>`
 
+    def change_events(self) -> Any:
+        """This store's channel, to which each change is published in its transaction (`RedisEvents`)."""
+        from f2f.serving.jobs.events import RedisEvents
+
+        return RedisEvents(self.url, self.events_channel)
+
     def _key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
 

@@ -144,10 +144,13 @@ async def edit_image(
     served = frames.result_file(record) if rank == 1 else f"ranked/{rank}.png"  # rank 1: the selected frame, if any
     stored = service.store.output_key(record, served)
     missing = f"job {job_id} kept no image of rank {rank}"
-    if stored is None or not await asyncio.to_thread(service.store.objects.exists, stored):
+    if stored is None:
         raise NoSuchOutput(missing)
     cache = service.store.key(job_id, f"{outputs.CACHE_DIR}/{outputs.cache_name(served, fmt, quality, resize)}")
-    answer = await asyncio.to_thread(outputs.cached, service.store.objects, stored, cache, fmt, quality, resize)
+    try:
+        answer = await asyncio.to_thread(outputs.cached, service.store.objects, stored, cache, fmt, quality, resize)
+    except NoSuchObject:  # the stored image, to convert (one as stored is looked up by `download`)
+        raise NoSuchOutput(missing) from None
     filename = f"{job_id}-{Path(served).stem if rank == 1 else f'rank{rank}'}.{fmt}"
     if isinstance(answer, str):
         return await download(service, answer, outputs.MEDIA_TYPES[fmt], filename, missing)
