@@ -37,13 +37,13 @@ COPY --chown=1000:100 serve ./serve
 # hadolint ignore=DL3013
 RUN pip install --no-cache-dir \
         "vllm==0.32.0" \
-        "ray[serve]==2.60.0" \
+        "ray[serve,data]==2.60.0" \
         "diffusers==0.42.1" \
         "transformers==5.19.0" \
         "peft==0.21.2" \
         "ftfy==6.3.1" \
         "opencv-python-headless==5.0.0.93" \
-        ".[video,vllm,serve,docs]" \
+        ".[video,vllm,serve,bulk,docs]" \
     && f2f --version
 
 EXPOSE 8000 8265 6379 10001 8080

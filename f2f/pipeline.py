@@ -26,7 +26,9 @@ import functools
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from PIL import Image
 
@@ -37,8 +39,10 @@ from f2f.masks import MaskedEdit, composite, feathered
 from f2f.protocols import VLM, CancelToken, Frames, Models, Progress, ProgressCallback, VideoGenerator
 from f2f.ranking import rank_clips
 from f2f.request import CheckedEdit, check_edit, settings_from
-from f2f.result import ClipOutcome, EditResult, Status, edit_of
+from f2f.result import ClipOutcome, EditResult, Ranking, Status, edit_of
 from f2f.selection import candidate_frames, make_collage, parse_selection, selection_messages, selection_reminder
+
+_T = TypeVar("_T")
 
 STAGES = ("caption", "generate", "select", "rank", "align", "total")
 """The stages whose seconds every report shows (metrics, bulk summaries); `timings_s` has these and the small ones."""
@@ -73,61 +77,108 @@ async def run_edit(
     """Run a checked request on `models`; `keep_frames` keeps the chosen clip's frames on the result (for its video)."""
     cancel = cancel or CancelToken()
     notify = progress or (lambda _: None)
-    started = time.perf_counter() - request.check_s
-    # 1. Check inputs: done by check_edit (its seconds are the request's)
-    timings: dict[str, float] = {"check_inputs": request.check_s}
-    source, text, seeds, config = request.source, request.text, request.seeds, request.config
-
-    # 2. Temporal caption
+    edit = EditInFlight.of(request)
     cancel.raise_if_cancelled()
     notify(Progress("caption"))
-    with _timed(timings, "caption"):
-        answer, caption = await write_caption(models.vlm, source, text, config)
-
-    # 3. Canvas: letterboxed onto a fixed one, or a free one of the source's own aspect ratio
-    with _timed(timings, "letterbox"):
-        canvas = place_on_canvas(source, config.video)
-        settings = config.video.model_copy(update={"width": canvas.size[0], "height": canvas.size[1]})
-        masked = None if request.mask is None else MaskedEdit.of(request.mask, config.mask)
-        canvas_mask = None if request.mask is None else canvas.place_mask(request.mask)
-
-    # 4. Generate (with a mask in latent mode, the generator keeps the source outside it), then composite a mask's clips
+    await caption_edit(edit, models.vlm)
     cancel.raise_if_cancelled()
     notify(Progress("generate"))
-    with _timed(timings, "generate"):
-        latent_mask = {"mask": canvas_mask} if masked is not None and masked.mode == "latent" else {}
-        clips = await models.generator.generate(
-            canvas.image, caption or text, seeds, settings, progress=notify, cancel=cancel, **latent_mask
-        )
-        check_clips(clips, seeds, settings)
-    if canvas_mask is not None:
-        with _timed(timings, "mask"):
-            clips = composite_clips(clips, canvas.image, canvas_mask, config.mask)
-
-    # 5. Candidates + collage -> selection, per clip
+    await generate_clips(edit, models.generator, progress=notify, cancel=cancel)
     cancel.raise_if_cancelled()
     notify(Progress("select"))
-    with _timed(timings, "select"):
-        judgements = (judge_clip(models.vlm, clip, seed, canvas, text, config) for clip, seed in zip(clips, seeds, strict=True))
-        judged = await asyncio.gather(*judgements)
-
-    # 6. Rank the clips (the VLM compares the edited ones)
-    cancel.raise_if_cancelled()
-    with _timed(timings, "rank"):
-        order, ranking = await rank_clips(models.vlm, judged, clips, canvas, text, config)
-    best, outcome = order[0], judged[order[0]]
-
-    # 7. The best frame made the edit: un-letterboxed, its camera drift undone, under a mask the source put back
-    chosen = clips[best][outcome.frame] if outcome.frame else None
-    edited, alignment = edit_of(chosen, canvas.box, source, config.align, masked, functools.partial(_timed, timings))
-    timings["total"] = time.perf_counter() - started
+    await select_clip(edit, models.vlm, cancel)
+    result = finish_edit(edit, keep_frames)
     notify(Progress("done"))
+    return result
+
+
+@dataclass
+class EditInFlight:
+    """One edit between its stages: what each step made so far. Plain data (Pillow images, config models), so a
+    host may run the stages in different processes (`f2f.bulk` moves it between Ray Data's actor pools)."""
+
+    request: CheckedEdit
+    timings: dict[str, float]
+    started: float  # wall clock (time.time) when the request's check began: `total` counts from there
+    answer: str = ""  # the VLM's raw caption answer
+    caption: str | None = None  # the cleaned caption; None: the answer was unusable (the edit text is used)
+    canvas: Letterboxed | None = None
+    settings: VideoConfig | None = None  # the video settings at the canvas's size
+    masked: MaskedEdit | None = None
+    canvas_mask: Image.Image | None = None
+    clips: list[Frames] = field(default_factory=list)
+    judged: list[ClipOutcome] = field(default_factory=list)
+    order: list[int] = field(default_factory=list)  # clip indices, best first
+    ranking: Ranking | None = None
+
+    @classmethod
+    def of(cls, request: CheckedEdit) -> EditInFlight:
+        """1. Check inputs: done by check_edit (its seconds are the request's)."""
+        return cls(request, {"check_inputs": request.check_s}, time.time() - request.check_s)
+
+
+async def caption_edit(edit: EditInFlight, vlm: VLM) -> None:
+    """2. The temporal caption; 3. the canvas: letterboxed onto a fixed one, or a free one of the source's aspect ratio."""
+    request, config = edit.request, edit.request.config
+    with _timed(edit.timings, "caption"):
+        edit.answer, edit.caption = await write_caption(vlm, request.source, request.text, config)
+    with _timed(edit.timings, "letterbox"):
+        edit.canvas = canvas = place_on_canvas(request.source, config.video)
+        edit.settings = config.video.model_copy(update={"width": canvas.size[0], "height": canvas.size[1]})
+        if request.mask is not None:
+            edit.masked = MaskedEdit.of(request.mask, config.mask)
+            edit.canvas_mask = canvas.place_mask(request.mask)
+
+
+async def generate_clips(
+    edit: EditInFlight, generator: VideoGenerator, *, progress: ProgressCallback | None = None, cancel: CancelToken | None = None
+) -> None:
+    """4. One clip per seed (with a mask in latent mode, the generator keeps the source outside it), then a mask's
+    clips composited onto the canvas. Needs `caption_edit`."""
+    request, canvas, settings = edit.request, _made(edit.canvas), _made(edit.settings)
+    with _timed(edit.timings, "generate"):
+        latent_mask = {"mask": edit.canvas_mask} if edit.masked is not None and edit.masked.mode == "latent" else {}
+        clips = await generator.generate(
+            canvas.image, edit.caption or request.text, request.seeds, settings, progress=progress, cancel=cancel, **latent_mask
+        )
+        check_clips(clips, request.seeds, settings)
+    if edit.canvas_mask is not None:
+        with _timed(edit.timings, "mask"):
+            clips = composite_clips(clips, canvas.image, edit.canvas_mask, request.config.mask)
+    edit.clips = clips
+
+
+async def select_clip(edit: EditInFlight, vlm: VLM, cancel: CancelToken | None = None) -> None:
+    """5. Candidates + collage -> the VLM selects, per clip; 6. the clips ranked (the VLM compares the edited ones).
+    Needs `generate_clips`."""
+    request, canvas = edit.request, _made(edit.canvas)
+    with _timed(edit.timings, "select"):
+        judgements = (
+            judge_clip(vlm, clip, seed, canvas, request.text, request.config)
+            for clip, seed in zip(edit.clips, request.seeds, strict=True)
+        )
+        edit.judged = list(await asyncio.gather(*judgements))
+    if cancel is not None:
+        cancel.raise_if_cancelled()
+    with _timed(edit.timings, "rank"):
+        edit.order, edit.ranking = await rank_clips(vlm, edit.judged, edit.clips, canvas, request.text, request.config)
+
+
+def finish_edit(edit: EditInFlight, keep_frames: bool = False) -> EditResult:
+    """7. The best frame made the edit: un-letterboxed, its camera drift undone, under a mask the source put back.
+    Needs `select_clip`; `keep_frames` keeps the chosen clip's frames on the result (for its video)."""
+    request, canvas, clips, judged, order = edit.request, _made(edit.canvas), edit.clips, edit.judged, edit.order
+    source, config, timings = request.source, request.config, edit.timings
+    best, outcome = order[0], judged[order[0]]
+    chosen = clips[best][outcome.frame] if outcome.frame else None
+    edited, alignment = edit_of(chosen, canvas.box, source, config.align, edit.masked, functools.partial(_timed, timings))
+    timings["total"] = time.time() - edit.started
     return EditResult(
         image=edited,
-        text=text,
-        caption=caption or text,
-        caption_fallback=caption is None,
-        caption_answer=answer,
+        text=request.text,
+        caption=edit.caption or request.text,
+        caption_fallback=edit.caption is None,
+        caption_answer=edit.answer,
         outcome=outcome,
         clips=[c.public() for c in judged],
         candidate_frames=[clips[best][f] for f in outcome.candidates],
@@ -135,16 +186,23 @@ async def run_edit(
         source_size=source.size,
         canvas_size=canvas.size,
         canvas_fit=canvas.fit,
-        ranking=ranking,
+        ranking=_made(edit.ranking),
         ranked=[judged[i] for i in order],
         chosen_frames=[clips[i][judged[i].frame] for i in order if judged[i].frame],
         alignment=alignment,
         source=source,
         align_config=config.align,
-        mask=masked,
+        mask=edit.masked,
         timings_s=timings,
         frames=clips[best] if keep_frames else None,
     )
+
+
+def _made(value: _T | None) -> _T:
+    """What an earlier stage made (a stage run out of order is a programming error, not the caller's)."""
+    if value is None:
+        raise RuntimeError("an edit stage ran before the stage that makes its input")
+    return value
 
 
 async def write_caption(vlm: VLM, source: Image.Image, text: str, config: F2FConfig) -> tuple[str, str | None]:

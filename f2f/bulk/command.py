@@ -1,149 +1,106 @@
 """`f2f bulk MANIFEST --out DIR` (also `python -m f2f.bulk`, the Ray job entry point) and `f2f bulk from-posedit`.
 
-Order of a run: load the config, read the manifest and check every row by
-the edit's own rules (bad rows are listed and never run; with `--strict`
-any bad row stops it here), claim the output folder and read its
-journal (a rerun with nothing left to do writes the reports and stops here,
-with no model loaded and no Ray started), load the models (a
-profile's folder is checked first), join or start Ray, start the actor
-pools, edit what is not done yet, then write
-index.jsonl, summary.json and report.html (also when interrupted: Ctrl-C
-keeps every finished item and reports the rest as pending).
+Order of a run: load the config, scan the manifest (a malformed one is
+refused here, with the lines and fields, before the output folder is
+touched, Ray starts or a model loads), claim the output folder, check the
+profile's models, join or start Ray, find what is not done yet (a rerun with
+nothing left writes the reports and stops here, with no model loaded), print
+the plan, stream the stages on Ray Data, then write summary.json and
+report.html (also when interrupted: Ctrl-C keeps every finished item and
+reports the rest as pending).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
-from f2f.bulk.manifest import ManifestError, posedit_manifest, read_manifest
+from f2f.bulk.manifest import posedit_manifest
 from f2f.cli_group import EXIT_INTERRUPTED, RunByDefault
 
 if TYPE_CHECKING:
-    from f2f.bulk.manifest import Manifest
-    from f2f.bulk.runner import OutputFolder, RunStats
-    from f2f.config import F2FConfig
+    from f2f.bulk.run import RunStats
 
 PROGRESS_EVERY_S = 10.0
+EXIT_UNFINISHED = 1
 
 
 @click.group(cls=RunByDefault, subcommand_metavar="MANIFEST --out DIR [OPTIONS] | from-posedit FOLDER --out FILE")
 def main() -> None:
-    """Edit every row of a manifest (JSONL or CSV) on Ray, resumably: `bulk MANIFEST --out DIR` (= `bulk run ...`)."""
+    """Edit every row of a manifest (JSONL, CSV or Parquet) on Ray Data, resumably: `bulk MANIFEST --out DIR`."""
 
 
 @main.command("run")
-@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.argument("manifest")
+@click.option("--out", "out_dir", required=True, help="Output folder: a path or an object-store URL (s3://bucket/prefix).")
 @click.option("--profile", help="Model profile from the catalogue (`f2f models list`); `tiny` runs on any CPU.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), help="YAML config file.")
 @click.option("--models", "models_dir", type=click.Path(file_okay=False, path_type=Path), help="The profile's checkpoints.")
-@click.option("--input-root", type=click.Path(file_okay=False, path_type=Path), help="Relative images are found here.")
-@click.option("--strict", is_flag=True, help="Stop before any work if a row is bad.")
-@click.option("--max-retries", default=2, show_default=True, type=click.IntRange(0, 100), help="Reruns retry a failed item.")
+@click.option("--input-root", help="Relative images are found here (a path or URL; default: the manifest's folder).")
+@click.option("--max-retries", default=2, show_default=True, type=click.IntRange(0, 100), help="Retries of a failed item.")
 @click.option("--item-timeout", type=click.FloatRange(min=1), help="Seconds an item's videos may take on a generator.")
-@click.option("--generators", type=click.IntRange(1), help="Generator actors (default: from the cluster's GPUs).")
-@click.option("--vlms", type=click.IntRange(1), help="VLM actors (default 1).")
-@click.option("--verbose", is_flag=True, help="Let Ray's actors and the model libraries print their progress bars.")
+@click.option("--generators", type=click.IntRange(1), help="Generator actors at most (default: from the cluster's GPUs).")
+@click.option("--vlms", type=click.IntRange(1), help="VLM actors at most in each VLM pool (default 1).")
+@click.option("--block-rows", type=click.IntRange(1), help="Items a block (default 1; more for many cheap items).")
+@click.option("--verbose", is_flag=True, help="Ray Data's progress bars, and the actors' and model libraries' output.")
 def run_command(
-    manifest: Path,
-    out_dir: Path,
+    manifest: str,
+    out_dir: str,
     profile: str | None,
     config_path: Path | None,
     models_dir: Path | None,
-    input_root: Path | None,
-    strict: bool,
+    input_root: str | None,
     max_retries: int,
     item_timeout: float | None,
     generators: int | None,
     vlms: int | None,
+    block_rows: int | None,
     verbose: bool,
 ) -> None:
-    """Edit every row of MANIFEST into OUT (items/<id>/, index.jsonl, summary.json, report.html)."""
+    """Edit every row of MANIFEST into OUT (items/, index/, summary.json, report.html)."""
+    from f2f.bulk.run import BulkRun
+    from f2f.bulk.storage import Location
     from f2f.config import load_config
 
-    # 1. The config, and the manifest checked by the edit's own rules before any work
+    # 1. The config, the manifest scanned (refused if malformed), the output folder claimed
     config = load_config(config_path, {k: v for k, v in {"profile": profile, "models_dir": models_dir}.items() if v is not None})
-    parsed = read_manifest(manifest, input_root, config)
-    for error in parsed.errors:
-        click.echo(f"f2f: bad row: {error}", err=True)
-    if parsed.errors and strict:
-        raise ManifestError(f"manifest: {len(parsed.errors)} bad rows (--strict); nothing was run")
-    # 2. The output folder and what is left to do: a rerun with nothing left loads no model and starts no Ray
-    from f2f.bulk import runner
-
-    out = runner.OutputFolder(out_dir, parsed)
-    work = runner.plan_items(parsed.items, out, config, max_retries)
-    if not work.todo:
-        data = _write_reports(out, parsed, config, elapsed_s=0.0, stats=None)
-        click.echo(
-            f"bulk: nothing to do: all {work.skipped} items finished earlier (succeeded, failed more than --max-retries "
-            f"{max_retries} times, or can only fail), {len(parsed.errors)} bad rows; {json.dumps(data['by_status'])}; "
-            f"report: {out_dir / 'report.html'}",
-            err=True,
-        )
-        return
-    # 3. The models, Ray and the actors
+    where = Location.of(manifest, "manifest")
+    run = BulkRun(
+        manifest=where,
+        out=Location.of(out_dir, "--out"),
+        config=config,
+        input_root=Location.of(input_root, "--input-root") if input_root else None,
+        max_retries=max_retries,
+        item_timeout_s=item_timeout,
+        vlms=vlms,
+        generators=generators,
+        block_rows=block_rows,
+    )
+    scanned = run.scan()
+    # 2. The models checked (the actors load them), then the run
     from f2f import quiet
-    from f2f.backends import force_offline, prepare_models
+    from f2f.backends import prepare_models
 
     quiet.model_libraries(verbose)
     prepare_models(config)
-    force_offline()
-    runner.connect_ray(verbose)
-    import ray
-
-    resources = runner.Resources.for_cluster(ray.cluster_resources().get("GPU", 0), vlms, generators)
-    click.echo(
-        f"bulk: {len(parsed.items)} items ({len(work.todo)} to do), {len(parsed.errors)} bad rows; {resources.vlms} VLM "
-        f"and {resources.generators} generator actors (GPUs each: {resources.vlm_gpus:g} / {resources.generator_gpus:g})",
-        err=True,
-    )
-    models = runner.start_actors(config, resources, item_timeout)
-    # 4. The edits
     progress = _Progress()
-    started = time.monotonic()
-    stats = None
     try:
-        edits = runner.run_items(
-            work,
-            out,
-            config,
-            models,
-            concurrency=2 * resources.generators,
-            on_outcome=progress,
-        )
-        stats = asyncio.run(edits)
+        data = run.execute(scanned, verbose, progress, lambda line: click.echo(line, err=True))
     except KeyboardInterrupt:
-        click.echo("\nbulk: interrupted; finished items are kept, rerun the same command to go on", err=True)
-    finally:
-        data = _write_reports(out, parsed, config, time.monotonic() - started, stats or progress.stats)
-        click.echo(f"bulk: {json.dumps(data['by_status'])}; report: {out_dir / 'report.html'}", err=True)
-    if stats is None:
         sys.exit(EXIT_INTERRUPTED)
-
-
-def _write_reports(
-    out: OutputFolder, parsed: Manifest, config: F2FConfig, elapsed_s: float, stats: RunStats | None
-) -> dict[str, Any]:
-    """index.jsonl, summary.json and report.html from the journal (the truth on disk) and this run's counts; the summary."""
-    from f2f.bulk import runner
-    from f2f.bulk.report import index_rows, summary, write_reports
-
-    settings = runner.run_settings(config)
-    journal = out.journal()
-    keys = {item.id: item.key(settings) for item in parsed.items}
-    by_id = {item_id: journal[key] for item_id, key in keys.items() if key in journal}
-    rows = index_rows(parsed.items, parsed.errors, by_id)
-    data = summary(rows, elapsed_s, stats.succeeded if stats else 0, stats.failed if stats else 0)
-    write_reports(out.root, rows, data)
-    return data
+    pending = data["by_status"].get("pending", 0)
+    if pending:
+        click.echo(
+            f"bulk: {pending} items unfinished: their actors were lost more than --max-retries {max_retries} times; "
+            "rerun the same command to go on",
+            err=True,
+        )
+        sys.exit(EXIT_UNFINISHED)
 
 
 class _Progress:
@@ -155,12 +112,10 @@ class _Progress:
     def __init__(self) -> None:
         self.tty = sys.stderr.isatty()
         self.last_line = 0.0
-        self.stats: RunStats | None = None  # the run's counts, also when it is interrupted
 
-    def __call__(self, stats: RunStats, outcome: Any) -> None:
-        self.stats = stats
-        if outcome is not None and outcome.status == "failed":
-            click.echo(f"\nbulk: {outcome.id} failed: {outcome.reason}", err=True)
+    def __call__(self, stats: RunStats, failed_id: str | None, reason: str | None) -> None:
+        if reason is not None:
+            click.echo(f"\nbulk: {failed_id or 'an item'} failed: {reason}", err=True)
         now = time.monotonic()
         if self.tty:
             width = 30

@@ -1,28 +1,34 @@
-"""Bulk manifests: JSONL or CSV rows of (id, image, prompt, seeds, options), validated before any work starts.
+"""Bulk manifests: JSONL, CSV or Parquet rows of (id, image, prompt, mask, seeds, options), read once, streaming.
 
 Rules:
 
 - The format comes from the file name: `.jsonl` / `.ndjson` (one JSON object
-  per line; blank lines are skipped) or `.csv` (a header row; columns `id`,
-  `image`, `prompt`, `seeds` and the option names; `seeds` as `1;2;3`).
-  Anything else, or a file that cannot be read as that format, is a
-  `ManifestError` (fatal: nothing runs).
-- A row: `image` (a path relative to the manifest's folder, or to
-  `input_root` when given; absolute paths as they are) and `prompt` are
-  required; `id` (letters, digits, `._-`, at most 128, not starting with a
-  dot; default: the row number and the image's stem), `seeds` (a non-empty
-  list) and `options` (`num_frames`, `steps`, `guidance`, `video`) are
-  optional. Unknown keys, bad values, a missing image file and an id used
-  twice make the row bad: `RowError` names the row number (1-based, the
-  header of a CSV is row 0), the field and the rule.
-- Given the run's config, every row is also checked by the rules of the edit
-  itself (`f2f.request.check_edit_ahead`, before any model loads): seeds,
-  options against the profile's frame rules, the prompt, the image up to
-  its header (a file that is not an accepted image), the mask (format, size,
-  modes). A row that breaks one is bad, as above: it can only fail.
-- `Item.key` says what the work is: the image's content hash, the prompt,
-  the seeds and options, and the settings of the run; the same key is the
-  same finished work, whatever the row's id or position.
+  per line; blank lines are skipped), `.csv` (a header row; columns `id`,
+  `image`, `prompt`, `mask`, `seeds` and the option names; `seeds` as
+  `1;2;3`) or `.parquet` (the same columns; `seeds` a list, `options` a
+  struct or the option columns). The manifest and the images may be local
+  paths or object-store URLs (`f2f.bulk.storage`).
+- `scan_manifest` reads it once before the run, keeping nothing per row: a
+  malformed manifest (a line that is not a JSON object, an unknown key,
+  column or option, a missing `image` or `prompt`, a CSV line with more
+  fields than the header) is refused as a whole (`ManifestError` naming the
+  line and the field); nothing runs. It writes the rows as Parquet parts
+  (`row`, `key`, `line`: the row as canonical JSON) that the run's stages read.
+- The values are checked where the item runs, in a Ray task
+  (`item_of`, then the edit's own rules, `f2f.request.check_edit`): a bad
+  value (an empty prompt, an option out of range, an id that cannot name a
+  folder), a missing or unreadable image or mask, a mask of the wrong size
+  make that item `failed` with a reason naming the field.
+- A row: `image` (a path or URL, relative to the manifest's folder, or to
+  `input_root` when given) and `prompt` are required; `id` (letters, digits,
+  `._-`, at most 128, not starting with a dot; default: the row number and
+  the image's stem; it names the row in the index and the report, the
+  outputs are stored by key), `mask`, `seeds` (a non-empty list) and
+  `options` (`num_frames`, `steps`, `guidance`, `video`) are optional.
+- A row's `key` says what its work is: the row's number and contents and the
+  settings of the run. The output folder belongs to one manifest (its
+  sha256), so the key is the same finished work on every rerun, and a
+  changed setting (profile, steps, ...) is new work.
 """
 
 from __future__ import annotations
@@ -32,26 +38,29 @@ import hashlib
 import io
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from f2f.bulk.storage import Location
 from f2f.errors import F2FError, InvalidInput
 
 if TYPE_CHECKING:
-    from f2f.config import F2FConfig
     from f2f.request import EditSettings
 
 ITEM_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
-FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
+FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 CSV_OPTIONS = ("num_frames", "steps", "guidance", "video")
 SETTING_FIELD = {"num_frames": "options.num_frames", "steps": "options.steps", "guidance": "options.guidance"}
+PART_ROWS = 50_000  # rows per Parquet part of a scanned manifest: what the driver holds at once
+MAX_REPORTED = 10  # malformed rows named in the refusal
 
 
 class ManifestError(F2FError):
-    """The manifest as a whole cannot be used (format, unreadable, wrong output folder)."""
+    """The manifest as a whole cannot be used (format, unreadable, malformed rows, wrong output folder)."""
 
     code = "invalid_manifest"
 
@@ -83,35 +92,8 @@ class Row(BaseModel):
     @classmethod
     def _safe_id(cls, value: str | None) -> str | None:
         if value is not None and not ITEM_ID.fullmatch(value):
-            raise ValueError("must be 1-128 letters, digits or ._- and not start with a dot (it names a folder)")
+            raise ValueError("must be 1-128 letters, digits or ._- and not start with a dot")
         return value
-
-
-@dataclass(frozen=True)
-class RowError:
-    """A bad row: where, which field, what rule."""
-
-    row: int
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"row {self.row}: {self.field}: {self.message}"
-
-
-@dataclass(frozen=True)
-class Item:
-    """One piece of work: a valid row with its image found."""
-
-    row: int
-    id: str
-    image: Path
-    prompt: str
-    seeds: list[int] | None
-    options: RowOptions
-    image_sha256: str
-    mask: Path | None = None
-    mask_sha256: str | None = None
 
     def settings(self) -> EditSettings:
         """The row's edit settings (InvalidInput names the field); `check_edit` checks them against the run's config."""
@@ -122,137 +104,193 @@ class Item:
             {"seeds": self.seeds, "num_frames": options.num_frames, "steps": options.steps, "guidance": options.guidance}
         )
 
-    def key(self, settings: dict[str, Any]) -> str:
-        """What makes two runs the same work: image content, prompt, seeds, options and the run's settings."""
-        payload = {
-            "image": self.image_sha256,
-            **({"mask": self.mask_sha256} if self.mask_sha256 else {}),  # no mask: the keys of runs made before masks
-            "prompt": self.prompt,
-            "seeds": self.seeds,
-            "options": self.options.model_dump(),
-            "settings": settings,
-        }
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+    def item_id(self, number: int) -> str:
+        return self.id or f"{number:05d}-{_safe(self.image.rsplit('/', 1)[-1].rsplit('.', 1)[0])}"
+
+
+ROW_KEYS = frozenset(Row.model_fields)
+OPTION_KEYS = frozenset(RowOptions.model_fields)
 
 
 @dataclass(frozen=True)
-class Manifest:
-    path: Path
+class ScannedManifest:
+    """A manifest that passed the scan: its location and hash, its number of rows, its Parquet parts."""
+
+    location: Location
     sha256: str
-    items: list[Item]
-    errors: list[RowError]
+    rows: int
+    parts: list[str]
 
 
-def read_manifest(path: Path, input_root: Path | None = None, config: F2FConfig | None = None) -> Manifest:
-    """The valid items and the bad rows of a manifest (by the edit's rules too, given the run's `config`).
+def scan_manifest(manifest: Location, settings: dict[str, Any], into: Location) -> ScannedManifest:
+    """Read `manifest` once (the module's rules), writing its rows as Parquet parts into `into` (emptied first), each
+    with its key under the run's `settings`. ManifestError: the format, the file, or the malformed rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    ManifestError if the file itself is unusable.
-    """
-    kind = FORMATS.get(path.suffix.lower())
+    kind = FORMATS.get("." + manifest.name.rsplit(".", 1)[-1].lower()) if "." in manifest.name else None
     if kind is None:
-        raise ManifestError(f"manifest: must be a .jsonl or .csv file (got {path.name!r})")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ManifestError(f"manifest: cannot read {path} ({exc.strerror})") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise ManifestError(f"manifest: {path.name} is not UTF-8 text") from None
-    raw_rows = _jsonl_rows(text) if kind == "jsonl" else _csv_rows(text)
-    root = input_root or path.parent
-    items: list[Item] = []
-    errors: list[RowError] = []
-    seen: dict[str, int] = {}
-    for number, raw in raw_rows:
-        if isinstance(raw, RowError):
-            errors.append(raw)
+        raise ManifestError(f"manifest: must be a .jsonl, .csv or .parquet file (got {manifest.name!r})")
+    digest = _sha256(manifest)
+    into.fs.delete_dir_contents(into.path, missing_dir_ok=True)
+    into.make_dirs()
+    settings_json = json.dumps(settings, sort_keys=True)
+    errors: list[str] = []
+    parts: list[str] = []
+    numbers: list[int] = []
+    keys: list[str] = []
+    lines: list[str] = []
+    count = 0
+
+    def flush() -> None:
+        part = into.child(f"part-{len(parts):05d}.parquet")
+        buffer = pa.BufferOutputStream()
+        pq.write_table(pa.table({"row": numbers, "key": keys, "line": lines}), buffer)
+        part.write_bytes(buffer.getvalue().to_pybytes())
+        parts.append(part.path)
+        numbers.clear(), keys.clear(), lines.clear()
+
+    for number, raw in _rows(manifest, kind):
+        problem = raw if isinstance(raw, str) else _structure(raw)
+        if problem is not None:
+            errors.append(f"{_where(kind, number)}: {problem}")
+            if len(errors) >= MAX_REPORTED:
+                break
             continue
-        item = _item(number, raw, root)
-        if isinstance(item, Item) and config is not None:
-            item = check_item(item, config) or item
-        if isinstance(item, RowError):
-            errors.append(item)
-        elif item.id in seen:
-            errors.append(RowError(number, "id", f"{item.id!r} is already used by row {seen[item.id]}"))
-        else:
-            seen[item.id] = number
-            items.append(item)
-    if not items and not errors:
-        raise ManifestError(f"manifest: {path.name} has no rows")
-    return Manifest(path, hashlib.sha256(data).hexdigest(), items, errors)
+        line = json.dumps(raw, sort_keys=True, ensure_ascii=False)
+        numbers.append(number)
+        lines.append(line)
+        keys.append(hashlib.sha256(f"{number}\n{line}\n{settings_json}".encode()).hexdigest()[:32])
+        count += 1
+        if len(numbers) >= PART_ROWS and not errors:
+            flush()
+    if errors:
+        more = " (and maybe more)" if len(errors) >= MAX_REPORTED else ""
+        raise ManifestError(f"manifest: {manifest}: malformed, nothing was run{more}:\n  " + "\n  ".join(errors))
+    if numbers:
+        flush()
+    if not count:
+        raise ManifestError(f"manifest: {manifest.name} has no rows")
+    return ScannedManifest(manifest, digest, count, parts)
 
 
-def _jsonl_rows(text: str) -> list[tuple[int, dict[str, Any] | RowError]]:
-    rows: list[tuple[int, dict[str, Any] | RowError]] = []
-    for number, line in enumerate(text.split("\n"), start=1):  # not splitlines: JSON strings may hold U+2028
+def _where(kind: str, number: int) -> str:
+    return f"line {number}" if kind == "jsonl" else f"row {number}"
+
+
+def _structure(raw: dict[str, Any]) -> str | None:
+    """What makes a row malformed (its shape, not its values), naming the field; None when it is well formed."""
+    unknown = sorted(set(raw) - ROW_KEYS)
+    if unknown:
+        return f"{unknown[0]}: unknown key (known: {', '.join(sorted(ROW_KEYS))})"
+    for required in ("image", "prompt"):
+        if required not in raw:
+            return f"{required}: missing (every row needs image and prompt)"
+    options = raw.get("options")
+    if isinstance(options, dict):
+        unknown = sorted(set(options) - OPTION_KEYS)
+        if unknown:
+            return f"options.{unknown[0]}: unknown option (known: {', '.join(sorted(OPTION_KEYS))})"
+    return None
+
+
+def _sha256(manifest: Location) -> str:
+    digest = hashlib.sha256()
+    try:
+        with manifest.fs.open_input_stream(manifest.path) as stream:
+            while chunk := stream.read(1 << 20):
+                digest.update(chunk)
+    except (OSError, FileNotFoundError) as exc:
+        raise ManifestError(f"manifest: cannot read {manifest} ({exc})") from None
+    return digest.hexdigest()
+
+
+def _rows(manifest: Location, kind: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """(row number, the row as a dict, or what makes it malformed), streaming."""
+    if kind == "parquet":
+        yield from _parquet_rows(manifest)
+        return
+    with manifest.fs.open_input_stream(manifest.path) as stream:
+        text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")  # type: ignore[arg-type]
+        try:
+            yield from _jsonl_rows(text) if kind == "jsonl" else _csv_rows(text)
+        except UnicodeDecodeError:
+            raise ManifestError(f"manifest: {manifest.name} is not UTF-8 text") from None
+
+
+def _jsonl_rows(text: io.TextIOWrapper) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    for number, line in enumerate(text, start=1):  # lines end at \n or \r only (not U+2028, which JSON strings may hold)
         if not line.strip():
             continue
         try:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
-            rows.append((number, RowError(number, "line", f"not JSON ({exc.msg})")))
+            yield number, f"line: not JSON ({exc.msg})"
             continue
-        rows.append((number, value if isinstance(value, dict) else RowError(number, "line", "must be a JSON object")))
-    if rows and all(isinstance(r, RowError) for _, r in rows):
-        raise ManifestError(f"manifest: not JSONL: {rows[0][1]}")
-    return rows
+        yield number, value if isinstance(value, dict) else "line: must be a JSON object"
 
 
-def _csv_rows(text: str) -> list[tuple[int, dict[str, Any] | RowError]]:
-    reader = csv.DictReader(io.StringIO(text, newline=""))  # quoted cells may hold line breaks
+def _csv_rows(text: io.TextIOWrapper) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    reader = csv.DictReader(text)  # quoted cells may hold line breaks
     header = reader.fieldnames or []
     known = {"id", "image", "prompt", "mask", "seeds", *CSV_OPTIONS}
     unknown = [name for name in header if name not in known]
     if not header or unknown or not {"image", "prompt"} <= set(header):
         rule = f"unknown columns {unknown}" if unknown else "the header needs the columns image and prompt"
         raise ManifestError(f"manifest: not a manifest CSV: {rule} (columns: {', '.join(sorted(known))})")
-    rows: list[tuple[int, dict[str, Any] | RowError]] = []
     for number, record in enumerate(reader, start=1):
         if None in record:
-            rows.append((number, RowError(number, "line", f"has more fields than the header ({len(header)})")))
+            yield number, f"line {reader.line_num}: has more fields than the header ({len(header)})"
             continue
         row: dict[str, Any] = {k: v for k, v in record.items() if k in ("id", "image", "prompt", "mask") and v not in (None, "")}
+        row.setdefault("image", record.get("image") or "")
+        row.setdefault("prompt", record.get("prompt") or "")
         if record.get("seeds"):
             row["seeds"] = [part.strip() for part in record["seeds"].replace(";", " ").split()]
         options = {k: record[k] for k in CSV_OPTIONS if record.get(k) not in (None, "")}
         if options:
             row["options"] = options
-        rows.append((number, row))
-    return rows
+        yield number, row
 
 
-def _item(number: int, raw: dict[str, Any], root: Path) -> Item | RowError:
-    try:
-        row = Row.model_validate(raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "row"
-        rule = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        return RowError(number, field, rule + ("" if err["type"] == "missing" else f" (got {err.get('input')!r:.80})"))
-    files: dict[str, tuple[Path, str]] = {}
-    for field, name in (("image", row.image), ("mask", row.mask)):
-        if name is None:
-            continue
-        path = Path(name) if Path(name).is_absolute() else root / name
-        try:
-            files[field] = path, hashlib.sha256(path.read_bytes()).hexdigest()
-        except OSError as exc:
-            return RowError(number, field, f"cannot read {path} ({exc.strerror})")
-    (image, digest), (mask, mask_digest) = files["image"], files.get("mask", (None, None))
-    item_id = row.id or f"{number:05d}-{_safe(image.stem)}"
-    return Item(number, item_id, image, row.prompt, row.seeds, row.options, digest, mask, mask_digest)
-
-
-def check_item(item: Item, config: F2FConfig) -> RowError | None:
-    """The rule of the edit itself that the row breaks under the run's `config` (the module's rules), or None."""
-    from f2f.request import check_edit_ahead
+def _parquet_rows(manifest: Location) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    import pyarrow.parquet as pq
 
     try:
-        check_edit_ahead(item.image, item.prompt, config, item.settings(), None, "prompt", item.mask)
-    except InvalidInput as exc:
-        return RowError(item.row, SETTING_FIELD.get(exc.field, exc.field), f"{exc.rule} (got {exc.value!r:.80})")
-    return None
+        reader = pq.ParquetFile(manifest.open())
+    except Exception as exc:  # pyarrow's own error types for a file that is not Parquet
+        raise ManifestError(f"manifest: {manifest.name} is not a Parquet file ({exc})") from None
+    columns = set(reader.schema_arrow.names)
+    unknown = sorted(columns - ROW_KEYS - set(CSV_OPTIONS))
+    if unknown or not {"image", "prompt"} <= columns:
+        rule = f"unknown columns {unknown}" if unknown else "it needs the columns image and prompt"
+        raise ManifestError(f"manifest: not a manifest Parquet file: {rule}")
+    number = 0
+    for batch in reader.iter_batches(batch_size=4096):
+        for record in batch.to_pylist():
+            number += 1
+            row = {k: v for k, v in record.items() if v is not None and k in ROW_KEYS}
+            options = {k: record[k] for k in CSV_OPTIONS if record.get(k) is not None}
+            if options:
+                row["options"] = {**row.get("options", {}), **options}
+            yield number, row
+
+
+def item_of(line: str) -> Row:
+    """A scanned row's values checked (ValidationError otherwise; `row_problem` words it)."""
+    return Row.model_validate_json(line)
+
+
+def row_problem(exc: ValidationError) -> tuple[str, str]:
+    """The field and the rule a row's first bad value breaks."""
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or "row"
+    return field, err["msg"] + ("" if err["type"] == "missing" else f" (got {err.get('input')!r:.80})")
+
+
+def check_problem(exc: InvalidInput) -> tuple[str, str]:
+    """The manifest's field and the rule an edit's `InvalidInput` names."""
+    return SETTING_FIELD.get(exc.field, exc.field), f"{exc.rule} (got {exc.value!r:.80})"
 
 
 def _safe(stem: str) -> str:
