@@ -2,6 +2,10 @@
 
 `run_edit` runs a request checked by `f2f.request.check_edit` and checks
 nothing again; `edit` is the library's call: it checks its arguments, then runs.
+The steps are functions over an `EditInFlight` (what the steps made so far):
+`run_edit` calls them in order, in one process; a bulk run calls each in the
+stage that holds its model (`f2f.bulk.stages`), moving the `EditInFlight`
+between them.
 
     1. check inputs      4. generate one clip per seed
     2. temporal caption  5. candidates + collage -> the VLM selects, per clip

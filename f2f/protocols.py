@@ -114,7 +114,8 @@ class LoadedVideoGenerator(VideoGenerator, Protocol):
 @dataclass(frozen=True)
 class Models:
     """What an edit runs on (`f2f.pipeline.run_edit`), one model per stage. Each host builds one in one place: in process
-    `f2f.backends.build_backends`, the edit worker over its Serve handles, bulk runs `f2f.bulk.runner.start_actors`."""
+    `f2f.backends.build_backends`, the edit worker over its Serve handles. Bulk runs call the step functions one by one,
+    each stage on its own model (`f2f.bulk.stages`)."""
 
     vlm: VLM
     generator: VideoGenerator

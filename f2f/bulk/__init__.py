@@ -1,7 +1,8 @@
-"""Bulk edits: a manifest of images and prompts, edited on Ray actor pools, resumable, with a report.
+"""Bulk edits: a manifest of images and prompts, edited as a streaming Ray Data pipeline, resumable, with a report.
 
-`manifest` (reading and validating JSONL / CSV manifests, PosEdit), `runner`
-(Ray actors, the resumable run), `report` (index, summary, HTML), `command`
+`manifest` (the streaming scan of JSONL / CSV / Parquet manifests, PosEdit),
+`storage` (paths and object-store URLs), `stages` (the pipeline's stages),
+`run` (the plan, resume, the driver), `report` (summary, HTML), `command`
 (`f2f bulk` and `python -m f2f.bulk`, the Ray job entry point). Importing
 this package imports no Ray.
 """

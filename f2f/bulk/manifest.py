@@ -55,7 +55,7 @@ ITEM_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 CSV_OPTIONS = ("num_frames", "steps", "guidance", "video")
 SETTING_FIELD = {"num_frames": "options.num_frames", "steps": "options.steps", "guidance": "options.guidance"}
-PART_ROWS = 50_000  # rows per Parquet part of a scanned manifest: what the driver holds at once
+PART_ROWS = 10_000  # rows per Parquet part of a scanned manifest: what the driver holds at once
 MAX_REPORTED = 10  # malformed rows named in the refusal
 
 
@@ -131,7 +131,7 @@ def scan_manifest(manifest: Location, settings: dict[str, Any], into: Location) 
     kind = FORMATS.get("." + manifest.name.rsplit(".", 1)[-1].lower()) if "." in manifest.name else None
     if kind is None:
         raise ManifestError(f"manifest: must be a .jsonl, .csv or .parquet file (got {manifest.name!r})")
-    digest = _sha256(manifest)
+    digest = manifest_sha256(manifest)
     into.fs.delete_dir_contents(into.path, missing_dir_ok=True)
     into.make_dirs()
     settings_json = json.dumps(settings, sort_keys=True)
@@ -194,7 +194,8 @@ def _structure(raw: dict[str, Any]) -> str | None:
     return None
 
 
-def _sha256(manifest: Location) -> str:
+def manifest_sha256(manifest: Location) -> str:
+    """The manifest file's sha256 (ManifestError when it cannot be read)."""
     digest = hashlib.sha256()
     try:
         with manifest.fs.open_input_stream(manifest.path) as stream:

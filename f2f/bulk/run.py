@@ -43,7 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from f2f.bulk.manifest import ManifestError, ScannedManifest, scan_manifest
+from f2f.bulk.manifest import ManifestError, ScannedManifest, manifest_sha256, scan_manifest
 from f2f.bulk.stages import Backends, CaptionStage, GenerateStage, ModelLoader, SelectStage, decode, finish
 from f2f.bulk.storage import Location
 from f2f.config import F2FConfig
@@ -106,17 +106,17 @@ def run_settings(config: F2FConfig) -> dict[str, Any]:
     return config.model_dump(mode="json", include={"profile", "video", "caption", "selection", "seed", "num_seeds"})
 
 
-def claim_folder(out: Location, scanned: ScannedManifest) -> None:
+def claim_folder(out: Location, manifest: Location, sha256: str) -> None:
     """`bulk.json` names the manifest that owns `out`; another manifest's folder is refused (ManifestError)."""
     owner = out.child("bulk.json")
     if owner.exists():
         recorded = json.loads(owner.read_bytes())
-        if recorded.get("manifest_sha256") != scanned.sha256:
+        if recorded.get("manifest_sha256") != sha256:
             raise ManifestError(
                 f"--out: {out} holds the results of another manifest ({recorded.get('manifest')}); "
                 "use a new folder, or the same manifest to resume"
             )
-    owner.write_text(json.dumps({"manifest": str(scanned.location), "manifest_sha256": scanned.sha256}) + "\n")
+    owner.write_text(json.dumps({"manifest": str(manifest), "manifest_sha256": sha256}) + "\n")
 
 
 def connect_ray(verbose: bool = False) -> None:
@@ -145,8 +145,9 @@ def connect_ray(verbose: bool = False) -> None:
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = verbose
     context.print_on_execution_start = verbose
-    if not verbose:
+    if not verbose:  # Ray Data's warnings stay (a pool that cannot be placed); its notes and "bars disabled" go
         logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
 @dataclass
@@ -165,10 +166,16 @@ class BulkRun:
     loader: ModelLoader = field(default_factory=Backends)
 
     def scan(self) -> ScannedManifest:
-        """The manifest scanned (refused if malformed) and the output folder claimed: before Ray or any model."""
-        scanned = scan_manifest(self.manifest, run_settings(self.config), self.out.child("manifest"))
-        claim_folder(self.out, scanned)
-        return scanned
+        """The output folder claimed and the manifest scanned (refused if malformed: a new output folder is removed
+        again): before Ray or any model."""
+        new = not self.out.exists()
+        try:
+            claim_folder(self.out, self.manifest, manifest_sha256(self.manifest))
+            return scan_manifest(self.manifest, run_settings(self.config), self.out.child("manifest"))
+        except ManifestError:
+            if new and self.out.exists():
+                self.out.fs.delete_dir(self.out.path)
+            raise
 
     def execute(
         self, scanned: ScannedManifest, verbose: bool, on_outcome: Callable[..., None], echo: Callable[[str], None]

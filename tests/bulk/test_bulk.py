@@ -7,6 +7,7 @@ the module: two clusters do not fit two cores.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -76,17 +77,18 @@ def _posedit(n: int) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Four real PosEdit rows (one wants its video), an image corrupt behind a good header, and three bad rows."""
+    """Four real PosEdit rows (one wants its video), an image corrupt behind a good header, a missing image, an
+    empty prompt and an option out of range: each of the last four is that item's failure, not the run's."""
     folder = tmp_path_factory.mktemp("manifest")
     rows = _posedit(4)
     whole = Path(rows[0]["image"]).read_bytes()
     (folder / "broken.png").write_bytes(whole[: len(whole) // 2])  # the check reads headers: it fails when decoded
     rows[1]["options"] = {"video": True}
     rows += [
-        {"id": "broken", "image": "broken.png", "prompt": "make it red"},  # fails when edited, not before
+        {"id": "broken", "image": "broken.png", "prompt": "make it red"},
         {"id": "no-file", "image": "missing.png", "prompt": "x"},
-        {"id": "extra", "image": "broken.png", "prompt": "x", "colour": "red"},
-        {"id": rows[0]["id"], "image": rows[0]["image"], "prompt": "a duplicate id"},
+        {"id": "empty", "image": rows[0]["image"], "prompt": ""},
+        {"id": "steps", "image": rows[0]["image"], "prompt": "x", "options": {"steps": 0}},
     ]
     path = folder / "manifest.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -97,73 +99,95 @@ def _bulk(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.C
     return subprocess.run([PYTHON, "-m", "f2f.bulk", *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def _journal(out: Path) -> list[dict]:
-    """The journal's entries (a line torn by a killed driver is left out, as the runner does)."""
-    entries = []
-    for line in (out / "journal.jsonl").read_text().splitlines():
-        try:
-            entries.append(json.loads(line))
-        except ValueError:
-            continue
-    return entries
+def _records(out: Path) -> list[dict]:
+    """Every index record (one per finished attempt), as the Parquet parts hold them."""
+    import pyarrow.parquet as pq
+
+    return [row for part in sorted((out / "index").glob("*.parquet")) for row in pq.read_table(part).to_pylist()]
+
+
+def _index(out: Path) -> list[dict]:
+    """The latest record of every finished item, in row order."""
+    from f2f.bulk.report import read_index
+    from f2f.bulk.storage import Location
+
+    return read_index(Location.of(out))
 
 
 def test_a_manifest_runs_to_every_output(head: dict[str, str], manifest: Path, config_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     done = _bulk(head, str(manifest), "--out", str(out), "--config", str(config_file))
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "row 6: image: cannot read" in done.stderr and "row 7: colour: unknown key" in done.stderr
-    assert "row 8: id:" in done.stderr and "already used by row 1" in done.stderr
-    assert "bulk: 5/5 finished: 4 edited, 1 failed" in done.stderr  # the progress lines of a non-terminal run
+    assert "bulk: 8/8 finished: 4 edited, 4 failed" in done.stderr  # the progress lines of a non-terminal run
+    assert "plan: caption: up to 1 VLM actors" in done.stderr and "no-file failed: unreadable: image" in done.stderr
 
-    index = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
+    index = _index(out)
     assert [row["row"] for row in index] == list(range(1, 9))
-    by_status = {status: [r for r in index if r["status"] == status] for status in ("succeeded", "failed", "invalid")}
-    assert len(by_status["succeeded"]) == 4 and len(by_status["invalid"]) == 3
-    assert [r["id"] for r in by_status["failed"]] == ["broken"] and "invalid_image" in by_status["failed"][0]["reason"]
-    for row in by_status["succeeded"]:
-        folder = out / "items" / row["id"]
+    failed = {r["id"]: r for r in index if r["status"] == "failed"}
+    assert set(failed) == {"broken", "no-file", "empty", "steps"}
+    assert failed["broken"]["reason"].startswith("invalid_image: image:") and not failed["broken"]["retry"]
+    assert failed["no-file"]["reason"].startswith("unreadable: image: cannot read missing.png") and failed["no-file"]["retry"]
+    assert failed["empty"]["reason"].startswith("invalid_row: prompt:") and not failed["empty"]["retry"]
+    assert failed["steps"]["reason"].startswith("invalid_row: options.steps:") and not failed["steps"]["retry"]
+    succeeded = [r for r in index if r["status"] == "succeeded"]
+    assert len(succeeded) == 4
+    for row in succeeded:
+        key = row["key"]
+        folder = out / "items" / key[:2] / key[2:4] / key  # sharded by key: no folder holds every item
+        assert row["folder"] == str(folder.relative_to(out)) and row["paths"]["edited"] == f"{row['folder']}/edited.png"
         assert Image.open(folder / "edited.png").size == (400, 400) and Image.open(folder / "collage.png").format == "PNG"
         assert json.loads((folder / "result.json").read_text())["status"] == row["edit_status"]
         assert row["edit_status"] in {"edited", "no_edit", "fallback"} and row["caption"] and row["seed"] == 3
-        assert {"caption", "generate", "select", "total"} <= set(row["timings_s"])
+        assert {"caption", "generate", "select", "total"} <= set(json.loads(row["timings_s"]))
+        assert set(json.loads(row["nodes"])) == {"decode", "caption", "generate", "select", "finish"}
+        assert row["image_sha256"] == hashlib.sha256(Path(row["image"]).read_bytes()).hexdigest()
         assert (folder / "video.mp4").exists() == (row["row"] == 2) == ("video" in row["paths"])
+        for kind in ("source", "collage", "edited"):
+            assert max(Image.open(folder / f"thumb-{kind}.jpg").size) <= 320
 
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["items"] == 8 and summary["by_status"] == {"succeeded": 4, "failed": 1, "invalid": 3}
-    assert summary["this_run"]["finished"] == 5 and summary["this_run"]["items_per_minute"] > 0
+    assert summary["items"] == 8 and summary["by_status"] == {"succeeded": 4, "failed": 4}
+    assert summary["this_run"]["finished"] == 8 and summary["this_run"]["items_per_minute"] > 0
     assert set(summary["stage_seconds"]) == {"caption", "generate", "select", "rank", "align", "total"}  # f2f.pipeline.STAGES
-
     report = (out / "report.html").read_text()
     assert report.count("<tr>") == 9 and "<script" not in report
-    for row in by_status["succeeded"]:
-        for kind in ("source", "collage", "edited"):
-            assert f"thumbs/{row['id']}-{kind}.jpg" in report
-            assert max(Image.open(out / "thumbs" / f"{row['id']}-{kind}.jpg").size) <= 320
+    for row in succeeded:
+        assert f"{row['folder']}/thumb-edited.jpg" in report
 
+    # Again, one retry allowed: only the missing image is tried again (the others can only fail)
     again = _bulk(head, str(manifest), "--out", str(out), "--config", str(config_file), "--max-retries", "1")
     assert again.returncode == 0, again.stderr[-3000:]
-    journal = _journal(out)
-    assert len(journal) == 5 and "nothing to do" in again.stderr  # the corrupt image can only fail: not tried again
-    assert [(e["attempts"], e["retry"]) for e in journal if e["id"] == "broken"] == [(1, False)]
+    assert "8 items, 1 to do" in again.stderr
+    records = _records(out)
+    assert len(records) == 9 and sorted(r["attempts"] for r in records if r["id"] == "no-file") == [1, 2]
+    third = _bulk(head, str(manifest), "--out", str(out), "--config", str(config_file), "--max-retries", "1")
+    assert third.returncode == 0 and "nothing to do: all 8 items finished earlier" in third.stderr and "plan:" not in third.stderr
+    assert len(_records(out)) == 9
 
 
-def test_strict_and_a_foreign_output_folder_stop_before_any_work(
-    head: dict[str, str], manifest: Path, config_file: Path, tmp_path: Path
+def test_a_malformed_manifest_or_a_foreign_output_folder_stops_before_any_work(
+    head: dict[str, str], config_file: Path, tmp_path: Path
 ) -> None:
-    strict = _bulk(head, str(manifest), "--out", str(tmp_path / "a"), "--config", str(config_file), "--strict")
-    assert strict.returncode == 2 and "3 bad rows (--strict)" in strict.stderr and not (tmp_path / "a").exists()
+    rows = [json.dumps(_posedit(1)[0]), "{not json", json.dumps({"image": "a.png", "prompt": "x", "colour": "red"})]
+    malformed = tmp_path / "malformed.jsonl"
+    malformed.write_text("\n".join(rows) + "\n")
+    refused = _bulk(head, str(malformed), "--out", str(tmp_path / "a"), "--config", str(config_file))
+    assert refused.returncode == 2 and "malformed, nothing was run" in refused.stderr, refused.stderr[-3000:]
+    assert "line 2: line: not JSON" in refused.stderr and "line 3: colour: unknown key" in refused.stderr
+    assert not (tmp_path / "a").exists() and "Traceback" not in refused.stderr
     other = tmp_path / "other.jsonl"
     other.write_text(json.dumps(_posedit(1)[0]) + "\n")
     first = _bulk(head, str(other), "--out", str(tmp_path / "b"), "--config", str(config_file))
     assert first.returncode == 0, first.stderr[-3000:]
-    refused = _bulk(head, str(manifest), "--out", str(tmp_path / "b"), "--config", str(config_file))
-    assert refused.returncode == 2 and "holds the results of another manifest" in refused.stderr
-    assert "Traceback" not in refused.stderr
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps(_posedit(2)[1]) + "\n")
+    foreign = _bulk(head, str(manifest), "--out", str(tmp_path / "b"), "--config", str(config_file))
+    assert foreign.returncode == 2 and "holds the results of another manifest" in foreign.stderr
+    assert "Traceback" not in foreign.stderr
     not_a_manifest = tmp_path / "list.txt"
     not_a_manifest.write_text("a.png,make it red\n")
     bad = _bulk(head, str(not_a_manifest), "--out", str(tmp_path / "c"), "--config", str(config_file))
-    assert bad.returncode == 2 and "must be a .jsonl or .csv file" in bad.stderr
+    assert bad.returncode == 2 and "must be a .jsonl, .csv or .parquet file" in bad.stderr
 
 
 def test_an_interrupted_run_resumes_without_redoing_work(head: dict[str, str], config_file: Path, tmp_path: Path) -> None:
@@ -174,29 +198,20 @@ def test_an_interrupted_run_resumes_without_redoing_work(head: dict[str, str], c
     command = [PYTHON, "-m", "f2f.bulk", str(path), "--out", str(out), "--config", str(config_file)]
     driver = subprocess.Popen(command, env=head, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    while not (out / "journal.jsonl").exists() or len(_journal(out)) < 2:
+    while not (out / "index").is_dir() or len(_records(out)) < 2:
         assert driver.poll() is None and time.monotonic() < deadline, "the run ended or stalled before it could be interrupted"
         time.sleep(0.2)
-    driver.send_signal(signal.SIGKILL)  # no clean-up at all: the journal is all that is left
+    driver.send_signal(signal.SIGKILL)  # no clean-up at all: the index is all that is left
     driver.wait(30)
-    before = {entry["key"] for entry in _journal(out) if entry["status"] == "succeeded"}
+    before = {r["key"] for r in _records(out) if r["status"] == "succeeded"}
     assert 2 <= len(before) < 8
 
     resumed = _bulk(head, str(path), "--out", str(out), "--config", str(config_file))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    journal = _journal(out)
-    keys = [entry["key"] for entry in journal if entry["status"] == "succeeded"]
+    keys = [r["key"] for r in _records(out) if r["status"] == "succeeded"]
     assert len(keys) == len(set(keys)) == 8  # every item finished exactly once: none redone
     summary = json.loads((out / "summary.json").read_text())
     assert summary["by_status"] == {"succeeded": 8} and summary["this_run"]["finished"] == 8 - len(before)
-
-    # Once more, with nothing left: it says so and stops before Ray (this address answers nothing) or any model
-    nowhere = {**head, "RAY_ADDRESS": f"127.0.0.1:{_free_port()}"}
-    again = _bulk(nowhere, str(path), "--out", str(out), "--config", str(config_file), timeout=60)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "nothing to do: all 8 items finished earlier" in again.stderr and "actors" not in again.stderr
-    assert len(_journal(out)) == len(journal)  # nothing recorded
-    assert json.loads((out / "summary.json").read_text())["by_status"] == {"succeeded": 8}
 
 
 def test_the_same_job_through_ray_job_submit(head: dict[str, str], config_file: Path, tmp_path: Path) -> None:
@@ -210,9 +225,9 @@ def test_the_same_job_through_ray_job_submit(head: dict[str, str], config_file: 
     done = subprocess.run(submit, env=head, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     assert "bulk: 2/2 finished" in done.stdout + done.stderr  # the job's logs, streamed back
-    index = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
+    index = _index(out)
     assert [r["status"] for r in index] == ["succeeded", "succeeded"]
-    assert json.loads((out / "items" / rows[0]["id"] / "result.json").read_text())["caption"]
+    assert json.loads((out / index[0]["paths"]["result"]).read_text())["caption"]
 
 
 def test_an_item_over_its_timeout_fails_and_the_run_goes_on(head: dict[str, str], config_file: Path, tmp_path: Path) -> None:
@@ -228,7 +243,7 @@ def test_an_item_over_its_timeout_fails_and_the_run_goes_on(head: dict[str, str]
     # 20 s: over a tiny edit even on a loaded 2-core machine (a few seconds alone), far under the slow one's minutes
     done = _bulk(head, str(path), "--out", str(out), "--config", str(config_file), "--item-timeout", "20")
     assert done.returncode == 0, done.stderr[-3000:]
-    index = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
+    index = _index(out)
     assert index[0]["status"] == "failed" and index[0]["reason"].startswith("timeout: its videos took longer than 20 s")
     assert index[1]["status"] == "succeeded", index[1]  # the generator was freed: the cancelled video stopped
     assert time.monotonic() - started < 120
@@ -252,9 +267,9 @@ def test_every_tiny_profile_runs_a_bulk_edit(head: dict[str, str], profile: str,
     out = tmp_path / "out"
     done = _bulk(head, str(manifest), "--out", str(out), "--config", str(config), "--profile", profile)
     assert done.returncode == 0, done.stderr[-3000:]
-    (entry,) = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
+    (entry,) = _index(out)
     assert entry["status"] == "succeeded", entry
-    folder = out / "items" / row["id"]
+    folder = out / entry["folder"]
     assert Image.open(folder / "edited.png").size == Image.open(row["image"]).size
     from f2f.config import load_config
 
