@@ -6,15 +6,20 @@
    of {"img_name": NAME, "target_text": T}; [NAME, T] pairs also do) and
    DATASET/originals/NAME; no ground truth. Item ids
    are the image's stem and the text's number for that image: `cat_0`, `cat_1`.
-3. A bulk run: DATASET/index.jsonl as `f2f bulk` writes it; the sources and
-   prompts come from the index, the edits from items/<id>/edited.png.
+3. A bulk run: DATASET/bulk.json and DATASET/index/ (Parquet parts) as
+   `f2f bulk` writes them, each row's latest record
+   (`f2f.bulk.report.read_index`); the sources and prompts come from the
+   index (an image as its manifest row wrote it: a relative one is found
+   beside the manifest that bulk.json names, not under a run's
+   `--input-root`, which no file records), the edits from each item's
+   folder (items/<k0k1>/<k2k3>/<key>/edited.png).
 4. A manifest (.jsonl or .csv): rows of id, source, edit, target (optional),
    text (optional); paths relative to the manifest's folder.
 
 For 1 and 2, `--edits EDITS` gives the edits, matched to items by name:
 EDITS/NAME.<any image extension>, EDITS/NAME/edited.png (an `f2f edit`
-folder), or, when EDITS holds an index.jsonl (a bulk run over the same
-benchmark), the item with that id. Frames along the path are the
+folder), or, when EDITS is a bulk run (bulk.json, index/) over the same
+benchmark, the item with that id. Frames along the path are the
 `candidates/frame_NNN.png` files beside an edited.png (`f2f edit --save-frames`),
 else the candidate frames of the `video.mp4` beside it (`f2f bulk` with
 `"video": true`), read with its result.json (f2f.eval.frames).
@@ -69,10 +74,10 @@ def load_dataset(path: Path, edits: Path | None = None) -> Dataset:
         layout, items = "posedit", _posedit(path)
     elif (path / "input_list.json").is_file():
         layout, items = "tedbench", _tedbench(path)
-    elif (path / "index.jsonl").is_file():
+    elif _is_bulk(path):
         layout, items = "bulk", _bulk_items(path)
     else:
-        rule = "must be a PosEdit or TEdBench folder, a bulk run (index.jsonl) or a manifest (.jsonl, .csv)"
+        rule = "must be a PosEdit or TEdBench folder, a bulk run (bulk.json, index/) or a manifest (.jsonl, .csv)"
         raise InvalidInput("dataset", str(path), rule)
     # 2. The edits
     if layout in ("posedit", "tedbench"):
@@ -127,25 +132,45 @@ def _tedbench(folder: Path) -> list[Item]:
     return items
 
 
+def _is_bulk(folder: Path) -> bool:
+    return (folder / "bulk.json").is_file() and (folder / "index").is_dir()
+
+
 def _bulk_rows(folder: Path) -> list[dict]:
-    rows = []
-    for n, line in enumerate((folder / "index.jsonl").read_text(encoding="utf-8").splitlines(), 1):
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            raise InvalidInput("dataset", f"{folder / 'index.jsonl'}:{n}", "must be one JSON object per line") from None
-    return rows
+    """The latest index record of each finished item of the bulk run in `folder`, in row order."""
+    from f2f.bulk.report import read_index
+    from f2f.bulk.storage import Location
+
+    try:
+        return read_index(Location.of(folder))
+    except ImportError:
+        raise InvalidInput("dataset", str(folder), "a bulk run's index is Parquet: pip install 'f2f[bulk]'") from None
+    except (OSError, ValueError) as exc:  # pyarrow's errors for a part that is not the index's Parquet
+        raise InvalidInput("dataset", str(folder / "index"), f"must hold the Parquet parts f2f bulk writes ({exc})") from None
 
 
 def _bulk_items(folder: Path) -> list[Item]:
+    owner = _read_json(folder / "bulk.json")
+    manifest = str(owner.get("manifest") or "") if isinstance(owner, dict) else ""
     items = []
     for row in _bulk_rows(folder):
-        item = Item(
-            row.get("id") or f"row{row.get('row')}", Path(row["image"]) if row.get("image") else None, text=row.get("prompt")
-        )
+        item = Item(row.get("id") or f"row{row.get('row')}", None, text=row.get("prompt"))
+        if row.get("image"):
+            item.source = _bulk_source(row["image"], manifest, item)
         _bulk_edit(item, folder, row)
         items.append(item)
     return items
+
+
+def _bulk_source(image: str, manifest: str, item: Item) -> Path | None:
+    """A row's image as a local file: absolute as it is, relative beside the manifest (None, with a problem, when
+    it is in an object store)."""
+    if "://" not in image and not Path(image).is_absolute() and manifest:
+        image = f"{manifest.rsplit('/', 1)[0]}/{image}"
+    if "://" in image:
+        item.problems.append(f"no source: {image} is not a local file")
+        return None
+    return Path(image)
 
 
 def _bulk_edit(item: Item, folder: Path, row: dict) -> None:
@@ -174,7 +199,7 @@ def _attach_edits(items: list[Item], edits: Path) -> list[str]:
     """Each item's edit from EDITS (problems on the item when missing); the dataset's problems: EDITS's stray files."""
     if not edits.is_dir():
         raise InvalidInput("--edits", str(edits), "must be a folder of edits")
-    bulk = {row.get("id"): row for row in _bulk_rows(edits)} if (edits / "index.jsonl").is_file() else None
+    bulk = {row.get("id"): row for row in _bulk_rows(edits)} if _is_bulk(edits) else None
     by_stem: dict[str, list[Path]] = {}
     for p in sorted(edits.iterdir()):
         if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
@@ -184,7 +209,7 @@ def _attach_edits(items: list[Item], edits: Path) -> list[str]:
             if item.id in bulk:
                 _bulk_edit(item, edits, bulk[item.id])
             else:
-                item.problems.append(f"no edit: {item.id} is not in {edits / 'index.jsonl'}")
+                item.problems.append(f"no edit: {item.id} is not in {edits / 'index'}")
         elif item.id in by_stem:
             item.edit, *others = by_stem[item.id]
             if others:

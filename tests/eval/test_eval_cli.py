@@ -13,6 +13,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from f2f import cli
+from f2f.bulk.stages import INDEX_SCHEMA_FIELDS, _write_index, item_folder
+from f2f.bulk.storage import Location
 
 pytest.importorskip("torch")
 pytest.importorskip("ai_edge_litert")
@@ -95,22 +97,61 @@ def test_frames_along_the_path_are_scored_frame_by_frame(manifest, tmp_path):
         assert ElementTree.fromstring(text).tag == "{http://www.w3.org/2000/svg}svg"  # well-formed SVG
 
 
-def test_a_bulk_run_is_evaluated_from_its_index(tmp_path, posedit):
-    items = tmp_path / "bulk" / "items" / "a2_s1"
-    items.mkdir(parents=True)
-    shutil.copy(posedit / "edits" / "a2_s1.jpg", items / "edited.png")
+def _bulk_run(folder, manifest, rows):
+    """A bulk run's folder as `f2f bulk` leaves it: bulk.json naming `manifest`, the items' files under their keys and
+    one index part; `rows`: (id, image, status, reason, the edit to copy as edited.png or None)."""
+    pytest.importorskip("pyarrow", reason="a bulk run's index is Parquet: the bulk extra")
+    records = []
+    for number, (item_id, image, status, reason, edit) in enumerate(rows, 1):
+        key = f"{number:032x}"
+        record = {name: None for name, _ in INDEX_SCHEMA_FIELDS}
+        record.update(row=number, key=key, id=item_id, image=image, prompt=f"edit {item_id}", status=status, reason=reason)
+        record.update(retry=True, attempts=1, video=False)
+        if edit is not None:
+            (folder / item_folder(key)).mkdir(parents=True)
+            Image.open(edit).save(folder / item_folder(key) / "edited.png")
+            record["folder"] = item_folder(key)
+        records.append(record)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "bulk.json").write_text(json.dumps({"manifest": str(manifest), "manifest_sha256": "0" * 64}))
+    _write_index(Location.of(folder), records)
+    return folder
+
+
+def test_a_bulk_run_gives_the_edits_of_a_benchmark_by_id(tmp_path, posedit):
     rows = [
-        {"row": 1, "id": "a2_s1", "status": "succeeded", "paths": {"edited": "items/a2_s1/edited.png"}},
-        {"row": 2, "id": "a2_s2", "status": "failed", "reason": "actor_lost"},
+        ("a2_s1", "a2_s1.png", "succeeded", None, posedit / "edits" / "a2_s1.jpg"),
+        ("a2_s2", "a2_s2.png", "failed", "error: RuntimeError: actor lost", None),
     ]
-    (tmp_path / "bulk" / "index.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    result = _invoke(posedit, "--edits", tmp_path / "bulk", "--out", tmp_path / "out", "--metrics", "lpips")
+    bulk = _bulk_run(tmp_path / "bulk", posedit / "m.jsonl", rows)
+    result = _invoke(posedit, "--edits", bulk, "--out", tmp_path / "out", "--metrics", "lpips")
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "out" / "metrics.json").read_text())
     by_id = {r["id"]: r for r in data["items"]}
     assert data["summary"]["evaluated"] == 1 and by_id["a2_s1"]["target_lpips"] > 0
-    assert by_id["a2_s2"]["problems"] == ["no edit: the bulk item is failed (actor_lost)"]
+    assert by_id["a2_s2"]["problems"] == ["no edit: the bulk item is failed (error: RuntimeError: actor lost)"]
     assert by_id["a4_s1"]["problems"][0].startswith("no edit: a4_s1 is not in")
+
+
+def test_a_bulk_run_is_evaluated_from_its_index(tmp_path, posedit):
+    """Its sources beside the manifest that bulk.json names (or absolute), its prompts and edits from the index."""
+    shutil.copy(posedit / "src_images" / "a2_s1.png", tmp_path / "a2_s1.png")
+    rows = [
+        ("a2_s1", "a2_s1.png", "succeeded", None, posedit / "edits" / "a2_s1.jpg"),
+        ("a2_s2", str(posedit / "src_images" / "a2_s2.png"), "succeeded", None, posedit / "edits" / "a2_s2.jpg"),
+        ("bad", None, "failed", "invalid_row: prompt: String should have at least 1 character", None),
+    ]
+    bulk = _bulk_run(tmp_path / "bulk", tmp_path / "m.jsonl", rows)
+    result = _invoke(bulk, "--out", tmp_path / "out", "--metrics", "lpips")
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    by_id = {r["id"]: r for r in data["items"]}
+    assert [r["id"] for r in data["items"] if r["evaluated"]] == ["a2_s1", "a2_s2"]
+    assert by_id["a2_s1"]["source_lpips"] > 0 and by_id["a2_s2"]["source_lpips"] > 0
+    assert (
+        by_id["bad"]["problems"][0]
+        == "no edit: the bulk item is failed (invalid_row: prompt: String should have at least 1 character)"
+    )
 
 
 def test_missing_or_corrupt_weights_name_the_file_and_the_install_command(manifest, tmp_path, weights):

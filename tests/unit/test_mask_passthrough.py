@@ -1,5 +1,6 @@
 """Masked edits, generation side, without torch: the `mask` config block, the mask's checks and its way through
-the serving adapters (`RemoteGenerator` -> `GeneratorDeployment.generate_stream` -> the backend) and the bulk pool."""
+the serving adapters (`RemoteGenerator` -> `GeneratorDeployment.generate_stream` -> the backend). Its way through
+the bulk stages is tested in test_bulk_stages.py."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from fakes import SyntheticGenerator
 from PIL import Image
 
 from f2f.backends.video.latent_masks import check_mask
-from f2f.bulk.runner import PooledGenerator
 from f2f.config import F2FConfig, MaskConfig, VideoConfig, load_config
 from f2f.errors import InvalidConfig, InvalidInput
 from f2f.protocols import Progress
@@ -131,27 +131,3 @@ def test_a_split_deployment_refuses_a_mask_before_its_other_ranks_start() -> Non
     with pytest.raises(InvalidInput) as info:
         asyncio.run(_drain(_deployment(SyntheticGenerator(), split=True).generate_stream(IMAGE, "c", [1], SETTINGS, mask=MASK)))
     assert info.value.field == "mask" and "generator.parallel" in str(info.value)
-
-
-class _Actor:
-    """A generator actor's shape: generate.remote(...) -> an awaitable, calls recorded."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[Any, ...]] = []
-        self.generate = self
-
-    def remote(self, *args: Any) -> Any:
-        self.calls.append(args)
-
-        async def clips() -> list[list[Image.Image]]:
-            return [[IMAGE]]
-
-        return clips()
-
-
-def test_the_bulk_pool_passes_the_mask_to_its_actor() -> None:
-    actor = _Actor()
-    pool = PooledGenerator([actor])
-    asyncio.run(pool.generate(IMAGE, "c", [1], SETTINGS, mask=MASK))
-    asyncio.run(pool.generate(IMAGE, "c", [1], SETTINGS))
-    assert [call[-1] for call in actor.calls] == [MASK, None]

@@ -4,6 +4,7 @@ bars in `f2f bulk` (f2f.quiet). Ray itself is never started here."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import io
 import os
@@ -78,12 +79,15 @@ def test_the_quiet_runtime_env_is_what_each_worker_reads_at_its_start():
 
 @pytest.mark.parametrize("address", [None, "ray://head:10001"])
 @pytest.mark.parametrize("verbose", [False, True])
-def test_bulk_starts_or_joins_ray_with_quiet_workers_unless_verbose(monkeypatch, address, verbose):
+def test_bulk_starts_or_joins_ray_with_quiet_workers_unless_verbose(monkeypatch, request, address, verbose):
     if importlib.util.find_spec("ray") is None:
         pytest.skip("f2f bulk needs Ray")
-    import ray
+    import logging
 
-    from f2f.bulk import runner
+    import ray
+    import ray.data
+
+    from f2f.bulk import run
 
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
@@ -96,7 +100,17 @@ def test_bulk_starts_or_joins_ray_with_quiet_workers_unless_verbose(monkeypatch,
         monkeypatch.setenv("RAY_ADDRESS", address)
     else:
         monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    runner.connect_ray(verbose)
+    context = ray.data.DataContext.get_current()
+    for name in ("enable_progress_bars", "print_on_execution_start"):
+        monkeypatch.setattr(context, name, getattr(context, name))  # connect_ray sets these; undone after the test
+    data_logger = logging.getLogger("ray.data")
+    request.addfinalizer(functools.partial(data_logger.setLevel, data_logger.level))
+    data_logger.setLevel(logging.NOTSET)
+    run.connect_ray(verbose)
     assert len(calls) == 1 and calls[0]["runtime_env"] == quiet.ray_runtime_env(verbose)
+    assert calls[0]["address"] == (address or "auto")  # a cluster running here is joined before one is started
+    # Ray Data's progress bars, its plan at the start of a run and its info lines, only when verbose
+    assert (context.enable_progress_bars, context.print_on_execution_start) == (verbose, verbose)
+    assert data_logger.level == (logging.NOTSET if verbose else logging.WARNING)
     # Ray's forwarded lines lose their colour codes off a terminal, unless verbose
     assert (os.environ.get("RAY_COLOR_PREFIX") == "0") is not verbose
