@@ -4,8 +4,9 @@ match Kubernetes' own schemas (kubernetes-validate); every serveConfigV2 is pars
 app's config model; and the rules of this project hold (head num-cpus "0", named ports, GPU requests equal to
 limits, read-only models, no egress outside the cluster). The network policies are evaluated as Kubernetes
 would for the pods KubeRay creates (labels as KubeRay v1.7 sets them); Redis runs from its manifest's own
-arguments on 127.0.0.1. No service shares a volume read-write between nodes: jobs live in Redis and an object
-store, whose credentials come from a Secret; the optional MinIO component renders beside a scenario, pinned.
+arguments on 127.0.0.1. No overlay shares a volume read-write between nodes: jobs live in Redis and an object
+store, bulk runs in the object store, whose credentials come from a Secret; the optional MinIO component renders
+beside a scenario, pinned.
 Then one planted mistake per rule must be caught.
 """
 
@@ -228,19 +229,30 @@ def test_api_keys_come_from_a_secret_mounted_read_only_everywhere(overlay: str) 
     assert "keys" in yaml.safe_load(example["stringData"]["keys.yaml"])
 
 
-def test_the_bulk_job_runs_the_bulk_entry_point() -> None:
+def test_the_bulk_job_runs_the_bulk_entry_point_over_the_object_store() -> None:
+    """The manifest and the results are objects in the services' bucket, outside their expiring prefix; every Ray pod
+    (the driver on the head, the stages on the workers) reads the store's variables from the Secret, as the services'
+    pods do; no pod mounts anything but the read-only weights and its own scratch."""
     from f2f.bulk.command import main
 
     (job,) = _ray_objects(rendered("bulk"))
     words = job["spec"]["entrypoint"].split()
     assert words[:3] == ["python", "-m", "f2f.bulk"] and job["spec"]["shutdownAfterJobFinishes"] is True
     params = main.commands["run"].make_context("run", words[3:]).params  # `python -m f2f.bulk MANIFEST ...` runs `run`
-    assert str(params["manifest"]).startswith("/bulk/") and str(params["out_dir"]).startswith("/bulk/")
+    objects = urllib.parse.urlparse(_cluster_profile_jobs()["objects"])
+    for where in (params["manifest"], params["out_dir"]):
+        url = urllib.parse.urlparse(where)
+        assert (url.scheme, url.netloc) == (objects.scheme, objects.netloc) and not url.path.startswith(objects.path + "/")
     assert params["profile"] == "cogvideox-5b" and str(params["models_dir"]) == "/models"
-    head, *workers = _pod_specs(job)  # the driver (on the head) and the workers see the same bulk volume
-    for pod in (head, *workers):
-        (claim,) = [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if v["name"] == "bulk"]
-        assert claim == "f2f-bulk" and {"name": "bulk", "mountPath": "/bulk"} in pod["containers"][0]["volumeMounts"]
+    for pod in _pod_specs(job):
+        claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v]
+        assert claims == ["f2f-models"]
+        (container,) = pod["containers"]
+        aws = [e for e in container.get("env", []) if e["name"].startswith("AWS_")]
+        assert aws == [
+            {"name": key, "valueFrom": {"secretKeyRef": {"name": OBJECTS_SECRET, "key": key, "optional": True}}}
+            for key in AWS_KEYS
+        ], container["name"]
 
 
 def test_egress_stays_inside_the_cluster() -> None:
@@ -295,15 +307,15 @@ def test_no_service_shares_a_volume_read_write(overlay: str) -> None:
         assert [m["mountPath"] for c in pod["containers"] for m in c["volumeMounts"] if m["name"] == "jobs"] == ["/jobs"]
 
 
-def test_only_the_bulk_overlay_has_a_read_write_many_claim() -> None:
-    """The base has none; bulk edits still write a folder, on a claim of the bulk overlay's own."""
+def test_no_overlay_has_a_read_write_many_claim() -> None:
+    """The base has none, and no overlay adds one: bulk edits read and write the object store too."""
     base = _kustomize(K8S / "base")
     assert {n: c["spec"]["accessModes"] for n, c in _claims(base).items()} == {
         "f2f-models": ["ReadOnlyMany"],
         "f2f-redis-data": ["ReadWriteOnce"],
     }
-    shared = [n for n, c in _claims(rendered("bulk")).items() if "ReadWriteMany" in c["spec"]["accessModes"]]
-    assert shared == ["f2f-bulk"]
+    for overlay in OVERLAYS:
+        assert [n for n, c in _claims(rendered(overlay)).items() if "ReadWriteMany" in _modes(c)] == [], overlay
 
 
 def _jobs_args(overlay: str) -> dict[str, Any]:
