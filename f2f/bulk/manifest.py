@@ -291,7 +291,8 @@ def row_problem(exc: ValidationError) -> tuple[str, str]:
 
 def check_problem(exc: InvalidInput) -> tuple[str, str]:
     """The manifest's field and the rule an edit's `InvalidInput` names."""
-    return SETTING_FIELD.get(exc.field, exc.field), f"{exc.rule} (got {exc.value!r:.80})"
+    given = "" if "(got " in exc.rule else f" (got {exc.value!r:.80})"  # some rules name what they got themselves
+    return SETTING_FIELD.get(exc.field, exc.field), f"{exc.rule}{given}"
 
 
 def _safe(stem: str) -> str:

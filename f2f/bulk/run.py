@@ -22,12 +22,13 @@ Rules:
   when items are cheap and many).
 - Resume: the index (`index/*.parquet`, one part per finished batch) is
   joined against the manifest's rows on the key; a row whose latest record
-  succeeded, can only fail (`retry` false) or has had more than
-  `max_retries` retries drops out, the rest run, carrying their count of
+  succeeded, can only fail (`retry` false) or has had its `max_retries`
+  retries (1 + max_retries attempts) drops out, the rest run, carrying their count of
   attempts. A driver killed mid-run loses the items in flight only.
-- An actor lost mid-item (its process or node) is restarted by Ray and the
-  item tried again, at most `max_retries` times; past that its batch is
-  left unfinished (Ray Data's `max_errored_blocks`), reported as pending and
+- An actor lost mid-item (its process or its node) is restarted by Ray; the
+  item's block is left out of the pass (Ray Data's `max_errored_blocks`),
+  and the items with no record from the pass (an anti-join against its index
+  parts) run again, at most `max_retries` times. Past that they are pending,
   tried on the next run, and the run ends with status 1.
 - The output folder belongs to one manifest (`bulk.json` holds its hash): a
   different manifest is refused before any work starts.
@@ -38,6 +39,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -142,7 +144,8 @@ def connect_ray(verbose: bool = False) -> None:
                 ray.init(include_dashboard=False, configure_logging=False, runtime_env=runtime_env)
     import ray.data
 
-    context = ray.data.DataContext.get_current()
+    context = ray.data.DataContext.get_current()  # before any dataset is made: each keeps a copy
+    context.max_errored_blocks = -1  # a block lost with its actor is left out of the pass, and tried again (BulkRun.go)
     context.enable_progress_bars = verbose
     context.print_on_execution_start = verbose
     if not verbose:  # Ray Data's warnings stay (a pool that cannot be placed); its notes and "bars disabled" go
@@ -200,7 +203,7 @@ class BulkRun:
         stats = RunStats(total=scanned.rows, skipped=scanned.rows - count)
         on_outcome(stats, None, None)
         try:
-            self.go(todo, stats, plan, on_outcome)
+            self.go(todo, stats, plan, on_outcome, echo)
         except KeyboardInterrupt:
             echo("\nbulk: interrupted; finished items are kept, rerun the same command to go on")
             raise
@@ -219,7 +222,8 @@ class BulkRun:
         if index:
             max_retries = self.max_retries
             latest = (
-                ray.data.read_parquet(index, filesystem=self.out.fs, columns=["key", "status", "attempts", "retry"])
+                ray.data.read_parquet(index, filesystem=self.out.fs)
+                .select_columns(["key", "status", "attempts", "retry"])
                 .groupby("key")
                 .map_groups(_latest, batch_format="pyarrow")
             )
@@ -228,24 +232,24 @@ class BulkRun:
         todo = rows.materialize()
         return todo, todo.count()
 
-    def stream(self, todo: Any, plan: Plan) -> Any:
+    def stream(self, todo: Any, plan: Plan, run_id: str) -> Any:
         """The stages over `todo`: a dataset of small outcome rows (`status`, `id`, `reason`, `row`)."""
         import ray.data
 
-        ray.data.DataContext.get_current().max_errored_blocks = -1  # an item whose actor died too often: pending
         root = (self.input_root or self.manifest.parent).url
         config = self.config
 
         def pool(stage: type, gpus: float, size: int, *args: Any) -> dict[str, Any]:
-            # Ray Data retries an actor's lost task forever unless told; 2.60 names no parameter for the bound yet
-            # (ray_remote_args, deprecated for 2.64, is how it is given here)
+            # Ray Data retries an actor's lost task on the restarted actor forever by default: an item that kills its
+            # actor would never end. Here the block fails at once and `go` tries it again, at most --max-retries
+            # times. 2.60 names no parameter for it yet (ray_remote_args, deprecated for 2.64, is how it is given).
             return {
                 "fn": stage,
                 "fn_constructor_args": (config, self.loader, *args),
                 "compute": ray.data.ActorPoolStrategy(min_size=1, max_size=size),
                 "num_cpus": plan.actor_cpus,
                 "num_gpus": gpus,
-                "max_task_retries": self.max_retries,
+                "max_task_retries": 0,
             }
 
         ds = todo.repartition(target_num_rows_per_block=plan.block_rows)
@@ -257,20 +261,41 @@ class BulkRun:
             ds = ds.map(**pool(SelectStage, plan.vlm_gpus, plan.vlms))
         return ds.map_batches(
             finish,
-            fn_kwargs={"out": self.out.url, "fps": config.video.fps},
+            fn_kwargs={"out": self.out.url, "fps": config.video.fps, "run_id": run_id},
             batch_size=plan.block_rows,
             num_cpus=0.5,
             batch_format="numpy",
         )
 
-    def go(self, todo: Any, stats: RunStats, plan: Plan, on_outcome: Callable[..., None]) -> None:
-        """Stream the stages, counting each outcome into `stats` (`on_outcome(stats, failed_id, reason)`)."""
-        for batch in self.stream(todo, plan).iter_batches(batch_size=None, batch_format="pyarrow"):
-            for outcome in batch.select(["status", "id", "reason"]).to_pylist():
-                failed = outcome["status"] == "failed"
-                stats.succeeded += not failed
-                stats.failed += failed
-                on_outcome(stats, outcome["id"] if failed else None, outcome["reason"] if failed else None)
+    def go(self, todo: Any, stats: RunStats, plan: Plan, on_outcome: Callable[..., None], echo: Callable[[str], None]) -> None:
+        """Stream the stages, counting each outcome into `stats` (`on_outcome(stats, failed_id, reason)`); then the
+        items lost with their actors (no record from this pass: an anti-join against its index parts) again, at
+        most `max_retries` times."""
+        run_id = uuid.uuid4().hex[:12]
+        for attempt in range(1 + self.max_retries):
+            for batch in self.stream(todo, plan, run_id).iter_batches(batch_size=None, batch_format="pyarrow"):
+                for outcome in batch.select(["status", "id", "reason"]).to_pylist():
+                    failed = outcome["status"] == "failed"
+                    stats.succeeded += not failed
+                    stats.failed += failed
+                    on_outcome(stats, outcome["id"] if failed else None, outcome["reason"] if failed else None)
+            todo, lost = self.lost(todo, run_id)
+            if not lost or attempt == self.max_retries:
+                return
+            echo(
+                f"bulk: {lost} items lost with their actors (a process or a node gone); again ({attempt + 1}/{self.max_retries})"
+            )
+
+    def lost(self, todo: Any, run_id: str) -> tuple[Any, int]:
+        """The rows of `todo` that this run has no record of, and how many."""
+        import ray.data
+
+        parts = [path for path in self.out.child("index").files(".parquet") if f"/part-{run_id}-" in path]
+        if parts:
+            done = ray.data.read_parquet(parts, filesystem=self.out.fs).select_columns(["key"])
+            todo = todo.join(done, join_type="left_anti", num_partitions=JOIN_PARTITIONS, on=("key",))
+        todo = todo.materialize()
+        return todo, todo.count()
 
     def reports(self, scanned: ScannedManifest, stats: RunStats | None, elapsed_s: float) -> dict[str, Any]:
         """index-based reports, made in a Ray task (it reads every index row; the driver does not): the summary."""

@@ -176,7 +176,7 @@ def decode(row: dict[str, Any], config: F2FConfig, root: str) -> dict[str, Any]:
         request = check_edit(image, item.prompt, config, item.settings(), None, "prompt", files["mask"])
     except InvalidInput as exc:
         name, rule = check_problem(exc)
-        work.fail(f"{exc.code}: {name}: {rule}", retry=False)
+        work.fail(f"{type(exc).code}: {name}: {rule}", retry=False)  # the class's code (invalid_input, invalid_image)
         return pack(work)
     work.edit = EditInFlight.of(request)
     return pack(work)
@@ -237,8 +237,9 @@ class SelectStage:
         return pack(work)
 
 
-def finish(batch: dict[str, Any], out: str, fps: int) -> dict[str, Any]:
-    """7 and the writes (CPU): each item's edit made and written, then the batch's index rows as one Parquet part.
+def finish(batch: dict[str, Any], out: str, fps: int, run_id: str) -> dict[str, Any]:
+    """7 and the writes (CPU): each item's edit made and written, then the batch's index rows as one Parquet part
+    (`index/part-<run_id>-<uuid>.parquet`: the run tells its own records from the earlier runs').
     Returns what the driver counts: `status`, `id`, `reason` per item."""
     root = Location.of(out)
     records = []
@@ -254,7 +255,7 @@ def finish(batch: dict[str, Any], out: str, fps: int) -> dict[str, Any]:
                 work.fail(*failure(exc))
                 result = None
         records.append(_record(work, result))
-    _write_index(root, records)
+    _write_index(root, records, run_id)
     return {key: [r[key] for r in records] for key in ("status", "id", "reason", "row")}
 
 
@@ -316,10 +317,10 @@ def index_schema() -> Any:
     return pa.schema([(name, types[kind]) for name, kind in INDEX_SCHEMA_FIELDS])
 
 
-def _write_index(root: Location, records: list[dict[str, Any]]) -> None:
+def _write_index(root: Location, records: list[dict[str, Any]], run_id: str) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     buffer = pa.BufferOutputStream()
     pq.write_table(pa.Table.from_pylist(records, schema=index_schema()), buffer)
-    root.child("index", f"part-{uuid.uuid4().hex}.parquet").write_bytes(buffer.getvalue().to_pybytes())
+    root.child("index", f"part-{run_id}-{uuid.uuid4().hex}.parquet").write_bytes(buffer.getvalue().to_pybytes())

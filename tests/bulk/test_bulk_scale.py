@@ -68,9 +68,7 @@ def test_driver_memory_is_flat_and_a_killed_run_leaves_only_the_rest(tmp_path: P
     assert small["summary"]["by_status"] == {"succeeded": 2_000}
 
     big, out = write_manifest(tmp_path / "big" / "m.jsonl", 20_000), tmp_path / "big-out"
-    driver = subprocess.Popen(
-        _driver(big, out), env={**os.environ, **ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    driver = subprocess.Popen(_driver(big, out), env={**os.environ, **ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 600
     while not (out / "index").is_dir() or _finished(out) < 10_000:
         assert driver.poll() is None and time.monotonic() < deadline, "the run ended or stalled before halfway"

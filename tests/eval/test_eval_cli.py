@@ -114,7 +114,7 @@ def _bulk_run(folder, manifest, rows):
         records.append(record)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "bulk.json").write_text(json.dumps({"manifest": str(manifest), "manifest_sha256": "0" * 64}))
-    _write_index(Location.of(folder), records)
+    _write_index(Location.of(folder), records, "run1")
     return folder
 
 

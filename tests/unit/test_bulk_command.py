@@ -1,4 +1,5 @@
-"""`f2f bulk` before any model loads: rows checked by the edit's rules, `--strict`, bad rows never run; no Ray."""
+"""`f2f bulk` before Ray starts or a model loads: a malformed manifest or another manifest's output folder is refused
+with exit status 2, naming the lines and fields, and leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -11,41 +12,45 @@ from PIL import Image
 from f2f import cli
 
 
-def manifest(tmp_path: Path, rows: list[dict]) -> Path:
+def manifest(tmp_path: Path, lines: list[str], name: str = "m.jsonl") -> Path:
     Image.new("RGB", (8, 8), "red").save(tmp_path / "a.png")
-    (tmp_path / "notes.png").write_text("not an image\n")
-    path = tmp_path / "m.jsonl"
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    path = tmp_path / name
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return path
 
 
-BAD_ROWS = [
-    {"image": "a.png", "prompt": "walk", "seeds": [-1]},
-    {"image": "a.png", "prompt": "walk", "options": {"num_frames": 10}},
-    {"image": "notes.png", "prompt": "walk"},
-]
+def bulk(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli.main, ["bulk", *args])
+    return result.exit_code, result.output
 
 
-def test_strict_stops_on_rows_the_edits_rules_refuse_before_any_work(tmp_path: Path) -> None:
-    path = manifest(tmp_path, [{"image": "a.png", "prompt": "good"}, *BAD_ROWS])
-    result = CliRunner().invoke(cli.main, ["bulk", str(path), "--out", str(tmp_path / "out"), "--profile", "tiny", "--strict"])
-    assert result.exit_code == 2, result.output
-    assert "bad row: row 2: seeds.0: Input should be greater than or equal to 0 (got -1)" in result.output
-    assert "bad row: row 3: options.num_frames: the generator produces only 8k + 1 frames" in result.output
-    assert "bad row: row 4: image: not a readable image" in result.output
-    assert "3 bad rows (--strict); nothing was run" in result.output
-    assert not (tmp_path / "out").exists()  # no output folder claimed, no model, no Ray
-
-
-def test_without_strict_bad_rows_are_recorded_with_their_reason_and_never_run(tmp_path: Path) -> None:
-    path = manifest(tmp_path, BAD_ROWS)  # nothing left to run: no model loads and Ray never starts
+def test_a_malformed_manifest_is_refused_with_its_lines_and_fields_and_leaves_no_folder(tmp_path: Path) -> None:
+    good = json.dumps({"image": "a.png", "prompt": "walk"})
+    lines = [good, "{not json", json.dumps({"image": "a.png", "prompt": "walk", "options": {"speed": 2}}), "[1, 2]"]
     out = tmp_path / "out"
-    for _ in range(2):  # a rerun does not try them again
-        result = CliRunner().invoke(cli.main, ["bulk", str(path), "--out", str(out), "--profile", "tiny"])
-        assert result.exit_code == 0, result.output
-        assert "nothing to do" in result.output and "3 bad rows" in result.output
-        rows = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
-        assert [(r["row"], r["status"]) for r in rows] == [(1, "invalid"), (2, "invalid"), (3, "invalid")]
-        assert rows[0]["reason"].startswith("seeds.0: ") and rows[1]["reason"].startswith("options.num_frames: ")
-        assert not (out / "journal.jsonl").exists()
-    assert json.loads((out / "summary.json").read_text())["by_status"] == {"invalid": 3}
+    code, output = bulk(str(manifest(tmp_path, lines)), "--out", str(out), "--profile", "tiny")
+    assert code == 2 and "malformed, nothing was run" in output, output
+    assert "line 2: line: not JSON" in output and "line 3: options.speed: unknown option" in output
+    assert "line 4: line: must be a JSON object" in output and "line 1" not in output
+    assert "Traceback" not in output and not out.exists()
+
+
+def test_bad_values_are_not_the_scans_business(tmp_path: Path) -> None:
+    """An empty prompt or an option out of range is that item's failure when it runs, not a refusal of the run."""
+    from f2f.bulk.manifest import scan_manifest
+    from f2f.bulk.storage import Location
+
+    lines = [json.dumps({"image": "a.png", "prompt": ""}), json.dumps({"image": "a.png", "prompt": "x", "options": {"steps": 0}})]
+    scanned = scan_manifest(Location.of(manifest(tmp_path, lines)), {}, Location.of(tmp_path / "parts"))
+    assert scanned.rows == 2
+
+
+def test_another_manifests_folder_and_a_wrong_suffix_are_refused(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "bulk.json").write_text(json.dumps({"manifest": "/elsewhere/first.jsonl", "manifest_sha256": "0" * 64}))
+    code, output = bulk(str(manifest(tmp_path, [json.dumps({"image": "a.png", "prompt": "walk"})])), "--out", str(out))
+    assert code == 2 and "holds the results of another manifest (/elsewhere/first.jsonl)" in output
+    assert sorted(p.name for p in out.iterdir()) == ["bulk.json"]  # its scan and index untouched
+    code, output = bulk(str(manifest(tmp_path, ["a.png,walk"], "list.txt")), "--out", str(tmp_path / "c"))
+    assert code == 2 and "must be a .jsonl, .csv or .parquet file (got 'list.txt')" in output and not (tmp_path / "c").exists()

@@ -11,7 +11,7 @@ import pytest
 
 from f2f.bulk import report
 from f2f.bulk.command import _Progress
-from f2f.bulk.manifest import ManifestError, ScannedManifest
+from f2f.bulk.manifest import ManifestError
 from f2f.bulk.run import Plan, RunStats, _done, _latest, claim_folder, run_settings
 from f2f.bulk.stages import INDEX_SCHEMA_FIELDS, _write_index, index_schema
 from f2f.bulk.storage import Location
@@ -48,7 +48,7 @@ def record(row: int, status: str, attempts: int = 1, **extra: Any) -> dict[str, 
 def write_parts(out: Path, *parts: list[dict[str, Any]]) -> Location:
     root = Location.of(out)
     for records in parts:
-        _write_index(root, records)
+        _write_index(root, records, "run1")
     return root
 
 
@@ -246,24 +246,24 @@ def test_the_plan_describes_every_pool() -> None:
 # --- the output folder's owner ------------------------------------------------------------------------
 
 
-def scanned(tmp_path: Path, name: str, sha256: str) -> ScannedManifest:
-    return ScannedManifest(Location.of(tmp_path / name), sha256, 1, [])
+def manifest(tmp_path: Path, name: str, sha256: str) -> tuple[Location, str]:
+    return Location.of(tmp_path / name), sha256
 
 
 def test_an_output_folder_belongs_to_one_manifest(tmp_path: Path) -> None:
     out = Location.of(tmp_path / "out")
-    claim_folder(out, scanned(tmp_path, "a.jsonl", "a" * 64))
+    claim_folder(out, *manifest(tmp_path, "a.jsonl", "a" * 64))
     owner = json.loads((tmp_path / "out" / "bulk.json").read_text())
     assert owner == {"manifest": str(tmp_path / "a.jsonl"), "manifest_sha256": "a" * 64}
-    claim_folder(out, scanned(tmp_path, "a.jsonl", "a" * 64))  # the same manifest: a resume
+    claim_folder(out, *manifest(tmp_path, "a.jsonl", "a" * 64))  # the same manifest: a resume
     with pytest.raises(ManifestError) as caught:
-        claim_folder(out, scanned(tmp_path, "b.jsonl", "b" * 64))
+        claim_folder(out, *manifest(tmp_path, "b.jsonl", "b" * 64))
     assert "holds the results of another manifest" in str(caught.value) and "a.jsonl" in str(caught.value)
     assert json.loads((tmp_path / "out" / "bulk.json").read_text()) == owner
 
 
 def test_the_same_manifest_under_another_name_is_the_same_owner(tmp_path: Path) -> None:
     out = Location.of(tmp_path / "out")
-    claim_folder(out, scanned(tmp_path, "a.jsonl", "a" * 64))
-    claim_folder(out, scanned(tmp_path, "renamed.jsonl", "a" * 64))
+    claim_folder(out, *manifest(tmp_path, "a.jsonl", "a" * 64))
+    claim_folder(out, *manifest(tmp_path, "renamed.jsonl", "a" * 64))
     assert json.loads((tmp_path / "out" / "bulk.json").read_text())["manifest"] == str(tmp_path / "renamed.jsonl")

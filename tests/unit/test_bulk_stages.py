@@ -304,12 +304,12 @@ def test_finish_writes_each_items_files_and_one_index_part_per_call(folder: Path
         [stages.through(decode(row, CONFIG, str(folder))) for row in rows[:2]],
         [stages.through(decode(rows[2], CONFIG, str(folder)))],
     ]
-    outcome = finish({"work": [row["work"] for row in batches[0]]}, str(out), fps=8)
+    outcome = finish({"work": [row["work"] for row in batches[0]]}, str(out), fps=8, run_id="run1")
     assert outcome["status"] == ["succeeded", "failed"] and outcome["row"] == [1, 2]
     assert outcome["id"] == ["00001-a", "00002-absent"] and outcome["reason"][0] is None
     assert outcome["reason"][1].startswith("unreadable: image:")
     assert len(list((out / "index").glob("part-*.parquet"))) == 1
-    finish({"work": [row["work"] for row in batches[1]]}, str(out), fps=8)
+    finish({"work": [row["work"] for row in batches[1]]}, str(out), fps=8, run_id="run1")
     assert len(list((out / "index").glob("part-*.parquet"))) == 2
 
     key = rows[0]["key"]
@@ -341,6 +341,8 @@ def test_finish_writes_each_items_files_and_one_index_part_per_call(folder: Path
 @pytest.mark.skipif(importlib.util.find_spec("imageio_ffmpeg") is None, reason="video.mp4 needs imageio-ffmpeg")
 def test_finish_writes_the_video_of_a_row_that_asks_for_it(folder: Path) -> None:
     (row,) = scanned(folder, [{**GOOD, "options": {"video": True}}])
-    finish({"work": [Stages(Fakes()).through(decode(row, CONFIG, str(folder)))["work"]]}, str(folder / "out"), fps=8)
+    finish(
+        {"work": [Stages(Fakes()).through(decode(row, CONFIG, str(folder)))["work"]]}, str(folder / "out"), fps=8, run_id="run1"
+    )
     (entry,) = read_index(Location.of(folder / "out"))
     assert entry["video"] is True and (folder / "out" / entry["paths"]["video"]).stat().st_size > 0
