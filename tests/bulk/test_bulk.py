@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -190,30 +189,6 @@ def test_a_malformed_manifest_or_a_foreign_output_folder_stops_before_any_work(
     assert bad.returncode == 2 and "must be a .jsonl, .csv or .parquet file" in bad.stderr
 
 
-def test_an_interrupted_run_resumes_without_redoing_work(head: dict[str, str], config_file: Path, tmp_path: Path) -> None:
-    rows = [{**row, "options": {"steps": 60}} for row in _posedit(8)]  # slow enough to interrupt
-    path = tmp_path / "m.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    out = tmp_path / "out"
-    command = [PYTHON, "-m", "f2f.bulk", str(path), "--out", str(out), "--config", str(config_file)]
-    driver = subprocess.Popen(command, env=head, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while not (out / "index").is_dir() or len(_records(out)) < 2:
-        assert driver.poll() is None and time.monotonic() < deadline, "the run ended or stalled before it could be interrupted"
-        time.sleep(0.2)
-    driver.send_signal(signal.SIGKILL)  # no clean-up at all: the index is all that is left
-    driver.wait(30)
-    before = {r["key"] for r in _records(out) if r["status"] == "succeeded"}
-    assert 2 <= len(before) < 8
-
-    resumed = _bulk(head, str(path), "--out", str(out), "--config", str(config_file))
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    keys = [r["key"] for r in _records(out) if r["status"] == "succeeded"]
-    assert len(keys) == len(set(keys)) == 8  # every item finished exactly once: none redone
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["by_status"] == {"succeeded": 8} and summary["this_run"]["finished"] == 8 - len(before)
-
-
 def test_the_same_job_through_ray_job_submit(head: dict[str, str], config_file: Path, tmp_path: Path) -> None:
     path = tmp_path / "m.csv"
     rows = _posedit(2)
@@ -250,11 +225,17 @@ def test_an_item_over_its_timeout_fails_and_the_run_goes_on(head: dict[str, str]
 
 
 def _tiny_profiles() -> list[str]:
-    """The tiny profiles beyond `tiny` (the tests above): one per generator family and VLM sibling."""
+    """The tiny profiles of the other generator families than `tiny`'s (the tests above): the stages load whatever
+    family the config names. The VLM siblings differ only inside `load_vlm`; the service tier runs every profile."""
     from f2f.catalogue import load_catalogue
 
     catalogue = load_catalogue()
-    return [name for name in catalogue.profiles if name != "tiny" and catalogue.is_tiny(name)]
+    tiny = catalogue.profiles["tiny"]
+    return [
+        name
+        for name, profile in catalogue.profiles.items()
+        if name != "tiny" and catalogue.is_tiny(name) and profile.generator != tiny.generator
+    ]
 
 
 @pytest.mark.parametrize("profile", _tiny_profiles())
