@@ -182,21 +182,33 @@ def decode(row: dict[str, Any], config: F2FConfig, root: str) -> dict[str, Any]:
     return pack(work)
 
 
-class CaptionStage:
-    """2-3: the temporal caption and the canvas, on a VLM actor (several items at once)."""
+class _VLMStage:
+    """A step on a VLM actor: Ray Data runs several items at once in it (async)."""
+
+    name: str
 
     def __init__(self, config: F2FConfig, loader: ModelLoader) -> None:
         self.vlm = loader.vlm(config)
 
+    @staticmethod
+    async def step(edit: EditInFlight, vlm: VLM) -> None:
+        raise NotImplementedError
+
     async def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         work = unpack(row)
         if work.edit is not None:
-            work.ran("caption")
+            work.ran(self.name)
             try:
-                await caption_edit(work.edit, self.vlm)
+                await self.step(work.edit, self.vlm)
             except Exception as exc:  # the item's failure, not the run's
                 work.fail(*failure(exc))
         return pack(work)
+
+
+class CaptionStage(_VLMStage):
+    """2-3: the temporal caption and the canvas."""
+
+    name, step = "caption", staticmethod(caption_edit)
 
 
 class GenerateStage:
@@ -220,21 +232,10 @@ class GenerateStage:
         return pack(work)
 
 
-class SelectStage:
-    """5-6: the VLM picks each clip's frame and ranks the clips, on a VLM actor (several items at once)."""
+class SelectStage(_VLMStage):
+    """5-6: the VLM picks each clip's frame and ranks the clips."""
 
-    def __init__(self, config: F2FConfig, loader: ModelLoader) -> None:
-        self.vlm = loader.vlm(config)
-
-    async def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        work = unpack(row)
-        if work.edit is not None:
-            work.ran("select")
-            try:
-                await select_clip(work.edit, self.vlm)
-            except Exception as exc:
-                work.fail(*failure(exc))
-        return pack(work)
+    name, step = "select", staticmethod(select_clip)
 
 
 def finish(batch: dict[str, Any], out: str, fps: int, run_id: str) -> dict[str, Any]:
