@@ -36,6 +36,7 @@ import pickle
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -185,14 +186,11 @@ def decode(row: dict[str, Any], config: F2FConfig, root: str) -> dict[str, Any]:
 class _VLMStage:
     """A step on a VLM actor: Ray Data runs several items at once in it (async)."""
 
-    name: str
+    name: str  # the stage's name in the index's `nodes`
+    step: Callable[[EditInFlight, VLM], Awaitable[None]]  # the edit's step (f2f.pipeline), a staticmethod
 
     def __init__(self, config: F2FConfig, loader: ModelLoader) -> None:
         self.vlm = loader.vlm(config)
-
-    @staticmethod
-    async def step(edit: EditInFlight, vlm: VLM) -> None:
-        raise NotImplementedError
 
     async def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         work = unpack(row)
