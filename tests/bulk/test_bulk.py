@@ -164,31 +164,6 @@ def test_a_manifest_runs_to_every_output(head: dict[str, str], manifest: Path, c
     assert len(_records(out)) == 9
 
 
-def test_a_malformed_manifest_or_a_foreign_output_folder_stops_before_any_work(
-    head: dict[str, str], config_file: Path, tmp_path: Path
-) -> None:
-    rows = [json.dumps(_posedit(1)[0]), "{not json", json.dumps({"image": "a.png", "prompt": "x", "colour": "red"})]
-    malformed = tmp_path / "malformed.jsonl"
-    malformed.write_text("\n".join(rows) + "\n")
-    refused = _bulk(head, str(malformed), "--out", str(tmp_path / "a"), "--config", str(config_file))
-    assert refused.returncode == 2 and "malformed, nothing was run" in refused.stderr, refused.stderr[-3000:]
-    assert "line 2: line: not JSON" in refused.stderr and "line 3: colour: unknown key" in refused.stderr
-    assert not (tmp_path / "a").exists() and "Traceback" not in refused.stderr
-    other = tmp_path / "other.jsonl"
-    other.write_text(json.dumps(_posedit(1)[0]) + "\n")
-    first = _bulk(head, str(other), "--out", str(tmp_path / "b"), "--config", str(config_file))
-    assert first.returncode == 0, first.stderr[-3000:]
-    manifest = tmp_path / "m.jsonl"
-    manifest.write_text(json.dumps(_posedit(2)[1]) + "\n")
-    foreign = _bulk(head, str(manifest), "--out", str(tmp_path / "b"), "--config", str(config_file))
-    assert foreign.returncode == 2 and "holds the results of another manifest" in foreign.stderr
-    assert "Traceback" not in foreign.stderr
-    not_a_manifest = tmp_path / "list.txt"
-    not_a_manifest.write_text("a.png,make it red\n")
-    bad = _bulk(head, str(not_a_manifest), "--out", str(tmp_path / "c"), "--config", str(config_file))
-    assert bad.returncode == 2 and "must be a .jsonl, .csv or .parquet file" in bad.stderr
-
-
 def test_the_same_job_through_ray_job_submit(head: dict[str, str], config_file: Path, tmp_path: Path) -> None:
     path = tmp_path / "m.csv"
     rows = _posedit(2)

@@ -96,7 +96,7 @@ def test_config_explain_of_an_unknown_key_is_one_line_with_exit_2(key, hint):
 @pytest.mark.parametrize(
     ("command", "options", "subcommands"),
     [
-        ("bulk", ["--out", "--profile", "--strict", "--max-retries", "--input-root", "--generators"], ["from-posedit"]),
+        ("bulk", ["--out", "--profile", "--block-rows", "--max-retries", "--input-root", "--generators"], ["from-posedit"]),
         ("eval", ["--out", "--edits", "--metrics", "--clip", "--size", "--lpips-input", "--weights"], ["install-weights"]),
     ],
 )
