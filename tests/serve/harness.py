@@ -23,10 +23,17 @@ ERROR_KEYS = {"message", "type", "param", "code"}
 FINISHED = {"succeeded", "failed", "cancelled"}
 
 
+RAY_DEFAULT_PORTS = {6379, 8265, 10001, 52365}  # a Ray started after the pick takes these (52365: its dashboard agent)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free loopback port that is none of Ray's defaults: the Ray the app starts on would take it first."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in RAY_DEFAULT_PORTS:
+            return port
 
 
 @contextlib.contextmanager
