@@ -122,16 +122,17 @@ class ScannedManifest:
     parts: list[str]
 
 
-def scan_manifest(manifest: Location, settings: dict[str, Any], into: Location) -> ScannedManifest:
+def scan_manifest(manifest: Location, settings: dict[str, Any], into: Location, sha256: str | None = None) -> ScannedManifest:
     """Read `manifest` once (the module's rules), writing its rows as Parquet parts into `into` (emptied first), each
-    with its key under the run's `settings`. ManifestError: the format, the file, or the malformed rows."""
+    with its key under the run's `settings`; `sha256`: its hash when the caller has it already.
+    ManifestError: the format, the file, or the malformed rows."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     kind = FORMATS.get("." + manifest.name.rsplit(".", 1)[-1].lower()) if "." in manifest.name else None
     if kind is None:
         raise ManifestError(f"manifest: must be a .jsonl, .csv or .parquet file (got {manifest.name!r})")
-    digest = manifest_sha256(manifest)
+    digest = sha256 or manifest_sha256(manifest)
     into.fs.delete_dir_contents(into.path, missing_dir_ok=True)
     into.make_dirs()
     settings_json = json.dumps(settings, sort_keys=True)

@@ -173,8 +173,9 @@ class BulkRun:
         again): before Ray or any model."""
         new = not self.out.exists()
         try:
-            claim_folder(self.out, self.manifest, manifest_sha256(self.manifest))
-            return scan_manifest(self.manifest, run_settings(self.config), self.out.child("manifest"))
+            digest = manifest_sha256(self.manifest)
+            claim_folder(self.out, self.manifest, digest)
+            return scan_manifest(self.manifest, run_settings(self.config), self.out.child("manifest"), digest)
         except ManifestError:
             if new and self.out.exists():
                 self.out.fs.delete_dir(self.out.path)

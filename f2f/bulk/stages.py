@@ -29,6 +29,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import io
 import json
@@ -38,7 +39,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 from PIL import Image
@@ -160,7 +160,7 @@ def decode(row: dict[str, Any], config: F2FConfig, root: str) -> dict[str, Any]:
         work.fail(f"invalid_row: {name}: {rule}", retry=False)
         return pack(work)
     work.id, work.image, work.prompt, work.video = item.item_id(work.row), item.image, item.prompt, item.options.video
-    base = Location.of(root)
+    base = _location(root)
     files: dict[str, bytes | None] = {"image": None, "mask": None}
     for name, where in (("image", item.image), ("mask", item.mask)):
         if where is None:
@@ -240,7 +240,7 @@ def finish(batch: dict[str, Any], out: str, fps: int, run_id: str) -> dict[str, 
     """7 and the writes (CPU): each item's edit made and written, then the batch's index rows as one Parquet part
     (`index/part-<run_id>-<uuid>.parquet`: the run tells its own records from the earlier runs').
     Returns what the driver counts: `status`, `id`, `reason` per item."""
-    root = Location.of(out)
+    root = _location(out)
     records = []
     for packed in batch["work"]:
         work = pickle.loads(packed)
@@ -258,6 +258,12 @@ def finish(batch: dict[str, Any], out: str, fps: int, run_id: str) -> dict[str, 
     return {key: [r[key] for r in records] for key in ("status", "id", "reason", "row")}
 
 
+@functools.lru_cache(maxsize=8)
+def _location(url: str) -> Location:
+    """A stage's folder, made once per worker process (an S3 filesystem is a client: not one per item)."""
+    return Location.of(url)
+
+
 def item_folder(key: str) -> str:
     return f"items/{key[:2]}/{key[2:4]}/{key}"
 
@@ -266,14 +272,15 @@ def _write_item(result: EditResult, folder: Location, work: Work, fps: int) -> N
     """edited.png, collage.png, result.json (and video.mp4) as `f2f edit` writes them, and the report's thumbnails."""
     assert work.edit is not None
     thumbs = {"source": work.edit.request.source, "edited": result.image, "collage": result.collage}
-    with tempfile.TemporaryDirectory(prefix="f2f-item-") as tmp:
-        staging = Path(tmp) if not folder.local else Path(folder.path)
-        write_outputs(result, staging, video_fps=fps if work.video else None)
-        for name, image in thumbs.items():
-            _thumbnail(image, folder.child(f"thumb-{name}.jpg"), THUMBS[name])
-        if not folder.local:
-            for path in staging.iterdir():
+    video_fps = fps if work.video else None
+    if folder.local:
+        write_outputs(result, folder.path, video_fps=video_fps)
+    else:  # written to a local folder first (video.mp4 is made by a file writer), then each file put whole
+        with tempfile.TemporaryDirectory(prefix="f2f-item-") as tmp:
+            for path in write_outputs(result, tmp, video_fps=video_fps):
                 folder.child(path.name).write_bytes(path.read_bytes())
+    for name, image in thumbs.items():
+        _thumbnail(image, folder.child(f"thumb-{name}.jpg"), THUMBS[name])
 
 
 def _thumbnail(image: Image.Image, where: Location, size: int) -> None:

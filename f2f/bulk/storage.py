@@ -72,7 +72,7 @@ class Location:
         """`name` as a row writes it: a URL or an absolute path as it is, else relative to this folder."""
         if "://" in name or os.path.isabs(name):
             return Location.of(name)
-        return self.child(name) if self.local or not name.startswith("/") else Location.of(name)
+        return self.child(name)
 
     @property
     def name(self) -> str:

@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -189,14 +188,12 @@ def test_an_item_over_its_timeout_fails_and_the_run_goes_on(head: dict[str, str]
     path = tmp_path / "m.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
-    started = time.monotonic()
     # 20 s: over a tiny edit even on a loaded 2-core machine (a few seconds alone), far under the slow one's minutes
     done = _bulk(head, str(path), "--out", str(out), "--config", str(config_file), "--item-timeout", "20")
     assert done.returncode == 0, done.stderr[-3000:]
     index = _index(out)
     assert index[0]["status"] == "failed" and index[0]["reason"].startswith("timeout: its videos took longer than 20 s")
     assert index[1]["status"] == "succeeded", index[1]  # the generator was freed: the cancelled video stopped
-    assert time.monotonic() - started < 120
 
 
 def _tiny_profiles() -> list[str]:
