@@ -86,6 +86,10 @@ class Family:
     requires: tuple[str, ...] = ()  # modules its pipeline imports besides torch, diffusers, transformers (e.g. Wan: ftfy)
     mask_latents: MaskLatents | None = None  # how a mask keeps the source's latents (`latent_masks`); None: keeps_latents False
 
+    def __post_init__(self) -> None:
+        if self.facts.keeps_latents != (self.mask_latents is not None):  # the request's check trusts the facts
+            raise ValueError(f"the {self.name} family's mask_latents must be set exactly when its facts keep latents")
+
     @property
     def name(self) -> str:
         return self.facts.name
