@@ -11,7 +11,8 @@ Two kinds of canvas (`place_on_canvas`, from the `video` settings):
   it: no bars.
 
 Either way frames of the generated video are cropped to the source's box and
-resized back to the source's exact size (`unletterbox`).
+resized back to the source's exact size (`unletterbox`). Both are trusted as
+RGB: the source made so by `f2f.request.check_edit`, the frames by the generator.
 
 Letterbox rules:
 
@@ -33,7 +34,6 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from PIL import Image
 
 from f2f.errors import InvalidInput
-from f2f.imageio import ensure_rgb, to_rgb
 
 if TYPE_CHECKING:
     from f2f.config import VideoConfig
@@ -71,7 +71,7 @@ class Letterboxed:
 
     `image` is the RGB canvas (exactly the requested size), `box` where the
     source's content lies on it, `source_size` the (width, height) of the
-    source after its EXIF orientation was applied: the size `restore` returns.
+    source: the size `restore` returns.
     """
 
     image: Image.Image
@@ -113,12 +113,12 @@ def fit_box(source_size: tuple[int, int], width: int, height: int) -> Box:
 
 
 def letterbox(image: Image.Image, width: int, height: int) -> Letterboxed:
-    """Place `image` (made RGB and upright by `ensure_rgb`) centred on a black width x height canvas.
+    """Place `image` (upright RGB) centred on a black width x height canvas.
 
     The content is resized with LANCZOS into `fit_box`'s box, or pasted as is
     when the box already has the source's size.
     """
-    source = ensure_rgb(_require_image("image", image))
+    source = _require_image("image", image)
     width, height = _positive_int("width", width), _positive_int("height", height)
     box = fit_box(source.size, width, height)
     content = source if box.size == source.size else source.resize(box.size, Image.Resampling.LANCZOS)
@@ -149,23 +149,22 @@ def place_on_canvas(image: Image.Image, video: VideoConfig) -> Letterboxed:
         return letterbox(image, video.width, video.height)
     if video.max_canvas_pixels is None or video.size_multiple is None:
         raise InvalidInput("video", video.missing(), "a canvas needs width and height, or max_canvas_pixels and size_multiple")
-    source = ensure_rgb(_require_image("image", image))
+    source = _require_image("image", image)
     size = fit_canvas(source.size, video.max_canvas_pixels, video.size_multiple)
     canvas = source if size == source.size else source.resize(size, Image.Resampling.LANCZOS)
     return Letterboxed(image=canvas, box=Box(0, 0, *size), source_size=source.size, fit="free")
 
 
 def unletterbox(frame: Image.Image, box: Box | tuple[int, int, int, int], size: tuple[int, int]) -> Image.Image:
-    """Crop `box` out of `frame` and resize it (LANCZOS) to `size`; an RGB image.
+    """Crop `box` out of `frame` (RGB) and resize it (LANCZOS) to `size`.
 
     The box must lie inside the frame. No resampling happens when the crop
-    already has `size`. A non-RGB frame is converted by `to_rgb` (without
-    EXIF orientation: frames are generated, not photographed).
+    already has `size`.
     """
     frame = _require_image("frame", frame)
     box = _box_inside("box", box, frame.size)
     size = _positive_pair("size", size)
-    crop = to_rgb(frame.crop(box), orient=False)
+    crop = frame.crop(box)
     return crop if crop.size == size else crop.resize(size, Image.Resampling.LANCZOS)
 
 

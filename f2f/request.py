@@ -19,8 +19,10 @@ Rules:
   for the settings (frames `frame_step*k + 1`, steps, guidance), the image's
   size, the text, the seeds, and the mask (`f2f.masks.read_mask`: the
   image's size; in `mask_mode` latent, a video family that keeps latents
-  outside a mask). Every failure is an `InvalidInput` naming the caller's
-  field, the value and the rule.
+  outside a mask, and a generator that is not split over several
+  processes). Every failure is an `InvalidInput` naming the caller's field,
+  the value and the rule. What runs after trusts the request: the source is
+  made RGB here and nowhere else, the generator checks nothing per call.
 - `check_edit_ahead` applies the same rules, in the same order, to work
   checked long before it runs (a bulk manifest's rows, before any model
   loads): the image up to its header only (`f2f.imageio.probe_image`), so
@@ -61,7 +63,6 @@ CONFIG_FIELD = {
     "mask_mode": "mask.mode",
 }
 WIRE_NAME = {config: wire for wire, config in CONFIG_FIELD.items()}
-VIDEO_SETTINGS = ("num_frames", "steps", "guidance")
 
 
 def _not_a_bool(value: Any) -> Any:
@@ -283,6 +284,9 @@ def _mask(mask: Image.Image | bytes | str | Path, size: tuple[int, int], needs_a
     if config.mask.mode == "latent" and family is not None and not family_named(family).keeps_latents:
         rule = f"the {family} video family cannot keep the source outside a mask while it generates; ask for mask_mode composite"
         raise InvalidInput("mask_mode", "latent", rule)
+    if config.mask.mode == "latent" and config.generator.parallel.world_size > 1:  # its other ranks would never get the mask
+        rule = "a generator split over several processes (generator.parallel) cannot keep latents outside a mask"
+        raise InvalidInput("mask", "given", f"{rule}; use mask.mode: composite")
     return area
 
 

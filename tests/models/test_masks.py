@@ -22,7 +22,6 @@ import asyncio
 import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -39,8 +38,8 @@ import torch
 from f2f.backends.video import i2v
 from f2f.backends.video.i2v import DiffusersVideoGenerator
 from f2f.backends.video.latent_masks import edit_weights, keep_weights, static_video
-from f2f.config import MaskConfig, ParallelConfig, VideoConfig
-from f2f.errors import GeneratorOutOfMemory, InvalidInput
+from f2f.config import MaskConfig, VideoConfig
+from f2f.errors import GeneratorOutOfMemory
 
 pytestmark = pytest.mark.models
 
@@ -276,28 +275,6 @@ def test_a_masked_seed_is_the_same_in_a_batch_as_alone(case: Case) -> None:
     for seed, in_batch in zip((3, 4), together, strict=True):
         assert np.abs(run(case, [seed], mask)[0] - in_batch).max() <= BATCH_TOLERANCE
     assert np.abs(together[0] - together[1]).mean() > 1.0  # the seeds differ (inside the mask at least)
-
-
-def test_a_family_without_mask_latents_or_a_split_refuses_a_mask(case: Case, monkeypatch: pytest.MonkeyPatch) -> None:
-    gen, mask = case.gen, right_half(case.size)
-    monkeypatch.setattr(gen, "family", dataclasses.replace(gen.family, mask_latents=None))
-    with pytest.raises(InvalidInput) as info:
-        asyncio.run(gen.generate(canvas(case.size), CAPTION, [1], case.settings, mask=mask))
-    assert info.value.field == "mask" and "cannot keep latents outside a mask; use mask.mode: composite" in str(info.value)
-    monkeypatch.undo()
-    monkeypatch.setattr(gen, "parallel", SimpleNamespace(layout=ParallelConfig(cfg=2), rank=0))  # the checks only
-    with pytest.raises(InvalidInput) as info:
-        asyncio.run(gen.generate(canvas(case.size), CAPTION, [1], case.settings, mask=mask))
-    assert info.value.field == "mask" and "generator.parallel" in str(info.value)
-
-
-@pytest.mark.parametrize("bad", ["rgb", "size", "path"])
-def test_a_mask_of_the_wrong_mode_or_size_is_refused(case: Case, bad: str) -> None:
-    width, height = case.size
-    mask: Any = {"rgb": Image.new("RGB", case.size), "size": Image.new("L", (width // 2, height)), "path": "m.png"}[bad]
-    with pytest.raises(InvalidInput) as info:
-        asyncio.run(case.gen.generate(canvas(case.size), CAPTION, [1], case.settings, mask=mask))
-    assert info.value.field == "mask" and f"canvas size ({width}x{height})" in str(info.value)
 
 
 def test_the_mask_onto_the_latent_grid_dilates_then_keeps_the_freest_pixel() -> None:

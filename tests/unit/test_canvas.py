@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from f2f.canvas import Box, Letterboxed, fit_box, fit_canvas, letterbox, place_on_canvas, unletterbox
-from f2f.config import VideoConfig
+from f2f.config import F2FConfig, VideoConfig
 from f2f.errors import InvalidInput
+from f2f.request import check_edit
 
 SOURCES = {
     "1:1": (500, 500),
@@ -146,18 +147,18 @@ def test_letterbox_canvas_is_black_outside_the_box(name: str, width: int, height
     assert np.abs(inside - [250, 200, 150]).max() <= 2
 
 
-def test_letterbox_converts_non_rgb_sources() -> None:
+def test_a_checked_non_rgb_source_is_letterboxed_as_rgb() -> None:
     rgba = Image.new("RGBA", (30, 20), (0, 0, 0, 0))
-    result = letterbox(rgba, 96, 64)
+    result = letterbox(check_edit(rgba, "edit", F2FConfig()).source, 96, 64)  # the request made it RGB
     inside = np.asarray(result.image.crop(result.box))
     assert (inside == 255).all()  # transparent -> white, as to_rgb does
     assert (outside(result.image, result.box) == 0).all()
 
 
-def test_letterbox_applies_exif_orientation_before_fitting() -> None:
+def test_a_checked_source_is_letterboxed_upright() -> None:
     image = Image.new("RGB", (60, 20), (255, 255, 255))
     image.getexif()[0x0112] = 6  # shown turned: 20x60
-    result = letterbox(image, 96, 64)
+    result = letterbox(check_edit(image, "edit", F2FConfig()).source, 96, 64)  # the request applied the orientation
     assert result.source_size == (20, 60)
     assert result.box == fit_box((20, 60), 96, 64)
 
@@ -222,8 +223,8 @@ def test_unletterbox_crops_exactly_the_box() -> None:
     assert np.array_equal(np.asarray(back), np.asarray(frame)[5:25, 10:40])
 
 
-def test_unletterbox_accepts_a_plain_tuple_and_converts_the_frame() -> None:
-    frame = Image.new("L", (10, 10), 90)
+def test_unletterbox_accepts_a_plain_tuple() -> None:
+    frame = Image.new("RGB", (10, 10), (90, 90, 90))
     back = unletterbox(frame, (0, 0, 5, 5), (7, 7))
     assert back.mode == "RGB" and back.size == (7, 7)
     assert (np.asarray(back) == 90).all()

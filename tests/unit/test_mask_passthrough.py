@@ -1,4 +1,4 @@
-"""Masked edits, generation side, without torch: the `mask` config block, the mask's checks and its way through
+"""Masked edits, generation side, without torch: the `mask` config block, the split rule and its way through
 the serving adapters (`RemoteGenerator` -> `GeneratorDeployment.generate_stream` -> the backend). Its way through
 the bulk stages is tested in test_bulk_stages.py."""
 
@@ -12,10 +12,10 @@ import pytest
 from fakes import SyntheticGenerator
 from PIL import Image
 
-from f2f.backends.video.latent_masks import check_mask
 from f2f.config import F2FConfig, MaskConfig, VideoConfig, load_config
 from f2f.errors import InvalidConfig, InvalidInput
 from f2f.protocols import Progress
+from f2f.request import EditSettings, check_edit
 from f2f.serving.deployments.generator import GeneratorDeployment
 from f2f.serving.deployments.remote import RemoteGenerator
 
@@ -36,28 +36,14 @@ def test_the_mask_block_defaults_and_rules() -> None:
     )
 
 
-@pytest.mark.parametrize(
-    ("mask", "words"),
-    [
-        (Image.new("RGB", (32, 16)), 'must be an "L" image of the canvas size (32x16)'),
-        (Image.new("L", (16, 16)), "canvas size (32x16)"),
-        ("mask.png", 'must be an "L" image'),
-    ],
-)
-def test_a_mask_of_the_wrong_mode_or_size_is_refused_naming_it(mask: Any, words: str) -> None:
+def test_a_split_generator_refuses_a_latent_mask_naming_composite_before_the_job_is_queued() -> None:
+    split, area = F2FConfig(generator={"parallel": {"cfg": 2}}), Image.new("L", (32, 16), 0)
+    area.paste(255, (16, 0, 32, 16))
     with pytest.raises(InvalidInput) as info:
-        check_mask(mask, IMAGE, "wan", supported=True, split=False)
-    assert info.value.field == "mask" and words in str(info.value)
-
-
-def test_a_family_or_a_split_that_cannot_keep_latents_refuses_naming_composite() -> None:
-    with pytest.raises(InvalidInput) as info:
-        check_mask(MASK, IMAGE, "ltx", supported=False, split=False)
-    assert info.value.field == "mask" and "ltx cannot keep latents outside a mask; use mask.mode: composite" in str(info.value)
-    with pytest.raises(InvalidInput) as info:
-        check_mask(MASK, IMAGE, "wan", supported=True, split=True)
+        check_edit(IMAGE, "c", split, mask=area)
     assert info.value.field == "mask" and "generator.parallel" in str(info.value) and "mask.mode: composite" in str(info.value)
-    check_mask(MASK, IMAGE, "wan", supported=True, split=False)
+    assert check_edit(IMAGE, "c", split, EditSettings(mask_mode="composite"), mask=area).mask is not None
+    assert check_edit(IMAGE, "c", F2FConfig(), mask=area).mask is not None
 
 
 class _Stream:
@@ -98,19 +84,9 @@ def test_remote_generator_sends_the_mask_and_keeps_the_old_call_without_one() ->
     assert handle.calls == [((IMAGE, "c", [1], SETTINGS), {}), ((IMAGE, "c", [1], SETTINGS), {"mask": MASK})]
 
 
-class _Ranks:
-    """A split replica's other ranks, which must not be started for a refused mask."""
-
-    def start(self, *args: Any) -> list[Any]:
-        raise AssertionError("the other ranks started")
-
-    def close(self) -> None:
-        pass
-
-
-def _deployment(backend: Any, split: bool = False) -> GeneratorDeployment:
+def _deployment(backend: Any) -> GeneratorDeployment:
     deployment = GeneratorDeployment.__new__(GeneratorDeployment)  # no replica: the body with a fake backend
-    deployment.backend, deployment.ranks, deployment.lost_rank = backend, (_Ranks() if split else None), None
+    deployment.backend, deployment.ranks, deployment.lost_rank = backend, None, None
     return deployment
 
 
@@ -125,9 +101,3 @@ def test_the_deployment_passes_the_mask_to_the_backend() -> None:
     assert isinstance(items[-1], list) and len(items[-1]) == 1
     asyncio.run(_drain(deployment.generate_stream(IMAGE, "c", [1], SETTINGS)))  # the old call shape
     assert backend.masks == [MASK, None]
-
-
-def test_a_split_deployment_refuses_a_mask_before_its_other_ranks_start() -> None:
-    with pytest.raises(InvalidInput) as info:
-        asyncio.run(_drain(_deployment(SyntheticGenerator(), split=True).generate_stream(IMAGE, "c", [1], SETTINGS, mask=MASK)))
-    assert info.value.field == "mask" and "generator.parallel" in str(info.value)

@@ -17,9 +17,10 @@ differs, as a `Family`:
 - `split`: how one video is split over several processes (None: refused);
 - `speed`: the `generator.speed` switches it supports (others are refused);
 - `mask_latents`: how a caller's mask keeps the latents outside it at the
-  source's (`f2f.backends.video.latent_masks`; None: a mask is refused, naming `mask`).
-  Every family has it: CogVideoX (both layouts), Wan (2.1, 2.2 A14B, TI2V)
-  and LTX-Video; a split generator refuses a mask;
+  source's (`f2f.backends.video.latent_masks`). Every family has it:
+  CogVideoX (both layouts), Wan (2.1, 2.2 A14B, TI2V) and LTX-Video (its
+  facts' `keeps_latents`); the request's check refuses a latent mask for a
+  family without it or a split generator (`f2f.request.check_edit`);
 - `image_per_prompt`, `one_seed_per_call`, `set_shift`, `split_axes`,
   `split_divides_tokens`, `requires`: see `Family`.
 
@@ -45,11 +46,11 @@ from typing import TYPE_CHECKING, Any, Literal
 from PIL import Image
 
 from f2f.backends import resolve_device
-from f2f.backends.video.latent_masks import Blend, MaskLatents, check_mask
+from f2f.backends.video.latent_masks import Blend, MaskLatents
 from f2f.backends.video.lora import check_loras, fuse_loras
 from f2f.backends.video.speedups import apply_speedups, attention_kernel, check_speed
 from f2f.config import Device, DType, GeneratorConfig, LoraConfig, MaskConfig, SpeedConfig, VideoConfig
-from f2f.errors import BackendNotConfigured, EditCancelled, GeneratorOutOfMemory, InvalidConfig, InvalidInput
+from f2f.errors import BackendNotConfigured, EditCancelled, GeneratorOutOfMemory, InvalidConfig
 from f2f.families import CheckpointSpec, FamilyFacts
 from f2f.families import inspect_checkpoint as inspect_facts
 from f2f.pipeline import check_clips
@@ -83,7 +84,11 @@ class Family:
     split_divides_tokens: bool = False  # the split cuts the video tokens into equal shards: their count must divide
     speed: frozenset[str] = SPEED_SWITCHES  # the generator.speed switches it supports
     requires: tuple[str, ...] = ()  # modules its pipeline imports besides torch, diffusers, transformers (e.g. Wan: ftfy)
-    mask_latents: MaskLatents | None = None  # how a mask keeps the source's latents (`latent_masks`); None: refused
+    mask_latents: MaskLatents | None = None  # how a mask keeps the source's latents (`latent_masks`); None: keeps_latents False
+
+    def __post_init__(self) -> None:
+        if self.facts.keeps_latents != (self.mask_latents is not None):  # the request's check trusts the facts
+            raise ValueError(f"the {self.name} family's mask_latents must be set exactly when its facts keep latents")
 
     @property
     def name(self) -> str:
@@ -216,7 +221,7 @@ class DiffusersVideoGenerator:
         release_memory(self.device)
 
     def check_settings(self, settings: VideoConfig) -> None:
-        """InvalidConfig naming the `video.*` field this checkpoint cannot generate (`check_video`)."""
+        """InvalidConfig naming the `video.*` field this checkpoint cannot generate (`check_video`; once, at load)."""
         split = self.parallel.layout.ulysses if self.parallel is not None else 1
         check_video(self.family, self.spec, settings, sequence_split=split)
 
@@ -241,15 +246,13 @@ class DiffusersVideoGenerator:
         with `EditCancelled`; the instance stays usable. `mask` (an "L" canvas
         image, 255: free to edit) keeps the latents outside it at the source's
         (`f2f.backends.video.latent_masks`); None is exactly the unmasked call.
+        Nothing is checked again: the image is the RGB canvas and the mask the
+        canvas's (`f2f.canvas`) of a checked request (`f2f.request.check_edit`:
+        the caller's settings, a latent mask), `settings` the config's video,
+        checked against the checkpoint at load (`check_settings`).
         """
-        # 1. Check inputs
-        self.check_settings(settings)
-        _check_image(image, settings)
-        seeds = list(seeds)
-        if mask is not None:
-            check_mask(mask, image, self.family.name, self.family.mask_latents is not None, self.parallel is not None)
         self.health()
-        # 2. Split the seeds into batches; one worker-thread job runs them all
+        seeds = list(seeds)
         batches = [seeds[i : i + self.max_batch_seeds] for i in range(0, len(seeds), self.max_batch_seeds)]
         job = _Job(image, caption, settings, len(batches), _notifier(progress), cancel, self.parallel is not None, mask)
         try:
@@ -489,15 +492,6 @@ def release_memory(device: torch.device) -> None:
         import torch
 
         torch.cuda.empty_cache()
-
-
-def _check_image(image: Image.Image, settings: VideoConfig) -> None:
-    """InvalidInput unless the image is an RGB canvas of the settings' size."""
-    canvas = (settings.width, settings.height)
-    if not isinstance(image, Image.Image) or image.mode != "RGB" or image.size != canvas:
-        got = image.size if isinstance(image, Image.Image) else type(image).__name__
-        rule = f"must be an RGB image of the canvas size in settings ({canvas[0]}x{canvas[1]}; f2f.canvas.place_on_canvas)"
-        raise InvalidInput("image", got, rule)
 
 
 def _notifier(progress: ProgressCallback | None) -> Callable[[Progress], None]:

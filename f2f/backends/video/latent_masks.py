@@ -3,7 +3,8 @@
 Rules:
 
 - the caller's mask is an "L" image of the canvas size: 255 where the edit may
-  happen, 0 where the source must stay, soft values between (`check_mask`).
+  happen, 0 where the source must stay, soft values between (the checked
+  request's, placed on the canvas: `f2f.canvas.Letterboxed.place_mask`).
 - onto the latent grid: the mask (0..1) is dilated by `mask.dilate_px` canvas
   pixels (a square max filter), then max-pooled over each latent cell's
   pixels: a cell is as free as the freest pixel it covers. A cell's keep
@@ -25,8 +26,9 @@ Rules:
   last step: the clean reference itself. A multistep scheduler (Wan's UniPC)
   keeps its own history and its corrector starts from it, but the model sees
   the blended latents at every step, as in diffusers' inpainting pipelines.
-- a family without `MaskLatents` refuses a mask, and so does a split
-  generator (its other ranks never receive one): `InvalidInput` naming `mask`.
+- a family without `MaskLatents` (`keeps_latents` False in its facts) or a
+  split generator (its other ranks never receive one) gets no mask: the
+  request's check refuses it (`f2f.request.check_edit`).
 
 torch is imported by the functions that need it, so the family modules can
 import this one without it.
@@ -41,13 +43,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from PIL import Image
 
 from f2f.config import MaskConfig, VideoConfig
-from f2f.errors import InvalidInput
 
 if TYPE_CHECKING:
     import torch
-
-_COMPOSITE = "use mask.mode: composite"
-SPLIT_RULE = f"a generator split over several processes (generator.parallel) cannot keep latents outside a mask; {_COMPOSITE}"
 
 
 def _unchanged(_pipe: Any, latents: torch.Tensor) -> torch.Tensor:
@@ -62,18 +60,6 @@ class MaskLatents:
     noise: Literal["add_noise", "flow"]  # how the scheduler noises clean latents (see the module docstring)
     layout: Callable[[Any, torch.Tensor], torch.Tensor] = _unchanged  # [1, C, F', h, w] -> the pipeline's own layout
     first_frame_held: bool = False  # the pipeline holds latent frame 0 at the source itself (LTX-Video): not blended
-
-
-def check_mask(mask: Image.Image, image: Image.Image, family: str, supported: bool, split: bool) -> None:
-    """InvalidInput naming `mask` unless it is an "L" image of the canvas size that this generator can keep latents by."""
-    if not isinstance(mask, Image.Image) or mask.mode != "L" or mask.size != image.size:
-        got = f"{mask.mode} {mask.size[0]}x{mask.size[1]}" if isinstance(mask, Image.Image) else type(mask).__name__
-        rule = f'must be an "L" image of the canvas size ({image.size[0]}x{image.size[1]}): 255 where the edit may happen'
-        raise InvalidInput("mask", got, rule)
-    if not supported:
-        raise InvalidInput("mask", "given", f"{family} cannot keep latents outside a mask; {_COMPOSITE}")
-    if split:
-        raise InvalidInput("mask", "given", SPLIT_RULE)
 
 
 def edit_weights(mask: Image.Image, dilate_px: int) -> torch.Tensor:

@@ -12,9 +12,10 @@ Rules every backend follows:
 - `check_messages` accepts OpenAI-format messages: role system, user or
   assistant; content a string or a list of `{"type": "text", "text": str}`
   and `{"type": "image", "image": <PIL.Image>}` parts.
-- `prepare_image` makes every image RGB, pads an extreme strip to Qwen's
-  largest aspect ratio (MAX_ASPECT_RATIO, black bars on the short side) and
-  shrinks anything above `max_pixels`, keeping the aspect ratio.
+- `prepare_image` takes the RGB images the edit made (the checked source,
+  collages, frames), pads an extreme strip to Qwen's largest aspect ratio
+  (MAX_ASPECT_RATIO, black bars on the short side) and shrinks anything
+  above `max_pixels`, keeping the aspect ratio.
 - `check_prompt_length`: a prompt of `max_model_len` tokens or more is an
   `InvalidInput("vlm.max_model_len", ...)`; the answer is then capped to the
   room that is left (`answer_budget`).
@@ -171,8 +172,8 @@ def render_prompt(tokenizer: Any, template: str, messages: Sequence[Message]) ->
 
 
 def prepare_image(image: Image.Image, max_pixels: int) -> Image.Image:
-    """RGB, no longer than MAX_ASPECT_RATIO:1 (padded), at most `max_pixels` (shrunk, aspect kept)."""
-    image = _pad_to_aspect(image.convert("RGB"))
+    """An RGB image no longer than MAX_ASPECT_RATIO:1 (padded), at most `max_pixels` (shrunk, aspect kept)."""
+    image = _pad_to_aspect(image)
     width, height = image.size
     if width * height <= max_pixels:
         return image

@@ -1,4 +1,4 @@
-"""The video generator deployment: one loaded CogVideoX pipeline per replica.
+"""The video generator deployment: one loaded image-to-video pipeline per replica.
 
 Rules: the generator is built from `config.generator` and checked against
 `config.video` when the replica starts (a checkpoint that cannot generate the
@@ -10,8 +10,8 @@ spans several GPUs (`f2f.serving.deployments.ranks`): every step runs on all of 
 as the denoising steps finish (each step's time is recorded in
 `f2f_denoise_step_seconds`) and then, last, the clips; cancelling the
 request (the caller cancels its stream) stops the video at the next step.
-A mask goes to the backend as is; a split generator refuses one before its
-other ranks start (`f2f.backends.video.latent_masks`).
+A mask goes to the backend as is; a split generator never gets one (the
+request's check refuses it: `f2f.request.check_edit`).
 """
 
 from __future__ import annotations
@@ -25,9 +25,8 @@ from typing import Any
 from PIL import Image
 
 from f2f.backends import load_generator
-from f2f.backends.video.latent_masks import SPLIT_RULE
 from f2f.config import F2FConfig, VideoConfig
-from f2f.errors import InvalidInput, ReplicaLost, unwrap
+from f2f.errors import ReplicaLost, unwrap
 from f2f.protocols import Frames, Progress
 from f2f.serving import metrics
 from f2f.serving.deployments.args import AppArgs, actor_options, replica_options
@@ -39,7 +38,7 @@ HEALTH_CHECK_S = 2.0  # a broken replica leaves routing before a job's retry (f2
 
 
 class GeneratorDeployment:
-    """Serve deployment body: `generate` over the CogVideoX checkpoint of `config.generator`.
+    """Serve deployment body: `generate` over the checkpoint of `config.generator`.
 
     A split generator (`generator.parallel`) starts its other ranks with
     `rank_options` (their CPUs and GPUs) in this replica's placement group.
@@ -83,8 +82,6 @@ class GeneratorDeployment:
         """`Progress` per denoising step, then the clips (one per seed); `mask`: the backend's (None: unmasked)."""
         if self.backend is None:
             raise RuntimeError("the video generator is closed")
-        if mask is not None and self.ranks is not None:  # before the other ranks start, or they would wait for rank 0
-            raise InvalidInput("mask", "given", SPLIT_RULE)
         if self.lost_rank is not None:
             raise ReplicaLost(f"a rank of this split generator died ({self.lost_rank}); the replica is being replaced")
         events: asyncio.Queue[Progress] = asyncio.Queue()
