@@ -73,7 +73,7 @@ class Lpips:
     def load(cls) -> Lpips | None:
         try:
             from f2f.eval.lpips import load_lpips
-            from f2f.eval.protocol import EvalProtocol
+            from f2f.eval.inputs import EvalProtocol
             from f2f.eval.weights import default_folder, weights_file
 
             weights = weights_file(default_folder(Path.home() / ".cache" / "f2f"), "lpips_alex")
@@ -85,7 +85,7 @@ class Lpips:
     def __call__(self, a: Image.Image, b: Image.Image) -> float:
         import torch
 
-        from f2f.eval.protocol import lpips_array, prepare
+        from f2f.eval.inputs import lpips_array, prepare
 
         x0, x1 = (torch.from_numpy(lpips_array(prepare(im, self.protocol), self.protocol))[None] for im in (a, b))
         with torch.no_grad():

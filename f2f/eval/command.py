@@ -63,7 +63,7 @@ def run_command(
     from f2f.eval.clip import check_folder as check_clip_folder
     from f2f.eval.dataset import load_dataset
     from f2f.eval.harness import METRICS, Scorer, evaluate
-    from f2f.eval.protocol import EvalProtocol
+    from f2f.eval.inputs import EvalProtocol
     from f2f.eval.report import write_report
 
     # 1. Check the arguments and read the dataset (bad rows are kept as problems)

@@ -12,7 +12,7 @@ Per item, for the edit E, the source S and the ground truth T (when there is one
 
 An item whose edit is missing, unreadable or of another aspect ratio than
 its source is listed with its problem and left out; the rest is evaluated.
-Images are prepared by the protocol (f2f.eval.protocol) before any metric.
+Images are prepared by the protocol (f2f.eval.inputs) before any metric.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from PIL import Image
 from f2f.config import InputConfig
 from f2f.errors import F2FError, InvalidInput
 from f2f.eval.dataset import Dataset, Item
-from f2f.eval.protocol import EvalProtocol, aspect_mismatch, lpips_array, prepare
+from f2f.eval.inputs import EvalProtocol, aspect_mismatch, lpips_array, prepare
 
 METRICS = ("lpips", "pose", "clip")
 COLUMNS = (

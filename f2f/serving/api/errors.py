@@ -26,6 +26,13 @@ Body, always: `{"error": {"message", "type", "param", "code"}}`; never a traceba
 | `VLMEndpointError` | 502 | server_error | null |
 | anything else | 500 | server_error, a generic message (the exception is logged) | null |
 
+A job that fails in a worker keeps its error as `job_error` makes it (the
+edit's `InvalidInput` is the caller's: `invalid_request_error` with its code;
+another `F2FError` is the server's, with its message and code; anything
+else is `edit_failed` with a generic message, the exception logged where
+it happened), and every route that answers the failed job answers that
+error (`JobFailed`): what a failure means is decided here, once.
+
 Choices: validation is 400, as the OpenAI API answers (not FastAPI's 422);
 an image over `input.max_image_pixels` is 400 like every other image rule
 (no message parsing to tell it apart; a body-size limit, 413, belongs to
@@ -48,16 +55,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from f2f.errors import BackendNotConfigured, EditCancelled, F2FError, InvalidInput, VLMEndpointError
+from f2f.errors import BackendNotConfigured, EditCancelled, F2FError, InvalidInput, ReplicaLost, VLMEndpointError, unwrap
 from f2f.serving.api.admission import Overloaded, TooManyWaiting
 from f2f.serving.api.auth import TooManyJobs, Unauthenticated
 from f2f.serving.api.wire import ErrorInfo, ErrorResponse, JobError
-from f2f.serving.jobs import IdempotencyConflict, JobNotFound, StoreUnavailable
+from f2f.serving.jobs import IdempotencyConflict, JobNotFound, StorageFull, StoreUnavailable
 
 logger = logging.getLogger("f2f.serving")
 
 _REQUEST_PARTS = {"body", "query", "path", "header", "form"}
-_TRANSIENT = ("cancelled", "replica_lost", "storage_full")  # a failed job's codes that a retry may get past: 503
+_TRANSIENT = (EditCancelled.code, ReplicaLost.code, StorageFull.code)  # a failed job's codes a retry may get past: 503
 
 
 class NotReady(F2FError):
@@ -119,6 +126,16 @@ class JobFailed(F2FError):
         super().__init__(error.message)
         self.error = error
         self.code = error.code or "edit_failed"
+
+
+def job_error(exc: BaseException, message: str | None = None) -> JobError:
+    """The error a job that failed with `exc` keeps (`message`, when given, says it better than the exception)."""
+    exc = unwrap(exc)
+    if isinstance(exc, InvalidInput):
+        return JobError(message=message or str(exc), type="invalid_request_error", code=exc.code)
+    if isinstance(exc, F2FError):
+        return JobError(message=message or str(exc), code=exc.code)
+    return JobError(message=message or "the edit failed; see the server log", code="edit_failed")
 
 
 def error_response(exc: BaseException) -> JSONResponse:

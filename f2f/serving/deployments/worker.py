@@ -85,6 +85,7 @@ from f2f.request import CheckedEdit
 from f2f.result import EditResult, write_atomic, write_outputs
 from f2f.serving import logs, metrics
 from f2f.serving.api.candidates import frame_links
+from f2f.serving.api.errors import job_error
 from f2f.serving.api.wire import AlignmentView, JobError, JobResult, RankingView
 from f2f.serving.deployments.args import AppArgs, actor_options, replica_options
 from f2f.serving.deployments.remote import remote_models
@@ -291,31 +292,26 @@ class EditWorker:
                 return await self._hand_back(lease)
             if not cancel.cancelled:
                 raise  # the replica is stopping without a drain: the lease runs out and the job is queued again
-            cancelled = JobError(message="the edit was cancelled by request", code="cancelled")
-            return await self._finish(lease, "cancelled", cancelled)
+            return await self._finish(lease, "cancelled", job_error(EditCancelled("the edit was cancelled by request")))
         except self.lost_replica as exc:
             if record.attempts < self.jobs.max_attempts:
                 logger.warning("job %s: a model replica was lost (%s); trying again", job_id, type(unwrap(exc)).__name__)
                 return "retry"
             metrics.record_error()
             message = f"a model replica was lost in each of {record.attempts} tries ({type(unwrap(exc)).__name__})"
-            return await self._finish(lease, "failed", JobError(message=message, code="replica_lost"))
+            return await self._finish(lease, "failed", job_error(ReplicaLost(message)))
         except InvalidInput as exc:
-            message = str(unwrap(exc))
-            return await self._finish(lease, "failed", JobError(message=message, type="invalid_request_error", code=exc.code))
+            return await self._finish(lease, "failed", job_error(exc))
         except F2FError as exc:
             if isinstance(exc, StoreUnavailable) and not isinstance(exc, StorageFull):
                 raise  # the store stayed away for a whole lease: the lease lapses and the job is queued again
-            message = str(unwrap(exc))
-            logger.warning("job %s failed: %s", job_id, message)
+            logger.warning("job %s failed: %s", job_id, unwrap(exc))
             metrics.record_error()
-            return await self._finish(lease, "failed", JobError(message=message, code=exc.code))
-        except Exception:
+            return await self._finish(lease, "failed", job_error(exc))
+        except Exception as exc:
             logger.exception("job %s failed", job_id)
             metrics.record_error()
-            return await self._finish(
-                lease, "failed", JobError(message="the edit failed; see the server log", code="edit_failed")
-            )
+            return await self._finish(lease, "failed", job_error(exc))
         finally:
             self.running.pop(job_id, None)
         metrics.record_edit(result)

@@ -40,7 +40,6 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,13 +108,14 @@ async def images_edits(request: Request, caller: Caller, service: Service, http_
         raise InvalidInput("content-type", kind or None, "must be multipart/form-data or application/json")
     ask = _openai_fields(fields, service.config, http_args)
     options = validated(EditOptions, fields)
+    size = OutputSize(ask.size, http_args.max_output_pixels)
     with service.waits.hold(caller):  # a long wait: bounded per key and in all, taken before any job exists
         record, _ = await service.submit(
             raw_image,
             options,
             None,
             caller,
-            route_check=_size_fits(ask.size, http_args.max_output_pixels),
+            route_check=size,
             mask=None if mask is None else (mask, True),  # OpenAI's masks: a PNG with alpha, transparent = edit here
             gone=request.is_disconnected,
         )
@@ -124,8 +124,9 @@ async def images_edits(request: Request, caller: Caller, service: Service, http_
         record = await service.finished(record)
     if record.status != "succeeded" or record.result is None:
         raise JobFailed(record.error or JobError(message="the edit failed", code="edit_failed"))
-    size = outputs.check_size(ask.size, tuple(record.result.source_size), http_args.max_output_pixels)  # type: ignore[arg-type]
-    data = [await _image(request, http_args, service.store, record, rank, ask, size) for rank in range(1, (options.n or 1) + 1)]
+    data = [
+        await _image(request, http_args, service.store, record, rank, ask, size.resize) for rank in range(1, (options.n or 1) + 1)
+    ]
     result = record.result
     extension = F2FExtension(
         id=record.id,
@@ -143,13 +144,17 @@ async def images_edits(request: Request, caller: Caller, service: Service, http_
     )
 
 
-def _size_fits(size: str | None, max_pixels: int) -> Callable[[CheckedEdit], None]:
-    """The check, before the job exists, that `size` is one this server makes for the checked source."""
+@dataclass
+class OutputSize:
+    """OpenAI's `size`, checked once, against the checked source, before the job exists (`EditService.submit`'s
+    `route_check`): `resize` is then the size the images are answered at (None: the source's)."""
 
-    def check(checked: CheckedEdit) -> None:
-        outputs.check_size(size, checked.source.size, max_pixels)
+    asked: str | None
+    max_pixels: int
+    resize: tuple[int, int] | None = None
 
-    return check
+    def __call__(self, checked: CheckedEdit) -> None:
+        self.resize = outputs.check_size(self.asked, checked.source.size, self.max_pixels)
 
 
 async def _json_form(body: bytes, http_args: IngressArgs, max_bytes: int) -> tuple[bytes, bytes | None, dict[str, Any]]:
