@@ -70,6 +70,18 @@ class VideoConfig(_Section):
         None, gt=0, le=100, description="Flow-matching models: the timestep shift of the scheduler (null: the checkpoint's)."
     )
     fps: int | None = Field(None, ge=1, le=120, description="Frames per second of the written video file.")
+    enable_temporal_reasoning: bool | None = Field(
+        None,
+        description="ChronoEdit: denoise a longer clip of reasoning frames between the source and the edit for the first "
+        "num_temporal_reasoning_steps steps (null elsewhere; f2f.backends.video.chronoedit).",
+    )
+    num_temporal_reasoning_steps: int | None = Field(
+        None,
+        ge=0,
+        le=1000,
+        description="ChronoEdit: steps that denoise the reasoning clip, at most num_inference_steps; all of them return "
+        "the whole clip (num_frames 29), fewer the source and the edit (num_frames 5).",
+    )
 
     @model_validator(mode="after")
     def _frames_the_model_can_produce(self) -> VideoConfig:

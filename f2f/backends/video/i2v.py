@@ -18,8 +18,10 @@ differs, as a `Family`:
 - `speed`: the `generator.speed` switches it supports (others are refused);
 - `mask_latents`: how a caller's mask keeps the latents outside it at the
   source's (`f2f.backends.video.latent_masks`; None: a mask is refused, naming `mask`).
-  Every family has it: CogVideoX (both layouts), Wan (2.1, 2.2 A14B, TI2V)
-  and LTX-Video; a split generator refuses a mask;
+  Every family has it: CogVideoX (both layouts), Wan (2.1, 2.2 A14B, TI2V),
+  LTX-Video and ChronoEdit; a split generator refuses a mask;
+- `check`: its own `video` rules beyond the shared canvas and frame rules
+  (`check_video`; by default the temporal-reasoning fields, ChronoEdit's, stay null);
 - `image_per_prompt`, `one_seed_per_call`, `set_shift`, `split_axes`,
   `split_divides_tokens`, `requires`: see `Family`.
 
@@ -61,12 +63,25 @@ if TYPE_CHECKING:
     from f2f.backends.video.parallel import ParallelGroups
 
 # The families by name: the module that defines each one's FAMILY (imported when a checkpoint or a config names it).
-FAMILIES = {"cogvideox": "f2f.backends.video.cogvideox", "wan": "f2f.backends.video.wan", "ltx": "f2f.backends.video.ltx"}
+FAMILIES = {
+    "cogvideox": "f2f.backends.video.cogvideox",
+    "wan": "f2f.backends.video.wan",
+    "ltx": "f2f.backends.video.ltx",
+    "chronoedit": "f2f.backends.video.chronoedit",
+}
 SPEED_SWITCHES = frozenset(SpeedConfig.model_fields)
 SPLIT_AXES = frozenset({"cfg", "ulysses"})
 logger = logging.getLogger("f2f.backends")
 _FIELD = "generator.model_path"
 _INSTALL = "pip install 'f2f[video]'"
+
+
+def no_temporal_reasoning(family: str, spec: CheckpointSpec, settings: VideoConfig) -> None:
+    """`Family.check` of a family without temporal reasoning: its two `video` fields stay null."""
+    for name in ("enable_temporal_reasoning", "num_temporal_reasoning_steps"):
+        if getattr(settings, name) is not None:
+            rule = f"the {family} family has no temporal reasoning (leave it null; ChronoEdit has it)"
+            raise InvalidConfig(f"video.{name}", getattr(settings, name), rule)
 
 
 @dataclass(frozen=True)
@@ -84,6 +99,7 @@ class Family:
     speed: frozenset[str] = SPEED_SWITCHES  # the generator.speed switches it supports
     requires: tuple[str, ...] = ()  # modules its pipeline imports besides torch, diffusers, transformers (e.g. Wan: ftfy)
     mask_latents: MaskLatents | None = None  # how a mask keeps the source's latents (`latent_masks`); None: refused
+    check: Callable[[str, CheckpointSpec, VideoConfig], None] = no_temporal_reasoning  # its own `video` rules (check_video)
 
     @property
     def name(self) -> str:
@@ -290,6 +306,7 @@ class DiffusersVideoGenerator:
 
         settings, n = job.settings, len(seeds)
         generators = [torch.Generator(self.device).manual_seed(seed) for seed in seeds]
+        arguments = self.family.call_arguments(self.spec, settings)  # may set the frames it denoises (ChronoEdit)
         if self.family.set_shift is not None:
             self.family.set_shift(pipe, settings.shift)  # null: the checkpoint's, not the last request's
         try:
@@ -299,13 +316,13 @@ class DiffusersVideoGenerator:
                     prompt=[job.caption] * n,
                     height=settings.height,
                     width=settings.width,
-                    num_frames=settings.num_frames,
+                    num_frames=arguments.pop("num_frames", settings.num_frames),
                     num_inference_steps=settings.num_inference_steps,
                     guidance_scale=settings.guidance_scale,
                     generator=generators[0] if self.family.one_seed_per_call else generators,
                     output_type="pil" if self.decodes else "latent",
                     callback_on_step_end=job.step_callback(index, blend.for_seeds(seeds) if blend else None),
-                    **self.family.call_arguments(self.spec, settings),
+                    **arguments,
                 )
         except torch.OutOfMemoryError:
             pipe.maybe_free_model_hooks()
@@ -421,6 +438,7 @@ def check_video(family: Family, spec: CheckpointSpec, settings: VideoConfig, seq
         raise InvalidConfig("video.shift", settings.shift, rule)
     if family.split_divides_tokens and sequence_split > 1:
         _check_even_shards(spec, settings, sequence_split)
+    family.check(family.name, spec, settings)
 
 
 def _check_even_shards(spec: CheckpointSpec, settings: VideoConfig, parts: int) -> None:

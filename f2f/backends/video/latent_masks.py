@@ -26,7 +26,9 @@ Rules:
   keeps its own history and its corrector starts from it, but the model sees
   the blended latents at every step, as in diffusers' inpainting pipelines.
 - a family without `MaskLatents` refuses a mask, and so does a split
-  generator (its other ranks never receive one): `InvalidInput` naming `mask`.
+  generator (its other ranks never receive one) and a family's settings whose
+  latents change shape mid-way (`MaskLatents.refuses`: ChronoEdit reasoning
+  for fewer steps than all): `InvalidInput` naming `mask`.
 
 torch is imported by the functions that need it, so the family modules can
 import this one without it.
@@ -62,6 +64,7 @@ class MaskLatents:
     noise: Literal["add_noise", "flow"]  # how the scheduler noises clean latents (see the module docstring)
     layout: Callable[[Any, torch.Tensor], torch.Tensor] = _unchanged  # [1, C, F', h, w] -> the pipeline's own layout
     first_frame_held: bool = False  # the pipeline holds latent frame 0 at the source itself (LTX-Video): not blended
+    refuses: Callable[[VideoConfig], str | None] = lambda _settings: None  # why these settings cannot keep a mask
 
 
 def check_mask(mask: Image.Image, image: Image.Image, family: str, supported: bool, split: bool) -> None:
@@ -125,6 +128,8 @@ class Blend:
         """The reference latents of the static source and the keep weights, both in the pipeline's layout (batch 1)."""
         import torch
 
+        if (rule := hooks.refuses(settings)) is not None:
+            raise InvalidInput("mask", "given", rule)
         video = static_video(pipe, image, settings).to(pipe._execution_device, pipe.vae.dtype)
         with torch.no_grad():
             clean = hooks.encode(pipe, video)  # [1, C, F', h, w]
