@@ -28,7 +28,7 @@ from pydantic_core import to_jsonable_python
 
 from f2f import catalogue
 from f2f.errors import InvalidConfig
-from f2f.families import video_defaults
+from f2f.families import family_named, video_defaults
 
 
 class _Section(BaseModel):
@@ -114,10 +114,17 @@ class VideoConfig(_Section):
 
 
 class CaptionConfig(_Section):
-    """Stage 1: the temporal caption written by the VLM."""
+    """Stage 1: the caption written by the VLM, in the style the video model wants (`f2f.caption`)."""
+
+    style: Literal["temporal", "instruction"] | None = Field(
+        None,
+        description="temporal: one sentence of a clip changing from the source into the edit (the paper's); instruction: "
+        "the edit rewritten for an editing model, what changes and what must stay (ChronoEdit). Null: the generator "
+        "family's (temporal when none is configured).",
+    )
 
     exemplars_path: Path | None = Field(
-        None, description="YAML file of in-context exemplars; null uses the nine packaged with f2f."
+        None, description="YAML file of in-context exemplars; null uses those packaged with f2f for the style."
     )
     max_new_tokens: int = Field(96, ge=8, le=1024, description="Most tokens the VLM may write for the caption.")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature for the caption (0 is greedy).")
@@ -634,7 +641,7 @@ def config_from_dict(data: dict[str, Any], origin: str = "") -> F2FConfig:
 
 
 def with_video_defaults(config: F2FConfig) -> F2FConfig:
-    """`config` with the null `video` fields set to its generator's defaults.
+    """`config` with the null `video` fields (and `caption.style`) set to its generator's defaults.
 
     The generator's family is `generator.family`, else the profile's generator
     checkpoint's (the catalogue), else the one `generator.model_path`'s
@@ -649,6 +656,9 @@ def with_video_defaults(config: F2FConfig) -> F2FConfig:
     if defaults is None:
         return config
     family_name, values = defaults
+    if config.caption.style is None:
+        caption = config.caption.model_copy(update={"style": family_named(family_name).caption_style})
+        config = config.model_copy(update={"caption": caption})
     asked = config.video.model_dump(exclude_none=True)
     try:
         video = VideoConfig.model_validate({**values, **asked})

@@ -1,7 +1,8 @@
 """What the core knows of each video family (`FamilyFacts`): plain, torch-free values.
 
 The config's `video` defaults and a checkpoint folder's canvas and frame rules
-(`f2f.config.with_video_defaults`), and whether a mask can be kept in the
+(`f2f.config.with_video_defaults`), the caption style its prompts take
+(`caption.style`'s default), and whether a mask can be kept in the
 latents (`f2f.request.check_edit`), come from here; the generator
 (`f2f.backends.video.i2v.Family`) adds what runs on torch to these facts, so the
 backends depend on the core and never the reverse. Adding a family: its facts
@@ -59,6 +60,7 @@ class FamilyFacts:
     defaults: Mapping[str, Any]  # `video` defaults of its reference checkpoint (a profile's values come first)
     index_classes: tuple[str, ...] = ()  # other model_index.json class names of the family's checkpoints
     keeps_latents: bool = True  # mask.mode latent can keep the source's latents outside a mask; False: refused
+    caption_style: str = "temporal"  # how the VLM prompts it (f2f.caption.CaptionStyle): a temporal caption or an instruction
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -351,5 +353,8 @@ FAMILIES = {
     "wan": FamilyFacts("wan", "WanImageToVideoPipeline", _inspect_wan, WAN_DEFAULTS, index_classes=("WanPipeline",)),
     # how LTX-Video 0.9.x checkpoints name themselves
     "ltx": FamilyFacts("ltx", "LTXImageToVideoPipeline", _inspect_ltx, LTX_DEFAULTS, ("LTXPipeline", "LTXConditionPipeline")),
-    "chronoedit": FamilyFacts("chronoedit", "ChronoEditPipeline", _inspect_chronoedit, CHRONOEDIT_DEFAULTS),
+    # an editing model: prompted with a rewritten edit instruction, as its authors' prompt enhancer writes one
+    "chronoedit": FamilyFacts(
+        "chronoedit", "ChronoEditPipeline", _inspect_chronoedit, CHRONOEDIT_DEFAULTS, caption_style="instruction"
+    ),
 }
