@@ -108,7 +108,7 @@ def test_the_tiny_checkpoint_is_recognised_with_its_rules(folder: Path) -> None:
 def test_a_clip_has_the_frames_its_reasoning_makes_and_is_the_plain_pipeline(
     generator: DiffusersVideoGenerator, folder: Path, canvas: Image.Image, extra: dict[str, object], frames: int
 ) -> None:
-    video = settings(num_frames=frames, **extra)
+    video = settings(**{"num_frames": frames, **extra})
     together = asyncio.run(generator.generate(canvas, CAPTION, [3, 4], video))
     assert [len(clip) for clip in together] == [frames, frames]
     assert {frame.size for frame in together[0]} == {(WIDTH, HEIGHT)}
