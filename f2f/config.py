@@ -20,7 +20,7 @@ import textwrap
 import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -198,12 +198,39 @@ class SpeedConfig(_Section):
     quantize: Literal["none", "fp8"] = Field(
         "none", description="fp8: float8 weights and activations in the transformer's linear layers (torchao; CUDA, sm 8.9+)."
     )
-    cache: Literal["off", "first_block", "pyramid"] = Field(
-        "off", description="Opt-in fast mode that reuses work across steps (approximate): first_block or pyramid attention."
+    cache: Literal["off", "first_block", "pyramid", "mag", "taylorseer"] = Field(
+        "off",
+        description="Opt-in fast mode that reuses work across steps (approximate): first_block, pyramid (attention), mag "
+        "(MagCache) or taylorseer (TaylorSeer); the families that take each: docs/backbones.md.",
     )
     cache_threshold: float = Field(
-        0.05, gt=0, le=1, description="first_block: skip the other blocks while the first block's change stays below this."
+        0.05,
+        gt=0,
+        le=1,
+        description="first_block: skip the other blocks while the first block's change stays below this; mag: skip a "
+        "step while the error its magnitude ratios add up to stays below this.",
     )
+    cache_ratios: tuple[Annotated[float, Field(gt=0)], ...] = Field(
+        (),
+        description="mag: the checkpoint's magnitude ratios, one per step of a plain run (measured once: "
+        "docs/performance.md). Interpolated to each request's video.num_inference_steps (re-enabled when the count "
+        "changes), so a request may ask for any step count.",
+    )
+    cache_interval: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="taylorseer: after 3 steps, the blocks run 1 step in this many (1: all); the rest extrapolate",
+    )
+
+    @model_validator(mode="after")
+    def _mag_has_its_ratios(self) -> SpeedConfig:
+        if self.cache == "mag" and not self.cache_ratios:
+            rule = "cache mag needs the checkpoint's magnitude ratios, one per step of a plain run (docs/performance.md)"
+            raise InvalidConfig("cache_ratios", self.cache_ratios, rule)
+        if self.cache != "mag" and self.cache_ratios:
+            raise InvalidConfig("cache_ratios", self.cache_ratios, f"only cache mag uses them (cache is {self.cache})")
+        return self
 
 
 class ParallelConfig(_Section):

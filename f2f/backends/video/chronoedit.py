@@ -121,6 +121,8 @@ FAMILY = Family(
     image_per_prompt=False,
     set_shift=set_shift,
     split=None,  # not run on two ranks here (see the module docstring)
+    # no step cache: its pipeline runs the guidance halves as two calls outside diffusers' cache contexts (a cache
+    # would mix them), its block copy is not in the caches' block registry, and temporal reasoning cuts the clip mid-way
     speed=frozenset({"fuse_qkv", "attention", "compile", "quantize"}),
     requires=("ftfy",),
     mask_latents=MaskLatents(encode=wan.encode_reference, noise="flow", refuses=refuses_mask),

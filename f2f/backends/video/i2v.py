@@ -49,7 +49,7 @@ from PIL import Image
 from f2f.backends import resolve_device
 from f2f.backends.video.latent_masks import Blend, MaskLatents, check_mask
 from f2f.backends.video.lora import check_loras, fuse_loras
-from f2f.backends.video.speedups import apply_speedups, attention_kernel, check_speed
+from f2f.backends.video.speedups import SWITCHES, apply_speedups, attention_kernel, check_speed, fit_cache
 from f2f.config import Device, DType, GeneratorConfig, LoraConfig, MaskConfig, SpeedConfig, VideoConfig
 from f2f.errors import BackendNotConfigured, EditCancelled, GeneratorOutOfMemory, InvalidConfig, InvalidInput
 from f2f.families import CheckpointSpec, FamilyFacts
@@ -69,7 +69,6 @@ FAMILIES = {
     "ltx": "f2f.backends.video.ltx",
     "chronoedit": "f2f.backends.video.chronoedit",
 }
-SPEED_SWITCHES = frozenset(SpeedConfig.model_fields)
 SPLIT_AXES = frozenset({"cfg", "ulysses"})
 logger = logging.getLogger("f2f.backends")
 _FIELD = "generator.model_path"
@@ -96,7 +95,7 @@ class Family:
     split: Callable[[Any, ParallelGroups], None] | None = None  # make a loaded pipeline run split over the ranks
     split_axes: frozenset[str] = SPLIT_AXES  # the generator.parallel axes (cfg, ulysses) that split supports
     split_divides_tokens: bool = False  # the split cuts the video tokens into equal shards: their count must divide
-    speed: frozenset[str] = SPEED_SWITCHES  # the generator.speed switches it supports
+    speed: frozenset[str] = SWITCHES  # the generator.speed switches and cache modes it supports (speedups.SWITCHES)
     requires: tuple[str, ...] = ()  # modules its pipeline imports besides torch, diffusers, transformers (e.g. Wan: ftfy)
     mask_latents: MaskLatents | None = None  # how a mask keeps the source's latents (`latent_masks`); None: refused
     check: Callable[[str, CheckpointSpec, VideoConfig], None] = no_temporal_reasoning  # its own `video` rules (check_video)
@@ -156,8 +155,9 @@ class DiffusersVideoGenerator:
         self.speed = speed or SpeedConfig()
         self.mask = mask or MaskConfig()
         self.max_batch_seeds = max_batch_seeds
-        self._check_family_supports(self.speed, parallel)
-        check_speed(self.speed, self.device)
+        experts = 2 if self.spec.options.get("two_experts") else 1
+        check_speed(self.speed, self.device, self.family.name, self.family.speed, experts)
+        self._check_family_supports(parallel)
         pipeline_class = getattr(diffusers, self.family.pipeline_class)
         self.lora = tuple(lora)
         lora_states = check_loras(pipeline_class, self.model_path, self.lora)
@@ -200,12 +200,9 @@ class DiffusersVideoGenerator:
             mask=mask,
         )
 
-    def _check_family_supports(self, speed: SpeedConfig, parallel: ParallelGroups | None) -> None:
-        """InvalidConfig naming the switch or the split that this checkpoint's family does not support."""
+    def _check_family_supports(self, parallel: ParallelGroups | None) -> None:
+        """InvalidConfig naming the seeds per call or the split that this checkpoint's family does not support."""
         name = self.family.name
-        for switch in sorted(SPEED_SWITCHES - self.family.speed):
-            if getattr(speed, switch) != SpeedConfig.model_fields[switch].default:
-                raise InvalidConfig(f"generator.speed.{switch}", getattr(speed, switch), f"the {name} family does not support it")
         if self.family.one_seed_per_call and self.max_batch_seeds > 1:
             rule = f"the {name} family's pipeline takes one random generator per call, so one seed per batch (set it to 1)"
             raise InvalidConfig("generator.max_batch_seeds", self.max_batch_seeds, rule)
@@ -309,6 +306,7 @@ class DiffusersVideoGenerator:
         arguments = self.family.call_arguments(self.spec, settings)  # may set the frames it denoises (ChronoEdit)
         if self.family.set_shift is not None:
             self.family.set_shift(pipe, settings.shift)  # null: the checkpoint's, not the last request's
+        fit_cache(pipe, self.speed, settings.num_inference_steps)
         try:
             with attention_kernel(self.speed):
                 output = pipe(
