@@ -72,8 +72,8 @@ class Lpips:
     @classmethod
     def load(cls) -> Lpips | None:
         try:
-            from f2f.eval.lpips import load_lpips
             from f2f.eval.inputs import EvalProtocol
+            from f2f.eval.lpips import load_lpips
             from f2f.eval.weights import default_folder, weights_file
 
             weights = weights_file(default_folder(Path.home() / ".cache" / "f2f"), "lpips_alex")

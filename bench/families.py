@@ -62,6 +62,10 @@ T5_DIM = 4096  # T5-XXL and UMT5-XXL d_model (generate.FULL.t5)
 #               head_width 80 (16 heads), patch 14, image 224, embed_dim 1024; mlp_ratio 4 (open_clip's default)
 #   [ltx-pipe]  diffusers 0.42.1 LTXImageToVideoPipeline.__call__ defaults and example: 161 frames, 50 steps,
 #               guidance 3, max_sequence_length 128
+#   [chrono]    nv-tlabs/ChronoEdit scripts/run_inference_diffusers.py @11626ef: 50 steps, guidance 5.0, UniPC
+#               flow_shift 5.0, a 720*1280 area, 5 frames (29 with temporal reasoning, 50 reasoning steps); its
+#               README @077553c: the distillation LoRA at 8 steps, guidance 1.0, flow shift 2.0. The transformer is
+#               Wan2.1-I2V-14B-720P's ([conv-wan]) with diffusers' ChronoEditTransformer3DModel (RoPE skip 8)
 #   [brief]     not confirmed from a public source here: see UNCONFIRMED
 WAN_14B = {  # [conv-wan] "Wan2.2-I2V-14B-720p" (the A14B experts; the same for both)
     "added_kv_proj_dim": None,
@@ -152,6 +156,7 @@ CLIP_H14 = {  # [clip-h], as transformers' CLIPVisionConfig (laion/CLIP-ViT-H-14
     "projection_dim": 1024,
     "hidden_act": "gelu",
 }
+CHRONOEDIT = {**WAN_14B, "image_dim": 1280, "added_kv_proj_dim": 5120, "rope_temporal_skip_len": 8}  # [chrono]
 UNCONFIRMED = {
     "wan2.2-i2v-a14b-lightning": "4 steps at guidance 1.0 come from the brief (the Wan2.2-Lightning LoRA card was not "
     "read here); the architecture is Wan2.2-I2V-A14B's, confirmed",
@@ -167,7 +172,7 @@ class Profile:
 
     name: str
     model: str
-    kind: str  # "cogvideox" | "wan" | "ltx": which diffusers pipeline
+    kind: str  # "cogvideox" | "wan" | "ltx" | "chronoedit": which diffusers pipeline
     width: int
     height: int
     frames: int
@@ -180,6 +185,7 @@ class Profile:
     pipeline: dict[str, Any] = field(default_factory=dict)  # boundary_ratio, expand_timesteps
     two_experts: bool = False
     flow_shift: float = 3.0
+    reasoning: bool = False  # chronoedit: temporal reasoning for every step (the whole clip is denoised)
 
 
 # Profile(name, model, kind, width, height, frames, published steps, guidance, text tokens, transformer, vae, ...)
@@ -274,6 +280,29 @@ PROFILES = {
             flow_shift=5.0,
         ),
         Profile("ltx-video", "LTX-Video 0.9.1", "ltx", 768, 512, 161, 50, 3.0, 128, LTX_091, LTX_091_VAE),  # [ltx-pipe]
+        *(
+            Profile(
+                name,
+                "ChronoEdit-14B" + suffix,
+                "chronoedit",
+                1280,
+                720,
+                frames,
+                steps,
+                guidance,
+                512,
+                CHRONOEDIT,
+                {},
+                CLIP_H14,
+                flow_shift=shift,
+                reasoning=frames > 5,
+            )
+            for name, suffix, frames, steps, guidance, shift in (  # [chrono]
+                ("chronoedit-14b", "", 5, 50, 5.0, 5.0),
+                ("chronoedit-14b-distill", " + 8-step LoRA", 5, 8, 1.0, 2.0),  # fused: a step costs the base model's
+                ("chronoedit-14b-think", ", temporal reasoning", 29, 50, 5.0, 5.0),
+            )
+        ),
     )
 }
 
@@ -297,6 +326,7 @@ TINY = {
             "temperal_downsample": [False, True, True],
         },
     },
+    "chronoedit": {"transformer": {}, "vae": {}},  # Wan's (filled in below)
     "ltx": {
         "transformer": {
             "in_channels": 8,
@@ -316,6 +346,7 @@ TINY = {
         },
     },
 }
+TINY["chronoedit"] = TINY["wan"]
 TINY_CLIP = {
     "hidden_size": 8,
     "intermediate_size": 16,
@@ -339,7 +370,7 @@ def tiny(profile: Profile) -> Profile:
     if transformer.get("image_dim"):
         transformer.update(image_dim=TINY_CLIP["hidden_size"], added_kv_proj_dim=transformer["num_attention_heads"] * 12)
     vae = {**profile.vae, **sizes["vae"]}
-    if profile.kind == "wan" and vae.get("decoder_base_dim", 1) is None:
+    if profile.kind in ("wan", "chronoedit") and vae.get("decoder_base_dim", 1) is None:
         vae.pop("decoder_base_dim")
     image_encoder = TINY_CLIP if profile.image_encoder else None
     return dataclasses.replace(
@@ -367,7 +398,7 @@ def build_pipeline(profile: Profile, device: Any, dtype: Any) -> Any:
             transformer=random(diffusers.CogVideoXTransformer3DModel, profile.transformer, 0),
             scheduler=diffusers.CogVideoXDDIMScheduler(**SCHEDULER_CONFIG),
         )
-    if profile.kind == "wan":
+    if profile.kind in ("wan", "chronoedit"):
         import torch
         from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
@@ -379,17 +410,20 @@ def build_pipeline(profile: Profile, device: Any, dtype: Any) -> Any:
             positions = encoder.vision_model.embeddings.position_ids  # an integer buffer: `_random` leaves it unset
             positions.copy_(torch.arange(positions.shape[-1], device=device).expand_as(positions))
             processor = CLIPImageProcessor(size=size, crop_size=size)
-        return diffusers.WanImageToVideoPipeline(
+        wan = profile.kind == "wan"
+        transformer = diffusers.WanTransformer3DModel if wan else diffusers.ChronoEditTransformer3DModel
+        experts = {"transformer_2": random(transformer, profile.transformer, 4) if profile.two_experts else None} if wan else {}
+        return (diffusers.WanImageToVideoPipeline if wan else diffusers.ChronoEditPipeline)(
             tokenizer=None,
             text_encoder=None,
             vae=random(diffusers.AutoencoderKLWan, profile.vae, 1),
-            transformer=random(diffusers.WanTransformer3DModel, profile.transformer, 0),
-            transformer_2=random(diffusers.WanTransformer3DModel, profile.transformer, 4) if profile.two_experts else None,
+            transformer=random(transformer, profile.transformer, 0),
             image_encoder=encoder,
             image_processor=processor,
-            scheduler=diffusers.UniPCMultistepScheduler(  # [conv-wan]
+            scheduler=diffusers.UniPCMultistepScheduler(  # [conv-wan], [chrono]
                 prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000, flow_shift=profile.flow_shift
             ),
+            **experts,
             **profile.pipeline,
         )
     return diffusers.LTXImageToVideoPipeline(
@@ -417,6 +451,8 @@ def call_arguments(profile: Profile, embeds: Any, device: Any) -> dict[str, Any]
         arguments["use_dynamic_cfg"] = False
     if profile.kind == "wan" and profile.two_experts:
         arguments["guidance_scale_2"] = profile.guidance
+    if profile.kind == "chronoedit":  # reasoning for every step: each step denoises the whole clip
+        arguments.update(enable_temporal_reasoning=profile.reasoning, num_temporal_reasoning_steps=profile.steps)
     if profile.kind == "ltx":
         mask = torch.ones(1, profile.text_tokens, device=device, dtype=torch.long)
         arguments.update(prompt_attention_mask=mask, negative_prompt_attention_mask=mask)

@@ -11,7 +11,9 @@
 #                                    there: the same install and import check, then bench/families.py instead: every
 #                                    video family's plain then compiled pipeline, 1 timed step each (FAMILY_STEPS),
 #                                    no new family after FAMILY_BUDGET_S (450) s, inside TIMEOUT_S (560) s; writes
-#                                    $OUT/<date>-<card>-families.json and families.log. FAMILIES picks (a,b).
+#                                    $OUT/<date>-<card>-families.json and families.log. FAMILIES picks (a,b);
+#                                    FAMILIES=chronoedit-14b,chronoedit-14b-distill,chronoedit-14b-think: ChronoEdit's
+#                                    three profiles alone (last in the default order, so a spent budget can skip them).
 # A 15-minute lease holds the default run (~570 s) and then a shorter families run
 # (PHASE=families FAMILY_BUDGET_S=150 TIMEOUT_S=240), or one families run alone.
 #

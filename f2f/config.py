@@ -20,7 +20,7 @@ import textwrap
 import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -28,7 +28,7 @@ from pydantic_core import to_jsonable_python
 
 from f2f import catalogue
 from f2f.errors import InvalidConfig
-from f2f.families import video_defaults
+from f2f.families import family_named, video_defaults
 
 
 class _Section(BaseModel):
@@ -70,6 +70,18 @@ class VideoConfig(_Section):
         None, gt=0, le=100, description="Flow-matching models: the timestep shift of the scheduler (null: the checkpoint's)."
     )
     fps: int | None = Field(None, ge=1, le=120, description="Frames per second of the written video file.")
+    enable_temporal_reasoning: bool | None = Field(
+        None,
+        description="ChronoEdit: denoise a longer clip of reasoning frames between the source and the edit for the first "
+        "num_temporal_reasoning_steps steps (null elsewhere; f2f.backends.video.chronoedit).",
+    )
+    num_temporal_reasoning_steps: int | None = Field(
+        None,
+        ge=0,
+        le=1000,
+        description="ChronoEdit: steps that denoise the reasoning clip, at most num_inference_steps; all of them return "
+        "the whole clip (num_frames 29), fewer the source and the edit (num_frames 5).",
+    )
 
     @model_validator(mode="after")
     def _frames_the_model_can_produce(self) -> VideoConfig:
@@ -102,10 +114,17 @@ class VideoConfig(_Section):
 
 
 class CaptionConfig(_Section):
-    """Stage 1: the temporal caption written by the VLM."""
+    """Stage 1: the caption written by the VLM, in the style the video model wants (`f2f.caption`)."""
+
+    style: Literal["temporal", "instruction"] | None = Field(
+        None,
+        description="temporal: one sentence of a clip changing from the source into the edit (the paper's); instruction: "
+        "the edit rewritten for an editing model, what changes and what must stay (ChronoEdit). Null: the generator "
+        "family's (temporal when none is configured).",
+    )
 
     exemplars_path: Path | None = Field(
-        None, description="YAML file of in-context exemplars; null uses the nine packaged with f2f."
+        None, description="YAML file of in-context exemplars; null uses those packaged with f2f for the style."
     )
     max_new_tokens: int = Field(96, ge=8, le=1024, description="Most tokens the VLM may write for the caption.")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature for the caption (0 is greedy).")
@@ -179,12 +198,39 @@ class SpeedConfig(_Section):
     quantize: Literal["none", "fp8"] = Field(
         "none", description="fp8: float8 weights and activations in the transformer's linear layers (torchao; CUDA, sm 8.9+)."
     )
-    cache: Literal["off", "first_block", "pyramid"] = Field(
-        "off", description="Opt-in fast mode that reuses work across steps (approximate): first_block or pyramid attention."
+    cache: Literal["off", "first_block", "pyramid", "mag", "taylorseer"] = Field(
+        "off",
+        description="Opt-in fast mode that reuses work across steps (approximate): first_block, pyramid (attention), mag "
+        "(MagCache) or taylorseer (TaylorSeer); the families that take each: docs/backbones.md.",
     )
     cache_threshold: float = Field(
-        0.05, gt=0, le=1, description="first_block: skip the other blocks while the first block's change stays below this."
+        0.05,
+        gt=0,
+        le=1,
+        description="first_block: skip the other blocks while the first block's change stays below this; mag: skip a "
+        "step while the error its magnitude ratios add up to stays below this.",
     )
+    cache_ratios: tuple[Annotated[float, Field(gt=0)], ...] = Field(
+        (),
+        description="mag: the checkpoint's magnitude ratios, one per step of a plain run (measured once: "
+        "docs/performance.md). Interpolated to each request's video.num_inference_steps (re-enabled when the count "
+        "changes), so a request may ask for any step count.",
+    )
+    cache_interval: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="taylorseer: after 3 steps, the blocks run 1 step in this many (1: all); the rest extrapolate",
+    )
+
+    @model_validator(mode="after")
+    def _mag_has_its_ratios(self) -> SpeedConfig:
+        if self.cache == "mag" and not self.cache_ratios:
+            rule = "cache mag needs the checkpoint's magnitude ratios, one per step of a plain run (docs/performance.md)"
+            raise InvalidConfig("cache_ratios", self.cache_ratios, rule)
+        if self.cache != "mag" and self.cache_ratios:
+            raise InvalidConfig("cache_ratios", self.cache_ratios, f"only cache mag uses them (cache is {self.cache})")
+        return self
 
 
 class ParallelConfig(_Section):
@@ -622,7 +668,7 @@ def config_from_dict(data: dict[str, Any], origin: str = "") -> F2FConfig:
 
 
 def with_video_defaults(config: F2FConfig) -> F2FConfig:
-    """`config` with the null `video` fields set to its generator's defaults.
+    """`config` with the null `video` fields (and `caption.style`) set to its generator's defaults.
 
     The generator's family is `generator.family`, else the profile's generator
     checkpoint's (the catalogue), else the one `generator.model_path`'s
@@ -637,6 +683,9 @@ def with_video_defaults(config: F2FConfig) -> F2FConfig:
     if defaults is None:
         return config
     family_name, values = defaults
+    if config.caption.style is None:
+        caption = config.caption.model_copy(update={"style": family_named(family_name).caption_style})
+        config = config.model_copy(update={"caption": caption})
     asked = config.video.model_dump(exclude_none=True)
     try:
         video = VideoConfig.model_validate({**values, **asked})

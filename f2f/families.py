@@ -1,7 +1,8 @@
 """What the core knows of each video family (`FamilyFacts`): plain, torch-free values.
 
 The config's `video` defaults and a checkpoint folder's canvas and frame rules
-(`f2f.config.with_video_defaults`), and whether a mask can be kept in the
+(`f2f.config.with_video_defaults`), the caption style its prompts take
+(`caption.style`'s default), and whether a mask can be kept in the
 latents (`f2f.request.check_edit`), come from here; the generator
 (`f2f.backends.video.i2v.Family`) adds what runs on torch to these facts, so the
 backends depend on the core and never the reverse. Adding a family: its facts
@@ -27,6 +28,8 @@ WAN_TEXT_TOKENS = 512  # the Wan trainers' text length (text_len 512); no config
 WAN_CANVAS_480P = (832, 480)  # Wan2.1-I2V-14B-480P's trained area (and Wan2.2-I2V-A14B's at 480p)
 WAN_CANVAS_TI2V = (1280, 704)  # Wan2.2-TI2V-5B's trained area (720p)
 LTX_CANVAS = (768, 512)  # LTX-Video's published resolution (its pixel budget here, not a size)
+CHRONOEDIT_CANVAS = (1280, 720)  # ChronoEdit's published area (its inference script's target_area 720 x 1280)
+CHRONOEDIT_PARTS = ("text_encoder", "tokenizer", "image_encoder", "image_processor", "transformer", "vae", "scheduler")
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class FamilyFacts:
     defaults: Mapping[str, Any]  # `video` defaults of its reference checkpoint (a profile's values come first)
     index_classes: tuple[str, ...] = ()  # other model_index.json class names of the family's checkpoints
     keeps_latents: bool = True  # mask.mode latent can keep the source's latents outside a mask; False: refused
+    caption_style: str = "temporal"  # how the VLM prompts it (f2f.caption.CaptionStyle): a temporal caption or an instruction
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -295,10 +299,62 @@ LTX_DEFAULTS = {
     "fps": 24,
 }
 
+
+def _inspect_chronoedit(path: Path, index: dict[str, Any]) -> CheckpointSpec:
+    """The rules of a ChronoEdit checkpoint folder; InvalidConfig(generator.model_path) if it is not one.
+
+    Rules: every part the pipeline loads is in model_index.json and has its
+    folder (`CHRONOEDIT_PARTS`: the CLIP image encoder and its processor too);
+    the transformer is Wan2.1 I2V's layout (noise + 4 mask + image latents) and
+    one expert. Frames: the edit is latent frame `rope_temporal_skip_len - 1`
+    in time (the transformer's RoPE puts it there), so a temporal-reasoning
+    clip is exactly that many latent frames: `4 (skip - 1) + 1` frames (29).
+    """
+    missing = [part for part in CHRONOEDIT_PARTS if not isinstance(index.get(part), list) or not (path / part).is_dir()]
+    if missing:
+        rule = f"{path.name} lacks {', '.join(missing)}: a ChronoEdit checkpoint has {', '.join(CHRONOEDIT_PARTS)}"
+        raise InvalidConfig(_FIELD, str(path), rule)
+    if index.get("transformer_2") not in (None, [None, None]):
+        rule = f"{path.name}: ChronoEdit has one transformer (model_index.json names transformer_2)"
+        raise InvalidConfig(_FIELD, str(path), rule)
+    transformer, vae = read_json(path, "transformer/config.json"), read_json(path, "vae/config.json")
+    _check_wan_layout(path.name, transformer, vae, expand=False)
+    patch = list(transformer.get("patch_size", (1, 2, 2)))
+    step = int(vae.get("scale_factor_temporal", 4))
+    skip = int(transformer.get("rope_temporal_skip_len", 8))
+    return CheckpointSpec(
+        name=path.name,
+        canvas_size=CHRONOEDIT_CANVAS,
+        fixed_canvas=False,
+        size_multiple=int(vae.get("scale_factor_spatial", 8)) * patch[1],
+        frame_step=step,
+        options={"text_tokens": WAN_TEXT_TOKENS, "reasoning_frames": step * (skip - 1) + 1},
+    )
+
+
+# ChronoEdit-14B's published settings (its inference script: 50 steps, guidance 5.0, UniPC flow_shift 5.0, a 720p
+# area; 5 frames, the source and the edit; temporal reasoning off). Its video is written at 8 fps there.
+CHRONOEDIT_DEFAULTS = {
+    "max_canvas_pixels": CHRONOEDIT_CANVAS[0] * CHRONOEDIT_CANVAS[1],
+    "size_multiple": 16,
+    "frame_step": 4,
+    "num_frames": 5,
+    "num_inference_steps": 50,
+    "guidance_scale": 5.0,
+    "shift": 5.0,
+    "fps": 8,
+    "enable_temporal_reasoning": False,
+    "num_temporal_reasoning_steps": 0,
+}
+
 FAMILIES = {
     "cogvideox": FamilyFacts("cogvideox", COGVIDEOX_CLASS, _inspect_cogvideox, COGVIDEOX_DEFAULTS),
     # WanPipeline: Wan2.2-TI2V-5B-Diffusers; the inspection refuses a text-to-video WanPipeline folder
     "wan": FamilyFacts("wan", "WanImageToVideoPipeline", _inspect_wan, WAN_DEFAULTS, index_classes=("WanPipeline",)),
     # how LTX-Video 0.9.x checkpoints name themselves
     "ltx": FamilyFacts("ltx", "LTXImageToVideoPipeline", _inspect_ltx, LTX_DEFAULTS, ("LTXPipeline", "LTXConditionPipeline")),
+    # an editing model: prompted with a rewritten edit instruction, as its authors' prompt enhancer writes one
+    "chronoedit": FamilyFacts(
+        "chronoedit", "ChronoEditPipeline", _inspect_chronoedit, CHRONOEDIT_DEFAULTS, caption_style="instruction"
+    ),
 }

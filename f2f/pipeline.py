@@ -212,9 +212,10 @@ def _made(value: _T | None) -> _T:
 async def write_caption(vlm: VLM, source: Image.Image, text: str, config: F2FConfig) -> tuple[str, str | None]:
     """The VLM's raw answer and the cleaned caption (None: the answer was unusable)."""
     cfg = config.caption
-    messages = caption_messages(source, text, load_exemplars(cfg.exemplars_path))
+    style = cfg.style or "temporal"
+    messages = caption_messages(source, text, load_exemplars(cfg.exemplars_path, style), style)
     answer = await vlm.chat(messages, max_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
-    return answer, clean_caption(answer, cfg.max_chars)
+    return answer, clean_caption(answer, cfg.max_chars, style)
 
 
 def check_clips(clips: list[Frames], seeds: list[int], settings: VideoConfig) -> None:
@@ -232,7 +233,9 @@ def check_clips(clips: list[Frames], seeds: list[int], settings: VideoConfig) ->
 
 
 async def judge_clip(vlm: VLM, clip: Frames, seed: int, canvas: Letterboxed, text: str, config: F2FConfig) -> ClipOutcome:
-    """Ask the VLM which candidate of one clip achieves the edit; retry, then fall back.
+    """Ask the VLM which candidate of one clip achieves the edit; retry, then fall back. A clip with one candidate
+    (ChronoEdit without reasoning: 5 frames, the edit last) is not asked about: that frame is the model's edit and is
+    chosen ("edited", label 1, no answers); with several seeds the ranking still compares the clips' frames.
 
     The collage's top tile is the source itself (the canvas cut to its box, as the tiles are), not the clip's
     frame 0: that is the source after the video model's round trip, or noise from a tiny random model.
@@ -242,6 +245,8 @@ async def judge_clip(vlm: VLM, clip: Frames, seed: int, canvas: Letterboxed, tex
     crop = canvas.box
     tiles = [clip[f].crop(crop) for f in frames]
     collage = make_collage(canvas.image.crop(crop), tiles, cfg.collage_columns, cfg.collage_max_pixels)
+    if len(frames) == 1:  # nothing to choose among (ChronoEdit's source and edit): the one candidate, unasked
+        return ClipOutcome(seed, "edited", 1, frames[0], [], frames, collage)
     messages = selection_messages(collage, text, len(frames))
     answers: list[str] = []
     for _ in range(1 + cfg.retries):

@@ -284,6 +284,14 @@ def _mask(mask: Image.Image | bytes | str | Path, size: tuple[int, int], needs_a
     if config.mask.mode == "latent" and family is not None and not family_named(family).keeps_latents:
         rule = f"the {family} video family cannot keep the source outside a mask while it generates; ask for mask_mode composite"
         raise InvalidInput("mask_mode", "latent", rule)
+    video = config.video
+    cut_short = video.enable_temporal_reasoning and video.num_temporal_reasoning_steps != video.num_inference_steps
+    if config.mask.mode == "latent" and cut_short:
+        rule = (
+            "temporal reasoning for fewer steps than all drops the reasoning frames mid-way, so the latents cannot be kept "
+            "against one reference; reason for every step, turn temporal reasoning off, or ask for mask_mode composite"
+        )
+        raise InvalidInput("mask", "given", rule)
     if config.mask.mode == "latent" and config.generator.parallel.world_size > 1:  # its other ranks would never get the mask
         rule = "a generator split over several processes (generator.parallel) cannot keep latents outside a mask"
         raise InvalidInput("mask", "given", f"{rule}; use mask.mode: composite")

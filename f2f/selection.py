@@ -7,8 +7,16 @@ the LOWEST label whose frame achieves the edit, or 0 when none does. It must
 answer with the fixed phrase ``SELECTED: <label>``; `parse_selection` also
 reads the usual ways a model deviates from it.
 
+A clip with one candidate (ChronoEdit without temporal reasoning: 5 frames,
+the source and the edit, stride 4) is not put to the VLM: there is nothing to
+choose among, so that frame, the editing model's own result, is chosen
+(`f2f.pipeline.judge_clip`: "edited", label 1, no answers). With reasoning
+for every step ChronoEdit returns its 29-frame trajectory, selected from as
+any clip.
+
 With several seeds, `ranking_messages` asks which clip's chosen frame is the
-best edit (`f2f.ranking`); its answer is parsed the same way.
+best edit (`f2f.ranking`); its answer is parsed the same way, whatever the
+clips' lengths.
 """
 
 from __future__ import annotations

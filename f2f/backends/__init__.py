@@ -5,10 +5,11 @@ transformers, httpx) itself, so `import f2f` stays light:
 
 - `video/`: `i2v.DiffusersVideoGenerator`, one diffusers image-to-video seam for every
   family of checkpoint (`i2v.FAMILIES`: `cogvideox`, CogVideoXImageToVideoPipeline; `wan`,
-  WanImageToVideoPipeline; `ltx`, LTXImageToVideoPipeline), with LoRAs, latent masks, speed-ups and split;
+  WanImageToVideoPipeline; `ltx`, LTXImageToVideoPipeline; `chronoedit`, ChronoEditPipeline), with LoRAs,
+  latent masks, speed-ups and split;
 - `vlm/`: `vllm_vlm.VllmVLM`, `hf_vlm.TransformersVLM`, `openai_vlm.OpenAIVLM`;
 - `tiny/`: random-weight checkpoints of the same architectures (`tiny_cogvideox`, `tiny_wan`,
-  `tiny_ltx`, `tiny_qwen`), built offline, for tests and the demo.
+  `tiny_ltx`, `tiny_chronoedit`, `tiny_qwen`), built offline, for tests and the demo.
 
 `build_backends` turns a config into a loaded pair. It checks everything it
 can (folders, the catalogue, the canvas and frame rules of the checkpoint)
@@ -107,24 +108,21 @@ def check_models_dir(config: F2FConfig) -> None:
 
 
 def load_generator(config: F2FConfig, parallel: ParallelGroups | None = None) -> LoadedVideoGenerator:
-    """The video backend of `config.generator`, checked against `config.video` (closed if that fails).
+    """The video backend of `config.generator`, `config.video` checked against its checkpoint before its weights load.
 
     A split generator (`generator.parallel` over more than one process) needs
     this process's rank groups (`parallel`, from `f2f.backends.video.parallel.init_groups`).
     """
-    from f2f.backends.video.i2v import DiffusersVideoGenerator
+    from f2f.backends.video.i2v import DiffusersVideoGenerator, check_video, inspect_checkpoint
 
     layout = config.generator.parallel
     if layout.world_size > 1 and parallel is None:
         rule = "splits one video over several processes: the service places them (Ray Serve), or start them with torchrun"
         raise InvalidConfig("generator.parallel", f"cfg {layout.cfg} x ulysses {layout.ulysses}", rule)
-    generator = DiffusersVideoGenerator.from_config(config.generator, parallel=parallel, mask=config.mask)
-    try:
-        generator.check_settings(config.video)
-    except BaseException:
-        generator.close()
-        raise
-    return generator
+    if config.generator.model_path is not None:  # the video settings against the checkpoint's configs, before its weights
+        family, spec = inspect_checkpoint(config.generator.model_path, config.generator.family)
+        check_video(family, spec, config.video, sequence_split=layout.ulysses)
+    return DiffusersVideoGenerator.from_config(config.generator, parallel=parallel, mask=config.mask)
 
 
 def resolve_device(section: str, device: str, dtype: str, cuda_available: bool) -> tuple[str, str]:
@@ -199,6 +197,7 @@ TINY_BUILDERS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "wan2.1-i2v": ("f2f.backends.tiny.tiny_wan", "make_tiny_wan", {"variant": "wan2.1"}),
     "wan2.2-i2v": ("f2f.backends.tiny.tiny_wan", "make_tiny_wan", {"variant": "wan2.2"}),
     "wan2.2-ti2v": ("f2f.backends.tiny.tiny_wan", "make_tiny_wan", {"variant": "wan2.2-ti2v"}),
+    "chronoedit": ("f2f.backends.tiny.tiny_chronoedit", "make_tiny_chronoedit", {}),
     "qwen2-vl": ("f2f.backends.tiny.tiny_qwen", "make_tiny_qwen", {"variant": "qwen2-vl"}),
     "qwen2.5-vl": ("f2f.backends.tiny.tiny_qwen", "make_tiny_qwen", {"variant": "qwen2.5-vl"}),
     "qwen3-vl": ("f2f.backends.tiny.tiny_qwen", "make_tiny_qwen", {"variant": "qwen3-vl"}),

@@ -25,6 +25,9 @@ FAMILIES = [
     "wan2.2-i2v-a14b-lightning",
     "wan2.2-ti2v-5b",
     "ltx-video",
+    "chronoedit-14b",
+    "chronoedit-14b-distill",
+    "chronoedit-14b-think",
 ]
 
 

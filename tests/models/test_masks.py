@@ -1,6 +1,6 @@
 """Masked edits in the generator (`f2f.backends.video.latent_masks`) on tiny random-weight checkpoints of every family.
 
-Each family (CogVideoX, CogVideoX 1.5, Wan2.1, Wan2.2 A14B, Wan2.2 TI2V, LTX-Video) runs
+Each family (CogVideoX, CogVideoX 1.5, Wan2.1, Wan2.2 A14B, Wan2.2 TI2V, LTX-Video, ChronoEdit) runs
 through the real seam with a mask over the right half of the canvas, 3 steps
 (two intermediate noise levels and the last, clean one) and guidance on.
 Random weights make noise, not video, so the checks are about latents and
@@ -69,6 +69,7 @@ FAMILIES: dict[str, tuple[tuple[str, dict[str, Any]], tuple[int, int], int, int,
     "wan2.2": (("make_tiny_wan", {"variant": "wan2.2"}), (96, 64), 5, 8, 1),  # two experts
     "wan2.2-ti2v": (("make_tiny_wan", {"variant": "wan2.2-ti2v"}), (96, 64), 5, 16, 2),
     "ltx": (("make_tiny_ltx", {}), (256, 64), 9, 32, 1),
+    "chronoedit": (("make_tiny_chronoedit", {}), (96, 64), 5, 8, 2),  # Wan2.1's layout, 5 frames (no reasoning)
 }
 
 
@@ -163,7 +164,7 @@ def expected_reference(c: Case) -> torch.Tensor:
     if c.name.startswith("cogvideox"):
         return latents * pipe.vae_scaling_factor_image  # decode_latents divides by it
     config = pipe.vae.config
-    if c.name.startswith("wan"):
+    if c.name.startswith("wan") or c.name == "chronoedit":  # ChronoEdit: Wan's VAE and normalisation
         mean = torch.tensor(config.latents_mean).view(1, -1, 1, 1, 1)
         return (latents - mean) * (1.0 / torch.tensor(config.latents_std).view(1, -1, 1, 1, 1))
     mean, std = pipe.vae.latents_mean.view(1, -1, 1, 1, 1), pipe.vae.latents_std.view(1, -1, 1, 1, 1)

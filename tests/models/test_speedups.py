@@ -188,3 +188,110 @@ def test_fused_and_compiled_blocks_give_the_plain_frames_on_every_family(
         generator.close()
         clips[label] = np.stack([np.asarray(frame, dtype=np.float32) / 255 for frame in clip])
     assert_exact(clips["fast"], clips["plain"])
+
+
+# --- the step caches on every family that takes them: fewer blocks run; a setting that skips nothing is plain --------
+
+CACHES = {  # mode: (a setting that skips nothing, one that skips)
+    "first_block": (
+        SpeedConfig(cache="first_block", cache_threshold=1e-9),
+        SpeedConfig(cache="first_block", cache_threshold=1.0),
+    ),
+    "mag": (  # every ratio 0.9: each step adds an error of 0.1; every ratio 1.0: none
+        SpeedConfig(cache="mag", cache_ratios=(0.9,), cache_threshold=1e-9),
+        SpeedConfig(cache="mag", cache_ratios=(1.0,), cache_threshold=0.05),
+    ),
+    "taylorseer": (SpeedConfig(cache="taylorseer", cache_interval=1), SpeedConfig(cache="taylorseer", cache_interval=2)),
+}
+CACHE_FAMILIES = {"cogvideox": (96, 64), "wan2.1": (80, 48), "ltx": (96, 64)}
+
+
+@pytest.fixture(scope="module")
+def cache_checkpoints(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path) -> dict[str, Path]:
+    from f2f.backends.tiny.tiny_ltx import make_tiny_ltx
+    from f2f.backends.tiny.tiny_wan import make_tiny_wan
+
+    root = tmp_path_factory.mktemp("caches")
+    return {"cogvideox": checkpoint, "wan2.1": make_tiny_wan(root / "wan2.1", seed=0), "ltx": make_tiny_ltx(root / "ltx", seed=0)}
+
+
+def block_run(folder: Path, size: tuple[int, int], speed: SpeedConfig, steps: int = 6) -> tuple[np.ndarray, int]:
+    """The clip and how many blocks really computed: their feed-forward ran (a skipped block never reaches it)."""
+    from f2f.backends.video.speedups import repeated_blocks, transformers_of
+
+    generator = DiffusersVideoGenerator(folder, device="cpu", speed=speed)
+    calls: list[int] = []
+    for transformer in transformers_of(generator._pipe):
+        for block in repeated_blocks(transformer):
+            (getattr(block, "ff", None) or block.ffn).register_forward_pre_hook(lambda *_: calls.append(1))
+    width, height = size
+    image = Image.new("RGB", size, (180, 60, 30))
+    image.paste((20, 90, 200), (0, 0, width // 2, height // 2))
+    settings = VideoConfig(width=width, height=height, num_frames=9, num_inference_steps=steps, guidance_scale=3.0, fps=8)
+    clip = asyncio.run(generator.generate(image, CAPTION, [5], settings))[0]
+    generator.close()
+    return np.stack([np.asarray(frame) for frame in clip]), len(calls)
+
+
+@pytest.fixture(scope="module")
+def plain_runs(cache_checkpoints: dict[str, Path]) -> dict[str, tuple[np.ndarray, int]]:
+    return {name: block_run(cache_checkpoints[name], size, SpeedConfig()) for name, size in CACHE_FAMILIES.items()}
+
+
+@pytest.mark.parametrize(
+    ("name", "mode"), [(name, mode) for name in CACHE_FAMILIES for mode in CACHES if name == "cogvideox" or mode != "first_block"]
+)
+def test_each_cache_runs_fewer_blocks_and_skipping_nothing_gives_the_plain_frames(
+    cache_checkpoints: dict[str, Path], plain_runs: dict[str, tuple[np.ndarray, int]], name: str, mode: str
+) -> None:
+    plain, plain_calls = plain_runs[name]
+    strict, skips = CACHES[mode]
+    frames_, calls = block_run(cache_checkpoints[name], CACHE_FAMILIES[name], strict)
+    assert calls == plain_calls and np.array_equal(frames_, plain)  # bit for bit
+    frames_, calls = block_run(cache_checkpoints[name], CACHE_FAMILIES[name], skips)
+    assert calls < plain_calls and frames_.shape == plain.shape
+
+
+def test_mag_cache_follows_each_requests_step_count(checkpoint: Path, canvas: Image.Image) -> None:
+    generator = DiffusersVideoGenerator(checkpoint, device="cpu", speed=CACHES["mag"][1])
+    transformer = generator._pipe.transformer
+    for steps in (4, 6, 4):
+        settings = VideoConfig(width=WIDTH, height=HEIGHT, num_frames=9, num_inference_steps=steps, guidance_scale=6.0, fps=8)
+        asyncio.run(generator.generate(canvas, CAPTION, [5], settings))
+        assert transformer._cache_config.num_inference_steps == steps and len(transformer._cache_config.mag_ratios) == steps
+    generator.close()
+
+
+def test_a_cache_the_family_cannot_use_is_refused_before_its_weights_load(
+    tmp_path: Path, cache_checkpoints: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import diffusers
+
+    from f2f.backends.tiny.tiny_chronoedit import make_tiny_chronoedit
+    from f2f.backends.tiny.tiny_wan import make_tiny_wan
+
+    chronoedit = make_tiny_chronoedit(tmp_path / "chronoedit", seed=0)
+    two_experts = make_tiny_wan(tmp_path / "wan2.2", seed=0, variant="wan2.2")
+    for pipeline in ("ChronoEditPipeline", "WanImageToVideoPipeline", "LTXImageToVideoPipeline"):
+        monkeypatch.setattr(getattr(diffusers, pipeline), "from_pretrained", lambda *a, **k: pytest.fail("weights loaded"))
+    modes = {"pyramid": SpeedConfig(cache="pyramid")} | {mode: skips for mode, (_, skips) in CACHES.items()}
+    refusals = [(chronoedit, mode, "the chronoedit family does not support it") for mode in modes]
+    for name in ("wan2.1", "ltx"):  # they take mag and taylorseer
+        refusals += [(cache_checkpoints[name], mode, "does not support it") for mode in ("first_block", "pyramid")]
+    refusals += [(two_experts, "mag", "two-expert checkpoint")]
+    for folder, mode, words in refusals:
+        with pytest.raises(InvalidConfig) as refused:
+            DiffusersVideoGenerator(folder, device="cpu", speed=modes[mode])
+        assert refused.value.field == "generator.speed.cache" and refused.value.value == mode, (folder.name, mode)
+        assert words in str(refused.value)
+
+
+def test_mag_cache_needs_its_ratios_naming_the_field() -> None:
+    from f2f.config import load_config
+
+    with pytest.raises(InvalidConfig) as refused:
+        load_config(overrides={"generator": {"speed": {"cache": "mag"}}})
+    assert refused.value.field == "generator.speed.cache_ratios" and "magnitude ratios" in str(refused.value)
+    with pytest.raises(InvalidConfig) as refused:
+        load_config(overrides={"generator": {"speed": {"cache": "taylorseer", "cache_ratios": [1.0]}}})
+    assert refused.value.field == "generator.speed.cache_ratios" and "only cache mag" in str(refused.value)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from f2f.caption import CAPTION_INSTRUCTION, caption_messages, clean_caption, load_exemplars
+from f2f.caption import CAPTION_INSTRUCTION, EDIT_INSTRUCTION, caption_messages, clean_caption, load_exemplars
 from f2f.errors import InvalidConfig
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -164,3 +164,59 @@ def test_long_captions_are_cut_at_a_word_boundary():
     assert len(cleaned) <= 61 and cleaned.endswith(".")
     assert cleaned.startswith("The red car rolls very") and "  " not in cleaned
     assert answer.startswith(cleaned[:-1])
+
+
+# --- the instruction style (ChronoEdit) ---------------------------------------------------------------
+
+
+def test_instruction_prompt_golden():
+    style = "instruction"
+    messages = caption_messages(Image.new("RGB", (400, 300)), "make the dog sit", load_exemplars(None, style), style)
+    check_golden("instruction_caption_messages.txt", render(messages))
+    assert all(EDIT_INSTRUCTION in m["content"][-1]["text"] for m in messages if m["role"] == "user")
+    assert CAPTION_INSTRUCTION not in render(messages)
+
+
+def test_the_edit_instruction_states_what_changes_and_what_must_stay():
+    text = EDIT_INSTRUCTION.lower()
+    for phrase in ["begin with the change", "how the changed part should look", "must stay exactly as it is",
+                   "no object that is neither", "two to four plain sentences", "make the dog sit"]:  # fmt: skip
+        assert phrase in text
+
+
+def test_packaged_instruction_exemplars_are_mixed_and_follow_the_rules():
+    exemplars = [e.exemplar for e in load_exemplars(None, "instruction")]
+    assert len(exemplars) == 6
+    assert 3 <= sum(e.edit[0].islower() for e in exemplars) <= 4, "both forms of edit text must be shown"
+    for e in exemplars:
+        assert 2 <= len(re.findall(r"[.!?](\s|$)", e.caption)) <= 4, e.caption
+        assert re.search(r"\b(stay|keep)\b", e.caption.lower()), e.caption  # says what must not change
+        assert "video" not in e.caption.lower() and "\n" not in e.caption
+        assert clean_caption(e.caption, 800, "instruction") == e.caption  # an exemplar survives the cleaner
+
+
+INSTRUCTION_TABLE = [
+    ("Add a red hat to the dog. Keep the background unchanged.", "Add a red hat to the dog. Keep the background unchanged."),
+    ("Instruction:\nAdd a red hat to the dog.\nKeep the lawn as it is.", "Add a red hat to the dog. Keep the lawn as it is."),
+    ("**Rewritten prompt:** Add a red hat to the dog. The lawn must stay.", "Add a red hat to the dog. The lawn must stay."),
+    ('"add a red hat to the dog; the rest stays"<|im_end|>', "Add a red hat to the dog; the rest stays."),
+    ("", None),
+    ("!!! ???", None),
+    ("Write two to four plain sentences: no lists, no headings, no reasoning.", None),  # the prompt echoed
+]
+
+
+@pytest.mark.parametrize(("answer", "expected"), INSTRUCTION_TABLE)
+def test_clean_instruction_table(answer, expected):
+    assert clean_caption(answer, 300, "instruction") == expected
+
+
+def test_the_style_is_the_familys_unless_the_config_names_one(tmp_path):
+    from f2f.config import load_config
+
+    cache = {"cache_dir": str(tmp_path)}
+    assert load_config(overrides={"profile": "tiny", **cache}).caption.style == "temporal"
+    assert load_config(overrides={"profile": "tiny-chronoedit", **cache}).caption.style == "instruction"
+    asked = {"profile": "tiny-chronoedit", "caption": {"style": "temporal"}, **cache}
+    assert load_config(overrides=asked).caption.style == "temporal"
+    assert load_config().caption.style is None  # no generator: the pipeline writes a temporal caption

@@ -337,3 +337,18 @@ def test_a_result_that_is_the_source_is_not_aligned(square_image, small_config):
     result = run(square_image, vlm=ScriptedVLM(selections=["SELECTED: 0"]), config=small_config)
     assert (result.alignment.applied, result.alignment.reason) == (False, "no frame chosen")
     assert result.to_json()["alignment"]["reason"] == "no frame chosen"
+
+
+def test_a_clip_with_one_candidate_is_its_edit_without_asking_the_vlm(square_image, small_config):
+    """ChronoEdit without reasoning: 5 frames, stride 4, one candidate (the edit): no choice among one frame."""
+    config = small_config.model_copy(update={"video": small_config.video.model_copy(update={"num_frames": 9})})
+    config = config.model_copy(update={"selection": config.selection.model_copy(update={"candidate_stride": 8})})
+    vlm = ScriptedVLM(selections=["SELECTED: 0"])  # would say no edit, if it were asked
+    result = run(square_image, vlm=vlm, config=config, seeds=[7])
+    assert (result.status, result.outcome.label, result.outcome.frame, result.outcome.answers) == ("edited", 1, 8, [])
+    assert result.outcome.candidates == [8]
+    assert [c[0] for c in vlm.calls] == ["caption"]
+    two = ScriptedVLM(rankings=["SELECTED: 2", "SELECTED: 1"])  # both orders name the second seed's frame
+    ranked = run(square_image, vlm=two, config=config, seeds=[7, 8])
+    assert [c[0] for c in two.calls] == ["caption", "rank", "rank"]  # the seeds are still ranked by the VLM
+    assert ranked.outcome.seed == 8

@@ -18,9 +18,12 @@ differs, as a `Family`:
 - `speed`: the `generator.speed` switches it supports (others are refused);
 - `mask_latents`: how a caller's mask keeps the latents outside it at the
   source's (`f2f.backends.video.latent_masks`). Every family has it:
-  CogVideoX (both layouts), Wan (2.1, 2.2 A14B, TI2V) and LTX-Video (its
-  facts' `keeps_latents`); the request's check refuses a latent mask for a
-  family without it or a split generator (`f2f.request.check_edit`);
+  CogVideoX (both layouts), Wan (2.1, 2.2 A14B, TI2V), LTX-Video and
+  ChronoEdit (its facts' `keeps_latents`); the request's check refuses a
+  latent mask for a family without it, for temporal reasoning cut short
+  (ChronoEdit's latents change length mid-way), or for a split generator (`f2f.request.check_edit`);
+- `check`: its own `video` rules beyond the shared canvas and frame rules
+  (`check_video`; by default the temporal-reasoning fields, ChronoEdit's, stay null);
 - `image_per_prompt`, `one_seed_per_call`, `set_shift`, `split_axes`,
   `split_divides_tokens`, `requires`: see `Family`.
 
@@ -48,7 +51,7 @@ from PIL import Image
 from f2f.backends import resolve_device
 from f2f.backends.video.latent_masks import Blend, MaskLatents
 from f2f.backends.video.lora import check_loras, fuse_loras
-from f2f.backends.video.speedups import apply_speedups, attention_kernel, check_speed
+from f2f.backends.video.speedups import SWITCHES, apply_speedups, attention_kernel, check_speed, fit_cache
 from f2f.config import Device, DType, GeneratorConfig, LoraConfig, MaskConfig, SpeedConfig, VideoConfig
 from f2f.errors import BackendNotConfigured, EditCancelled, GeneratorOutOfMemory, InvalidConfig
 from f2f.families import CheckpointSpec, FamilyFacts
@@ -62,12 +65,24 @@ if TYPE_CHECKING:
     from f2f.backends.video.parallel import ParallelGroups
 
 # The families by name: the module that defines each one's FAMILY (imported when a checkpoint or a config names it).
-FAMILIES = {"cogvideox": "f2f.backends.video.cogvideox", "wan": "f2f.backends.video.wan", "ltx": "f2f.backends.video.ltx"}
-SPEED_SWITCHES = frozenset(SpeedConfig.model_fields)
+FAMILIES = {
+    "cogvideox": "f2f.backends.video.cogvideox",
+    "wan": "f2f.backends.video.wan",
+    "ltx": "f2f.backends.video.ltx",
+    "chronoedit": "f2f.backends.video.chronoedit",
+}
 SPLIT_AXES = frozenset({"cfg", "ulysses"})
 logger = logging.getLogger("f2f.backends")
 _FIELD = "generator.model_path"
 _INSTALL = "pip install 'f2f[video]'"
+
+
+def no_temporal_reasoning(family: str, spec: CheckpointSpec, settings: VideoConfig) -> None:
+    """`Family.check` of a family without temporal reasoning: its two `video` fields stay null."""
+    for name in ("enable_temporal_reasoning", "num_temporal_reasoning_steps"):
+        if getattr(settings, name) is not None:
+            rule = f"the {family} family has no temporal reasoning (leave it null; ChronoEdit has it)"
+            raise InvalidConfig(f"video.{name}", getattr(settings, name), rule)
 
 
 @dataclass(frozen=True)
@@ -82,9 +97,10 @@ class Family:
     split: Callable[[Any, ParallelGroups], None] | None = None  # make a loaded pipeline run split over the ranks
     split_axes: frozenset[str] = SPLIT_AXES  # the generator.parallel axes (cfg, ulysses) that split supports
     split_divides_tokens: bool = False  # the split cuts the video tokens into equal shards: their count must divide
-    speed: frozenset[str] = SPEED_SWITCHES  # the generator.speed switches it supports
+    speed: frozenset[str] = SWITCHES  # the generator.speed switches and cache modes it supports (speedups.SWITCHES)
     requires: tuple[str, ...] = ()  # modules its pipeline imports besides torch, diffusers, transformers (e.g. Wan: ftfy)
     mask_latents: MaskLatents | None = None  # how a mask keeps the source's latents (`latent_masks`); None: keeps_latents False
+    check: Callable[[str, CheckpointSpec, VideoConfig], None] = no_temporal_reasoning  # its own `video` rules (check_video)
 
     def __post_init__(self) -> None:
         if self.facts.keeps_latents != (self.mask_latents is not None):  # the request's check trusts the facts
@@ -145,8 +161,9 @@ class DiffusersVideoGenerator:
         self.speed = speed or SpeedConfig()
         self.mask = mask or MaskConfig()
         self.max_batch_seeds = max_batch_seeds
-        self._check_family_supports(self.speed, parallel)
-        check_speed(self.speed, self.device)
+        experts = 2 if self.spec.options.get("two_experts") else 1
+        check_speed(self.speed, self.device, self.family.name, self.family.speed, experts)
+        self._check_family_supports(parallel)
         pipeline_class = getattr(diffusers, self.family.pipeline_class)
         self.lora = tuple(lora)
         lora_states = check_loras(pipeline_class, self.model_path, self.lora)
@@ -189,12 +206,9 @@ class DiffusersVideoGenerator:
             mask=mask,
         )
 
-    def _check_family_supports(self, speed: SpeedConfig, parallel: ParallelGroups | None) -> None:
-        """InvalidConfig naming the switch or the split that this checkpoint's family does not support."""
+    def _check_family_supports(self, parallel: ParallelGroups | None) -> None:
+        """InvalidConfig naming the seeds per call or the split that this checkpoint's family does not support."""
         name = self.family.name
-        for switch in sorted(SPEED_SWITCHES - self.family.speed):
-            if getattr(speed, switch) != SpeedConfig.model_fields[switch].default:
-                raise InvalidConfig(f"generator.speed.{switch}", getattr(speed, switch), f"the {name} family does not support it")
         if self.family.one_seed_per_call and self.max_batch_seeds > 1:
             rule = f"the {name} family's pipeline takes one random generator per call, so one seed per batch (set it to 1)"
             raise InvalidConfig("generator.max_batch_seeds", self.max_batch_seeds, rule)
@@ -293,8 +307,10 @@ class DiffusersVideoGenerator:
 
         settings, n = job.settings, len(seeds)
         generators = [torch.Generator(self.device).manual_seed(seed) for seed in seeds]
+        arguments = self.family.call_arguments(self.spec, settings)  # may set the frames it denoises (ChronoEdit)
         if self.family.set_shift is not None:
             self.family.set_shift(pipe, settings.shift)  # null: the checkpoint's, not the last request's
+        fit_cache(pipe, self.speed, settings.num_inference_steps)
         try:
             with attention_kernel(self.speed):
                 output = pipe(
@@ -302,13 +318,13 @@ class DiffusersVideoGenerator:
                     prompt=[job.caption] * n,
                     height=settings.height,
                     width=settings.width,
-                    num_frames=settings.num_frames,
+                    num_frames=arguments.pop("num_frames", settings.num_frames),
                     num_inference_steps=settings.num_inference_steps,
                     guidance_scale=settings.guidance_scale,
                     generator=generators[0] if self.family.one_seed_per_call else generators,
                     output_type="pil" if self.decodes else "latent",
                     callback_on_step_end=job.step_callback(index, blend.for_seeds(seeds) if blend else None),
-                    **self.family.call_arguments(self.spec, settings),
+                    **arguments,
                 )
         except torch.OutOfMemoryError:
             pipe.maybe_free_model_hooks()
@@ -424,6 +440,7 @@ def check_video(family: Family, spec: CheckpointSpec, settings: VideoConfig, seq
         raise InvalidConfig("video.shift", settings.shift, rule)
     if family.split_divides_tokens and sequence_split > 1:
         _check_even_shards(spec, settings, sequence_split)
+    family.check(family.name, spec, settings)
 
 
 def _check_even_shards(spec: CheckpointSpec, settings: VideoConfig, parts: int) -> None:

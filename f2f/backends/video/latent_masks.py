@@ -26,9 +26,10 @@ Rules:
   last step: the clean reference itself. A multistep scheduler (Wan's UniPC)
   keeps its own history and its corrector starts from it, but the model sees
   the blended latents at every step, as in diffusers' inpainting pipelines.
-- a family without `MaskLatents` (`keeps_latents` False in its facts) or a
-  split generator (its other ranks never receive one) gets no mask: the
-  request's check refuses it (`f2f.request.check_edit`).
+- a family without `MaskLatents` (`keeps_latents` False in its facts),
+  settings whose latents change length mid-way (ChronoEdit's temporal
+  reasoning for fewer steps than all) and a split generator (its other ranks never receive one) get no mask: the request's
+  check refuses it (`f2f.request.check_edit`).
 
 torch is imported by the functions that need it, so the family modules can
 import this one without it.

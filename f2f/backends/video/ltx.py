@@ -74,6 +74,6 @@ FAMILY = Family(
     call_arguments=call_arguments,
     one_seed_per_call=True,
     split=None,  # diffusers 0.42.1's LTX context-parallel plan does not fit image to video (see the docstring)
-    speed=frozenset({"fuse_qkv", "attention", "compile", "quantize"}),  # the step caches are CogVideoX's only
+    speed=frozenset({"fuse_qkv", "attention", "compile", "quantize", "cache:mag", "cache:taylorseer"}),
     mask_latents=MaskLatents(encode=encode_reference, noise="flow", layout=latent_layout, first_frame_held=True),
 )

@@ -1,8 +1,10 @@
 """Generator speed-ups: the one place the `generator.speed` switches are applied to a video pipeline.
 
-Each family declares the switches it supports (`Family.speed`); the others
-are refused before load. A two-expert model (Wan2.2-A14B) gets every switch
-on both transformers.
+Each family declares the switches it supports (`Family.speed`: the switch
+names and, for `cache`, each mode as `cache:<mode>`, `SWITCHES`); the others
+are refused before load (`check_speed`), naming the field. A two-expert model
+(Wan2.2-A14B) gets every switch on both transformers, except MagCache
+(refused: each expert sees a part of the steps its ratios cover).
 
 Each switch is checked where it cannot work (a CUDA-only kernel on the CPU,
 fp8 without torchao or an sm 8.9+ GPU) and refused with InvalidConfig naming
@@ -15,7 +17,17 @@ diffusers path, which `bench/generate.py` times beside them.
 | `attention` | `sdpa_kernel` around the call: flash, cuDNN, memory-efficient or math | equal to float rounding |
 | `compile: regional` | `torch.compile` of each transformer block (the 42 blocks share one graph) | equal to float rounding |
 | `quantize: fp8` | torchao float8 dynamic activations and weights in the transformer's linear layers | close (fp8 rounding) |
-| `cache` | diffusers' FirstBlockCache or PyramidAttentionBroadcast: work reused across steps | approximate (opt-in) |
+| `cache` | diffusers' FirstBlockCache, Pyramid Attention Broadcast, MagCache, TaylorSeer (below) | approximate (opt-in) |
+
+The caches: `first_block` skips the other blocks while the first block's
+output barely changes; `pyramid` reuses attention every other step in the
+middle timesteps; `mag` skips whole steps while the checkpoint's magnitude
+ratios (`cache_ratios`, measured once) say the blocks' residual barely
+changes, and needs the step count, so it is (re-)enabled per call for the
+call's `num_inference_steps` (`fit_cache`); `taylorseer` runs the blocks every
+`cache_interval` steps and extrapolates the transformer's output in between
+(diffusers' lite mode: the blocks are skipped, only the output is kept, so
+the memory is one output per guidance half, not every block's features).
 
 CFG batching needs no switch: the diffusers pipeline already runs the two
 guidance halves as one batch of two.
@@ -31,12 +43,24 @@ from f2f.config import SpeedConfig
 from f2f.errors import InvalidConfig
 
 _FIELD = "generator.speed"
+CACHES = ("first_block", "pyramid", "mag", "taylorseer")
+SWITCHES = frozenset({"fuse_qkv", "attention", "compile", "quantize", *(f"cache:{mode}" for mode in CACHES)})
 _KERNELS = {"flash": "FLASH_ATTENTION", "cudnn": "CUDNN_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "math": "MATH"}
 
 
-def check_speed(speed: SpeedConfig, device: Any) -> None:
-    """InvalidConfig naming the switch that cannot work on `device` (a torch.device)."""
+def check_speed(speed: SpeedConfig, device: Any, family: str, supported: frozenset[str], experts: int) -> None:
+    """InvalidConfig naming the switch that the family (its `supported` SWITCHES, `experts` transformers) or `device`
+    (a torch.device) cannot run."""
     import torch
+
+    for switch in sorted(SWITCHES - supported):
+        name, _, mode = switch.partition(":")
+        value = getattr(speed, name)
+        if value == mode or (not mode and value != SpeedConfig.model_fields[name].default):
+            raise InvalidConfig(f"{_FIELD}.{name}", value, f"the {family} family does not support it")
+    if speed.cache == "mag" and experts > 1:
+        rule = "a two-expert checkpoint splits the steps between its experts, which MagCache's ratios cannot follow"
+        raise InvalidConfig(f"{_FIELD}.cache", "mag", rule)
 
     cuda = device.type == "cuda"
     if speed.attention in ("cudnn", "efficient") and not cuda:
@@ -59,8 +83,8 @@ def apply_speedups(pipe: Any, speed: SpeedConfig) -> None:
             from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, quantize_
 
             quantize_(transformer, Float8DynamicActivationFloat8WeightConfig())
-        if speed.cache != "off":
-            transformer.enable_cache(_cache_config(pipe, speed))
+        if speed.cache not in ("off", "mag"):  # mag needs the call's step count: fit_cache
+            transformer.enable_cache(_cache_config(pipe, transformer, speed))
         if speed.compile == "regional":
             for block in repeated_blocks(transformer):
                 block.compile(fullgraph=False, dynamic=False)
@@ -80,11 +104,29 @@ def repeated_blocks(transformer: Any) -> list[Any]:
     return list(transformer.transformer_blocks)
 
 
-def _cache_config(pipe: Any, speed: SpeedConfig) -> Any:
-    from diffusers import FirstBlockCacheConfig, PyramidAttentionBroadcastConfig
+def fit_cache(pipe: Any, speed: SpeedConfig, steps: int) -> None:
+    """Before a call of `steps` denoising steps: MagCache (re-)enabled for that count where it was not already."""
+    if speed.cache != "mag":
+        return
+    for transformer in transformers_of(pipe):
+        enabled = transformer._cache_config  # diffusers' CacheMixin keeps the enabled config
+        if enabled is not None and enabled.num_inference_steps == steps:
+            continue
+        if enabled is not None:
+            transformer.disable_cache()
+        transformer.enable_cache(_cache_config(pipe, transformer, speed, steps))
+
+
+def _cache_config(pipe: Any, transformer: Any, speed: SpeedConfig, steps: int = 0) -> Any:
+    from diffusers import FirstBlockCacheConfig, MagCacheConfig, PyramidAttentionBroadcastConfig, TaylorSeerCacheConfig
 
     if speed.cache == "first_block":
         return FirstBlockCacheConfig(threshold=speed.cache_threshold)
+    if speed.cache == "mag":
+        return MagCacheConfig(threshold=speed.cache_threshold, num_inference_steps=steps, mag_ratios=list(speed.cache_ratios))
+    if speed.cache == "taylorseer":  # lite: diffusers' default modules are attention named `...attn`, none in these models
+        dtype = transformer.dtype
+        return TaylorSeerCacheConfig(cache_interval=speed.cache_interval, use_lite_mode=True, taylor_factors_dtype=dtype)
     # CogVideoX's joint attention counts as "spatial" to the hook; diffusers' documented CogVideoX settings
     return PyramidAttentionBroadcastConfig(
         spatial_attention_block_skip_range=2,

@@ -106,7 +106,7 @@ FAMILY = Family(
     split=context_parallel,
     split_divides_tokens=True,
     split_axes=frozenset({"ulysses"}),
-    speed=frozenset({"fuse_qkv", "attention", "compile", "quantize"}),  # the step caches are CogVideoX's only
+    speed=frozenset({"fuse_qkv", "attention", "compile", "quantize", "cache:mag", "cache:taylorseer"}),
     requires=("ftfy",),
     mask_latents=MaskLatents(encode=encode_reference, noise="flow"),
 )
