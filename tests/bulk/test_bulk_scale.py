@@ -6,7 +6,6 @@ Each run is its own driver process with its own local Ray (RAY_ADDRESS=local), a
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -21,7 +20,7 @@ pytest.importorskip("ray.data")
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
-from zero_cost import write_manifest  # noqa: E402
+from zero_cost import result_of, write_manifest  # noqa: E402
 
 ENV = {"RAY_ADDRESS": "local", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": f"{REPO}:{HERE}"}
 BLOCK_ROWS = "250"  # cheap items: large blocks (the orchestration's cost per item is what is measured here)
@@ -34,7 +33,7 @@ def _driver(manifest: Path, out: Path) -> list[str]:
 def _run(manifest: Path, out: Path) -> dict:
     done = subprocess.run(_driver(manifest, out), env={**os.environ, **ENV}, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.splitlines()[-1])
+    return result_of(done.stdout)
 
 
 def _finished(out: Path) -> int:

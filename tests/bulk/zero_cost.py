@@ -88,6 +88,11 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def result_of(stdout: str) -> dict[str, Any]:
+    """A driver's result: its last JSON line (Ray forwards its own warnings to the driver's stdout, after it too)."""
+    return json.loads(next(line for line in reversed(stdout.splitlines()) if line.startswith("{")))
+
+
 def write_manifest(path: Path, rows: int, images: int = 8) -> Path:
     """A manifest of `rows` rows over `images` small generated images beside it."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -51,7 +51,14 @@ from PIL import Image
 from f2f.backends import resolve_device
 from f2f.backends.video.latent_masks import Blend, MaskLatents
 from f2f.backends.video.lora import check_loras, fuse_loras
-from f2f.backends.video.speedups import SWITCHES, apply_speedups, attention_kernel, check_speed, fit_cache
+from f2f.backends.video.speedups import (
+    SWITCHES,
+    apply_speedups,
+    attention_kernel,
+    check_family_speed,
+    check_speed,
+    fit_cache,
+)
 from f2f.config import Device, DType, GeneratorConfig, LoraConfig, MaskConfig, SpeedConfig, VideoConfig
 from f2f.errors import BackendNotConfigured, EditCancelled, GeneratorOutOfMemory, InvalidConfig
 from f2f.families import CheckpointSpec, FamilyFacts
@@ -162,7 +169,8 @@ class DiffusersVideoGenerator:
         self.mask = mask or MaskConfig()
         self.max_batch_seeds = max_batch_seeds
         experts = 2 if self.spec.options.get("two_experts") else 1
-        check_speed(self.speed, self.device, self.family.name, self.family.speed, experts)
+        check_family_speed(self.speed, self.family.name, self.family.speed, experts)
+        check_speed(self.speed, self.device)
         self._check_family_supports(parallel)
         pipeline_class = getattr(diffusers, self.family.pipeline_class)
         self.lora = tuple(lora)

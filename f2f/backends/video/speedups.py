@@ -2,11 +2,11 @@
 
 Each family declares the switches it supports (`Family.speed`: the switch
 names and, for `cache`, each mode as `cache:<mode>`, `SWITCHES`); the others
-are refused before load (`check_speed`), naming the field. A two-expert model
+are refused before load (`check_family_speed`), naming the field. A two-expert model
 (Wan2.2-A14B) gets every switch on both transformers, except MagCache
 (refused: each expert sees a part of the steps its ratios cover).
 
-Each switch is checked where it cannot work (a CUDA-only kernel on the CPU,
+Each switch is checked where it cannot work (`check_speed`: a CUDA-only kernel on the CPU,
 fp8 without torchao or an sm 8.9+ GPU) and refused with InvalidConfig naming
 `generator.speed.<switch>`, never dropped silently. All off is the plain
 diffusers path, which `bench/generate.py` times beside them.
@@ -48,11 +48,8 @@ SWITCHES = frozenset({"fuse_qkv", "attention", "compile", "quantize", *(f"cache:
 _KERNELS = {"flash": "FLASH_ATTENTION", "cudnn": "CUDNN_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "math": "MATH"}
 
 
-def check_speed(speed: SpeedConfig, device: Any, family: str, supported: frozenset[str], experts: int) -> None:
-    """InvalidConfig naming the switch that the family (its `supported` SWITCHES, `experts` transformers) or `device`
-    (a torch.device) cannot run."""
-    import torch
-
+def check_family_speed(speed: SpeedConfig, family: str, supported: frozenset[str], experts: int) -> None:
+    """InvalidConfig naming the switch that the family (its `supported` SWITCHES, `experts` transformers) cannot run."""
     for switch in sorted(SWITCHES - supported):
         name, _, mode = switch.partition(":")
         value = getattr(speed, name)
@@ -61,6 +58,11 @@ def check_speed(speed: SpeedConfig, device: Any, family: str, supported: frozens
     if speed.cache == "mag" and experts > 1:
         rule = "a two-expert checkpoint splits the steps between its experts, which MagCache's ratios cannot follow"
         raise InvalidConfig(f"{_FIELD}.cache", "mag", rule)
+
+
+def check_speed(speed: SpeedConfig, device: Any) -> None:
+    """InvalidConfig naming the switch that `device` (a torch.device) cannot run."""
+    import torch
 
     cuda = device.type == "cuda"
     if speed.attention in ("cudnn", "efficient") and not cuda:
