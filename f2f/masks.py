@@ -162,5 +162,5 @@ def feathered(mask: Image.Image, feather_px: int) -> Image.Image:
 
 
 def composite(edit: Image.Image, source: Image.Image, alpha: Image.Image) -> Image.Image:
-    """The edit where `alpha` is 255, the source's exact pixels where it is 0, a blend between."""
-    return Image.composite(edit.convert("RGB"), source.convert("RGB"), alpha)
+    """The edit where `alpha` is 255, the source's exact pixels where it is 0, a blend between (both RGB)."""
+    return Image.composite(edit, source, alpha)

@@ -339,10 +339,10 @@ class EditWorker:
         started = time.perf_counter()
         request, mask = record.request, None
         with Image.open(io.BytesIO(self.store.read(record.id, SOURCE))) as stored:
-            source = stored.convert("RGB")
+            source = stored.copy()  # stored as checked: RGB
         if request.mask:
             with Image.open(io.BytesIO(self.store.read(record.id, MASK))) as stored:
-                mask = stored.convert("L")
+                mask = stored.copy()  # stored as checked: "L"
         load_s = time.perf_counter() - started
         return CheckedEdit.of_record(source, request.prompt, request.seeds, request.settings(), self.config, load_s, mask)
 
