@@ -51,6 +51,7 @@ BACKGROUND = (24, 24, 24)
 LABEL_COLOUR = (255, 255, 255)
 MIN_LABEL_PX = 24
 MAX_ASPECT = 3.0
+MIN_TILE_PX = 8
 MAX_TILE_PX = 1024
 
 
@@ -74,11 +75,18 @@ def collage_layout(content_size: tuple[int, int], num_tiles: int, columns: int, 
     columns = min(columns, num_tiles)
     rows = math.ceil(num_tiles / columns)
     aspect = min(max(content_size[0] / content_size[1], 1 / MAX_ASPECT), MAX_ASPECT)
-    for tile_w in range(MAX_TILE_PX, 7, -1):
-        layout = _layout(tile_w, aspect, num_tiles, columns, rows)
-        if layout.size[0] * layout.size[1] <= max_pixels:
-            return layout
-    raise InvalidInput("selection.collage_max_pixels", max_pixels, f"too small for {num_tiles} tiles in {columns} columns")
+
+    def fits(tile_w: int) -> bool:
+        width, height = _layout(tile_w, aspect, num_tiles, columns, rows).size
+        return width * height <= max_pixels
+
+    if not fits(MIN_TILE_PX):
+        raise InvalidInput("selection.collage_max_pixels", max_pixels, f"too small for {num_tiles} tiles in {columns} columns")
+    low, high = MIN_TILE_PX, MAX_TILE_PX  # the area grows with the tile width: the widest that fits, by bisection
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle - 1)
+    return _layout(low, aspect, num_tiles, columns, rows)
 
 
 def _layout(tile_w: int, aspect: float, num_tiles: int, columns: int, rows: int) -> CollageLayout:

@@ -7,7 +7,16 @@ from test_caption import check_golden, render
 
 from f2f import candidate_frames, parse_selection
 from f2f.errors import InvalidInput
-from f2f.selection import ANSWER_PHRASE, MIN_LABEL_PX, collage_layout, make_collage, selection_messages, selection_reminder
+from f2f.selection import (
+    ANSWER_PHRASE,
+    MAX_ASPECT,
+    MIN_LABEL_PX,
+    _layout,
+    collage_layout,
+    make_collage,
+    selection_messages,
+    selection_reminder,
+)
 
 
 @pytest.mark.parametrize(
@@ -201,3 +210,16 @@ def test_make_collage_keeps_aspect_of_extreme_pictures():
     row = np.asarray(collage)[(box[1] + box[3]) // 2, box[0] : box[2]]
     green = (row[:, 1] > 200) & (row[:, 0] < 50)
     assert 0 < green.sum() < 0.2 * (box[2] - box[0])  # a thin column, fitted, not stretched
+
+
+@pytest.mark.parametrize("content", [(40, 30), (1, 4000), (720, 480), (33, 1000)])
+@pytest.mark.parametrize("max_pixels", [65_536, 300_000, 1_000_000])
+def test_the_collage_layout_is_the_widest_tile_that_fits(content: tuple[int, int], max_pixels: int) -> None:
+    layout = collage_layout(content, 9, 4, max_pixels)
+    tile_w = layout.tiles[0][2] - layout.tiles[0][0]
+    assert layout.size[0] * layout.size[1] <= max_pixels
+    wider = collage_layout(content, 9, 4, 10**9)  # no bound: the widest tile there is
+    if tile_w < wider.tiles[0][2] - wider.tiles[0][0]:
+        aspect = min(max(content[0] / content[1], 1 / MAX_ASPECT), MAX_ASPECT)
+        bigger = _layout(tile_w + 1, aspect, 9, 4, 3)  # 9 tiles in 4 columns: 3 rows
+        assert bigger.size[0] * bigger.size[1] > max_pixels  # one pixel wider would not fit
