@@ -21,6 +21,9 @@ the clip whose frame was chosen with the lowest label (the least drift from
 the source), a clip whose answer could not be parsed ("fallback") after any
 edited clip, "no_edit" clips last, ties to the earlier seed. The rest follow
 by the label rule.
+
+The edit's `usage` sums the tokens of every VLM call it made (the caption, each
+selection ask and its retries, the ranking asks), as the VLM counted them.
 """
 
 from __future__ import annotations
@@ -40,7 +43,18 @@ from f2f.canvas import Letterboxed, place_on_canvas
 from f2f.caption import caption_messages, clean_caption, load_exemplars
 from f2f.config import F2FConfig, MaskConfig, VideoConfig
 from f2f.masks import MaskedEdit, composite, feathered
-from f2f.protocols import VLM, CancelToken, Frames, Models, Progress, ProgressCallback, VideoGenerator
+from f2f.protocols import (
+    VLM,
+    Answer,
+    CancelToken,
+    Frames,
+    Message,
+    Models,
+    Progress,
+    ProgressCallback,
+    TokenUsage,
+    VideoGenerator,
+)
 from f2f.ranking import rank_clips
 from f2f.request import CheckedEdit, check_edit, settings_from
 from f2f.result import ClipOutcome, EditResult, Ranking, Status, edit_of
@@ -114,6 +128,7 @@ class EditInFlight:
     judged: list[ClipOutcome] = field(default_factory=list)
     order: list[int] = field(default_factory=list)  # clip indices, best first
     ranking: Ranking | None = None
+    usage: TokenUsage = field(default_factory=TokenUsage)  # the tokens of the VLM calls so far
 
     @classmethod
     def of(cls, request: CheckedEdit) -> EditInFlight:
@@ -125,7 +140,7 @@ async def caption_edit(edit: EditInFlight, vlm: VLM) -> None:
     """2. The temporal caption; 3. the canvas: letterboxed onto a fixed one, or a free one of the source's aspect ratio."""
     request, config = edit.request, edit.request.config
     with _timed(edit.timings, "caption"):
-        edit.answer, edit.caption = await write_caption(vlm, request.source, request.text, config)
+        edit.answer, edit.caption = await write_caption(_Counted(vlm, edit), request.source, request.text, config)
     with _timed(edit.timings, "letterbox"):
         edit.canvas = canvas = place_on_canvas(request.source, config.video)
         edit.settings = config.video.model_copy(update={"width": canvas.size[0], "height": canvas.size[1]})
@@ -155,7 +170,7 @@ async def generate_clips(
 async def select_clip(edit: EditInFlight, vlm: VLM, cancel: CancelToken | None = None) -> None:
     """5. Candidates + collage -> the VLM selects, per clip; 6. the clips ranked (the VLM compares the edited ones).
     Needs `generate_clips`."""
-    request, canvas = edit.request, _made(edit.canvas)
+    request, canvas, vlm = edit.request, _made(edit.canvas), _Counted(vlm, edit)
     with _timed(edit.timings, "select"):
         judgements = (
             judge_clip(vlm, clip, seed, canvas, request.text, request.config)
@@ -198,6 +213,7 @@ def finish_edit(edit: EditInFlight, keep_frames: bool = False) -> EditResult:
         align_config=config.align,
         mask=edit.masked,
         timings_s=timings,
+        usage=edit.usage,
         frames=clips[best] if keep_frames else None,
     )
 
@@ -214,7 +230,7 @@ async def write_caption(vlm: VLM, source: Image.Image, text: str, config: F2FCon
     cfg = config.caption
     style = cfg.style or "temporal"
     messages = caption_messages(source, text, load_exemplars(cfg.exemplars_path, style), style)
-    answer = await vlm.chat(messages, max_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
+    answer = (await vlm.chat(messages, max_tokens=cfg.max_new_tokens, temperature=cfg.temperature)).text
     return answer, clean_caption(answer, cfg.max_chars, style)
 
 
@@ -250,13 +266,26 @@ async def judge_clip(vlm: VLM, clip: Frames, seed: int, canvas: Letterboxed, tex
     messages = selection_messages(collage, text, len(frames))
     answers: list[str] = []
     for _ in range(1 + cfg.retries):
-        answers.append(await vlm.chat(messages, max_tokens=cfg.max_new_tokens, temperature=0.0))
+        answers.append((await vlm.chat(messages, max_tokens=cfg.max_new_tokens, temperature=0.0)).text)
         label = parse_selection(answers[-1], len(frames))
         if label is not None:
             return ClipOutcome(seed, _status(label), label, frames[label - 1] if label else 0, answers, frames, collage)
         messages = messages + selection_reminder(answers[-1], len(frames))
     label = len(frames) if cfg.on_unparseable == "last_candidate" else 0
     return ClipOutcome(seed, "fallback", label or None, frames[-1] if label else 0, answers, frames, collage)
+
+
+@dataclass
+class _Counted:
+    """`vlm`, adding the tokens of each of its answers to the edit's usage."""
+
+    vlm: VLM
+    edit: EditInFlight
+
+    async def chat(self, messages: Sequence[Message], *, max_tokens: int, temperature: float = 0.0) -> Answer:
+        answer = await self.vlm.chat(messages, max_tokens=max_tokens, temperature=temperature)
+        self.edit.usage += answer.usage
+        return answer
 
 
 def composite_clips(clips: list[Frames], canvas: Image.Image, canvas_mask: Image.Image, config: MaskConfig) -> list[Frames]:

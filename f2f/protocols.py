@@ -1,8 +1,9 @@
 """The two model interfaces the method needs, and the small types they share.
 
 A VLM takes OpenAI-format chat messages whose image parts carry PIL images
-(``{"type": "image", "image": <PIL.Image>}``) and answers with text; each
-backend encodes the images for its own engine. A video generator takes the
+(``{"type": "image", "image": <PIL.Image>}``) and answers with text and the
+tokens the call took, as its engine counted them (`Answer`); each backend
+encodes the images for its own engine. A video generator takes the
 letterboxed source (the first frame), a caption and seeds and returns one clip
 per seed; with a mask (an "L" image of the canvas size: 255 where the edit may
 happen, 0 where the source must stay, soft values between) it keeps the video
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from PIL import Image
@@ -59,11 +60,52 @@ class CancelToken:
             raise EditCancelled("the edit was cancelled")
 
 
+@dataclass(frozen=True)
+class TokenUsage:
+    """Tokens of VLM calls, as the engine counted them; None where it did not say.
+
+    `image_tokens` are the input's visual tokens (each image's pad tokens; its
+    start and end markers are text). Usages add field by field: a sum with an
+    unknown part is unknown.
+    """
+
+    input_tokens: int | None = 0
+    output_tokens: int | None = 0
+    image_tokens: int | None = 0
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            *(None if a is None or b is None else a + b for a, b in zip(astuple(self), astuple(other), strict=True))
+        )
+
+    def public(self) -> dict[str, Any] | None:
+        """OpenAI's Images API `usage` (the VLM writes text: every output token is a text token); None when the
+        input or the output was not counted."""
+        if self.input_tokens is None or self.output_tokens is None:
+            return None
+        text = None if self.image_tokens is None else self.input_tokens - self.image_tokens
+        return {
+            "input_tokens": self.input_tokens,
+            "input_tokens_details": {"image_tokens": self.image_tokens, "text_tokens": text},
+            "output_tokens": self.output_tokens,
+            "output_tokens_details": {"image_tokens": 0, "text_tokens": self.output_tokens},
+            "total_tokens": self.input_tokens + self.output_tokens,
+        }
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A VLM's answer to one conversation: its text, and the tokens the call read and wrote."""
+
+    text: str
+    usage: TokenUsage
+
+
 @runtime_checkable
 class VLM(Protocol):
-    """A vision-language model: chat messages in, text out."""
+    """A vision-language model: chat messages in, text (and its token counts) out."""
 
-    async def chat(self, messages: Sequence[Message], *, max_tokens: int, temperature: float = 0.0) -> str:
+    async def chat(self, messages: Sequence[Message], *, max_tokens: int, temperature: float = 0.0) -> Answer:
         """Answer the conversation; temperature 0 means greedy decoding."""
         ...
 

@@ -66,7 +66,8 @@ def _seeds(judged: Sequence[ClipOutcome], indices: list[int]) -> list[int]:
 async def _ask(vlm: VLM, source: Image.Image, versions: list[Image.Image], text: str, config: F2FConfig) -> str:
     cfg = config.selection
     collage = make_collage(source, versions, cfg.collage_columns, cfg.collage_max_pixels)
-    return await vlm.chat(ranking_messages(collage, text, len(versions)), max_tokens=cfg.max_new_tokens, temperature=0.0)
+    answer = await vlm.chat(ranking_messages(collage, text, len(versions)), max_tokens=cfg.max_new_tokens, temperature=0.0)
+    return answer.text
 
 
 def _pick(answer: str, asked: list[int]) -> int | None:

@@ -18,6 +18,7 @@ from f2f.align import Aligned, Alignment, align
 from f2f.canvas import Box, unletterbox
 from f2f.config import AlignConfig
 from f2f.masks import MaskedEdit
+from f2f.protocols import TokenUsage
 
 OUTPUT_MODE = 0o644
 
@@ -88,6 +89,7 @@ class EditResult:
     frames: list[Image.Image] | None = field(default=None, repr=False)  # the whole chosen clip, if kept
     canvas_fit: Literal["letterbox", "free"] = "letterbox"  # letterboxed onto a fixed canvas, or a free one
     mask: MaskedEdit | None = None  # the caller's mask: the source is exact outside it (beyond the feather)
+    usage: TokenUsage = field(default_factory=TokenUsage)  # the tokens of every VLM call of the edit (`f2f.pipeline`)
 
     @property
     def status(self) -> Status:
@@ -150,6 +152,7 @@ class EditResult:
             "alignment": self.alignment.to_json(),
             "mask": None if self.mask is None else self.mask.public(),
             "timings_s": {k: round(v, 4) for k, v in self.timings_s.items()},
+            "usage": self.usage.public(),
         }
 
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from PIL import Image
 from scenes import moved
 
 from f2f.config import VideoConfig
-from f2f.protocols import CancelToken, Frames, Message, Progress, ProgressCallback
+from f2f.protocols import Answer, CancelToken, Frames, Message, Progress, ProgressCallback, TokenUsage
 from f2f.selection import ANSWER_PHRASE
 
 
@@ -29,26 +29,38 @@ def is_ranking(messages: Sequence[Message]) -> bool:
     return _asks_for(messages, "<version>")
 
 
+USAGE = {"caption": TokenUsage(900, 14, 700), "select": TokenUsage(300, 5, 250), "rank": TokenUsage(200, 5, 150)}
+"""The tokens ScriptedVLM says each kind of call took."""
+
+
+def scripted_usage(kinds: Sequence[str]) -> TokenUsage:
+    """The usage of ScriptedVLM calls of these kinds (caption, select, rank)."""
+    return sum((USAGE[kind] for kind in kinds), TokenUsage())
+
+
 class ScriptedVLM:
     """Answers captions with `caption`, selections with `selections` and rankings with `rankings`, each in
-    order (the last repeats). The default ranking answer, 1 in both orders, is a position-biased VLM's."""
+    order (the last repeats). The default ranking answer, 1 in both orders, is a position-biased VLM's.
+    Each answer's usage is its kind's in `usage` (USAGE)."""
 
     def __init__(
         self,
         caption: str = "The sun slowly sets behind the hills.",
         selections: Sequence[str] = ("SELECTED: 3",),
         rankings: Sequence[str] = ("SELECTED: 1",),
+        usage: Mapping[str, TokenUsage] = USAGE,
     ):
         self.caption = caption
+        self.usage = usage
         self.scripts = {"select": list(selections), "rank": list(rankings)}
         self.calls: list[tuple[str, list[Message], int, float]] = []
 
-    async def chat(self, messages: Sequence[Message], *, max_tokens: int, temperature: float = 0.0) -> str:
+    async def chat(self, messages: Sequence[Message], *, max_tokens: int, temperature: float = 0.0) -> Answer:
         kind = "select" if is_selection(messages) else "rank" if is_ranking(messages) else "caption"
         self.calls.append((kind, list(messages), max_tokens, temperature))
         answer = self.caption if kind == "caption" else self._next(kind)
         await asyncio.sleep(0)  # let concurrent asks interleave, as a real engine would
-        return answer
+        return Answer(answer, self.usage[kind])
 
     def _next(self, kind: str) -> str:
         script = self.scripts[kind]

@@ -71,6 +71,7 @@ INDEX_SCHEMA_FIELDS = (
     ("folder", "string"),  # the item's files, relative to the output folder
     ("video", "bool"),
     ("timings_s", "string"),  # JSON: seconds per stage
+    ("usage", "string"),  # JSON: the VLM's tokens, as result.json's usage
     ("nodes", "string"),  # JSON: the Ray node each stage ran on
     ("finished_at", "double"),
 )
@@ -311,6 +312,7 @@ def _record(work: Work, result: EditResult | None) -> dict[str, Any]:
         "folder": item_folder(work.key) if succeeded else None,
         "video": work.video,
         "timings_s": json.dumps({k: round(v, 4) for k, v in result.timings_s.items()}) if succeeded and result else None,
+        "usage": json.dumps(result.usage.public()) if succeeded and result else None,
         "nodes": json.dumps(work.nodes),
         "finished_at": time.time(),
     }

@@ -22,15 +22,15 @@ from typing import Any
 from PIL import Image
 
 from f2f.config import F2FConfig, VideoConfig
-from f2f.protocols import Frames, Message
+from f2f.protocols import Answer, Frames, Message, TokenUsage
 
 VIDEO = {"width": 32, "height": 32, "num_frames": 9, "num_inference_steps": 1}
 
 
 class InstantVLM:
-    async def chat(self, messages: Sequence[Message], *, max_tokens: int, temperature: float = 0.0) -> str:
+    async def chat(self, messages: Sequence[Message], *, max_tokens: int, temperature: float = 0.0) -> Answer:
         text = " ".join(part.get("text", "") for m in messages for part in m["content"] if isinstance(part, dict))
-        return "SELECTED: 1" if "SELECTED" in text else "The subject slowly turns red."
+        return Answer("SELECTED: 1" if "SELECTED" in text else "The subject slowly turns red.", TokenUsage(1, 1, 0))
 
 
 class InstantGenerator:

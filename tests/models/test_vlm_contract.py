@@ -44,11 +44,19 @@ from vlm_fixtures import (
 from f2f.backends.vlm.hf_vlm import TransformersVLM
 from f2f.backends.vlm.openai_vlm import OpenAIVLM
 from f2f.backends.vlm.vllm_vlm import VllmVLM
-from f2f.backends.vlm.vlm_common import MAX_ASPECT_RATIO, prepare_image, visual_tokens
+from f2f.backends.vlm.vlm_common import (
+    MAX_ASPECT_RATIO,
+    chat_template,
+    check_checkpoint,
+    message_images,
+    prepare_image,
+    render_prompt,
+    visual_tokens,
+)
 from f2f.caption import clean_caption
 from f2f.config import VLMConfig
 from f2f.errors import BackendNotConfigured, InvalidConfig, InvalidInput, VLMEndpointError
-from f2f.protocols import VLM
+from f2f.protocols import VLM, TokenUsage
 from f2f.selection import parse_selection, selection_reminder
 
 # vLLM 0.32 always hands Qwen's processor both `size` and the deprecated min/max_pixels aliases.
@@ -191,7 +199,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[tuple[str, VLM]]:
 
 
 def ask(loop: LoopThread, vlm: VLM, messages: list, max_tokens: int = 24) -> str:
-    return loop.run(vlm.chat(messages, max_tokens=max_tokens, temperature=0.0))
+    return loop.run(vlm.chat(messages, max_tokens=max_tokens, temperature=0.0)).text
 
 
 # --- the contract --------------------------------------------------------------------
@@ -241,7 +249,7 @@ def test_concurrent_calls_all_get_the_greedy_answer(backend, loop):
     messages = selection_conversation(max_pixels=200_000)
 
     async def three() -> list[str]:
-        return await asyncio.gather(*(backend[1].chat(messages, max_tokens=8) for _ in range(3)))
+        return [answer.text for answer in await asyncio.gather(*(backend[1].chat(messages, max_tokens=8) for _ in range(3)))]
 
     answers = loop.run(three())
     assert len(set(answers)) == 1 and isinstance(answers[0], str)
@@ -270,6 +278,36 @@ def test_a_prompt_longer_than_the_context_names_vlm_max_model_len(backend, loop)
     assert caught.value.field == "vlm.max_model_len"
     assert caught.value.value >= MAX_MODEL_LEN
     assert f"{MAX_MODEL_LEN}" in caught.value.rule
+
+
+def prompt_tokens(model: Path, messages: list) -> tuple[int, int]:
+    """The prompt's text tokens (each image's one pad token left out) and its visual tokens, by Qwen's rules."""
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model, local_files_only=True)
+    checkpoint = check_checkpoint(model, "transformers")
+    images = message_images(messages)
+    text = len(tokenizer(render_prompt(tokenizer, chat_template(tokenizer, model), messages), add_special_tokens=False).input_ids)
+    visual = sum(visual_tokens(im.size, 3136, 1_003_520, checkpoint.patch_size, checkpoint.merge_size) for im in images)
+    return text - len(images), visual
+
+
+def test_usage_is_the_tokens_the_engine_ran(backend, loop, request):
+    """The answer's usage, on the tiny model: the prompt's text tokens plus each image's visual tokens (the images'
+    share apart, except through OpenAI's endpoint, which does not say), and the answer's tokens within max_tokens."""
+    name, vlm = backend
+    engine, variant = engine_and_variant(name)
+    if engine == "scripted":
+        pytest.skip("the scripted fake's usage is fixed (fakes.USAGE)")
+    models = request.getfixturevalue("tiny_models")
+    messages = selection_conversation(max_pixels=200_000)
+    one = loop.run(vlm.chat(messages, max_tokens=1))
+    more = loop.run(vlm.chat(messages, max_tokens=24))
+    text, visual = prompt_tokens(models.path(variant), messages)
+    assert visual > 0
+    assert one.usage == TokenUsage(text + visual, 1, None if engine == "openai" else visual)
+    assert more.usage.input_tokens == one.usage.input_tokens and more.usage.image_tokens == one.usage.image_tokens
+    assert min_tokens(more.text, models.vocabulary(variant)) <= more.usage.output_tokens <= 24
 
 
 def test_vllm_counts_prompt_tokens_as_its_engine_does(backend, loop):
@@ -419,7 +457,7 @@ def test_openai_needs_an_http_base_url(base_url):
 def test_openai_retries_a_transient_failure(endpoint, status):
     server = endpoint((status, {"error": {"message": "try later"}}, {"retry-after": "0"}), (200, completion("SELECTED: 2"), {}))
     answer = asyncio.run(openai_client(server.base_url, model_name="tiny").chat(hello(), max_tokens=8))
-    assert answer == "SELECTED: 2"
+    assert answer.text == "SELECTED: 2"
     assert [r[:2] for r in server.requests] == [("POST", "/v1/chat/completions")] * 2
 
 
@@ -447,6 +485,14 @@ def test_openai_a_context_length_refusal_names_vlm_max_model_len(endpoint):
     assert (caught.value.field, caught.value.value) == ("vlm.max_model_len", 5000)
 
 
+def test_openai_usage_is_the_endpoints_own_count_and_never_invented(endpoint):
+    counted = completion("SELECTED: 1", prompt_tokens=120, completion_tokens=7, total_tokens=127)
+    server = endpoint((200, counted, {}), (200, completion("SELECTED: 1"), {}))
+    client = openai_client(server.base_url, model_name="tiny")
+    assert asyncio.run(client.chat(hello(), max_tokens=8)).usage == TokenUsage(120, 7, None)  # no image/text split
+    assert asyncio.run(client.chat(hello(), max_tokens=8)).usage == TokenUsage(None, None, None)  # no usage at all
+
+
 def test_openai_a_refused_connection_is_retried_then_reported():
     pytest.importorskip("httpx")
     client = openai_client(f"http://127.0.0.1:{free_port()}/v1", model_name="tiny", max_retries=1)
@@ -460,7 +506,7 @@ def test_openai_asks_the_model_name_once_and_sends_key_and_images(endpoint):
     parts = [{"type": "image", "image": sample_picture((400, 100))}, {"type": "text", "text": "hi"}]
     messages = [{"role": "user", "content": parts}]
     for _ in range(2):
-        assert asyncio.run(client.chat(messages, max_tokens=8, temperature=0.5)) == "fine"
+        assert asyncio.run(client.chat(messages, max_tokens=8, temperature=0.5)).text == "fine"
     assert [r[:2] for r in server.requests] == [("GET", "/v1/models")] + [("POST", "/v1/chat/completions")] * 2
     _, _, headers, body = server.requests[-1]
     assert headers["Authorization"] == "Bearer secret"

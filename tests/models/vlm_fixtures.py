@@ -214,9 +214,14 @@ class ScriptedHTTPServer:
         self.server.server_close()
 
 
-def completion(text: str) -> dict[str, Any]:
-    """An OpenAI chat completion body answering `text`."""
-    return {"id": "c1", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]}
+def completion(text: str, **usage: int) -> dict[str, Any]:
+    """An OpenAI chat completion body answering `text`, with `usage` (prompt_tokens, ...) when given."""
+    body: dict[str, Any] = {
+        "id": "c1",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
+    }
+    return body | ({"usage": usage} if usage else {})
 
 
 # --- counting tokens of a decoded answer ---------------------------------------------

@@ -316,6 +316,19 @@ def test_openai_sdk_n_size_and_output_format_are_honoured(base_url: str) -> None
     assert len(extra["f2f"]["seeds"]) == 2 and (result.output_format, result.size) == ("jpeg", "320x240")
     job = httpx.get(f"{base_url}/v1/edits/{extra['f2f']['id']}").json()
     assert job["result"]["ranking"]["order"] == extra["f2f"]["seeds"]  # data's order is the job's ranking
+    # usage: the tokens of every VLM call, as the SDK reads OpenAI's; the job's result and result.json have the same
+    usage, written = result.usage, httpx.get(f"{base_url}/v1/edits/{job['id']}/result").json()
+    assert usage is not None and usage.model_dump() == job["result"]["usage"] == written["usage"]
+    images, texts = usage.input_tokens_details.image_tokens, usage.input_tokens_details.text_tokens
+    assert images > 0 and texts > 0 and images + texts == usage.input_tokens
+    assert (
+        usage.total_tokens
+        == usage.input_tokens + usage.output_tokens
+        == usage.output_tokens_details.text_tokens + usage.input_tokens
+    )
+    calls = 1 + sum(len(clip["answers"]) for clip in written["clips"]) + len(written["ranking"]["answers"])
+    assert usage.output_tokens >= calls  # every answer has a token at least (the tiny VLM's stop token)
+    assert {"caption", "generate", "select", "rank", "total"} <= set(extra["f2f"]["timings_s"])
     second = httpx.get(f"{base_url}/v1/edits/{job['id']}/image", params={"rank": 2})
     assert second.status_code == 200 and Image.open(io.BytesIO(second.content)).size == Image.open(SAMPLE).size
     assert error_of(httpx.get(f"{base_url}/v1/edits/{job['id']}/image", params={"rank": 3}))["param"] == "rank"

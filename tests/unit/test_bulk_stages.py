@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fakes import ScriptedVLM, SyntheticGenerator
+from fakes import ScriptedVLM, SyntheticGenerator, scripted_usage
 from PIL import Image
 
 from f2f.bulk.manifest import scan_manifest
@@ -24,6 +24,7 @@ from f2f.bulk.storage import Location
 from f2f.config import F2FConfig
 from f2f.errors import VLMEndpointError
 from f2f.pipeline import EditInFlight
+from f2f.protocols import Answer
 
 pq = pytest.importorskip("pyarrow.parquet", reason="f2f bulk needs its extra: pip install 'f2f[bulk]'")
 ray = pytest.importorskip("ray", reason="f2f bulk needs its extra: pip install 'f2f[bulk]'")
@@ -103,7 +104,7 @@ class BrokenGenerator(SyntheticGenerator):
 
 
 class DownVLM(ScriptedVLM):
-    async def chat(self, *args: Any, **kwargs: Any) -> str:
+    async def chat(self, *args: Any, **kwargs: Any) -> Answer:
         raise VLMEndpointError("the VLM endpoint answered 503", status=503)
 
 
@@ -334,7 +335,9 @@ def test_finish_writes_each_items_files_and_one_index_part_per_call(folder: Path
     assert first["image_sha256"] == hashlib.sha256((folder / "a.png").read_bytes()).hexdigest()
     assert set(json.loads(first["nodes"])) == {"decode", "caption", "generate", "select", "finish"}
     assert {"caption", "generate", "select", "total"} <= set(json.loads(first["timings_s"]))
+    assert json.loads(first["usage"]) == scripted_usage(["caption", "select"]).public()  # one seed: no ranking
     assert (index[2]["folder"], index[2]["timings_s"], index[2]["image"]) == (None, None, "absent.png")
+    assert index[2]["usage"] is None
     assert index[3]["id"] == "third"
 
 

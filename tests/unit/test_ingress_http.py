@@ -25,6 +25,7 @@ from succeeded_jobs import job_result, run_job  # noqa: E402
 
 from f2f.config import F2FConfig  # noqa: E402
 from f2f.errors import InvalidConfig  # noqa: E402
+from f2f.protocols import TokenUsage  # noqa: E402
 from f2f.request import RequestLimits  # noqa: E402
 from f2f.serving.api import outputs  # noqa: E402
 from f2f.serving.api.auth import AuthArgs  # noqa: E402
@@ -40,6 +41,7 @@ SAMPLE = Path(__file__).resolve().parents[2] / "f2f" / "data" / "sample.png"
 SOURCE_SIZE = (64, 48)  # the sample photo's aspect ratio (640x480), as the OpenAI route checks it
 CANDIDATES = [4, 8]
 BASE = "https://f2f.example.com/api"
+USAGE = TokenUsage(1200, 19, 950)  # the edit's VLM tokens, as the worker records them
 
 
 def _png(color: tuple[int, int, int]) -> bytes:
@@ -50,7 +52,7 @@ def _png(color: tuple[int, int, int]) -> bytes:
 
 def _result(job_id: str) -> JobResult:
     ranking = RankingView(rule="vlm", order=[1, 2], answers=[], orders_asked=[])
-    return job_result(job_id, CANDIDATES, SOURCE_SIZE, selected_label=1, ranking=ranking)
+    return job_result(job_id, CANDIDATES, SOURCE_SIZE, selected_label=1, ranking=ranking, usage=USAGE.public())
 
 
 def _run_job(store: JobStore, job_id: str) -> JobRecord:
@@ -171,6 +173,7 @@ def test_b64_responses_are_unchanged_without_a_public_base_url(tmp_path: Path) -
     assert response.status_code == 200 and "evil.example" not in response.text
     first = base64.b64decode(response.json()["data"][0]["b64_json"])
     assert Image.open(io.BytesIO(first)).getpixel((0, 0)) == (250, 0, 0)
+    assert response.json()["usage"] == USAGE.public()  # OpenAI's usage: the job result's
 
 
 # --- /docs --------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from fakes import DriftingGenerator, NoiseGenerator, ScriptedVLM, SyntheticGenerator
+from fakes import USAGE, DriftingGenerator, NoiseGenerator, ScriptedVLM, SyntheticGenerator, scripted_usage
 from PIL import Image
 from scenes import textured
 
@@ -13,6 +13,7 @@ from f2f import CancelToken, EditCancelled, InvalidImage, InvalidInput, edit
 from f2f.canvas import fit_box
 from f2f.config import load_config
 from f2f.pipeline import check_clips
+from f2f.protocols import TokenUsage
 from f2f.result import write_outputs
 from f2f.selection import collage_layout
 
@@ -87,6 +88,16 @@ def test_unparseable_answer_is_retried_with_a_reminder(square_image, small_confi
     retry = vlm.calls[2][1]
     assert [m["role"] for m in retry] == ["user", "assistant", "user"]
     assert "could not be read" in retry[-1]["content"][0]["text"]
+    assert result.usage == scripted_usage(["caption", "select", "select"])  # the retry's tokens count too
+
+
+def test_usage_the_vlm_did_not_count_is_unknown_not_invented(square_image, small_config):
+    split_unknown = {kind: TokenUsage(u.input_tokens, u.output_tokens, None) for kind, u in USAGE.items()}
+    usage = run(square_image, vlm=ScriptedVLM(usage=split_unknown), config=small_config).usage.public()
+    assert usage is not None and usage["input_tokens"] == 1200 and usage["total_tokens"] == 1219
+    assert usage["input_tokens_details"] == {"image_tokens": None, "text_tokens": None}
+    uncounted = {**USAGE, "select": TokenUsage(None, None, None)}
+    assert run(square_image, vlm=ScriptedVLM(usage=uncounted), config=small_config).usage.public() is None
 
 
 def test_unparseable_twice_falls_back_to_the_last_candidate(square_image, small_config):
@@ -258,6 +269,13 @@ def test_result_json_and_outputs(square_image, small_config, tmp_path):
     assert data["candidate_frames"] == [4, 8, 12, 16] and data["seed"] == 7
     assert data["letterbox_box"] == [16, 0, 80, 64] and data["source_size"] == [40, 40]
     assert data["caption"] == "The sun slowly sets behind the hills."
+    assert data["usage"] == {  # the caption's and the one selection's tokens (fakes.USAGE), in OpenAI's shape
+        "input_tokens": 1200,
+        "input_tokens_details": {"image_tokens": 950, "text_tokens": 250},
+        "output_tokens": 19,
+        "output_tokens_details": {"image_tokens": 0, "text_tokens": 19},
+        "total_tokens": 1219,
+    }
     assert data["alignment"]["mode"] == "auto" and data["alignment"]["applied"] is False  # four flat quadrants: no features
     assert Image.open(tmp_path / "out" / "edited.png").size == (40, 40)
     assert Image.open(tmp_path / "out" / "collage.png").size == result.collage.size
@@ -347,8 +365,9 @@ def test_a_clip_with_one_candidate_is_its_edit_without_asking_the_vlm(square_ima
     result = run(square_image, vlm=vlm, config=config, seeds=[7])
     assert (result.status, result.outcome.label, result.outcome.frame, result.outcome.answers) == ("edited", 1, 8, [])
     assert result.outcome.candidates == [8]
-    assert [c[0] for c in vlm.calls] == ["caption"]
+    assert [c[0] for c in vlm.calls] == ["caption"] and result.usage == scripted_usage(["caption"])
     two = ScriptedVLM(rankings=["SELECTED: 2", "SELECTED: 1"])  # both orders name the second seed's frame
     ranked = run(square_image, vlm=two, config=config, seeds=[7, 8])
     assert [c[0] for c in two.calls] == ["caption", "rank", "rank"]  # the seeds are still ranked by the VLM
+    assert ranked.usage == scripted_usage(["caption", "rank", "rank"])
     assert ranked.outcome.seed == 8

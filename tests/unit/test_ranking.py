@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from fakes import ScriptedVLM, SyntheticGenerator
+from fakes import ScriptedVLM, SyntheticGenerator, scripted_usage
 from PIL import Image
 from test_caption import check_golden, render
 from test_pipeline import RoundTripGenerator, expected_frame
@@ -47,6 +47,7 @@ def test_two_agreeing_orders_pick_their_clip_even_with_a_higher_label(small_conf
     assert result.ranking.answers == ["SELECTED: 3", "SELECTED: 1"]
     assert result.ranking.orders_asked == [[7, 8, 9], [9, 8, 7]]
     assert kinds(vlm) == ["caption", "select", "select", "select", "rank", "rank"]
+    assert result.usage == scripted_usage(kinds(vlm))  # every call's tokens: the caption, each selection, both ranks
     assert all(call[2:] == (small_config.selection.max_new_tokens, 0.0) for call in vlm.calls[-2:])  # greedy
     assert [c["seed"] for c in result.clips] == [7, 8, 9]  # clips stay in seed order
 

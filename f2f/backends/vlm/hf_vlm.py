@@ -15,7 +15,8 @@ uses the vLLM backend. Rules:
   M-RoPE's 3-D ones;
 - one `generate` runs at a time, in a worker thread, so the event loop stays
   free; temperature 0 is greedy decoding;
-- the answer is the new text only, special tokens skipped.
+- the answer is the new text only, special tokens skipped; its usage counts
+  the prompt's ids and the generated ones (`vlm_common.token_usage`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 from f2f.backends import resolve_device
 from f2f.backends.vlm.vlm_common import (
+    IMAGE_TOKEN,
     Checkpoint,
     answer_budget,
     chat_template,
@@ -37,13 +39,13 @@ from f2f.backends.vlm.vlm_common import (
     message_images,
     prepare_image,
     render_prompt,
+    token_usage,
 )
 from f2f.config import VLMConfig
 from f2f.errors import InvalidInput
-from f2f.protocols import Message
+from f2f.protocols import Answer, Message
 
 EXTRA = "transformers"
-IMAGE_TOKEN = "<|image_pad|>"
 
 
 class TransformersVLM:
@@ -62,6 +64,7 @@ class TransformersVLM:
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
+        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         self.image_processor = image_processor
         self.template = template
         self.max_model_len = max_model_len
@@ -89,7 +92,7 @@ class TransformersVLM:
             max_pixels=cfg.max_pixels,
         )
 
-    async def chat(self, messages: Sequence[Message], *, max_tokens: int, temperature: float = 0.0) -> str:
+    async def chat(self, messages: Sequence[Message], *, max_tokens: int, temperature: float = 0.0) -> Answer:
         """The model's answer to the conversation; one generation at a time, off the event loop."""
         check_messages(messages)
         async with self._lock:
@@ -106,13 +109,14 @@ class TransformersVLM:
 
     # --- in the worker thread ---------------------------------------------------
 
-    def _answer(self, messages: Sequence[Message], max_tokens: int, temperature: float) -> str:
+    def _answer(self, messages: Sequence[Message], max_tokens: int, temperature: float) -> Answer:
         inputs = self._inputs(messages)
         n_prompt = inputs["input_ids"].shape[1]
         check_prompt_length(n_prompt, self.max_model_len)
         budget = answer_budget(n_prompt, max_tokens, self.max_model_len)
-        output = self._generate(inputs, budget, temperature)
-        return self.tokenizer.decode(output[0, n_prompt:], skip_special_tokens=True)
+        new = self._generate(inputs, budget, temperature)[0, n_prompt:]
+        usage = token_usage(inputs["input_ids"][0].tolist(), new.tolist(), self.image_token_id)
+        return Answer(self.tokenizer.decode(new, skip_special_tokens=True), usage)
 
     def _inputs(self, messages: Sequence[Message]) -> dict[str, Any]:
         """Token ids (each image's pad token repeated once per visual token), pixels and grids, on the model's device."""
@@ -125,7 +129,7 @@ class TransformersVLM:
             prompt = _expand_image_tokens(prompt, vision["image_grid_thw"], self.image_processor.merge_size)
         text = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
         if images and self.marks_image_tokens:
-            text["mm_token_type_ids"] = (text["input_ids"] == self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)).long()
+            text["mm_token_type_ids"] = (text["input_ids"] == self.image_token_id).long()
         return {key: value.to(self.model.device) for key, value in {**text, **vision}.items()}
 
     def _generate(self, inputs: dict[str, Any], max_new_tokens: int, temperature: float) -> Any:

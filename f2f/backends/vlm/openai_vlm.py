@@ -12,6 +12,9 @@
   retried (the server is still working on it);
 - the server's own settings decide the context length and the image pixel
   floor: `vlm.max_model_len` and `vlm.min_pixels` are not used here;
+- the answer's usage is the endpoint's `usage` (prompt and completion
+  tokens; unknown where it gives none); it does not say how many of the
+  prompt's tokens were the images', so their split is unknown;
 - a 4xx is a `VLMEndpointError` naming the status and the server's message,
   except a prompt over the server's context length, which is an
   `InvalidInput` naming vlm.max_model_len;
@@ -34,7 +37,7 @@ from PIL import Image
 from f2f.backends.vlm.vlm_common import check_messages, import_or_explain, prepare_image
 from f2f.config import VLMConfig
 from f2f.errors import BackendNotConfigured, InvalidConfig, InvalidInput, VLMEndpointError
-from f2f.protocols import Message
+from f2f.protocols import Answer, Message, TokenUsage
 
 EXTRA = "openai"
 RETRY_STATUSES = frozenset({408, 429})
@@ -87,7 +90,7 @@ class OpenAIVLM:
             backoff_s=backoff_s,
         )
 
-    async def chat(self, messages: Sequence[Message], *, max_tokens: int, temperature: float = 0.0) -> str:
+    async def chat(self, messages: Sequence[Message], *, max_tokens: int, temperature: float = 0.0) -> Answer:
         """The endpoint's answer to the conversation."""
         check_messages(messages)
         wire = await asyncio.to_thread(self.wire_messages, messages)  # PNG encoding takes a while
@@ -99,7 +102,7 @@ class OpenAIVLM:
                 "temperature": temperature,
             }
             data = await self._request(client, "POST", "/chat/completions", json=body)
-        return _answer_text(data)
+        return Answer(_answer_text(data), _usage(data))
 
     def close(self) -> None:
         """Nothing to release: every call closes its own connections."""
@@ -224,6 +227,14 @@ def _answer_text(data: dict[str, Any]) -> str:
     except (KeyError, IndexError, TypeError):
         raise VLMEndpointError(f"the endpoint's answer has no choices[0].message: {str(data)[:300]}") from None
     return content or ""
+
+
+def _usage(data: dict[str, Any]) -> TokenUsage:
+    """The endpoint's count of the call's tokens; a count it does not give is unknown, and so is the images' share."""
+    usage = data.get("usage")
+    counts = usage if isinstance(usage, dict) else {}
+    prompt, completion = counts.get("prompt_tokens"), counts.get("completion_tokens")
+    return TokenUsage(prompt if isinstance(prompt, int) else None, completion if isinstance(completion, int) else None, None)
 
 
 def png_data_url(image: Image.Image) -> str:

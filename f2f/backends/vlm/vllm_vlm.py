@@ -8,6 +8,8 @@
   (named as the architecture's processor names them: `pixel_bounds`);
 - the prompt is Qwen's chat template rendered by the checkpoint's tokenizer;
   the PIL images go to the engine as `multi_modal_data`;
+- the answer's usage counts the ids the engine ran: its prompt's, images
+  expanded to their visual tokens, and the answer's (`vlm_common.token_usage`);
 - a prompt of `max_model_len` tokens or more is refused before it reaches
   the engine (InvalidInput naming vlm.max_model_len); the answer is capped to
   the room left;
@@ -43,6 +45,7 @@ from typing import Any
 
 from f2f.backends import resolve_device
 from f2f.backends.vlm.vlm_common import (
+    IMAGE_TOKEN,
     Checkpoint,
     answer_budget,
     chat_template,
@@ -53,11 +56,12 @@ from f2f.backends.vlm.vlm_common import (
     message_images,
     prepare_image,
     render_prompt,
+    token_usage,
     visual_tokens,
 )
 from f2f.config import VLMConfig
 from f2f.errors import InvalidInput
-from f2f.protocols import Message
+from f2f.protocols import Answer, Message, TokenUsage
 
 EXTRA = "vllm"
 MAX_IMAGES_PER_PROMPT = 10  # the query image plus up to nine exemplar pictures
@@ -73,6 +77,7 @@ class VllmVLM:
         self.engine = engine
         self.checkpoint = checkpoint
         self.tokenizer = tokenizer  # our own instance: a fast tokenizer must not be used by two threads at once
+        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         self._tokenizer_lock = threading.Lock()
         self.template = chat_template(tokenizer, checkpoint.path)
         self.max_model_len = max_model_len
@@ -100,7 +105,7 @@ class VllmVLM:
             max_pixels=cfg.max_pixels,
         )
 
-    async def chat(self, messages: Sequence[Message], *, max_tokens: int, temperature: float = 0.0) -> str:
+    async def chat(self, messages: Sequence[Message], *, max_tokens: int, temperature: float = 0.0) -> Answer:
         """The model's answer to the conversation (one engine request)."""
         check_messages(messages)
         request, n_prompt = await asyncio.to_thread(self._request, messages)  # resizing and tokenizing take a while
@@ -137,7 +142,7 @@ class VllmVLM:
 
         return SamplingParams(**self.sampling_defaults, max_tokens=max_tokens, temperature=temperature, skip_special_tokens=True)
 
-    async def _generate(self, request: dict[str, Any], params: Any) -> str:
+    async def _generate(self, request: dict[str, Any], params: Any) -> Answer:
         from vllm.exceptions import VLLMValidationError
 
         final = None
@@ -146,7 +151,10 @@ class VllmVLM:
                 final = output
         except VLLMValidationError as exc:
             raise _as_invalid_input(exc) from exc
-        return final.outputs[0].text if final is not None and final.outputs else ""
+        if final is None or not final.outputs:
+            return Answer("", TokenUsage(None, None, None))
+        output = final.outputs[0]
+        return Answer(output.text, token_usage(final.prompt_token_ids, output.token_ids, self.image_token_id))
 
 
 def engine_args(cfg: VLMConfig, checkpoint: Checkpoint, cuda_available: bool) -> dict[str, Any]:

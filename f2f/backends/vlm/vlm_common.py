@@ -19,6 +19,9 @@ Rules every backend follows:
 - `check_prompt_length`: a prompt of `max_model_len` tokens or more is an
   `InvalidInput("vlm.max_model_len", ...)`; the answer is then capped to the
   room that is left (`answer_budget`).
+- An engine that runs the model here counts its tokens from the ids it ran
+  (`token_usage`): the prompt's, the images' among them (IMAGE_TOKEN, one per
+  visual token), and the answer's, its stop token included.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from typing import Any
 from PIL import Image
 
 from f2f.errors import BackendNotConfigured, InvalidConfig, InvalidInput
-from f2f.protocols import Message
+from f2f.protocols import Message, TokenUsage
 
 ARCHITECTURES = {
     "Qwen2VLForConditionalGeneration": "qwen2-vl",
@@ -44,6 +47,7 @@ ARCHITECTURES = {
 }
 ROLES = ("system", "user", "assistant")
 MAX_ASPECT_RATIO = 200  # Qwen's image processor (Qwen2-VL's, which Qwen3-VL uses too) refuses anything longer
+IMAGE_TOKEN = "<|image_pad|>"  # Qwen-VL's image pad token: the prompt holds one per visual token
 
 
 def import_or_explain(module: str, backend: str, extra: str) -> ModuleType:
@@ -227,3 +231,9 @@ def answer_budget(n_tokens: int, max_tokens: int, max_model_len: int) -> int:
     if max_tokens < 1:
         raise InvalidInput("max_tokens", max_tokens, "must be at least 1")
     return min(max_tokens, max_model_len - n_tokens)
+
+
+def token_usage(prompt_ids: Sequence[int], answer_ids: Sequence[int], image_token_id: int) -> TokenUsage:
+    """The tokens of one generation, from the ids the engine ran: the prompt's (its IMAGE_TOKENs are the images'),
+    the answer's."""
+    return TokenUsage(len(prompt_ids), len(answer_ids), sum(1 for token in prompt_ids if token == image_token_id))

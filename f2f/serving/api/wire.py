@@ -10,8 +10,10 @@ Rules:
 - `POST /v1/images/edits` answers `ImagesResponse`: `created` (unix seconds)
   and `data`, one item (the chosen edit) with `b64_json` (a PNG at the
   source's size) or `url` (the job's `/image` route, kept for `jobs.ttl_s`),
-  and `revised_prompt` (the temporal caption the video was made from); `f2f`
-  is an extension object that OpenAI clients ignore (it names the job).
+  and `revised_prompt` (the temporal caption the video was made from); `usage`
+  in OpenAI's shape (`Usage`: the tokens of the edit's VLM calls, as the job's
+  result has it); `f2f` is an extension object that OpenAI clients ignore (it
+  names the job, and its `timings_s` has the seconds of each stage).
 - Every error answers `ErrorResponse`: `{"error": {"message", "type", "param", "code"}}`.
 """
 
@@ -147,6 +149,24 @@ class MaskView(BaseModel):
     feather_px: int = Field(description="Width of the ramp between the edit and the kept source, pixels.")
 
 
+class TokenDetails(BaseModel):
+    """How many of the tokens were image tokens and how many text."""
+
+    image_tokens: int | None = Field(description="Visual tokens; null: the VLM endpoint does not say (vlm.backend openai).")
+    text_tokens: int | None = Field(description="The other tokens; null when image_tokens is.")
+
+
+class Usage(BaseModel):
+    """The tokens of the edit's VLM calls (the caption, every selection ask and its retries, the ranking asks), as the
+    VLM counted them, in the shape of OpenAI's Images API `usage` (`f2f.protocols.TokenUsage.public`)."""
+
+    input_tokens: int = Field(description="Prompt tokens of all calls, images and text.")
+    input_tokens_details: TokenDetails
+    output_tokens: int = Field(description="Answer tokens of all calls (text).")
+    output_tokens_details: TokenDetails
+    total_tokens: int = Field(description="input_tokens + output_tokens.")
+
+
 class JobResult(BaseModel):
     """What explains a finished edit (a subset of `f2f edit`'s result.json) and which outputs exist."""
 
@@ -163,6 +183,7 @@ class JobResult(BaseModel):
     ranking: RankingView | None = Field(None, description="How the seeds were ranked.")
     alignment: AlignmentView | None = Field(None, description="How the camera's drift was undone (null in jobs before it).")
     mask: MaskView | None = Field(None, description="The caller's mask (null: none).")
+    usage: Usage | None = Field(None, description="The tokens of the VLM's calls (null: the VLM did not count them).")
     has_video: bool
     has_frames: bool
     frames: list[CandidateFrame] = Field(default_factory=list, description="The source and every candidate tile, by label.")
@@ -233,7 +254,9 @@ class F2FExtension(BaseModel):
     seed: int = Field(description="Seed of the chosen clip.")
     selected_label: int | None = Field(description="Chosen tile 1..N, 0 none, null unparseable.")
     selected_frame: int = Field(description="Frame index of the chosen frame (0 = the source).")
-    timings_s: dict[str, float] = Field(description="Seconds per pipeline stage, and total.")
+    timings_s: dict[str, float] = Field(
+        description="Seconds per pipeline stage (caption, generate, select, rank, align and the small ones), and total."
+    )
     canvas: Canvas | None = Field(None, description="The canvas the video was generated on.")
     seeds: list[int] = Field(default_factory=list, description="The seeds, best edit first (the order of `data`).")
 
@@ -245,6 +268,7 @@ class ImagesResponse(BaseModel):
     data: list[ImageData] = Field(description="`n` edits, best first.")
     output_format: str = Field("png", description="png, jpeg or webp.")
     size: str = Field("auto", description="As asked: auto (the source's size) or WIDTHxHEIGHT.")
+    usage: Usage | None = Field(None, description="The tokens of the edit's VLM calls (null: the VLM did not count them).")
     f2f: F2FExtension
 
 

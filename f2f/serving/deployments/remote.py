@@ -3,7 +3,8 @@
 
 Rules:
 
-- `RemoteVLM.chat` is one handle call to `VLMDeployment.chat`.
+- `RemoteVLM.chat` is one handle call to `VLMDeployment.chat`; the answer
+  comes back whole, its token usage with it.
 - `RemoteGenerator.generate` is one streaming handle call to
   `GeneratorDeployment.generate_stream`: `Progress` items are passed to the
   pipeline's progress callback as they arrive, the last item is the clips.
@@ -28,7 +29,7 @@ from PIL import Image
 
 from f2f.config import VideoConfig
 from f2f.errors import F2FError, unwrap
-from f2f.protocols import CancelToken, Frames, Message, Models, Progress, ProgressCallback
+from f2f.protocols import Answer, CancelToken, Frames, Message, Models, Progress, ProgressCallback
 
 
 def remote_models(vlm: Any, generator: Any) -> Models:
@@ -53,7 +54,7 @@ class RemoteVLM:
     def __init__(self, handle: Any) -> None:
         self.handle = handle
 
-    async def chat(self, messages: Sequence[Message], *, max_tokens: int, temperature: float = 0.0) -> str:
+    async def chat(self, messages: Sequence[Message], *, max_tokens: int, temperature: float = 0.0) -> Answer:
         return await remote(self.handle.chat.remote(list(messages), max_tokens, temperature))
 
 

@@ -5,7 +5,7 @@ on a request) and closed when the replica stops; `chat` awaits the backend
 (each backend keeps the event loop free); `check_health` raises once the
 backend is closed or its engine reports a failure, so Serve restarts the
 replica and `/readyz` answers 503. Images inside messages are PIL images,
-pickled by Ray.
+pickled by Ray, as the `Answer` (text and token usage) is on the way back.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from f2f.backends import load_vlm
 from f2f.config import F2FConfig
-from f2f.protocols import VLM, Message
+from f2f.protocols import VLM, Answer, Message
 from f2f.serving.deployments.args import AppArgs, actor_options, replica_options
 from f2f.serving.logs import log_to_serve
 
@@ -37,7 +37,7 @@ class VLMDeployment:
             **replica_options(args.vlm_autoscaling),
         }
 
-    async def chat(self, messages: Sequence[Message], max_tokens: int, temperature: float = 0.0) -> str:
+    async def chat(self, messages: Sequence[Message], max_tokens: int, temperature: float = 0.0) -> Answer:
         return await self._live().chat(messages, max_tokens=max_tokens, temperature=temperature)
 
     async def check_health(self) -> None:

@@ -469,6 +469,7 @@ def _job_result(job_id: str, result: EditResult, folder: Path) -> JobResult:
         ranking=RankingView(**data["ranking"]),
         alignment=AlignmentView(**data["alignment"]),
         mask=data["mask"],
+        usage=data["usage"],
         has_video=(folder / "video.mp4").is_file(),
         has_frames=(folder / "candidates").is_dir(),
         frames=frame_links(job_id, data["candidate_frames"]),

@@ -140,7 +140,12 @@ async def images_edits(request: Request, caller: Caller, service: Service, http_
         seeds=result.ranked_seeds,
     )
     return ImagesResponse(
-        created=int(record.finished_at or 0), data=data, f2f=extension, output_format=ask.format, size=ask.size or "auto"
+        created=int(record.finished_at or 0),
+        data=data,
+        f2f=extension,
+        output_format=ask.format,
+        size=ask.size or "auto",
+        usage=result.usage,
     )
 
 
