@@ -52,6 +52,7 @@ logger = logging.getLogger("f2f.backends")
 MAX_SIDE = 256  # a preview's longer side at most (px)
 VIDEOS, GRID = 4, 8  # the fit's static videos, each GRID x GRID colour blocks
 RIDGE = 1e-4
+PER_RUN = 8  # previews a run when `generator.preview_every` is null
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,11 @@ def render(mapping: PreviewMap, family: str, pipe: Any, latents: torch.Tensor, s
     rgb = (mapping.to_rgb(last) * 255.0).round().to("cpu").numpy().astype(np.uint8)  # [3, h, w]
     image = Image.fromarray(rgb.transpose(1, 2, 0), "RGB")
     return image.resize(preview_size(size), Image.Resampling.BILINEAR)
+
+
+def preview_interval(configured: int | None, steps: int) -> int:
+    """Steps between two previews: `generator.preview_every`, or (null) about `PER_RUN` a run of `steps` steps."""
+    return configured or max(1, steps // PER_RUN)
 
 
 def preview_size(canvas: tuple[int, int]) -> tuple[int, int]:
