@@ -270,29 +270,28 @@ class ImagesResponse(BaseModel):
     f2f: F2FExtension
 
 
-class ImageEditPartialImage(BaseModel):
+class ImageEditEvent(BaseModel):
+    """What OpenAI's image edit stream events share."""
+
+    b64_json: str
+    size: str = Field(description="WIDTHxHEIGHT of this image (a partial image is a small preview).")
+    quality: Literal["auto"] = "auto"
+    background: Literal["opaque"] = "opaque"
+    output_format: str
+    created_at: int
+
+
+class ImageEditPartialImage(ImageEditEvent):
     """OpenAI's `image_edit.partial_image` stream event: an approximate preview of the edit as it forms."""
 
     type: Literal["image_edit.partial_image"] = "image_edit.partial_image"
-    b64_json: str
     partial_image_index: int = Field(description="0-based, in the order they were made.")
-    size: str = Field(description="WIDTHxHEIGHT of this preview (smaller than the edit).")
-    quality: Literal["auto"] = "auto"
-    background: Literal["opaque"] = "opaque"
-    output_format: str
-    created_at: int
 
 
-class ImageEditCompleted(BaseModel):
+class ImageEditCompleted(ImageEditEvent):
     """OpenAI's `image_edit.completed` stream event: the edit (the best of its seeds)."""
 
     type: Literal["image_edit.completed"] = "image_edit.completed"
-    b64_json: str
-    size: str = Field(description="WIDTHxHEIGHT of the edit.")
-    quality: Literal["auto"] = "auto"
-    background: Literal["opaque"] = "opaque"
-    output_format: str
-    created_at: int
 
 
 class ModelCard(BaseModel):

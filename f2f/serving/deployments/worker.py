@@ -500,7 +500,7 @@ class _JobWatcher:
         self.changed = asyncio.Event()
         self.lost: LeaseLost | None = None
         self.preview: Progress | None = None  # the latest preview not written yet
-        self.previews, self.preview_at = 0, -PREVIEW_MIN_S  # written so far; when the last was (monotonic)
+        self.preview_at = -PREVIEW_MIN_S  # when the last was written (monotonic)
 
     def on_progress(self, event: Progress) -> None:
         """The pipeline's progress callback (event loop thread): keep the latest (and the latest preview), wake the writer."""
@@ -568,15 +568,16 @@ class _JobWatcher:
         assert event.preview is not None and event.step is not None and event.total is not None
         buffer = io.BytesIO()
         event.preview.save(buffer, format="PNG", compress_level=FAST_PNG)
-        job_id, count = self.lease.job_id, self.previews + 1
+        job_id = self.lease.job_id
         self.store.objects.put(self.store.key(job_id, PREVIEW), buffer.getvalue(), "image/png")
 
         def record_it(record: JobRecord) -> None:
             hold(record, self.lease)
+            count = 1 + (record.preview.count if record.preview else 0)  # on from an earlier attempt's
             record.preview = JobPreview(step=event.step, total=event.total, count=count)
 
         record = self.store.update(job_id, record_it)
-        self.previews, self.preview_at = count, time.monotonic()
+        self.preview_at = time.monotonic()
         if self.preview is event:
             self.preview = None
         return record
