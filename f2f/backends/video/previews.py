@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,8 +86,10 @@ def preview_map(pipe: Any, family: Family, spec: CheckpointSpec, folder: Path) -
     except (OSError, ValueError, TypeError):
         pass  # not fitted yet (or unreadable): fitted below
     fitted = fit_map(pipe, family, spec)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # replicas fitting at once never read half a file
     try:
-        path.write_text(json.dumps({"weights": fitted.weights, "bias": fitted.bias}))
+        partial.write_text(json.dumps({"weights": fitted.weights, "bias": fitted.bias}))
+        partial.replace(path)
     except OSError as exc:
         logger.info("the preview map of %s stays in memory (%s)", folder, exc)
     return fitted
