@@ -1,6 +1,7 @@
-"""OpenAI's streamed `POST /v1/images/edits` (`stream`, `partial_images`) in process (no Ray), read by the official
-OpenAI SDK over an ASGI transport: partial images from the job's previews then the completed edit, only the edit with
-`partial_images` 0, a failed job as an `error` event the SDK raises, bad stream fields as typed 400s with no job made.
+"""Previews through the API in process (no Ray): the job's `preview` events and `/preview` route, and OpenAI's
+streamed `POST /v1/images/edits` (`stream`, `partial_images`) read by the official OpenAI SDK over an ASGI transport:
+partial images from the job's previews then the completed edit, only the edit with `partial_images` 0, a failed job
+as an `error` event the SDK raises, bad stream fields as typed 400s with no job made.
 
 The jobs are run by a worker on a thread that records two previews, as the edit worker does, then finishes the job.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import threading
 import time
 from pathlib import Path
@@ -39,8 +41,8 @@ PREVIEW_SIZE = (32, 24)
 
 
 class PreviewingWorker:
-    """The queue's producer side: each job runs on a thread, records previews after steps 2 and 3 of 4 (as the edit
-    worker records them), then succeeds (or fails, with `fails`)."""
+    """The queue's producer side: each job runs on a thread, records previews after steps 2 and 3 of 4 if it asked
+    for them (as the edit worker records them), then succeeds (or fails, with `fails`)."""
 
     def __init__(self, store: JobStore, fails: bool = False) -> None:
         self.store, self.fails = store, fails
@@ -53,7 +55,8 @@ class PreviewingWorker:
         self.threads[-1].start()
 
     def _run(self, job_id: str) -> None:
-        for count, step in enumerate((2, 3), start=1):
+        asked = self.store.get(job_id).request.previews
+        for count, step in enumerate((2, 3) if asked else (), start=1):
             buffer = io.BytesIO()
             Image.new("RGB", PREVIEW_SIZE, (60 * step, 0, 0)).save(buffer, format="PNG")
             self.store.objects.put(self.store.key(job_id, PREVIEW), buffer.getvalue(), "image/png")
@@ -177,3 +180,47 @@ def test_the_json_form_streams_too(tmp_path: Path) -> None:
     response = asyncio.run(run())
     assert response.headers["content-type"].startswith("text/event-stream")
     assert response.text.startswith("event: image_edit.completed\ndata: {")
+
+
+def _get(app: Any, *paths: str) -> list[httpx.Response]:
+    async def run() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            return [await client.get(path, timeout=60) for path in paths]
+
+    return asyncio.run(run())
+
+
+def _submit(app: Any, fields: dict[str, str]) -> dict[str, Any]:
+    async def run() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            files = {"image": ("source.png", SAMPLE.read_bytes(), "image/png")}
+            return await client.post("/v1/edits", data={"prompt": "make it red", **fields}, files=files)
+
+    response = asyncio.run(run())
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def test_a_jobs_previews_are_events_with_a_url_and_the_latest_is_served(tmp_path: Path) -> None:
+    app, worker = _app(tmp_path)
+    job = _submit(app, {"previews": "true"})
+    (stream,) = _get(app, f"/v1/edits/{job['id']}/events")
+    events = [block.split("\n") for block in stream.text.strip().split("\n\n")]
+    previews = [json.loads(data.removeprefix("data: ")) for name, data in events if name == "event: preview"]
+    assert [(p["step"], p["count"], p["approximate"]) for p in previews] == [(2, 1, True), (3, 2, True)]
+    assert [p["url"] for p in previews] == [f"/v1/edits/{job['id']}/preview?n={n}" for n in (1, 2)]
+    assert events[-1][0] == "event: done" and json.loads(events[-1][1].removeprefix("data: "))["preview"]["count"] == 2
+    for thread in worker.threads:
+        thread.join()
+    (latest,) = _get(app, previews[-1]["url"])
+    assert latest.status_code == 200 and latest.headers["cache-control"] == "no-store"
+    assert Image.open(io.BytesIO(latest.content)).getpixel((0, 0)) == (180, 0, 0)  # step 3's
+
+    plain = _submit(app, {})
+    (stream,) = _get(app, f"/v1/edits/{plain['id']}/events")
+    assert "event: preview" not in stream.text
+    (missing,) = _get(app, f"/v1/edits/{plain['id']}/preview")
+    error = missing.json()["error"]
+    assert missing.status_code == 404 and error["code"] == "no_such_output" and "previews=true" in error["message"]
