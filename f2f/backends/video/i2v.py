@@ -264,11 +264,13 @@ class DiffusersVideoGenerator:
         image, 255: free to edit) keeps the latents outside it at the source's
         (`f2f.backends.video.latent_masks`); None is exactly the unmasked call.
         `preview_every` N: every N-th step's event also carries an approximate
-        preview (`f2f.backends.video.previews`; rank 0 alone when split); the
-        frames are the same with or without. Nothing is checked again: the image is the RGB canvas and the mask the
-        canvas's (`f2f.canvas`) of a checked request (`f2f.request.check_edit`:
-        the caller's settings, a latent mask), `settings` the config's video,
-        checked against the checkpoint at load (`check_settings`).
+        preview (`f2f.backends.video.previews`; rank 0 alone when split; none
+        if the map cannot be fitted, logged); the frames are the same with or
+        without. Nothing is checked again: the image is the RGB canvas and the
+        mask the canvas's (`f2f.canvas`) of a checked request
+        (`f2f.request.check_edit`: the caller's settings, a latent mask),
+        `settings` the config's video, checked against the checkpoint at load
+        (`check_settings`).
         """
         self.health()
         seeds = list(seeds)
@@ -309,12 +311,17 @@ class DiffusersVideoGenerator:
             f"did not fit in {self.device} memory; ask for fewer frames, or enable generator.cpu_offload"
         )
 
-    def _previewer(self, pipe: Any, job: _Job) -> Callable[[Any, torch.Tensor], Image.Image]:
-        """(pipe, latents) -> the job's preview image, over the checkpoint's map (fitted or read the first time)."""
+    def _previewer(self, pipe: Any, job: _Job) -> Callable[[Any, torch.Tensor], Image.Image] | None:
+        """(pipe, latents) -> the job's preview image, over the checkpoint's map (fitted or read the first time);
+        None, logged, if the map cannot be made: previews never fail an edit."""
         from f2f.backends.video.previews import preview_map, render
 
         if self._preview_map is None:
-            self._preview_map = preview_map(pipe, self.family, self.spec, self.model_path)
+            try:
+                self._preview_map = preview_map(pipe, self.family, self.spec, self.model_path)
+            except Exception:
+                logger.exception("the preview map of %s could not be fitted; this call makes no previews", self.model_path)
+                return None
         mapping, family, size, frames = self._preview_map, self.family.name, job.image.size, job.settings.num_frames
         return lambda pipe, latents: render(mapping, family, pipe, latents, size, frames)
 
