@@ -81,7 +81,7 @@ from f2f.serving.api.wire import (
     ModelList,
 )
 from f2f.serving.deployments.ingress_args import IngressArgs, public_url, url_response_refusal
-from f2f.serving.jobs import JobRecord, StoreBase
+from f2f.serving.jobs import JobRecord, StoreBase, StoreUnavailable
 from f2f.serving.jobs.record import PREVIEW
 
 router = APIRouter(tags=["openai"])
@@ -219,7 +219,10 @@ async def _stream(job: Submission, record: JobRecord, ask: OpenAIAsk, http_args:
                     sent += 1
             if record.finished:
                 break
-            record = await service.changed(record)
+            try:
+                record = await service.changed(record)
+            except StoreUnavailable as exc:  # as the job's event stream does: the job goes on, so does its wait
+                logger.warning("job %s: its OpenAI stream waits through a store error (%s)", record.id, exc)
         check_succeeded(record)
         done = await _image(job.request, http_args, service.store, record, 1, ask, job.size.resize)
         assert done.b64_json is not None and record.result is not None
