@@ -84,3 +84,19 @@ def test_the_map_has_one_weight_per_latent_channel_and_is_read_back(checkpoints:
     assert preview_map(pipe, family, spec, checkpoints["wan2.1"]) == preview_map(pipe, family, spec, checkpoints["wan2.1"])
     assert len(fitted.weights) == 3 and len(fitted.weights[0]) == pipe.vae.config.z_dim
     generator.close()
+
+
+def test_the_clean_prediction_is_the_schedulers_x0_where_it_keeps_one(checkpoints: dict[str, Path]) -> None:
+    """Wan's UniPC keeps x0 (`model_outputs[-1]`); CogVideoX's DDIM keeps none: its latents are previewed."""
+    import torch
+
+    from f2f.backends.video.previews import clean_prediction
+
+    kept = {}
+    for name in ("wan2.1", "cogvideox"):
+        generator = DiffusersVideoGenerator(checkpoints[name], device="cpu")
+        _run(generator, name, None)
+        latents = torch.zeros(1)
+        kept[name] = clean_prediction(generator._pipe, latents) is not latents
+        generator.close()
+    assert kept == {"wan2.1": True, "cogvideox": False}
