@@ -422,18 +422,21 @@ def test_an_openai_stream_with_curl_and_an_error_mid_stream_is_an_error_event(ba
     names = re.findall(r"^event: (\S+)$", answer, flags=re.M)
     assert names[-1] == "image_edit.completed" and set(names[:-1]) <= {"image_edit.partial_image"}
 
+    prompt = "make it red, then be cancelled mid-stream"
+
     def cancel_the_running_job() -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             jobs = httpx.get(f"{base_url}/v1/edits", params={"status": "running"}).json()["data"]
-            if jobs:
-                httpx.delete(f"{base_url}/v1/edits/{jobs[0]['id']}")
+            ours = [job for job in jobs if job["prompt"] == prompt]
+            if ours:
+                httpx.delete(f"{base_url}/v1/edits/{ours[0]['id']}")
                 return
             time.sleep(0.2)
 
     canceller = threading.Thread(target=cancel_the_running_job)
     canceller.start()
-    data = {"prompt": "make it red", "stream": "true", **LONG}
+    data = {"prompt": prompt, "stream": "true", **LONG}
     files = {"image": ("source.png", SAMPLE.read_bytes(), "image/png")}
     with httpx.stream("POST", f"{base_url}/v1/images/edits", data=data, files=files, timeout=120) as response:
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
