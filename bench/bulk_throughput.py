@@ -139,8 +139,8 @@ def _old_zero(manifest: str, out: str) -> None:
         def __init__(self) -> None:
             self.vlm = zero_cost.InstantVLM()
 
-        async def chat(self, messages: Any, max_tokens: int, temperature: float) -> str:
-            return await self.vlm.chat(messages, max_tokens=max_tokens, temperature=temperature)
+        async def chat(self, messages: Any, max_tokens: int, temperature: float) -> str:  # the old runner's VLM: text
+            return (await self.vlm.chat(messages, max_tokens=max_tokens, temperature=temperature)).text
 
     class GeneratorActor:
         def __init__(self) -> None:

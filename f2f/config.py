@@ -283,6 +283,12 @@ class GeneratorConfig(_Section):
         1, ge=1, le=64, description="Seeds generated together in one batch; more seeds run in several batches."
     )
     speed: SpeedConfig = Field(default_factory=SpeedConfig, description="Speed-ups (all off: the plain diffusers path).")
+    preview_every: int | None = Field(
+        None,
+        ge=1,
+        description="Denoising steps between two approximate previews of a job that asked for them (`previews`); "
+        "null: about 8 a run (every steps // 8 steps, at least 1). Nobody asks: none are made.",
+    )
     parallel: ParallelConfig = Field(default_factory=ParallelConfig, description="One video over several GPUs.")
 
     @model_validator(mode="after")

@@ -32,11 +32,15 @@ class Progress:
     """One progress event: a stage starts, or a denoising step finishes.
 
     `step` and `total` count denoising steps and are set only while generating.
+    `preview` (only when the caller asked the generator for previews) is an
+    approximate small RGB image of the predicted last frame after that step
+    (`f2f.backends.video.previews`).
     """
 
     stage: str
     step: int | None = None
     total: int | None = None
+    preview: Image.Image | None = None
 
 
 ProgressCallback = Callable[[Progress], None]

@@ -127,6 +127,30 @@ def test_edit_scrub_use_another_frame_and_download(page: Any, base_url: str, tok
     assert Path(download.value.path()).read_bytes() == selected
 
 
+def test_a_preview_of_the_path_shows_before_the_result(page: Any, base_url: str, token: dict[str, str]) -> None:
+    from playwright.sync_api import expect
+
+    page.evaluate(  # the order in which the preview and the result first get their images
+        """() => {
+          window.shown = [];
+          for (const id of ["preview-image", "collage", "result-image"]) {
+            const img = document.getElementById(id);
+            new MutationObserver(() => { if (!window.shown.includes(id)) window.shown.push(id); })
+              .observe(img, { attributes: true, attributeFilter: ["src"] });
+          }
+        }"""
+    )
+    _fill(page, token["alice"], SAMPLE, "make the sun set", steps="8")
+    expect(page.get_by_test_id("result-image")).to_be_visible(timeout=RUN_S * 1000)
+    assert page.evaluate("window.shown")[0] == "preview-image"
+    preview = page.get_by_test_id("preview-image")
+    expect(preview).to_be_visible()
+    assert preview.evaluate("img => img.complete && img.naturalWidth > 0")
+    expect(page.get_by_test_id("preview-label")).to_contain_text("Approximate preview")
+    job = httpx.get(f"{base_url}/v1/edits/{_job_id(page)}", headers=_auth(token)).json()
+    assert preview.get_attribute("data-count") == str(job["preview"]["count"])  # the latest one
+
+
 def test_a_file_that_is_not_an_image_shows_the_400(page: Any, base_url: str, token: dict[str, str]) -> None:
     from playwright.sync_api import expect
 

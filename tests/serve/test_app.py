@@ -369,6 +369,98 @@ def test_openai_edit_with_curl_as_the_openai_docs_write_it(base_url: str, tmp_pa
     assert edited.format == "WEBP" and edited.size == Image.open(SAMPLE).size
 
 
+# --- previews of the path, and OpenAI's stream ---------------------------------------------------------
+
+
+def test_a_job_with_previews_has_preview_events_and_serves_the_latest(base_url: str) -> None:
+    job = submit(base_url, {"prompt": "make the sun set", "previews": "true", "steps": "8"}).json()
+    events = _events(base_url, job["id"])
+    names = [name for name, _ in events]
+    previews = [data for name, data in events if name == "preview"]
+    assert previews and names.index("preview") < names.index("done")
+    for data in previews:
+        assert data["url"] == f"/v1/edits/{job['id']}/preview?n={data['count']}" and "b64_json" not in data
+        assert data["approximate"] is True and 1 <= data["step"] <= data["total"] == 8
+    assert [data["count"] for data in previews] == sorted({data["count"] for data in previews})  # each once, in order
+    done = events[-1][1]
+    assert done["preview"]["count"] == previews[-1]["count"] and done["links"]["preview"] == previews[-1]["url"]
+    latest = httpx.get(f"{base_url}{previews[-1]['url']}")
+    assert latest.status_code == 200 and latest.headers["cache-control"] == "no-store"
+    image = Image.open(io.BytesIO(latest.content))
+    assert image.format == "PNG" and max(image.size) <= 256
+
+    plain = submit(base_url, {"prompt": "make the sun set"}).json()
+    assert wait_for(base_url, plain["id"])["preview"] is None
+    missing = httpx.get(f"{base_url}/v1/edits/{plain['id']}/preview")
+    assert missing.status_code == 404 and error_of(missing)["code"] == "no_such_output"
+    assert "previews=true" in error_of(missing)["message"]
+
+
+def _sdk_stream(base_url: str, **asked: Any) -> list[Any]:
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120)
+    with SAMPLE.open("rb") as image:
+        return list(client.images.edit(model="f2f", image=image, prompt="make the sky purple", stream=True, **asked))
+
+
+def test_openai_sdk_streams_partial_images_then_the_edit(base_url: str) -> None:
+    events = _sdk_stream(base_url, partial_images=2, output_format="jpeg")
+    partials, completed = events[:-1], events[-1]
+    assert 1 <= len(partials) <= 2 and [event.type for event in partials] == ["image_edit.partial_image"] * len(partials)
+    assert [event.partial_image_index for event in partials] == list(range(len(partials)))
+    for event in partials:
+        preview = Image.open(io.BytesIO(base64.b64decode(event.b64_json)))
+        assert preview.format == "JPEG" and event.size == f"{preview.size[0]}x{preview.size[1]}"
+        assert (event.output_format, event.quality, event.background) == ("jpeg", "auto", "opaque")
+    assert completed.type == "image_edit.completed" and completed.output_format == "jpeg"
+    edited = Image.open(io.BytesIO(base64.b64decode(completed.b64_json)))
+    assert edited.format == "JPEG" and edited.size == Image.open(SAMPLE).size and completed.size == "640x480"
+    assert abs(completed.created_at - time.time()) < 600
+
+    only = _sdk_stream(base_url, partial_images=0)
+    assert [event.type for event in only] == ["image_edit.completed"]
+    assert Image.open(io.BytesIO(base64.b64decode(only[0].b64_json))).size == Image.open(SAMPLE).size
+
+
+def test_an_openai_stream_with_curl_and_an_error_mid_stream_is_an_error_event(base_url: str, tmp_path: Path) -> None:
+    """curl -N reads OpenAI's events; a job cancelled mid-stream ends the stream with a typed `error` event."""
+    import subprocess
+    import threading
+
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(SAMPLE.read_bytes())
+    command = ["curl", "-sS", "-N", f"{base_url}/v1/images/edits", "-F", f"image=@{photo}", "-F", "prompt=Make it blue",
+               "-F", "stream=true", "-F", "partial_images=1"]  # fmt: skip
+    answer = subprocess.run(command, check=True, capture_output=True, timeout=120, text=True).stdout
+    names = re.findall(r"^event: (\S+)$", answer, flags=re.M)
+    assert names[-1] == "image_edit.completed" and set(names[:-1]) <= {"image_edit.partial_image"}
+
+    prompt = "make it red, then be cancelled mid-stream"
+
+    def cancel_the_running_job() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            jobs = httpx.get(f"{base_url}/v1/edits", params={"status": "running"}).json()["data"]
+            ours = [job for job in jobs if job["prompt"] == prompt]
+            if ours:
+                httpx.delete(f"{base_url}/v1/edits/{ours[0]['id']}")
+                return
+            time.sleep(0.2)
+
+    canceller = threading.Thread(target=cancel_the_running_job)
+    canceller.start()
+    data = {"prompt": prompt, "stream": "true", **LONG}
+    files = {"image": ("source.png", SAMPLE.read_bytes(), "image/png")}
+    with httpx.stream("POST", f"{base_url}/v1/images/edits", data=data, files=files, timeout=120) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in response.iter_lines() if line]
+    canceller.join()
+    assert lines[0] == "event: error" and len(lines) == 2
+    body = json.loads(lines[1].removeprefix("data: "))
+    assert body["type"] == "error" and set(body["error"]) == {"message", "type", "param", "code"}
+    assert body["error"]["code"] == "cancelled"
+
+
 def test_openai_url_answer_keeps_the_format_and_size(base_url: str) -> None:
     response = _post_openai(
         base_url, {"prompt": "make it blue", "response_format": "url", "output_format": "webp", "size": "160x120"}
@@ -492,6 +584,7 @@ BAD_JOBS = [
     ({"prompt": "x", "steps": "0"}, "steps", "invalid_input"),
     ({"prompt": "x", "guidance": "100"}, "guidance", "invalid_input"),
     ({"prompt": "x", "return_video": "maybe"}, "return_video", "bool_parsing"),
+    ({"prompt": "x", "previews": "maybe"}, "previews", "bool_parsing"),
 ]
 
 

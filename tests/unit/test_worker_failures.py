@@ -151,6 +151,43 @@ def test_the_watcher_stops_the_edit_once_the_job_is_anothers(tmp_path: Path, wit
     assert store.get(record.id) == taken  # the new attempt's record, untouched: no progress, no heartbeat of attempt 1
 
 
+def test_the_watcher_writes_previews_throttled_and_the_latest_before_the_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loop faster than `PREVIEW_MIN_S`: one preview written at once, none more while it runs, the latest once done."""
+    from PIL import Image
+
+    from f2f.serving.jobs.record import PREVIEW
+
+    monkeypatch.setattr(worker_deployment, "PREVIEW_MIN_S", TAKES_TOO_LONG_S)
+    store = JobStore(tmp_path, ttl_s=60, lease_s=FAST.lease_s)
+    record, lease = _claimed(store, EditRequest(prompt="p", seeds=[1], previews=True))
+    steps = 20
+
+    async def run() -> list[int | None]:
+        watcher = _JobWatcher(store, lease, CancelToken(), FAST)
+        seen: list[int | None] = []
+
+        async def edit() -> None:  # a preview every step
+            for step in range(1, steps + 1):
+                watcher.on_progress(Progress("generate", step, steps, Image.new("RGB", (8, 6), (step, 0, 0))))
+                await asyncio.sleep(0.02)
+                preview = store.get(record.id).preview
+                seen.append(None if preview is None else preview.step)
+
+        task = asyncio.create_task(edit())
+        await asyncio.wait_for(watcher.watch(task), TAKES_TOO_LONG_S)
+        return seen
+
+    seen = asyncio.run(run())
+    first = [step for step in seen if step is not None]
+    assert first and len(set(first)) == 1 and first[0] < steps  # one written while it ran: the loop did not flood
+    written = store.get(record.id).preview
+    assert written is not None and (written.step, written.total, written.count) == (steps, steps, 2)  # the latest
+    with Image.open(store.job_dir(record.id) / PREVIEW) as image:
+        assert image.size == (8, 6) and image.getpixel((0, 0)) == (steps, 0, 0)
+
+
 def _worker_for_jobs(worker: EditWorker, jobs_args: JobsArgs) -> EditWorker:
     """The worker fixture, able to run a job end to end with a fake edit (`_edit`)."""
     worker.jobs, worker.worker_id, worker.running, worker.handing_back = jobs_args, "w1", {}, set()

@@ -70,6 +70,7 @@ if TYPE_CHECKING:
     import torch
 
     from f2f.backends.video.parallel import ParallelGroups
+    from f2f.backends.video.previews import PreviewMap
 
 # The families by name: the module that defines each one's FAMILY (imported when a checkpoint or a config names it).
 FAMILIES = {
@@ -190,6 +191,7 @@ class DiffusersVideoGenerator:
         if parallel is not None and self.family.split is not None:
             self.family.split(pipe, parallel)
         self._pipe: Any = pipe
+        self._preview_map: PreviewMap | None = None  # latent channels -> RGB, the first time a call asks for previews
 
     @classmethod
     def from_config(
@@ -257,6 +259,7 @@ class DiffusersVideoGenerator:
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
         mask: Image.Image | None = None,
+        preview_every: int | None = None,
     ) -> list[Frames]:
         """One clip of `settings.num_frames` RGB canvas-size frames per seed, in seed order (split: on rank 0; [] elsewhere).
 
@@ -268,15 +271,20 @@ class DiffusersVideoGenerator:
         with `EditCancelled`; the instance stays usable. `mask` (an "L" canvas
         image, 255: free to edit) keeps the latents outside it at the source's
         (`f2f.backends.video.latent_masks`); None is exactly the unmasked call.
-        Nothing is checked again: the image is the RGB canvas and the mask the
-        canvas's (`f2f.canvas`) of a checked request (`f2f.request.check_edit`:
-        the caller's settings, a latent mask), `settings` the config's video,
-        checked against the checkpoint at load (`check_settings`).
+        `preview_every` N: every N-th step's event also carries an approximate
+        preview (`f2f.backends.video.previews`; rank 0 alone when split; none
+        if the map cannot be fitted, logged); the frames are the same with or
+        without. Nothing is checked again: the image is the RGB canvas and the
+        mask the canvas's (`f2f.canvas`) of a checked request
+        (`f2f.request.check_edit`: the caller's settings, a latent mask),
+        `settings` the config's video, checked against the checkpoint at load
+        (`check_settings`).
         """
         self.health()
         seeds = list(seeds)
         batches = [seeds[i : i + self.max_batch_seeds] for i in range(0, len(seeds), self.max_batch_seeds)]
         job = _Job(image, caption, settings, len(batches), _notifier(progress), cancel, self.parallel is not None, mask)
+        job.preview_every = preview_every if self.decodes else None
         try:
             return await asyncio.to_thread(self._run, job, batches)
         except asyncio.CancelledError:
@@ -289,6 +297,8 @@ class DiffusersVideoGenerator:
             self.health()
             pipe = self._pipe
             blend = self._blend(pipe, job, job.mask) if job.mask is not None else None
+            if job.preview_every:
+                job.render = self._previewer(pipe, job)
             clips: list[Frames] = []
             for index, batch in enumerate(batches):
                 job.check_cancelled()
@@ -308,6 +318,20 @@ class DiffusersVideoGenerator:
             f"encoding the masked source as {job.settings.num_frames} frames at {job.settings.width}x{job.settings.height} "
             f"did not fit in {self.device} memory; ask for fewer frames, or enable generator.cpu_offload"
         )
+
+    def _previewer(self, pipe: Any, job: _Job) -> Callable[[Any, torch.Tensor], Image.Image] | None:
+        """(pipe, latents) -> the job's preview image, over the checkpoint's map (fitted or read the first time);
+        None, logged, if the map cannot be made: previews never fail an edit."""
+        from f2f.backends.video.previews import preview_map, render
+
+        if self._preview_map is None:
+            try:
+                self._preview_map = preview_map(pipe, self.family, self.spec, self.model_path)
+            except Exception:
+                logger.exception("the preview map of %s could not be fitted; this call makes no previews", self.model_path)
+                return None
+        mapping, family, size, frames = self._preview_map, self.family.name, job.image.size, job.settings.num_frames
+        return lambda pipe, latents: render(mapping, family, pipe, latents, size, frames)
 
     def _run_batch(self, pipe: Any, job: _Job, index: int, seeds: list[int], blend: Blend | None) -> list[Frames]:
         """One pipeline call: the same image and caption once per seed, one generator per seed (`blend`: the mask's)."""
@@ -374,6 +398,8 @@ class _Job:
         self.notify, self.cancel = notify, cancel
         self.stop = threading.Event()  # set when the awaiting task is cancelled
         self.collective = collective  # a split video: every rank stops at the same step, or none does
+        self.preview_every: int | None = None  # every N-th step's event carries a preview (`render`'s)
+        self.render: Callable[[Any, torch.Tensor], Image.Image] | None = None
 
     def check_cancelled(self) -> None:
         """EditCancelled once the caller's token or the awaiting task was cancelled (on any rank, when split)."""
@@ -388,14 +414,18 @@ class _Job:
     def step_callback(
         self, batch_index: int, blend: Callable[[Any, int, torch.Tensor], torch.Tensor] | None = None
     ) -> Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]:
-        """The pipeline's `callback_on_step_end`: stop if cancelled, else blend the latents (a mask) and report the step."""
+        """The pipeline's `callback_on_step_end`: stop if cancelled, else blend the latents (a mask) and report the step,
+        with a preview every `preview_every` steps (the latents are only read: the frames stay the same)."""
         offset = batch_index * self.settings.num_inference_steps
 
         def on_step_end(pipe: Any, i: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             self.check_cancelled()
             if blend is not None:
                 tensors = {**tensors, "latents": blend(pipe, i, tensors["latents"])}
-            self.notify(Progress("generate", offset + i + 1, self.total))
+            preview = None
+            if self.render is not None and self.preview_every and (i + 1) % self.preview_every == 0:
+                preview = self.render(pipe, tensors["latents"])
+            self.notify(Progress("generate", offset + i + 1, self.total, preview))
             return tensors
 
         return on_step_end

@@ -42,7 +42,7 @@ from f2f.serving import metrics
 from f2f.serving.api.admission import WaitSlots
 from f2f.serving.api.auth import AuthArgs, KeyRing, TooManyJobs
 from f2f.serving.api.errors import ClientGone, RetryLater
-from f2f.serving.api.wire import EditOptions, JobView
+from f2f.serving.api.wire import EditOptions, JobView, preview_url
 from f2f.serving.deployments.ingress_args import IngressArgs
 from f2f.serving.jobs import (
     EditRequest,
@@ -163,23 +163,27 @@ class EditService:
         return record
 
     async def events_of(self, record: JobRecord) -> AsyncIterator[bytes]:
-        """Server-sent `status` / `stage` / `progress` events as the job changes, then `done` with the whole job."""
+        """Server-sent `status` / `stage` / `progress` / `preview` events as the job changes, then `done` with the whole
+        job. A `preview` event (a job that asked for them) carries the latest preview's URL, never the image."""
         last: dict[str, Any] = {}
         while True:
             now = {
                 "status": record.status,
                 "stage": record.stage,
                 "progress": record.progress.model_dump() if record.progress else None,
+                "preview": record.preview.model_dump() if record.preview else None,
             }
-            if record.finished:
-                yield _sse("done", JobView.of(record).model_dump(mode="json"))
-                return
-            for key in ("status", "stage", "progress"):
+            for key in ("preview",) if record.finished else ("status", "stage", "progress", "preview"):
                 if now[key] != last.get(key, object()) and now[key] is not None:
                     data = {"id": record.id, key: now[key]}
                     if key == "progress":
                         data = {"id": record.id, "stage": record.stage, **now[key]}
-                    yield _sse(key, data)
+                    elif key == "preview":
+                        data = {"id": record.id, **now[key], "url": preview_url(record)}
+                    yield sse(key, data)
+            if record.finished:
+                yield sse("done", JobView.of(record).model_dump(mode="json"))
+                return
             last = now
             try:
                 record = await self.changed(record)
@@ -210,7 +214,8 @@ def checked_job(
     if route_check is not None:
         route_check(checked)
     mask_png = None if checked.mask is None else _png(checked.mask)
-    return _png(checked.source), mask_png, EditRequest.of(checked, options.return_video, options.return_frames)
+    request = EditRequest.of(checked, options.return_video, options.return_frames, options.previews)
+    return _png(checked.source), mask_png, request
 
 
 def _png(image: Any) -> bytes:
@@ -219,7 +224,8 @@ def _png(image: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _sse(event: str, data: Any) -> bytes:
+def sse(event: str, data: Any) -> bytes:
+    """One server-sent event: its name and its data as compact JSON."""
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 

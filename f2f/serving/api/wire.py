@@ -38,6 +38,10 @@ class EditOptions(EditSettings):
     prompt: str = Field(description="The edit: a target description or an instruction.")
     return_video: bool = Field(False, description="Keep the chosen clip as video.mp4 (`/video`).")
     return_frames: bool = Field(False, description="Accepted for older clients: every job now keeps its candidate frames.")
+    previews: bool = Field(
+        False,
+        description="Make approximate previews of the edit as it forms: the job's `preview` event and `/preview` route.",
+    )
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -64,6 +68,15 @@ class JobProgress(BaseModel):
 
     step: int
     total: int
+
+
+class JobPreview(BaseModel):
+    """The latest preview of a job that asked for them: the predicted last frame after `step` of `total` steps."""
+
+    step: int
+    total: int
+    count: int = Field(description="Previews written so far; the latest is at `/v1/edits/{id}/preview`.")
+    approximate: Literal[True] = Field(True, description="A linear map of the latents, not the VAE: colours are rough.")
 
 
 class JobError(BaseModel):
@@ -213,12 +226,15 @@ class JobView(BaseModel):
     result: JobResult | None
     error: JobError | None
     selection: Selection | None = Field(description="The caller's choice of the result frame (`POST .../select`).")
+    preview: JobPreview | None = Field(None, description="The latest approximate preview (a job that asked for them).")
     links: dict[str, str]
 
     @classmethod
     def of(cls, record: JobRecord) -> JobView:
         base = f"/v1/edits/{record.id}"
         links = {"self": base, "events": f"{base}/events"}
+        if record.preview is not None:
+            links["preview"] = preview_url(record)
         if record.status == "succeeded" and record.result is not None:
             links |= {"image": f"{base}/image", "collage": f"{base}/collage", "result": f"{base}/result"}
             if record.result.has_video:
@@ -227,6 +243,12 @@ class JobView(BaseModel):
                 links["frames"] = f"{base}/frames/{{label}}"
         data = record.model_dump(exclude={"request", "fingerprint", "updated_at", "worker", "heartbeat_at", "sent_at", "owner"})
         return cls(**data, prompt=record.request.prompt, seeds=record.request.seeds, links=links)
+
+
+def preview_url(record: JobRecord) -> str:
+    """The job's latest preview (its count in the query: each one is a new URL to a browser's cache)."""
+    assert record.preview is not None
+    return f"/v1/edits/{record.id}/preview?n={record.preview.count}"
 
 
 class JobList(BaseModel):
@@ -270,6 +292,31 @@ class ImagesResponse(BaseModel):
     size: str = Field("auto", description="As asked: auto (the source's size) or WIDTHxHEIGHT.")
     usage: Usage | None = Field(None, description="The tokens of the edit's VLM calls (null: the VLM did not count them).")
     f2f: F2FExtension
+
+
+class ImageEditEvent(BaseModel):
+    """What OpenAI's image edit stream events share."""
+
+    b64_json: str
+    size: str = Field(description="WIDTHxHEIGHT of this image (a partial image is a small preview).")
+    quality: Literal["auto"] = "auto"
+    background: Literal["opaque"] = "opaque"
+    output_format: str
+    created_at: int
+
+
+class ImageEditPartialImage(ImageEditEvent):
+    """OpenAI's `image_edit.partial_image` stream event: an approximate preview of the edit as it forms."""
+
+    type: Literal["image_edit.partial_image"] = "image_edit.partial_image"
+    partial_image_index: int = Field(description="0-based, in the order they were made.")
+
+
+class ImageEditCompleted(ImageEditEvent):
+    """OpenAI's `image_edit.completed` stream event: the edit (the best of its seeds)."""
+
+    type: Literal["image_edit.completed"] = "image_edit.completed"
+    usage: Usage | None = Field(None, description="As the response's `usage`; left out where the VLM did not count.")
 
 
 class ModelCard(BaseModel):

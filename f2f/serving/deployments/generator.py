@@ -11,7 +11,9 @@ as the denoising steps finish (each step's time is recorded in
 `f2f_denoise_step_seconds`) and then, last, the clips; cancelling the
 request (the caller cancels its stream) stops the video at the next step.
 A mask goes to the backend as is; a split generator never gets one (the
-request's check refuses it: `f2f.request.check_edit`).
+request's check refuses it: `f2f.request.check_edit`). `preview_every` goes
+to the backend only when a job asked for previews; its `Progress` items then
+carry them (rank 0's, when split), and the frames are the same.
 """
 
 from __future__ import annotations
@@ -77,9 +79,16 @@ class GeneratorDeployment:
         return options
 
     async def generate_stream(
-        self, image: Image.Image, caption: str, seeds: Sequence[int], settings: VideoConfig, mask: Image.Image | None = None
+        self,
+        image: Image.Image,
+        caption: str,
+        seeds: Sequence[int],
+        settings: VideoConfig,
+        mask: Image.Image | None = None,
+        preview_every: int | None = None,
     ) -> AsyncIterator[Progress | list[Frames]]:
-        """`Progress` per denoising step, then the clips (one per seed); `mask`: the backend's (None: unmasked)."""
+        """`Progress` per denoising step, then the clips (one per seed); `mask`: the backend's (None: unmasked);
+        `preview_every`: a preview every that many steps (None: none)."""
         if self.backend is None:
             raise RuntimeError("the video generator is closed")
         if self.lost_rank is not None:
@@ -96,7 +105,9 @@ class GeneratorDeployment:
             events.put_nowait(event)
 
         followers = self.ranks.start(image, caption, list(seeds), settings) if self.ranks else []
-        task = asyncio.create_task(self.backend.generate(image, caption, seeds, settings, progress=on_progress, mask=mask))
+        previews = {} if preview_every is None else {"preview_every": preview_every}
+        call = self.backend.generate(image, caption, seeds, settings, progress=on_progress, mask=mask, **previews)
+        task = asyncio.create_task(call)
         try:
             while not task.done():
                 getter = asyncio.ensure_future(events.get())

@@ -12,7 +12,10 @@ Rules:
   progress event, the stream is cancelled: Serve cancels the request in the
   generator replica, which stops the video at its next denoising step.
   A mask (an "L" PIL image, pickled by Ray) is passed on as `mask`, and
-  left out of the call without one.
+  left out of the call without one. A job that asked for previews runs on
+  `with_previews`' models: the call then asks for one every
+  `generator.preview_every` steps (`f2f.backends.video.previews.preview_interval`),
+  and its `Progress` items carry them; no other call asks.
 - An f2f error raised in a replica comes out as itself, not wrapped by Ray.
 - A call made inside `f2f.serving.logs.job_logging` (the worker runs every
   job in it) carries the job's id as its Serve request id: the called
@@ -35,6 +38,12 @@ from f2f.protocols import Answer, CancelToken, Frames, Message, Models, Progress
 def remote_models(vlm: Any, generator: Any) -> Models:
     """The models of an edit over a VLMDeployment and a GeneratorDeployment handle."""
     return Models(RemoteVLM(vlm), RemoteGenerator(generator))
+
+
+def with_previews(models: Models, preview_every: int | None) -> Models:
+    """`remote_models`' models, whose generator asks for previews (`preview_every`: the config's, null: about 8 a run)."""
+    assert isinstance(models.generator, RemoteGenerator)
+    return Models(models.vlm, RemoteGenerator(models.generator.handle, previews=True, preview_every=preview_every))
 
 
 async def remote(response: Awaitable[Any]) -> Any:
@@ -61,8 +70,9 @@ class RemoteVLM:
 class RemoteGenerator:
     """`f2f.protocols.VideoGenerator` over a GeneratorDeployment handle, with progress and cancellation."""
 
-    def __init__(self, handle: Any) -> None:
+    def __init__(self, handle: Any, previews: bool = False, preview_every: int | None = None) -> None:
         self.handle = handle.options(stream=True)
+        self.previews, self.preview_every = previews, preview_every
 
     async def generate(
         self,
@@ -77,8 +87,12 @@ class RemoteGenerator:
     ) -> list[Frames]:
         if cancel is not None:
             cancel.raise_if_cancelled()
-        masked = {} if mask is None else {"mask": mask}
-        stream = self.handle.generate_stream.remote(image, caption, list(seeds), settings, **masked)
+        asked: dict[str, Any] = {} if mask is None else {"mask": mask}
+        if self.previews:
+            from f2f.backends.video.previews import preview_interval
+
+            asked["preview_every"] = preview_interval(self.preview_every, settings.num_inference_steps)
+        stream = self.handle.generate_stream.remote(image, caption, list(seeds), settings, **asked)
         clips: list[Frames] | None = None
         try:
             async for item in stream:

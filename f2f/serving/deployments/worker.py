@@ -51,6 +51,11 @@ Rules:
   accelerator memory, the job volume is full, the VLM endpoint failed) is
   `failed` with its code and message; anything else is `failed` with a
   generic message (logged).
+- Previews (a job that asked, `previews`): the generator's latest preview is
+  written as the job's `preview.png` and recorded on its record (`preview`:
+  step, total, count; fenced by the lease like progress), at most one every
+  `PREVIEW_MIN_S` (a fast loop does not flood the store), and the latest one
+  not yet written once the edit is done, before its finish.
 - Outputs are written as `f2f edit` writes them (edited.png, collage.png,
   result.json, candidates/ always: the caller may select another frame of
   the path, `f2f.serving.api.candidates`; video.mp4 with `return_video`;
@@ -86,9 +91,9 @@ from f2f.result import EditResult, write_atomic, write_outputs
 from f2f.serving import logs, metrics
 from f2f.serving.api.candidates import frame_links
 from f2f.serving.api.errors import job_error
-from f2f.serving.api.wire import AlignmentView, JobError, JobResult, RankingView
+from f2f.serving.api.wire import AlignmentView, JobError, JobPreview, JobResult, RankingView
 from f2f.serving.deployments.args import AppArgs, actor_options, replica_options
-from f2f.serving.deployments.remote import remote_models
+from f2f.serving.deployments.remote import remote_models, with_previews
 from f2f.serving.jobs import (
     MASK,
     SOURCE,
@@ -105,6 +110,7 @@ from f2f.serving.jobs import (
 )
 from f2f.serving.jobs.events import EventsClient
 from f2f.serving.jobs.queue import TASK_NAME, BrokerQueue, JobQueue, JobsArgs
+from f2f.serving.jobs.record import PREVIEW, hold
 from f2f.serving.scaling import POLICY_PATH, RUNNING_JOBS
 
 logger = logging.getLogger("f2f.serving")
@@ -112,6 +118,7 @@ logger = logging.getLogger("f2f.serving")
 # to take a broken replica out of routing (the generator's health check every 2 s: f2f.serving.deployments.generator).
 LOST_REPLICA_BACKOFF_S = 5.0
 FAST_PNG = 1  # zlib level of the outputs: a caller waits for them (f2f.result.write_outputs)
+PREVIEW_MIN_S = 0.5  # a job's previews are written at most this often
 HEALTH_CHECK_PERIOD_S = 5.0  # how often Serve asks a worker replica whether its consumer still takes jobs
 HANDED_BACK = "handed back"
 T = TypeVar("T")
@@ -326,9 +333,10 @@ class EditWorker:
 
     async def _edit(self, record: JobRecord, watcher: _JobWatcher, cancel: CancelToken) -> EditResult:
         checked = await asyncio.to_thread(self._checked_request, record)
+        models = with_previews(self.models, self.config.generator.preview_every) if record.request.previews else self.models
         return await run_edit(
             checked,
-            self.models,
+            models,
             progress=watcher.on_progress,
             cancel=cancel,
             keep_frames=record.request.return_video,
@@ -492,10 +500,14 @@ class _JobWatcher:
         self.latest: Progress | None = None
         self.changed = asyncio.Event()
         self.lost: LeaseLost | None = None
+        self.preview: Progress | None = None  # the latest preview not written yet
+        self.preview_at = -PREVIEW_MIN_S  # when the last was written (monotonic)
 
     def on_progress(self, event: Progress) -> None:
-        """The pipeline's progress callback (event loop thread): keep the latest, wake the writer."""
+        """The pipeline's progress callback (event loop thread): keep the latest (and the latest preview), wake the writer."""
         self.latest = event
+        if event.preview is not None:
+            self.preview = event
         self.changed.set()
 
     async def watch(self, task: asyncio.Task[Any]) -> None:
@@ -512,11 +524,11 @@ class _JobWatcher:
             self.changed.clear()
             since_beat += self.jobs.poll_interval_s
             if task.done():
-                return
+                break
             event = self.latest
             beat = event is not None or since_beat >= self.jobs.heartbeat_s
             try:
-                record = await asyncio.to_thread(partial(self._beat, event) if beat else self._read)
+                record = await asyncio.to_thread(self._with_preview, partial(self._beat, event) if beat else self._read)
             except (LeaseLost, JobNotFound) as exc:
                 self.lost = exc if isinstance(exc, LeaseLost) else LeaseLost(f"job {self.lease.job_id}: {exc}")
                 self._stop(task)
@@ -533,6 +545,43 @@ class _JobWatcher:
                     self.latest = None  # written; an event that came meanwhile is written at the next poll
             if record.cancel_requested and not self.cancel.cancelled:
                 self._stop(task)
+        await self._last_preview(task)
+
+    async def _last_preview(self, task: asyncio.Task[Any]) -> None:
+        """Write the preview not yet written of an edit that is done (the finish follows, so it comes before it)."""
+        if self.preview is None or task.cancelled() or task.exception() is not None:
+            return
+        try:
+            await asyncio.to_thread(self._write_preview, self.preview)
+        except (LeaseLost, JobNotFound, StoreUnavailable, OSError) as exc:  # the finish meets a lost lease, if it is
+            logger.warning("job %s: its last preview could not be written (%s)", self.lease.job_id, exc)
+
+    def _with_preview(self, call: Callable[[], JobRecord]) -> JobRecord:
+        """`call`'s record (a thread), after it the preview not yet written, if one is and `PREVIEW_MIN_S` passed."""
+        record = call()
+        preview = self.preview
+        if preview is None or time.monotonic() - self.preview_at < PREVIEW_MIN_S:
+            return record
+        return self._write_preview(preview)
+
+    def _write_preview(self, event: Progress) -> JobRecord:
+        """The job's `preview.png` and the record that names it (a thread); LeaseLost if the job is not the attempt's."""
+        assert event.preview is not None and event.step is not None and event.total is not None
+        buffer = io.BytesIO()
+        event.preview.save(buffer, format="PNG", compress_level=FAST_PNG)
+        job_id = self.lease.job_id
+        self.store.objects.put(self.store.key(job_id, PREVIEW), buffer.getvalue(), "image/png")
+
+        def record_it(record: JobRecord) -> None:
+            hold(record, self.lease)
+            count = 1 + (record.preview.count if record.preview else 0)  # on from an earlier attempt's
+            record.preview = JobPreview(step=event.step, total=event.total, count=count)
+
+        record = self.store.update(job_id, record_it)
+        self.preview_at = time.monotonic()
+        if self.preview is event:
+            self.preview = None
+        return record
 
     def _beat(self, event: Progress | None) -> JobRecord:
         """Refresh the lease, with the latest progress if any (a thread)."""

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from f2f.errors import F2FError
 from f2f.request import WIRE_NAME, CheckedEdit, EditSettings
-from f2f.serving.api.wire import JobError, JobProgress, JobResult, Selection
+from f2f.serving.api.wire import JobError, JobPreview, JobProgress, JobResult, Selection
 from f2f.serving.logs import job_fields
 
 logger = logging.getLogger("f2f.serving")
@@ -24,6 +24,7 @@ JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 FINISHED: tuple[JobStatus, ...] = ("succeeded", "failed", "cancelled")
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 WORKER_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")  # a worker id names its attempts' folders
+PREVIEW = "preview.png"  # a job's latest preview, while it runs (written by its worker; the job's own object)
 RETRY_AFTER_S = 10  # Retry-After of a store error, unless the store is told the app's (`jobs.retry_after_s`)
 
 
@@ -117,11 +118,15 @@ class EditRequest(BaseModel):
     return_frames: bool = False
     mask: bool = Field(False, description="The caller sent a mask (stored as mask.png beside the source).")
     mask_mode: Literal["latent", "composite"] | None = None
+    previews: bool = Field(False, description="The caller asked for previews as the edit forms (`preview`).")
 
     @classmethod
-    def of(cls, checked: CheckedEdit, return_video: bool = False, return_frames: bool = False) -> EditRequest:
+    def of(
+        cls, checked: CheckedEdit, return_video: bool = False, return_frames: bool = False, previews: bool = False
+    ) -> EditRequest:
         video = checked.settings.video()
         asked = {"return_video": return_video, "return_frames": return_frames, "mask_mode": checked.settings.mask_mode}
+        asked["previews"] = previews
         return cls(prompt=checked.text, seeds=checked.seeds, mask=checked.mask is not None, **asked, **video)
 
     def settings(self) -> EditSettings:
@@ -141,6 +146,7 @@ class JobRecord(BaseModel):
     status: JobStatus = "queued"
     stage: str | None = Field(None, description="The pipeline stage running now: caption, generate, select.")
     progress: JobProgress | None = None
+    preview: JobPreview | None = Field(None, description="The latest preview (`<id>/preview.png`), if the job asked.")
     request: EditRequest
     fingerprint: str = ""
     created_at: float

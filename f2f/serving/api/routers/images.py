@@ -31,32 +31,58 @@ Rules of `POST /v1/images/edits` (multipart, as OpenAI's SDKs and curl send it, 
 - f2f's own fields (`seed`, `seeds`, `num_frames`, `steps`, `guidance`) are
   accepted too; `revised_prompt` is the temporal caption, and `f2f` is an
   extension object that OpenAI clients ignore (it names the job).
+- `stream` (a boolean; `true` with `n` 1 only) answers `text/event-stream`
+  in OpenAI's events: up to `partial_images` (0-3, default 0)
+  `image_edit.partial_image` events, each the job's latest approximate
+  preview (`f2f.backends.video.previews`: the job asks for them only when
+  `partial_images` > 0) once the run has passed the next of
+  `partial_images` even marks (1/(k+1), 2/(k+1), ... of its steps); then one
+  `image_edit.completed` with the edit and its `usage`. An error once the stream has started
+  is an `error` event with the typed body (`{"type": "error", "error": {...}}`),
+  then the end. Every field is checked before any job is queued.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from PIL import Image
 from pydantic import ValidationError
 
 from f2f.config import F2FConfig
-from f2f.errors import InvalidImage, InvalidInput
+from f2f.errors import F2FError, InvalidImage, InvalidInput
 from f2f.request import CheckedEdit, invalid_input_from
 from f2f.serving.api import outputs
-from f2f.serving.api.errors import JobFailed, ModelNotFound
+from f2f.serving.api.errors import JobFailed, ModelNotFound, error_response
 from f2f.serving.api.image_urls import ImageRef, image_bytes
 from f2f.serving.api.routers.deps import Caller, HttpArgs, Service
+from f2f.serving.api.routers.jobs import HeldStream
 from f2f.serving.api.routers.parsing import form_fields, validated
-from f2f.serving.api.wire import EditOptions, F2FExtension, ImageData, ImagesResponse, JobError, ModelCard, ModelList
+from f2f.serving.api.service import sse
+from f2f.serving.api.wire import (
+    EditOptions,
+    F2FExtension,
+    ImageData,
+    ImageEditCompleted,
+    ImageEditPartialImage,
+    ImagesResponse,
+    JobError,
+    ModelCard,
+    ModelList,
+)
 from f2f.serving.deployments.ingress_args import IngressArgs, public_url, url_response_refusal
-from f2f.serving.jobs import JobRecord, StoreBase
+from f2f.serving.jobs import JobRecord, StoreBase, StoreUnavailable
+from f2f.serving.jobs.record import PREVIEW
 
 router = APIRouter(tags=["openai"])
 logger = logging.getLogger("f2f.serving")
@@ -78,6 +104,8 @@ class OpenAIAsk:
     quality: int | None  # output_compression
     size: str | None  # as asked: auto, WIDTHxHEIGHT, or left out
     user: str | None
+    stream: bool = False
+    partial_images: int = 0
 
 
 def served_models(config: F2FConfig) -> list[str]:
@@ -97,8 +125,8 @@ async def get_model(model: str, _: Caller, service: Service) -> ModelCard:
     return ModelCard(id=model, created=STARTED)
 
 
-@router.post("/v1/images/edits")
-async def images_edits(request: Request, caller: Caller, service: Service, http_args: HttpArgs) -> ImagesResponse:
+@router.post("/v1/images/edits", response_model=ImagesResponse)
+async def images_edits(request: Request, caller: Caller, service: Service, http_args: HttpArgs) -> ImagesResponse | Response:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "multipart/form-data":
         raw_image, mask, fields = await form_fields(request)
@@ -108,26 +136,26 @@ async def images_edits(request: Request, caller: Caller, service: Service, http_
         raise InvalidInput("content-type", kind or None, "must be multipart/form-data or application/json")
     ask = _openai_fields(fields, service.config, http_args)
     options = validated(EditOptions, fields)
+    if ask.stream and (options.n or 1) > 1:
+        raise InvalidInput("n", options.n, "a streamed edit answers one image: n must be 1 with stream=true")
     size = OutputSize(ask.size, http_args.max_output_pixels)
+    submission = Submission(request, caller, service, raw_image, mask, options, size, ask.user)
+    if ask.stream:
+        release = service.waits.take(caller)  # a long wait: bounded per key and in all, taken before any job exists
+        try:
+            record = await submission.submit()
+        except BaseException:
+            release()
+            raise
+        return HeldStream(_stream(submission, record, ask, http_args), release, media_type="text/event-stream")
     with service.waits.hold(caller):  # a long wait: bounded per key and in all, taken before any job exists
-        record, _ = await service.submit(
-            raw_image,
-            options,
-            None,
-            caller,
-            route_check=size,
-            mask=None if mask is None else (mask, True),  # OpenAI's masks: a PNG with alpha, transparent = edit here
-            gone=request.is_disconnected,
-        )
-        if ask.user:
-            logger.info("job %s is for end user %r", record.id, ask.user)
-        record = await service.finished(record)
-    if record.status != "succeeded" or record.result is None:
-        raise JobFailed(record.error or JobError(message="the edit failed", code="edit_failed"))
+        record = await service.finished(await submission.submit())
+    check_succeeded(record)
     data = [
         await _image(request, http_args, service.store, record, rank, ask, size.resize) for rank in range(1, (options.n or 1) + 1)
     ]
     result = record.result
+    assert result is not None  # a succeeded job's
     extension = F2FExtension(
         id=record.id,
         status=result.status,  # type: ignore[arg-type]
@@ -147,6 +175,94 @@ async def images_edits(request: Request, caller: Caller, service: Service, http_
         size=ask.size or "auto",
         usage=result.usage,
     )
+
+
+def check_succeeded(record: JobRecord) -> None:
+    """JobFailed (the job's own error) unless the job succeeded."""
+    if record.status != "succeeded" or record.result is None:
+        raise JobFailed(record.error or JobError(message="the edit failed", code="edit_failed"))
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One checked `POST /v1/images/edits`, to submit as a job."""
+
+    request: Request
+    caller: str
+    service: Any
+    raw_image: bytes
+    mask: bytes | None
+    options: EditOptions
+    size: OutputSize
+    user: str | None
+
+    async def submit(self) -> JobRecord:
+        record, _ = await self.service.submit(
+            self.raw_image,
+            self.options,
+            None,
+            self.caller,
+            route_check=self.size,
+            mask=None if self.mask is None else (self.mask, True),  # OpenAI's masks: a PNG with alpha, transparent = edit
+            gone=self.request.is_disconnected,
+        )
+        if self.user:
+            logger.info("job %s is for end user %r", record.id, self.user)
+        return record
+
+
+async def _stream(job: Submission, record: JobRecord, ask: OpenAIAsk, http_args: IngressArgs) -> AsyncIterator[bytes]:
+    """OpenAI's image edit events for the job (see the module docstring); an error is an `error` event, then the end."""
+    service, sent, seen = job.service, 0, 0
+    try:
+        while True:
+            preview = record.preview
+            if preview is not None and preview.count > seen and sent < ask.partial_images:
+                seen = preview.count
+                if preview.step * (ask.partial_images + 1) >= (sent + 1) * preview.total:  # past the next mark
+                    yield _event(await _partial(service, record.id, sent, ask))
+                    sent += 1
+            if record.finished:
+                break
+            try:
+                record = await service.changed(record)
+            except StoreUnavailable as exc:  # as the job's event stream does: the job goes on, so does its wait
+                logger.warning("job %s: its OpenAI stream waits through a store error (%s)", record.id, exc)
+        check_succeeded(record)
+        done = await _image(job.request, http_args, service.store, record, 1, ask, job.size.resize)
+        assert done.b64_json is not None and record.result is not None
+        width, height = job.size.resize or record.result.source_size
+        completed = ImageEditCompleted(
+            b64_json=done.b64_json,
+            size=f"{width}x{height}",
+            output_format=ask.format,
+            created_at=int(time.time()),
+            usage=record.result.usage,
+        )
+        yield _event(completed)
+    except Exception as exc:
+        if not isinstance(exc, F2FError):
+            logger.exception("job %s: its OpenAI stream failed", record.id)
+        yield sse("error", {"type": "error", **json.loads(error_response(exc).body)})
+
+
+async def _partial(service: Any, job_id: str, index: int, ask: OpenAIAsk) -> ImageEditPartialImage:
+    """The job's latest preview as the `index`-th partial image, in the asked format."""
+    stored = await asyncio.to_thread(service.store.objects.get, service.store.key(job_id, PREVIEW))
+    data = await asyncio.to_thread(outputs.encode, stored, ask.format, ask.quality, None)
+    with Image.open(io.BytesIO(stored)) as image:
+        width, height = image.size
+    return ImageEditPartialImage(
+        b64_json=base64.b64encode(data).decode("ascii"),
+        partial_image_index=index,
+        size=f"{width}x{height}",
+        output_format=ask.format,
+        created_at=int(time.time()),
+    )
+
+
+def _event(event: ImageEditPartialImage | ImageEditCompleted) -> bytes:
+    return sse(event.type, event.model_dump(mode="json", exclude_none=True))
 
 
 @dataclass
@@ -213,7 +329,32 @@ def _openai_fields(fields: dict[str, Any], config: F2FConfig, http_args: Ingress
             raise InvalidInput("output_compression", compression, "must be an integer 0 to 100") from None
     fmt, quality = outputs.check_format(fields.pop("output_format", None), compression)
     size = fields.pop("size", None)
-    return OpenAIAsk(response_format, fmt, quality, size, fields.pop("user", None))
+    stream = _boolean(fields.pop("stream", False), "stream")
+    partial_images = fields.pop("partial_images", None)
+    partials = 0 if partial_images is None else _count(partial_images, "partial_images", 0, 3)
+    if stream and response_format == "url":
+        raise InvalidInput("response_format", response_format, "a streamed edit answers b64_json events; leave it out")
+    if stream and partials:
+        fields["previews"] = True  # the job makes previews: the partial images
+    return OpenAIAsk(response_format, fmt, quality, size, fields.pop("user", None), stream, partials)
+
+
+def _boolean(value: Any, field: str) -> bool:
+    """A JSON boolean, or a form's `true` / `false`; InvalidInput naming `field` otherwise."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise InvalidInput(field, value, "must be a boolean: true or false")
+
+
+def _count(value: Any, field: str, low: int, high: int) -> int:
+    """A JSON integer, or a form's digits, from `low` to `high`; InvalidInput naming `field` otherwise."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidInput(field, value, f"must be an integer {low} to {high}")
+    return value
 
 
 async def _image(

@@ -21,7 +21,11 @@
 - `DELETE /v1/edits/{id}`: cancels (a queued job at once, a running one at
   its next stage or denoising step) -> 202 and the job.
 - `GET /v1/edits/{id}/events`: server-sent events `status`, `stage`,
-  `progress` as they change, and `done` (the finished job), then the end.
+  `progress`, `preview` (its URL) as they change, and `done` (the finished
+  job), then the end.
+- `GET /v1/edits/{id}/preview`: the latest approximate preview (PNG) of a
+  job submitted with `previews: true`, while it runs and after; a 404
+  (`no_such_output`) before the first one. Never cached by the client.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from f2f.serving.api.routers.deps import Caller, HttpArgs, Service
 from f2f.serving.api.routers.parsing import multipart_schema, read_submission
 from f2f.serving.api.wire import EditJSON, JobList, JobView, SelectRequest
 from f2f.serving.jobs import JobNotFound, JobRecord, JobStatus, NoSuchObject, StoreBase
+from f2f.serving.jobs.record import PREVIEW
 
 router = APIRouter(prefix="/v1/edits", tags=["edits"])
 FILE_OUTPUTS = (
@@ -120,6 +125,17 @@ async def edit_events(job_id: str, caller: Caller, service: Service) -> Streamin
     first = await asyncio.to_thread(service.store.get_for, job_id, caller)
     release = service.waits.take(caller)  # a long wait: bounded per key and in all
     return HeldStream(service.events_of(first), release, media_type="text/event-stream")
+
+
+@router.get("/{job_id}/preview", response_class=FileResponse)
+async def edit_preview(job_id: str, caller: Caller, service: Service) -> Response:
+    """The latest approximate preview of the edit as it forms (a job submitted with `previews: true`)."""
+    record = await asyncio.to_thread(service.store.get_for, job_id, caller)
+    missing = f"job {job_id} has no preview yet" + ("" if record.request.previews else "; submit it with previews=true")
+    key = None if record.preview is None else service.store.key(job_id, PREVIEW)
+    answer = await download(service, key, "image/png", None, missing)
+    answer.headers["Cache-Control"] = "no-store"
+    return answer
 
 
 @router.get("/{job_id}/image", name="edit_image", response_class=Response)

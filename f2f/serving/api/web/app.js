@@ -2,11 +2,12 @@
 // Every call goes to this origin's /v1 API with the typed-in key as a bearer token; outputs are fetched
 // with it and shown as blob: URLs (an <img src> could not send the header). The event stream is read with
 // fetch for the same reason (EventSource cannot send an Authorization header). Errors are shown from the
-// API's typed body {error: {message, type, param, code}}.
+// API's typed body {error: {message, type, param, code}}. The page asks for previews: each `preview` event's
+// image (the predicted last frame, approximate) is shown as it comes, and always before the result.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { job: null, frames: [], urls: [], frameUrls: new Map(), resultLabel: null, wanted: null };
+const state = { job: null, frames: [], urls: [], frameUrls: new Map(), resultLabel: null, wanted: null, preview: null };
 
 class ApiError extends Error {
   constructor(status, error) {
@@ -70,9 +71,9 @@ function setStatus(text) {
 
 function reset() {
   forgetBlobs();
-  Object.assign(state, { job: null, frames: [], resultLabel: null, wanted: null });
+  Object.assign(state, { job: null, frames: [], resultLabel: null, wanted: null, preview: null });
   $("error").hidden = true;
-  $("collage-box").hidden = $("path").hidden = $("result").hidden = true;
+  $("collage-box").hidden = $("path").hidden = $("result").hidden = $("preview-box").hidden = true;
   $("progress").value = 0;
   $("progress").max = 1;
 }
@@ -89,6 +90,7 @@ async function submit(event) {
   form.append("prompt", $("prompt").value);
   form.append("n", $("seeds").value);
   if ($("steps").value) form.append("steps", $("steps").value);
+  form.append("previews", "true");
   $("submit").disabled = true;
   try {
     setStatus("Uploading...");
@@ -142,10 +144,26 @@ function onEvent({ event, data }) {
     setStatus(`${data.stage}...`);
   } else if (event === "status") {
     setStatus(data.status);
+  } else if (event === "preview") {
+    state.preview = showPreview(data, state.preview);
+  }
+}
+
+// The latest preview, once the one before it is shown (so they never show out of order).
+async function showPreview(preview, before) {
+  await before;
+  try {
+    $("preview-image").src = await blobUrl(preview.url);
+    $("preview-image").dataset.count = String(preview.count);
+    $("preview-label").textContent = `Approximate preview of the last frame after step ${preview.step} of ${preview.total}.`;
+    $("preview-box").hidden = false;
+  } catch (error) {
+    showError(error);
   }
 }
 
 async function finish(job) {
+  await state.preview; // the previews come before the result
   state.job = job;
   if (job.progress) {
     $("progress").max = job.progress.total;
