@@ -61,6 +61,8 @@ class FamilyFacts:
     index_classes: tuple[str, ...] = ()  # other model_index.json class names of the family's checkpoints
     keeps_latents: bool = True  # mask.mode latent can keep the source's latents outside a mask; False: refused
     caption_style: str = "temporal"  # how the VLM prompts it (f2f.caption.CaptionStyle): a temporal caption or an instruction
+    transformer_class: str | None = None  # a model_index.json whose transformer is this class is this family, whatever
+    # pipeline class it names (a checkpoint published before diffusers had the family's pipeline names its base's)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -80,7 +82,10 @@ def family_of(path: Path) -> tuple[FamilyFacts, dict[str, Any]]:
     if not path.is_dir():
         raise InvalidConfig(_FIELD, str(path), f"no such folder {path.name!r} (it must be a local diffusers checkpoint folder)")
     index = read_json(path, "model_index.json")
-    found = index.get("_class_name")
+    found, transformer = index.get("_class_name"), (index.get("transformer") or [None, None])[-1]
+    for family in FAMILIES.values():
+        if family.transformer_class is not None and transformer == family.transformer_class:
+            return family, index
     for family in FAMILIES.values():
         if found in family.classes:
             return family, index
@@ -354,7 +359,13 @@ FAMILIES = {
     # how LTX-Video 0.9.x checkpoints name themselves
     "ltx": FamilyFacts("ltx", "LTXImageToVideoPipeline", _inspect_ltx, LTX_DEFAULTS, ("LTXPipeline", "LTXConditionPipeline")),
     # an editing model: prompted with a rewritten edit instruction, as its authors' prompt enhancer writes one
+    # the Hub's ChronoEdit-14B-Diffusers is tagged WanImageToVideoPipeline: its transformer class tells it apart
     "chronoedit": FamilyFacts(
-        "chronoedit", "ChronoEditPipeline", _inspect_chronoedit, CHRONOEDIT_DEFAULTS, caption_style="instruction"
+        "chronoedit",
+        "ChronoEditPipeline",
+        _inspect_chronoedit,
+        CHRONOEDIT_DEFAULTS,
+        caption_style="instruction",
+        transformer_class="ChronoEditTransformer3DModel",
     ),
 }

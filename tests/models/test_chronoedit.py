@@ -201,6 +201,23 @@ def test_the_reasoning_fields_are_refused_by_a_family_without_reasoning() -> Non
     assert info.value.field == "video.enable_temporal_reasoning" and "the wan family has no temporal reasoning" in str(info.value)
 
 
+def test_a_folder_indexed_as_wan_is_read_and_run_as_chronoedit(
+    generator: DiffusersVideoGenerator, folder: Path, canvas: Image.Image, tmp_path: Path
+) -> None:
+    """The Hub tags ChronoEdit-14B-Diffusers WanImageToVideoPipeline: its ChronoEdit transformer tells it apart."""
+    tagged = shutil.copytree(folder, tmp_path / "tagged")
+    index = json.loads((tagged / "model_index.json").read_text())
+    (tagged / "model_index.json").write_text(json.dumps({**index, "_class_name": "WanImageToVideoPipeline"}))
+    family, _ = inspect_checkpoint(tagged)
+    assert family.name == "chronoedit"
+    loaded = DiffusersVideoGenerator(tagged, device="cpu", max_batch_seeds=1)
+    try:
+        clip = asyncio.run(loaded.generate(canvas, CAPTION, [3], settings()))[0]
+    finally:
+        loaded.close()
+    assert np.array_equal(pixels(clip), pixels(asyncio.run(generator.generate(canvas, CAPTION, [3], settings()))[0]))
+
+
 @pytest.mark.parametrize("part", ["image_encoder", "image_processor", "transformer"])
 def test_a_folder_missing_a_part_is_refused_naming_it(folder: Path, tmp_path: Path, part: str) -> None:
     broken = shutil.copytree(folder, tmp_path / "broken")
