@@ -146,7 +146,7 @@ class MaskedEdit:
         """`edit` inside the area, `source` exactly beyond the feather."""
         return composite(edit, source, self.alpha)
 
-    def public(self) -> dict[str, Any]:
+    def as_json(self) -> dict[str, Any]:
         return {"area": round(area_fraction(self.area), 4), "mode": self.mode, "feather_px": self.feather_px}
 
 

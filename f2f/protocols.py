@@ -82,7 +82,7 @@ class TokenUsage:
             *(None if a is None or b is None else a + b for a, b in zip(astuple(self), astuple(other), strict=True))
         )
 
-    def public(self) -> dict[str, Any] | None:
+    def as_json(self) -> dict[str, Any] | None:
         """OpenAI's Images API `usage` (the VLM writes text: every output token is a text token); None when the
         input or the output was not counted."""
         if self.input_tokens is None or self.output_tokens is None:

@@ -40,7 +40,7 @@ class ClipOutcome:
     candidates: list[int]  # frame indices of tiles 1..N
     collage: Image.Image = field(repr=False)
 
-    def public(self) -> dict[str, Any]:
+    def as_json(self) -> dict[str, Any]:
         return {"seed": self.seed, "status": self.status, "label": self.label, "frame": self.frame, "answers": self.answers}
 
 
@@ -60,7 +60,7 @@ class Ranking:
     answers: list[str]  # the VLM's answers, the finalists as given then reversed; empty when it was not asked
     orders_asked: list[list[int]]  # seeds of tiles 1..K in each ask
 
-    def public(self) -> dict[str, Any]:
+    def as_json(self) -> dict[str, Any]:
         return {"rule": self.rule, "order": self.order, "answers": self.answers, "orders_asked": self.orders_asked}
 
 
@@ -145,14 +145,14 @@ class EditResult:
             "candidate_frames": self.outcome.candidates,
             "selection_answers": self.outcome.answers,
             "clips": self.clips,
-            "ranking": self.ranking.public(),
+            "ranking": self.ranking.as_json(),
             "letterbox_box": list(self.box),
             "source_size": list(self.source_size),
             "canvas": {"size": list(self.canvas_size), "fit": self.canvas_fit},
             "alignment": self.alignment.to_json(),
-            "mask": None if self.mask is None else self.mask.public(),
+            "mask": None if self.mask is None else self.mask.as_json(),
             "timings_s": {k: round(v, 4) for k, v in self.timings_s.items()},
-            "usage": self.usage.public(),
+            "usage": self.usage.as_json(),
         }
 
 

@@ -312,7 +312,7 @@ def _record(work: Work, result: EditResult | None) -> dict[str, Any]:
         "folder": item_folder(work.key) if succeeded else None,
         "video": work.video,
         "timings_s": json.dumps({k: round(v, 4) for k, v in result.timings_s.items()}) if succeeded and result else None,
-        "usage": json.dumps(result.usage.public()) if succeeded and result else None,
+        "usage": json.dumps(result.usage.as_json()) if succeeded and result else None,
         "nodes": json.dumps(work.nodes),
         "finished_at": time.time(),
     }

@@ -335,7 +335,7 @@ def test_finish_writes_each_items_files_and_one_index_part_per_call(folder: Path
     assert first["image_sha256"] == hashlib.sha256((folder / "a.png").read_bytes()).hexdigest()
     assert set(json.loads(first["nodes"])) == {"decode", "caption", "generate", "select", "finish"}
     assert {"caption", "generate", "select", "total"} <= set(json.loads(first["timings_s"]))
-    assert json.loads(first["usage"]) == scripted_usage(["caption", "select"]).public()  # one seed: no ranking
+    assert json.loads(first["usage"]) == scripted_usage(["caption", "select"]).as_json()  # one seed: no ranking
     assert (index[2]["folder"], index[2]["timings_s"], index[2]["image"]) == (None, None, "absent.png")
     assert index[2]["usage"] is None
     assert index[3]["id"] == "third"

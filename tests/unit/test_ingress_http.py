@@ -52,7 +52,7 @@ def _png(color: tuple[int, int, int]) -> bytes:
 
 def _result(job_id: str) -> JobResult:
     ranking = RankingView(rule="vlm", order=[1, 2], answers=[], orders_asked=[])
-    return job_result(job_id, CANDIDATES, SOURCE_SIZE, selected_label=1, ranking=ranking, usage=USAGE.public())
+    return job_result(job_id, CANDIDATES, SOURCE_SIZE, selected_label=1, ranking=ranking, usage=USAGE.as_json())
 
 
 def _run_job(store: JobStore, job_id: str) -> JobRecord:
@@ -173,7 +173,7 @@ def test_b64_responses_are_unchanged_without_a_public_base_url(tmp_path: Path) -
     assert response.status_code == 200 and "evil.example" not in response.text
     first = base64.b64decode(response.json()["data"][0]["b64_json"])
     assert Image.open(io.BytesIO(first)).getpixel((0, 0)) == (250, 0, 0)
-    assert response.json()["usage"] == USAGE.public()  # OpenAI's usage: the job result's
+    assert response.json()["usage"] == USAGE.as_json()  # OpenAI's usage: the job result's
 
 
 # --- /docs --------------------------------------------------------------------------------------------

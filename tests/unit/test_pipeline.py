@@ -93,11 +93,11 @@ def test_unparseable_answer_is_retried_with_a_reminder(square_image, small_confi
 
 def test_usage_the_vlm_did_not_count_is_unknown_not_invented(square_image, small_config):
     split_unknown = {kind: TokenUsage(u.input_tokens, u.output_tokens, None) for kind, u in USAGE.items()}
-    usage = run(square_image, vlm=ScriptedVLM(usage=split_unknown), config=small_config).usage.public()
+    usage = run(square_image, vlm=ScriptedVLM(usage=split_unknown), config=small_config).usage.as_json()
     assert usage is not None and usage["input_tokens"] == 1200 and usage["total_tokens"] == 1219
     assert usage["input_tokens_details"] == {"image_tokens": None, "text_tokens": None}
     uncounted = {**USAGE, "select": TokenUsage(None, None, None)}
-    assert run(square_image, vlm=ScriptedVLM(usage=uncounted), config=small_config).usage.public() is None
+    assert run(square_image, vlm=ScriptedVLM(usage=uncounted), config=small_config).usage.as_json() is None
 
 
 def test_unparseable_twice_falls_back_to_the_last_candidate(square_image, small_config):

@@ -112,7 +112,7 @@ def test_partial_images_are_the_previews_then_the_edit_completes(tmp_path: Path)
     assert completed.type == "image_edit.completed" and completed.output_format == "webp"
     assert _decoded(completed.b64_json).format == "WEBP" and completed.size == "64x48"
     assert isinstance(completed.created_at, int) and len(worker.sent) == 1
-    assert completed.usage.model_dump() == USAGE.public()  # the job result's, as the unstreamed response has it
+    assert completed.usage.model_dump() == USAGE.as_json()  # the job result's, as the unstreamed response has it
 
 
 def test_without_partial_images_only_the_edit_is_sent(tmp_path: Path) -> None:

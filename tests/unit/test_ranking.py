@@ -76,7 +76,7 @@ def test_one_edited_clip_is_not_ranked(small_config, square_image):
     result, vlm, _ = run(small_config, square_image, ["SELECTED: 0", "SELECTED: 3", "??"])
     assert "rank" not in kinds(vlm)
     assert (result.seed, result.status) == (8, "edited")
-    assert result.ranking.public() == {"rule": "single", "order": [8, 9, 7], "answers": [], "orders_asked": []}
+    assert result.ranking.as_json() == {"rule": "single", "order": [8, 9, 7], "answers": [], "orders_asked": []}
     assert [o.status for o in result.ranked] == ["edited", "fallback", "no_edit"]
 
 
@@ -86,7 +86,7 @@ def test_rank_label_keeps_the_label_rule_without_extra_calls(small_config, squar
     assert kinds(vlm) == ["caption", "select", "select", "select"]
     assert (result.seed, result.outcome.label, result.outcome.frame) == (7, 2, 8)
     assert np.array_equal(pixels(result.image), pixels(expected_frame(square_image, small_config, 7, 8)))
-    assert result.ranking.public() == {"rule": "label_rule", "order": [7, 8, 9], "answers": [], "orders_asked": []}
+    assert result.ranking.as_json() == {"rule": "label_rule", "order": [7, 8, 9], "answers": [], "orders_asked": []}
 
 
 def test_the_ranking_is_in_result_json(small_config, square_image, tmp_path):

@@ -171,7 +171,7 @@ class TokenDetails(BaseModel):
 
 class Usage(BaseModel):
     """The tokens of the edit's VLM calls (the caption, every selection ask and its retries, the ranking asks), as the
-    VLM counted them, in the shape of OpenAI's Images API `usage` (`f2f.protocols.TokenUsage.public`)."""
+    VLM counted them, in the shape of OpenAI's Images API `usage` (`f2f.protocols.TokenUsage.as_json`)."""
 
     input_tokens: int = Field(description="Prompt tokens of all calls, images and text.")
     input_tokens_details: TokenDetails
