@@ -116,7 +116,9 @@ def test_a_clip_has_the_frames_its_reasoning_makes_and_is_the_plain_pipeline(
     asked = 29 if video.enable_temporal_reasoning else 5
     alone = asyncio.run(generator.generate(canvas, CAPTION, [3], video))[0]
     assert np.array_equal(pixels(alone), plain(folder, canvas, 3, video, asked))  # the same call: bit for bit
-    assert np.abs(pixels(together[0]) - pixels(alone)).max() <= 1  # a seed in a batch of two: float rounding only
+    # A seed in a batch of two: the batched matmuls sum in another order on any CPU's kernels (AMD or Intel), a float
+    # rounding far below one 8-bit level that can still tip a pixel across a rounding edge: one level at most.
+    assert np.abs(pixels(together[0]) - pixels(alone)).max() <= 1
 
 
 def test_reasoning_runs_with_a_flow_match_scheduler_checkpoint(folder: Path, canvas: Image.Image, tmp_path: Path) -> None:
