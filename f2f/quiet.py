@@ -10,8 +10,10 @@ Each switch is the library's own, never a filter on its text:
   at each worker's start (Ray's `worker_process_setup_hook`): Celery's consumer in the edit worker prints no
   banner (what `celery worker --quiet` sets, through the `celeryd_init` signal Celery sends before it prints
   it) and no warning about running as root (its `SecurityWarning`, ignored by category);
-- the lines Ray forwards from its workers to the driver carry no colour codes when stderr is not a terminal
-  (Ray's `RAY_COLOR_PREFIX`).
+- the lines Ray forwards from its workers to the driver carry no colour codes when stderr is not a terminal:
+  Ray's `RAY_COLOR_PREFIX` for the "(Actor pid=...)" prefix, and colorama's `init()` (colorama is what Ray
+  colours with, and ships) for what Ray colours whatever that says, such as the "[repeated 2x across cluster]"
+  of its log deduplication: off a terminal, colorama strips its codes from the driver's stdout and stderr.
 """
 
 from __future__ import annotations
@@ -57,6 +59,10 @@ def ray_driver(verbose: bool = False) -> None:
     """Before `ray.init`: the workers' lines Ray prints here without colour codes when stderr is not a terminal."""
     if not verbose and not sys.stderr.isatty():
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+        import ray  # noqa: F401  (puts the colorama it ships on the path, and imports it)
+
+        colorama = importlib.import_module("colorama")
+        colorama.init()  # each of stdout and stderr that is not a terminal is wrapped to strip the codes
 
 
 def ray_worker_setup() -> None:

@@ -8,6 +8,7 @@ import functools
 import importlib.util
 import io
 import os
+import subprocess
 import sys
 import warnings
 from typing import Any
@@ -93,6 +94,8 @@ def test_bulk_starts_or_joins_ray_with_quiet_workers_unless_verbose(monkeypatch,
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
     monkeypatch.delenv("RAY_COLOR_PREFIX", raising=False)
+    inits: list[dict[str, Any]] = []  # colorama.init would wrap this process's stdout; Ray calls it with strip=False
+    monkeypatch.setattr(sys.modules["colorama"], "init", lambda **kwargs: inits.append(kwargs))
     monkeypatch.setattr(sys, "stderr", io.StringIO())  # the output is no terminal (a log file, `ray job logs`)
     for key in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED"):
         monkeypatch.setenv(key, os.environ.get(key, "0"))  # connect_ray sets these; undone after the test
@@ -114,3 +117,33 @@ def test_bulk_starts_or_joins_ray_with_quiet_workers_unless_verbose(monkeypatch,
     assert data_logger.level == (logging.NOTSET if verbose else logging.WARNING)
     # Ray's forwarded lines lose their colour codes off a terminal, unless verbose
     assert (os.environ.get("RAY_COLOR_PREFIX") == "0") is not verbose
+    assert ({} in inits) is not verbose  # colorama strips, off a terminal, what Ray colours whatever that says (the next test)
+
+
+# Ray's own path for a line its workers print: deduplicated across processes, then written to the driver's stderr
+RAY_FORWARDS = """
+import sys
+from f2f import quiet
+quiet.ray_driver(sys.argv[1] == "verbose")
+from ray._private.ray_logging import stderr_deduplicator
+from ray._private.worker import print_to_stdstream, print_worker_logs
+line = {"ip": "127.0.0.1", "pid": "raylet", "is_err": True, "lines": ["WARNING: 8 PYTHON worker processes started"]}
+for _ in range(3):
+    print_to_stdstream(dict(line), ignore_prefix=False)
+for batch in stderr_deduplicator.flush():
+    print_worker_logs(batch, sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_the_lines_ray_forwards_carry_no_colour_codes_off_a_terminal_unless_verbose(verbose):
+    """Ray colours the "[repeated 2x across cluster]" of its deduplication whatever RAY_COLOR_PREFIX says; a log
+    file (stderr a pipe here) gets neither that colour nor the prefix's."""
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("f2f bulk needs Ray")
+    env = {key: value for key, value in os.environ.items() if key not in ("RAY_COLOR_PREFIX", "RAY_DEDUP_LOGS")}
+    mode = "verbose" if verbose else "quiet"
+    done = subprocess.run([sys.executable, "-c", RAY_FORWARDS, mode], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "[repeated 2x across cluster]" in done.stderr, done.stderr  # the deduplicated line is there either way
+    assert ("\x1b[" in done.stderr) is verbose, done.stderr
