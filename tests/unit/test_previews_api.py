@@ -32,7 +32,7 @@ from f2f.serving.api.auth import AuthArgs  # noqa: E402
 from f2f.serving.api.service import EditService  # noqa: E402
 from f2f.serving.api.wire import JobError, JobPreview  # noqa: E402
 from f2f.serving.deployments.ingress import make_api  # noqa: E402
-from f2f.serving.jobs import JobStore, Lease  # noqa: E402
+from f2f.serving.jobs import JobStore, Lease, StoreUnavailable  # noqa: E402
 from f2f.serving.jobs.queue import JobsArgs  # noqa: E402
 from f2f.serving.jobs.record import PREVIEW  # noqa: E402
 
@@ -72,11 +72,15 @@ class PreviewingWorker:
         self.store.finish(Lease.of(claimed), "failed", error)
 
 
-def _app(tmp_path: Path, fails: bool = False) -> tuple[Any, PreviewingWorker]:
+def _service(tmp_path: Path, fails: bool = False) -> tuple[EditService, PreviewingWorker]:
     jobs = JobsArgs(dir=tmp_path / "jobs", poll_interval_s=0.05)
     store = JobStore(jobs.store_dir(tmp_path), jobs.ttl_s, jobs.lease_s)
     worker = PreviewingWorker(store, fails)
-    service = EditService(store, worker, F2FConfig(), jobs, RequestLimits(), AuthArgs(required=False))
+    return EditService(store, worker, F2FConfig(), jobs, RequestLimits(), AuthArgs(required=False)), worker
+
+
+def _app(tmp_path: Path, fails: bool = False) -> tuple[Any, PreviewingWorker]:
+    service, worker = _service(tmp_path, fails)
     return make_api(service, None), worker  # type: ignore[arg-type]
 
 
@@ -225,3 +229,31 @@ def test_a_jobs_previews_are_events_with_a_url_and_the_latest_is_served(tmp_path
     (missing,) = _get(app, f"/v1/edits/{plain['id']}/preview")
     error = missing.json()["error"]
     assert missing.status_code == 404 and error["code"] == "no_such_output" and "previews=true" in error["message"]
+
+
+def test_both_streams_wait_through_store_errors_and_miss_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    """The store cannot be read for three waits in a row (a volume or Redis away for a moment): the job goes on, and
+    the job's event stream and OpenAI's stream go on with it, each preview and the end still sent."""
+    service, worker = _service(tmp_path)
+    changed, calls = service.changed, [0]
+
+    async def flaky(record: Any) -> Any:
+        calls[0] += 1
+        if 2 <= calls[0] <= 4:
+            await asyncio.sleep(GAP_S / 5)
+            raise StoreUnavailable("the job store's volume is away")
+        return await changed(record)
+
+    monkeypatch.setattr(service, "changed", flaky)
+    app = make_api(service, None)  # type: ignore[arg-type]
+    job = _submit(app, {"previews": "true"})
+    (stream,) = _get(app, f"/v1/edits/{job['id']}/events")
+    names = [block.split("\n")[0] for block in stream.text.strip().split("\n\n")]
+    assert names.count("event: preview") == 2 and names[-1] == "event: done", stream.text
+    assert calls[0] > 4 and "its event stream waits through a store error" in caplog.text
+
+    calls[0] = 0
+    events = _stream(app, partial_images=2)
+    assert [event.type for event in events] == ["image_edit.partial_image"] * 2 + ["image_edit.completed"]
+    assert calls[0] > 4 and "its OpenAI stream waits through a store error" in caplog.text
+    assert len(worker.sent) == 2

@@ -162,35 +162,42 @@ class EditService:
             record = await self.changed(record)
         return record
 
+    async def versions(self, record: JobRecord, waiter: str) -> AsyncIterator[JobRecord]:
+        """`record`, then each version of the job as it changes, the last one finished; JobNotFound once it is gone.
+        A store error is waited through, logged as `waiter`'s: the job goes on, and so does the wait."""
+        yield record
+        while not record.finished:
+            try:
+                record = await self.changed(record)
+            except StoreUnavailable as exc:
+                logger.warning("job %s: %s waits through a store error (%s)", record.id, waiter, exc)
+                continue
+            yield record
+
     async def events_of(self, record: JobRecord) -> AsyncIterator[bytes]:
         """Server-sent `status` / `stage` / `progress` / `preview` events as the job changes, then `done` with the whole
         job. A `preview` event (a job that asked for them) carries the latest preview's URL, never the image."""
         last: dict[str, Any] = {}
-        while True:
-            now = {
-                "status": record.status,
-                "stage": record.stage,
-                "progress": record.progress.model_dump() if record.progress else None,
-                "preview": record.preview.model_dump() if record.preview else None,
-            }
-            for key in ("preview",) if record.finished else ("status", "stage", "progress", "preview"):
-                if now[key] != last.get(key, object()) and now[key] is not None:
-                    data = {"id": record.id, key: now[key]}
-                    if key == "progress":
-                        data = {"id": record.id, "stage": record.stage, **now[key]}
-                    elif key == "preview":
-                        data = {"id": record.id, **now[key], "url": preview_url(record)}
-                    yield sse(key, data)
-            if record.finished:
-                yield sse("done", JobView.of(record).model_dump(mode="json"))
-                return
-            last = now
-            try:
-                record = await self.changed(record)
-            except JobNotFound:
-                return
-            except StoreUnavailable as exc:
-                logger.warning("job %s: its events wait through a store error (%s)", record.id, exc)
+        try:
+            async for version in self.versions(record, "its event stream"):
+                now = {
+                    "status": version.status,
+                    "stage": version.stage,
+                    "progress": version.progress.model_dump() if version.progress else None,
+                    "preview": version.preview.model_dump() if version.preview else None,
+                }
+                for key in ("preview",) if version.finished else ("status", "stage", "progress", "preview"):
+                    if now[key] != last.get(key, object()) and now[key] is not None:
+                        data = {"id": version.id, key: now[key]}
+                        if key == "progress":
+                            data = {"id": version.id, "stage": version.stage, **now[key]}
+                        elif key == "preview":
+                            data = {"id": version.id, **now[key], "url": preview_url(version)}
+                        yield sse(key, data)
+                last = now
+        except JobNotFound:
+            return
+        yield sse("done", JobView.of(version).model_dump(mode="json"))
 
     def run_background(self) -> list[asyncio.Task[None]]:
         """The sweep and the queue gauges, as tasks of the running loop (the caller cancels them)."""

@@ -81,7 +81,7 @@ from f2f.serving.api.wire import (
     ModelList,
 )
 from f2f.serving.deployments.ingress_args import IngressArgs, public_url, url_response_refusal
-from f2f.serving.jobs import JobRecord, StoreBase, StoreUnavailable
+from f2f.serving.jobs import JobRecord, StoreBase
 from f2f.serving.jobs.record import PREVIEW
 
 router = APIRouter(tags=["openai"])
@@ -215,19 +215,13 @@ async def _stream(job: Submission, record: JobRecord, ask: OpenAIAsk, http_args:
     """OpenAI's image edit events for the job (see the module docstring); an error is an `error` event, then the end."""
     service, sent, seen = job.service, 0, 0
     try:
-        while True:
-            preview = record.preview
+        async for version in service.versions(record, "its OpenAI stream"):
+            record, preview = version, version.preview
             if preview is not None and preview.count > seen and sent < ask.partial_images:
                 seen = preview.count
                 if preview.step * (ask.partial_images + 1) >= (sent + 1) * preview.total:  # past the next mark
                     yield _event(await _partial(service, record.id, sent, ask))
                     sent += 1
-            if record.finished:
-                break
-            try:
-                record = await service.changed(record)
-            except StoreUnavailable as exc:  # as the job's event stream does: the job goes on, so does its wait
-                logger.warning("job %s: its OpenAI stream waits through a store error (%s)", record.id, exc)
         check_succeeded(record)
         done = await _image(job.request, http_args, service.store, record, 1, ask, job.size.resize)
         assert done.b64_json is not None and record.result is not None
