@@ -69,7 +69,8 @@ def running_app(
             print(f"\nserve.run (tiny checkpoints built, replicas loaded): {time.perf_counter() - started:.1f} s")
             yield f"http://127.0.0.1:{port}"
         finally:
-            serve.shutdown()
+            # The cluster just goes: Serve's graceful stop (test_serve_stop's subject) stops the deployments one
+            # after another, each in Serve's 2 s graceful_shutdown_wait_loop_s, 6 to 8 s a module here.
             ray.shutdown()
             shutil.rmtree(ray_tmp, ignore_errors=True)
 
