@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -59,6 +60,13 @@ def square_image() -> Image.Image:
     image.paste((30, 30, 200), (0, 20, 20, 40))
     image.paste((220, 220, 220), (20, 20, 40, 40))
     return image
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One `models_dir` for the session's test services: each tiny profile's checkpoints are built there on first use
+    (`f2f.backends.ensure_tiny_checkpoints`), once, instead of in every module's cache."""
+    return tmp_path_factory.mktemp("tiny-models")
 
 
 @pytest.fixture(scope="session")

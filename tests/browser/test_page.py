@@ -18,7 +18,7 @@ import pytest
 
 httpx = pytest.importorskip("httpx")
 
-from harness import SAMPLE, error_of, kill_replica, running_app, submit  # noqa: E402
+from harness import SAMPLE, error_of, kill_replica, running_app, submit, tiny_config  # noqa: E402
 
 from f2f.serving.api.auth import add_key  # noqa: E402
 
@@ -33,9 +33,9 @@ def token(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def base_url(tmp_path_factory: pytest.TempPathFactory, token: dict[str, str]) -> Iterator[str]:
+def base_url(tmp_path_factory: pytest.TempPathFactory, tiny_models: Path, token: dict[str, str]) -> Iterator[str]:
     args = {
-        "config": {"profile": "tiny", "cache_dir": str(tmp_path_factory.mktemp("f2f-cache")), "seed": 3},
+        "config": tiny_config(tiny_models, tmp_path_factory.mktemp("f2f-cache")),
         "jobs": {"dir": str(tmp_path_factory.mktemp("jobs")), "poll_interval_s": 0.1, "max_attempts": 1},
         "auth": {"keys_file": token["path"]},
     }

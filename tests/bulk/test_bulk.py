@@ -197,17 +197,19 @@ def test_an_item_over_its_timeout_fails_and_the_run_goes_on(head: dict[str, str]
 
 
 def _tiny_profiles() -> list[str]:
-    """A tiny profile of each video family besides `tiny`'s (the tests above): the stages load whatever family the
-    config names, and nothing in them differs by family. A family's variants (CogVideoX 1.5, Wan2.2's two experts)
-    and the VLM siblings differ only inside the backends; the service tier runs every profile."""
+    """The first tiny profile (by name) of each way the bulk stages differ by family, besides `tiny`'s (the tests
+    above: a letterboxed canvas, temporal captions): a free canvas, and ChronoEdit's instruction captions with its
+    one-candidate clip, which the select stage does not put to the VLM. What else differs by family is inside the
+    backends, which the service tier runs on every tiny profile (`tests/serve/test_profiles.py`)."""
     from f2f.catalogue import load_catalogue
+    from f2f.config import load_config
 
     catalogue = load_catalogue()
-    families = {name: catalogue.checkpoints_of(name)["generator"].family for name in catalogue.profiles}
-    picked: dict[str | None, str] = {families["tiny"]: "tiny"}
-    for name in catalogue.profiles:
+    picked: dict[tuple[bool, str | None], str] = {}
+    for name in ["tiny", *sorted(catalogue.profiles)]:
         if catalogue.is_tiny(name):
-            picked.setdefault(families[name], name)
+            config = load_config(overrides={"profile": name})
+            picked.setdefault((config.video.width is None, config.caption.style), name)
     return [name for name in picked.values() if name != "tiny"]
 
 

@@ -17,6 +17,9 @@ from PIL import Image
 pytest.importorskip("ray.data")
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from zero_cost import result_of  # noqa: E402
+
 ENV = {"RAY_ADDRESS": "local", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
@@ -41,7 +44,7 @@ def test_manifest_images_and_outputs_in_a_bucket(s3_bucket: str, monkeypatch: py
 
     done = _driver(s3_bucket, "s3://f2f/catalogue/m.jsonl", "s3://f2f/runs/one")
     assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads(done.stdout.splitlines()[-1])["summary"]
+    summary = result_of(done.stdout)["summary"]
     assert summary["by_status"] == {"succeeded": 3, "failed": 1}
 
     out = Location.of("s3://f2f/runs/one")

@@ -75,6 +75,12 @@ def running_app(
             shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
+def tiny_config(models: Path, cache: Path, **more: Any) -> dict[str, Any]:
+    """The tiny profile's config for a test's application: its checkpoints in the session's `models` folder (the
+    `tiny_models` fixture: each profile's built once, on first use), its cache in a folder of the module's own."""
+    return {"profile": "tiny", "models_dir": str(models), "cache_dir": str(cache), "seed": 3, **more}
+
+
 def error_of(response: Any) -> dict[str, Any]:
     """The typed error body's `error`, checked for shape and for the absence of a traceback."""
     body = response.json()

@@ -24,7 +24,7 @@ pytest.importorskip("ray")
 httpx = pytest.importorskip("httpx")
 
 import numpy as np  # noqa: E402
-from harness import FINISHED, SAMPLE, error_of, kill_replica, replica_memory, running_app, submit, wait_for  # noqa: E402
+from harness import FINISHED, SAMPLE, error_of, kill_replica, replica_memory, running_app, submit, tiny_config, wait_for  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis.errors import Unsatisfiable  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -37,9 +37,9 @@ PUBLIC = "https://f2f.example.com"  # the app's public_base_url (given with a tr
 
 
 @pytest.fixture(scope="module")
-def base_url(tmp_path_factory: pytest.TempPathFactory, jobs_dir: Path) -> Iterator[str]:
+def base_url(tmp_path_factory: pytest.TempPathFactory, tiny_models: Path, jobs_dir: Path) -> Iterator[str]:
     args = {
-        "config": {"profile": "tiny", "cache_dir": str(tmp_path_factory.mktemp("f2f-cache")), "seed": 3},
+        "config": tiny_config(tiny_models, tmp_path_factory.mktemp("f2f-cache")),
         "jobs": {"dir": str(jobs_dir), "max_body_bytes": MAX_BODY, "sweep_interval_s": 1, "poll_interval_s": 0.1},
         "auth": {"required": False},  # API keys: tests/serve/test_auth.py
         "public_base_url": f"{PUBLIC}/",

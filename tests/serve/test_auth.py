@@ -14,13 +14,13 @@ import pytest
 pytest.importorskip("ray")
 httpx = pytest.importorskip("httpx")
 
-from harness import SAMPLE, error_of, running_app, submit, wait_for  # noqa: E402
+from harness import SAMPLE, error_of, running_app, submit, tiny_config, wait_for  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def base_url(tmp_path_factory: pytest.TempPathFactory, tokens: dict[str, str]) -> Iterator[str]:
+def base_url(tmp_path_factory: pytest.TempPathFactory, tiny_models: Path, tokens: dict[str, str]) -> Iterator[str]:
     args = {
-        "config": {"profile": "tiny", "cache_dir": str(tmp_path_factory.mktemp("f2f-cache")), "seed": 3},
+        "config": tiny_config(tiny_models, tmp_path_factory.mktemp("f2f-cache")),
         "worker_max_concurrent_jobs": 1,
         "jobs": {"dir": str(tmp_path_factory.mktemp("jobs")), "poll_interval_s": 0.1},
         "auth": {"keys_file": tokens["path"], "max_active_jobs_per_key": 2, "retry_after_s": 9},

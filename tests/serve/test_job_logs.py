@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
-from harness import running_app, submit, wait_for
+from harness import running_app, submit, tiny_config, wait_for
 
 LOCAL_CONFIG = Path(__file__).resolve().parents[2] / "serve" / "local.yaml"
 DEPLOYMENTS = ("Ingress", "EditWorker", "VLM", "Generator")
@@ -23,8 +23,8 @@ WRITTEN_WAIT_S = 10.0
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    args = {"config": {"profile": "tiny", "cache_dir": str(tmp_path_factory.mktemp("f2f-cache")), "seed": 3}}
+def served(tmp_path_factory: pytest.TempPathFactory, tiny_models: Path) -> Iterator[str]:
+    args = {"config": tiny_config(tiny_models, tmp_path_factory.mktemp("f2f-cache"))}
     args["jobs"] = {"dir": str(tmp_path_factory.mktemp("jobs")), "sweep_interval_s": 600}
     args["auth"] = {"required": False}
     logging_config = yaml.safe_load(LOCAL_CONFIG.read_text(encoding="utf-8"))["applications"][0]["logging_config"]

@@ -21,7 +21,7 @@ import pytest
 pytest.importorskip("ray")
 httpx = pytest.importorskip("httpx")
 
-from harness import SAMPLE, error_of, running_app, wait_for  # noqa: E402
+from harness import SAMPLE, error_of, running_app, tiny_config, wait_for  # noqa: E402
 
 LONG = {"prompt": "make the sun set slowly", "steps": "1000"}
 HELD_STREAMS, HELD_SYNC = 20, 10
@@ -29,9 +29,11 @@ PER_KEY, IN_ALL, IN_FLIGHT = HELD_STREAMS + HELD_SYNC, 40, 60
 
 
 @pytest.fixture(scope="module")
-def base_url(tmp_path_factory: pytest.TempPathFactory, tokens: dict[str, str], jobs_dir: Path) -> Iterator[str]:
+def base_url(
+    tmp_path_factory: pytest.TempPathFactory, tiny_models: Path, tokens: dict[str, str], jobs_dir: Path
+) -> Iterator[str]:
     args = {
-        "config": {"profile": "tiny", "cache_dir": str(tmp_path_factory.mktemp("f2f-cache")), "seed": 3},
+        "config": tiny_config(tiny_models, tmp_path_factory.mktemp("f2f-cache")),
         "worker_max_concurrent_jobs": 1,
         "auth": {"keys_file": tokens["path"]},
         "ingress_max_ongoing_requests": IN_FLIGHT,

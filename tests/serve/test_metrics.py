@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import free_port, running_app
+from harness import free_port, running_app, tiny_config
 
 from f2f.serving import metrics
 
@@ -76,10 +76,10 @@ def test_step_buckets_are_sorted_and_span_milliseconds_to_a_minute() -> None:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+def served(tmp_path_factory: pytest.TempPathFactory, tiny_models: Path) -> Iterator[tuple[str, str]]:
     """(application URL, metrics URL) on a Ray with a metrics export port."""
     metrics_port = free_port()
-    args = {"config": {"profile": "tiny", "cache_dir": str(tmp_path_factory.mktemp("f2f-cache")), "seed": 3}}
+    args = {"config": tiny_config(tiny_models, tmp_path_factory.mktemp("f2f-cache"))}
     args["jobs"] = {"dir": str(tmp_path_factory.mktemp("jobs")), "sweep_interval_s": 600}  # the gauges need no sweep
     args["auth"] = {"required": False}
     # Ray exports every second (default 10 s) and drops a gauge not set for two exports: gaps show within seconds.

@@ -24,7 +24,7 @@ pytest.importorskip("ray")
 pytest.importorskip("diffusers")
 httpx = pytest.importorskip("httpx")
 
-from harness import LOOPBACK_ENV, free_port, submit, wait_for  # noqa: E402
+from harness import LOOPBACK_ENV, free_port, submit, tiny_config, wait_for  # noqa: E402
 
 NODE_1 = {"vlm_node": 1, "generator_node": 1, "worker_node": 1}
 NODE_2 = {"generator_node": 1, "worker_node": 1}
@@ -37,9 +37,9 @@ class ThreeNodes:
         self.cluster, self.node_2, self.base_url, self.jobs_dir = cluster, node_2, base_url, jobs_dir
 
 
-def _args(cache: Path, jobs_dir: Path) -> dict[str, Any]:
+def _args(models: Path, cache: Path, jobs_dir: Path) -> dict[str, Any]:
     return {
-        "config": {"profile": "tiny", "cache_dir": str(cache), "seed": 3},
+        "config": tiny_config(models, cache),
         "ingress_resources": {"cpu_node": 1},
         "vlm_resources": {"vlm_node": 1},
         "generator_resources": {"generator_node": 1},
@@ -53,7 +53,7 @@ def _args(cache: Path, jobs_dir: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreeNodes]:
+def nodes(tmp_path_factory: pytest.TempPathFactory, tiny_models: Path) -> Iterator[ThreeNodes]:
     from ray.cluster_utils import Cluster
 
     port, jobs_dir = free_port(), tmp_path_factory.mktemp("jobs")
@@ -73,7 +73,7 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreeNodes]:
             cluster.wait_for_nodes()
             ray.init(address=cluster.address)
             serve.start(http_options={"host": "127.0.0.1", "port": port, "location": "HeadOnly"})
-            serve.run(build_app(_args(tmp_path_factory.mktemp("f2f-cache"), jobs_dir)), name="f2f")
+            serve.run(build_app(_args(tiny_models, tmp_path_factory.mktemp("f2f-cache"), jobs_dir)), name="f2f")
             yield ThreeNodes(cluster, node_2, f"http://127.0.0.1:{port}", jobs_dir)
         finally:
             ray.shutdown()  # the cluster just goes (harness.running_app says why)

@@ -54,12 +54,14 @@ def serve_at(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.mark.parametrize("profile", tiny_profiles())
-def test_the_profile_serves_an_edit_through_the_openai_sdk(serve_at: str, profile: str, tmp_path: Path) -> None:
+def test_the_profile_serves_an_edit_through_the_openai_sdk(
+    serve_at: str, profile: str, tiny_models: Path, tmp_path: Path
+) -> None:
     from ray import serve
 
     from f2f.serving.app import build_app
 
-    config = {"profile": profile, "cache_dir": str(tmp_path / "cache"), "seed": 5}
+    config = {"profile": profile, "models_dir": str(tiny_models), "cache_dir": str(tmp_path / "cache"), "seed": 5}
     args = {"config": config, "jobs": {"dir": str(tmp_path / "jobs"), "poll_interval_s": 0.1}, "auth": {"required": False}}
     serve.run(build_app(args), name="f2f")
     client = openai.OpenAI(base_url=f"{serve_at}/v1", api_key="unused", max_retries=0, timeout=300)

@@ -25,7 +25,7 @@ import pytest
 pytest.importorskip("ray")
 httpx = pytest.importorskip("httpx")
 
-from harness import FINISHED, SAMPLE, error_of, kill_replica, replica_pid, running_app, submit, wait_for  # noqa: E402
+from harness import FINISHED, SAMPLE, error_of, kill_replica, replica_pid, running_app, submit, tiny_config, wait_for  # noqa: E402
 from redis_server import RedisServer  # noqa: E402
 from s3_server import CREDENTIALS, S3Server  # noqa: E402
 from tcp_proxy import TcpProxy  # noqa: E402
@@ -98,10 +98,15 @@ def _objects(bucket: TcpProxy, job_id: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def base_url(
-    tmp_path_factory: pytest.TempPathFactory, redis_url: str, store_redis: RedisServer, bucket: TcpProxy, jobs_dir: Path
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_models: Path,
+    redis_url: str,
+    store_redis: RedisServer,
+    bucket: TcpProxy,
+    jobs_dir: Path,
 ) -> Iterator[str]:
     args = {
-        "config": {"profile": "tiny", "cache_dir": str(tmp_path_factory.mktemp("f2f-cache")), "seed": 3},
+        "config": tiny_config(tiny_models, tmp_path_factory.mktemp("f2f-cache")),
         "worker_max_concurrent_jobs": 1,
         "auth": {"required": False},
         "jobs": {

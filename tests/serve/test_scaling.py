@@ -19,14 +19,16 @@ import pytest
 pytest.importorskip("ray")
 httpx = pytest.importorskip("httpx")
 
-from harness import running_app, submit, wait_for  # noqa: E402
+from harness import running_app, submit, tiny_config, wait_for  # noqa: E402
 
 LEASE_S = 600.0
+Paths = tuple[Path, Path, Path]  # the tiny models, the cache, the jobs
 
 
-def _args(cache: Path, jobs_dir: Path, **changes: Any) -> dict[str, Any]:
+def _args(paths: Paths, **changes: Any) -> dict[str, Any]:
+    models, cache, jobs_dir = paths
     return {
-        "config": {"profile": "tiny", "cache_dir": str(cache), "seed": 3},
+        "config": tiny_config(models, cache),
         "worker_max_concurrent_jobs": 1,
         "worker_autoscaling": {"min_replicas": 1, "max_replicas": 3, "upscale_delay_s": 0, "downscale_delay_s": 4},
         "generator_autoscaling": {
@@ -51,13 +53,13 @@ def _args(cache: Path, jobs_dir: Path, **changes: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def paths(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return tmp_path_factory.mktemp("f2f-cache"), tmp_path_factory.mktemp("jobs")
+def paths(tmp_path_factory: pytest.TempPathFactory, tiny_models: Path) -> Paths:
+    return tiny_models, tmp_path_factory.mktemp("f2f-cache"), tmp_path_factory.mktemp("jobs")
 
 
 @pytest.fixture(scope="module")
-def base_url(paths: tuple[Path, Path]) -> Iterator[str]:
-    with running_app(_args(*paths)) as url:
+def base_url(paths: Paths) -> Iterator[str]:
+    with running_app(_args(paths)) as url:
         yield url
 
 
@@ -118,13 +120,13 @@ def test_workers_and_generators_follow_the_backlog_and_generators_scale_to_zero(
     assert job["status"] == "succeeded"
 
 
-def _celery_control(paths: tuple[Path, Path]) -> Any:
+def _celery_control(paths: Paths) -> Any:
     """A Celery app on the service's broker, for its control commands (as an operator's `celery control` would)."""
     from celery import Celery
 
     from f2f.serving.jobs.queue import JobsArgs, broker_settings
 
-    url, options = broker_settings(JobsArgs(dir=paths[1]), paths[1])
+    url, options = broker_settings(JobsArgs(dir=paths[2]), paths[2])
     app = Celery("control", broker=url, backend="disabled://")
     app.conf.broker_transport_options = options
     return app
@@ -136,7 +138,7 @@ def _worker_actors() -> set[str]:
     return {a["Name"] for a in state.actors().values() if "#EditWorker#" in a["Name"] and a["State"] == "ALIVE"}
 
 
-def test_a_consumer_that_stops_taking_jobs_is_replaced_and_its_waiting_job_runs(base_url: str, paths: tuple[Path, Path]) -> None:
+def test_a_consumer_that_stops_taking_jobs_is_replaced_and_its_waiting_job_runs(base_url: str, paths: Paths) -> None:
     before = _worker_actors()
     # Every consumer stops taking messages from the job queue: alive, but taking nothing.
     _celery_control(paths).control.cancel_consumer("f2f-edits", reply=False)
@@ -147,16 +149,16 @@ def test_a_consumer_that_stops_taking_jobs_is_replaced_and_its_waiting_job_runs(
     assert _worker_actors() - before, "no worker replica was replaced"
 
 
-def test_a_rollout_hands_running_jobs_back_and_loses_delays_or_repeats_nothing(base_url: str, paths: tuple[Path, Path]) -> None:
+def test_a_rollout_hands_running_jobs_back_and_loses_delays_or_repeats_nothing(base_url: str, paths: Paths) -> None:
     from ray import serve
 
     from f2f.serving.app import build_app
     from f2f.serving.jobs import JobStore
 
-    store = JobStore(paths[1], ttl_s=3600, lease_s=LEASE_S)  # the service's own job files, read from here
+    store = JobStore(paths[2], ttl_s=3600, lease_s=LEASE_S)  # the service's own job files, read from here
     # A changed worker config, built before any job runs: the rollout replaces every worker replica the moment
     # the first job is seen running (Serve stops the outdated replicas at once), whatever this machine's speed.
-    changed = build_app(_args(*paths, worker_max_concurrent_jobs=2))
+    changed = build_app(_args(paths, worker_max_concurrent_jobs=2))
     ids = [submit(base_url, {"prompt": f"across a rollout {i}", "steps": "1000"}).json()["id"] for i in range(3)]
     wait_for(base_url, ids[0], lambda job: job["status"] == "running" and (job.get("progress") or {}).get("step", 0) > 3)
     first_worker = store.get(ids[0]).worker  # its old replica's (a finish keeps it; a hand-back clears it)

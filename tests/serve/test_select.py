@@ -16,14 +16,16 @@ import pytest
 pytest.importorskip("ray")
 httpx = pytest.importorskip("httpx")
 
-from harness import error_of, running_app, submit, wait_for  # noqa: E402
+from harness import error_of, running_app, submit, tiny_config, wait_for  # noqa: E402
 from PIL import Image  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def base_url(tmp_path_factory: pytest.TempPathFactory, tokens: dict[str, str], jobs_dir: Path) -> Iterator[str]:
+def base_url(
+    tmp_path_factory: pytest.TempPathFactory, tiny_models: Path, tokens: dict[str, str], jobs_dir: Path
+) -> Iterator[str]:
     args = {
-        "config": {"profile": "tiny", "cache_dir": str(tmp_path_factory.mktemp("f2f-cache")), "seed": 3},
+        "config": tiny_config(tiny_models, tmp_path_factory.mktemp("f2f-cache")),
         "jobs": {"dir": str(jobs_dir), "poll_interval_s": 0.1},
         "auth": {"keys_file": tokens["path"]},
     }

@@ -25,7 +25,7 @@ import pytest
 pytest.importorskip("ray")
 httpx = pytest.importorskip("httpx")
 
-from harness import SAMPLE, running_app, submit, wait_for  # noqa: E402
+from harness import SAMPLE, running_app, submit, tiny_config, wait_for  # noqa: E402
 from PIL import Image  # noqa: E402
 
 PROMPT = "make the sun set"
@@ -34,14 +34,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("f2f-cache")
-
-
-@pytest.fixture(scope="module")
-def split_url(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def split_url(tiny_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     args = {
-        "config": {"profile": "tiny", "cache_dir": str(cache_dir), "seed": 3, **SPLIT},
+        "config": tiny_config(tiny_models, tmp_path_factory.mktemp("f2f-cache"), **SPLIT),
         "auth": {"required": False},
         "generator_num_cpus": 0.2,
         "jobs": {"dir": str(tmp_path_factory.mktemp("jobs")), "poll_interval_s": 0.1, "max_attempts": 3},
@@ -64,7 +59,7 @@ def _pixels(png: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)), dtype=np.int16)
 
 
-def test_a_split_generator_replica_gives_the_plain_edit(split_url: str, cache_dir: Path, tmp_path: Path) -> None:
+def test_a_split_generator_replica_gives_the_plain_edit(split_url: str, tiny_models: Path, tmp_path: Path) -> None:
     assert len(rank_actors()) == 1  # rank 1, beside the replica (rank 0)
     job = wait_for(split_url, submit(split_url, {"prompt": PROMPT, "return_frames": "true"}).json()["id"], timeout_s=240)
     assert job["status"] == "succeeded", job["error"]
@@ -73,7 +68,7 @@ def test_a_split_generator_replica_gives_the_plain_edit(split_url: str, cache_di
     split_frames = [_pixels(httpx.get(f"{split_url}/v1/edits/{job['id']}/frames/{n}", timeout=30).content) for n in labels]
 
     config, out = tmp_path / "f2f.yaml", tmp_path / "plain"
-    config.write_text(f"cache_dir: {cache_dir}\n")
+    config.write_text(f"cache_dir: {tmp_path / 'cache'}\nmodels_dir: {tiny_models}\n")  # the same checkpoints
     command = [sys.executable, "-m", "f2f.cli", "edit", str(SAMPLE), PROMPT, "--profile", "tiny", "--config", str(config)]
     command += ["--seed", "3", "--save-frames", "--out", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
